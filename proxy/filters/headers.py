@@ -1,0 +1,141 @@
+"""Header hygiene for an intermediary (RFC 9110 §7.6, RFC 7239). Pure.
+
+Order matters: hop-by-hop headers (the fixed set *and* every name listed in `Connection`)
+are dropped first, and only then does the proxy add its own `X-Forwarded-*`, `Forwarded`
+and `Via`. Otherwise a client could send `Connection: X-Forwarded-For` and make the proxy
+strip what it just added.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "http2-settings",
+    }
+)
+FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+VIA_VALUE = "1.1 strangler"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
+
+Header = tuple[str, str]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
+    """Lower-case names listed in every `Connection` header."""
+    names: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            names.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(names)
+
+
+def strip_hop_by_hop(
+    headers: Sequence[Header], *, keep: frozenset[str] = frozenset()
+) -> list[Header]:
+    """Drop hop-by-hop headers, preserving order and repeats of everything else.
+
+    `keep` lets an upgrade (WebSocket) keep `Upgrade`/`Connection`.
+    """
+    listed = connection_tokens(headers) - keep
+    drop = (HOP_BY_HOP - keep) | listed
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def parse_trusted(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def is_trusted(peer: str, trusted: Sequence[Network]) -> bool:
+    if not trusted or not peer:
+        return False
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+def _forwarded_node(ip: str) -> str:
+    if ":" in ip:
+        return f'"[{ip}]"'
+    return ip or "unknown"
+
+
+def _quote(value: str) -> str:
+    if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarding_headers(
+    headers: Sequence[Header],
+    *,
+    peer: str,
+    scheme: str,
+    host: str,
+    trusted: bool,
+) -> list[Header]:
+    """Remove incoming forwarding headers unless the peer is trusted, then append ours.
+
+    From a trusted proxy the incoming chain is kept and extended; from anyone else it is
+    replaced, so a client cannot claim another address, scheme or host.
+    """
+    out: list[Header] = []
+    xff: list[str] = []
+    fwd: list[str] = []
+    xfp = xfh = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in FORWARDING:
+            if trusted:
+                if lname == "x-forwarded-for":
+                    xff.append(value)
+                elif lname == "forwarded":
+                    fwd.append(value)
+                elif lname == "x-forwarded-proto" and xfp is None:
+                    xfp = value
+                elif lname == "x-forwarded-host" and xfh is None:
+                    xfh = value
+            continue
+        out.append((name, value))
+    xff.append(peer or "unknown")
+    out.append(("X-Forwarded-For", ", ".join(xff)))
+    out.append(("X-Forwarded-Proto", xfp or scheme))
+    if xfh or host:
+        out.append(("X-Forwarded-Host", xfh or host))
+    element = f"for={_forwarded_node(peer)};proto={scheme}"
+    if host:
+        element += f";host={_quote(host)}"
+    fwd.append(element)
+    out.append(("Forwarded", ", ".join(fwd)))
+    return out
+
+
+def append_via(headers: list[Header]) -> None:
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == "via":
+            headers[i] = (name, f"{value}, {VIA_VALUE}")
+            return
+    headers.append(("Via", VIA_VALUE))
+
+
+def request_id(incoming: str | None) -> str:
+    """Keep a client's request id when it is a sane token; otherwise make one."""
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex

@@ -1,0 +1,68 @@
+"""One canonical path, used both to route and to forward. Pure.
+
+A proxy that routes by one reading of a path while the upstream resolves another is an
+access-control bypass (`/public/..%2fadmin`). Strangler normalizes what is unambiguous and
+rejects what is not, then routes *and* forwards the normalized path:
+
+* percent-encoded unreserved characters are decoded (`%7E` → `~`, `%61` → `a`, RFC 3986
+  §6.2.2.2) and other escapes upper-cased, so `/api/%63ustomers` routes as `/api/customers`;
+* runs of slashes are merged (`//a///b` → `/a/b`), as Envoy's `merge_slashes`;
+* dot segments are resolved (`/a/./b/../c` → `/a/c`, RFC 3986 §5.2.4);
+* rejected with 400: an encoded dot (`%2e`), slash (`%2f`) or backslash (`%5c`), a raw
+  backslash, NUL or other control characters, and paths that do not start with `/`
+  (upstreams disagree on what these mean, so no reading of them is safe).
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_FORBIDDEN_ESCAPES = frozenset({0x2E, 0x2F, 0x5C, 0x00})
+
+
+class UnsafePath(ValueError):
+    """The path cannot be given one unambiguous meaning; answer 400."""
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    if code in _FORBIDDEN_ESCAPES:
+        raise UnsafePath(f"encoded {chr(code)!r} (%{match.group(1)}) in path")
+    if code in _UNRESERVED:
+        return chr(code)
+    return "%" + match.group(1).upper()
+
+
+def normalize_path(raw: str) -> str:
+    """The canonical form of a request path (no query string), or raise `UnsafePath`."""
+    if not raw.startswith("/"):
+        raise UnsafePath("path must start with '/'")
+    if "\\" in raw:
+        raise UnsafePath("backslash in path")
+    for ch in raw:
+        if ord(ch) < 0x21 or ord(ch) == 0x7F:
+            raise UnsafePath("control character or space in path")
+    if "%" in raw:
+        if _BAD_ESCAPE.search(raw):
+            raise UnsafePath("malformed percent-escape in path")
+        raw = _ESCAPE.sub(_decode_unreserved, raw)
+    if "//" not in raw and "/." not in raw:
+        return raw  # the common case: already canonical
+    segments = raw.split("/")
+    out: list[str] = []
+    for seg in segments[1:]:
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    trailing = segments[-1] in ("", ".", "..") and len(out) > 0
+    path = "/" + "/".join(out)
+    if trailing:
+        path += "/"
+    return path

@@ -1,0 +1,270 @@
+"""Route matching: which route owns a request. Pure; no I/O, no aiohttp.
+
+The table is compiled once per config load into indexes so a lookup costs a few dict
+probes instead of a regex scan over every route:
+
+* exact paths: one dict;
+* templates (`/api/customers/{id}`): a segment trie, literal children tried before `{param}`;
+* prefixes: one dict keyed by prefix, probed from the longest segment-aligned prefix of
+  the request path down to "/";
+* regexes: bucketed by the literal first segment they require, when they have one.
+
+Specificity, most specific first: exact path, template, regex, prefix (longer before
+shorter). At the same path specificity, a route with method/header/host conditions is
+tried before one without; remaining ties go to file order. A route whose conditions fail
+lets the next candidate try, down to the table's default upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from proxy.config.model import HeaderMatch, Match, Route
+
+_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_REGEX_META = set(".^$*+?{}[]\\|()")
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def template_params(path: str) -> list[str]:
+    """The `{param}` names of a path template, in order."""
+    return [m.group(1) for seg in path.split("/") if (m := _PARAM.match(seg))]
+
+
+def is_template(path: str) -> bool:
+    return "{" in path
+
+
+def _segments(path: str) -> list[str]:
+    return path.strip("/").split("/") if path != "/" else []
+
+
+@dataclass(slots=True)
+class _Node:
+    literal: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    param_name: str | None = None
+    routes: list[tuple[Route, tuple[str, ...]]] = field(default_factory=list)
+
+
+def _conditions_rank(route: Route) -> int:
+    return 0 if route.match.has_conditions else 1
+
+
+class _Conditions:
+    """A route's method/header/host predicate, compiled once."""
+
+    __slots__ = ("methods", "headers", "host")
+
+    def __init__(self, match: Match) -> None:
+        self.methods = match.methods
+        self.host = match.host
+        self.headers: tuple[tuple[str, Callable[[str], bool]], ...] = tuple(
+            (h.name, _header_predicate(h)) for h in match.headers
+        )
+
+    def accept(self, method: str, host: str, headers: Mapping[str, str]) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.host is not None and host != self.host:
+            return False
+        for name, predicate in self.headers:
+            value = headers.get(name)
+            if value is None or not predicate(value):
+                return False
+        return True
+
+
+def _header_predicate(h: HeaderMatch) -> Callable[[str], bool]:
+    if h.regex is not None:
+        pattern = re.compile(h.regex)
+        return lambda v: pattern.fullmatch(v) is not None
+    expected = h.value
+    return lambda v: v == expected
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    params: Mapping[str, str]
+
+
+class RouteTable:
+    """The compiled, immutable route table of one config load."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        # Sort once: conditions first, then file order (the sort is stable).
+        ordered = sorted(self.routes, key=_conditions_rank)
+        self._conditions = {id(r): _Conditions(r.match) for r in self.routes}
+        self._exact: dict[str, list[Route]] = {}
+        self._trie = _Node()
+        self._prefix: dict[str, list[Route]] = {}
+        self._regex_by_seg: dict[str, list[tuple[Route, re.Pattern[str]]]] = {}
+        self._regex_any: list[tuple[Route, re.Pattern[str]]] = []
+        self._has_regex = False
+        for route in ordered:
+            m = route.match
+            if m.path is not None and not is_template(m.path):
+                self._exact.setdefault(m.path, []).append(route)
+            elif m.path is not None:
+                self._add_template(route, m.path)
+            elif m.prefix is not None:
+                self._prefix.setdefault(m.prefix.rstrip("/") or "/", []).append(route)
+            elif m.regex is not None:
+                self._has_regex = True
+                pattern = re.compile(m.regex)
+                seg = _literal_first_segment(m.regex)
+                if seg is None:
+                    self._regex_any.append((route, pattern))
+                else:
+                    self._regex_by_seg.setdefault(seg, []).append((route, pattern))
+
+    def _add_template(self, route: Route, path: str) -> None:
+        node = self._trie
+        names: list[str] = []
+        for seg in _segments(path):
+            pm = _PARAM.match(seg)
+            if pm:
+                if node.param is None:
+                    node.param = _Node()
+                names.append(pm.group(1))
+                node = node.param
+            else:
+                node = node.literal.setdefault(seg, _Node())
+        node.routes.append((route, tuple(names)))
+
+    def match(
+        self, method: str, path: str, host: str = "", headers: Mapping[str, str] = _EMPTY
+    ) -> RouteMatch | None:
+        """The most specific route accepting this request, or None (the default upstream).
+
+        `path` must already be normalized (see `proxy.pathsafety`); `host` lower-case
+        without port; `headers` keyed by lower-case name.
+        """
+        for route, params in self._candidates(path):
+            if self._conditions[id(route)].accept(method, host, headers):
+                return RouteMatch(route, params)
+        return None
+
+    def _candidates(self, path: str) -> Iterator[tuple[Route, Mapping[str, str]]]:
+        exact = self._exact.get(path)
+        if exact:
+            for route in exact:
+                yield route, _EMPTY
+        segments = _segments(path)
+        if self._trie.literal or self._trie.param or self._trie.routes:
+            yield from self._walk(self._trie, segments, 0, [])
+        if self._has_regex:
+            first = segments[0] if segments else ""
+            for route, pattern in self._regex_by_seg.get(first, ()):
+                m = pattern.fullmatch(path)
+                if m:
+                    yield (
+                        route,
+                        MappingProxyType({k: v for k, v in m.groupdict().items() if v is not None}),
+                    )
+            for route, pattern in self._regex_any:
+                m = pattern.fullmatch(path)
+                if m:
+                    yield (
+                        route,
+                        MappingProxyType({k: v for k, v in m.groupdict().items() if v is not None}),
+                    )
+        if self._prefix:
+            for n in range(len(segments), -1, -1):
+                key = "/" + "/".join(segments[:n]) if n else "/"
+                routes = self._prefix.get(key)
+                if routes:
+                    for route in routes:
+                        yield route, _EMPTY
+
+    def _walk(
+        self, node: _Node, segments: list[str], i: int, values: list[str]
+    ) -> Iterator[tuple[Route, Mapping[str, str]]]:
+        if i == len(segments):
+            for route, names in node.routes:
+                yield route, MappingProxyType(dict(zip(names, values, strict=True)))
+            return
+        seg = segments[i]
+        child = node.literal.get(seg)
+        if child is not None:
+            yield from self._walk(child, segments, i + 1, values)
+        if node.param is not None and seg:
+            values.append(seg)
+            yield from self._walk(node.param, segments, i + 1, values)
+            values.pop()
+
+
+def _literal_first_segment(regex: str) -> str | None:
+    """The literal first path segment a regex requires, if it plainly has one.
+
+    `^/api/(?P<x>...)` requires "api"; `/(a|b)/x` has none. Used only to bucket regex
+    routes; a regex without a literal first segment is tried on every request.
+    """
+    body = regex[1:] if regex.startswith("^") else regex
+    if not body.startswith("/"):
+        return None
+    seg = []
+    for ch in body[1:]:
+        if ch == "/":
+            break
+        if ch in _REGEX_META:
+            return None
+        seg.append(ch)
+    else:
+        # the regex ends inside the first segment: it must be that whole literal
+        pass
+    return "".join(seg)
+
+
+def _specificity_key(route: Route) -> tuple[int, str]:
+    m = route.match
+    if m.path is not None:
+        # normalize param names: /a/{id} and /a/{x} cover the same paths
+        return (0, re.sub(r"\{[^}]*\}", "{}", m.path))
+    if m.regex is not None:
+        return (2, m.regex)
+    return (3, (m.prefix or "/").rstrip("/") or "/")
+
+
+def _covers(general: Match, specific: Match) -> bool:
+    """True when every request `specific` accepts is also accepted by `general`'s conditions."""
+    if general.methods is not None and (
+        specific.methods is None or not specific.methods <= general.methods
+    ):
+        return False
+    if general.host is not None and general.host != specific.host:
+        return False
+    return set(general.headers) <= set(specific.headers)
+
+
+def find_unreachable(routes: Sequence[Route]) -> list[tuple[Route, Route]]:
+    """Routes that can never match: (unreachable, covering) pairs.
+
+    A route is unreachable when another route with the same path pattern is tried first
+    (conditions first, then file order) and accepts everything it accepts. Routes with
+    different patterns overlap only partially (a prefix still serves paths a template
+    does not), so they never make each other unreachable.
+    """
+    ordered = sorted(routes, key=_conditions_rank)
+    by_key: dict[tuple[int, str], list[Route]] = {}
+    found: list[tuple[Route, Route]] = []
+    for route in ordered:
+        bucket = by_key.setdefault(_specificity_key(route), [])
+        for earlier in bucket:
+            if _covers(earlier.match, route.match):
+                found.append((route, earlier))
+                break
+        bucket.append(route)
+    return found
+
+
+def expand_rewrite(template: str, params: Mapping[str, str]) -> str:
+    """Fill a rewrite template's `{param}`s; the config loader guarantees they exist."""
+    if "{" not in template:
+        return template
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: params[m.group(1)], template)
