@@ -1,0 +1,103 @@
+"""The admin port: health, readiness, the effective config, reload, and live state.
+
+It listens on its own port so operators' endpoints can never collide with a proxied
+application's paths, and so it can be firewalled separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.reload import Reloader
+
+
+@dataclass
+class AdminContext:
+    reloader: Reloader
+    in_flight: Callable[[], int]
+    ready: Callable[[], bool]
+    # Optional providers, filled in as capabilities are wired.
+    upstreams: Callable[[], Any] | None = None
+    shadow: Callable[[], Any] | None = None
+    metrics: Callable[[], tuple[bytes, str]] | None = None
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+    # In a multi-worker setup a reload must reach every worker: signal the supervisor.
+    supervisor_pid: int | None = None
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict) or hasattr(obj, "items"):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (frozenset, set)):
+        return sorted(_jsonable(v) for v in obj)
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def config_view(ctx: AdminContext) -> dict[str, Any]:
+    rt = ctx.reloader.holder.current
+    return {
+        "version": __version__,
+        "source": str(ctx.reloader.path),
+        "generation": rt.generation,
+        "last_reload_error": ctx.reloader.last_error,
+        "reloads": {"ok": ctx.reloader.successes, "failed": ctx.reloader.failures},
+        "history": [e.as_dict() for e in ctx.reloader.history],
+        "config": _jsonable(rt.config),
+    }
+
+
+def build_admin_app(ctx: AdminContext) -> web.Application:
+    app = web.Application()
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def ready(_: web.Request) -> web.Response:
+        ok = ctx.ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def config(_: web.Request) -> web.Response:
+        return web.json_response(config_view(ctx), dumps=lambda o: json.dumps(o, default=str))
+
+    async def reload(_: web.Request) -> web.Response:
+        event = ctx.reloader.reload("admin")
+        if ctx.supervisor_pid:
+            os.kill(ctx.supervisor_pid, signal.SIGHUP)  # the other workers reload too
+        return web.json_response(event.as_dict(), status=200 if event.ok else 422)
+
+    async def upstreams(_: web.Request) -> web.Response:
+        data = ctx.upstreams() if ctx.upstreams else {}
+        return web.json_response(data)
+
+    async def shadow(_: web.Request) -> web.Response:
+        data = ctx.shadow() if ctx.shadow else {"routes": []}
+        return web.json_response(data)
+
+    async def metrics(_: web.Request) -> web.Response:
+        if ctx.metrics is None:
+            return web.Response(status=404, text="metrics are disabled\n")
+        body, content_type = ctx.metrics()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app.router.add_get("/-/health", health)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_get("/-/config", config)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_get("/-/upstreams", upstreams)
+    app.router.add_get("/-/shadow", shadow)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_routes(ctx.extra_routes)
+    return app

@@ -1,0 +1,128 @@
+"""`strangler`: serve, check, routes, report, acl."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy import __version__
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.server import ServeOptions, serve
+
+    return serve(
+        ServeOptions(
+            config_path=Path(args.config).resolve(),
+            host=args.host,
+            port=args.port,
+            admin_port=args.admin_port,
+            workers=args.workers,
+            worker_index=args.worker_index,
+            supervisor_pid=args.supervisor_pid,
+        )
+    )
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from proxy.config.problems import ConfigError
+    from proxy.server import load_runtime
+
+    path = Path(args.file)
+    try:
+        runtime = load_runtime(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem))
+        print(f"{path}: {len(exc.problems)} problem(s); the file was not accepted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - anything else is still "not valid"
+        print(f"{path}: {exc}")
+        return 1
+    config = runtime.config
+    print(
+        f"{path}: OK: {len(config.routes)} routes, {len(config.upstreams)} upstreams, "
+        f"default {config.default}"
+    )
+    return 0
+
+
+def _cmd_routes(args: argparse.Namespace) -> int:
+    from proxy.server import load_runtime
+
+    try:
+        config = load_runtime(Path(args.config)).config
+    except Exception as exc:  # noqa: BLE001
+        print(str(exc), file=sys.stderr)
+        return 1
+    rows = [("ROUTE", "MATCH", "METHODS", "MODE", "SIDE/TARGET", "REWRITE", "ACL")]
+    for r in config.routes:
+        m = r.match
+        match = m.path or (f"{m.prefix}/*" if m.prefix and m.prefix != "/" else "/*")
+        if m.regex:
+            match = f"~{m.regex}"
+        if m.host:
+            match = f"{m.host}{match}"
+        mode = r.mode + (f" {r.canary.percent:g}%" if r.mode == "canary" else "")
+        rows.append(
+            (
+                r.name,
+                match,
+                ",".join(sorted(m.methods)) if m.methods else "*",
+                mode,
+                r.target or config.default,
+                r.rewrite or "-",
+                r.acl or "-",
+            )
+        )
+    rows.append(("(default)", "*", "*", "legacy", config.default, "-", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strangler", description="Strangler-fig migration proxy.")
+    parser.add_argument("--version", action="version", version=f"strangler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("-c", "--config", default="routes.yaml")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--admin-port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("check", help="validate a routes.yaml; exit 1 listing every problem")
+    p.add_argument("file", nargs="?", default="routes.yaml")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("routes", help="print the effective route table")
+    p.add_argument("-c", "--config", default="routes.yaml")
+    p.set_defaults(func=_cmd_routes)
+
+    for module in ("proxy.shadow.cli", "acl.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

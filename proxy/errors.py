@@ -1,0 +1,72 @@
+"""The proxy's own error responses: small, JSON by default, HTML for browsers."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from aiohttp import web
+
+_TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    413: "Payload Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_CODES = {
+    400: "bad_request",
+    413: "payload_too_large",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+
+
+def wants_html(accept: str | None) -> bool:
+    """True when the client ranks text/html above JSON (a browser navigating)."""
+    if not accept or "text/html" not in accept:
+        return False
+    return "application/json" not in accept.split("text/html", 1)[0]
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    route: str | None,
+    request_id: str,
+    accept: str | None = None,
+    headers: dict[str, str] | None = None,
+    close: bool = False,
+) -> web.Response:
+    """An error from the proxy itself (not relayed from an upstream)."""
+    extra = {"X-Request-ID": request_id, "Cache-Control": "no-store", **(headers or {})}
+    if close:
+        extra["Connection"] = "close"
+    if wants_html(accept):
+        title = _TITLES.get(status, "Error")
+        body = (
+            f"<!doctype html><html><head><title>{status} {title}</title></head><body>"
+            f"<h1>{status} {title}</h1><p>{html.escape(message)}</p>"
+            f"<p>route: {html.escape(route or '-')}<br>request id: {html.escape(request_id)}</p>"
+            "</body></html>"
+        )
+        resp = web.Response(status=status, text=body, content_type="text/html", headers=extra)
+    else:
+        payload = {
+            "error": _CODES.get(status, "error"),
+            "message": message,
+            "route": route,
+            "request_id": request_id,
+        }
+        resp = web.Response(
+            status=status,
+            body=json.dumps(payload).encode(),
+            content_type="application/json",
+            headers=extra,
+        )
+    if close:
+        resp.force_close()
+    return resp

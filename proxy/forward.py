@@ -1,0 +1,194 @@
+"""Talking to upstreams: one keep-alive pool per upstream, streaming in both directions.
+
+Bodies are never buffered here unless the caller hands over bytes: the request body is an
+async iterator over the client's stream, and the response body is relayed chunk by chunk,
+so a 1 GiB upload or download passes with flat memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.config.model import Upstream
+from proxy.filters.headers import HOP_BY_HOP, connection_tokens
+
+# aiohttp adds these unless told not to; a proxy must not invent request headers.
+_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_CHUNK = 64 * 1024
+
+
+class UpstreamPool:
+    """A `ClientSession` (connection pool) per upstream definition.
+
+    Sessions are keyed by the whole `Upstream` value: a reload that leaves an upstream
+    unchanged keeps its warm connections; one that changes it gets a fresh pool, and the
+    old pool is closed once the requests using it are done.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[Upstream, aiohttp.ClientSession] = {}
+        self._timeouts: dict[Upstream, aiohttp.ClientTimeout] = {}
+
+    def session(self, upstream: Upstream) -> aiohttp.ClientSession:
+        session = self._sessions.get(upstream)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the bulkhead limits concurrency, not the pool
+                keepalive_timeout=30.0,
+                ttl_dns_cache=10,
+                ssl=None if upstream.scheme == "https" else False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,  # compression passes through untouched
+                skip_auto_headers=_SKIP_AUTO,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=_CHUNK,
+                max_line_size=16384,
+                max_field_size=16384,
+            )
+            self._sessions[upstream] = session
+            t = upstream.timeout
+            self._timeouts[upstream] = aiohttp.ClientTimeout(
+                total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+            )
+        return session
+
+    def timeout(self, upstream: Upstream) -> aiohttp.ClientTimeout:
+        self.session(upstream)
+        return self._timeouts[upstream]
+
+    async def retire(self, keep: set[Upstream], grace: float = 30.0) -> None:
+        """Close pools of upstreams no longer configured, after in-flight use drains."""
+        stale = [u for u in self._sessions if u not in keep]
+        sessions = [self._sessions.pop(u) for u in stale]
+        for u in stale:
+            self._timeouts.pop(u, None)
+        if sessions:
+            await asyncio.sleep(grace)
+            for s in sessions:
+                await s.close()
+
+    async def close(self) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for s in sessions:
+            await s.close()
+
+
+def upstream_url(upstream: Upstream, path: str, query: str) -> URL:
+    """The upstream URL, with path and query forwarded byte for byte (already encoded)."""
+    target = upstream.base_path + path
+    if query:
+        target += "?" + query
+    return URL(f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}", encoded=True)
+
+
+class BodySource:
+    """The client's request body as an async iterator that records whether any byte left.
+
+    Retries and fallbacks may only replay a request whose body never reached an upstream.
+    """
+
+    __slots__ = ("_stream", "sent")
+
+    def __init__(self, stream: aiohttp.StreamReader) -> None:
+        self._stream = stream
+        self.sent = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._stream.readany()
+            if not chunk:
+                return
+            self.sent = True
+            yield chunk
+
+
+async def read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """Read a whole body, or None when it is larger than `limit` (the stream is then spent)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.readany()
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+
+
+def response_headers(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones, in order, repeats kept."""
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+    drop = HOP_BY_HOP | connection_tokens(raw)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in raw:
+        if name.lower() not in drop:
+            out.add(name, value)
+    return out
+
+
+async def relay(
+    request: web.BaseRequest,
+    upstream_resp: aiohttp.ClientResponse,
+    extra_headers: dict[str, str],
+    *,
+    capture: list[bytes] | None = None,
+    capture_limit: int = 0,
+) -> tuple[web.StreamResponse, int]:
+    """Stream an upstream response to the client; returns it and the body bytes sent.
+
+    With `capture`, body chunks are also kept (up to `capture_limit` bytes) for shadow
+    comparison; past the limit the capture is abandoned (cleared and marked by a None).
+    """
+    headers = response_headers(upstream_resp)
+    headers.update(extra_headers)
+    out = web.StreamResponse(
+        status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
+    )
+    if (
+        upstream_resp.headers.get("Content-Length") is None
+        and request.version < aiohttp.HttpVersion11
+    ):
+        out.force_close()
+    await out.prepare(request)
+    sent = 0
+    captured = 0
+    if request.method != "HEAD":
+        content = upstream_resp.content
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if capture is not None:
+                captured += len(chunk)
+                if captured <= capture_limit:
+                    capture.append(chunk)
+                elif capture and capture[-1] is not None:
+                    capture.clear()
+                    capture.append(None)  # type: ignore[arg-type]
+            await out.write(chunk)
+            sent += len(chunk)
+    await out.write_eof()
+    return out, sent
+
+
+def client_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
+    """The client's request headers as sent: order and repeats preserved."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+
+
+def abort_connection(request: web.BaseRequest) -> None:
+    """A response already under way cannot change status: cut the connection instead."""
+    transport: Any = request.transport
+    if transport is not None:
+        transport.abort()

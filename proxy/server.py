@@ -1,0 +1,268 @@
+"""The listener and process lifecycle: workers, signals, hot reload, graceful shutdown.
+
+One worker is one asyncio process (uvloop) running aiohttp's low-level server, which
+keeps its strict C (llhttp) parser and skips the web framework's router and middleware:
+the proxy has its own router. `--workers N` runs N such processes on one port with
+SO_REUSEPORT under a small supervisor that forwards SIGHUP (reload) and SIGTERM (drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from proxy.admin.api import AdminContext, build_admin_app
+from proxy.config.model import Config
+from proxy.forward import UpstreamPool
+from proxy.handler import Exchange, ProxyHandler
+from proxy.reload import Reloader
+from proxy.runtime import Runtime, RuntimeHolder
+
+log = logging.getLogger("strangler")
+
+
+def load_translators(config_path: Path) -> Mapping[str, Any]:
+    """The ACL translators a routes.yaml may name: beside it in acl/translators, else built in."""
+    try:
+        from acl import load_translators as _load
+    except ImportError:
+        return {}
+    local = config_path.parent / "acl" / "translators"
+    if local.is_dir():
+        return _load(local)
+    builtin = Path(__file__).resolve().parent.parent / "acl" / "translators"
+    return _load(builtin) if builtin.is_dir() else {}
+
+
+def load_runtime(path: Path, generation: int = 0) -> Runtime:
+    """routes.yaml (and its translators) → a ready `Runtime`, or an exception saying why."""
+    from proxy.config.loader import load_config
+
+    translators = load_translators(path)
+    config = load_config(path, translators=set(translators))
+    return Runtime.build(config, translators=translators, generation=generation)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    config_path: Path
+    host: str | None = None
+    port: int | None = None
+    admin_host: str | None = None
+    admin_port: int | None = None
+    workers: int = 1
+    worker_index: int = 0
+    supervisor_pid: int | None = None
+    watch_interval: float = 0.5
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class AccessLog:
+    """One line per request on stdout: JSON by default, text when configured."""
+
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
+        self.out = sys.stdout
+
+    def __call__(self, ex: Exchange, duration: float) -> None:
+        record = {
+            "ts": round(time.time(), 3),
+            "request_id": ex.request_id,
+            "method": ex.method,
+            "path": ex.path,
+            "route": ex.route_name,
+            "side": ex.side,
+            "upstream": ex.upstream,
+            "status": ex.status,
+            "duration_ms": round(duration * 1000, 3),
+            "bytes": ex.bytes_out,
+        }
+        if ex.fallback_reason:
+            record["fallback"] = ex.fallback_reason
+        if self.holder.current.config.telemetry.log_format == "text":
+            line = (
+                f"{ex.method} {ex.path} {ex.status} route={ex.route_name} side={ex.side} "
+                f"upstream={ex.upstream} {record['duration_ms']}ms id={ex.request_id}"
+            )
+        else:
+            line = json.dumps(record, separators=(",", ":"))
+        self.out.write(line + "\n")
+
+
+async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests and return 0."""
+    loop = asyncio.get_running_loop()
+    holder = RuntimeHolder(runtime)
+    config: Config = runtime.config
+    pool = UpstreamPool()
+    handler = ProxyHandler(holder, pool, on_finish=AccessLog(holder))
+
+    def on_swap(old: Runtime, new: Runtime) -> None:
+        keep = set(new.config.upstreams.values())
+        loop.create_task(pool.retire(keep, grace=new.config.grace_period))
+
+    reloader = Reloader(opts.config_path, holder, load_runtime, on_swap=on_swap)
+    limits = config.limits
+    low_level = web.Server(
+        handler,
+        handler_cancellation=True,
+        max_line_size=limits.max_request_line,
+        max_field_size=limits.max_header_size,
+        max_headers=limits.max_headers,
+        auto_decompress=False,
+        access_log=None,
+        keepalive_timeout=75.0,
+    )
+    host = opts.host or config.listen.host
+    port = opts.port if opts.port is not None else config.listen.port
+    sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
+    server = await loop.create_server(low_level, sock=sock, backlog=1024)
+
+    stopping = asyncio.Event()
+    admin_runner: web.AppRunner | None = None
+    if opts.worker_index == 0:
+        ctx = AdminContext(
+            reloader=reloader,
+            in_flight=lambda: handler.in_flight,
+            ready=lambda: not stopping.is_set(),
+            supervisor_pid=opts.supervisor_pid,
+        )
+        admin_runner = web.AppRunner(build_admin_app(ctx), access_log=None)
+        await admin_runner.setup()
+        admin_host = opts.admin_host or config.admin.host
+        admin_port = opts.admin_port if opts.admin_port is not None else config.admin.port
+        await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=False).start()
+        log.info("admin on http://%s:%d", admin_host, admin_port)
+
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload("signal"))
+    watcher = loop.create_task(reloader.watch(opts.watch_interval))
+    log.info(
+        "strangler worker %d listening on http://%s:%d (%d routes, default upstream %s)",
+        opts.worker_index,
+        host,
+        port,
+        len(config.routes),
+        config.default,
+    )
+    await stopping.wait()
+
+    grace = holder.current.config.grace_period
+    log.info("draining: %d requests in flight, grace %.1fs", handler.in_flight, grace)
+    server.close()  # stop accepting; established connections stay
+    watcher.cancel()
+    await low_level.shutdown(grace)
+    if admin_runner is not None:
+        await admin_runner.cleanup()
+    await pool.close()
+    log.info("stopped")
+    return 0
+
+
+def _configure_logging(config: Config | None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("STRANGLER_LOG_LEVEL", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(opts: ServeOptions) -> int:
+    """Entry point of `strangler serve`."""
+    _configure_logging(None)
+    try:
+        runtime = load_runtime(opts.config_path)
+    except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1
+        print(f"strangler: cannot start: {exc}", file=sys.stderr)
+        return 1
+    if opts.workers > 1 and opts.supervisor_pid is None:
+        return _supervise(opts)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(run_worker(opts, runtime))
+
+
+def _supervise(opts: ServeOptions) -> int:
+    """Run `workers` worker processes on one port; forward reloads and shutdowns."""
+    env = dict(os.environ)
+    multiproc_dir = tempfile.mkdtemp(prefix="strangler-metrics-")
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", multiproc_dir)
+    base = [sys.executable, "-m", "proxy.cli", "serve", "-c", str(opts.config_path)]
+    if opts.host:
+        base += ["--host", opts.host]
+    if opts.port is not None:
+        base += ["--port", str(opts.port)]
+    if opts.admin_port is not None:
+        base += ["--admin-port", str(opts.admin_port)]
+    me = os.getpid()
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        args = base + [
+            "--workers",
+            str(opts.workers),
+            "--worker-index",
+            str(i),
+            "--supervisor-pid",
+            str(me),
+        ]
+        return subprocess.Popen(args, env=env)
+
+    workers = [spawn(i) for i in range(opts.workers)]
+    stopping = False
+
+    def forward(sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        while True:
+            for i, w in enumerate(workers):
+                code = w.poll()
+                if code is not None and not stopping:
+                    log.error("worker %d exited with %s; restarting it", i, code)
+                    workers[i] = spawn(i)
+            if stopping and all(w.poll() is not None for w in workers):
+                break
+            time.sleep(0.1)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    return 0

@@ -1,0 +1,115 @@
+"""WebSocket upgrades, proxied both ways: text, binary, ping/pong and close codes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from proxy.config.model import Upstream
+from proxy.errors import error_response
+from proxy.forward import UpstreamPool, upstream_url
+
+if TYPE_CHECKING:
+    from proxy.handler import Exchange
+
+# Negotiated by each hop itself, never copied across.
+_WS_OWN = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "host",
+        "content-length",
+    }
+)
+
+
+async def proxy_websocket(
+    request: web.BaseRequest,
+    pool: UpstreamPool,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    host_header: str,
+    ex: Exchange,
+) -> web.StreamResponse:
+    """Connect upstream first, then accept the client, then pump frames both ways."""
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    send_headers = [(k, v) for k, v in headers if k.lower() not in _WS_OWN]
+    send_headers.append(("Host", upstream.host_header or host_header))
+    url = upstream_url(upstream, path, query).with_scheme(
+        "wss" if upstream.scheme == "https" else "ws"
+    )
+    session = pool.session(upstream)
+    try:
+        upstream_ws = await session.ws_connect(
+            url,
+            headers=send_headers,
+            protocols=protocols,
+            autoping=False,
+            timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+            max_msg_size=0,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        ex.status = 502
+        return error_response(
+            502,
+            f"upstream refused the WebSocket upgrade: {exc.status}",
+            route=ex.route_name,
+            request_id=ex.request_id,
+        )
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return error_response(
+            502,
+            f"upstream {upstream.name} unreachable: {exc.__class__.__name__}",
+            route=ex.route_name,
+            request_id=ex.request_id,
+        )
+    client_ws = web.WebSocketResponse(
+        protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
+        autoping=False,
+        max_msg_size=0,
+        headers={"X-Request-ID": ex.request_id},
+    )
+    await client_ws.prepare(request)
+
+    async def pump(src: object, dst: object) -> None:
+        async for msg in src:  # type: ignore[attr-defined]
+            if msg.type == WSMsgType.TEXT:
+                await dst.send_str(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == WSMsgType.PING:
+                await dst.ping(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == WSMsgType.PONG:
+                await dst.pong(msg.data)  # type: ignore[attr-defined]
+            else:
+                break
+        code = src.close_code or 1000  # type: ignore[attr-defined]
+        await dst.close(code=code, message=b"")  # type: ignore[attr-defined]
+
+    tasks = [
+        asyncio.ensure_future(pump(client_ws, upstream_ws)),
+        asyncio.ensure_future(pump(upstream_ws, client_ws)),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await upstream_ws.close()
+        await client_ws.close()
+    ex.status = 101
+    return client_ws
