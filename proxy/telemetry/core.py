@@ -1,0 +1,347 @@
+"""`Telemetry`: the one object the request path talks to for metrics, traces and logs.
+
+One per process (per worker). It owns the redactor, the metrics registry, the tracer and the
+request log, and rebinds all of them on `reconfigure` so the request path never builds label
+strings or checks config flags more than once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import IO, Any
+
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Span
+
+from proxy.config.model import Config, Route, TelemetryConfig
+from proxy.telemetry.logging import RequestLog, configure_logging
+from proxy.telemetry.metrics import CONTENT_TYPE, DEFAULT_ROUTE, Metrics
+from proxy.telemetry.redact import Redactor
+from proxy.telemetry.tracing import Tracing, trace_id_from_headers
+
+RELOAD_HISTORY = 20
+
+
+def http_route(route: Route) -> str:
+    """The low-cardinality template for `http.route`: the path template, prefix/* or name."""
+    m = route.match
+    if m.path:
+        return m.path
+    if m.prefix:
+        return "/*" if m.prefix == "/" else f"{m.prefix}/*"
+    return f"~{route.name}"
+
+
+def attempt_result(status: int | None, error: BaseException | str | None = None) -> str:
+    """The `result` label of `strangler_upstream_attempts_total` for one attempt."""
+    if error is not None:
+        if isinstance(error, TimeoutError | asyncio.TimeoutError):
+            return "timeout"
+        if isinstance(error, ConnectionError) or type(error).__name__.startswith("ClientConnector"):
+            return "connect_error"
+        if isinstance(error, str) and error in ("timeout", "connect_error"):
+            return error
+        return "error"
+    if status is None:
+        return "error"
+    return "http_5xx" if status >= 500 else "ok"
+
+
+class Telemetry:
+    """Metrics + traces + logs for one process; see docs/operations.md for the contract."""
+
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        *,
+        service_name: str = "strangler",
+        span_exporter: SpanExporter | None = None,
+        log_stream: IO[str] | None = None,
+        configure_logs: bool = True,
+    ) -> None:
+        self.service_name = service_name
+        self._span_exporter = span_exporter
+        self._log_stream = log_stream
+        self._configure_logs = configure_logs
+        self.config = config
+        self.redactor = Redactor(config.redact)
+        self.metrics: Metrics | None = Metrics() if config.metrics else None
+        self.tracing = Tracing(
+            config.traces,
+            service_name=service_name,
+            exporter=span_exporter,
+            redactor=self.redactor,
+        )
+        self.log = RequestLog()
+        self._routes: dict[str, str] = {}
+        self._reloads: deque[dict[str, Any]] = deque(maxlen=RELOAD_HISTORY)
+        if configure_logs:
+            configure_logging(config.log_format, self.redactor, stream=log_stream)
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a (re)loaded config: route templates, redaction, log format, exporter."""
+        tc = config.telemetry
+        old = self.config
+        self._routes = {r.name: http_route(r) for r in config.routes}
+        if tc.redact != old.redact:
+            self.redactor = Redactor(tc.redact)
+            self.tracing.redactor = self.redactor
+        if self._configure_logs and (tc.log_format != old.log_format or tc.redact != old.redact):
+            configure_logging(tc.log_format, self.redactor, stream=self._log_stream)
+        if tc.traces != old.traces:
+            fresh = Tracing(
+                tc.traces,
+                service_name=self.service_name,
+                exporter=self._span_exporter,
+                redactor=self.redactor,
+            )
+            self.tracing, stale = fresh, self.tracing
+            stale.shutdown(wait=False)
+        if tc.metrics and self.metrics is None:
+            self.metrics = Metrics()
+        elif not tc.metrics:
+            self.metrics = None
+        if self.metrics is not None:
+            self.metrics.rebind()
+            self.metrics.set_config_version(config.version)
+        self.config = tc
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def request_started(self) -> float:
+        """Call when a request arrives; returns the start time to pass to `request_finished`."""
+        if self.metrics is not None:
+            self.metrics.started()
+        return time.perf_counter()
+
+    def start_server_span(
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        path: str,
+        route: Route | None,
+        *,
+        scheme: str = "http",
+        server_address: str | None = None,
+        server_port: int | None = None,
+        client_address: str | None = None,
+    ) -> Span | None:
+        """The request's server span, or None when tracing is off (nothing is created)."""
+        tracing = self.tracing
+        if not tracing.enabled:
+            return None
+        name = route.name if route is not None else None
+        return tracing.start_server_span(
+            headers,
+            method,
+            path,
+            route=name or DEFAULT_ROUTE,
+            http_route=self._routes.get(name) if name else None,
+            scheme=scheme,
+            server_address=server_address,
+            server_port=server_port,
+            client_address=client_address,
+        )
+
+    def attempt_started(
+        self,
+        parent: Span | None,
+        method: str,
+        url: str,
+        *,
+        upstream: str,
+        attempt: int = 0,
+        fallback: bool = False,
+        shadow: bool = False,
+    ) -> Span | None:
+        """A client span for one upstream attempt (inject it into that attempt's headers)."""
+        if parent is None:
+            return None
+        return self.tracing.start_client_span(
+            parent,
+            method,
+            url,
+            upstream=upstream,
+            attempt=attempt,
+            fallback=fallback,
+            shadow=shadow,
+        )
+
+    def attempt_finished(
+        self,
+        span: Span | None,
+        upstream: str,
+        status: int | None,
+        *,
+        error: BaseException | str | None = None,
+    ) -> None:
+        """Count the attempt by result and close its span."""
+        if self.metrics is not None:
+            self.metrics.count(
+                "upstream_attempt", upstream=upstream, result=attempt_result(status, error)
+            )
+        if span is not None:
+            self.tracing.end_client_span(span, status, error)
+
+    @staticmethod
+    def inject(span: Span | None, headers: MutableMapping[str, str]) -> None:
+        """Put `span`'s traceparent into upstream headers; with no span, leave them as they are."""
+        Tracing.inject(span, headers)
+
+    def request_finished(
+        self,
+        route: str | None,
+        mode: str,
+        side: str,
+        method: str,
+        status: int,
+        duration_s: float,
+        bytes_out: int,
+        *,
+        upstream: str | None = None,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        tenant: str | None = None,
+        path: str | None = None,
+        query: str | None = None,
+        bytes_in: int | None = None,
+        client: str | None = None,
+        fallback: str | None = None,
+        span: Span | None = None,
+        headers: Mapping[str, str] | None = None,
+        error: BaseException | str | None = None,
+    ) -> None:
+        """Everything at the end of a request: metrics, the server span, the access line.
+
+        `route` None means the request matched no route (label "default"). `trace_id` may be
+        omitted: it comes from `span`, else from the client's `traceparent` in `headers`.
+        """
+        route_label = route or DEFAULT_ROUTE
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.finished(route_label, mode, side, method, status, duration_s)
+        if trace_id is None:
+            if span is not None:
+                trace_id = Tracing.trace_id(span)
+            elif headers is not None:
+                trace_id = trace_id_from_headers(headers)
+        if span is not None:
+            self.tracing.end_server_span(
+                span,
+                status,
+                mode=mode,
+                side=side,
+                upstream=upstream,
+                tenant=tenant,
+                request_id=request_id,
+                error=error,
+            )
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "trace_id": trace_id,
+            "route": route_label,
+            "mode": mode,
+            "side": side,
+            "upstream": upstream,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(duration_s * 1000.0, 3),
+            "bytes_out": bytes_out,
+            "tenant": tenant,
+        }
+        if query:
+            fields["query"] = self.redactor.query(query)
+        if bytes_in is not None:
+            fields["bytes_in"] = bytes_in
+        if client is not None:
+            fields["client"] = client
+        if fallback is not None:
+            fields["fallback"] = fallback
+        if error is not None:
+            fields["error"] = (
+                type(error).__qualname__
+                if isinstance(error, BaseException)
+                else self.redactor.text(str(error))
+            )
+        self.log.access(fields)
+
+    def error(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        exc: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        """An error line carrying the request's ids; all values are redacted."""
+        self.log.error(message, request_id=request_id, trace_id=trace_id, exc=exc, **fields)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def count(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
+        """Bump an event counter (see `proxy.telemetry.metrics.EVENTS` for names and labels)."""
+        if self.metrics is not None:
+            self.metrics.count(name, amount, **labels)
+
+    def breaker_changed(self, upstream: str, old: str, new: str) -> None:
+        """A circuit breaker moved from `old` to `new` ("closed", "half_open", "open")."""
+        if self.metrics is not None:
+            self.metrics.count(
+                "breaker_transition", upstream=upstream, from_state=old, to_state=new
+            )
+            self.metrics.set_breaker_state(upstream, new)
+
+    def reload_finished(
+        self,
+        ok: bool,
+        *,
+        version: int | None = None,
+        error: str | None = None,
+        trigger: str = "file",
+        at: float | None = None,
+    ) -> None:
+        """Count a reload and remember it for the dashboard; failures are logged too."""
+        self.count("config_reload", result="ok" if ok else "failed")
+        entry = {
+            "at": time.time() if at is None else at,
+            "ok": ok,
+            "version": version,
+            "trigger": trigger,
+            "error": self.redactor.text(error) if error else None,
+        }
+        self._reloads.appendleft(entry)
+        if not ok:
+            self.log.error(
+                "config reload failed",
+                request_id=None,
+                trace_id=None,
+                reason=error,
+                trigger=trigger,
+            )
+
+    def reloads(self) -> list[dict[str, Any]]:
+        """Recent reloads, newest first."""
+        return list(self._reloads)
+
+    # -- exposition ----------------------------------------------------------------------------
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition for GET /metrics (all workers when multiprocess)."""
+        return self.metrics.text() if self.metrics is not None else b""
+
+    content_type = CONTENT_TYPE
+
+    def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
+        """Current metric samples as plain data (for the dashboard)."""
+        return self.metrics.samples() if self.metrics is not None else ()
+
+    def shutdown(self) -> None:
+        """Flush spans still buffered for export."""
+        self.tracing.shutdown(wait=True)

@@ -1,0 +1,176 @@
+"""Structured logs: one JSON (or plain text) line per request and per error, secrets removed.
+
+Every line carries the same `request_id` and `trace_id`, so an error can be joined to its
+access line and to its trace. The formatter redacts on the way out, so a component that logs a
+header dict or an exception holding a token cannot leak it; access lines are built from values
+already known to be safe and skip that work on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from proxy.telemetry.redact import Redactor
+
+ACCESS_LOGGER = "strangler.access"
+_HANDLER_MARK = "_strangler_handler"
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
+
+
+def new_request_id() -> str:
+    """A fresh 128-bit random id, hex (same shape as a trace id)."""
+    return os.urandom(16).hex()
+
+
+def request_id(incoming: str | None) -> str:
+    """The request id to use: the caller's `X-Request-ID` when it is a plain token, else new.
+
+    Only pass `incoming` for peers in `trusted_proxies`; the pattern keeps log injection
+    (newlines, quotes, huge values) out either way.
+    """
+    if incoming and _REQUEST_ID_OK.fullmatch(incoming):
+        return incoming
+    return new_request_id()
+
+
+class _Clock:
+    """ISO-8601 UTC timestamps with milliseconds; the seconds part is cached."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((t - second) * 1000):03d}Z"
+
+
+class _BaseFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+        self.clock = _Clock()
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": self.clock.iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        safe = getattr(record, "safe_fields", None)
+        if safe is not None:  # built by Telemetry from known-safe values
+            out["msg"] = record.msg
+            out.update(safe)
+            return out
+        out["msg"] = self.redactor.text(record.getMessage())
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, Mapping):
+            out.update(self.redactor.value(dict(extra)))
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error"] = record.exc_info[0].__name__
+            out["traceback"] = self.redactor.text(self.formatException(record.exc_info))
+        return out
+
+
+class JsonFormatter(_BaseFormatter):
+    """One compact JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), separators=(",", ":"), default=str)
+
+
+class TextFormatter(_BaseFormatter):
+    """`ts LEVEL logger msg key=value ...` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.fields(record)
+        head = f"{fields.pop('ts')} {fields.pop('level').upper():5} {fields.pop('logger')} "
+        msg = str(fields.pop("msg"))
+        tb = fields.pop("traceback", None)
+        parts = [f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None]
+        line = head + msg + (" " + " ".join(parts) if parts else "")
+        return line + ("\n" + tb if tb else "")
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (not text or " " in text or '"' in text or "=" in text) else text
+
+
+def make_formatter(log_format: str, redactor: Redactor) -> logging.Formatter:
+    """The formatter for `TelemetryConfig.log_format` ("json" or "text")."""
+    if log_format == "json":
+        return JsonFormatter(redactor)
+    if log_format == "text":
+        return TextFormatter(redactor)
+    raise ValueError(f"telemetry.log_format: unknown format {log_format!r}; use 'json' or 'text'")
+
+
+def configure_logging(
+    log_format: str,
+    redactor: Redactor,
+    *,
+    stream: IO[str] | None = None,
+    level: int = logging.INFO,
+) -> logging.Handler:
+    """Route the root logger (so every module's logs) through one redacting formatter.
+
+    Idempotent: calling it again (on reload) replaces the handler it installed before.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(make_formatter(log_format, redactor))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+class RequestLog:
+    """Writes the per-request line and errors with the same ids, skipping `findCaller`."""
+
+    __slots__ = ("_access", "_errors")
+
+    def __init__(self) -> None:
+        self._access = logging.getLogger(ACCESS_LOGGER)
+        self._errors = logging.getLogger("strangler.errors")
+
+    def access(self, fields: dict[str, Any]) -> None:
+        """Log one finished request; `fields` must already be safe (see `Telemetry`)."""
+        logger = self._access
+        if logger.isEnabledFor(logging.INFO):
+            record = logger.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
+            record.safe_fields = fields
+            logger.handle(record)
+
+    def error(
+        self,
+        message: str,
+        *,
+        request_id: str | None,
+        trace_id: str | None,
+        exc: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        """Log a failure; `fields` and the exception text are redacted by the formatter."""
+        logger = self._errors
+        if not logger.isEnabledFor(logging.ERROR):
+            return
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        record = logger.makeRecord(logger.name, logging.ERROR, "", 0, message, None, exc_info)
+        record.fields = {"request_id": request_id, "trace_id": trace_id, **fields}
+        logger.handle(record)

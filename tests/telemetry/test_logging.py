@@ -1,0 +1,182 @@
+"""Log lines: valid JSON with the ids, plain text on request, and never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from proxy.config.model import TelemetryConfig
+from proxy.telemetry import Telemetry
+from proxy.telemetry.logging import request_id
+from proxy.telemetry.metrics import MULTIPROC_ENV
+from tests.telemetry.helpers import json_lines
+
+TOKEN = "Token 9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+COOKIE = "sessionid=s3cr3t-cookie-value; csrftoken=csrf-value-123"
+
+
+@pytest.fixture
+def make(monkeypatch):
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    made = []
+
+    def build(**kw) -> tuple[Telemetry, io.StringIO]:
+        stream = io.StringIO()
+        t = Telemetry(TelemetryConfig(**kw), log_stream=stream)
+        made.append(t)
+        return t, stream
+
+    yield build
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_strangler_handler", False)]:
+        root.removeHandler(h)
+
+
+def test_one_json_line_per_request_with_the_fields(make):
+    t, out = make()
+    t.request_finished(
+        "customers",
+        "canary",
+        "extracted",
+        "GET",
+        200,
+        0.0123456,
+        512,
+        upstream="customers",
+        request_id="req-12345678",
+        tenant="acme",
+        path="/api/customers/17",
+        query="page=2",
+        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    )
+    (line,) = json_lines(out)
+    assert line["msg"] == "request"
+    assert line["level"] == "info"
+    assert line["ts"].endswith("Z") and "T" in line["ts"]
+    expected = {
+        "request_id": "req-12345678",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "route": "customers",
+        "mode": "canary",
+        "side": "extracted",
+        "upstream": "customers",
+        "method": "GET",
+        "path": "/api/customers/17",
+        "query": "page=2",
+        "status": 200,
+        "bytes_out": 512,
+        "tenant": "acme",
+    }
+    assert {k: line[k] for k in expected} == expected
+    assert line["duration_ms"] == pytest.approx(12.346, abs=0.001)
+
+
+def test_errors_carry_the_same_ids_and_no_secrets(make):
+    t, out = make()
+    try:
+        raise RuntimeError(f"upstream said no to Authorization: {TOKEN}")
+    except RuntimeError as exc:
+        t.error(
+            "upstream call failed",
+            request_id="req-abcdefgh",
+            trace_id="0af7651916cd43dd8448eb211c80319c",
+            exc=exc,
+            headers={"Authorization": TOKEN, "Cookie": COOKIE, "Accept": "application/json"},
+        )
+    (line,) = json_lines(out)
+    assert line["level"] == "error"
+    assert line["request_id"] == "req-abcdefgh"
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["error"] == "RuntimeError"
+    assert line["headers"]["Accept"] == "application/json"
+    assert line["headers"]["Authorization"] == "[REDACTED]"
+    raw = out.getvalue()
+    for secret in ("9f8e7d6c5b4a39281706f5e4d3c2b1a0", "s3cr3t-cookie-value", "csrf-value-123"):
+        assert secret not in raw
+
+
+def test_other_modules_logs_are_redacted_too(make):
+    t, out = make()
+    logging.getLogger("proxy.somewhere").warning(
+        "retrying with headers %s", {"authorization": TOKEN, "cookie": COOKIE}
+    )
+    logging.getLogger("proxy.somewhere").warning("sent Cookie: %s", COOKIE)
+    lines = json_lines(out)
+    assert len(lines) == 2
+    raw = out.getvalue()
+    assert "9f8e7d6c5b4a39281706f5e4d3c2b1a0" not in raw
+    assert "s3cr3t-cookie-value" not in raw
+    assert "csrf-value-123" not in raw
+    assert "retrying with headers" in lines[0]["msg"]
+
+
+def test_configured_fields_are_redacted(make):
+    t, out = make(redact=("email_addr", "X-Partner-Key"))
+    t.error(
+        "validation failed",
+        request_id="req-00000001",
+        body={"cust_nm": "DOE, Jane", "email_addr": "jane@example.com"},
+        headers={"x-partner-key": "pk-live-777"},
+    )
+    t.request_finished(
+        "customers", "legacy", "legacy", "GET", 200, 0.001, 1, query="email_addr=jane%40example.com"
+    )
+    raw = out.getvalue()
+    assert "jane@example.com" not in raw and "jane%40example.com" not in raw
+    assert "pk-live-777" not in raw
+    err, access = json_lines(out)
+    assert err["body"]["cust_nm"] == "DOE, Jane"
+    assert err["body"]["email_addr"] == "[REDACTED]"
+    assert access["query"] == "email_addr=[REDACTED]"
+
+
+def test_reload_updates_redaction_and_format(make):
+    from tests.telemetry.helpers import make_config
+
+    t, out = make()
+    t.error("x", body={"email_addr": "a@b.example"})
+    assert "a@b.example" in out.getvalue()
+    out.truncate(0)
+    out.seek(0)
+    t.reconfigure(make_config(telemetry=TelemetryConfig(redact=("email_addr",), log_format="text")))
+    t.error("x", body={"email_addr": "a@b.example"})
+    assert "a@b.example" not in out.getvalue()
+    assert not out.getvalue().startswith("{")
+
+
+def test_text_format_is_one_readable_line(make):
+    t, out = make(log_format="text")
+    t.request_finished(
+        "customers",
+        "legacy",
+        "legacy",
+        "GET",
+        404,
+        0.002,
+        33,
+        request_id="req-text0001",
+        path="/api/customers/99",
+        tenant='acme corp"',
+    )
+    text = out.getvalue()
+    assert text.count("\n") == 1
+    assert " INFO  strangler.access request " in text
+    assert "status=404" in text and "request_id=req-text0001" in text
+    assert 'tenant="acme corp\\""' in text  # quoted, so it cannot fake another field
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+
+def test_unknown_log_format_names_the_field(make):
+    with pytest.raises(ValueError, match="telemetry.log_format.*'xml'.*json.*text"):
+        make(log_format="xml")
+
+
+def test_request_id_keeps_plain_tokens_and_replaces_others():
+    assert request_id("abc-123-DEF-456") == "abc-123-DEF-456"
+    for hostile in (None, "", "short", "a\nb" * 10, "x" * 500, 'id" injected="1'):
+        rid = request_id(hostile)
+        assert rid != hostile and len(rid) == 32 and int(rid, 16) >= 0
