@@ -1,0 +1,142 @@
+"""The tenant a request belongs to, from a header, a JWT claim or the host name (pure).
+
+The tenant decides pins (`tenants: {extracted: [...], legacy: [...]}`) and may be the
+canary's sticky key, so it must be hard to forge where that matters:
+
+- `header`: trusted as sent. Use it only when an edge in front of the proxy sets or strips it.
+- `jwt_claim`: with `jwt_key` (an HS256 secret) the signature and `exp`/`nbf` are verified
+  and a bad token yields no tenant. WITHOUT a key the claim is read from the unverified
+  payload: anyone can mint a token naming any tenant. That is only acceptable when the
+  proxy's choice is not a security boundary (both sides enforce their own auth and tenant
+  checks), and it is what happens today because `TenantSource` carries no key yet.
+- `host`: from the Host header, matched against a pattern such as `{tenant}.shop.example`.
+
+Anything that does not look like a tenant id (see `TENANT_RE`) is treated as absent, so a
+hostile value never reaches logs, metrics labels or Redis keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+
+from proxy.config.model import TenantSource
+
+TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_MAX_TOKEN = 8192
+
+
+def extract_tenant(
+    source: TenantSource | None,
+    *,
+    headers: Mapping[str, str],
+    host: str,
+    jwt_key: bytes | None = None,
+    now: float | None = None,
+) -> str | None:
+    """The tenant id, or None when not configured, absent or malformed."""
+    if source is None:
+        return None
+    if source.header:
+        value = _header(headers, source.header.lower())
+    elif source.jwt_claim:
+        value = _jwt_claim(
+            _header(headers, "authorization"),
+            source.jwt_claim,
+            jwt_key,
+            time.time() if now is None else now,
+        )
+    elif source.host:
+        value = _from_host(source.host, host)
+    else:
+        return None
+    if value is None:
+        return None
+    value = value.strip()
+    return value if TENANT_RE.fullmatch(value) else None
+
+
+def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
+    value = headers.get(lower_name)
+    if value is not None:
+        return value
+    for key, val in headers.items():
+        if key.lower() == lower_name:
+            return val
+    return None
+
+
+@lru_cache(maxsize=64)
+def host_pattern(pattern: str) -> re.Pattern[str]:
+    """`"{tenant}.shop.example"` -> a regex capturing one DNS label; ValueError if unusable."""
+    if pattern.count("{tenant}") != 1:
+        raise ValueError(
+            f"tenant.host {pattern!r}: must contain {{tenant}} exactly once, "
+            'e.g. "{tenant}.shop.example"'
+        )
+    before, after = pattern.lower().split("{tenant}")
+    return re.compile(
+        re.escape(before) + r"([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)" + re.escape(after)
+    )
+
+
+def _from_host(pattern: str, host: str) -> str | None:
+    host = host.strip().lower()
+    if host.startswith("["):  # IPv6 literal: never a tenant
+        return None
+    host = host.rsplit(":", 1)[0] if ":" in host else host
+    host = host.rstrip(".")
+    match = host_pattern(pattern).fullmatch(host)
+    return match.group(1) if match else None
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> str | None:
+    if not auth:
+        return None
+    scheme, _, token = auth.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header = json.loads(_b64url(parts[0]))
+        payload = json.loads(_b64url(parts[1]))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        return None
+    if key is not None and not _verified(parts, header, payload, key, now):
+        return None
+    value = payload.get(claim)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) else None
+
+
+def _verified(parts: list[str], header: dict, payload: dict, key: bytes, now: float) -> bool:
+    if header.get("alg") != "HS256":  # never "none", never an algorithm the token picks
+        return False
+    expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
+    try:
+        signature = _b64url(parts[2])
+    except (binascii.Error, ValueError):
+        return False
+    if not hmac.compare_digest(expected, signature):
+        return False
+    exp, nbf = payload.get("exp"), payload.get("nbf")
+    if isinstance(exp, int | float) and now >= exp:
+        return False
+    return not (isinstance(nbf, int | float) and now < nbf)

@@ -1,0 +1,377 @@
+"""Breaker state and retry budgets shared by every proxy replica through Redis.
+
+Without `state:` in routes.yaml each process decides alone (the guards need nothing from
+here). With `state: "redis://host:6379/0"` the replicas trip together and recover together:
+
+- The hot path never waits on Redis while the breaker is closed. Each guard batches its
+  outcomes; a background task pushes every guard's batch in one pipelined round trip per
+  `interval` (default 100 ms) and adopts the fleet's verdict. The price: a replica may send
+  up to one interval's worth of requests to an upstream another replica already declared
+  dead, and a trip by ratio sees the fleet's window up to one interval late.
+- Transitions are Lua scripts using Redis's own clock (`TIME`), so replicas with skewed
+  clocks still agree on when the open period ends.
+- Half-open probes are granted by Redis, so the whole fleet sends `half_open_probes` probes,
+  not that many per replica. That costs one round trip per probe, only while open.
+- Every call has a short timeout and no client-side retries. When Redis fails, each replica
+  logs it once, keeps deciding from its local breaker (which it maintains all along), and
+  keeps retrying the connection every interval; when Redis answers again it logs that once,
+  pushes its local verdict (an open local breaker re-opens the shared one) and shares again.
+
+Keys (one hash tag per upstream, Redis Cluster safe; all expire when unused):
+`<prefix>{<upstream>}:breaker` hash state/opened_at/consecutive/probes/probe_at,
+`<prefix>{<upstream>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
+`<prefix>{<upstream>}:load` hash replica-id -> "active:retries:expires_ms".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from proxy.upstream.guard import UpstreamGuard
+
+log = logging.getLogger("strangler.upstream.state")
+
+_SYNC = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ok, bad, tail = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local had_ok, tripped = tonumber(ARGV[4]), tonumber(ARGV[5])
+local probe_ok, probe_bad = tonumber(ARGV[6]), tonumber(ARGV[7])
+local limit, ratio, minreq = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local window, open_for = tonumber(ARGV[11]), tonumber(ARGV[12])
+local replica, load_ttl, key_ttl = ARGV[13], tonumber(ARGV[16]), tonumber(ARGV[17])
+local active, retries = tonumber(ARGV[14]), tonumber(ARGV[15])
+
+local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'consecutive')
+local state = b[1] or 'closed'
+local opened_at = tonumber(b[2] or '0')
+local consec = tonumber(b[3] or '0')
+
+local width = math.max(1, math.floor(window / 10))
+local idx = math.floor(now / width)
+if state == 'closed' then
+  if ok > 0 then redis.call('HINCRBY', KEYS[2], 's:' .. idx, ok) end
+  if bad > 0 then redis.call('HINCRBY', KEYS[2], 'f:' .. idx, bad) end
+  if had_ok == 1 then consec = tail else consec = consec + tail end
+end
+local sok, sbad = 0, 0
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  local n = tonumber(string.sub(f, 3))
+  if n == nil or n <= idx - 10 then
+    redis.call('HDEL', KEYS[2], f)
+  elseif string.sub(f, 1, 1) == 's' then
+    sok = sok + tonumber(fields[i + 1])
+  else
+    sbad = sbad + tonumber(fields[i + 1])
+  end
+end
+
+local function open()
+  state = 'open'; opened_at = now; consec = 0; sok = 0; sbad = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'probes', 0)
+end
+local function close()
+  state = 'closed'; consec = 0; sok = 0; sbad = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'probes', 0)
+end
+
+if state == 'closed' then
+  local total = sok + sbad
+  if tripped == 1 or (limit > 0 and consec >= limit)
+     or (minreq > 0 and ratio > 0 and total >= minreq and sbad >= ratio * total) then
+    open()
+  end
+elseif state == 'half_open' then
+  if probe_bad > 0 then open() elseif probe_ok > 0 then close() end
+end
+redis.call('HSET', KEYS[1], 'state', state, 'opened_at', opened_at, 'consecutive', consec)
+redis.call('PEXPIRE', KEYS[1], key_ttl)
+redis.call('PEXPIRE', KEYS[2], key_ttl)
+
+redis.call('HSET', KEYS[3], replica, active .. ':' .. retries .. ':' .. (now + load_ttl))
+redis.call('PEXPIRE', KEYS[3], key_ttl)
+local oa, orr = 0, 0
+local load = redis.call('HGETALL', KEYS[3])
+for i = 1, #load, 2 do
+  local a, r, exp = string.match(load[i + 1], '^(%d+):(%d+):(%d+)$')
+  if exp == nil or tonumber(exp) < now then
+    redis.call('HDEL', KEYS[3], load[i])
+  elseif load[i] ~= replica then
+    oa = oa + tonumber(a); orr = orr + tonumber(r)
+  end
+end
+local remaining = 0
+if state == 'open' then remaining = math.max(0, opened_at + open_for - now) end
+return {state, remaining, sok, sbad, oa, orr}
+"""
+
+_PROBE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local open_for, max_probes, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probes', 'probe_at')
+local state = b[1] or 'closed'
+if state == 'closed' then return {'closed', 0} end
+local opened_at = tonumber(b[2] or '0')
+local probes = tonumber(b[3] or '0')
+local probe_at = tonumber(b[4] or '0')
+if state == 'open' then
+  if now < opened_at + open_for then return {'denied', opened_at + open_for - now} end
+  probes = 0
+elseif now - probe_at > open_for then
+  probes = 0 -- the replica holding the probes went away without an answer
+end
+if probes < max_probes then
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes', probes + 1, 'probe_at', now)
+  redis.call('PEXPIRE', KEYS[1], key_ttl)
+  return {'granted', 0}
+end
+return {'denied', math.max(0, probe_at + open_for - now)}
+"""
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def split_prefix(url: str, default: str) -> tuple[str, str]:
+    """Take an optional `?prefix=` out of the state URL (redis-py would reject it)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = default
+    rest = []
+    for key, value in query:
+        if key == "prefix":
+            prefix = value
+        else:
+            rest.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+
+
+class RedisState:
+    """The shared store: one background sync task for all guards of one process."""
+
+    def __init__(
+        self,
+        url: str,
+        guards: Callable[[], Iterable[UpstreamGuard]],
+        *,
+        prefix: str = "strangler:",
+        interval: float = 0.1,
+        timeout: float = 0.1,
+        replica_id: str | None = None,
+    ) -> None:
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"state: {redact_url(url)!r} is not a Redis URL; write "
+                '"redis://host:6379/0" (optionally "?prefix=name:") or remove state:'
+            )
+        self.url, self.prefix = split_prefix(url, prefix)
+        self.guards = guards
+        self.interval = interval
+        self.timeout = timeout
+        self.replica_id = (
+            replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.client = aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._sync = self.client.register_script(_SYNC)
+        self._probe = self.client.register_script(_PROBE)
+        self._healthy = False
+        self._ever_connected = False
+        self._warned = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.syncs = 0
+        self.failures = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def keys(self, upstream: str) -> list[str]:
+        base = f"{self.prefix}{{{upstream}}}"
+        return [f"{base}:breaker", f"{base}:window", f"{base}:load"]
+
+    async def start(self) -> None:
+        """Sync once (so the first requests already see the fleet's state), then loop."""
+        await self.sync_once()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="strangler-state")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for guard in list(self.guards()):
+            if guard.shared is self:
+                guard.shared = None
+        await self.client.aclose()
+
+    def nudge(self) -> None:
+        """Sync now rather than at the next tick (after a local trip or a probe result)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.sync_once()
+
+    async def sync_once(self) -> bool:
+        """Push every guard's batch, adopt the fleet's verdict; False if Redis failed."""
+        guards = [g for g in self.guards()]
+        if not guards:
+            return self._healthy
+        batches = [(g, g.take_delta(), g.breaker.generation) for g in guards]
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for guard, delta, _ in batches:
+                    await self._sync(
+                        keys=self.keys(guard.name), args=self._args(guard, delta), client=pipe
+                    )
+                results = await asyncio.wait_for(pipe.execute(), self.timeout * 5)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lost(exc, guards)
+            return False
+        self._regained(guards)
+        for (guard, _delta, generation), result in zip(batches, results, strict=True):
+            self._adopt(guard, result, generation)
+        self.syncs += 1
+        return True
+
+    def _args(self, guard: UpstreamGuard, delta) -> list:
+        p = guard.breaker.policy
+        tripped = delta.tripped or (self._rejoining and guard.breaker.state == "open")
+        key_ttl = int(max(60.0, 4 * (p.open_for + p.window)) * 1000)
+        return [
+            delta.ok,
+            delta.bad,
+            delta.tail,
+            int(delta.had_success),
+            int(tripped),
+            delta.probe_ok,
+            delta.probe_bad,
+            p.consecutive_failures,
+            repr(float(p.failure_ratio)),
+            p.min_requests,
+            int(p.window * 1000),
+            int(p.open_for * 1000),
+            self.replica_id,
+            guard.bulkhead.in_flight + guard.bulkhead.queued,
+            guard.retries_active,
+            int(max(1.0, 10 * self.interval) * 1000),
+            key_ttl,
+        ]
+
+    @property
+    def _rejoining(self) -> bool:
+        return not self._healthy
+
+    def _adopt(self, guard: UpstreamGuard, result: list, generation: int) -> None:
+        state = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        remaining = int(result[1]) / 1000.0
+        ok, bad = int(result[2]), int(result[3])
+        guard.shared_ratio = round(bad / (ok + bad), 4) if ok + bad else 0.0
+        guard.others_active, guard.others_retries = int(result[4]), int(result[5])
+        breaker = guard.breaker
+        if breaker.generation != generation:
+            return  # the local breaker moved while we were away: it syncs that next time
+        local = breaker.state
+        if state == "open":
+            breaker.force_open(remaining)
+        elif state == "closed" and local != "closed":
+            breaker.force_close()
+        elif state == "half_open" and local == "closed":
+            breaker.force_open(0.0)  # the next request asks Redis for a probe
+
+    async def acquire_probe(self, guard: UpstreamGuard) -> tuple[str, float]:
+        """'granted' | 'denied' (with seconds to wait) | 'closed'; 'granted' if Redis fails."""
+        p = guard.breaker.policy
+        try:
+            verdict, wait = await asyncio.wait_for(
+                self._probe(
+                    keys=self.keys(guard.name)[:1],
+                    args=[
+                        int(p.open_for * 1000),
+                        max(1, p.half_open_probes),
+                        int(max(60.0, 4 * (p.open_for + p.window)) * 1000),
+                    ],
+                ),
+                self.timeout * 2,
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lost(exc, list(self.guards()))
+            return "granted", 0.0  # local decision stands
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        return verdict, int(wait) / 1000.0
+
+    def _lost(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
+        self.failures += 1
+        if self._healthy or not self._warned:
+            log.warning(
+                "state store %s unreachable (%s: %s); breakers and retry budgets fall back "
+                "to per-process state until it answers again",
+                redact_url(self.url),
+                type(exc).__name__,
+                exc,
+                extra={"event": "state_store_down", "store": redact_url(self.url)},
+            )
+            self._warned = True
+        self._healthy = False
+        for guard in guards:
+            guard.others_active = guard.others_retries = 0
+            guard.shared_ratio = None
+
+    def _regained(self, guards: list[UpstreamGuard]) -> None:
+        if not self._healthy:
+            if self._ever_connected:
+                log.warning(
+                    "state store %s reachable again; sharing breaker state",
+                    redact_url(self.url),
+                    extra={"event": "state_store_up", "store": redact_url(self.url)},
+                )
+            self._healthy = True
+            self._ever_connected = True
+            self._warned = False
+        for guard in guards:
+            guard.shared = self
+
+    async def delete_keys(self, upstreams: Iterable[str]) -> None:
+        """Remove this store's keys for `upstreams` (tests and decommissioning)."""
+        keys = [k for name in upstreams for k in self.keys(name)]
+        if keys:
+            await self.client.delete(*keys)

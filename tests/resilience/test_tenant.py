@@ -1,0 +1,93 @@
+"""extract_tenant: header, JWT claim (verified and unverified), host pattern (pure)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from proxy.config.model import TenantSource
+from proxy.filters.tenant import extract_tenant, host_pattern
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(payload: dict, key: bytes | None = None, alg: str = "HS256") -> str:
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(payload).encode())
+    sig = b64(hmac.new(key or b"other", f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_no_source_means_no_tenant() -> None:
+    assert extract_tenant(None, headers={"X-Tenant-ID": "acme"}, host="acme.shop.example") is None
+
+
+def test_header_is_case_insensitive_and_trimmed() -> None:
+    src = TenantSource(header="X-Tenant-ID")
+    assert extract_tenant(src, headers={"x-tenant-id": " acme "}, host="") == "acme"
+    assert extract_tenant(src, headers={"X-TENANT-ID": "big.corp_1"}, host="") == "big.corp_1"
+    assert extract_tenant(src, headers={}, host="") is None
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a b", "../etc", "x" * 65, "acme\r\nX: 1", "-lead"])
+def test_malformed_tenant_values_are_dropped(bad: str) -> None:
+    src = TenantSource(header="X-Tenant-ID")
+    assert extract_tenant(src, headers={"X-Tenant-ID": bad}, host="") is None
+
+
+def test_jwt_claim_unverified_without_key() -> None:
+    src = TenantSource(jwt_claim="tid")
+    assert extract_tenant(src, headers=bearer(jwt({"tid": "acme"})), host="") == "acme"
+    assert extract_tenant(src, headers=bearer(jwt({"tid": 7})), host="") == "7"
+    assert extract_tenant(src, headers=bearer(jwt({"sub": "x"})), host="") is None
+    assert extract_tenant(src, headers=bearer(jwt({"tid": ["a"]})), host="") is None
+    assert extract_tenant(src, headers={"Authorization": "Token abc"}, host="") is None
+    assert extract_tenant(src, headers=bearer("not.a.jwt"), host="") is None
+    assert extract_tenant(src, headers=bearer("onlyone"), host="") is None
+    assert extract_tenant(src, headers={}, host="") is None
+
+
+def test_jwt_claim_verified_with_key_rejects_forgeries() -> None:
+    src = TenantSource(jwt_claim="tid")
+    key = b"s3cret"
+    good = jwt({"tid": "acme", "exp": 2000}, key)
+    assert extract_tenant(src, headers=bearer(good), host="", jwt_key=key, now=1000) == "acme"
+    forged = jwt({"tid": "acme", "exp": 2000}, b"guess")
+    assert extract_tenant(src, headers=bearer(forged), host="", jwt_key=key, now=1000) is None
+    expired = jwt({"tid": "acme", "exp": 999}, key)
+    assert extract_tenant(src, headers=bearer(expired), host="", jwt_key=key, now=1000) is None
+    early = jwt({"tid": "acme", "nbf": 1500}, key)
+    assert extract_tenant(src, headers=bearer(early), host="", jwt_key=key, now=1000) is None
+    none_alg = jwt({"tid": "acme"}, key, alg="none")
+    assert extract_tenant(src, headers=bearer(none_alg), host="", jwt_key=key, now=1) is None
+    # Swapping the payload of a valid token breaks its signature.
+    head, _, sig = good.split(".")
+    swapped = f"{head}.{b64(json.dumps({'tid': 'bigcorp'}).encode())}.{sig}"
+    assert extract_tenant(src, headers=bearer(swapped), host="", jwt_key=key, now=1) is None
+
+
+def test_host_pattern() -> None:
+    src = TenantSource(host="{tenant}.shop.example")
+    assert extract_tenant(src, headers={}, host="acme.shop.example") == "acme"
+    assert extract_tenant(src, headers={}, host="ACME.Shop.Example:8443") == "acme"
+    assert extract_tenant(src, headers={}, host="acme.shop.example.") == "acme"
+    assert extract_tenant(src, headers={}, host="shop.example") is None
+    assert extract_tenant(src, headers={}, host="a.b.shop.example") is None
+    assert extract_tenant(src, headers={}, host="acme.shop.example.evil.com") is None
+    assert extract_tenant(src, headers={}, host="acmeXshop.example") is None
+    assert extract_tenant(src, headers={}, host="[::1]:80") is None
+
+
+def test_host_pattern_must_name_the_tenant_once() -> None:
+    with pytest.raises(ValueError, match=r"tenant.host .*exactly once"):
+        host_pattern("shop.example")
