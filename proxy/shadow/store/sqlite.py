@@ -1,0 +1,135 @@
+"""SQLite diff store: the default, one file beside routes.yaml, survives restarts.
+
+WAL mode lets `strangler report` read while the proxy writes. The writer thread owns one
+connection; readers open their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..model import DiffRecord
+from .base import DiffStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    route TEXT NOT NULL,
+    method TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    primary_status INTEGER NOT NULL,
+    candidate_status INTEGER,
+    primary_latency REAL NOT NULL,
+    candidate_latency REAL,
+    match INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comparisons_ts ON comparisons (ts);
+CREATE INDEX IF NOT EXISTS comparisons_route_ts ON comparisons (route, ts);
+"""
+
+
+class SQLiteStore(DiffStore):
+    def __init__(self, path: str | Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        conn.commit()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(str(self.path), timeout=10.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise OSError(
+                    f"cannot open the shadow diff store {str(self.path)!r}: {exc}; set "
+                    "shadow.store in routes.yaml to a writable sqlite:///path or redis:// URL"
+                ) from exc
+            self._local.conn = conn
+        return conn
+
+    def _write_batch(self, records: list[DiffRecord]) -> None:
+        conn = self._conn()
+        rows = [
+            (
+                r.ts,
+                r.route,
+                r.method,
+                r.endpoint,
+                r.request_id,
+                r.primary_status,
+                r.candidate_status,
+                r.primary_latency,
+                r.candidate_latency,
+                int(r.match),
+                json.dumps(sorted({d.field for d in r.differences})),
+                r.dumps(),
+            )
+            for r in records
+        ]
+        with conn:
+            conn.executemany(
+                "INSERT INTO comparisons (ts, route, method, endpoint, request_id, primary_status,"
+                " candidate_status, primary_latency, candidate_latency, match, fields, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def _prune(self, now: float) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("DELETE FROM comparisons WHERE ts < ?", (self._cutoff(now),))
+            row = conn.execute(
+                "SELECT id FROM comparisons ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (max(self.retention_count, 0),),
+            ).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM comparisons WHERE id <= ?", (row[0],))
+
+    def records(
+        self, *, routes: Sequence[str] | None = None, since: float | None = None
+    ) -> Iterator[DiffRecord]:
+        sql = "SELECT record FROM comparisons"
+        where, args = [], []
+        if routes:
+            where.append(f"route IN ({','.join('?' * len(routes))})")
+            args.extend(routes)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        conn = sqlite3.connect(str(self.path), timeout=10.0)
+        try:
+            for (text,) in conn.execute(sql, args):
+                yield DiffRecord.loads(text)
+        finally:
+            conn.close()
+
+    def count(self) -> int:
+        conn = sqlite3.connect(str(self.path), timeout=10.0)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
+        finally:
+            conn.close()
+
+    def _close_backend(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,148 @@
+"""Diff stores against real backends: SQLite files and the real Redis at 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+import redis
+
+from proxy.config.model import Config, ShadowStoreConfig
+from proxy.shadow.store import SQLiteStore, open_store, store_from_config
+from proxy.shadow.store.redis import RedisStore
+from tests.shadow.writer_proc import make_record
+from tests.support.procs import PYTHON, ROOT
+
+
+def run_writer(url: str, route: str, count: int, tag: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "tests.shadow.writer_proc", url, route, str(count), tag],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> None:
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+
+
+def test_sqlite_survives_a_restart_of_the_writer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shadow.db'}"
+    finish(run_writer(url, "customers", 120, "first"))
+    finish(run_writer(url, "customers", 30, "second"))
+    store = open_store(url)
+    records = list(store.records())
+    assert len(records) == 150
+    assert records[0].request_id == "first-0" and records[-1].request_id == "second-29"
+    assert records[0].differences[0].path == "$.items[1].total"
+    assert store.count() == 150
+    store.close()
+
+
+def test_sqlite_retention_by_count_and_age(tmp_path):
+    store = SQLiteStore(tmp_path / "r.db", retention_count=50, retention_days=1.0)
+    now = time.time()
+    old = [make_record("r", i, "old", ts=now - 2 * 86_400) for i in range(10)]
+    store.write(old)  # older than a day: pruned on write
+    assert store.count() == 0
+    for i in range(80):
+        assert store.add(make_record("r", i, "new"))
+    assert store.flush()
+    store.write([])  # prune now rather than on the next 1-second tick
+    ids = [r.request_id for r in store.records()]
+    assert ids == [f"new-{i}" for i in range(30, 80)]
+    store.close()
+
+
+def test_sqlite_filters_by_route_and_time(tmp_path):
+    store = SQLiteStore(tmp_path / "f.db")
+    now = time.time()
+    store.write(
+        [make_record("a", 1, "a", ts=now - 100), make_record("b", 2, "b", ts=now - 10)]
+        + [make_record("a", 3, "a", ts=now - 5)]
+    )
+    assert [r.request_id for r in store.records(routes=["a"])] == ["a-1", "a-3"]
+    assert [r.request_id for r in store.records(since=now - 50)] == ["b-2", "a-3"]
+    store.close()
+
+
+def test_add_never_blocks_and_counts_drops_when_the_buffer_is_full(tmp_path):
+    store = SQLiteStore(tmp_path / "d.db", max_pending=5, flush_interval=10.0, batch_size=1000)
+    started = time.perf_counter()
+    accepted = [store.add(make_record("r", i, "x")) for i in range(50)]
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5
+    assert sum(accepted) >= 5 and store.dropped == 50 - sum(accepted)
+    store.close()
+    assert store.count() == sum(accepted)
+
+
+def test_store_from_config_defaults_beside_routes_yaml(tmp_path):
+    config = Config(
+        version=1,
+        upstreams={},
+        routes=(),
+        source=str(tmp_path / "routes.yaml"),
+        shadow=ShadowStoreConfig(retention_count=7, retention_days=2.0),
+    )
+    store = store_from_config(config)
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path / "strangler-shadow.db"
+    assert (store.retention_count, store.retention_days) == (7, 2.0)
+    store.close()
+    with pytest.raises(ValueError, match="unknown scheme"):
+        open_store("mysql://x/y")
+
+
+@pytest.fixture
+def redis_url():
+    prefix = f"strangler-test-{uuid.uuid4().hex[:12]}:"
+    url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    yield url
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def test_redis_two_writer_processes_share_one_stream(redis_url):
+    procs = [run_writer(redis_url, "customers", 200, tag) for tag in ("replica-a", "replica-b")]
+    for proc in procs:
+        finish(proc)
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore) and store.key.startswith("strangler-test-")
+    records = list(store.records())
+    assert len(records) == 400
+    assert {r.request_id.split("-")[1] for r in records} == {"a", "b"}
+    assert len(list(store.records(routes=["other"]))) == 0
+    store.close()
+
+
+def test_redis_retention(redis_url):
+    store = open_store(redis_url, retention_count=20, retention_days=1.0)
+    now = time.time()
+    store.write([make_record("r", i, "x", ts=now) for i in range(30)])
+    assert store.count() == 20
+    assert [r.request_id for r in store.records()][0] == "x-10"
+    assert list(store.records(since=now + 60)) == []
+    store.close()
+
+
+def test_sqlite_url_forms(tmp_path):
+    from proxy.shadow.store import sqlite_path
+
+    assert sqlite_path("sqlite:///var/x.db") == sqlite_path("sqlite:////var/x.db")
+    assert str(sqlite_path("sqlite:///var/x.db")) == "/var/x.db"
+    assert sqlite_path("sqlite:rel.db", tmp_path) == tmp_path / "rel.db"
+    assert sqlite_path("rel.db", tmp_path) == tmp_path / "rel.db"
+    with pytest.raises(ValueError, match="absolute"):
+        sqlite_path("sqlite://host/x.db")
