@@ -1,0 +1,40 @@
+"""Anti-corruption layer: translate between the monolith's data model and the new services'.
+
+The proxy loads translators once (`load_translators`) and calls them as pure functions.
+"""
+
+from acl.declarative import DeclarativeTranslator, decode_cursor, encode_cursor, load_declarative
+from acl.functions import Codec, ConversionError, converter, expression_function
+from acl.registry import DEFAULT_DIRECTORY, load_translators, register
+from acl.translator import (
+    BaseTranslator,
+    LoadProblem,
+    RequestMessage,
+    RequestRejected,
+    ResponseMessage,
+    TranslationError,
+    Translator,
+    TranslatorLoadError,
+)
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "BaseTranslator",
+    "Codec",
+    "ConversionError",
+    "DeclarativeTranslator",
+    "LoadProblem",
+    "RequestMessage",
+    "RequestRejected",
+    "ResponseMessage",
+    "TranslationError",
+    "Translator",
+    "TranslatorLoadError",
+    "converter",
+    "decode_cursor",
+    "encode_cursor",
+    "expression_function",
+    "load_declarative",
+    "load_translators",
+    "register",
+]
