@@ -134,7 +134,7 @@ class Tracing:
         validate(config)
         self.config = config
         self.redactor = redactor or Redactor()
-        self.enabled = config.exporter != "none" or exporter is not None
+        self.enabled = config.exporter != "none"
         self.provider: TracerProvider | None = None
         if not self.enabled:
             self._tracer = None
@@ -148,7 +148,7 @@ class Tracing:
         self.provider = TracerProvider(
             resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample))
         )
-        if exporter is not None:  # tests: export synchronously to an in-memory exporter
+        if exporter is not None:  # tests: export synchronously to this exporter instead
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         elif config.exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

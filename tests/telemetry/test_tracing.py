@@ -1,0 +1,236 @@
+"""Traces: server and client spans share a trace, traceparent flows both ways, sampling holds."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from proxy.config.model import TelemetryConfig, TracesConfig
+from proxy.telemetry import Telemetry
+from proxy.telemetry.metrics import MULTIPROC_ENV
+from proxy.telemetry.tracing import Tracing, parse_traceparent
+from tests.telemetry.helpers import make_config
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_PARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def traced(monkeypatch):
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    exporter = InMemorySpanExporter()
+
+    def build(sample: float = 1.0) -> Telemetry:
+        cfg = TelemetryConfig(traces=TracesConfig(exporter="console", sample=sample))
+        t = Telemetry(cfg, span_exporter=exporter, configure_logs=False)
+        t.reconfigure(make_config(telemetry=cfg))
+        return t
+
+    build.exporter = exporter
+    return build
+
+
+def one_request(t: Telemetry, headers: dict, *, attempts: int = 1, status: int = 200):
+    """Drive the calls the request path makes; returns the upstream headers of each attempt."""
+    route = make_config().routes[0]
+    t.request_started()
+    span = t.start_server_span(
+        headers, "GET", "/api/customers/17", route, server_address="shop.example", server_port=8080
+    )
+    sent = []
+    for attempt in range(attempts):
+        up_headers = dict(headers)
+        child = t.attempt_started(
+            span,
+            "GET",
+            "http://127.0.0.1:8102/v1/customers/17",
+            upstream="customers",
+            attempt=attempt,
+        )
+        t.inject(child, up_headers)
+        sent.append(up_headers)
+        t.attempt_finished(child, "customers", 503 if attempt < attempts - 1 else status)
+    t.request_finished(
+        "customers",
+        "extracted",
+        "extracted",
+        "GET",
+        status,
+        0.01,
+        10,
+        upstream="customers",
+        tenant="acme",
+        request_id="req-00000001",
+        span=span,
+    )
+    return sent
+
+
+def test_server_and_client_spans_share_the_trace_and_the_traceparent_is_injected(traced):
+    t = traced()
+    (sent,) = one_request(t, {"Accept": "application/json"})
+    spans = traced.exporter.get_finished_spans()
+    client = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    server = next(s for s in spans if s.kind == SpanKind.SERVER)
+    assert client.context.trace_id == server.context.trace_id
+    assert client.parent.span_id == server.context.span_id
+    assert server.parent is None  # no client traceparent: a new root
+    injected = parse_traceparent(sent["traceparent"])
+    assert injected.trace_id == server.context.trace_id
+    assert injected.span_id == client.context.span_id  # the upstream's parent is the attempt
+    assert server.name == "GET /api/customers/{id}"
+    attrs = server.attributes
+    assert attrs["http.request.method"] == "GET"
+    assert attrs["url.path"] == "/api/customers/17"
+    assert attrs["http.route"] == "/api/customers/{id}"
+    assert attrs["http.response.status_code"] == 200
+    assert attrs["server.address"] == "shop.example"
+    assert attrs["strangler.route"] == "customers"
+    assert attrs["strangler.mode"] == "extracted"
+    assert attrs["strangler.side"] == "extracted"
+    assert attrs["strangler.upstream"] == "customers"
+    assert attrs["strangler.tenant"] == "acme"
+    assert client.attributes["server.address"] == "127.0.0.1"
+    assert client.attributes["server.port"] == 8102
+    assert client.attributes["peer.service"] == "customers"
+
+
+def test_incoming_traceparent_and_tracestate_are_honoured(traced):
+    t = traced()
+    (sent,) = one_request(t, {"traceparent": CLIENT_PARENT, "tracestate": "vendor=abc"})
+    server = next(s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.SERVER)
+    assert f"{server.context.trace_id:032x}" == CLIENT_TRACE
+    assert server.parent.span_id == 0x00F067AA0BA902B7
+    assert sent["traceparent"].split("-")[1] == CLIENT_TRACE
+    assert sent["traceparent"] != CLIENT_PARENT  # the parent is now our attempt span
+    assert sent["tracestate"] == "vendor=abc"
+
+
+def test_each_retry_is_its_own_span_with_its_resend_count(traced):
+    t = traced()
+    sent = one_request(t, {}, attempts=3)
+    clients = [s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert len(clients) == 3
+    assert len({s.context.span_id for s in clients}) == 3
+    assert [s.attributes.get("http.request.resend_count") for s in clients] == [None, 1, 2]
+    assert [s.status.status_code for s in clients] == [StatusCode.ERROR] * 2 + [StatusCode.UNSET]
+    assert len({h["traceparent"] for h in sent}) == 3
+
+
+def test_shadow_and_fallback_spans_belong_to_the_primary_trace(traced):
+    t = traced()
+    route = make_config().routes[0]
+    server = t.start_server_span({}, "GET", "/api/customers/1", route)
+    fb = t.attempt_started(
+        server, "GET", "http://127.0.0.1:8101/api/customers/1", upstream="legacy", fallback=True
+    )
+    t.attempt_finished(fb, "legacy", 200)
+    shadow = t.attempt_started(
+        server, "GET", "http://127.0.0.1:8102/v1/customers/1", upstream="customers", shadow=True
+    )
+    t.request_finished("customers", "shadow", "legacy", "GET", 200, 0.01, 1, span=server)
+    t.attempt_finished(shadow, "customers", None, error=TimeoutError("shadow timed out"))
+    spans = {s.name: s for s in traced.exporter.get_finished_spans()}
+    assert set(spans) == {"GET /api/customers/{id}", "GET", "shadow GET"}
+    trace_ids = {s.context.trace_id for s in spans.values()}
+    assert len(trace_ids) == 1
+    assert spans["GET"].attributes["strangler.fallback"] is True
+    assert spans["shadow GET"].attributes["strangler.shadow"] is True
+    assert spans["shadow GET"].status.status_code == StatusCode.ERROR
+    assert spans["shadow GET"].attributes["error.type"] == "TimeoutError"
+
+
+def test_sampling_ratio_is_applied_to_new_traces(traced):
+    t = traced(sample=0.1)
+    n = 2000
+    for _ in range(n):
+        one_request(t, {})
+    servers = [s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    # Binomial(2000, 0.1): mean 200, sd ~13.4; 120..280 is six sigma either way.
+    assert 120 <= len(servers) <= 280
+
+
+def test_unsampled_requests_still_propagate_an_unsampled_traceparent(traced):
+    t = traced(sample=0.0)
+    (sent,) = one_request(t, {})
+    assert traced.exporter.get_finished_spans() == ()
+    flags = int(sent["traceparent"].rsplit("-", 1)[1], 16)
+    assert flags & 1 == 0  # not sampled (bit 1, "random trace id", may be set)
+
+
+def test_client_sampling_decision_is_followed(traced):
+    t = traced(sample=0.0)
+    one_request(t, {"traceparent": CLIENT_PARENT})  # flags 01: the caller samples
+    assert len(traced.exporter.get_finished_spans()) == 2
+    traced.exporter.clear()
+    t2 = traced(sample=1.0)
+    one_request(t2, {"traceparent": CLIENT_PARENT[:-2] + "00"})  # the caller does not
+    assert traced.exporter.get_finished_spans() == ()
+
+
+def test_malformed_traceparent_starts_a_fresh_trace(traced):
+    t = traced()
+    for bad in ("garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "ff-" + CLIENT_PARENT[3:]):
+        one_request(t, {"traceparent": bad})
+    servers = [s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(servers) == 3
+    assert all(s.parent is None for s in servers)
+
+
+def test_exception_messages_in_spans_are_redacted(traced):
+    t = traced()
+    route = make_config().routes[0]
+    span = t.start_server_span({}, "GET", "/x", route)
+    t.request_finished(
+        "customers",
+        "legacy",
+        "legacy",
+        "GET",
+        502,
+        0.01,
+        0,
+        span=span,
+        error=RuntimeError("rejected Authorization: Token abcdefgh12345678"),
+    )
+    (server,) = traced.exporter.get_finished_spans()
+    (event,) = server.events
+    assert "abcdefgh12345678" not in event.attributes["exception.message"]
+    assert server.status.status_code == StatusCode.ERROR
+
+
+def test_tracing_none_creates_nothing_and_passes_the_header_untouched(monkeypatch):
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    t = Telemetry(TelemetryConfig(), configure_logs=False)
+    assert not t.tracing.enabled and t.tracing.provider is None
+    headers = {"traceparent": CLIENT_PARENT, "tracestate": "vendor=abc"}
+    span = t.start_server_span(headers, "GET", "/x", None)
+    assert span is None
+    child = t.attempt_started(span, "GET", "http://u/x", upstream="legacy")
+    assert child is None
+    up = dict(headers)
+    t.inject(child, up)
+    assert up == headers
+    assert Tracing.trace_id(None, headers) == CLIENT_TRACE
+
+
+def test_reload_switches_the_exporter_on_and_off(traced, monkeypatch):
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    t = Telemetry(TelemetryConfig(), configure_logs=False)
+    assert t.start_server_span({}, "GET", "/", None) is None
+    on = TelemetryConfig(traces=TracesConfig(exporter="console", sample=1.0))
+    t._span_exporter = traced.exporter  # as if built with it; the exporter kind is irrelevant
+    t.reconfigure(make_config(telemetry=on))
+    span = t.start_server_span({}, "GET", "/", None)
+    assert span is not None and span.is_recording()
+    t.request_finished(None, "legacy", "legacy", "GET", 200, 0.001, 0, span=span)
+    assert len(traced.exporter.get_finished_spans()) == 1
+    t.reconfigure(make_config(telemetry=TelemetryConfig()))
+    assert t.start_server_span({}, "GET", "/", None) is None
+
+
+def test_bad_traces_config_names_the_field():
+    with pytest.raises(ValueError, match="telemetry.traces.exporter.*'jaeger'"):
+        Tracing(TracesConfig(exporter="jaeger"))
+    with pytest.raises(ValueError, match="telemetry.traces.sample.*1.5"):
+        Tracing(TracesConfig(exporter="console", sample=1.5))
