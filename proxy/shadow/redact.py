@@ -28,7 +28,7 @@ DEFAULT_SENSITIVE = (
     "credential",
     "privatekey",
 )
-REDACTED = "[redacted]"
+REDACTED = "[REDACTED]"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=\-]{6,}")
 _QUERY_SECRET = re.compile(

@@ -1,0 +1,463 @@
+"""The shadow side channel: per-route bounded queues and workers, off the client's path.
+
+The handler serves the client from the primary, then calls `ShadowMirror.submit()` with the
+request and the buffered primary response. `submit` only enqueues (or drops and counts); the
+route's workers send the request to the candidate through the route's ACL, optionally to the
+primary again for noise, compare, redact and hand a record to the diff store. Nothing here can
+delay, fail or change the client's response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from proxy.config.model import SAFE_METHODS, Route
+
+from .compare import Differ, Rules, decoded_body
+from .model import CapturedResponse, Comparison, Difference, DiffRecord, ShadowRequest
+from .redact import Redactor
+from .store.base import DiffStore
+
+log = logging.getLogger("strangler.shadow")
+
+Send = Callable[[str, ShadowRequest], Awaitable[CapturedResponse]]
+TranslateRequest = Callable[[Route, ShadowRequest], "ShadowRequest | Awaitable[ShadowRequest]"]
+TranslateResponse = Callable[
+    [Route, ShadowRequest, CapturedResponse], "CapturedResponse | Awaitable[CapturedResponse]"
+]
+Count = Callable[..., None]
+
+SHADOW_HEADER = "x-strangler-shadow"
+OFFLOAD_BYTES = 256 * 1024  # compare bigger bodies in a thread so the loop stays responsive
+EXAMPLE_BODY_LIMIT = 64 * 1024
+LATENCY_WINDOW = 1024
+
+# Drop reasons, as the telemetry's `strangler_shadow_dropped_total{reason}` names them.
+QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING = (
+    "queue_full",
+    "body_too_large",
+    "unsafe_method",
+    "stopping",
+)
+
+
+@dataclass(slots=True)
+class _Job:
+    route: Route
+    endpoint: str
+    request: ShadowRequest
+    primary: CapturedResponse
+    request_id: str
+    ts: float
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One route's queue and workers. A reload that changes the limits starts a new lane;
+    the old one drains and its workers exit."""
+
+    name: str
+    concurrency: int
+    queue: asyncio.Queue
+    workers: list[asyncio.Task] = field(default_factory=list)
+    in_flight: int = 0
+
+
+@dataclass(slots=True)
+class _Stats:
+    submitted: int = 0
+    sampled_out: int = 0
+    enqueued: int = 0
+    compared: int = 0
+    results: Counter = field(default_factory=Counter)  # match|mismatch|noise|error
+    dropped: Counter = field(default_factory=Counter)
+    primary_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    candidate_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, int(-(-q * len(ordered) // 1)))  # nearest rank, ceil(q * n)
+    return round(ordered[min(rank, len(ordered)) - 1], 3)
+
+
+class ShadowMirror:
+    """One per process: owns the per-route lanes, the compiled comparators and the store.
+
+    `send(upstream_name, request)` does the HTTP (timeouts included) and returns the buffered
+    response; `translate_request(route, request)` / `translate_response(route, original_request,
+    response)` are the route's ACL (sync or async; `None` = identity). `primary_upstream` is
+    the legacy upstream (`Config.default`), used for `noise: primary-twice`.
+    """
+
+    def __init__(
+        self,
+        store: DiffStore,
+        *,
+        send: Send,
+        translate_request: TranslateRequest | None = None,
+        translate_response: TranslateResponse | None = None,
+        primary_upstream: str = "legacy",
+        redact: tuple[str, ...] | list[str] = (),
+        timeout: float = 30.0,
+        count: Count | None = None,
+        rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._send = send
+        self._translate_request = translate_request
+        self._translate_response = translate_response
+        self.primary_upstream = primary_upstream
+        self._redactor = Redactor(redact)
+        self._timeout = timeout
+        self._count = count
+        self._rng = rng
+        self._clock = clock
+        self._lanes: dict[str, _Lane] = {}
+        self._retired: list[_Lane] = []
+        self._differs: dict[str, tuple[object, Differ]] = {}
+        self._stats: dict[str, _Stats] = {}
+        self._closing = False
+
+    # ---- the request path -----------------------------------------------------------------
+
+    def admit(self, route: Route, method: str, content_length: int | None) -> bool:
+        """Before buffering the body: will this request be shadowed? Samples and counts.
+
+        Call it first and pass `admitted=True` to `submit` so the handler only buffers
+        request bodies it will actually shadow; `submit` alone also works.
+        """
+        try:
+            return self._admit(route, method.upper(), content_length)
+        except Exception:  # noqa: BLE001 - never fail the client's request
+            log.exception("shadow admit failed on route %s", getattr(route, "name", "?"))
+            return False
+
+    def _admit(self, route: Route, method: str, content_length: int | None) -> bool:
+        if route.mode != "shadow" or not route.target:
+            return False
+        stats = self._route_stats(route.name)
+        policy = route.shadow
+        if self._closing:
+            return self._drop(route.name, STOPPING)
+        if method not in SAFE_METHODS and policy.unsafe != "dry-run":
+            return self._drop(route.name, UNSAFE_METHOD)
+        if content_length is not None and content_length > policy.max_body:
+            return self._drop(route.name, BODY_TOO_LARGE)
+        if policy.sample < 1.0 and self._rng() >= policy.sample:
+            stats.sampled_out += 1
+            return False
+        return True
+
+    def submit(
+        self,
+        route: Route,
+        endpoint: str,
+        request: ShadowRequest,
+        primary: CapturedResponse,
+        request_id: str,
+        *,
+        admitted: bool = False,
+    ) -> bool:
+        """Queue a shadow comparison. Never blocks, never raises; False = not shadowed (counted).
+
+        Safety rules are checked again even when `admitted`: an unsafe method is never shadowed
+        without `unsafe: dry-run`, and a body over `max_body` never is.
+        """
+        try:
+            method = request.method.upper()
+            if not admitted and not self._admit(route, method, len(request.body)):
+                return False
+            if admitted and route.mode != "shadow":
+                return False
+            stats = self._route_stats(route.name)
+            stats.submitted += 1
+            if self._closing:
+                return self._drop(route.name, STOPPING)
+            if method not in SAFE_METHODS and route.shadow.unsafe != "dry-run":
+                return self._drop(route.name, UNSAFE_METHOD)
+            if len(request.body) > route.shadow.max_body:
+                return self._drop(route.name, BODY_TOO_LARGE)
+            lane = self._lane(route)
+            job = _Job(route, endpoint, request, primary, request_id, self._clock())
+            try:
+                lane.queue.put_nowait(job)
+            except asyncio.QueueFull:
+                return self._drop(route.name, QUEUE_FULL)
+            stats.enqueued += 1
+            return True
+        except Exception:  # noqa: BLE001 - never fail the client's request
+            log.exception("shadow submit failed on route %s", getattr(route, "name", "?"))
+            return False
+
+    def _drop(self, route_name: str, reason: str) -> bool:
+        self._route_stats(route_name).dropped[reason] += 1
+        if self._count is not None:
+            try:
+                self._count("shadow_drop", route=route_name, reason=reason)
+            except Exception:  # noqa: BLE001
+                log.exception("shadow drop metric failed")
+        return False
+
+    def _route_stats(self, name: str) -> _Stats:
+        stats = self._stats.get(name)
+        if stats is None:
+            stats = self._stats[name] = _Stats()
+        return stats
+
+    def _lane(self, route: Route) -> _Lane:
+        policy = route.shadow
+        concurrency = max(1, int(policy.concurrency))
+        size = max(1, int(policy.queue))
+        lane = self._lanes.get(route.name)
+        if lane is not None and lane.concurrency == concurrency and lane.queue.maxsize == size:
+            return lane
+        if lane is not None:
+            self._retire(lane)
+        lane = _Lane(route.name, concurrency, asyncio.Queue(maxsize=size))
+        lane.workers = [
+            asyncio.get_running_loop().create_task(
+                self._worker(lane), name=f"shadow-{route.name}-{i}"
+            )
+            for i in range(concurrency)
+        ]
+        self._lanes[route.name] = lane
+        return lane
+
+    def _retire(self, lane: _Lane) -> None:
+        """Let an old lane finish what it queued; one sentinel per worker ends it."""
+        self._retired.append(lane)
+        for _ in lane.workers:
+            asyncio.get_running_loop().create_task(lane.queue.put(None))
+
+    # ---- the workers ----------------------------------------------------------------------
+
+    async def _worker(self, lane: _Lane) -> None:
+        while True:
+            job = await lane.queue.get()
+            if job is None:
+                return
+            lane.in_flight += 1
+            try:
+                await self._process(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad comparison must not stop the lane
+                log.exception("shadow comparison failed on route %s", lane.name)
+                self._route_stats(lane.name).results["error"] += 1
+            finally:
+                lane.in_flight -= 1
+
+    def differ(self, route: Route) -> Differ:
+        """The route's compiled rules, rebuilt when a reload changes its policy."""
+        cached = self._differs.get(route.name)
+        if cached is not None and cached[0] is route.shadow:
+            return cached[1]
+        differ = Differ(Rules.from_policy(route.shadow))
+        self._differs[route.name] = (route.shadow, differ)
+        return differ
+
+    def _candidate_request(self, request: ShadowRequest) -> ShadowRequest:
+        headers = tuple(
+            (k, v) for k, v in request.headers if k.lower() not in (SHADOW_HEADER, "host")
+        ) + ((SHADOW_HEADER, "1"),)
+        return replace(
+            request,
+            path=request.candidate_path or request.path,
+            candidate_path=None,
+            headers=headers,
+        )
+
+    async def _call(self, upstream: str, request: ShadowRequest) -> CapturedResponse:
+        return await asyncio.wait_for(self._send(upstream, request), self._timeout)
+
+    async def _process(self, job: _Job) -> None:
+        route, request, primary = job.route, job.request, job.primary
+        policy = route.shadow
+        stats = self._route_stats(route.name)
+
+        noise_up: str | None = None
+        if policy.noise != "off" and request.method.upper() in SAFE_METHODS:
+            noise_up = self.primary_upstream if policy.noise == "primary-twice" else policy.noise
+
+        async def candidate() -> CapturedResponse:
+            req = self._candidate_request(request)
+            if self._translate_request is not None:
+                req = await _maybe_await(self._translate_request(route, req))
+            resp = await self._call(route.target or "", req)
+            if self._translate_response is not None:
+                resp = await _maybe_await(self._translate_response(route, request, resp))
+            return resp
+
+        calls = [candidate()]
+        if noise_up is not None:
+            calls.append(self._call(noise_up, request))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        cand = results[0]
+        second = results[1] if len(results) > 1 else None
+        for res in results:
+            if isinstance(res, asyncio.CancelledError):
+                raise res
+
+        differ = self.differ(route)
+        noise: tuple[str, ...] | None = None
+        if isinstance(second, CapturedResponse):
+            noise_cmp = await self._compare(differ, primary, second)
+            noise = tuple(sorted(noise_cmp.fields))
+
+        if isinstance(cand, CapturedResponse):
+            comparison = await self._compare(differ, primary, cand)
+            result = (
+                "match"
+                if comparison.match
+                else "noise"
+                if noise is not None and comparison.fields <= set(noise)
+                else "mismatch"
+            )
+            cand_status, cand_latency = cand.status, cand.latency
+        else:
+            reason = f"{type(cand).__name__}: {cand}".rstrip(": ")
+            if isinstance(cand, TimeoutError):
+                reason = f"no answer within {self._timeout:g}s"
+            comparison = Comparison(
+                (Difference("status", "status", "error", primary.status, reason),), "error"
+            )
+            result, cand_status, cand_latency = "error", None, None
+
+        stats.compared += 1
+        stats.results[result] += 1
+        stats.primary_ms.append(primary.latency * 1000)
+        if cand_latency is not None:
+            stats.candidate_ms.append(cand_latency * 1000)
+        if self._count is not None:
+            try:
+                self._count("shadow_comparison", route=route.name, result=result)
+            except Exception:  # noqa: BLE001
+                log.exception("shadow comparison metric failed")
+        self.store.add(self._record(job, comparison, cand, cand_status, cand_latency, noise))
+
+    async def _compare(
+        self, differ: Differ, primary: CapturedResponse, other: CapturedResponse
+    ) -> Comparison:
+        if len(primary.body) + len(other.body) > OFFLOAD_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, differ.compare, primary, other
+            )
+        return differ.compare(primary, other)
+
+    def _record(
+        self,
+        job: _Job,
+        comparison: Comparison,
+        cand: Any,
+        cand_status: int | None,
+        cand_latency: float | None,
+        noise: tuple[str, ...] | None,
+    ) -> DiffRecord:
+        r = self._redactor
+        primary_body = candidate_body = None
+        if comparison.differences and comparison.body_kind in ("json", "text"):
+            primary_body = r.body(_plain(job.primary), comparison.body_kind, EXAMPLE_BODY_LIMIT)
+            if isinstance(cand, CapturedResponse):
+                candidate_body = r.body(_plain(cand), comparison.body_kind, EXAMPLE_BODY_LIMIT)
+        return DiffRecord(
+            ts=job.ts,
+            route=job.route.name,
+            method=job.request.method.upper(),
+            endpoint=job.endpoint,
+            request_id=job.request_id,
+            primary_status=job.primary.status,
+            candidate_status=cand_status,
+            primary_latency=job.primary.latency,
+            candidate_latency=cand_latency,
+            differences=tuple(r.difference(d) for d in comparison.differences),
+            noise=noise,
+            body_kind=comparison.body_kind,
+            primary_body=primary_body,
+            candidate_body=candidate_body,
+        )
+
+    # ---- introspection and shutdown -------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live figures for `GET /-/shadow` (this process only; the store has the history)."""
+        routes = []
+        for name in sorted(self._stats):
+            s = self._stats[name]
+            lane = self._lanes.get(name)
+            p_ms, c_ms = list(s.primary_ms), list(s.candidate_ms)
+            matched = s.results["match"] + s.results["noise"]
+            routes.append(
+                {
+                    "route": name,
+                    "submitted": s.submitted,
+                    "sampled_out": s.sampled_out,
+                    "enqueued": s.enqueued,
+                    "compared": s.compared,
+                    "results": dict(s.results),
+                    "match_rate": round(matched / s.compared, 4) if s.compared else None,
+                    "dropped": dict(s.dropped),
+                    "queued": lane.queue.qsize() if lane else 0,
+                    "queue_limit": lane.queue.maxsize if lane else None,
+                    "in_flight": lane.in_flight if lane else 0,
+                    "concurrency": lane.concurrency if lane else None,
+                    "latency_ms": {
+                        "primary": {q: _percentile(p_ms, v) for q, v in _QS},
+                        "candidate": {q: _percentile(c_ms, v) for q, v in _QS},
+                    },
+                }
+            )
+        return {"routes": routes, "store": self.store.stats(), "closing": self._closing}
+
+    async def close(self, timeout: float = 5.0, *, close_store: bool = False) -> None:
+        """Stop taking work, give queued comparisons `timeout` seconds, then cancel the rest
+        and flush the store."""
+        self._closing = True
+        lanes = list(self._lanes.values()) + self._retired
+        for lane in lanes:
+            for _ in lane.workers:
+                try:
+                    lane.queue.put_nowait(None)
+                except asyncio.QueueFull:
+                    pass
+        workers = [w for lane in lanes for w in lane.workers]
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for lane in lanes:
+            while not lane.queue.empty():
+                if lane.queue.get_nowait() is not None:
+                    self._drop(lane.name, STOPPING)
+        self._lanes.clear()
+        self._retired.clear()
+        loop = asyncio.get_running_loop()
+        if close_store:
+            await loop.run_in_executor(None, self.store.close)
+        else:
+            await loop.run_in_executor(None, self.store.flush)
+
+
+_QS = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+
+
+def _plain(resp: CapturedResponse) -> bytes:
+    body, err = decoded_body(resp)
+    return b"" if err else body

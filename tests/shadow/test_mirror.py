@@ -1,0 +1,323 @@
+"""The mirror against real upstream processes: comparisons, noise, unsafe methods, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import replace
+from types import MappingProxyType
+
+import httpx
+import pytest
+
+from proxy.config.model import Match, Route, ShadowPolicy, Upstream
+from proxy.shadow.mirror import ShadowMirror
+from proxy.shadow.model import CapturedResponse, ShadowRequest
+from proxy.shadow.redact import REDACTED
+from proxy.shadow.send import HttpSender
+from proxy.shadow.store import SQLiteStore
+from tests.support.procs import PYTHON, free_port, running
+
+
+def upstream(name: str, port: int) -> Upstream:
+    return Upstream(name=name, url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    ports = {"legacy": free_port(), "candidate": free_port()}
+    with (
+        running(
+            [PYTHON, "-m", "tests.shadow.upstream_app", "--port", str(ports["legacy"])]
+            + ["--role", "primary"],
+            ready_url=f"http://127.0.0.1:{ports['legacy']}/health",
+        ),
+        running(
+            [PYTHON, "-m", "tests.shadow.upstream_app", "--port", str(ports["candidate"])]
+            + ["--role", "candidate"],
+            ready_url=f"http://127.0.0.1:{ports['candidate']}/health",
+        ),
+    ):
+        yield {
+            "legacy": upstream("legacy", ports["legacy"]),
+            "candidate": upstream("candidate", ports["candidate"]),
+            "dead": upstream("dead", free_port()),  # nothing listens there
+        }
+
+
+def stats(up: Upstream) -> dict:
+    return httpx.get(f"http://127.0.0.1:{up.port}/stats").json()
+
+
+def route(name: str, target: str = "candidate", **policy) -> Route:
+    return Route(
+        name=name,
+        match=Match(path="/items/{id}"),
+        mode="shadow",
+        target=target,
+        shadow=ShadowPolicy(**policy),
+    )
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def compared(mirror: ShadowMirror, name: str) -> int:
+    for r in mirror.snapshot()["routes"]:
+        if r["route"] == name:
+            return r["compared"]
+    return 0
+
+
+@pytest.fixture
+async def rig(servers, tmp_path):
+    store = SQLiteStore(tmp_path / "shadow.db", flush_interval=0.02)
+    sender = HttpSender(servers)
+    mirrors = []
+
+    def make(**kwargs) -> ShadowMirror:
+        m = ShadowMirror(store, send=sender, **kwargs)
+        mirrors.append(m)
+        return m
+
+    yield make, sender, store
+    for m in mirrors:
+        await m.close(timeout=0.5)
+    await sender.close()
+    store.close()
+
+
+async def primary_of(sender: HttpSender, req: ShadowRequest) -> CapturedResponse:
+    return await sender("legacy", req)
+
+
+async def test_differences_and_noise_are_recorded(rig):
+    make, sender, store = rig
+    mirror = make(redact=("price_note",))
+    r = route("items", noise="primary-twice", ignore=("$.generated_at",))
+    for ident in (1, 2, 3):
+        req = ShadowRequest("GET", f"/items/{ident}", headers=(("accept", "application/json"),))
+        primary = await primary_of(sender, req)
+        assert mirror.submit(r, "/items/{id}", req, primary, f"req-{ident}")
+    await until(lambda: compared(mirror, "items") == 3, what="3 comparisons")
+    await mirror.close()
+    records = {rec.request_id: rec for rec in store.records()}
+    assert set(records) == {"req-1", "req-2", "req-3"}
+    one, two, three = records["req-1"], records["req-2"], records["req-3"]
+    # trace_id differs between the two primaries too: noise; generated_at is ignored
+    assert one.noise is not None and "$.trace_id" in one.noise
+    assert "$.generated_at" not in one.noise
+    assert {d.path for d in one.differences} == {"$.trace_id", "$.email"}
+    assert {d.path for d in two.differences} == {"$.trace_id", "$.email", "$.price_with_tax"}
+    price = next(d for d in two.differences if d.path == "$.price_with_tax")
+    assert (price.kind, price.primary, price.candidate) == ("value", 21.64, 21.65)
+    kinds = {(d.path, d.kind) for d in three.differences}
+    assert {("$.name", "missing"), ("$.full_name", "extra")} <= kinds
+    # secrets never reach the store: not in differences, not in example bodies
+    email = next(d for d in one.differences if d.path == "$.email")
+    assert (email.primary, email.candidate) == (REDACTED, REDACTED)
+    assert "example.com" not in one.primary_body and "example.org" not in one.candidate_body
+    assert json.loads(one.primary_body)["id"] == 1
+    assert one.candidate_status == 200 and one.candidate_latency > 0
+    snap = mirror.snapshot()["routes"][0]
+    assert snap["results"] == {"mismatch": 3}
+    assert snap["latency_ms"]["candidate"]["p50"] > 0
+
+
+async def test_rules_and_compressed_bodies(rig):
+    make, sender, store = rig
+    mirror = make()
+    r = route(
+        "rules",
+        ignore=("$.trace_id", "$.generated_at", "$.email"),
+        tolerance=0.02,
+        unordered=MappingProxyType({"$.tags": "id"}),
+    )
+    req = ShadowRequest("GET", "/items/2", query="gzip=1")
+    primary = await primary_of(sender, req)
+    assert primary.header("content-encoding") == "gzip"
+    assert mirror.submit(r, "/items/{id}", req, primary, "gz")
+    await until(lambda: compared(mirror, "rules") == 1)
+    await mirror.close()
+    (rec,) = list(store.records())
+    assert rec.body_kind == "json" and rec.differences == ()
+    assert mirror.snapshot()["routes"][0]["results"] == {"match": 1}
+
+
+async def test_acl_callables_translate_request_and_response(rig):
+    make, sender, store = rig
+    seen = []
+
+    def to_new(route, req):
+        seen.append((route.name, req.path, req.header("x-strangler-shadow")))
+        return replace(req, path=req.path.replace("/items/", "/v2/items/"))
+
+    async def to_legacy(route, original, resp):
+        doc = json.loads(resp.body)
+        doc["price_with_tax"] = 21.64
+        doc["email"] = f"jane{doc['id']}@example.com"
+        return replace(resp, body=json.dumps(doc).encode())
+
+    mirror = make(translate_request=to_new, translate_response=to_legacy)
+    r = route("acl", ignore=("$.trace_id", "$.generated_at"))
+    req = ShadowRequest("GET", "/items/4", candidate_path="/items/4")
+    assert mirror.submit(r, "/items/{id}", req, await primary_of(sender, req), "acl-1")
+    await until(lambda: compared(mirror, "acl") == 1)
+    await mirror.close()
+    assert seen == [("acl", "/items/4", "1")]
+    (rec,) = list(store.records())
+    assert rec.match, rec.differences
+    assert stats(sender._lookup("candidate"))["calls"].get("GET /v2/items/4", 0) >= 1
+
+
+async def test_unsafe_methods_skip_or_dry_run_and_never_call_the_primary_twice(rig, servers):
+    make, sender, store = rig
+    mirror = make()
+    body = json.dumps({"name": "x"}).encode()
+    post = ShadowRequest(
+        "POST", "/items", headers=(("content-type", "application/json"),), body=body
+    )
+    primary = CapturedResponse(201, (("content-type", "application/json"),), b"{}", 0.01)
+    skip = route("skip", noise="primary-twice")
+    assert mirror.submit(skip, "/items", post, primary, "p1") is False
+    assert mirror.snapshot()["routes"][0]["dropped"] == {"unsafe_method": 1}
+    assert mirror.admit(skip, "POST", len(body)) is False
+
+    before = stats(servers["legacy"])["calls"].get("POST /items", 0)
+    cand_before = stats(servers["candidate"])["shadow"].get("POST /items", 0)
+    dry = route("dry", noise="primary-twice", unsafe="dry-run")
+    assert mirror.admit(dry, "POST", len(body))
+    assert mirror.submit(dry, "/items", post, primary, "p2", admitted=True)
+    await until(lambda: compared(mirror, "dry") == 1)
+    await mirror.close()
+    assert stats(servers["legacy"])["calls"].get("POST /items", 0) == before
+    assert stats(servers["candidate"])["shadow"].get("POST /items", 0) == cand_before + 1
+    (rec,) = list(store.records())
+    assert rec.noise is None  # no noise sample for an unsafe method
+    assert {d.path for d in rec.differences} >= {"$.created", "$.role"}
+
+
+async def test_oversized_bodies_and_sampling(rig):
+    make, sender, store = rig
+    draws = iter([0.1, 0.9, 0.2, 0.8])
+    mirror = make(rng=lambda: next(draws))
+    small = route("small", max_body=10, unsafe="dry-run")
+    big = ShadowRequest("POST", "/items", body=b"x" * 11)
+    primary = CapturedResponse(201, (), b"", 0.01)
+    assert mirror.submit(small, "/items", big, primary, "big") is False
+    assert mirror.admit(small, "POST", 11) is False
+    # the size check holds even when the handler says it admitted the request
+    assert mirror.submit(small, "/items", big, primary, "big2", admitted=True) is False
+    assert mirror.snapshot()["routes"][0]["dropped"] == {"body_too_large": 3}
+
+    half = route("half", sample=0.5)
+    decisions = [mirror.admit(half, "GET", 0) for _ in range(4)]
+    assert decisions == [True, False, True, False]
+    snap = {r["route"]: r for r in mirror.snapshot()["routes"]}
+    assert snap["half"]["sampled_out"] == 2
+    assert mirror.admit(replace(half, mode="legacy"), "GET", 0) is False
+
+
+async def _loop_lag_while(action, duration: float) -> float:
+    """Run `action` and measure the worst event-loop stall over `duration` seconds."""
+    worst = 0.0
+    stop = time.monotonic() + duration
+
+    async def beat():
+        nonlocal worst
+        last = time.monotonic()
+        while time.monotonic() < stop:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            worst = max(worst, now - last - 0.005)
+            last = now
+
+    task = asyncio.create_task(beat())
+    await action()
+    await task
+    return worst
+
+
+async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, servers):
+    make, sender, store = rig
+    mirror = make()
+    slow = Route(
+        name="slow",
+        match=Match(path="/slow"),
+        mode="shadow",
+        target="candidate",
+        shadow=ShadowPolicy(concurrency=2, queue=3),
+    )
+    req = ShadowRequest("GET", "/slow")
+    primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
+    results = []
+    worst_submit = 0.0
+
+    async def flood():
+        nonlocal worst_submit
+        for i in range(200):
+            t0 = time.perf_counter()
+            results.append(mirror.submit(slow, "/slow", req, primary, f"s{i}"))
+            worst_submit = max(worst_submit, time.perf_counter() - t0)
+            if i % 20 == 0:
+                await asyncio.sleep(0.01)
+
+    lag = await _loop_lag_while(flood, 0.5)
+    snap = mirror.snapshot()["routes"][0]
+    assert snap["in_flight"] == 2 and snap["queued"] == 3
+    assert sum(results) == 5  # 2 in flight + 3 queued; everything else dropped
+    assert snap["dropped"] == {"queue_full": 195}
+    assert worst_submit < 0.005, worst_submit
+    assert lag < 0.1, lag
+    t0 = time.monotonic()
+    await mirror.close(timeout=0.2)
+    assert time.monotonic() - t0 < 1.5  # a 2-second candidate does not hold shutdown
+    assert mirror.submit(slow, "/slow", req, primary, "late") is False
+    assert mirror.snapshot()["routes"][0]["dropped"]["stopping"] >= 1
+
+
+async def test_dead_candidate_is_recorded_as_an_error(rig):
+    make, sender, store = rig
+    counted = []
+    mirror = make(count=lambda name, amount=1.0, /, **labels: counted.append((name, labels)))
+    r = route("dead", target="dead")
+    req = ShadowRequest("GET", "/items/1")
+    primary = await primary_of(sender, req)
+    t0 = time.perf_counter()
+    for i in range(5):
+        assert mirror.submit(r, "/items/{id}", req, primary, f"d{i}")
+    assert time.perf_counter() - t0 < 0.01
+    await until(lambda: compared(mirror, "dead") == 5)
+    await mirror.close()
+    records = list(store.records())
+    assert len(records) == 5
+    for rec in records:
+        assert rec.candidate_status is None
+        (d,) = rec.differences
+        assert d.kind == "error" and d.path == "status" and "Connect" in d.candidate
+    assert counted.count(("shadow_comparison", {"route": "dead", "result": "error"})) == 5
+
+
+async def test_candidate_timeout_is_bounded_by_the_mirror(rig):
+    make, sender, store = rig
+    mirror = make(timeout=0.2)
+    r = Route(name="t", match=Match(path="/slow"), mode="shadow", target="candidate")
+    primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
+    assert mirror.submit(r, "/slow", ShadowRequest("GET", "/slow"), primary, "t1")
+    await until(lambda: compared(mirror, "t") == 1, timeout=3.0)
+    await mirror.close()
+    (rec,) = list(store.records())
+    assert rec.differences[0].kind == "error" and "0.2s" in rec.differences[0].candidate
+
+
+async def test_submit_never_raises_on_garbage(rig):
+    make, sender, store = rig
+    mirror = make()
+    assert mirror.submit(None, "/x", None, None, "r") is False  # type: ignore[arg-type]
