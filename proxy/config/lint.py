@@ -1,0 +1,87 @@
+"""Warnings for a valid config that probably does not do what its author meant.
+
+These never stop a load (a half-migrated table is often deliberately odd); the CLI and the
+admin API show them so a setting with no effect does not go unnoticed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Human-readable warnings, each naming file, line and route like a `Problem`."""
+    out: list[str] = []
+    for route in config.routes:
+        out.extend(
+            f"{config.source}:{route.line}: route {route.name!r}: {message}"
+            for message in _route_warnings(config, route)
+        )
+    used = {config.default}
+    for route in config.routes:
+        used.update(n for n in (route.target, route.shadow.noise) if n)
+    for name in config.upstreams:
+        if name not in used:
+            out.append(f"{config.source}: upstreams.{name}: not used by any route or as default")
+    for name, upstream in config.upstreams.items():
+        t = upstream.timeout
+        if t.read is not None and t.total is not None and t.read > t.total:
+            out.append(
+                f"{config.source}: upstreams.{name}.timeout: read ({t.read}s) exceeds total "
+                f"({t.total}s), so total is what limits a slow response"
+            )
+    if not _loopback(config.admin.host):
+        out.append(
+            f"{config.source}: admin.host: the admin API listens on {config.admin.host}, "
+            "beyond this machine; it can change routing, so bind it to 127.0.0.1 or "
+            "firewall it"
+        )
+    return out
+
+
+def _route_warnings(config: Config, route: Route) -> list[str]:
+    out: list[str] = []
+    mode = route.mode
+    if route.fallback and mode not in ("canary", "extracted"):
+        out.append(f"fallback has no effect in mode {mode!r} (only canary and extracted fall back)")
+    if mode == "legacy":
+        unused = [k for k in ("target", "rewrite", "acl") if getattr(route, k)]
+        if unused:
+            out.append(
+                f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect in mode "
+                "'legacy' (nothing is sent to the target)"
+            )
+    elif route.target == config.default:
+        out.append(
+            f"target {route.target!r} is the default upstream: mode {mode!r} sends requests "
+            "to the same place either way"
+        )
+    if mode != "canary" and route.canary != CanaryPolicy():
+        out.append(f"canary settings have no effect in mode {mode!r}")
+    if mode != "shadow" and route.shadow != ShadowPolicy():
+        out.append(f"shadow settings have no effect in mode {mode!r}")
+    if mode == "shadow" and route.shadow.sample == 0:
+        out.append("shadow.sample is 0: nothing is shadowed")
+    if route.canary.sticky == "ip" and mode == "canary" and not config.trusted_proxies:
+        out.append(
+            "canary.sticky: ip hashes the peer address; behind a load balancer every client "
+            "shares one address, so list the balancer in trusted_proxies"
+        )
+    regex = route.match.regex
+    if regex is not None and regex.lstrip("^")[:1].isalnum():
+        out.append(
+            "match.regex must match the whole path, which starts with '/'; this one "
+            f"starts with {regex.lstrip('^')[:1]!r} and can never match"
+        )
+    return out
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,507 @@
+"""routes.yaml -> `Config`: the file format's contract, validated in one pass.
+
+`parse_config` reads PyYAML's composed nodes (for line numbers), checks every section,
+and either returns the frozen `Config` of `proxy.config.model` or raises one `ConfigError`
+listing every problem in file order. Cross-references (a route's `target`, `default`,
+`shadow.noise`, `acl`) are checked against what the same file defines, and
+`proxy.routing.find_unreachable` flags routes an earlier route shadows completely.
+
+The format is documented in docs/routes.md; the repository's routes.yaml is the demo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from pathlib import Path
+from types import MappingProxyType
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from proxy.config.lint import config_warnings
+from proxy.config.model import (
+    Config,
+    Endpoint,
+    Limits,
+    ShadowStoreConfig,
+    TelemetryConfig,
+    TenantSource,
+    TracesConfig,
+    Upstream,
+)
+from proxy.config.problems import ConfigError, Invalid, Problem, did_you_mean
+from proxy.config.route_reader import RouteReader
+from proxy.config.upstream_reader import read_upstream
+from proxy.config.values import (
+    check_hostname,
+    check_name,
+    check_redis_url,
+    check_store,
+    check_token,
+    parse_cidr,
+    parse_http_url,
+    resolve_store,
+)
+from proxy.config.yamlread import Reader, describe
+
+__all__ = ["ConfigError", "Problem", "config_warnings", "load_config", "parse_config"]
+
+TOP_KEYS = (
+    "version",
+    "listen",
+    "admin",
+    "upstreams",
+    "default",
+    "routes",
+    "tenant",
+    "state",
+    "shadow",
+    "telemetry",
+    "trusted_proxies",
+    "limits",
+    "grace_period",
+)
+SUPPORTED_VERSION = 1
+_TENANT_LABEL = "{tenant}"
+
+
+def load_config(
+    path: str | os.PathLike[str], *, translators: Collection[str] | None = None
+) -> Config:
+    """Read and validate a routes.yaml; relative store paths resolve beside the file."""
+    source = os.fspath(path)
+    file = Path(source)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [Problem(source, None, None, "", "file not found", "check the path (see --config)")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    None,
+                    None,
+                    "",
+                    f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    None,
+                    None,
+                    "",
+                    f"cannot read: {exc.strerror}",
+                    "check the path and its permissions",
+                )
+            ]
+        ) from None
+    return parse_config(text, source, base_dir=file.resolve().parent, translators=translators)
+
+
+def parse_config(
+    text: str,
+    source: str = "routes.yaml",
+    *,
+    base_dir: Path | None = None,
+    translators: Collection[str] | None = None,
+) -> Config:
+    """Validate routes.yaml text; `translators`, when given, are the known `acl` names."""
+    root = _compose(text, source)
+    reader = Reader(source)
+    config = _TableReader(reader, base_dir or Path.cwd(), translators).read(root)
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems)
+    return config
+
+
+def _compose(text: str, source: str) -> Node | None:
+    """YAML syntax errors become a Problem on the line PyYAML points at."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        if exc.context and exc.problem:
+            if not exc.context.startswith("while"):
+                message = f"YAML syntax error: {exc.context}, {exc.problem}"
+            elif exc.context_mark:
+                message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        fix = "check the indentation and quoting on this line and the one before"
+        if "\t" in message or "'\\t'" in message:
+            fix = "indent with spaces; YAML does not allow tabs"
+        line = mark.line + 1 if mark else None
+        raise ConfigError([Problem(source, line, None, "", message, fix)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [Problem(source, None, None, "", f"YAML error: {exc}", "fix the file's encoding")]
+        ) from None
+
+
+class _TableReader:
+    """Reads one document's top level, delegating upstreams and routes."""
+
+    def __init__(self, reader: Reader, base_dir: Path, translators: Collection[str] | None) -> None:
+        self.r = reader
+        self.base_dir = base_dir
+        self.translators = translators
+
+    def read(self, root: Node | None) -> Config | None:
+        r = self.r
+        if root is None:
+            r.report(
+                None,
+                "",
+                "the file is empty",
+                "start with `version: 1`, an `upstreams:` section and `routes:` "
+                "(see docs/routes.md)",
+            )
+            return None
+        top = r.mapping(root, "", TOP_KEYS, required=("version", "upstreams"), what="the file")
+        if top is None:
+            return None
+        version = self._version(top.get("version"))
+        upstreams = self._upstreams(top.get("upstreams"))
+        default = self._default(top.get("default"), top.get("upstreams"), upstreams)
+        listen = self._endpoint(top.get("listen"), "listen", Endpoint())
+        admin = self._endpoint(top.get("admin"), "admin", Endpoint(port=8081))
+        if (
+            "admin" in top
+            and admin.port == listen.port
+            and (admin.host == listen.host or "0.0.0.0" in (admin.host, listen.host))
+        ):
+            r.report(
+                top["admin"],
+                "admin.port",
+                f"port {admin.port} is also the listen port",
+                "give the admin API its own port, e.g. listen port + 1",
+            )
+        tenant = self._tenant(top.get("tenant"))
+        routes = RouteReader(
+            r,
+            upstreams=upstreams,
+            declared=_declared_names(top.get("upstreams")),
+            tenant=tenant,
+            translators=self.translators,
+        ).read_all(top.get("routes"))
+        state = r.text(
+            top.get("state"),
+            "state",
+            check=check_redis_url,
+            fix="write redis://host:6379/0 (or rediss:// for TLS)",
+        )
+        shadow = self._shadow_store(top.get("shadow"))
+        telemetry = self._telemetry(top.get("telemetry"))
+        trusted = self._trusted(top.get("trusted_proxies"))
+        limits = self._limits(top.get("limits"))
+        grace = r.number(
+            top.get("grace_period"), "grace_period", 30.0, lo=0, hi=3600, unit=" (seconds)"
+        )
+        if version is None:
+            return None
+        return Config(
+            version=version,
+            upstreams=MappingProxyType(dict(upstreams)),
+            routes=routes,
+            default=default,
+            listen=listen,
+            admin=admin,
+            tenant=tenant,
+            state=state,
+            shadow=shadow,
+            telemetry=telemetry,
+            trusted_proxies=trusted,
+            limits=limits,
+            grace_period=float(grace if grace is not None else 30.0),
+            source=r.source,
+        )
+
+    def _version(self, node: Node | None) -> int | None:
+        if node is None:
+            return None  # reported as a missing required key
+        fix = f"write `version: {SUPPORTED_VERSION}` (the only format this proxy reads)"
+        if not (isinstance(node, ScalarNode) and node.tag.endswith(":int")):
+            self.r.report(
+                node, "version", f"expected {SUPPORTED_VERSION}, got {describe(node)}", fix
+            )
+            return None
+        value = int(node.value) if node.value.isdigit() else -1
+        if value != SUPPORTED_VERSION:
+            self.r.report(node, "version", f"unsupported version {node.value}", fix)
+            return None
+        return value
+
+    # -- upstreams ---------------------------------------------------------------------
+
+    def _upstreams(self, node: Node | None) -> dict[str, Upstream]:
+        r = self.r
+        out: dict[str, Upstream] = {}
+        if node is None:
+            return out
+        if not isinstance(node, MappingNode):
+            r.report(
+                node,
+                "upstreams",
+                f"expected a mapping of name -> upstream, got {describe(node)}",
+                "write `upstreams:` then `  legacy: {url: ...}`",
+            )
+            return out
+        entries = r.keyed(node, "upstreams") or {}
+        if not entries:
+            r.report(
+                node,
+                "upstreams",
+                "no upstreams defined",
+                "define at least the legacy monolith: `legacy: {url: http://...}`",
+            )
+        for name, (key_node, value) in entries.items():
+            field = f"upstreams.{name}"
+            error = check_name(name)
+            if error:
+                r.report(key_node, field, error, "rename the upstream")
+                continue
+            upstream = read_upstream(r, name, value, field)
+            if upstream is not None:
+                out[name] = upstream
+        return out
+
+    def _default(
+        self, node: Node | None, upstreams_node: Node | None, upstreams: dict[str, Upstream]
+    ) -> str:
+        r = self.r
+        name = r.text(node, "default", "legacy", check=check_name)
+        if name is None:
+            return "legacy"
+        if upstreams and name not in _declared_names(upstreams_node):
+            names = sorted(upstreams)
+            if node is None:
+                r.report(
+                    upstreams_node,
+                    "default",
+                    "no upstream named 'legacy', the default when `default` is not set",
+                    f"add `default: <name>` naming one of: {', '.join(names)}",
+                )
+            else:
+                r.report(
+                    node,
+                    "default",
+                    f"unknown upstream {name!r}",
+                    did_you_mean(name, names) or f"use one of: {', '.join(names)}",
+                )
+        return name
+
+    # -- listener, tenant, telemetry, ... ------------------------------------------------
+
+    def _endpoint(self, node: Node | None, field: str, default: Endpoint) -> Endpoint:
+        r = self.r
+        if node is None:
+            return default
+        fields = r.mapping(node, field, ("host", "port"))
+        if fields is None:
+            return default
+        host = r.text(
+            fields.get("host"),
+            f"{field}.host",
+            default.host,
+            check=check_hostname,
+            fix="write an IP address such as 127.0.0.1 or 0.0.0.0",
+        )
+        port = r.integer(fields.get("port"), f"{field}.port", default.port, lo=1, hi=65535)
+        return Endpoint(host=(host or default.host).lower(), port=port)
+
+    def _tenant(self, node: Node | None) -> TenantSource | None:
+        r = self.r
+        if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
+            return None
+        keys = ("header", "jwt_claim", "host")
+        fields = r.mapping(node, "tenant", keys)
+        if fields is None:
+            return None
+        given = [k for k in keys if k in fields]
+        if len(given) != 1:
+            r.report(
+                node,
+                "tenant",
+                "set exactly one of header, jwt_claim, host" if given else "no tenant source given",
+                "e.g. `tenant: {header: X-Tenant-ID}`",
+            )
+            return None
+        key = given[0]
+        value_node = fields[key]
+        if key == "header":
+            value = r.text(value_node, "tenant.header", check=check_token)
+            return TenantSource(header=value.lower()) if value else None
+        if key == "jwt_claim":
+            value = r.text(value_node, "tenant.jwt_claim", check=_check_claim)
+            return TenantSource(jwt_claim=value) if value else None
+        value = r.text(
+            value_node,
+            "tenant.host",
+            check=_check_tenant_host,
+            fix="write a host pattern like {tenant}.shop.example",
+        )
+        return TenantSource(host=value.lower()) if value else None
+
+    def _shadow_store(self, node: Node | None) -> ShadowStoreConfig:
+        r = self.r
+        store: str | None = None
+        defaults = ShadowStoreConfig()
+        count, days = defaults.retention_count, defaults.retention_days
+        if node is not None:
+            fields = r.mapping(node, "shadow", ("store", "retention_count", "retention_days"))
+            if fields is not None:
+                store = r.text(
+                    fields.get("store"),
+                    "shadow.store",
+                    check=check_store,
+                    fix="e.g. store: sqlite:///strangler-shadow.db",
+                )
+                count = r.integer(
+                    fields.get("retention_count"), "shadow.retention_count", count, lo=1
+                )
+                days_value = r.number(
+                    fields.get("retention_days"),
+                    "shadow.retention_days",
+                    days,
+                    lo=0,
+                    lo_open=True,
+                    unit=" (days)",
+                )
+                days = days_value if days_value is not None else days
+        return ShadowStoreConfig(
+            store=resolve_store(store, self.base_dir.resolve()),
+            retention_count=count,
+            retention_days=days,
+        )
+
+    def _telemetry(self, node: Node | None) -> TelemetryConfig:
+        r = self.r
+        default = TelemetryConfig()
+        if node is None:
+            return default
+        fields = r.mapping(node, "telemetry", ("traces", "metrics", "log_format", "redact"))
+        if fields is None:
+            return default
+        traces = default.traces
+        if "traces" in fields:
+            tf = r.mapping(fields["traces"], "telemetry.traces", ("exporter", "endpoint", "sample"))
+            if tf is not None:
+                endpoint = r.text(
+                    tf.get("endpoint"),
+                    "telemetry.traces.endpoint",
+                    check=_check_http_url,
+                    fix="e.g. http://127.0.0.1:4318/v1/traces",
+                )
+                sample = r.number(tf.get("sample"), "telemetry.traces.sample", 1.0, lo=0, hi=1)
+                traces = TracesConfig(
+                    exporter=r.text(
+                        tf.get("exporter"),
+                        "telemetry.traces.exporter",
+                        "none",
+                        choices=("otlp", "console", "none"),
+                    )
+                    or "none",
+                    endpoint=endpoint,
+                    sample=1.0 if sample is None else sample,
+                )
+        redact: list[str] = []
+        for value, _ in r.texts(fields.get("redact"), "telemetry.redact", check=check_token):
+            if value not in redact:
+                redact.append(value)
+        return TelemetryConfig(
+            traces=traces,
+            metrics=r.boolean(fields.get("metrics"), "telemetry.metrics", True),
+            log_format=r.text(
+                fields.get("log_format"), "telemetry.log_format", "json", choices=("json", "text")
+            )
+            or "json",
+            redact=tuple(redact),
+        )
+
+    def _trusted(self, node: Node | None) -> tuple[str, ...]:
+        out: list[str] = []
+        for i, (value, item) in enumerate(self.r.texts(node, "trusted_proxies")):
+            field = (
+                f"trusted_proxies[{i}]" if not isinstance(node, ScalarNode) else "trusted_proxies"
+            )
+            try:
+                network = parse_cidr(value)
+            except Invalid as exc:
+                self.r.report(item, field, exc.message, exc.fix)
+                continue
+            if network not in out:
+                out.append(network)
+        return tuple(out)
+
+    def _limits(self, node: Node | None) -> Limits:
+        r = self.r
+        default = Limits()
+        if node is None:
+            return default
+        keys = ("max_request_line", "max_header_size", "max_headers")
+        fields = r.mapping(node, "limits", keys)
+        if fields is None:
+            return default
+        return Limits(
+            max_request_line=r.integer(
+                fields.get("max_request_line"),
+                "limits.max_request_line",
+                default.max_request_line,
+                lo=64,
+                hi=1_048_576,
+            ),
+            max_header_size=r.integer(
+                fields.get("max_header_size"),
+                "limits.max_header_size",
+                default.max_header_size,
+                lo=64,
+                hi=1_048_576,
+            ),
+            max_headers=r.integer(
+                fields.get("max_headers"),
+                "limits.max_headers",
+                default.max_headers,
+                lo=1,
+                hi=10_000,
+            ),
+        )
+
+
+def _declared_names(upstreams_node: Node | None) -> set[str]:
+    """Every key of `upstreams:`, even ones that failed validation, so a bad URL is not
+    reported a second time as an unknown upstream at every route that names it."""
+    if not isinstance(upstreams_node, MappingNode):
+        return set()
+    return {k.value for k, _ in upstreams_node.value if isinstance(k, ScalarNode)}
+
+
+def _check_claim(text: str) -> str | None:
+    if text and not any(ch.isspace() for ch in text):
+        return None
+    return f"{text!r} is not a JWT claim name"
+
+
+def _check_tenant_host(text: str) -> str | None:
+    labels = text.lower().split(".")
+    if labels.count(_TENANT_LABEL) != 1:
+        return f"{text!r} must contain {_TENANT_LABEL} exactly once, as a whole label"
+    rest = ".".join(label for label in labels if label != _TENANT_LABEL)
+    if rest and check_hostname(rest):
+        return f"{text!r} is not a valid host pattern"
+    return None
+
+
+def _check_http_url(text: str) -> str | None:
+    try:
+        parse_http_url(text)
+    except Invalid as exc:
+        return exc.message
+    return None

@@ -1,0 +1,625 @@
+"""The `routes:` list -> `Route`s: match, mode, target, rewrite, canary, pins and shadow.
+
+Each route is checked on its own (types, regexes, templates, references to upstreams and
+translators) and then against the others: duplicate names, and routes that can never
+match because an earlier, at-least-as-general route takes all their requests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import fields as dataclass_fields
+from types import MappingProxyType
+
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from proxy.config.model import (
+    MODES,
+    CanaryPolicy,
+    HeaderMatch,
+    Match,
+    Route,
+    ShadowPolicy,
+    TenantPins,
+    TenantSource,
+    Upstream,
+)
+from proxy.config.problems import Invalid, did_you_mean
+from proxy.config.templates import check_path, rewrite_params, template_params
+from proxy.config.values import (
+    STANDARD_METHODS,
+    check_field_path,
+    check_hostname,
+    check_name,
+    check_token,
+    normalize_field_path,
+    normalize_host,
+)
+from proxy.config.yamlread import NULL, Reader, line_of
+
+ROUTE_KEYS = (
+    "name",
+    "match",
+    "mode",
+    "target",
+    "rewrite",
+    "acl",
+    "fallback",
+    "canary",
+    "tenants",
+    "shadow",
+)
+MATCH_KEYS = ("path", "prefix", "regex", "methods", "headers", "host")
+SHADOW_KEYS = tuple(f.name for f in dataclass_fields(ShadowPolicy))
+TARGET_MODES = ("extracted", "canary", "shadow")
+NOISE_WORDS = ("off", "primary-twice")
+STICKY_WORDS = ("tenant", "ip")
+STICKY_KINDS = ("header", "cookie")
+TENANT_FIX = "add a top-level `tenant: {header: X-Tenant-ID}` (or jwt_claim / host)"
+
+
+class RouteReader:
+    """Reads `routes:` against the upstreams, tenant source and translators already read."""
+
+    def __init__(
+        self,
+        r: Reader,
+        *,
+        upstreams: Mapping[str, Upstream],
+        declared: Collection[str],
+        tenant: TenantSource | None,
+        translators: Collection[str] | None,
+    ) -> None:
+        self.r = r
+        self.upstreams = upstreams
+        self.declared = set(declared)  # every upstream key, even ones that failed validation
+        self.tenant = tenant
+        self.translators = translators
+        self._names: dict[str, int] = {}  # route name -> line first defined
+
+    def read_all(self, node: Node | None) -> tuple[Route, ...]:
+        if node is None:
+            return ()
+        routes: list[Route] = []
+        index: dict[int, int] = {}
+        for i, item in enumerate(self.r.sequence(node, "routes")):
+            route = self.read_one(i, item)
+            if route is not None:
+                index[id(route)] = i
+                routes.append(route)
+        self._unreachable(routes, index)
+        return tuple(routes)
+
+    def _unreachable(self, routes: list[Route], index: dict[int, int]) -> None:
+        from proxy.routing import find_unreachable
+
+        for hidden, covering in find_unreachable(routes):
+            self.r.report(
+                hidden.line,
+                f"routes[{index[id(hidden)]}].match",
+                f"this route can never match: route {covering.name!r} (line {covering.line}) "
+                "is tried first and accepts every request this one would",
+                "remove it, merge the two, or give it a method, header or host condition "
+                f"that {covering.name!r} lacks",
+            )
+
+    # -- one route -----------------------------------------------------------------------
+
+    def read_one(self, i: int, node: Node) -> Route | None:
+        r = self.r
+        field = f"routes[{i}]"
+        if not isinstance(node, MappingNode):
+            r.report(
+                node,
+                field,
+                "expected a route (a mapping), got something else",
+                "start each route with `- name: ...` followed by `match:`",
+            )
+            return None
+        name_node = _peek(node, "name")
+        if isinstance(name_node, ScalarNode) and name_node.tag != NULL:
+            r.route_names[i] = name_node.value  # so every problem below names the route
+        fields = r.mapping(node, field, ROUTE_KEYS, required=("name", "match"), what="the route")
+        if fields is None:
+            return None
+        name = r.text(fields.get("name"), f"{field}.name", check=check_name, fix="rename the route")
+        if name is not None:
+            if name in self._names:
+                r.report(
+                    fields["name"],
+                    f"{field}.name",
+                    f"duplicate route name {name!r} (first at line {self._names[name]})",
+                    "give each route a unique name; names key metrics and the admin API",
+                )
+            else:
+                self._names[name] = line_of(node)
+        matched = self._match(fields.get("match"), f"{field}.match")
+        mode = r.text(fields.get("mode"), f"{field}.mode", "legacy", choices=MODES) or "legacy"
+        target = self._target(fields, field, mode)
+        rewrite = self._rewrite(fields.get("rewrite"), f"{field}.rewrite", matched)
+        acl = self._acl(fields.get("acl"), f"{field}.acl")
+        fallback = r.text(fields.get("fallback"), f"{field}.fallback", choices=("legacy",))
+        canary = self._canary(fields.get("canary"), f"{field}.canary")
+        tenants = self._pins(fields.get("tenants"), f"{field}.tenants")
+        shadow = self._shadow(fields.get("shadow"), f"{field}.shadow", target)
+        if name is None or matched is None:
+            return None
+        return Route(
+            name=name,
+            match=matched[0],
+            mode=mode,  # type: ignore[arg-type] - checked against MODES above
+            target=target,
+            rewrite=rewrite,
+            acl=acl,
+            fallback=fallback,
+            canary=canary,
+            tenants=tenants,
+            shadow=shadow,
+            line=line_of(node),
+        )
+
+    def _upstream_ref(self, node: Node, field: str, name: str) -> bool:
+        if name in self.declared:
+            return True
+        names = sorted(self.declared)
+        fix = did_you_mean(name, names) or (
+            f"use one of: {', '.join(names)}" if names else "define it under upstreams:"
+        )
+        self.r.report(node, field, f"unknown upstream {name!r}", fix)
+        return False
+
+    def _target(self, fields: dict[str, Node], field: str, mode: str) -> str | None:
+        node = fields.get("target")
+        target = self.r.text(node, f"{field}.target", check=check_name)
+        if target is not None and node is not None:
+            self._upstream_ref(node, f"{field}.target", target)
+        elif mode in TARGET_MODES:
+            names = ", ".join(sorted(self.declared)) or "an extracted service"
+            where = node if node is not None else fields.get("mode")
+            self.r.report(
+                where,
+                f"{field}.target",
+                f"mode {mode!r} needs a target",
+                f"add `target: <upstream>` naming one of: {names}",
+            )
+        return target
+
+    # -- match ---------------------------------------------------------------------------
+
+    def _match(self, node: Node | None, field: str) -> tuple[Match, set[str]] | None:
+        r = self.r
+        if node is None:
+            return None  # reported as a missing required key
+        fields = r.mapping(node, field, MATCH_KEYS, what="match")
+        if fields is None:
+            return None
+        kinds = [k for k in ("path", "prefix", "regex") if k in fields and not _null(fields[k])]
+        ok = len(kinds) == 1
+        if not kinds:
+            r.report(
+                node,
+                field,
+                "match needs one of path, prefix or regex",
+                "add e.g. `prefix: /api/orders` or `path: /api/orders/{id}`",
+            )
+        elif len(kinds) > 1:
+            r.report(
+                fields[kinds[1]],
+                f"{field}.{kinds[1]}",
+                f"match has both {kinds[0]} and {kinds[1]}",
+                "keep exactly one of path, prefix and regex (write two routes for both)",
+            )
+        path = prefix = regex = None
+        params: set[str] = set()
+        if "path" in kinds:
+            path = r.text(fields["path"], f"{field}.path")
+            try:
+                check_path(path or "", "path")
+                params = set(template_params(path or ""))
+            except Invalid as exc:
+                r.report(fields["path"], f"{field}.path", exc.message, exc.fix)
+                ok = False
+        if "prefix" in kinds:
+            prefix = r.text(fields["prefix"], f"{field}.prefix")
+            try:
+                check_path(prefix or "", "prefix")
+                if "{" in (prefix or "") or "}" in (prefix or ""):
+                    raise Invalid(
+                        "a prefix cannot contain {param}s",
+                        "use path with a template, or regex with named groups",
+                    )
+            except Invalid as exc:
+                r.report(fields["prefix"], f"{field}.prefix", exc.message, exc.fix)
+                ok = False
+            prefix = (prefix or "").rstrip("/") or "/"
+        if "regex" in kinds:
+            regex = r.text(fields["regex"], f"{field}.regex")
+            compiled = self._compile(fields["regex"], f"{field}.regex", regex)
+            if compiled is None:
+                ok = False
+            else:
+                params = set(compiled.groupindex)
+        methods = self._methods(fields.get("methods"), f"{field}.methods")
+        headers = self._headers(fields.get("headers"), f"{field}.headers")
+        host = r.text(
+            fields.get("host"),
+            f"{field}.host",
+            check=_check_match_host,
+            fix="write a host name such as shop.example (the port is ignored)",
+        )
+        if not ok or headers is None:
+            return None
+        match = Match(
+            path=path,
+            prefix=prefix,
+            regex=regex,
+            methods=methods,
+            headers=headers,
+            host=normalize_host(host) if host else None,
+        )
+        return match, params
+
+    def _compile(self, node: Node, field: str, pattern: str | None) -> re.Pattern[str] | None:
+        if pattern is None:
+            return None
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            where = f" at position {exc.pos}" if exc.pos is not None else ""
+            self.r.report(
+                node,
+                field,
+                f"invalid regex {pattern!r}: {exc.msg}{where}",
+                "fix the pattern; in YAML, single-quote regexes so backslashes stay literal",
+            )
+            return None
+
+    def _methods(self, node: Node | None, field: str) -> frozenset[str] | None:
+        r = self.r
+        if node is None or _null(node):
+            return None
+        items = r.texts(node, field)
+        methods: set[str] = set()
+        for value, item in items:
+            method = value.upper()
+            error = check_token(method)
+            if error:
+                r.report(item, field, f"invalid method: {error}", "write e.g. GET or POST")
+                continue
+            if method not in STANDARD_METHODS:
+                guess = did_you_mean(method, STANDARD_METHODS)
+                if guess:
+                    r.report(item, field, f"unknown method {value!r}", guess)
+                    continue
+            methods.add(method)
+        if not items and not isinstance(node, ScalarNode):
+            r.report(node, field, "empty methods list", "omit methods to match every method")
+        return frozenset(methods) or None
+
+    def _headers(self, node: Node | None, field: str) -> tuple[HeaderMatch, ...] | None:
+        """None when something is wrong (the route is then not built)."""
+        r = self.r
+        if node is None or _null(node):
+            return ()
+        if not isinstance(node, MappingNode):
+            r.report(
+                node,
+                field,
+                "expected a mapping of header name to value",
+                "write `headers: {X-Beta: \"1\"}` or `headers: {X-Beta: {regex: '.+'}}`",
+            )
+            return None
+        entries = r.keyed(node, field)
+        if entries is None:
+            return None
+        out: list[HeaderMatch] = []
+        seen: set[str] = set()
+        ok = True
+        for name, (key_node, value_node) in entries.items():
+            hfield = f"{field}.{name}"
+            error = check_token(name)
+            lowered = name.lower()
+            if error:
+                r.report(key_node, hfield, f"invalid header name: {error}", "fix the name")
+                ok = False
+                continue
+            if lowered == "host":
+                r.report(
+                    key_node,
+                    hfield,
+                    "the Host header is matched by match.host",
+                    "move it to `match: {host: ...}`",
+                )
+                ok = False
+                continue
+            if lowered in seen:
+                r.report(
+                    key_node,
+                    hfield,
+                    f"header {name!r} appears twice (names ignore case)",
+                    "keep one condition per header",
+                )
+                ok = False
+                continue
+            seen.add(lowered)
+            if isinstance(value_node, MappingNode):
+                sub = r.mapping(value_node, hfield, ("regex",), required=("regex",))
+                pattern = r.text(sub.get("regex"), f"{hfield}.regex") if sub else None
+                if (
+                    pattern is None
+                    or self._compile(sub["regex"], f"{hfield}.regex", pattern) is None
+                ):
+                    ok = False
+                    continue
+                out.append(HeaderMatch(name=lowered, regex=pattern))
+            elif _null(value_node):
+                r.report(
+                    value_node,
+                    hfield,
+                    "expected a value, got nothing (null)",
+                    "give the exact value, or {regex: '.+'} to require the header",
+                )
+                ok = False
+            else:
+                value = r.text(value_node, hfield)
+                if value is None:
+                    ok = False
+                    continue
+                out.append(HeaderMatch(name=lowered, value=value))
+        return tuple(out) if ok else None
+
+    def _rewrite(
+        self, node: Node | None, field: str, matched: tuple[Match, set[str]] | None
+    ) -> str | None:
+        r = self.r
+        rewrite = r.text(node, field)
+        if rewrite is None or node is None:
+            return None
+        try:
+            check_path(rewrite, "rewrite")
+            names = rewrite_params(rewrite)
+        except Invalid as exc:
+            r.report(node, field, exc.message, exc.fix)
+            return None
+        if matched is None:
+            return rewrite  # the match is already reported; params cannot be checked
+        produced = matched[1]
+        for name in names:
+            if name not in produced:
+                if produced:
+                    fix = "the match provides: " + ", ".join(
+                        "{" + p + "}" for p in sorted(produced)
+                    )
+                    guess = did_you_mean(name, produced)
+                    fix = f"{guess} ({fix})" if guess else fix
+                else:
+                    fix = (
+                        "match with a template like /items/{" + name + "} or a regex with "
+                        f"a named group (?P<{name}>...)"
+                    )
+                r.report(
+                    node, field, f"rewrite uses {{{name}}}, which the match does not produce", fix
+                )
+        return rewrite
+
+    def _acl(self, node: Node | None, field: str) -> str | None:
+        acl = self.r.text(node, field, check=check_name)
+        if acl is None or node is None or self.translators is None:
+            return acl
+        if acl not in self.translators:
+            known = sorted(self.translators)
+            fix = did_you_mean(acl, known) or (
+                f"use one of: {', '.join(known)}" if known else "no translators are installed"
+            )
+            self.r.report(node, field, f"unknown translator {acl!r}", fix)
+        return acl
+
+    # -- canary, pins, shadow --------------------------------------------------------------
+
+    def _canary(self, node: Node | None, field: str) -> CanaryPolicy:
+        r = self.r
+        if node is None:
+            return CanaryPolicy()
+        fields = r.mapping(node, field, ("percent", "sticky"))
+        if fields is None:
+            return CanaryPolicy()
+        percent = r.number(
+            fields.get("percent"), f"{field}.percent", 0.0, lo=0, hi=100, unit=" (a percentage)"
+        )
+        sticky = r.text(
+            fields.get("sticky"),
+            f"{field}.sticky",
+            check=_check_sticky,
+            fix="use header:NAME, cookie:NAME, tenant or ip",
+        )
+        if sticky is not None and sticky.startswith("header:"):
+            sticky = "header:" + sticky[len("header:") :].lower()
+        if sticky == "tenant" and self.tenant is None:
+            r.report(
+                fields["sticky"],
+                f"{field}.sticky",
+                "sticky: tenant needs to know where the tenant id comes from",
+                TENANT_FIX,
+            )
+        return CanaryPolicy(percent=percent or 0.0, sticky=sticky)
+
+    def _pins(self, node: Node | None, field: str) -> TenantPins:
+        r = self.r
+        if node is None:
+            return TenantPins()
+        fields = r.mapping(node, field, ("extracted", "legacy"))
+        if fields is None:
+            return TenantPins()
+        extracted = r.texts(fields.get("extracted"), f"{field}.extracted")
+        legacy = r.texts(fields.get("legacy"), f"{field}.legacy")
+        both = {t for t, _ in extracted} & {t for t, _ in legacy}
+        for tenant, item in legacy:
+            if tenant in both:
+                r.report(
+                    item,
+                    f"{field}.legacy",
+                    f"tenant {tenant!r} is pinned to both extracted and legacy",
+                    "keep it in one of the two lists",
+                )
+        if (extracted or legacy) and self.tenant is None:
+            r.report(
+                node, field, "tenant pins need to know where the tenant id comes from", TENANT_FIX
+            )
+        return TenantPins(
+            extracted=frozenset(t for t, _ in extracted) - both,
+            legacy=frozenset(t for t, _ in legacy) - both,
+        )
+
+    def _shadow(self, node: Node | None, field: str, target: str | None) -> ShadowPolicy:
+        r = self.r
+        default = ShadowPolicy()
+        if node is None:
+            return default
+        f = r.mapping(node, field, SHADOW_KEYS)
+        if f is None:
+            return default
+        noise = r.text(f.get("noise"), f"{field}.noise", "off") or "off"
+        if noise not in NOISE_WORDS:
+            if noise not in self.declared:
+                choices = [*NOISE_WORDS, *sorted(self.declared)]
+                r.report(
+                    f["noise"],
+                    f"{field}.noise",
+                    f"unknown noise source {noise!r}",
+                    did_you_mean(noise, choices)
+                    or "use off, primary-twice or the name of a second legacy upstream",
+                )
+                noise = "off"
+            elif noise == target:
+                r.report(
+                    f["noise"],
+                    f"{field}.noise",
+                    "noise must come from a second copy of the primary, not the candidate",
+                    "use primary-twice or another legacy upstream",
+                )
+                noise = "off"
+        headers: list[str] = []
+        for value, _ in r.texts(f.get("headers"), f"{field}.headers", check=check_token):
+            if value.lower() not in headers:
+                headers.append(value.lower())
+        return ShadowPolicy(
+            sample=_num(
+                r.number(
+                    f.get("sample"),
+                    f"{field}.sample",
+                    default.sample,
+                    lo=0,
+                    hi=1,
+                    unit=" (a fraction: 0.1 = 10%)",
+                ),
+                default.sample,
+            ),
+            noise=noise,
+            ignore=self._paths(f.get("ignore"), f"{field}.ignore"),
+            unsafe=r.text(f.get("unsafe"), f"{field}.unsafe", "skip", choices=("skip", "dry-run"))
+            or "skip",
+            max_body=r.integer(
+                f.get("max_body"), f"{field}.max_body", default.max_body, lo=0, hi=1 << 30
+            ),
+            tolerance=_num(
+                r.number(f.get("tolerance"), f"{field}.tolerance", default.tolerance, lo=0),
+                default.tolerance,
+            ),
+            unordered=self._unordered(f.get("unordered"), f"{field}.unordered"),
+            case_insensitive=self._paths(f.get("case_insensitive"), f"{field}.case_insensitive"),
+            ignore_list_order=r.boolean(
+                f.get("ignore_list_order"), f"{field}.ignore_list_order", default.ignore_list_order
+            ),
+            headers=tuple(headers),
+            concurrency=r.integer(
+                f.get("concurrency"), f"{field}.concurrency", default.concurrency, lo=1, hi=10_000
+            ),
+            queue=r.integer(f.get("queue"), f"{field}.queue", default.queue, lo=0, hi=1_000_000),
+        )
+
+    def _paths(self, node: Node | None, field: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for value, _ in self.r.texts(node, field, check=check_field_path):
+            path = normalize_field_path(value)
+            if path not in out:
+                out.append(path)
+        return tuple(out)
+
+    def _unordered(self, node: Node | None, field: str) -> MappingProxyType[str, str]:
+        r = self.r
+        if node is None or _null(node):
+            return MappingProxyType({})
+        if not isinstance(node, MappingNode):
+            r.report(
+                node,
+                field,
+                "expected a mapping of array path to key field",
+                "write `unordered: {$.items: id}`",
+            )
+            return MappingProxyType({})
+        out: dict[str, str] = {}
+        for key, (key_node, value_node) in (r.keyed(node, field) or {}).items():
+            error = check_field_path(key)
+            if error:
+                r.report(key_node, f"{field}.{key}", error, None)
+                continue
+            value = r.text(
+                value_node,
+                f"{field}.{key}",
+                check=_check_key_field,
+                fix="name the field that identifies an item, e.g. id",
+            )
+            if value is None:
+                if _null(value_node):
+                    r.report(
+                        value_node,
+                        f"{field}.{key}",
+                        "expected a key field, got nothing",
+                        "name the field that identifies an item, e.g. id",
+                    )
+                continue
+            out[normalize_field_path(key)] = value
+        return MappingProxyType(out)
+
+
+def _peek(node: MappingNode, key: str) -> Node | None:
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.value == key:
+            return value_node
+    return None
+
+
+def _null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == NULL
+
+
+def _num(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _check_key_field(text: str) -> str | None:
+    if text and not any(ch.isspace() or ch in ".[]" for ch in text):
+        return None
+    return f"{text!r} is not a field name"
+
+
+def _check_sticky(text: str) -> str | None:
+    if text in STICKY_WORDS:
+        return None
+    kind, sep, name = text.partition(":")
+    if sep and kind in STICKY_KINDS:
+        if check_token(name) is None:
+            return None
+        return f"{name!r} is not a valid {kind} name"
+    if sep:
+        guess = did_you_mean(kind, STICKY_KINDS)
+        return f"unknown sticky key kind {kind!r}" + (f" ({guess})" if guess else "")
+    guess = did_you_mean(text, [*STICKY_WORDS, *STICKY_KINDS])
+    return f"unknown sticky key {text!r}" + (f" ({guess})" if guess else "")
+
+
+def _check_match_host(text: str) -> str | None:
+    if any(ch in text for ch in "/@?#"):
+        return f"{text!r} is not a valid host name (no scheme or path)"
+    return check_hostname(normalize_host(text))

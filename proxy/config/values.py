@@ -1,0 +1,197 @@
+"""Checks for the small string values of a route table: names, tokens, hosts, URLs, CIDRs.
+
+Each `check_*` takes the text and returns an error message, or None when it is fine, so
+the loader can attach the message to a line; `parse_*` also return the normalized form.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from proxy.config.problems import Invalid
+from proxy.config.templates import TemplateError, check_path
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+
+def check_name(text: str) -> str | None:
+    """Route and upstream names appear in metrics labels, logs and admin URLs."""
+    if _NAME.match(text):
+        return None
+    return (
+        f"invalid name {text!r}: use letters, digits, '.', '_' and '-', starting with a "
+        "letter or digit, at most 64 characters"
+    )
+
+
+def check_token(text: str) -> str | None:
+    """HTTP header names and methods are RFC 9110 tokens."""
+    if _TOKEN.match(text):
+        return None
+    return f"{text!r} is not a valid HTTP token (letters, digits and !#$%&'*+.^_`|~- only)"
+
+
+def check_hostname(text: str) -> str | None:
+    """An IP literal or a DNS name (lower-case, without port)."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ipaddress.ip_address(text)
+        return None
+    except ValueError:
+        pass
+    labels = text.lower().rstrip(".").split(".")
+    if text and all(_LABEL.match(label) for label in labels):
+        return None
+    return f"{text!r} is not a valid host name or IP address"
+
+
+def normalize_host(text: str) -> str:
+    """Lower-case and drop a port: `Shop.Example:8080` -> `shop.example`, `[::1]:80` -> `[::1]`."""
+    text = text.strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        return text[: end + 1] if end != -1 else text
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return text
+
+
+def check_field_path(text: str) -> str | None:
+    """Shadow rules use the comparator's own path grammar, so what loads is what it runs."""
+    from proxy.shadow.paths import PathSyntaxError, parse_pattern
+
+    try:
+        parse_pattern(normalize_field_path(text))
+    except PathSyntaxError as exc:
+        return str(exc)
+    return None
+
+
+def normalize_field_path(text: str) -> str:
+    """`generated_at` -> `$.generated_at`; `[0].id` -> `$[0].id`; `..id` -> `$..id`."""
+    if text.startswith("$"):
+        return text
+    if text.startswith(("[", ".")):
+        return "$" + text
+    return "$." + text
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedUrl:
+    scheme: str
+    host: str  # without IPv6 brackets
+    port: int
+    base_path: str  # "" or "/base", no trailing slash
+    url: str  # normalized: scheme://host[:port][/base]
+
+
+def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> ParsedUrl:
+    """Split an upstream URL; raise `Invalid` saying what is wrong and how to write it."""
+    example = f"write it like {schemes[0]}://127.0.0.1:8000"
+    if "://" not in text:
+        raise Invalid(f"{text!r} is not an absolute URL", example)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise Invalid(f"{text!r} is not a valid URL: {exc}", example) from None
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise Invalid(f"scheme must be {' or '.join(schemes)}, not {parts.scheme!r}", example)
+    if "@" in parts.netloc:
+        raise Invalid(
+            "the URL must not contain credentials (user:password@)",
+            "remove them; secrets do not belong in routes.yaml",
+        )
+    if "?" in text or "#" in text:
+        raise Invalid("the URL must not have a query string or fragment", "remove it")
+    host = parts.hostname
+    if not host:
+        raise Invalid(f"{text!r} has no host", example)
+    error = check_hostname(host)
+    if error:
+        raise Invalid(error, example)
+    try:
+        explicit = parts.port
+    except ValueError:
+        raise Invalid(f"invalid port in {text!r}", "use a port from 1 to 65535") from None
+    if explicit == 0:
+        raise Invalid(f"invalid port in {text!r}", "use a port from 1 to 65535")
+    default_port = 443 if scheme in ("https", "rediss") else 80
+    port = explicit if explicit is not None else default_port
+    base_path = parts.path.rstrip("/")
+    if base_path:
+        try:
+            check_path(base_path, "the URL's path")
+        except TemplateError as exc:
+            raise Invalid(exc.message, exc.fix or "fix the path") from None
+        if "{" in base_path or "}" in base_path:
+            raise Invalid("the URL's path must not contain '{' or '}'", "remove them")
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{shown}:{explicit}" if explicit is not None else shown
+    return ParsedUrl(scheme, host, port, base_path, f"{scheme}://{netloc}{base_path}")
+
+
+def check_redis_url(text: str) -> str | None:
+    """`redis://host[:port][/db]` or `rediss://...`."""
+    if not text.startswith(("redis://", "rediss://")):
+        return f"{text!r} is not a redis:// or rediss:// URL"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"{text!r} is not a valid URL: {exc}"
+    if not parts.hostname:
+        return f"{text!r} has no host"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"the database in {text!r} must be a number, e.g. redis://127.0.0.1:6379/0"
+    return None
+
+
+def resolve_store(text: str | None, base_dir: Path) -> str:
+    """The shadow store URL with a relative sqlite path anchored at routes.yaml's directory.
+
+    The result is `sqlite:///` followed by an absolute path (so `sqlite:////abs/x.db`),
+    or the redis URL unchanged.
+    """
+    if text is None:
+        return "sqlite:///" + str(base_dir / "strangler-shadow.db")
+    if text.startswith("sqlite:///"):
+        raw = text[len("sqlite:///") :]
+        if raw == ":memory:" or raw.startswith("/"):
+            return text
+        return "sqlite:///" + str(base_dir / raw)
+    return text
+
+
+def check_store(text: str) -> str | None:
+    if text.startswith("sqlite:///"):
+        raw = text[len("sqlite:///") :]
+        if not raw or raw.endswith("/"):
+            return f"{text!r} names no file; write sqlite:///strangler-shadow.db"
+        return None
+    if text.startswith(("redis://", "rediss://")):
+        return check_redis_url(text)
+    return f"{text!r} is neither sqlite:///<path> nor redis://<host>"
+
+
+def parse_cidr(text: str) -> str:
+    """The normalized network (`10.0.0.0/8`); a bare address is a /32 or /128."""
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise Invalid(
+                f"{text!r} is not a CIDR or IP address ({exc})", "write e.g. 10.0.0.0/8"
+            ) from None
+        raise Invalid(f"{text!r} has host bits set", f"did you mean {str(loose)!r}?") from None
