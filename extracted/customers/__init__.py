@@ -1,0 +1,1 @@
+"""The extracted customers service: clean model, own database, cursor pagination."""
