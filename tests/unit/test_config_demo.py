@@ -1,0 +1,61 @@
+"""The repository's routes.yaml is the demo's table (docs/demo-contracts.md) and loads clean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import model
+from proxy.config.loader import config_warnings, load_config
+from proxy.routing import RouteTable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo() -> model.Config:
+    return load_config(ROOT / "routes.yaml")
+
+
+def test_listeners_and_upstreams_match_the_demo_contract(demo):
+    assert demo.listen == model.Endpoint("127.0.0.1", 8080)
+    assert demo.admin == model.Endpoint("127.0.0.1", 8081)
+    assert {name: (u.host, u.port) for name, u in demo.upstreams.items()} == {
+        "legacy": ("127.0.0.1", 8000),
+        "customers": ("127.0.0.1", 8101),
+        "catalog": ("127.0.0.1", 8102),
+    }
+    assert demo.default == "legacy"
+    assert demo.tenant == model.TenantSource(header="x-tenant-id")
+    assert demo.shadow.store == f"sqlite:///{ROOT}/strangler-shadow.db"
+
+
+def test_customers_are_a_zero_percent_canary_and_products_are_shadowed(demo):
+    table = RouteTable(demo.routes)
+
+    def owner(method: str, path: str) -> model.Route | None:
+        found = table.match(method, path, "127.0.0.1", {})
+        return found.route if found else None
+
+    listing, detail = owner("GET", "/api/customers"), owner("PUT", "/api/customers/17")
+    assert listing is not None and detail is not None and listing is not detail
+    for route in (listing, detail):
+        assert (route.mode, route.target, route.fallback) == ("canary", "customers", "legacy")
+        assert route.canary.percent == 0
+    assert listing.rewrite == "/v1/customers"
+    assert detail.rewrite == "/v1/customers/{id}"
+
+    products = owner("GET", "/api/products/3")
+    assert products is not None and products is owner("GET", "/api/products")
+    assert (products.mode, products.target) == ("shadow", "catalog")
+    assert products.shadow.noise == "primary-twice"
+    assert set(products.shadow.ignore) == {"$.generated_at", "$.trace_id"}
+    assert products.shadow.unsafe == "skip"
+
+    for method, path in (("GET", "/api/orders"), ("GET", "/api/invoices/4"), ("GET", "/")):
+        assert owner(method, path) is None, path  # everything else: default legacy
+
+
+def test_demo_table_has_no_warnings(demo):
+    assert config_warnings(demo) == []

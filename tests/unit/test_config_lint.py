@@ -1,0 +1,95 @@
+"""config_warnings: valid settings that have no effect or are risky are pointed out."""
+
+from __future__ import annotations
+
+from proxy.config.loader import config_warnings, parse_config
+
+HEAD = """\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8000"}
+  customers: {url: "http://127.0.0.1:8101"}
+"""
+
+
+def warnings_for(text: str) -> list[str]:
+    return config_warnings(parse_config(text, "routes.yaml"))
+
+
+def test_a_clean_table_has_no_warnings():
+    text = HEAD + (
+        "routes:\n  - name: c\n    match: {prefix: /api/customers}\n    mode: canary\n"
+        "    target: customers\n    fallback: legacy\n    canary: {percent: 5}\n"
+    )
+    assert warnings_for(text) == []
+
+
+def test_settings_without_effect_in_their_mode_are_named_with_line_and_route():
+    text = HEAD + (
+        "routes:\n"
+        "  - name: stays\n    match: {prefix: /a}\n    target: customers\n"
+        "    fallback: legacy\n    canary: {percent: 50}\n"
+    )
+    found = warnings_for(text)
+    assert found == [
+        "routes.yaml:6: route 'stays': fallback has no effect in mode 'legacy' "
+        "(only canary and extracted fall back)",
+        "routes.yaml:6: route 'stays': target has no effect in mode 'legacy' "
+        "(nothing is sent to the target)",
+        "routes.yaml:6: route 'stays': canary settings have no effect in mode 'legacy'",
+    ]
+
+
+def test_shadow_settings_outside_shadow_mode_and_zero_sample():
+    text = HEAD + (
+        "routes:\n"
+        "  - name: e\n    match: {prefix: /e}\n    mode: extracted\n    target: customers\n"
+        "    shadow: {sample: 0.5}\n"
+        "  - name: s\n    match: {prefix: /s}\n    mode: shadow\n    target: customers\n"
+        "    shadow: {sample: 0}\n"
+    )
+    found = warnings_for(text)
+    assert any("'e': shadow settings have no effect in mode 'extracted'" in w for w in found)
+    assert any("'s': shadow.sample is 0: nothing is shadowed" in w for w in found)
+
+
+def test_target_equal_to_default_and_unused_upstreams():
+    text = HEAD + (
+        "  spare: {url: 'http://127.0.0.1:9'}\n"
+        "routes:\n  - name: self\n    match: {prefix: /x}\n    mode: extracted\n"
+        "    target: legacy\n"
+    )
+    found = warnings_for(text)
+    assert any("'self': target 'legacy' is the default upstream" in w for w in found)
+    assert "routes.yaml: upstreams.spare: not used by any route or as default" in found
+    assert "routes.yaml: upstreams.customers: not used by any route or as default" in found
+
+
+def test_ip_stickiness_without_trusted_proxies():
+    route = (
+        "routes:\n  - name: c\n    match: {prefix: /c}\n    mode: canary\n    target: customers\n"
+        "    canary: {percent: 5, sticky: ip}\n"
+    )
+    assert any("list the balancer in trusted_proxies" in w for w in warnings_for(HEAD + route))
+    assert warnings_for(HEAD + route + "trusted_proxies: [10.0.0.0/8]\n") == []
+
+
+def test_admin_beyond_loopback_and_read_longer_than_total():
+    text = (
+        "version: 1\nupstreams:\n  legacy:\n    url: http://h:1\n"
+        "    timeout: {read: 120, total: 60}\nadmin: {host: 0.0.0.0, port: 9001}\n"
+    )
+    found = warnings_for(text)
+    assert any(
+        w.startswith("routes.yaml: admin.host: the admin API listens on 0.0.0.0") for w in found
+    )
+    assert any("upstreams.legacy.timeout: read (120.0s) exceeds total (60.0s)" in w for w in found)
+
+
+def test_regex_that_cannot_match_a_path():
+    text = "version: 1\nupstreams: {legacy: 'http://h:1'}\nroutes:\n"
+    text += "  - name: r\n    match: {regex: 'api/.*'}\n"
+    assert warnings_for(text) == [
+        "routes.yaml:4: route 'r': match.regex must match the whole path, which starts with "
+        "'/'; this one starts with 'a' and can never match"
+    ]
