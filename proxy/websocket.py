@@ -79,8 +79,8 @@ async def proxy_websocket(
         protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
         autoping=False,
         max_msg_size=0,
-        headers={"X-Request-ID": ex.request_id},
     )
+    client_ws.headers["X-Request-ID"] = ex.request_id
     await client_ws.prepare(request)
 
     async def pump(src: object, dst: object) -> None:

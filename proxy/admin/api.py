@@ -67,7 +67,9 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
 
     async def ready(_: web.Request) -> web.Response:
         ok = ctx.ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        return web.json_response(
+            {"ready": ok, "in_flight": ctx.in_flight()}, status=200 if ok else 503
+        )
 
     async def config(_: web.Request) -> web.Response:
         return web.json_response(config_view(ctx), dumps=lambda o: json.dumps(o, default=str))

@@ -1,0 +1,138 @@
+"""Streaming with flat memory, hot reload under load, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+
+import aiohttp
+import httpx
+
+from tests.support.procs import wait_until
+
+MiB = 1024 * 1024
+
+
+def rss_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not found")
+
+
+def test_256_mib_up_and_down_with_flat_memory(proxy):
+    size = 256 * MiB
+    baseline = rss_kib(proxy.proc.pid, "VmRSS")
+
+    def body():
+        chunk = b"u" * (256 * 1024)
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    with httpx.Client(timeout=60) as c:
+        up = c.post(proxy.url + "/upload", content=body())
+        assert up.status_code == 200 and up.json()["size"] == size
+        received = 0
+        with c.stream("GET", proxy.url + f"/bytes?n={size}") as resp:
+            assert resp.status_code == 200
+            for chunk in resp.iter_raw():
+                received += len(chunk)
+        assert received == size
+    peak = rss_kib(proxy.proc.pid, "VmHWM")
+    growth_mib = (peak - baseline) / 1024
+    assert growth_mib < 64, f"peak RSS grew by {growth_mib:.1f} MiB"
+
+
+def test_hot_reload_under_load_with_invalid_files_in_between(start_proxy):
+    p = start_proxy()
+    good_a = p.config.read_text()
+    good_b = good_a.replace('rewrite: "/v1/items/{id}"', 'rewrite: "/v2/items/{id}"')
+    assert good_b != good_a
+    invalid = good_a.replace("mode: extracted", "mode: extractd", 1)
+    stop = threading.Event()
+    results: dict[int, int] = {}
+    errors: list[str] = []
+
+    async def load() -> None:
+        async with aiohttp.ClientSession() as s:
+
+            async def worker() -> None:
+                while not stop.is_set():
+                    try:
+                        async with s.get(p.url + "/svc/x") as r:
+                            await r.read()
+                            results[r.status] = results.get(r.status, 0) + 1
+                    except Exception as exc:  # noqa: BLE001 - recorded, then asserted empty
+                        errors.append(repr(exc))
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+    t = threading.Thread(target=lambda: asyncio.run(load()))
+    t.start()
+    try:
+        for i in range(20):
+            before = httpx.get(p.admin + "/-/config").json()["reloads"]
+            p.write_config(invalid)
+            wait_until(
+                lambda b=before: (
+                    httpx.get(p.admin + "/-/config").json()["reloads"]["failed"] > b["failed"]
+                ),
+                what="the invalid file to be rejected",
+            )
+            p.write_config(good_b if i % 2 else good_a)
+            wait_until(
+                lambda b=before: httpx.get(p.admin + "/-/config").json()["reloads"]["ok"] > b["ok"],
+                what="the valid file to be loaded",
+            )
+        # admin-triggered reload and SIGHUP reach the same path
+        assert httpx.post(p.admin + "/-/reload").status_code == 200
+        p.proc.send_signal(signal.SIGHUP)
+    finally:
+        stop.set()
+        t.join(30)
+    view = httpx.get(p.admin + "/-/config").json()
+    assert view["reloads"]["failed"] >= 20
+    assert view["last_reload_error"] is None
+    assert errors == []
+    assert set(results) == {200}, results
+    assert sum(results.values()) > 100
+
+
+def test_invalid_file_keeps_last_good_table_and_shows_error(proxy, client):
+    proxy.write_config(proxy.config.read_text().replace("mode: extracted", "mode: bogus", 1))
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/config").json()["last_reload_error"], what="rejection"
+    )
+    view = httpx.get(proxy.admin + "/-/config").json()
+    assert "bogus" in view["last_reload_error"]
+    assert view["generation"] == 0
+    assert (
+        client.get(proxy.url + "/api/items/1").json()["server"] == "svc"
+    )  # old table still serves
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_zero(proxy):
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            outcome["status"] = httpx.get(proxy.url + "/slow?s=1.5", timeout=10).status_code
+        except Exception as exc:  # noqa: BLE001
+            outcome["error"] = repr(exc)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] >= 1,
+        what="request in flight",
+    )
+    proxy.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = proxy.proc.wait(20)
+    t.join(10)
+    assert outcome == {"status": 200}
+    assert code == 0
+    assert time.monotonic() - started < 15
