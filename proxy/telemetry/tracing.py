@@ -11,6 +11,7 @@ and the client's `traceparent`/`tracestate` travel upstream untouched with the o
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import threading
@@ -26,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
@@ -95,6 +96,19 @@ def set_header(headers: MutableMapping[str, str], name: str, value: str) -> None
     headers[name] = value
 
 
+def _unsampled(trace_id: int, trace_state: TraceState | None) -> Span:
+    """A span that records nothing but propagates `trace_id` with a fresh span id, unsampled."""
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id,
+            random.getrandbits(64) or 1,
+            is_remote=False,
+            trace_flags=TraceFlags(0),
+            trace_state=trace_state,
+        )
+    )
+
+
 def _format_traceparent(ctx: SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
@@ -146,7 +160,10 @@ class Tracing:
             }
         )
         self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample))
+            # The sampling decision is taken in `start_server_span` before the SDK is involved
+            # (parent-based, else `sample`); whatever reaches the SDK is to be recorded.
+            resource=resource,
+            sampler=ALWAYS_ON,
         )
         if exporter is not None:  # tests: export synchronously to this exporter instead
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -175,7 +192,12 @@ class Tracing:
         server_port: int | None = None,
         client_address: str | None = None,
     ) -> Span | None:
-        """The span for one proxied request, child of the client's `traceparent` if any."""
+        """The span for one proxied request, child of the client's `traceparent` if any.
+
+        Sampling follows the client's sampled flag when it sent a traceparent, else `sample`.
+        An unsampled request gets a bare span context (no SDK work at all) that still carries
+        the trace id upstream with the sampled flag off.
+        """
         tracer = self._tracer
         if tracer is None:
             return None
@@ -191,7 +213,11 @@ class Tracing:
                     trace_flags=parent_ctx.trace_flags,
                     trace_state=TraceState.from_header([state]),
                 )
+            if not parent_ctx.trace_flags.sampled:
+                return _unsampled(parent_ctx.trace_id, parent_ctx.trace_state)
             context = set_span_in_context(NonRecordingSpan(parent_ctx))
+        elif self.config.sample < 1.0 and random.random() >= self.config.sample:
+            return _unsampled(random.getrandbits(128) or 1, None)
         known = method in KNOWN_METHODS
         shown = method if known else "HTTP"
         name = f"{shown} {http_route}" if http_route else shown
@@ -265,6 +291,9 @@ class Tracing:
         tracer = self._tracer
         if tracer is None or parent is None:
             return None
+        if not parent.is_recording():
+            ctx = parent.get_span_context()
+            return _unsampled(ctx.trace_id, ctx.trace_state)
         name = f"shadow {method}" if shadow else method
         span = tracer.start_span(name, context=set_span_in_context(parent), kind=SpanKind.CLIENT)
         if span.is_recording():

@@ -12,7 +12,6 @@ from proxy.config.model import (
     Match,
     Route,
     TelemetryConfig,
-    TracesConfig,
     Upstream,
 )
 
@@ -48,10 +47,6 @@ def make_config(
         routes=built,
         telemetry=telemetry or TelemetryConfig(),
     )
-
-
-def tracing_config(sample: float = 1.0, **kw) -> TelemetryConfig:
-    return TelemetryConfig(traces=TracesConfig(exporter="none", sample=sample), **kw)
 
 
 def json_lines(stream: io.StringIO) -> list[dict]:

@@ -1,0 +1,230 @@
+"""What observability costs: proxy throughput with metrics and tracing on, as ratios to off.
+
+Three variants of the same routes.yaml, measured interleaved (the machine is shared and noisy,
+so only ratios measured in one run mean anything):
+
+  off      telemetry.metrics false, traces none        (the baseline)
+  metrics  metrics true, traces none                   (target: < 5% fewer requests/s)
+  traced   metrics true, traces otlp at 10% sampling   (target: < 15% fewer requests/s)
+           to a local OTLP/HTTP collector stub
+
+Each proxy is `python -m proxy.cli serve` in front of a minimal keep-alive upstream; load is
+`wrk`. Run `python bench/telemetry_bench.py` (or `run()` from bench/run.py); results are
+printed and written to bench/out/telemetry.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.procs import free_port, running, wait_http  # noqa: E402
+
+PY = sys.executable
+DURATION = os.environ.get("BENCH_DURATION", "6s")
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+TARGETS = {"metrics": 0.05, "traced": 0.15}
+
+BODY = b'{"cust_id":17,"cust_nm":"DOE, Jane","status_cd":"A","tenant_id":"acme"}'
+
+
+# -- stub servers (run as subprocesses of this file) --------------------------------------------
+
+
+class _Fixed(asyncio.Protocol):
+    """Answers every HTTP/1.1 request on a keep-alive connection with one fixed response."""
+
+    response = b""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+            need = end + 4 + (int(m.group(1)) if m else 0)
+            if len(self.buf) < need:
+                return
+            self.buf = self.buf[need:]
+            self.transport.write(self.response)
+
+
+def _serve(port: int, response: bytes) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    _Fixed.response = response
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Fixed, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def upstream_response() -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+    )
+
+
+def otlp_response() -> bytes:
+    # An empty ExportTraceServiceResponse is a valid (zero-byte) protobuf message.
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def routes_yaml(upstream_port: int, telemetry: str) -> str:
+    head = textwrap.dedent(
+        f"""\
+        version: 1
+        upstreams:
+          legacy:
+            url: http://127.0.0.1:{upstream_port}
+        default: legacy
+        routes:
+          - name: customer-detail
+            match: {{path: "/api/customers/{{id}}"}}
+            mode: legacy
+        telemetry:
+        """
+    )
+    return head + textwrap.indent(telemetry, "  ") + "\n"
+
+
+def variants(otlp_port: int) -> dict[str, str]:
+    return {
+        "off": "metrics: false\ntraces: {exporter: none}",
+        "metrics": "metrics: true\ntraces: {exporter: none}",
+        "traced": (
+            "metrics: true\n"
+            f"traces: {{exporter: otlp, endpoint: 'http://127.0.0.1:{otlp_port}/v1/traces', "
+            "sample: 0.1}"
+        ),
+    }
+
+
+def wrk(url: str, duration: str = DURATION) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def run(rounds: int = ROUNDS) -> dict:
+    """Measure all variants `rounds` times, interleaved; returns medians and cost ratios."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    me = str(Path(__file__).resolve())
+    up_port, otlp_port = free_port(), free_port()
+    rps: dict[str, list[float]] = {name: [] for name in ("off", "metrics", "traced")}
+    with (
+        tempfile.TemporaryDirectory(prefix="strangler-telbench-") as tmp,
+        running(
+            [PY, me, "--serve-upstream", str(up_port)], ready_url=f"http://127.0.0.1:{up_port}/"
+        ),
+        running(
+            [PY, me, "--serve-otlp", str(otlp_port)], ready_url=f"http://127.0.0.1:{otlp_port}/"
+        ),
+    ):
+        configs = {}
+        for name, telemetry in variants(otlp_port).items():
+            path = Path(tmp) / f"routes-{name}.yaml"
+            path.write_text(routes_yaml(up_port, telemetry))
+            configs[name] = path
+        for _ in range(rounds):
+            for name, path in configs.items():
+                port, admin = free_port(), free_port()
+                args = [PY, "-m", "proxy.cli", "serve", "-c", str(path)]
+                args += ["--port", str(port), "--admin-port", str(admin)]
+                with running(
+                    args,
+                    ready_url=f"http://127.0.0.1:{admin}/-/health",
+                    stderr=subprocess.DEVNULL,
+                ):
+                    url = f"http://127.0.0.1:{port}/api/customers/17"
+                    wait_http(url)
+                    wrk(url, "1s")  # warm-up: connections, caches, JIT-free but still
+                    rps[name].append(wrk(url))
+    medians = {name: statistics.median(values) for name, values in rps.items()}
+    base = medians["off"]
+    result = {
+        "rps": rps,
+        "median_rps": medians,
+        "cost": {name: round(1 - medians[name] / base, 4) for name in ("metrics", "traced")},
+        "targets": TARGETS,
+        "duration": DURATION,
+        "connections": CONNECTIONS,
+        "rounds": rounds,
+    }
+    result["ok"] = all(result["cost"][k] < v for k, v in TARGETS.items())
+    return result
+
+
+def report(result: dict) -> str:
+    lines = ["telemetry cost (proxy requests/s, median of interleaved runs)"]
+    base = result["median_rps"]["off"]
+    lines.append(f"  off      {base:9.0f} req/s  (baseline)")
+    for name in ("metrics", "traced"):
+        cost, target = result["cost"][name], result["targets"][name]
+        verdict = "ok" if cost < target else "OVER TARGET"
+        lines.append(
+            f"  {name:8} {result['median_rps'][name]:9.0f} req/s  cost {cost:6.1%}"
+            f"  (target < {target:.0%}: {verdict})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-otlp", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args(argv)
+    if args.serve_upstream:
+        _serve(args.serve_upstream, upstream_response())
+        return 0
+    if args.serve_otlp:
+        _serve(args.serve_otlp, otlp_response())
+        return 0
+    result = run(args.rounds)
+    print(report(result))
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "telemetry.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
