@@ -61,14 +61,14 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 TOP_KEYS = {
     "name", "description", "bidirectional", "record", "endpoints", "query", "pagination",
-    "errors", "legacy_extras", "messages", "invalid_request",
+    "errors", "legacy_extras", "messages", "invalid_request", "field_names",
 }  # fmt: skip
 RECORD_KEYS = {"fields", "unmapped", "drop", "request_unmapped", "unknown_message"}
 FIELD_KEYS = {
     "legacy", "new", "type", "nullable", "optional", "default", "convert", "each", "compute",
     "read_only", "invalid_message",
 }  # fmt: skip
-ENDPOINT_KEYS = {"legacy", "new", "methods", "request", "response", "query"}
+ENDPOINT_KEYS = {"legacy", "new", "methods", "request", "response", "query", "require"}
 QUERY_KEYS = {"params", "unmapped"}
 PARAM_KEYS = {"legacy", "new", "values", "invalid_message"}
 PAGINATION_KEYS = {"legacy", "new"}
@@ -78,7 +78,9 @@ PAGE_NEW_KEYS = {"cursor", "limit", "cursor_key", "envelope"}
 LEGACY_ENVELOPE_KEYS = {"items", "total", "page", "page_size"}
 NEW_ENVELOPE_KEYS = {"items", "total", "next_cursor"}
 ERROR_KEYS = {"status", "if", "legacy_status", "legacy_body"}
-INVALID_REQUEST_KEYS = {"status", "body", "non_field_key", "not_object_message"}
+INVALID_REQUEST_KEYS = {
+    "status", "body", "non_field_key", "not_object_message", "required_message",
+}  # fmt: skip
 
 
 class _Fail(Exception):
@@ -153,14 +155,23 @@ class RecordMap:
         self.options = options
         self.request_unmapped = "drop"
         self.unknown_message = "unknown field"
+        # Computed fields are derived, so meeting one on the way back is expected, not unmapped.
+        derived = {
+            "legacy": frozenset(s.dst[0] for s in backward if s.expr is not None),
+            "new": frozenset(s.dst[0] for s in forward if s.expr is not None),
+        }
         self._consumed = {
-            "legacy": {s.src[0] for s in forward if s.src} | set(drop["legacy"]),
-            "new": {s.src[0] for s in backward if s.src} | set(drop["new"]),
+            side: {s.src[0] for s in steps if s.src} | drop[side] | derived[side]
+            for side, steps in (("legacy", forward), ("new", backward))
         }
         self._trees = {
-            "legacy": _tree(forward, drop["legacy"]),
-            "new": _tree(backward, drop["new"]),
+            side: _tree(steps, drop[side] | derived[side])
+            for side, steps in (("legacy", forward), ("new", backward))
         }
+
+    def writable(self) -> tuple[str, ...]:
+        """Top-level legacy fields a client may write (mapped, not read-only, not computed)."""
+        return tuple(s.src[0] for s in self.forward if s.src and not s.read_only)
 
     def convert(
         self,
@@ -248,7 +259,10 @@ class RecordMap:
                     step.dst[0], None
                 )
                 return
-            raise _Fail(prefix + keys, "null is not allowed here (mark the field nullable: true)")
+            message = "null is not allowed here (mark the field nullable: true)"
+            if request and step.type_message:
+                message = fill(step.type_message, None)
+            raise _Fail(prefix + keys, message)
         if step.each is not None:
             if type(value) is not list:
                 raise _Fail(prefix + keys, f"expected an array, got {_type_name(value)}")
@@ -351,6 +365,7 @@ class _Endpoint:
     request: str
     response: str
     query: bool
+    require: tuple[str, ...] = ()  # legacy fields a request body must carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +374,17 @@ class _ErrorRule:
     condition: Any
     legacy_status: int | None
     legacy_body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _InvalidRequest:
+    """How the monolith answers a request it refuses, for input the translator can check."""
+
+    status: int
+    body: Any  # compiled JMESPath over {fields, request}
+    non_field_key: str
+    not_object_message: str
+    required_message: str
 
 
 def encode_cursor(offset: int, key: str = "offset") -> str:
@@ -400,7 +426,7 @@ class DeclarativeTranslator:
         errors: tuple[_ErrorRule, ...],
         legacy_extras: tuple[tuple[str, Any], ...],
         messages: Mapping[str, str],
-        invalid_request: tuple[int, Any] | None,
+        invalid_request: _InvalidRequest | None,
         options: jmespath.Options,
     ) -> None:
         self.name = name
@@ -469,11 +495,19 @@ class DeclarativeTranslator:
         wants_record = ep.request == "record" if ep else req.method in WRITE_METHODS
         if wants_record and body is not None and self.record is not None:
             if type(body) is dict:
+                for key in ep.require if ep is not None else ():
+                    if key not in body:
+                        message = (
+                            self.invalid_request.required_message
+                            if self.invalid_request
+                            else "missing required field"
+                        )
+                        invalid.append(_Fail((key,), message))
                 body = self.record.convert(body, True, (), request=True, errors=invalid)
             else:
                 message = f"expected an object, got {_type_name(body)}"
                 if self.invalid_request is not None:
-                    message = self.invalid_request[3]
+                    message = self.invalid_request.not_object_message
                 invalid.append(_Fail((), message))
         if invalid:
             self._raise_invalid(invalid, req)
@@ -485,15 +519,19 @@ class DeclarativeTranslator:
         if self.invalid_request is None:
             raise TranslationError(self.name, REQUEST_TO_NEW, first.path, first.message)
         fields: dict[str, list[str]] = {}
-        status, expr, non_field_key, _ = self.invalid_request
+        rejection = self.invalid_request
         for fail in invalid:
-            name = format_path(fail.keys, "")[1:] if fail.keys else non_field_key
+            name = format_path(fail.keys, "")[1:] if fail.keys else rejection.non_field_key
             fields.setdefault(name, []).append(fail.message)
-        body = expr.search(
-            {"fields": fields, "request": _request_doc(req, {})}, options=self.options
-        )
+        doc = {"fields": fields, "request": _request_doc(req, {})}
+        body = rejection.body.search(doc, options=self.options)
         raise RequestRejected(
-            self.name, REQUEST_TO_NEW, first.path, first.message, status=status, body=body
+            self.name,
+            REQUEST_TO_NEW,
+            first.path,
+            first.message,
+            status=rejection.status,
+            body=body,
         )
 
     def _query_to_new(
@@ -909,7 +947,9 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-def _parse_endpoints(chk: _Checker, node: Any, has_query: bool) -> tuple[_Endpoint, ...]:
+def _parse_endpoints(
+    chk: _Checker, node: Any, has_query: bool, writable: tuple[str, ...]
+) -> tuple[_Endpoint, ...]:
     if not isinstance(node, list):
         chk.add(node, None, "endpoints must be a list")
         return ()
@@ -954,6 +994,13 @@ def _parse_endpoints(chk: _Checker, node: Any, has_query: bool) -> tuple[_Endpoi
         if not isinstance(query, bool):
             chk.add(ep, "query", f"{where}.query must be true or false")
             continue
+        require = ep.get("require", [])
+        if require == "writable":
+            require = list(writable)
+        if not isinstance(require, list) or not all(isinstance(r, str) for r in require):
+            chk.add(ep, "require", f"{where}.require must be a list of legacy field names "
+                    "or `writable` (every mapped field not marked read_only)")  # fmt: skip
+            continue
         out.append(
             _Endpoint(
                 legacy,
@@ -963,6 +1010,7 @@ def _parse_endpoints(chk: _Checker, node: Any, has_query: bool) -> tuple[_Endpoi
                 request,
                 response,
                 query,
+                tuple(require),
             )
         )
     return tuple(out)
@@ -1115,9 +1163,19 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
     )
     query = _parse_query(chk, doc["query"], names) if "query" in doc else None
     pagination = _parse_pagination(chk, doc["pagination"], names) if "pagination" in doc else None
+    writable = record.writable() if record is not None else ()
     endpoints = (
-        _parse_endpoints(chk, doc["endpoints"], query is not None) if "endpoints" in doc else ()
+        _parse_endpoints(chk, doc["endpoints"], query is not None, writable)
+        if "endpoints" in doc
+        else ()
     )
+    extra_names = doc.get("field_names", {})
+    if not isinstance(extra_names, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra_names.items()
+    ):
+        chk.add(doc, "field_names", "field_names must map a service field name to a legacy one")
+    else:
+        names.update(extra_names)
     if any(ep.response == "page" for ep in endpoints) and "pagination" not in doc:
         chk.add(doc, "endpoints", "an endpoint has `response: page` but there is no `pagination:`")
     if any(ep.request == "record" or ep.response != "pass" for ep in endpoints) and record is None:
@@ -1147,11 +1205,12 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
                 chk.add(node, "status", "invalid_request.status must be a 4xx status")
             body = chk.expression(node, "body", "invalid_request.body")
             if body is not None:
-                invalid_request = (
+                invalid_request = _InvalidRequest(
                     status,
                     body,
                     str(node.get("non_field_key", "non_field_errors")),
                     str(node.get("not_object_message", "expected a JSON object")),
+                    str(node.get("required_message", "missing required field")),
                 )
     if chk.problems:
         raise TranslatorLoadError(chk.problems)

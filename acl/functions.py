@@ -469,6 +469,12 @@ def _concat(ctx: ExprContext, *parts: Any) -> str:
     return "".join("" if p is None else str(p) for p in parts)
 
 
+@expression_function("regex_replace", ["string", "null"], "string", "string")
+def _regex_replace(ctx: ExprContext, text: str | None, pattern: str, replacement: str) -> str:
+    """`re.sub` for message rewording; null reads as the empty string."""
+    return re.sub(pattern, replacement, text or "")
+
+
 @expression_function("legacy_field", "string")
 def _legacy_field(ctx: ExprContext, name: str) -> str:
     """A new-model field (or query parameter) name -> the legacy name clients know."""
@@ -487,12 +493,16 @@ def _legacy_fields(ctx: ExprContext, errors: list | None, messages: dict | None)
         message = str(item.get("message", ""))
         if messages:
             message = messages.get(message, message)
-        out.setdefault(_legacy_name(ctx, name), []).append(message)
+        messages_for_field = out.setdefault(_legacy_name(ctx, name), [])
+        if message not in messages_for_field:  # name.given + name.family -> one cust_nm entry
+            messages_for_field.append(message)
     return out
 
 
 def _legacy_name(ctx: ExprContext, name: str) -> str:
     """`name.given` -> the legacy field holding `name` when only the parent is mapped."""
+    if name in ctx.legacy_names:
+        return ctx.legacy_names[name]
     probe = name
     while probe:
         if probe in ctx.legacy_names:
