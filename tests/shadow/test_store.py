@@ -36,7 +36,7 @@ def finish(proc: subprocess.Popen) -> None:
 
 
 def test_sqlite_survives_a_restart_of_the_writer(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shadow.db'}"
+    url = f"sqlite:///{tmp_path / 'shadow.db'}"  # four slashes: absolute
     finish(run_writer(url, "customers", 120, "first"))
     finish(run_writer(url, "customers", 30, "second"))
     store = open_store(url)
@@ -140,9 +140,10 @@ def test_redis_retention(redis_url):
 def test_sqlite_url_forms(tmp_path):
     from proxy.shadow.store import sqlite_path
 
-    assert sqlite_path("sqlite:///var/x.db") == sqlite_path("sqlite:////var/x.db")
-    assert str(sqlite_path("sqlite:///var/x.db")) == "/var/x.db"
-    assert sqlite_path("sqlite:rel.db", tmp_path) == tmp_path / "rel.db"
+    assert str(sqlite_path("sqlite:////var/x.db")) == "/var/x.db"
+    assert sqlite_path("sqlite:///rel.db", tmp_path) == tmp_path / "rel.db"
     assert sqlite_path("rel.db", tmp_path) == tmp_path / "rel.db"
-    with pytest.raises(ValueError, match="absolute"):
+    with pytest.raises(ValueError, match="sqlite:///relative.db"):
         sqlite_path("sqlite://host/x.db")
+    with pytest.raises(ValueError, match="names no file"):
+        sqlite_path("sqlite:///:memory:")

@@ -16,22 +16,28 @@ __all__ = ["DiffStore", "SQLiteStore", "open_store", "store_from_config", "defau
 
 
 def default_store_url(config_source: str | Path) -> str:
-    """`sqlite:///<dir of routes.yaml>/strangler-shadow.db`."""
+    """`sqlite:///` + the absolute path of `strangler-shadow.db` beside routes.yaml."""
     base = Path(config_source).resolve().parent
-    return f"sqlite://{base / DEFAULT_FILENAME}"
+    return f"sqlite:///{base / DEFAULT_FILENAME}"
 
 
 def sqlite_path(url: str, base_dir: str | Path | None = None) -> Path:
-    """`sqlite:///abs/path.db` (or `sqlite:////abs`) is absolute, like a file:// URL;
-    `sqlite:relative.db` and plain paths are relative to `base_dir` (routes.yaml's folder)."""
-    rest = url[len("sqlite:") :] if url.startswith("sqlite:") else url
-    if rest.startswith("//"):
-        rest = rest[2:]
-        if not rest.startswith("/"):
+    """SQLAlchemy's convention, as the config loader writes it: `sqlite:////abs/path.db` is
+    absolute, `sqlite:///relative.db` (and a plain path) is relative to `base_dir`
+    (routes.yaml's folder; the current directory when None)."""
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:") :]
+        if not rest.startswith("///"):
             raise ValueError(
-                f"shadow.store {url!r}: use sqlite:///absolute/path.db or sqlite:relative.db"
+                f"shadow.store {url!r}: write sqlite:///relative.db or sqlite:////absolute.db"
             )
-        return Path("/" + rest.lstrip("/"))
+        rest = rest[3:]
+    else:
+        rest = url
+    if not rest or rest == ":memory:" or rest.endswith("/"):
+        raise ValueError(
+            f"shadow.store {url!r} names no file; write e.g. sqlite:///strangler-shadow.db"
+        )
     path = Path(rest)
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
