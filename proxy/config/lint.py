@@ -46,14 +46,15 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
     mode = route.mode
     if route.fallback and mode not in ("canary", "extracted"):
         out.append(f"fallback has no effect in mode {mode!r} (only canary and extracted fall back)")
-    if mode == "legacy":
+    if mode == "legacy" and not route.tenants.extracted:
+        # Tenants pinned to `extracted` do reach the target even on a legacy route.
         unused = [k for k in ("target", "rewrite", "acl") if getattr(route, k)]
         if unused:
             out.append(
                 f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect in mode "
                 "'legacy' (nothing is sent to the target)"
             )
-    elif route.target == config.default:
+    elif mode != "legacy" and route.target == config.default:
         out.append(
             f"target {route.target!r} is the default upstream: mode {mode!r} sends requests "
             "to the same place either way"

@@ -93,3 +93,17 @@ def test_regex_that_cannot_match_a_path():
         "routes.yaml:4: route 'r': match.regex must match the whole path, which starts with "
         "'/'; this one starts with 'a' and can never match"
     ]
+
+
+def test_target_on_a_legacy_route_with_extracted_pins_is_used():
+    text = HEAD + (
+        "tenant: {header: X-Tenant-ID}\n"
+        "routes:\n  - name: early\n    match: {prefix: /c}\n    target: customers\n"
+        "    rewrite: /v1/c\n    tenants: {extracted: [acme]}\n"
+    )
+    assert warnings_for(text) == []
+    unpinned = text.replace("tenants: {extracted: [acme]}", "tenants: {legacy: [acme]}")
+    assert warnings_for(unpinned) == [
+        "routes.yaml:7: route 'early': target, rewrite have no effect in mode 'legacy' "
+        "(nothing is sent to the target)"
+    ]
