@@ -65,6 +65,7 @@ def test_noise_fields_are_reported_separately_and_do_not_cost_matches():
     assert field["example"] == {
         "primary": 0,
         "candidate": 1,
+        "kind": "value",
         "path": "$.items[0].price",
         "request_id": "r0",
     }

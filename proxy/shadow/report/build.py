@@ -123,6 +123,7 @@ class _Endpoint:
                     "example": {
                         "primary": example["primary"],
                         "candidate": example["candidate"],
+                        "kind": example["kind"],
                         "path": example["path"],
                         "request_id": example["request_id"],
                     },

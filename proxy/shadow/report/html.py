@@ -52,6 +52,7 @@ code, pre, .mono { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas,
 .line.chg { background: #fff8c5; } .line.del { background: #ffebe9; }
 .line.add { background: #dafbe1; }
 .line mark { background: transparent; color: inherit; font-weight: 700; }
+.absent { color: var(--mute); }
 .empty { color: var(--mute); font-style: italic; padding: 4px 8px; }
 details > summary { cursor: pointer; color: #0969da; }
 .diffs td { font-size: 12px; }
@@ -74,7 +75,9 @@ def _rate(rate: float | None) -> str:
     )
 
 
-def _val(value: Any) -> str:
+def _val(value: Any, absent: bool = False) -> str:
+    if absent:
+        return '<em class="absent">absent</em>'
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if len(text) > 200:
         text = text[:199] + "…"
@@ -220,7 +223,8 @@ def _endpoint(ep: dict[str, Any], index: int) -> str:
                 f"<td>{escape(', '.join(sorted(f['kinds'])))}</td>"
                 f'<td><span class="verdict {escape(f["verdict"] or "")}">'
                 f"{escape((f['verdict'] or '').replace('_', ' '))}</span></td>"
-                f"<td>{_val(ex['primary'])}</td><td>{_val(ex['candidate'])}</td></tr>"
+                f"<td>{_val(ex['primary'], ex.get('kind') == 'extra')}</td>"
+                f"<td>{_val(ex['candidate'], ex.get('kind') == 'missing')}</td></tr>"
             )
         parts.append("</table>")
     else:
@@ -236,7 +240,8 @@ def _endpoint(ep: dict[str, Any], index: int) -> str:
         cand_status = pair["candidate_status"] if pair["candidate_status"] is not None else "error"
         rows = "".join(
             f"<tr><td class=mono>{escape(d['path'])}</td><td>{escape(d['kind'])}</td>"
-            f"<td>{_val(d['primary'])}</td><td>{_val(d['candidate'])}</td></tr>"
+            f"<td>{_val(d['primary'], d['kind'] == 'extra')}</td>"
+            f"<td>{_val(d['candidate'], d['kind'] == 'missing')}</td></tr>"
             for d in diffs[:50]
         )
         open_attr = " open" if i == 0 else ""

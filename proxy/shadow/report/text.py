@@ -21,6 +21,11 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _side(example: dict[str, Any], side: str) -> str:
+    absent = {"primary": "extra", "candidate": "missing"}[side]
+    return "(absent)" if example.get("kind") == absent else _short(example[side])
+
+
 def render_text(report: dict[str, Any], top: int = TOP_FIELDS) -> str:
     lines: list[str] = []
     totals = report["totals"]
@@ -63,7 +68,7 @@ def render_text(report: dict[str, Any], top: int = TOP_FIELDS) -> str:
                 kinds = ",".join(sorted(f["kinds"]))
                 lines.append(
                     f"    {f['path']:<{width}}  {f['count']:>6}  {kinds:<8}"
-                    f"  {_short(ex['primary'])} -> {_short(ex['candidate'])}{flag}"
+                    f"  {_side(ex, 'primary')} -> {_side(ex, 'candidate')}{flag}"
                 )
             if len(ep["fields"]) > top:
                 lines.append(f"    … {len(ep['fields']) - top} more (use --format json)")
