@@ -28,6 +28,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     values,
@@ -185,6 +186,8 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir()
         if self.multiprocess_dir:
             _use_multiprocess_values()
+        # `_created` series double the exposition and no dashboard uses them.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
