@@ -337,16 +337,25 @@ class _TableReader:
         key = given[0]
         value_node = fields[key]
         if key == "header":
-            value = r.text(value_node, "tenant.header", check=check_token)
+            value = r.text(
+                value_node,
+                "tenant.header",
+                check=check_token,
+                required=True,
+                fix="e.g. X-Tenant-ID",
+            )
             return TenantSource(header=value.lower()) if value else None
         if key == "jwt_claim":
-            value = r.text(value_node, "tenant.jwt_claim", check=_check_claim)
+            value = r.text(
+                value_node, "tenant.jwt_claim", check=_check_claim, required=True, fix="e.g. tid"
+            )
             return TenantSource(jwt_claim=value) if value else None
         value = r.text(
             value_node,
             "tenant.host",
             check=_check_tenant_host,
             fix="write a host pattern like {tenant}.shop.example",
+            required=True,
         )
         return TenantSource(host=value.lower()) if value else None
 

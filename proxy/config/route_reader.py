@@ -123,7 +123,13 @@ class RouteReader:
         fields = r.mapping(node, field, ROUTE_KEYS, required=("name", "match"), what="the route")
         if fields is None:
             return None
-        name = r.text(fields.get("name"), f"{field}.name", check=check_name, fix="rename the route")
+        name = r.text(
+            fields.get("name"),
+            f"{field}.name",
+            check=check_name,
+            fix="name it like customer-detail",
+            required=True,
+        )
         if name is not None:
             if name in self._names:
                 r.report(

@@ -59,7 +59,9 @@ def read_upstream(r: Reader, name: str, node: Node, field: str) -> Upstream | No
         url_field = f"{field}.url"
     if fields is None or "url" not in fields:
         return None
-    url_text = r.text(fields["url"], url_field, fix="write it like http://127.0.0.1:8000")
+    url_text = r.text(
+        fields["url"], url_field, fix="write it like http://127.0.0.1:8000", required=True
+    )
     if url_text is None:
         return None
     try:

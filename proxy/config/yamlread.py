@@ -186,11 +186,18 @@ class Reader:
         choices: Sequence[str] | None = None,
         check: Callable[[str], str | None] | None = None,
         fix: str | None = None,
+        required: bool = False,
     ) -> str | None:
-        """A string; `check` returns an error message for a bad value, or None."""
+        """A string; `check` returns an error message for a bad value, or None.
+
+        `null` means "not set" for an optional field; a `required` field reports it.
+        """
         if node is None:
             return default
         if isinstance(node, ScalarNode) and node.tag == NULL:
+            if required:
+                self.report(node, field, "expected a value, got nothing (null)", fix)
+                return None
             if default is None:
                 return None
             self.report(

@@ -360,7 +360,7 @@ CASES = [
     ),
     pytest.param(
         routes("  - name: 'bad name!'\n    match: {prefix: /a}\n"),
-        "bad name", "routes[0].name", "bad name!", "invalid name 'bad name!'", "rename the route",
+        "bad name", "routes[0].name", "bad name!", "invalid name 'bad name!'", "name it like customer-detail",
         id="route-name-charset",
     ),
     pytest.param(
@@ -403,6 +403,18 @@ CASES = [
     pytest.param(
         HEAD + "  legacy: {url: 'http://127.0.0.1:9000'}\n", "9000", "upstreams.legacy", None,
         "duplicate key 'legacy' (first at line 3)", "only the last", id="duplicate-yaml-key",
+    ),
+    pytest.param(
+        "version: 1\nupstreams:\n  legacy: {url: }\n", "url: }", "upstreams.legacy.url", None,
+        "expected a value, got nothing (null)", "http://127.0.0.1:8000", id="url-null",
+    ),
+    pytest.param(
+        routes("  - name:\n    match: {prefix: /a}\n"), "- name:", "routes[0].name", None,
+        "expected a value, got nothing (null)", "customer-detail", id="route-name-null",
+    ),
+    pytest.param(
+        HEAD + "tenant: {header: }\n", "tenant:", "tenant.header", None,
+        "expected a value, got nothing (null)", "X-Tenant-ID", id="tenant-header-null",
     ),
     pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    shadow: !!python/object:os.system {}\n"),
