@@ -163,3 +163,47 @@ def start_catalog(
     args = [PYTHON, "-m", "extracted.catalog", "--port", str(port), "--db", str(db)]
     with running(args, ready_url=f"http://127.0.0.1:{port}/health", env=env, stdout=stdout):
         yield f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class ProxyUrls:
+    base: str
+    admin: str
+
+
+def proxy_config(
+    upstreams: dict[str, str],
+    routes: list[dict],
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    admin_port: int | None = None,
+    **top_level,
+) -> dict:
+    """A routes.yaml document (as a dict) on ephemeral ports with the given upstream URLs."""
+    return {
+        "version": 1,
+        "listen": {"host": "127.0.0.1", "port": port or free_port()},
+        "admin": {"host": "127.0.0.1", "port": admin_port or free_port()},
+        "upstreams": {name: {"url": url} for name, url in upstreams.items()},
+        "default": "legacy",
+        "tenant": {"header": "X-Tenant-ID"},
+        "routes": routes,
+        "shadow": {"store": f"sqlite:///{Path(tmp_path) / 'shadow.db'}"},
+        "telemetry": {"traces": {"exporter": "none"}, "metrics": True, "log_format": "json"},
+        **top_level,
+    }
+
+
+@contextmanager
+def start_proxy(tmp_path: Path, config: dict, stderr=None) -> Iterator[ProxyUrls]:
+    """`python -m proxy.cli serve -c <tmp>/routes.yaml`, ready when its admin says so."""
+    import yaml
+
+    path = Path(tmp_path) / "routes.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    base = f"http://127.0.0.1:{config['listen']['port']}"
+    admin = f"http://127.0.0.1:{config['admin']['port']}"
+    args = [PYTHON, "-m", "proxy.cli", "serve", "-c", str(path)]
+    with running(args, ready_url=f"{admin}/-/ready", stderr=stderr):
+        yield ProxyUrls(base, admin)
