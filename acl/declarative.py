@@ -83,6 +83,9 @@ INVALID_REQUEST_KEYS = {
 }  # fmt: skip
 
 
+_ALREADY_NEW = "\0already-new"
+
+
 class _Fail(Exception):
     """Internal: a field-level failure; the translator adds its name and the direction."""
 
@@ -366,6 +369,7 @@ class _Endpoint:
     response: str
     query: bool
     require: tuple[str, ...] = ()  # legacy fields a request body must carry
+    new_pattern: re.Pattern[str] | None = None  # to accept a path the route already rewrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +478,11 @@ class DeclarativeTranslator:
             m = ep.pattern.fullmatch(path)
             if m and (ep.methods is None or method in ep.methods):
                 return ep, m.groupdict()
+        if direction == REQUEST_TO_NEW:  # the route's `rewrite` may have run first
+            for ep in self.endpoints:
+                m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
+                if m and (ep.methods is None or method in ep.methods):
+                    return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
         raise TranslationError(
             self.name,
             direction,
@@ -484,7 +493,7 @@ class DeclarativeTranslator:
     def request_to_new(self, req: RequestMessage, params: Mapping[str, str]) -> RequestMessage:
         ep, own = self._endpoint(req.method, req.path)
         path = req.path
-        if ep is not None:
+        if ep is not None and _ALREADY_NEW not in own:
             values = {**params, **own}
             path = ep.new.format_map(values) if ep.new != ep.legacy else req.path
         invalid: list[_Fail] = []
@@ -1011,6 +1020,7 @@ def _parse_endpoints(
                 response,
                 query,
                 tuple(require),
+                _template_regex(new),
             )
         )
     return tuple(out)

@@ -119,6 +119,11 @@ def load_translators(directory: Path | str = DEFAULT_DIRECTORY) -> Mapping[str, 
             continue
         if not getattr(translator, "name", None):
             translator.name = name
+        if not getattr(translator, "source", None):
+            try:
+                translator.source = origin
+            except AttributeError:
+                pass
         translators[name] = translator
     if problems:
         raise TranslatorLoadError(problems)

@@ -12,12 +12,16 @@ TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=30
 ).map(str.strip)
 
-family = st.text(alphabet=FAMILY_CHARS, min_size=1, max_size=20).filter(
-    lambda s: s[0].isalpha()
+family = st.text(alphabet=FAMILY_CHARS, min_size=1, max_size=20).filter(lambda s: s[0].isalpha())
+given = (
+    st.text(
+        alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Zs", "Pd")),
+        min_size=1,
+        max_size=20,
+    )
+    .map(str.strip)
+    .filter(bool)
 )
-given = st.text(
-    alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Zs", "Pd")), min_size=1, max_size=20
-).map(str.strip).filter(bool)
 created_ts = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2999, 12, 31)).map(
     lambda d: d.strftime("%Y%m%d%H%M%S")
 )

@@ -90,10 +90,14 @@ def test_unmapped_legacy_field_is_an_error_when_strict(make_translator):
 
 
 def test_response_errors_name_the_response_direction(make_translator):
-    t = make_translator(RECORD + """
+    t = make_translator(
+        RECORD
+        + """
     endpoints:
       - {legacy: /c, methods: [GET], response: record}
-    """, name="cust")
+    """,
+        name="cust",
+    )
     resp = ResponseMessage(200, (), {"id": "7", "active": True, "created_at": "x", "items": []})
     err = _error(lambda: t.response_to_legacy(resp, RequestMessage("GET", "/c")))
     assert (err.direction, err.path) == ("response_to_legacy", "$.id")
@@ -102,23 +106,33 @@ def test_response_errors_name_the_response_direction(make_translator):
 
 
 def test_invalid_client_input_without_legacy_shape_is_502(make_translator):
-    t = make_translator(RECORD + """
+    t = make_translator(
+        RECORD
+        + """
     endpoints:
       - {legacy: /c, methods: [POST], request: record}
-    """, name="cust")
-    err = _error(lambda: t.request_to_new(RequestMessage("POST", "/c", body={"status_cd": "Q"}), {}))
+    """,
+        name="cust",
+    )
+    err = _error(
+        lambda: t.request_to_new(RequestMessage("POST", "/c", body={"status_cd": "Q"}), {})
+    )
     assert type(err) is TranslationError and err.status == 502
     assert (err.direction, err.path) == ("request_to_new", "$.status_cd")
 
 
 def test_invalid_client_input_gets_the_monoliths_answer(make_translator):
-    t = make_translator(RECORD + """
+    t = make_translator(
+        RECORD
+        + """
     endpoints:
       - {legacy: /c, methods: [POST], request: record}
     invalid_request:
       status: 400
       body: "{error: {code: 'VALIDATION', fields: fields}}"
-    """, name="cust")
+    """,
+        name="cust",
+    )
     err = _error(
         lambda: t.request_to_new(
             RequestMessage("POST", "/c", body={"status_cd": "Q", "lines": [{"qty": "x"}]}), {}
@@ -154,7 +168,7 @@ def test_unknown_converter_function(tmp_path):
 
 def test_unknown_expression_function(tmp_path):
     problems = _load_problems(
-        tmp_path, "record:\n  fields:\n    - {new: x, compute: \"no_such_fn(a)\"}\n"
+        tmp_path, 'record:\n  fields:\n    - {new: x, compute: "no_such_fn(a)"}\n'
     )
     assert [(p.line, p.message) for p in problems] == [
         (3, "unknown function `no_such_fn()` in record.fields[0].compute")
@@ -164,7 +178,7 @@ def test_unknown_expression_function(tmp_path):
 def test_bad_jmespath_expression(tmp_path):
     problems = _load_problems(
         tmp_path,
-        "record:\n  fields: [{legacy: a, new: b}]\nerrors:\n  - status: 404\n    legacy_body: \"{error: \"\n",
+        'record:\n  fields: [{legacy: a, new: b}]\nerrors:\n  - status: 404\n    legacy_body: "{error: "\n',
     )
     assert len(problems) == 1
     assert problems[0].line == 5

@@ -62,7 +62,10 @@ def test_cents_string_to_decimal(make_translator):
             - {legacy: unit_cents, new: unit, convert: {cents: {as: number}}}
     """)
     assert t.to_new({"total_cents": "1999", "unit_cents": "5"}) == {"total": "19.99", "unit": 0.05}
-    assert t.to_legacy({"total": "19.99", "unit": 0.05}) == {"total_cents": "1999", "unit_cents": "5"}
+    assert t.to_legacy({"total": "19.99", "unit": 0.05}) == {
+        "total_cents": "1999",
+        "unit_cents": "5",
+    }
     assert t.to_legacy({"total": "-0.10", "unit": 12})["total_cents"] == "-10"
 
 
@@ -224,7 +227,10 @@ def test_error_mapping_to_legacy_shape(make_translator):
         404,
         {"error": {"code": "NOT_FOUND", "message": "No customer 9"}},
     )
-    fields = [{"field": "email", "message": "must be an email"}, {"field": "name.given", "message": "m"}]
+    fields = [
+        {"field": "email", "message": "must be an email"},
+        {"field": "name.given", "message": "m"},
+    ]
     invalid = t.response_to_legacy(ResponseMessage(422, (), {"fields": fields}), req)
     assert invalid.status == 400
     assert invalid.body["error"]["fields"] == {
@@ -249,7 +255,9 @@ def test_non_json_bodies_pass_through_untouched(make_translator):
     resp = ResponseMessage(200, (("content-length", "5"),), None)
     assert t.response_to_legacy(resp, req) is resp
     # A JSON body that changes loses its stale Content-Length.
-    changed = t.request_to_new(RequestMessage("POST", "/x", (), (("Content-Length", "8"),), {"a": 1}), {})
+    changed = t.request_to_new(
+        RequestMessage("POST", "/x", (), (("Content-Length", "8"),), {"a": 1}), {}
+    )
     assert changed.body == {"b": 1} and changed.headers == ()
 
 

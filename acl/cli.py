@@ -1,0 +1,129 @@
+"""`strangler acl check` and `strangler acl run`: validate translators, try one on a sample.
+
+Usable standalone (`python -m acl.cli ...`) or mounted by the proxy's CLI via `register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from acl.registry import DEFAULT_DIRECTORY, load_translators
+from acl.translator import (
+    RequestMessage,
+    ResponseMessage,
+    TranslationError,
+    TranslatorLoadError,
+)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        translators = load_translators(args.dir)
+    except TranslatorLoadError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for name, t in sorted(translators.items()):
+        kind = "bidirectional" if getattr(t, "bidirectional", False) else "one-way"
+        source = getattr(t, "source", type(t).__module__)
+        print(f"ok  {name:<20} {kind:<13} {source}")
+    print(f"{len(translators)} translator(s) valid in {args.dir}")
+    return 0
+
+
+def _read_sample(file: str) -> Any:
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SystemExit(f"{file}: not JSON: {exc}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        translators = load_translators(args.dir)
+    except TranslatorLoadError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    translator = translators.get(args.name)
+    if translator is None:
+        known = ", ".join(sorted(translators)) or "none"
+        print(f"no translator named {args.name!r} in {args.dir} (known: {known})", file=sys.stderr)
+        return 2
+    sample = _read_sample(args.file)
+    try:
+        if args.as_response:
+            if args.to != "legacy":
+                print("--response translates service responses, so it needs --to legacy",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            method, _, path = args.as_response.partition(" ")
+            req = RequestMessage(method.upper(), path or "/")
+            resp = translator.response_to_legacy(ResponseMessage(args.status, (), sample), req)
+            result: Any = {"status": resp.status, "body": resp.body}
+        elif args.as_request:
+            method, _, path = args.as_request.partition(" ")
+            if args.to != "new":
+                print("--request translates client requests, so it needs --to new",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            path, _, qs = (path or "/").partition("?")
+            query = tuple(parse_qsl(qs, keep_blank_values=True))
+            req = translator.request_to_new(
+                RequestMessage(method.upper(), path, query, (), sample), {}
+            )
+            result = {"method": req.method, "path": req.path, "query": list(req.query),
+                      "body": req.body}  # fmt: skip
+        elif args.to == "new":
+            result = translator.to_new(sample)
+        else:
+            result = translator.to_legacy(sample)
+    except TranslationError as exc:
+        print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False), file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _add_commands(acl: argparse.ArgumentParser) -> None:
+    sub = acl.add_subparsers(dest="acl_command", required=True, metavar="{check,run}")
+    check = sub.add_parser("check", help="load and validate every translator; exit 1 on problems")
+    check.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="translators directory")
+    check.set_defaults(func=_cmd_check)
+    run = sub.add_parser("run", help="translate a JSON sample and print the result")
+    run.add_argument("name", help="translator name (file stem or registered name)")
+    run.add_argument("file", help="JSON file with the sample, or - for stdin")
+    run.add_argument("--to", choices=("new", "legacy"), required=True, help="target model")
+    run.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="translators directory")
+    how = run.add_mutually_exclusive_group()
+    how.add_argument("--request", dest="as_request", metavar="'METHOD /path?query'",
+                     help="treat FILE as a legacy request body (with --to new)")  # fmt: skip
+    how.add_argument("--response", dest="as_response", metavar="'METHOD /legacy/path?query'",
+                     help="treat FILE as the service's response body (with --to legacy)")  # fmt: skip
+    run.add_argument("--status", type=int, default=200, help="response status for --response")
+    run.set_defaults(func=_cmd_run)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Mount `acl check|run` under a parent CLI's subcommands (e.g. `strangler acl`)."""
+    _add_commands(subparsers.add_parser("acl", help="anti-corruption layer translators"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m acl.cli", description=__doc__)
+    _add_commands(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

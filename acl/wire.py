@@ -1,0 +1,139 @@
+"""Bytes in, bytes out: the ACL for callers holding raw HTTP pieces (the proxy, the shadow
+mirror). Still pure: no sockets, no aiohttp; JSON is parsed only when the content type says
+JSON, and an untouched body is forwarded byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from acl.translator import (
+    RequestMessage,
+    ResponseMessage,
+    TranslationError,
+    Translator,
+)
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    method: str
+    path: str
+    query: str  # raw query string, without "?"
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+def _headers(items: Iterable[tuple[str, str]] | Mapping[str, str]) -> Headers:
+    pairs = items.items() if hasattr(items, "items") else items
+    return tuple((str(k), str(v)) for k, v in pairs)
+
+
+def _content_type(headers: Headers) -> str:
+    for key, value in headers:
+        if key.lower() == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def is_json(headers: Headers) -> bool:
+    ctype = _content_type(headers)
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+def decode_body(headers: Headers, raw: bytes) -> Any:
+    """Parsed JSON, or None when the body is empty, not JSON-typed or not valid JSON (then the
+    raw bytes travel untouched and the upstream judges them)."""
+    if not raw or not is_json(headers):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def encode_body(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _with_json_headers(headers: Headers, length: int) -> Headers:
+    kept = tuple((k, v) for k, v in headers if k.lower() not in ("content-length", "content-type"))
+    return (*kept, ("Content-Type", "application/json"), ("Content-Length", str(length)))
+
+
+def request_message(
+    method: str,
+    path: str,
+    query: str,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    raw: bytes,
+) -> RequestMessage:
+    """The RequestMessage for a request as received (query string raw, body bytes)."""
+    hdrs = _headers(headers)
+    return RequestMessage(
+        method.upper(),
+        path,
+        tuple(parse_qsl(query, keep_blank_values=True)),
+        hdrs,
+        decode_body(hdrs, raw),
+    )
+
+
+def translate_request(
+    translator: Translator,
+    method: str,
+    path: str,
+    query: str,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    raw: bytes,
+    params: Mapping[str, str] | None = None,
+) -> WireRequest:
+    """Legacy request on the wire -> request for the extracted service on the wire.
+    Raises TranslationError (answer with `error_response`)."""
+    original = request_message(method, path, query, headers, raw)
+    out = translator.request_to_new(original, params or {})
+    new_query = query if out.query == original.query else urlencode(out.query)
+    if out.body is original.body:
+        return WireRequest(out.method, out.path, new_query, out.headers, raw)
+    body = encode_body(out.body)
+    return WireRequest(
+        out.method, out.path, new_query, _with_json_headers(out.headers, len(body)), body
+    )
+
+
+def translate_response(
+    translator: Translator,
+    status: int,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    raw: bytes,
+    legacy_request: RequestMessage,
+) -> WireResponse:
+    """The service's response on the wire -> what the monolith would have sent.
+    `legacy_request` is `request_message(...)` of the client's ORIGINAL request."""
+    hdrs = _headers(headers)
+    original = ResponseMessage(status, hdrs, decode_body(hdrs, raw))
+    out = translator.response_to_legacy(original, legacy_request)
+    if out.body is original.body:
+        return WireResponse(out.status, out.headers, raw)
+    body = b"" if out.body is None else encode_body(out.body)
+    return WireResponse(out.status, _with_json_headers(out.headers, len(body)), body)
+
+
+def error_response(exc: TranslationError) -> WireResponse:
+    """The answer for a failed translation: 502 naming translator, direction and field path
+    (or, for input the monolith itself would refuse, the monolith's own 4xx answer)."""
+    body = encode_body(exc.to_json())
+    return WireResponse(exc.status, _with_json_headers((), len(body)), body)
