@@ -65,7 +65,8 @@ def build_dashboard(
     """The JSON the dashboard page renders.
 
     `samples` are (name, labels, value) triples as `Telemetry.samples()` yields them; `reloads`
-    are `Telemetry.reloads()` entries (newest first).
+    are mappings with `at` (unix time), `ok`, and optionally `version`, `generation`, `trigger`,
+    `error` (`Telemetry.reloads()` or `ReloadEvent.as_dict()`), in any order.
     """
     requests: dict[str, dict[str, list[float]]] = {}
     shadow: dict[str, dict[str, float]] = {}
@@ -158,13 +159,15 @@ def build_dashboard(
         )
 
     recent = []
-    for entry in list(reloads)[:10]:
+    newest_first = sorted(reloads, key=lambda e: e.get("at") or 0.0, reverse=True)
+    for entry in newest_first[:10]:
         at = entry.get("at")
         recent.append(
             {
                 "at": _iso(at) if isinstance(at, int | float) else at,
                 "ok": bool(entry.get("ok")),
                 "version": entry.get("version"),
+                "generation": entry.get("generation"),
                 "trigger": entry.get("trigger"),
                 "error": entry.get("error"),
             }

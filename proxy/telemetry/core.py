@@ -271,6 +271,36 @@ class Telemetry:
             )
         self.log.access(fields)
 
+    def exchange_finished(self, ex: Any, duration_s: float) -> None:
+        """`request_finished` from the handler's per-request record (`proxy.handler.Exchange`).
+
+        Reads `route`, `side`, `upstream`, `method`, `status`, `bytes_out`, `request_id`,
+        `tenant`, `path`, `fallback_reason`, and when present `span`, `query`, `client`,
+        `headers` (the client's request headers, for its traceparent) and `error`.
+        Usable directly as the handler's `on_finish` callback.
+        """
+        route = ex.route
+        get = getattr
+        self.request_finished(
+            route.name if route is not None else None,
+            route.mode if route is not None else "legacy",
+            ex.side,
+            ex.method,
+            ex.status,
+            duration_s,
+            ex.bytes_out,
+            upstream=ex.upstream or None,
+            request_id=ex.request_id,
+            tenant=ex.tenant,
+            path=ex.path,
+            query=get(ex, "query", None),
+            client=get(ex, "client", None),
+            fallback=ex.fallback_reason,
+            span=get(ex, "span", None),
+            headers=get(ex, "headers", None),
+            error=get(ex, "error", None),
+        )
+
     def error(
         self,
         message: str,

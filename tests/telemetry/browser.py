@@ -1,20 +1,17 @@
-"""Headless Chromium for dashboard tests, and a tiny real aiohttp app serving the assets."""
+"""Headless Chromium for dashboard tests, and a real aiohttp server for the admin routes."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from proxy.admin.dashboard import ASSETS, asset
 from tests.support.procs import free_port, wait_http
 
 
@@ -44,35 +41,16 @@ def chromium() -> Iterator[webdriver.Chrome]:
 
 
 @contextmanager
-def dashboard_server(payload: Callable[[], Any]) -> Iterator[str]:
-    """Serve the dashboard like the admin port does, with `/-/dashboard.json` = `payload()`.
-
-    Runs a real aiohttp server on an ephemeral port in a thread; yields its base URL.
-    """
+def dashboard_server(routes: list[web.RouteDef]) -> Iterator[str]:
+    """A real aiohttp server on an ephemeral port (in a thread) serving `routes`; yields its URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop = asyncio.Event()
 
-    async def index(_: web.Request) -> web.Response:
-        body, ctype = asset("index.html")
-        return web.Response(body=body, headers={"Content-Type": ctype})
-
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in ASSETS:
-            raise web.HTTPNotFound()
-        body, ctype = asset(name)
-        return web.Response(body=body, headers={"Content-Type": ctype})
-
-    async def data(_: web.Request) -> web.Response:
-        return web.json_response(payload(), dumps=lambda o: json.dumps(o, default=str))
-
     async def main() -> None:
         app = web.Application()
-        app.router.add_get("/", index)
-        app.router.add_get("/dashboard/{name}", static)
-        app.router.add_get("/-/dashboard.json", data)
+        app.router.add_routes(routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

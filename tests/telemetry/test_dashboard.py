@@ -70,7 +70,14 @@ def test_routes_show_mode_split_error_rates_and_shadow_match(telemetry):
     assert ups["customers"]["breaker"] == "open"
     assert ups["legacy"]["breaker"] == "closed"
     assert data["reloads"] == [
-        {"at": "2023-11-14T22:13:20Z", "ok": True, "version": 1, "trigger": "file", "error": None}
+        {
+            "at": "2023-11-14T22:13:20Z",
+            "ok": True,
+            "version": 1,
+            "generation": None,
+            "trigger": "file",
+            "error": None,
+        }
     ]
     assert data["shadow_report_url"] == "/-/shadow/report"
     assert data["generated_at"] == "2023-11-14T22:15:00Z"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
 
-from proxy.admin.dashboard import build_dashboard
 from proxy.config.model import TelemetryConfig
 from proxy.telemetry import Telemetry
+from proxy.telemetry.http import dashboard_routes
 from proxy.telemetry.metrics import MULTIPROC_ENV
 from tests.support.procs import ROOT, wait_until
 from tests.telemetry.browser import chromium, dashboard_server
@@ -54,11 +53,9 @@ def test_dashboard_renders_routes_and_follows_changes(monkeypatch):
     t.count("shadow_comparison", 1.0, route="orders", result="mismatch")
     t.reload_finished(True, version=1, at=1_700_000_000.0)
     state = {"config": config}
+    routes = dashboard_routes(lambda: state["config"], t, shadow_report_url="/-/shadow/report")
 
-    def payload():
-        return build_dashboard(state["config"], t.samples(), t.reloads(), now=time.time())
-
-    with dashboard_server(payload) as base, chromium() as driver:
+    with dashboard_server(routes) as base, chromium() as driver:
         driver.get(base + "/?interval=200")
         seen = wait_until(
             lambda: rows(driver) if len(rows(driver)) == 2 else None, timeout=15, what="rows"
@@ -69,6 +66,8 @@ def test_dashboard_renders_routes_and_follows_changes(monkeypatch):
         assert seen["orders"]["mode"] == "shadow"
         assert seen["orders"]["shadow"] == "75.0% of 4"
         assert driver.find_element(By.ID, "status").text == "live"
+        link = driver.find_element(By.ID, "shadow-report").get_attribute("href")
+        assert link == base + "/-/shadow/report"
         assert "applied" in driver.find_element(By.ID, "reloads").text
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard-before.png"))

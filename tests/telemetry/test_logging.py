@@ -180,3 +180,49 @@ def test_request_id_keeps_plain_tokens_and_replaces_others():
     for hostile in (None, "", "short", "a\nb" * 10, "x" * 500, 'id" injected="1'):
         rid = request_id(hostile)
         assert rid != hostile and len(rid) == 32 and int(rid, 16) >= 0
+
+
+def test_the_handlers_exchange_record_feeds_log_and_metrics(make):
+    from dataclasses import dataclass
+
+    from tests.telemetry.helpers import make_config
+
+    @dataclass
+    class Exchange:  # the fields proxy.handler.Exchange carries
+        request_id: str
+        method: str
+        path: str
+        route: object
+        side: str = "legacy"
+        upstream: str = ""
+        status: int = 0
+        bytes_out: int = 0
+        tenant: str | None = None
+        fallback_reason: str | None = None
+
+    t, out = make()
+    route = make_config().routes[0]
+    t.request_started()
+    t.exchange_finished(
+        Exchange(
+            "req-exchange1",
+            "GET",
+            "/api/customers/3",
+            route,
+            "legacy",
+            "legacy",
+            200,
+            99,
+            "acme",
+            "status 503",
+        ),
+        0.05,
+    )
+    t.request_started()
+    t.exchange_finished(Exchange("req-exchange2", "GET", "/nowhere", None, status=404), 0.001)
+    first, second = json_lines(out)
+    assert first["route"] == "customers" and first["mode"] == "extracted"
+    assert first["fallback"] == "status 503" and first["bytes_out"] == 99
+    assert second["route"] == "default" and second["upstream"] is None
+    text = t.metrics_text().decode()
+    assert 'route="customers"' in text and 'route="default"' in text

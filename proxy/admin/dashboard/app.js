@@ -121,6 +121,7 @@
       el("time", {}, r.at || ""), " ",
       el("b", { class: r.ok ? "good" : "bad" }, r.ok ? "applied" : "rejected"),
       r.version !== null && r.version !== undefined ? ` version ${r.version}` : "",
+      r.generation !== null && r.generation !== undefined ? ` generation ${r.generation}` : "",
       r.trigger ? ` (${r.trigger})` : "",
       r.error ? el("span", { class: "error" }, r.error) : null);
   }
