@@ -123,8 +123,20 @@ def parse_config(
     return config
 
 
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)  # libyaml: ~10x faster on big tables
+
+
 def _compose(text: str, source: str) -> Node | None:
-    """YAML syntax errors become a Problem on the line PyYAML points at."""
+    """YAML syntax errors become a Problem on the line PyYAML points at.
+
+    libyaml composes the (valid) common case; a file it rejects is parsed again by the
+    pure-Python parser, whose messages are the clearer ones and the same on every install.
+    """
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
