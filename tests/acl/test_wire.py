@@ -1,0 +1,73 @@
+"""Raw HTTP pieces through the ACL: JSON is rewritten, anything else travels byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from acl import TranslationError, load_translators
+from acl.wire import error_response, request_message, translate_request, translate_response
+
+CUSTOMERS = load_translators()["customers"]
+JSON = (("Content-Type", "application/json; charset=utf-8"), ("Content-Length", "99"))
+
+
+def test_json_request_body_is_translated_and_reframed():
+    raw = json.dumps({"cust_nm": "DOE, Jane", "email_addr": "j@x.io"}).encode()
+    out = translate_request(CUSTOMERS, "post", "/api/customers", "", JSON, raw)
+    assert (out.method, out.path, out.query) == ("POST", "/v1/customers", "")
+    assert json.loads(out.body) == {"name": {"family": "Doe", "given": "Jane"}, "email": "j@x.io"}
+    headers = dict(out.headers)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Length"] == str(len(out.body))
+
+
+def test_non_json_body_and_unchanged_query_pass_byte_for_byte():
+    raw = b"\x00\xffnot json"
+    headers = (("Content-Type", "application/octet-stream"),)
+    out = translate_request(CUSTOMERS, "PATCH", "/api/customers/5", "x=%20y", headers, raw)
+    assert out.body is raw and out.headers == headers
+    assert out.path == "/v1/customers/5" and out.query == ""  # unknown params are dropped
+    # Invalid JSON under a JSON content type is also left for the service to judge.
+    out = translate_request(CUSTOMERS, "POST", "/api/customers", "", JSON, b"{nope")
+    assert out.body == b"{nope"
+
+
+def test_query_is_re_encoded_only_when_translated():
+    out = translate_request(CUSTOMERS, "GET", "/api/customers", "city=New%20York&status=I", (), b"")
+    assert out.query == "city=New+York&active=false&limit=50"
+
+
+def test_response_translation_and_passthrough():
+    legacy_req = request_message("GET", "/api/customers/5", "", (), b"")
+    service = {
+        "id": 5, "name": {"given": "Al", "family": "Roe"}, "email": "a@b.co", "phone": "",
+        "address": {"line1": "", "city": "", "postal_code": ""}, "active": False,
+        "created_at": "2024-01-02T03:04:05Z", "tenant": "acme",
+    }  # fmt: skip
+    raw = json.dumps(service).encode()
+    out = translate_response(CUSTOMERS, 200, JSON, raw, legacy_req)
+    body = json.loads(out.body)
+    assert body["cust_nm"] == "ROE, Al" and body["status_cd"] == "I"
+    assert dict(out.headers)["Content-Length"] == str(len(out.body))
+    empty = translate_response(
+        CUSTOMERS, 204, (), b"", request_message("DELETE", "/api/customers/5", "", (), b"")
+    )
+    assert (empty.status, empty.body) == (204, b"")
+
+
+def test_error_response_is_a_502_with_the_field_path():
+    legacy_req = request_message("GET", "/api/customers/5", "", (), b"")
+    with pytest.raises(TranslationError) as info:
+        translate_response(CUSTOMERS, 200, JSON, b'{"id": 5}', legacy_req)
+    out = error_response(info.value)
+    assert out.status == 502
+    error = json.loads(out.body)["error"]
+    assert error == {
+        "code": "TRANSLATION_FAILED",
+        "message": "missing required field",
+        "translator": "customers",
+        "direction": "response_to_legacy",
+        "path": "$.name",
+    }
