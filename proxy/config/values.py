@@ -18,6 +18,7 @@ from proxy.config.templates import TemplateError, check_path
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_USERINFO = re.compile(r"(?<=://)([^/@:]*)(?::[^/@]*)?@")
 STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 
@@ -84,6 +85,11 @@ def normalize_field_path(text: str) -> str:
     return "$." + text
 
 
+def redact_url(text: str) -> str:
+    """The URL as it may appear in a message: a password (`redis://:pw@host`) is masked."""
+    return _USERINFO.sub(lambda m: m.group(1) + ":***@" if m.group(1) else "***@", text)
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedUrl:
     scheme: str
@@ -96,12 +102,13 @@ class ParsedUrl:
 def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> ParsedUrl:
     """Split an upstream URL; raise `Invalid` saying what is wrong and how to write it."""
     example = f"write it like {schemes[0]}://127.0.0.1:8000"
+    shown = redact_url(text)
     if "://" not in text:
-        raise Invalid(f"{text!r} is not an absolute URL", example)
+        raise Invalid(f"{shown!r} is not an absolute URL", example)
     try:
         parts = urlsplit(text)
     except ValueError as exc:
-        raise Invalid(f"{text!r} is not a valid URL: {exc}", example) from None
+        raise Invalid(f"{shown!r} is not a valid URL: {exc}", example) from None
     scheme = parts.scheme.lower()
     if scheme not in schemes:
         raise Invalid(f"scheme must be {' or '.join(schemes)}, not {parts.scheme!r}", example)
@@ -114,16 +121,16 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
         raise Invalid("the URL must not have a query string or fragment", "remove it")
     host = parts.hostname
     if not host:
-        raise Invalid(f"{text!r} has no host", example)
+        raise Invalid(f"{shown!r} has no host", example)
     error = check_hostname(host)
     if error:
         raise Invalid(error, example)
     try:
         explicit = parts.port
     except ValueError:
-        raise Invalid(f"invalid port in {text!r}", "use a port from 1 to 65535") from None
+        raise Invalid(f"invalid port in {shown!r}", "use a port from 1 to 65535") from None
     if explicit == 0:
-        raise Invalid(f"invalid port in {text!r}", "use a port from 1 to 65535")
+        raise Invalid(f"invalid port in {shown!r}", "use a port from 1 to 65535")
     default_port = 443 if scheme in ("https", "rediss") else 80
     port = explicit if explicit is not None else default_port
     base_path = parts.path.rstrip("/")
@@ -134,25 +141,26 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
             raise Invalid(exc.message, exc.fix or "fix the path") from None
         if "{" in base_path or "}" in base_path:
             raise Invalid("the URL's path must not contain '{' or '}'", "remove them")
-    shown = f"[{host}]" if ":" in host else host
-    netloc = f"{shown}:{explicit}" if explicit is not None else shown
+    bracketed = f"[{host}]" if ":" in host else host
+    netloc = f"{bracketed}:{explicit}" if explicit is not None else bracketed
     return ParsedUrl(scheme, host, port, base_path, f"{scheme}://{netloc}{base_path}")
 
 
 def check_redis_url(text: str) -> str | None:
     """`redis://host[:port][/db]` or `rediss://...`."""
+    shown = redact_url(text)
     if not text.startswith(("redis://", "rediss://")):
-        return f"{text!r} is not a redis:// or rediss:// URL"
+        return f"{shown!r} is not a redis:// or rediss:// URL"
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        return f"{text!r} is not a valid URL: {exc}"
+        return f"{shown!r} is not a valid URL: {exc}"
     if not parts.hostname:
-        return f"{text!r} has no host"
+        return f"{shown!r} has no host"
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        return f"the database in {text!r} must be a number, e.g. redis://127.0.0.1:6379/0"
+        return f"the database in {shown!r} must be a number, e.g. redis://127.0.0.1:6379/0"
     return None
 
 
@@ -173,14 +181,15 @@ def resolve_store(text: str | None, base_dir: Path) -> str:
 
 
 def check_store(text: str) -> str | None:
+    shown = redact_url(text)
     if text.startswith("sqlite:///"):
         raw = text[len("sqlite:///") :]
         if not raw or raw.endswith("/"):
-            return f"{text!r} names no file; write sqlite:///strangler-shadow.db"
+            return f"{shown!r} names no file; write sqlite:///strangler-shadow.db"
         return None
     if text.startswith(("redis://", "rediss://")):
         return check_redis_url(text)
-    return f"{text!r} is neither sqlite:///<path> nor redis://<host>"
+    return f"{shown!r} is neither sqlite:///<path> nor redis://<host>"
 
 
 def parse_cidr(text: str) -> str:

@@ -580,3 +580,16 @@ def test_default_legacy_must_exist_when_default_is_not_set():
     assert "no upstream named 'legacy'" in problem.message
     assert "monolith" in (problem.fix or "")
     assert parse_config(text + "default: monolith\n").default == "monolith"
+
+
+def test_passwords_in_urls_never_appear_in_messages():
+    text = (
+        HEAD + "state: 'redis://:hunter2@cache:6379/zero'\nshadow: {store: 'mysql://u:pw2@db/x'}\n"
+    )
+    found = problems_of(text)
+    assert [p.field for p in found] == ["state", "shadow.store"]
+    rendered = str(ConfigError(found))
+    assert "hunter2" not in rendered and "pw2" not in rendered
+    assert "redis://***@cache:6379/zero" in rendered and "mysql://u:***@db/x" in rendered
+    accepted = parse_config(HEAD + "state: 'rediss://:hunter2@cache:6380/1'\n")
+    assert accepted.state == "rediss://:hunter2@cache:6380/1"
