@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -21,23 +20,7 @@ from proxy.telemetry.redact import Redactor
 
 ACCESS_LOGGER = "strangler.access"
 _HANDLER_MARK = "_strangler_handler"
-_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
-
-
-def new_request_id() -> str:
-    """A fresh 128-bit random id, hex (same shape as a trace id)."""
-    return os.urandom(16).hex()
-
-
-def request_id(incoming: str | None) -> str:
-    """The request id to use: the caller's `X-Request-ID` when it is a plain token, else new.
-
-    Only pass `incoming` for peers in `trusted_proxies`; the pattern keeps log injection
-    (newlines, quotes, huge values) out either way.
-    """
-    if incoming and _REQUEST_ID_OK.fullmatch(incoming):
-        return incoming
-    return new_request_id()
+_BARE = re.compile(r"[A-Za-z0-9._:/@+%,{}\[\]\-]+")
 
 
 class _Clock:
@@ -105,8 +88,9 @@ class TextFormatter(_BaseFormatter):
 
 
 def _text_value(value: Any) -> str:
+    # Bare only when it cannot be mistaken for another field or line; otherwise JSON-quoted.
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return json.dumps(text) if (not text or " " in text or '"' in text or "=" in text) else text
+    return text if _BARE.fullmatch(text) else json.dumps(text)
 
 
 def make_formatter(log_format: str, redactor: Redactor) -> logging.Formatter:
