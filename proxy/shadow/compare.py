@@ -53,6 +53,7 @@ MAX_TEXT_LINES = 20_000
 MAX_EXAMPLE_CHARS = 2_000
 
 _IGNORE, _CI = "ignore", "ci"
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _JSON_KIND = {
     type(None): "null",
@@ -180,8 +181,8 @@ class Differ:
             if key in b:
                 vb = b[key]
                 tv = type(va)
-                # Fast path for equal leaves; bool is excluded because True == 1.
-                if tv is type(vb) and (tv is str or tv is int) and va == vb:
+                # Fast path for equal leaves of the same type (True == 1, so types first).
+                if tv is type(vb) and tv in _SCALARS and va == vb:
                     continue
                 path.append(key)
                 self._walk(va, vb, path, child, cci, out)
@@ -212,10 +213,11 @@ class Differ:
             self._walk_unordered(a, b, path, state, ci, out)
             return
         mark = len(out)
+        differing: list[int] = []
         for i in range(len(a)):
             va, vb = a[i], b[i]
             tv = type(va)
-            if tv is type(vb) and (tv is str or tv is int) and va == vb and not state:
+            if tv is type(vb) and tv in _SCALARS and va == vb and not state:
                 continue
             if state:
                 child, ignored, cci = self._child(state, i, ci)
@@ -223,28 +225,40 @@ class Differ:
                     continue
             else:
                 child, cci = state, ci
+            before = len(out)
             path.append(i)
             self._walk(va, vb, path, child, cci, out)
             path.pop()
-        if len(out) > mark and _canonical_multiset(a) == _canonical_multiset(b):
+            if len(out) > before:
+                differing.append(i)
+        # Same elements in another order: the differing positions hold the same multiset
+        # (at least two positions must differ for that; equal positions cancel out).
+        if len(differing) > 1 and _canonical_multiset([a[i] for i in differing]) == (
+            _canonical_multiset([b[i] for i in differing])
+        ):
             del out[mark:]
             self._add(out, path, "order", a, b)
 
     def _walk_unordered(
         self, a: list, b: list, path: list, state: tuple, ci: bool, out: list
     ) -> None:
-        """Pair equal elements regardless of position; diff what is left in order."""
-        pool: dict[str, list[int]] = {}
-        for j, vb in enumerate(b):
-            pool.setdefault(_canonical(vb), []).append(j)
-        left_a: list[int] = []
+        """Pair equal elements regardless of position; diff what is left in order.
+
+        Equal elements are matched first-to-first per value, which keeps the pairing the same
+        whichever side is called primary."""
+        groups: dict[str, tuple[list[int], list[int]]] = {}
         for i, va in enumerate(a):
-            slots = pool.get(_canonical(va))
-            if slots:
-                slots.pop()
-            else:
-                left_a.append(i)
-        left_b = sorted(j for slots in pool.values() for j in slots)
+            groups.setdefault(_canonical(va), ([], []))[0].append(i)
+        for j, vb in enumerate(b):
+            groups.setdefault(_canonical(vb), ([], []))[1].append(j)
+        left_a: list[int] = []
+        left_b: list[int] = []
+        for ia, jb in groups.values():
+            m = min(len(ia), len(jb))
+            left_a.extend(ia[m:])
+            left_b.extend(jb[m:])
+        left_a.sort()
+        left_b.sort()
         for i, j in zip(left_a, left_b, strict=True):
             child, ignored, cci = self._child(state, i, ci)
             if ignored:
