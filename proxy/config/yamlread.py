@@ -14,15 +14,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from proxy.config.problems import Problem, did_you_mean
-
-T = TypeVar("T")
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -339,8 +336,3 @@ def _unquote_fix(node: ScalarNode, fix: str) -> str:
     if node.tag == STR and node.style in ("'", '"'):
         return fix + " (without quotes)"
     return fix
-
-
-def construct(node: Node) -> Any:
-    """The plain Python value of a node, for messages and tests."""
-    return SafeConstructor().construct_object(node, deep=True)

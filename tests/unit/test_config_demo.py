@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from proxy.config import model
 from proxy.config.loader import config_warnings, load_config
 from proxy.routing import RouteTable
+from proxy.server import load_translators
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +62,41 @@ def test_customers_are_a_zero_percent_canary_and_products_are_shadowed(demo):
 
 def test_demo_table_has_no_warnings(demo):
     assert config_warnings(demo) == []
+
+
+def test_acl_names_are_the_installed_translators():
+    path = ROOT / "routes.yaml"
+    translators = set(load_translators(path))
+    config = load_config(path, translators=translators)
+    used = {route.acl for route in config.routes if route.acl}
+    assert used == {"customers", "catalog"} and used <= translators
+
+
+def test_strangler_check_accepts_the_demo_and_lists_every_problem_of_a_broken_copy(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(ROOT / "routes.yaml")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "routes.yaml"
+    text = (ROOT / "routes.yaml").read_text(encoding="utf-8")
+    text = text.replace("percent: 0 ", "percent: 150 ", 1).replace(
+        "noise: primary-twice", "noise: twice"
+    )
+    broken.write_text(text, encoding="utf-8")
+    bad = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(broken)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    lines = text.splitlines()
+    percent_line = next(i for i, line in enumerate(lines, 1) if "percent: 150" in line)
+    noise_line = next(i for i, line in enumerate(lines, 1) if line == "      noise: twice")
+    assert (
+        f"{broken}:{percent_line}: route 'customers-list': canary.percent: 150 is out of range"
+        in bad.stdout
+    )
+    assert (
+        f"{broken}:{noise_line}: route 'catalog-products': shadow.noise: unknown noise source"
+        in bad.stdout
+    )
