@@ -97,13 +97,17 @@ class BodySource:
     Retries and fallbacks may only replay a request whose body never reached an upstream.
     """
 
-    __slots__ = ("_stream", "sent")
+    __slots__ = ("_stream", "_prefix", "sent")
 
-    def __init__(self, stream: aiohttp.StreamReader) -> None:
+    def __init__(self, stream: aiohttp.StreamReader, prefix: bytes = b"") -> None:
         self._stream = stream
+        self._prefix = prefix  # already read from the stream (see `buffer_prefix`)
         self.sent = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self._prefix:
+            self.sent = True
+            yield self._prefix
         while True:
             chunk = await self._stream.readany()
             if not chunk:
@@ -112,18 +116,22 @@ class BodySource:
             yield chunk
 
 
-async def read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
-    """Read a whole body, or None when it is larger than `limit` (the stream is then spent)."""
+async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool | None]:
+    """Read up to `limit` bytes of a body.
+
+    Returns (body, None) when the whole body fit, else (what was read, True): the caller
+    then streams the prefix followed by the rest (`BodySource(stream, prefix=...)`).
+    """
     parts: list[bytes] = []
     size = 0
     while True:
         chunk = await stream.readany()
         if not chunk:
-            return b"".join(parts)
+            return b"".join(parts), None
         size += len(chunk)
-        if size > limit:
-            return None
         parts.append(chunk)
+        if size > limit:
+            return b"".join(parts), True
 
 
 def response_headers(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:

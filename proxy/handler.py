@@ -1,9 +1,9 @@
 """The request pipeline, as thin I/O glue over pure stages.
 
 listener → path safety → router → filters (request id, forwarding, tenant) → dispatcher
-(which side) → upstream (guard: breaker, bulkhead, retries) → ACL → response; shadow work
-branches off after the primary answered. Each stage's rules live in its own module; this
-one only wires them and turns failures into the responses clients expect.
+(which side) → upstream (guard: breaker, bulkhead, retries; fallback) → ACL → response;
+shadow work branches off after the primary answered. Each stage's rules live in its own
+module; this one only wires them and turns failures into the responses clients expect.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.trace import Span
 
-from proxy.config.model import SAFE_METHODS, Route, Upstream
+from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
+from proxy.dispatch import choose_side, sticky_key
 from proxy.errors import error_response
 from proxy.filters.headers import (
     append_via,
@@ -28,43 +29,61 @@ from proxy.filters.headers import (
     request_id,
     strip_hop_by_hop,
 )
+from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodySource,
     UpstreamPool,
     abort_connection,
+    buffer_prefix,
     client_headers,
-    read_limited,
     relay,
+    response_headers,
     upstream_url,
 )
 from proxy.pathsafety import UnsafePath, normalize_path
 from proxy.routing import expand_rewrite
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.upstream.bulkhead import Rejected
+from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler.proxy")
 
 LEGACY = "legacy"
 EXTRACTED = "extracted"
-_BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback/retry/ACL)
+_BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
+_UPGRADE_KEEP = frozenset({"upgrade", "connection"})
+_DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
 
 
 class UpstreamFailure(Exception):
     """An upstream attempt failed before any response byte reached the client."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        connected: bool = True,
+        error: BaseException | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status  # what the client would get: 502, 503 or 504
         self.reason = reason
+        self.retry_after = retry_after
+        self.connected = connected  # False: the request never left (refused, rejected)
+        self.error = error
 
 
 @dataclass(slots=True)
 class Exchange:
-    """Per-request facts gathered along the pipeline, for logs and metrics."""
+    """Per-request facts gathered along the pipeline, for logs, metrics and traces."""
 
     request_id: str
     method: str
     path: str
     route: Route | None
+    query: str = ""
     side: str = LEGACY
     upstream: str = ""
     status: int = 0
@@ -72,10 +91,17 @@ class Exchange:
     tenant: str | None = None
     fallback_reason: str | None = None
     attempts: int = 0
+    span: Span | None = None
+    error: str | None = None
+    client: str = ""
 
     @property
     def route_name(self) -> str:
         return self.route.name if self.route else "default"
+
+    @property
+    def mode(self) -> str:
+        return self.route.mode if self.route else LEGACY
 
 
 class ProxyHandler:
@@ -86,11 +112,15 @@ class ProxyHandler:
         holder: RuntimeHolder,
         pool: UpstreamPool,
         *,
-        on_finish: Callable[[Exchange, float], None] | None = None,
+        guards: GuardRegistry | None = None,
+        telemetry: Any | None = None,
+        mirror: Any | None = None,
     ) -> None:
         self.holder = holder
         self.pool = pool
-        self.on_finish = on_finish
+        self.guards = guards
+        self.telemetry = telemetry
+        self.mirror = mirror
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -98,23 +128,50 @@ class ProxyHandler:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         self.in_flight += 1
         self.idle.clear()
-        started = time.monotonic()
+        started = time.perf_counter()
         rt = self.holder.current
-        rid = request_id(request.headers.get("X-Request-ID"))
-        ex = Exchange(rid, request.method, request.raw_path, None)
+        ex = Exchange(request_id(request.headers.get("X-Request-ID")), request.method, "", None)
         try:
             resp = await self._handle(request, rt, ex)
             ex.status = resp.status
             return resp
         except asyncio.CancelledError:
-            ex.status = 499  # the client went away
+            ex.status = ex.status or 499  # the client went away
             raise
+        except Exception as exc:
+            # Never a stack trace to the client; always one line with the ids in the log.
+            ex.status = 500
+            ex.error = repr(exc)
+            log.exception("internal error on route %s (request %s)", ex.route_name, ex.request_id)
+            return error_response(
+                500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
+            )
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
-            if self.on_finish is not None:
-                self.on_finish(ex, time.monotonic() - started)
+            if self.telemetry is not None:
+                self.telemetry.request_finished(
+                    ex.route.name if ex.route else None,
+                    ex.mode,
+                    ex.side,
+                    ex.method,
+                    ex.status,
+                    time.perf_counter() - started,
+                    ex.bytes_out,
+                    upstream=ex.upstream or None,
+                    request_id=ex.request_id,
+                    tenant=ex.tenant,
+                    path=ex.path,
+                    query=ex.query or None,
+                    client=ex.client or None,
+                    fallback=ex.fallback_reason,
+                    span=ex.span,
+                    headers=request.headers,
+                    error=ex.error,
+                )
+
+    # -- the pipeline --------------------------------------------------------------------------
 
     async def _handle(
         self, request: web.BaseRequest, rt: Runtime, ex: Exchange
@@ -122,6 +179,7 @@ class ProxyHandler:
         raw = request.raw_path
         qpos = raw.find("?")
         raw_path, query = (raw, "") if qpos < 0 else (raw[:qpos], raw[qpos + 1 :])
+        ex.path, ex.query = raw_path, query
         accept = request.headers.get("Accept")
         try:
             path = normalize_path(raw_path)
@@ -147,109 +205,152 @@ class ProxyHandler:
             )
         host_header = hosts[0] if hosts else ""
         host = _bare_host(host_header)
+        config = rt.config
+
+        # router
         match = rt.table.match(request.method, path, host, request.headers)
         route = match.route if match else None
         params = match.params if match else {}
         ex.route = route
-        config = rt.config
+        if self.telemetry is not None:
+            ex.span = self.telemetry.start_server_span(
+                request.headers, request.method, path, route, client_address=ex.client or None
+            )
 
-        side = self._choose_side(route)
-        if side == EXTRACTED and route is not None and route.target:
-            upstream = config.upstreams[route.target]
-            up_path = expand_rewrite(route.rewrite, params) if route.rewrite else path
-        else:
-            side = LEGACY
-            upstream = config.upstreams[config.default]
-            up_path = path
-        ex.side = side
-        ex.upstream = upstream.name
-
+        # filters
         peer = _peer(request)
+        trusted = is_trusted(peer, rt.trusted)
+        ex.client = _client_ip(request, peer, trusted)
+        ex.tenant = extract_tenant(config.tenant, headers=request.headers, host=host)
+        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
         headers = strip_hop_by_hop(
-            [h for h in client_headers(request) if h[0].lower() not in ("expect", "x-request-id")],
-            keep=_UPGRADE_KEEP if _is_websocket(request) else frozenset(),
+            [h for h in client_headers(request) if h[0].lower() not in _DROP_FROM_CLIENT],
+            keep=_UPGRADE_KEEP if websocket else frozenset(),
         )
         headers = forwarding_headers(
-            headers,
-            peer=peer,
-            scheme=request.scheme,
-            host=host_header,
-            trusted=is_trusted(peer, rt.trusted),
+            headers, peer=peer, scheme=request.scheme, host=host_header, trusted=trusted
         )
         append_via(headers)
         headers.append(("X-Request-ID", ex.request_id))
 
-        if _is_websocket(request):
+        # dispatcher
+        side = LEGACY
+        if route is not None and route.target is not None:
+            key = None
+            if route.mode == "canary" and route.canary.sticky:
+                key = sticky_key(
+                    route,
+                    headers=request.headers,
+                    cookies=request.cookies,
+                    tenant=ex.tenant,
+                    client_ip=ex.client,
+                )
+            side = choose_side(route, tenant=ex.tenant, sticky_key=key, rand=random.random())
+        legacy = config.upstreams[config.default]
+        if side == EXTRACTED:
+            assert route is not None and route.target is not None
+            upstream = config.upstreams[route.target]
+            up_path = expand_rewrite(route.rewrite, params) if route.rewrite else path
+        else:
+            upstream, up_path = legacy, path
+        ex.side, ex.upstream = side, upstream.name
+
+        if websocket:
             from proxy.websocket import proxy_websocket
 
             return await proxy_websocket(
                 request, self.pool, upstream, up_path, query, headers, host_header, ex
             )
 
-        # Request body: stream it unless something may need to send it twice.
+        translator = rt.translator_for(route) if (route and side == EXTRACTED) else None
         can_fallback = (
             side == EXTRACTED
             and route is not None
             and route.fallback == LEGACY
             and request.method in SAFE_METHODS
         )
+        shadowing = (
+            route is not None
+            and route.mode == "shadow"
+            and self.mirror is not None
+            and self.mirror.admit(route, request.method, request.content_length)
+        )
+
+        # request body: stream unless something must see it whole or send it twice
         body: bytes | BodySource | None = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue":
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if can_fallback:
-                body = await read_limited(request.content, _BUFFER_LIMIT)
-                if body is None:
+            if translator is not None or can_fallback or shadowing:
+                limit = route.shadow.max_body if shadowing and route else _BUFFER_LIMIT
+                prefix, rest = await buffer_prefix(request.content, limit)
+                if rest is None:
+                    body = prefix
+                elif translator is not None or can_fallback:
                     return error_response(
                         413,
-                        f"request body over {_BUFFER_LIMIT} bytes on a route with fallback",
+                        f"request body over {_BUFFER_LIMIT} bytes on a route that must buffer it"
+                        " (ACL translation or fallback)",
                         route=ex.route_name,
                         request_id=ex.request_id,
                         accept=accept,
                     )
+                else:  # too big to shadow: serve it, stream the rest, skip the shadow
+                    shadowing = False
+                    if self.telemetry is not None and route is not None:
+                        self.telemetry.count(
+                            "shadow_drop", route=route.name, reason="body_too_large"
+                        )
+                    body = BodySource(request.content, prefix=prefix)
             else:
                 body = BodySource(request.content)
 
-        extra = {"X-Request-ID": ex.request_id}
+        if translator is not None:
+            return await self._translated(
+                request,
+                rt,
+                route,
+                translator,
+                upstream,
+                up_path,
+                query,
+                headers,
+                host_header,
+                body if isinstance(body, bytes) else b"",
+                params,
+                ex,
+                can_fallback,
+            )
+
+        # upstream, with fallback to legacy for safe requests the extracted side failed
+        call_started = time.perf_counter()
         try:
-            upstream_resp = await self._attempt(
+            upstream_resp = await self._call(
                 request, upstream, up_path, query, headers, host_header, body, ex
             )
+            if can_fallback and upstream_resp.status >= 500:
+                reason = f"status {upstream_resp.status}"
+                upstream_resp.release()
+                raise UpstreamFailure(upstream_resp.status, reason)
         except UpstreamFailure as failure:
             if not can_fallback:
                 return self._failure_response(failure, ex, accept)
-            ex.fallback_reason = failure.reason
-            log.warning(
-                "fallback to legacy on route %s: %s (request %s)",
-                ex.route_name,
-                failure.reason,
-                ex.request_id,
+            upstream_resp = await self._fallback(
+                request, rt, path, query, headers, host_header, body, ex, failure
             )
-            upstream = config.upstreams[config.default]
-            ex.side, ex.upstream = LEGACY, upstream.name
-            try:
-                upstream_resp = await self._attempt(
-                    request, upstream, path, query, headers, host_header, body, ex
-                )
-            except UpstreamFailure as failure2:
-                return self._failure_response(failure2, ex, accept)
+            if not isinstance(upstream_resp, aiohttp.ClientResponse):
+                return upstream_resp
 
-        if can_fallback and upstream_resp.status >= 500 and ex.side == EXTRACTED:
-            upstream_resp.release()
-            ex.fallback_reason = f"status {upstream_resp.status}"
-            upstream = config.upstreams[config.default]
-            ex.side, ex.upstream = LEGACY, upstream.name
-            try:
-                upstream_resp = await self._attempt(
-                    request, upstream, path, query, headers, host_header, body, ex
-                )
-            except UpstreamFailure as failure3:
-                return self._failure_response(failure3, ex, accept)
-
+        capture: list[bytes] | None = [] if shadowing else None
         try:
-            out, sent = await relay(request, upstream_resp, extra)
+            out, sent = await relay(
+                request,
+                upstream_resp,
+                {"X-Request-ID": ex.request_id},
+                capture=capture,
+                capture_limit=_BUFFER_LIMIT,
+            )
             ex.bytes_out = sent
-            return out
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             log.warning(
@@ -260,19 +361,117 @@ class ProxyHandler:
                 ex.request_id,
             )
             abort_connection(request)
-            ex.status = 502
+            ex.status, ex.error = 502, f"mid-response: {exc!r}"
             raise
         finally:
             upstream_resp.release()
+        if shadowing and capture is not None and (not capture or capture[-1] is not None):
+            assert route is not None
+            self._submit_shadow(
+                route,
+                request,
+                path,
+                expand_rewrite(route.rewrite, params) if route.rewrite else path,
+                query,
+                headers,
+                body,
+                upstream_resp,
+                b"".join(capture),
+                time.perf_counter() - call_started,
+                ex,
+            )
+        return out
 
-    def _choose_side(self, route: Route | None) -> str:
-        if route is None:
-            return LEGACY
-        if route.mode == "extracted":
-            return EXTRACTED
-        if route.mode == "canary":
-            return EXTRACTED if random.random() * 100.0 < route.canary.percent else LEGACY
-        return LEGACY
+    # -- stages --------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        request: web.BaseRequest,
+        upstream: Upstream,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        host_header: str,
+        body: bytes | BodySource | None,
+        ex: Exchange,
+        *,
+        fallback: bool = False,
+    ) -> aiohttp.ClientResponse:
+        """Attempts against one upstream under its guard: breaker, bulkhead, retries."""
+        guard = self.guards.get(upstream.name) if self.guards is not None else None
+        method = request.method
+        attempt = 1
+        last: UpstreamFailure | None = None
+        while True:
+            if guard is None:
+                return await self._attempt(
+                    request,
+                    upstream,
+                    path,
+                    query,
+                    headers,
+                    host_header,
+                    body,
+                    ex,
+                    attempt,
+                    fallback,
+                )
+            try:
+                async with guard.slot(retry=attempt > 1) as slot:
+                    try:
+                        resp = await self._attempt(
+                            request,
+                            upstream,
+                            path,
+                            query,
+                            headers,
+                            host_header,
+                            body,
+                            ex,
+                            attempt,
+                            fallback,
+                        )
+                    except UpstreamFailure as failure:
+                        slot.done(error=failure.error or failure)
+                        raise
+                    slot.done(status=resp.status)
+            except Rejected as rejected:
+                if last is not None:  # a retry was refused (budget): report the real failure
+                    raise last from None
+                if self.telemetry is not None:
+                    self.telemetry.count(
+                        "rejection", upstream=upstream.name, reason=rejected.reason
+                    )
+                raise UpstreamFailure(
+                    503,
+                    str(rejected),
+                    retry_after=rejected.retry_after,
+                    connected=False,
+                ) from rejected
+            except UpstreamFailure as failure:
+                sent = failure.connected and _body_may_have_left(body)
+                if not guard.may_retry(method, sent, attempt, None, failure.error or failure):
+                    raise
+                last = failure
+            else:
+                if resp.status < 500 or not guard.may_retry(
+                    method,
+                    method not in IDEMPOTENT_METHODS or _body_may_have_left(body),
+                    attempt,
+                    resp.status,
+                    None,
+                ):
+                    return resp
+                resp.release()
+                last = UpstreamFailure(
+                    resp.status, f"upstream {upstream.name} answered {resp.status}"
+                )
+            if isinstance(body, BodySource) and body.sent:
+                raise last
+            if self.telemetry is not None:
+                self.telemetry.count("retry", upstream=upstream.name, reason=_reason_label(last))
+            await asyncio.sleep(guard.backoff(attempt))
+            attempt += 1
 
     async def _attempt(
         self,
@@ -284,52 +483,281 @@ class ProxyHandler:
         host_header: str,
         body: bytes | BodySource | None,
         ex: Exchange,
+        attempt: int = 1,
+        fallback: bool = False,
     ) -> aiohttp.ClientResponse:
         """One call to one upstream; failures before a response become `UpstreamFailure`."""
         session = self.pool.session(upstream)
         send_headers = _with_host(headers, upstream.host_header or host_header)
+        url = upstream_url(upstream, path, query)
+        span = None
+        telemetry = self.telemetry
+        if telemetry is not None and ex.span is not None:
+            span = telemetry.attempt_started(
+                ex.span,
+                request.method,
+                str(url),
+                upstream=upstream.name,
+                attempt=attempt,
+                fallback=fallback,
+            )
+            _inject(telemetry, span, send_headers)
         data: Any = body.chunks() if isinstance(body, BodySource) else body
         ex.attempts += 1
         try:
-            return await session.request(
+            resp = await session.request(
                 request.method,
-                upstream_url(upstream, path, query),
+                url,
                 headers=send_headers,
                 data=data,
                 allow_redirects=False,
                 timeout=self.pool.timeout(upstream),
-                compress=None,
-                chunked=None,
             )
         except TimeoutError as exc:
-            raise UpstreamFailure(504, f"upstream {upstream.name} timed out") from exc
+            failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
+        except aiohttp.ClientConnectorError as exc:
+            failure = UpstreamFailure(
+                502,
+                f"upstream {upstream.name} unreachable: connection refused or failed",
+                connected=False,
+                error=exc,
+            )
         except aiohttp.ClientResponseError as exc:
-            raise UpstreamFailure(
-                502, f"upstream {upstream.name} sent an invalid response: {exc.message}"
-            ) from exc
+            failure = UpstreamFailure(
+                502, f"upstream {upstream.name} sent an invalid response: {exc.message}", error=exc
+            )
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamFailure(
-                502, f"upstream {upstream.name} unreachable: {exc.__class__.__name__}"
-            ) from exc
+            failure = UpstreamFailure(
+                502, f"upstream {upstream.name} failed: {exc.__class__.__name__}", error=exc
+            )
+        else:
+            if telemetry is not None:
+                telemetry.attempt_finished(span, upstream.name, resp.status)
+            return resp
+        if telemetry is not None:
+            telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
+        raise failure
+
+    async def _fallback(
+        self,
+        request: web.BaseRequest,
+        rt: Runtime,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        host_header: str,
+        body: bytes | BodySource | None,
+        ex: Exchange,
+        failure: UpstreamFailure,
+    ) -> aiohttp.ClientResponse | web.Response:
+        """Serve a safe request from legacy after the extracted side failed."""
+        ex.fallback_reason = failure.reason
+        log.warning(
+            "fallback to legacy on route %s: %s (request %s)",
+            ex.route_name,
+            failure.reason,
+            ex.request_id,
+        )
+        if self.telemetry is not None:
+            self.telemetry.count("fallback", route=ex.route_name, reason=_reason_label(failure))
+        legacy = rt.config.upstreams[rt.config.default]
+        ex.side, ex.upstream = LEGACY, legacy.name
+        try:
+            return await self._call(
+                request, legacy, path, query, headers, host_header, body, ex, fallback=True
+            )
+        except UpstreamFailure as failure2:
+            return self._failure_response(failure2, ex, request.headers.get("Accept"))
+
+    async def _translated(
+        self,
+        request: web.BaseRequest,
+        rt: Runtime,
+        route: Route | None,
+        translator: Any,
+        upstream: Upstream,
+        up_path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        host_header: str,
+        body: bytes,
+        params: Any,
+        ex: Exchange,
+        can_fallback: bool,
+    ) -> web.StreamResponse:
+        """An extracted call through the route's ACL: legacy request → new, new response → legacy."""
+        from acl.translator import RequestRejected, TranslationError
+        from proxy.aclbridge import (
+            encode_request,
+            encode_response,
+            request_message,
+            response_message,
+        )
+
+        accept = request.headers.get("Accept")
+        legacy_req = request_message(request.method, ex.path, query, headers, body)
+        try:
+            new_req = translator.request_to_new(legacy_req, params)
+        except RequestRejected as rejected:
+            return web.json_response(
+                rejected.to_json(), status=rejected.status, headers={"X-Request-ID": ex.request_id}
+            )
+        except TranslationError as exc:
+            return self._translation_failure(exc, ex)
+        # The new path comes from the translator when it rewrote it, else from `rewrite`.
+        new_path = new_req.path if new_req.path != legacy_req.path else up_path
+        _, query2, headers2, body2 = encode_request(legacy_req, new_req, query, body)
+        # Translation needs the plain body.
+        headers2 = [(k, v) for k, v in headers2 if k.lower() != "accept-encoding"]
+        headers2.append(("Accept-Encoding", "identity"))
+        try:
+            resp = await self._call(
+                request, upstream, new_path, query2, headers2, host_header, body2 or None, ex
+            )
+            if can_fallback and resp.status >= 500:
+                resp.release()
+                raise UpstreamFailure(resp.status, f"status {resp.status}")
+        except UpstreamFailure as failure:
+            if not can_fallback:
+                return self._failure_response(failure, ex, accept)
+            fallback = await self._fallback(
+                request, rt, ex.path, query, headers, host_header, body or None, ex, failure
+            )
+            if not isinstance(fallback, aiohttp.ClientResponse):
+                return fallback
+            try:
+                out, ex.bytes_out = await relay(request, fallback, {"X-Request-ID": ex.request_id})
+                return out
+            finally:
+                fallback.release()
+        try:
+            raw = await resp.read()
+            resp_headers = list(response_headers(resp).items())
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return self._failure_response(
+                UpstreamFailure(502, f"upstream {upstream.name} failed reading the body: {exc!r}"),
+                ex,
+                accept,
+            )
+        finally:
+            resp.release()
+        new_resp = response_message(resp.status, resp_headers, raw)
+        try:
+            legacy_resp = translator.response_to_legacy(new_resp, legacy_req)
+        except TranslationError as exc:
+            return self._translation_failure(exc, ex)
+        status, out_headers, out_body = encode_response(new_resp, legacy_resp, raw)
+        out = web.Response(status=status, body=out_body if request.method != "HEAD" else None)
+        for k, v in out_headers:
+            out.headers.add(k, v)
+        out.headers["X-Request-ID"] = ex.request_id
+        ex.bytes_out = len(out_body)
+        return out
+
+    def _translation_failure(self, exc: Any, ex: Exchange) -> web.Response:
+        ex.error = str(exc)
+        log.error(
+            "ACL translation failed on route %s: %s (request %s)", ex.route_name, exc, ex.request_id
+        )
+        payload = {
+            "error": "translation_failed",
+            **exc.to_json(),
+            "route": ex.route_name,
+            "request_id": ex.request_id,
+        }
+        return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
+
+    def _submit_shadow(
+        self,
+        route: Route,
+        request: web.BaseRequest,
+        path: str,
+        candidate_path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes | BodySource | None,
+        primary: aiohttp.ClientResponse,
+        primary_body: bytes,
+        latency: float,
+        ex: Exchange,
+    ) -> None:
+        from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
+
+        shadow_request = ShadowRequest(
+            method=request.method,
+            path=path,
+            query=query,
+            headers=headers_of(
+                [h for h in headers if h[0].lower() != "host"] + [("host", request.host)]
+            ),
+            body=body if isinstance(body, bytes) else b"",
+            candidate_path=candidate_path if candidate_path != path else None,
+        )
+        captured = CapturedResponse(
+            status=primary.status,
+            headers=headers_of(response_headers(primary).items()),
+            body=primary_body,
+            latency=latency,
+        )
+        self.mirror.submit(
+            route, _endpoint(route), shadow_request, captured, ex.request_id, admitted=True
+        )
 
     def _failure_response(
         self, failure: UpstreamFailure, ex: Exchange, accept: str | None
     ) -> web.Response:
+        ex.error = failure.reason
         log.warning("route %s: %s (request %s)", ex.route_name, failure.reason, ex.request_id)
+        extra = None
+        if failure.retry_after is not None:
+            extra = {"Retry-After": str(max(1, round(failure.retry_after)))}
         return error_response(
             failure.status,
             failure.reason,
             route=ex.route_name,
             request_id=ex.request_id,
             accept=accept,
+            headers=extra,
         )
 
 
-_UPGRADE_KEEP = frozenset({"upgrade", "connection"})
+def _endpoint(route: Route) -> str:
+    m = route.match
+    if m.path:
+        return m.path
+    if m.prefix:
+        return m.prefix.rstrip("/") + "/*" if m.prefix != "/" else "/*"
+    return f"~{m.regex}"
 
 
-def _is_websocket(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+def _reason_label(failure: UpstreamFailure) -> str:
+    """A low-cardinality reason for retry and fallback metrics."""
+    if isinstance(failure.error, Rejected):
+        return failure.error.reason  # breaker_open, bulkhead_full, retry_budget
+    if failure.status == 504:
+        return "timeout"
+    if failure.error is None:
+        return "http_5xx"
+    return "connect_error" if not failure.connected else "error"
+
+
+def _body_may_have_left(body: bytes | BodySource | None) -> bool:
+    if body is None:
+        return False
+    if isinstance(body, BodySource):
+        return body.sent
+    return len(body) > 0
+
+
+def _inject(telemetry: Any, span: Span | None, headers: list[tuple[str, str]]) -> None:
+    if span is None:
+        return
+    carrier: dict[str, str] = {}
+    telemetry.inject(span, carrier)
+    if carrier:
+        names = {k.lower() for k in carrier}
+        headers[:] = [h for h in headers if h[0].lower() not in names]
+        headers.extend(carrier.items())
 
 
 def _bare_host(host_header: str) -> str:
@@ -349,6 +777,17 @@ def _peer(request: web.BaseRequest) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return ""
+
+
+def _client_ip(request: web.BaseRequest, peer: str, trusted: bool) -> str:
+    """The client address: the peer, or the nearest address a trusted proxy vouched for."""
+    if trusted:
+        xff = request.headers.get("X-Forwarded-For")
+        if xff:
+            last = xff.split(",")[-1].strip()
+            if last:
+                return last
+    return peer
 
 
 def _with_host(headers: list[tuple[str, str]], host: str) -> list[tuple[str, str]]:

@@ -59,11 +59,13 @@ class Reloader:
         build: Callable[[Path, int], Runtime],
         *,
         on_swap: Callable[[Runtime, Runtime], None] | None = None,
+        on_event: Callable[[ReloadEvent], None] | None = None,
     ) -> None:
         self.path = path
         self.holder = holder
         self.build = build
         self.on_swap = on_swap
+        self.on_event = on_event
         self.history: deque[ReloadEvent] = deque(maxlen=20)
         self.failures = 0
         self.successes = 0
@@ -100,6 +102,8 @@ class Reloader:
             if self.on_swap is not None:
                 self.on_swap(old, new)
         self.history.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
         return event
 
     async def watch(self, interval: float = 0.5) -> None:

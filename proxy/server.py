@@ -9,7 +9,6 @@ SO_REUSEPORT under a small supervisor that forwards SIGHUP (reload) and SIGTERM 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -28,9 +27,11 @@ from aiohttp import web
 from proxy.admin.api import AdminContext, build_admin_app
 from proxy.config.model import Config
 from proxy.forward import UpstreamPool
-from proxy.handler import Exchange, ProxyHandler
-from proxy.reload import Reloader
+from proxy.handler import ProxyHandler
+from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.telemetry import Telemetry
+from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler")
 
@@ -82,51 +83,114 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-class AccessLog:
-    """One line per request on stdout: JSON by default, text when configured."""
+def _shadow_translators(holder: RuntimeHolder) -> tuple[Any, Any]:
+    """The mirror's ACL hooks: translate with whatever translator the current runtime has."""
+    from proxy.aclbridge import encode_request, encode_response, request_message, response_message
+    from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
-    def __init__(self, holder: RuntimeHolder) -> None:
-        self.holder = holder
-        self.out = sys.stdout
+    def translate_request(route: Any, req: ShadowRequest) -> ShadowRequest:
+        rt = holder.current
+        translator = rt.translator_for(route)
+        if translator is None:
+            return req
+        match = rt.table.match(req.method, req.path, "", dict(req.headers))
+        params = match.params if match else {}
+        legacy = request_message(req.method, req.path, req.query, list(req.headers), req.body)
+        new = translator.request_to_new(legacy, params)
+        _, query, headers, body = encode_request(legacy, new, req.query, req.body)
+        path = new.path if new.path != legacy.path else (req.candidate_path or req.path)
+        return ShadowRequest(
+            req.method, req.path, query, headers_of(headers), body, candidate_path=path
+        )
 
-    def __call__(self, ex: Exchange, duration: float) -> None:
-        record = {
-            "ts": round(time.time(), 3),
-            "request_id": ex.request_id,
-            "method": ex.method,
-            "path": ex.path,
-            "route": ex.route_name,
-            "side": ex.side,
-            "upstream": ex.upstream,
-            "status": ex.status,
-            "duration_ms": round(duration * 1000, 3),
-            "bytes": ex.bytes_out,
-        }
-        if ex.fallback_reason:
-            record["fallback"] = ex.fallback_reason
-        if self.holder.current.config.telemetry.log_format == "text":
-            line = (
-                f"{ex.method} {ex.path} {ex.status} route={ex.route_name} side={ex.side} "
-                f"upstream={ex.upstream} {record['duration_ms']}ms id={ex.request_id}"
-            )
-        else:
-            line = json.dumps(record, separators=(",", ":"))
-        self.out.write(line + "\n")
+    def translate_response(
+        route: Any, req: ShadowRequest, resp: CapturedResponse
+    ) -> CapturedResponse:
+        rt = holder.current
+        translator = rt.translator_for(route)
+        if translator is None:
+            return resp
+        legacy = request_message(req.method, req.path, req.query, list(req.headers), req.body)
+        new = response_message(resp.status, list(resp.headers), resp.body)
+        status, headers, body = encode_response(
+            new, translator.response_to_legacy(new, legacy), resp.body
+        )
+        return CapturedResponse(status, headers_of(headers), body, resp.latency)
+
+    return translate_request, translate_response
+
+
+def _dashboard_routes(holder: RuntimeHolder, telemetry: Telemetry) -> list[web.RouteDef]:
+    from proxy.admin.dashboard import ASSETS, asset, build_dashboard
+
+    async def index(_: web.Request) -> web.Response:
+        body, ctype = asset("index.html")
+        return web.Response(body=body, headers={"Content-Type": ctype, "Cache-Control": "no-store"})
+
+    async def static(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        body, ctype = asset(name)
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    async def data(_: web.Request) -> web.Response:
+        view = build_dashboard(
+            holder.current.config, telemetry.samples(), telemetry.reloads(), now=time.time()
+        )
+        return web.json_response(view)
+
+    return [
+        web.get("/", index),
+        web.get("/dashboard/{name}", static),
+        web.get("/-/dashboard.json", data),
+    ]
 
 
 async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and return 0."""
+    from proxy.shadow.mirror import ShadowMirror
+    from proxy.shadow.send import HttpSender
+    from proxy.shadow.store import store_from_config
+
     loop = asyncio.get_running_loop()
     holder = RuntimeHolder(runtime)
     config: Config = runtime.config
     pool = UpstreamPool()
-    handler = ProxyHandler(holder, pool, on_finish=AccessLog(holder))
+    telemetry = Telemetry(config.telemetry, log_stream=sys.stdout)
+    telemetry.reconfigure(config)
+    guards = GuardRegistry(config)
+    await guards.start()
+    sender = HttpSender(lambda: holder.current.config.upstreams)
+    translate_request, translate_response = _shadow_translators(holder)
+    mirror = ShadowMirror(
+        store_from_config(config),
+        send=sender,
+        translate_request=translate_request,
+        translate_response=translate_response,
+        primary_upstream=config.default,
+        redact=config.telemetry.redact,
+        count=telemetry.count,
+    )
+    handler = ProxyHandler(holder, pool, guards=guards, telemetry=telemetry, mirror=mirror)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
         keep = set(new.config.upstreams.values())
         loop.create_task(pool.retire(keep, grace=new.config.grace_period))
+        guards.update(new.config)
+        telemetry.reconfigure(new.config)
+        mirror.primary_upstream = new.config.default
 
-    reloader = Reloader(opts.config_path, holder, load_runtime, on_swap=on_swap)
+    def on_event(event: ReloadEvent) -> None:
+        telemetry.reload_finished(
+            event.ok,
+            version=event.generation,
+            error=event.error,
+            trigger=event.trigger,
+            at=event.at,
+        )
+
+    reloader = Reloader(opts.config_path, holder, load_runtime, on_swap=on_swap, on_event=on_event)
     limits = config.limits
     low_level = web.Server(
         handler,
@@ -150,6 +214,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             reloader=reloader,
             in_flight=lambda: handler.in_flight,
             ready=lambda: not stopping.is_set(),
+            upstreams=guards.snapshot,
+            shadow=mirror.snapshot,
+            metrics=lambda: (telemetry.metrics_text(), telemetry.content_type),
+            extra_routes=_dashboard_routes(holder, telemetry),
             supervisor_pid=opts.supervisor_pid,
         )
         admin_runner = web.AppRunner(build_admin_app(ctx), access_log=None)
@@ -163,6 +231,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload("signal"))
     watcher = loop.create_task(reloader.watch(opts.watch_interval))
+    for warning in _warnings(config):
+        log.warning("%s", warning)
     log.info(
         "strangler worker %d listening on http://%s:%d (%d routes, default upstream %s)",
         opts.worker_index,
@@ -180,22 +250,25 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     await low_level.shutdown(grace)
     if admin_runner is not None:
         await admin_runner.cleanup()
+    await mirror.close(close_store=True)
+    await sender.close()
+    await guards.close()
     await pool.close()
+    telemetry.shutdown()
     log.info("stopped")
     return 0
 
 
-def _configure_logging(config: Config | None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("STRANGLER_LOG_LEVEL", "INFO"),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _warnings(config: Config) -> list[str]:
+    try:
+        from proxy.config.loader import config_warnings
+    except ImportError:
+        return []
+    return list(config_warnings(config))
 
 
 def serve(opts: ServeOptions) -> int:
     """Entry point of `strangler serve`."""
-    _configure_logging(None)
     try:
         runtime = load_runtime(opts.config_path)
     except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1
