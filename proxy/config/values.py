@@ -174,7 +174,7 @@ def resolve_store(text: str | None, base_dir: Path) -> str:
         return "sqlite:///" + str(base_dir / "strangler-shadow.db")
     if text.startswith("sqlite:///"):
         raw = text[len("sqlite:///") :]
-        if raw == ":memory:" or raw.startswith("/"):
+        if raw.startswith("/"):
             return text
         return "sqlite:///" + str(base_dir / raw)
     return text
@@ -186,6 +186,8 @@ def check_store(text: str) -> str | None:
         raw = text[len("sqlite:///") :]
         if not raw or raw.endswith("/"):
             return f"{shown!r} names no file; write sqlite:///strangler-shadow.db"
+        if raw == ":memory:":
+            return "an in-memory store would lose every diff and share none; name a file"
         return None
     if text.startswith(("redis://", "rediss://")):
         return check_redis_url(text)

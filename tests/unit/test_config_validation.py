@@ -268,6 +268,11 @@ CASES = [
         id="store-scheme",
     ),
     pytest.param(
+        HEAD + "shadow: {store: 'sqlite:///:memory:'}\n", "store:", "shadow.store", None,
+        "an in-memory store would lose every diff", "sqlite:///strangler-shadow.db",
+        id="store-in-memory",
+    ),
+    pytest.param(
         HEAD + "trusted_proxies: [10.0.0.0/8, 10.1.2.3/16]\n", "trusted_proxies",
         "trusted_proxies[1]", None, "'10.1.2.3/16' has host bits set", "'10.1.0.0/16'",
         id="cidr-host-bits",
