@@ -93,11 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _open(args: argparse.Namespace):
     if args.store:
-        return open_store(args.store, base_dir=Path.cwd())
+        return open_store(args.store, base_dir=Path.cwd(), readonly=True)
     from proxy.config.loader import load_config
 
     config = load_config(args.config)
-    return store_from_config(config)
+    return store_from_config(config, readonly=True)
 
 
 def run_report(args: argparse.Namespace) -> int:

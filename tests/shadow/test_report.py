@@ -214,6 +214,9 @@ def test_cli_reads_the_store_named_in_routes_yaml(tmp_path):
     assert json.loads(out.stdout)["totals"]["samples"] == 3
     missing = cli("-c", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "nope.yaml" in missing.stderr
+    nostore = cli("--store", str(tmp_path / "none" / "x.db"))
+    assert nostore.returncode == 1 and "no shadow diff store" in nostore.stderr
+    assert not (tmp_path / "none").exists()  # reading never creates a store
 
 
 def test_two_replicas_writing_to_redis_make_one_report():

@@ -29,7 +29,9 @@ class DiffStore(ABC):
         batch_size: int = 256,
         flush_interval: float = 0.2,
         max_pending: int = 10_000,
+        readonly: bool = False,
     ) -> None:
+        self.readonly = readonly  # report readers: never create, write or prune
         self.retention_count = int(retention_count)
         self.retention_days = float(retention_days)
         self._batch_size = batch_size
@@ -51,7 +53,7 @@ class DiffStore(ABC):
 
     def add(self, record: DiffRecord) -> bool:
         """Queue one record for writing; never blocks on I/O. False when dropped."""
-        if self._closed or len(self._pending) >= self._max_pending:
+        if self._closed or self.readonly or len(self._pending) >= self._max_pending:
             self.dropped += 1
             return False
         self._pending.append(record)

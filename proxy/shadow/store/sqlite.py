@@ -41,8 +41,16 @@ class SQLiteStore(DiffStore):
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        if self.readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(
+                    f"no shadow diff store at {str(self.path)!r}: nothing has been recorded yet "
+                    "(is a route in mode: shadow receiving traffic?) or shadow.store / --store "
+                    "points elsewhere"
+                )
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         conn.executescript(_SCHEMA)
         conn.commit()
