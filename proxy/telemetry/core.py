@@ -114,7 +114,11 @@ class Telemetry:
     # -- the request path ----------------------------------------------------------------------
 
     def request_started(self) -> float:
-        """Call when a request arrives; returns the start time to pass to `request_finished`."""
+        """Optional, when a request arrives: counts it in flight; returns `perf_counter()`.
+
+        Requests finished without having been started are counted but never made the in-flight
+        gauge go below zero.
+        """
         if self.metrics is not None:
             self.metrics.started()
         return time.perf_counter()

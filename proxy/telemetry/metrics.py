@@ -230,6 +230,7 @@ class Metrics:
         }
         self._request_children: dict[tuple[str, str, str, str, str], tuple] = {}
         self._event_children: dict[tuple, object] = {}
+        self._open = 0
         self._in_flight_inc = self.in_flight.inc
         self._in_flight_dec = self.in_flight.dec
 
@@ -238,6 +239,7 @@ class Metrics:
         self._request_children = {}
 
     def started(self) -> None:
+        self._open += 1
         self._in_flight_inc()
 
     def finished(
@@ -261,7 +263,9 @@ class Metrics:
                 self._request_children[key] = children
         children[0].inc()
         children[1].observe(duration_s)
-        self._in_flight_dec()
+        if self._open:  # only requests announced through `started` are in flight
+            self._open -= 1
+            self._in_flight_dec()
 
     def count(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
         """Bump the event counter `name` (see `EVENTS`) with exactly its labels."""

@@ -51,6 +51,7 @@ KNOWN_METHODS = frozenset(
 )
 _TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
 _MAX_TRACESTATE = 512
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -331,8 +332,11 @@ class Tracing:
     # -- propagation ---------------------------------------------------------------------------
 
     @staticmethod
-    def inject(span: Span | None, headers: MutableMapping[str, str]) -> None:
-        """Write `span`'s context as `traceparent`/`tracestate` into the upstream headers.
+    def inject(
+        span: Span | None, headers: MutableMapping[str, str] | list[tuple[str, str]]
+    ) -> None:
+        """Write `span`'s context as `traceparent`/`tracestate` into the upstream headers
+        (a mapping, or a list of (name, value) pairs edited in place).
 
         With no span (tracing off) the headers are left alone: whatever the client sent is
         forwarded as it came.
@@ -342,9 +346,17 @@ class Tracing:
         ctx = span.get_span_context()
         if ctx == INVALID_SPAN_CONTEXT:
             return
-        set_header(headers, "traceparent", _format_traceparent(ctx))
+        new = [("traceparent", _format_traceparent(ctx))]
         if ctx.trace_state:
-            set_header(headers, "tracestate", ctx.trace_state.to_header())
+            new.append(("tracestate", ctx.trace_state.to_header()))
+        if isinstance(headers, list):
+            headers[:] = [h for h in headers if h[0].lower() not in _TRACE_HEADERS] + new
+            return
+        if ctx.trace_state is None or not ctx.trace_state:
+            for key in [k for k in headers if k.lower() == "tracestate"]:
+                del headers[key]
+        for name, value in new:
+            set_header(headers, name, value)
 
     @staticmethod
     def trace_id(span: Span | None, headers: Mapping[str, str] | None = None) -> str | None:

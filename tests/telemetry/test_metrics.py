@@ -251,3 +251,11 @@ def test_two_worker_processes_are_served_together(tmp_path, monkeypatch):
                 p.wait(10)
         pv.ValueClass = saved
         monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+
+
+def test_finishing_without_starting_never_makes_in_flight_negative(telemetry):
+    telemetry.request_finished("customers", "canary", "legacy", "GET", 200, 0.001, 0)
+    telemetry.request_finished("customers", "canary", "legacy", "GET", 200, 0.001, 0)
+    text = telemetry.metrics_text()
+    assert value(text, "strangler_requests_in_flight") == 0
+    assert value(text, "strangler_requests_total") == 2

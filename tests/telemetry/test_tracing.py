@@ -234,3 +234,15 @@ def test_bad_traces_config_names_the_field():
         Tracing(TracesConfig(exporter="jaeger"))
     with pytest.raises(ValueError, match="telemetry.traces.sample.*1.5"):
         Tracing(TracesConfig(exporter="console", sample=1.5))
+
+
+def test_inject_into_a_header_list_replaces_the_clients_copies(traced):
+    t = traced()
+    span = t.start_server_span({"traceparent": CLIENT_PARENT}, "GET", "/x", None)
+    child = t.attempt_started(span, "GET", "http://u:1/x", upstream="legacy")
+    headers = [("Accept", "*/*"), ("TraceParent", CLIENT_PARENT), ("X-Other", "1")]
+    t.inject(child, headers)
+    names = [n.lower() for n, _ in headers]
+    assert names.count("traceparent") == 1 and names[:2] == ["accept", "x-other"]
+    sent = dict(headers)["traceparent"]
+    assert sent.split("-")[1] == CLIENT_TRACE and sent != CLIENT_PARENT
