@@ -8,7 +8,9 @@ a mysterious 404-to-legacy in production.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from proxy.config.model import Route
 from proxy.config.problems import Invalid
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -119,3 +121,20 @@ def _check_name(name: str) -> None:
             f"{name!r} is not a valid parameter name" if name else "empty parameter name {}",
             "use letters, digits and '_', not starting with a digit, e.g. {customer_id}",
         )
+
+
+def rewrite_path(route: Route, path: str, params: Mapping[str, str]) -> str:
+    """The path sent to a route's target, as docs/routes.md defines `rewrite`.
+
+    A prefix route's rewrite replaces the matched prefix and keeps the rest, so one route
+    moves a whole subtree (`/api/products/7` -> `/v1/products/7`); a path or regex route's
+    rewrite is the whole new path with its `{param}`s filled from the match.
+    """
+    template = route.rewrite
+    if template is None:
+        return path
+    prefix = route.match.prefix
+    if prefix is not None:
+        rest = path if prefix == "/" else path[len(prefix) :]
+        return (template.rstrip("/") + rest) or "/"
+    return _REWRITE_PARAM.sub(lambda m: params[m.group(1)], template)
