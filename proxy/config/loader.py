@@ -63,6 +63,21 @@ TOP_KEYS = (
     "grace_period",
 )
 SUPPORTED_VERSION = 1
+# A key written at the top that belongs in a section (or in each route).
+_TOP_ELSEWHERE = {
+    "port": "listen",
+    "host": "listen",
+    "store": "shadow",
+    "retention_count": "shadow",
+    "retention_days": "shadow",
+    "traces": "telemetry",
+    "metrics": "telemetry",
+    "log_format": "telemetry",
+    "redact": "telemetry",
+    "max_request_line": "limits",
+    "max_header_size": "limits",
+    "max_headers": "limits",
+}
 _TENANT_LABEL = "{tenant}"
 
 
@@ -177,7 +192,14 @@ class _TableReader:
                 "(see docs/routes.md)",
             )
             return None
-        top = r.mapping(root, "", TOP_KEYS, required=("version", "upstreams"), what="the file")
+        top = r.mapping(
+            root,
+            "",
+            TOP_KEYS,
+            required=("version", "upstreams"),
+            what="the file",
+            elsewhere=_TOP_ELSEWHERE,
+        )
         if top is None:
             return None
         version = self._version(top.get("version"))

@@ -52,6 +52,13 @@ ROUTE_KEYS = (
 )
 MATCH_KEYS = ("path", "prefix", "regex", "methods", "headers", "host")
 SHADOW_KEYS = tuple(f.name for f in dataclass_fields(ShadowPolicy))
+# A key written one level too high in a route: where it belongs.
+_ROUTE_ELSEWHERE = {
+    **{k: "match" for k in MATCH_KEYS},
+    **{k: "canary" for k in ("percent", "sticky")},
+    **{k: "tenants" for k in ("extracted",)},
+    **{k: "shadow" for k in SHADOW_KEYS if k not in ("headers",)},
+}
 TARGET_MODES = ("extracted", "canary", "shadow")
 NOISE_WORDS = ("off", "primary-twice")
 STICKY_WORDS = ("tenant", "ip")
@@ -120,7 +127,14 @@ class RouteReader:
         name_node = _peek(node, "name")
         if isinstance(name_node, ScalarNode) and name_node.tag != NULL:
             r.route_names[i] = name_node.value  # so every problem below names the route
-        fields = r.mapping(node, field, ROUTE_KEYS, required=("name", "match"), what="the route")
+        fields = r.mapping(
+            node,
+            field,
+            ROUTE_KEYS,
+            required=("name", "match"),
+            what="the route",
+            elsewhere=_ROUTE_ELSEWHERE,
+        )
         if fields is None:
             return None
         name = r.text(

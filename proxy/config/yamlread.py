@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -85,11 +85,12 @@ class Reader:
         *,
         required: Collection[str] = (),
         what: str = "",
+        elsewhere: Mapping[str, str] | None = None,
     ) -> Fields | None:
         """The key -> value nodes of a mapping with a fixed set of keys.
 
-        Unknown keys (with a did-you-mean), duplicate keys and missing required keys are
-        reported; YAML merge keys (`<<: *defaults`) are honoured.
+        Unknown keys (with a did-you-mean, or where they belong per `elsewhere`), duplicate
+        keys and missing required keys are reported; merge keys (`<<: *x`) are honoured.
         """
         if not isinstance(node, MappingNode):
             hint = f"write {what or field} as `key: value` lines indented under it"
@@ -103,7 +104,10 @@ class Reader:
         prefix = f"{field}." if field else ""
         for key, (key_node, _) in fields.items():
             if key not in allowed:
-                fix = did_you_mean(key, allowed) or "allowed keys here: " + ", ".join(allowed)
+                if elsewhere and key in elsewhere:
+                    fix = f"it belongs under {elsewhere[key]}: write `{elsewhere[key]}: {{{key}: ...}}`"
+                else:
+                    fix = did_you_mean(key, allowed) or "allowed keys here: " + ", ".join(allowed)
                 self.report(key_node, prefix + key, f"unknown key {key!r}", fix)
         for key in required:
             if key not in fields:

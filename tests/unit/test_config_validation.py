@@ -310,6 +310,16 @@ CASES = [
         id="unknown-route-key",
     ),
     pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    percent: 5\n"),
+        "percent: 5", "routes[0].percent", "r", "unknown key 'percent'",
+        "it belongs under canary: write `canary: {percent: ...}`", id="key-one-level-too-high",
+    ),
+    pytest.param(
+        HEAD + "store: 'sqlite:///x.db'\n", "store:", "store", None, "unknown key 'store'",
+        "it belongs under shadow", id="top-key-belongs-in-section",
+    ),
+    pytest.param(
         HEAD + "upstream: {}\n", "upstream: {}", "upstream", None, "unknown key 'upstream'",
         "did you mean 'upstreams'?", id="unknown-top-key",
     ),
