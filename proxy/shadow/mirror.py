@@ -100,8 +100,11 @@ class ShadowMirror:
 
     `send(upstream_name, request)` does the HTTP (timeouts included) and returns the buffered
     response; `translate_request(route, request)` / `translate_response(route, original_request,
-    response)` are the route's ACL (sync or async; `None` = identity). `primary_upstream` is
-    the legacy upstream (`Config.default`), used for `noise: primary-twice`.
+    response)` are the route's ACL (sync or async; `None` = identity). `translate_request` gets
+    the legacy request (legacy `path`, `candidate_path` as the handler rewrote it) and returns
+    one whose `candidate_path` (else `path`) is where the candidate is called, with the
+    translated query, headers and body. `primary_upstream` is the legacy upstream
+    (`Config.default`), used for `noise: primary-twice`.
     """
 
     def __init__(
@@ -272,16 +275,13 @@ class ShadowMirror:
         self._differs[route.name] = (route.shadow, differ)
         return differ
 
-    def _candidate_request(self, request: ShadowRequest) -> ShadowRequest:
+    @staticmethod
+    def _marked(request: ShadowRequest) -> ShadowRequest:
+        """The request with `X-Strangler-Shadow: 1` and without the client's Host."""
         headers = tuple(
             (k, v) for k, v in request.headers if k.lower() not in (SHADOW_HEADER, "host")
         ) + ((SHADOW_HEADER, "1"),)
-        return replace(
-            request,
-            path=request.candidate_path or request.path,
-            candidate_path=None,
-            headers=headers,
-        )
+        return replace(request, headers=headers)
 
     async def _call(self, upstream: str, request: ShadowRequest) -> CapturedResponse:
         return await asyncio.wait_for(self._send(upstream, request), self._timeout)
@@ -296,10 +296,12 @@ class ShadowMirror:
             noise_up = self.primary_upstream if policy.noise == "primary-twice" else policy.noise
 
         async def candidate() -> CapturedResponse:
-            req = self._candidate_request(request)
+            req = self._marked(request)
             if self._translate_request is not None:
                 req = await _maybe_await(self._translate_request(route, req))
-            resp = await self._call(route.target or "", req)
+            # the ACL sees the legacy path and says where to go in `candidate_path`
+            target = replace(req, path=req.candidate_path or req.path, candidate_path=None)
+            resp = await self._call(route.target or "", self._marked(target))
             if self._translate_response is not None:
                 resp = await _maybe_await(self._translate_response(route, request, resp))
             return resp

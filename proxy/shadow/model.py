@@ -30,8 +30,8 @@ class ShadowRequest:
 
     `path` is the legacy path without the query string. `candidate_path` is the path the
     handler already rewrote for the candidate (`route.rewrite`); `None` means the candidate
-    gets `path` unchanged. The route's ACL `translate_request` runs after that, so it sees the
-    rewritten path and the legacy body.
+    gets `path` unchanged. The route's ACL `translate_request` sees both (the legacy path to
+    match its rules, the rewritten one as a default) and may set a new `candidate_path`.
     """
 
     method: str

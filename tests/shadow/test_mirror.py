@@ -156,8 +156,8 @@ async def test_acl_callables_translate_request_and_response(rig):
     seen = []
 
     def to_new(route, req):
-        seen.append((route.name, req.path, req.header("x-strangler-shadow")))
-        return replace(req, path=req.path.replace("/items/", "/v2/items/"))
+        seen.append((route.name, req.path, req.candidate_path, req.header("x-strangler-shadow")))
+        return replace(req, candidate_path=req.path.replace("/items/", "/v2/items/"))
 
     async def to_legacy(route, original, resp):
         doc = json.loads(resp.body)
@@ -167,11 +167,11 @@ async def test_acl_callables_translate_request_and_response(rig):
 
     mirror = make(translate_request=to_new, translate_response=to_legacy)
     r = route("acl", ignore=("$.trace_id", "$.generated_at"))
-    req = ShadowRequest("GET", "/items/4", candidate_path="/items/4")
+    req = ShadowRequest("GET", "/items/4", candidate_path="/rewritten/4")
     assert mirror.submit(r, "/items/{id}", req, await primary_of(sender, req), "acl-1")
     await until(lambda: compared(mirror, "acl") == 1)
     await mirror.close()
-    assert seen == [("acl", "/items/4", "1")]
+    assert seen == [("acl", "/items/4", "/rewritten/4", "1")]
     (rec,) = list(store.records())
     assert rec.match, rec.differences
     assert stats(sender._lookup("candidate"))["calls"].get("GET /v2/items/4", 0) >= 1
@@ -321,3 +321,20 @@ async def test_submit_never_raises_on_garbage(rig):
     make, sender, store = rig
     mirror = make()
     assert mirror.submit(None, "/x", None, None, "r") is False  # type: ignore[arg-type]
+
+
+async def test_candidate_is_called_at_the_rewritten_path_without_an_acl(rig, servers):
+    make, sender, store = rig
+    mirror = make()
+    r = route("rewrite", ignore=("$.trace_id", "$.generated_at", "$.email", "$.price_with_tax"))
+    before = stats(servers["candidate"])["calls"].get("GET /v2/items/5", 0)
+    legacy_before = stats(servers["candidate"])["calls"].get("GET /items/5", 0)
+    req = ShadowRequest("GET", "/items/5", candidate_path="/v2/items/5")
+    assert mirror.submit(r, "/items/{id}", req, await primary_of(sender, req), "rw")
+    await until(lambda: compared(mirror, "rewrite") == 1)
+    await mirror.close()
+    calls = stats(servers["candidate"])["calls"]
+    assert calls.get("GET /v2/items/5", 0) == before + 1
+    assert calls.get("GET /items/5", 0) == legacy_before
+    (rec,) = list(store.records())
+    assert rec.match, rec.differences
