@@ -37,6 +37,7 @@ from proxy.config.values import (
     normalize_host,
 )
 from proxy.config.yamlread import NULL, Reader, line_of
+from proxy.routing import find_unreachable
 
 ROUTE_KEYS = (
     "name",
@@ -99,8 +100,6 @@ class RouteReader:
         return tuple(routes)
 
     def _unreachable(self, routes: list[Route], index: dict[int, int]) -> None:
-        from proxy.routing import find_unreachable
-
         for hidden, covering in find_unreachable(routes):
             self.r.report(
                 hidden.line,
@@ -163,6 +162,13 @@ class RouteReader:
         canary = self._canary(fields.get("canary"), f"{field}.canary")
         tenants = self._pins(fields.get("tenants"), f"{field}.tenants")
         shadow = self._shadow(fields.get("shadow"), f"{field}.shadow", target)
+        if tenants.extracted and target is None and "target" not in fields:
+            r.report(
+                fields["tenants"],
+                f"{field}.tenants.extracted",
+                "tenants pinned to extracted need a target to be sent to",
+                "add `target: <upstream>` to the route",
+            )
         if name is None or matched is None:
             return None
         return Route(

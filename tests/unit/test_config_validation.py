@@ -247,6 +247,12 @@ CASES = [
         id="pins-overlap",
     ),
     pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    tenants: {extracted: [acme]}\n",
+               HEAD + TENANT),
+        "tenants:", "routes[0].tenants.extracted", "r", "need a target to be sent to",
+        "add `target: <upstream>`", id="extracted-pins-without-target",
+    ),
+    pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    mode: shadow\n    target: catalog\n"
                "    shadow: {unsafe: always}\n"),
         "unsafe: always", "routes[0].shadow.unsafe", "r", "unknown value 'always'",
