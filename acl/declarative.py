@@ -241,8 +241,9 @@ class RecordMap:
                 return
             try:
                 value = step.expr.search(src, options=self.options)
-            except JMESPathError as exc:
-                raise _Fail(prefix, f"compute for {'.'.join(step.dst)} failed: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - custom functions may raise anything
+                detail = " ".join(str(exc).split())
+                raise _Fail(prefix + step.dst, f"compute failed: {detail}") from None
             put_path(out, step.dst, value)
             return
         keys = step.src
@@ -533,7 +534,7 @@ class DeclarativeTranslator:
             name = format_path(fail.keys, "")[1:] if fail.keys else rejection.non_field_key
             fields.setdefault(name, []).append(fail.message)
         doc = {"fields": fields, "request": _request_doc(req, {})}
-        body = rejection.body.search(doc, options=self.options)
+        body = self._search(rejection.body, doc, REQUEST_TO_NEW, "invalid_request.body")
         raise RequestRejected(
             self.name,
             REQUEST_TO_NEW,
@@ -635,7 +636,7 @@ class DeclarativeTranslator:
             for key, expr in self.legacy_extras:
                 if doc is None:
                     doc = {"request": _request_doc(req, params), "status": resp.status}
-                body[key] = expr.search(doc, options=self.options)
+                body[key] = self._search(expr, doc, RESPONSE_TO_LEGACY, f"legacy_extras.{key}")
         return ResponseMessage(resp.status, _without_length(resp.headers), body)
 
     def _page_to_legacy(self, body: Any, req: RequestMessage) -> dict:
@@ -670,11 +671,19 @@ class DeclarativeTranslator:
             env_legacy["items"]: items,
         }
 
+    def _search(self, expr: Any, doc: Any, direction: str, where: str) -> Any:
+        """Evaluate a compiled expression; a type error at run time is a translation error."""
+        try:
+            return expr.search(doc, options=self.options)
+        except Exception as exc:  # noqa: BLE001 - custom functions may raise anything
+            detail = " ".join(str(exc).split())
+            raise TranslationError(self.name, direction, "$", f"{where} failed: {detail}") from None
+
     def _error_to_legacy(
         self, resp: ResponseMessage, req: RequestMessage, params: Mapping[str, str]
     ) -> ResponseMessage:
         doc: dict | None = None
-        for rule in self.errors:
+        for i, rule in enumerate(self.errors):
             if rule.statuses is not None and resp.status not in rule.statuses:
                 continue
             if doc is None:
@@ -686,12 +695,16 @@ class DeclarativeTranslator:
                     "params": params,
                     "messages": self.messages,
                 }
-            if rule.condition is not None and not rule.condition.search(doc, options=self.options):
+            if rule.condition is not None and not self._search(
+                rule.condition, doc, RESPONSE_TO_LEGACY, f"errors[{i}].if"
+            ):
                 continue
             status = rule.legacy_status or resp.status
             body = resp.body
             if rule.legacy_body is not None:
-                body = rule.legacy_body.search(doc, options=self.options)
+                body = self._search(
+                    rule.legacy_body, doc, RESPONSE_TO_LEGACY, f"errors[{i}].legacy_body"
+                )
             return ResponseMessage(status, _without_length(resp.headers), body)
         return resp
 

@@ -252,3 +252,13 @@ def test_endpoint_template_and_name_checks(tmp_path):
     assert "name `other` differs from the file name `bad`" in messages
     assert "endpoints[0].new uses {id}, which /a lacks" in messages
     assert "an endpoint has `response: page` but there is no `pagination:`" in messages
+
+
+def test_an_error_rule_that_cannot_evaluate_is_a_translation_error():
+    customers = load_translators()["customers"]
+    odd = ResponseMessage(422, (), {"error": "validation_failed", "fields": "not a list"})
+    err = _error(
+        lambda: customers.response_to_legacy(odd, RequestMessage("POST", "/api/customers"))
+    )
+    assert (err.direction, err.path) == ("response_to_legacy", "$")
+    assert err.message.startswith("errors[1].legacy_body failed:")
