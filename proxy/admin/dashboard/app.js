@@ -120,8 +120,9 @@
     return el("li", { class: r.ok ? "ok" : "failed" },
       el("time", {}, r.at || ""), " ",
       el("b", { class: r.ok ? "good" : "bad" }, r.ok ? "applied" : "rejected"),
-      r.version !== null && r.version !== undefined ? ` version ${r.version}` : "",
-      r.generation !== null && r.generation !== undefined ? ` generation ${r.generation}` : "",
+      // A rejected reload changed nothing: its version/generation is the one still serving.
+      r.ok && r.version !== null && r.version !== undefined ? ` version ${r.version}` : "",
+      r.ok && r.generation !== null && r.generation !== undefined ? ` generation ${r.generation}` : "",
       r.trigger ? ` (${r.trigger})` : "",
       r.error ? el("span", { class: "error" }, r.error) : null);
   }
