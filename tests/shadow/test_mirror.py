@@ -338,3 +338,21 @@ async def test_candidate_is_called_at_the_rewritten_path_without_an_acl(rig, ser
     assert calls.get("GET /items/5", 0) == legacy_before
     (rec,) = list(store.records())
     assert rec.match, rec.differences
+
+
+async def test_noise_from_a_second_primary_upstream(rig, servers):
+    make, sender, store = rig
+    sender._upstreams = {**servers, "legacy-b": replace(servers["legacy"], name="legacy-b")}
+    mirror = make()
+    r = route("second", noise="legacy-b", ignore=("$.email",))
+    before = stats(servers["legacy"])["calls"].get("GET /items/7", 0)
+    req = ShadowRequest("GET", "/items/7")
+    primary = await primary_of(sender, req)
+    assert mirror.submit(r, "/items/{id}", req, primary, "n1")
+    await until(lambda: compared(mirror, "second") == 1)
+    await mirror.close()
+    (rec,) = list(store.records())
+    assert set(rec.noise) == {"$.trace_id", "$.generated_at"}
+    # one call by the test for the primary response, one by the mirror for noise
+    assert stats(servers["legacy"])["calls"]["GET /items/7"] == before + 2
+    assert mirror.snapshot()["routes"][0]["results"] == {"noise": 1}
