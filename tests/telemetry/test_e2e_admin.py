@@ -1,0 +1,153 @@
+"""End to end through `strangler serve`: /metrics across workers, the live admin dashboard."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import httpx
+import yaml
+
+from proxy.telemetry.metrics import samples_from_text
+from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
+from tests.telemetry.browser import chromium
+
+ARTIFACTS = ROOT / "artifacts"
+
+
+def routes_doc(upstream: str, port: int, admin: int, routes: list[dict], version: int = 1):
+    return {
+        "version": version,
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "upstreams": {"legacy": {"url": upstream}, "customers": {"url": upstream}},
+        "default": "legacy",
+        "routes": routes,
+        "telemetry": {"traces": {"exporter": "none"}, "metrics": True, "log_format": "json"},
+    }
+
+
+def route(name: str, prefix: str, mode: str, **extra) -> dict:
+    doc = {"name": name, "match": {"prefix": prefix}, "mode": mode, **extra}
+    if mode != "legacy":
+        doc["target"] = "customers"
+    return doc
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for n, lab, v in samples_from_text(text)
+        if n == name and all(lab.get(k) == want for k, want in labels.items())
+    )
+
+
+def start_upstream():
+    port = free_port()
+    return port, running(
+        [PYTHON, "-m", "tests.support.upstream", str(port)], ready_url=f"http://127.0.0.1:{port}/"
+    )
+
+
+def test_metrics_of_two_workers_are_served_together(tmp_path):
+    up_port, upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            routes_doc(f"http://127.0.0.1:{up_port}", port, admin, [route("api", "/api", "legacy")])
+        )
+    )
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    args = [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2"]
+    with (
+        upstream,
+        running(
+            args,
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            env={"PROMETHEUS_MULTIPROC_DIR": str(mp)},
+            stderr=subprocess.DEVNULL,
+        ),
+    ):
+        n = 60
+        for i in range(n):  # a new connection each time: SO_REUSEPORT spreads them
+            resp = httpx.get(f"http://127.0.0.1:{port}/api/items/{i}", timeout=10)
+            assert resp.status_code == 200
+        pids = {
+            os.path.basename(f).split("_")[-1].split(".")[0]
+            for f in glob.glob(str(mp / "counter_*.db"))
+        }
+        assert len(pids) == 2, f"expected both workers to have counted, files for {pids}"
+        text = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
+        assert total(text, "strangler_requests_total", route="api", side="legacy") == n
+        assert total(text, "strangler_request_duration_seconds_count", route="api") == n
+        assert total(text, "strangler_upstream_attempts_total", upstream="legacy") == n
+        assert 'route="/api/items' not in text  # route names, never raw paths
+
+
+def rows(driver) -> dict[str, str]:
+    return driver.execute_script(
+        "const o = {};"
+        "for (const tr of document.querySelectorAll('#routes tbody tr'))"
+        "  o[tr.dataset.route] = tr.dataset.mode;"
+        "return o;"
+    )
+
+
+def test_the_admin_dashboard_follows_routes_yaml(tmp_path):
+    up_port, upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    up_url = f"http://127.0.0.1:{up_port}"
+    config = tmp_path / "routes.yaml"
+    first = [
+        route("customers", "/api/customers", "shadow"),
+        route("orders", "/api/orders", "legacy"),
+    ]
+    config.write_text(yaml.safe_dump(routes_doc(up_url, port, admin, first)))
+    args = [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)]
+    with (
+        upstream,
+        running(args, ready_url=f"http://127.0.0.1:{admin}/-/ready", stderr=subprocess.DEVNULL),
+        chromium() as driver,
+    ):
+        for _ in range(5):
+            httpx.get(f"http://127.0.0.1:{port}/api/orders", timeout=10)
+        driver.get(f"http://127.0.0.1:{admin}/?interval=200")
+        wait_until(
+            lambda: rows(driver) == {"customers": "shadow", "orders": "legacy"},
+            timeout=15,
+            what="the dashboard to show routes.yaml",
+        )
+        assert driver.execute_script(
+            "return document.querySelector('tr[data-route=orders] td.rps').title"
+        ).startswith("5 requests")
+
+        second = [
+            route("customers", "/api/customers", "canary", canary={"percent": 30}),
+            route("orders", "/api/orders", "extracted"),
+            route("invoices", "/api/invoices", "legacy"),
+        ]
+        config.write_text(yaml.safe_dump(routes_doc(up_url, port, admin, second, version=1)))
+        wait_until(
+            lambda: (
+                rows(driver) == {"customers": "canary", "orders": "extracted", "invoices": "legacy"}
+            ),
+            timeout=15,
+            what="the dashboard to follow the reload",
+        )
+        canary = driver.execute_script(
+            "return document.querySelector('tr[data-route=customers] td.canary').textContent"
+        )
+        assert canary == "30%"
+
+        config.write_text("version: 1\nroutes: [{name: broken, mode: sideways}]\n")
+        wait_until(
+            lambda: "rejected" in driver.find_element("id", "reloads").text,
+            timeout=15,
+            what="the rejected reload on the dashboard",
+        )
+        assert rows(driver) == {"customers": "canary", "orders": "extracted", "invoices": "legacy"}
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "dashboard-e2e.png"))
