@@ -3,8 +3,9 @@
 The proxy loads translators once (`load_translators`) and calls them as pure functions.
 """
 
-from acl.declarative import DeclarativeTranslator, decode_cursor, encode_cursor, load_declarative
+from acl.declarative import DeclarativeTranslator, decode_cursor, encode_cursor
 from acl.functions import Codec, ConversionError, converter, expression_function
+from acl.loader import load_declarative
 from acl.registry import DEFAULT_DIRECTORY, load_translators, register
 from acl.translator import (
     BaseTranslator,

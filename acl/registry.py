@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from acl.declarative import load_declarative
+from acl.loader import load_declarative
 from acl.translator import LoadProblem, Translator, TranslatorLoadError
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "translators"
