@@ -59,23 +59,24 @@ def test_unrouted_paths_reach_the_monolith_unchanged(world):
 
 def test_extracted_products_come_from_the_catalog(world):
     differing = 0
-    for i in range(1, SMALL.products + 1):
-        headers = legacy_headers(TENANTS[(i - 1) % len(TENANTS)])
-        via = httpx.get(f"{world['proxy']}/api/products/{i}", headers=headers)
-        assert via.status_code == 200, via.text
-        body = via.json()
-        assert "generated_at" not in body  # the catalog answered, not the monolith
-        legacy = httpx.get(f"{world['legacy']}/api/products/{i}", headers=headers).json()
-        assert quiet(legacy) | {"price_with_tax": body["price_with_tax"]} == body
-        delta = Decimal(legacy["price_with_tax"]) - Decimal(body["price_with_tax"])
-        assert delta in (Decimal("0"), Decimal("0.01"))
-        differing += delta != 0
-    assert 0 < differing < SMALL.products
-    page = httpx.get(
-        f"{world['proxy']}/api/products", params={"page_size": 3}, headers=legacy_headers()
-    )
-    assert page.json()["total"] == len([i for i in range(SMALL.products) if i % 3 == 0])
-    assert "trace_id" not in page.json()
+    with httpx.Client() as http:
+        for i in range(1, SMALL.products + 1):
+            headers = legacy_headers(TENANTS[(i - 1) % len(TENANTS)])
+            via = http.get(f"{world['proxy']}/api/products/{i}", headers=headers)
+            assert via.status_code == 200, via.text
+            body = via.json()
+            assert "generated_at" not in body  # the catalog answered, not the monolith
+            legacy = http.get(f"{world['legacy']}/api/products/{i}", headers=headers).json()
+            assert quiet(legacy) | {"price_with_tax": body["price_with_tax"]} == body
+            delta = Decimal(legacy["price_with_tax"]) - Decimal(body["price_with_tax"])
+            assert delta in (Decimal("0"), Decimal("0.01"))
+            differing += delta != 0
+        assert 0 < differing < SMALL.products
+        page = httpx.get(
+            f"{world['proxy']}/api/products", params={"page_size": 3}, headers=legacy_headers()
+        )
+        assert page.json()["total"] == len([i for i in range(SMALL.products) if i % 3 == 0])
+        assert "trace_id" not in page.json()
 
 
 def test_customers_service_behind_the_proxy(world):
@@ -91,3 +92,42 @@ def test_customers_service_behind_the_proxy(world):
         f"{world['legacy']}/api/customers", headers=legacy_headers("globex")
     ).json()["total"]
     assert via.json()["total_count"] == legacy_total
+
+
+def test_shadowing_products_finds_exactly_the_rounding_differences(legacy_url, tmp_path):
+    """The demo's story: the monolith answers, the catalog is compared, and only products whose
+    gross price ends in an exact half cent (after an even digit) are reported as different."""
+    from tests.support.procs import wait_until
+
+    with start_catalog(tmp_path) as catalog:
+        routes = [
+            {"name": "product-shadow", "match": {"path": "/api/products/{id}", "methods": ["GET"]},
+             "mode": "shadow", "target": "catalog", "rewrite": "/v1/products/{id}", "acl": "catalog",
+             "shadow": {"sample": 1.0, "noise": "primary-twice",
+                        "ignore": ["$.generated_at", "$.trace_id"], "unsafe": "skip"}},
+        ]  # fmt: skip
+        config = proxy_config({"legacy": legacy_url, "catalog": catalog}, routes, tmp_path)
+        with start_proxy(tmp_path, config) as proxy, httpx.Client() as http:
+            expected = 0
+            for i in range(1, SMALL.products + 1):
+                headers = legacy_headers(TENANTS[(i - 1) % len(TENANTS)])
+                via = http.get(f"{proxy.base}/api/products/{i}", headers=headers)
+                assert (
+                    via.status_code == 200 and "generated_at" in via.json()
+                )  # the monolith answered
+                mine = http.get(f"{catalog}/v1/products/{i}", headers=headers).json()
+                expected += via.json()["price_with_tax"] != mine["price_with_tax"]
+
+            def summary():
+                routes = httpx.get(f"{proxy.admin}/-/shadow").json()["routes"]
+                done = [
+                    r
+                    for r in routes
+                    if r["route"] == "product-shadow" and r["compared"] == SMALL.products
+                ]
+                return done[0] if done else None
+
+            report = wait_until(summary, timeout=20, what="all shadow comparisons")
+    assert 0 < expected < SMALL.products
+    assert report["results"].get("mismatch", 0) == expected
+    assert report["results"].get("match", 0) == SMALL.products - expected
