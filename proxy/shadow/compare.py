@@ -55,20 +55,6 @@ MAX_EXAMPLE_CHARS = 2_000
 _IGNORE, _CI = "ignore", "ci"
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
-_JSON_KIND = {
-    type(None): "null",
-    bool: "boolean",
-    int: "number",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
-
-
-def json_kind(value: Any) -> str:
-    return _JSON_KIND.get(type(value), type(value).__name__)
-
 
 def clip(value: Any, limit: int = MAX_EXAMPLE_CHARS) -> Any:
     """Keep example values small: large subtrees become a truncated JSON string."""

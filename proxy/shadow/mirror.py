@@ -157,11 +157,11 @@ class ShadowMirror:
         stats = self._route_stats(route.name)
         policy = route.shadow
         if self._closing:
-            return self._drop(route.name, STOPPING)
+            return self.drop(route.name, STOPPING)
         if method not in SAFE_METHODS and policy.unsafe != "dry-run":
-            return self._drop(route.name, UNSAFE_METHOD)
+            return self.drop(route.name, UNSAFE_METHOD)
         if content_length is not None and content_length > policy.max_body:
-            return self._drop(route.name, BODY_TOO_LARGE)
+            return self.drop(route.name, BODY_TOO_LARGE)
         if policy.sample < 1.0 and self._rng() >= policy.sample:
             stats.sampled_out += 1
             return False
@@ -191,24 +191,26 @@ class ShadowMirror:
             stats = self._route_stats(route.name)
             stats.submitted += 1
             if self._closing:
-                return self._drop(route.name, STOPPING)
+                return self.drop(route.name, STOPPING)
             if method not in SAFE_METHODS and route.shadow.unsafe != "dry-run":
-                return self._drop(route.name, UNSAFE_METHOD)
+                return self.drop(route.name, UNSAFE_METHOD)
             if len(request.body) > route.shadow.max_body:
-                return self._drop(route.name, BODY_TOO_LARGE)
+                return self.drop(route.name, BODY_TOO_LARGE)
             lane = self._lane(route)
             job = _Job(route, endpoint, request, primary, request_id, self._clock())
             try:
                 lane.queue.put_nowait(job)
             except asyncio.QueueFull:
-                return self._drop(route.name, QUEUE_FULL)
+                return self.drop(route.name, QUEUE_FULL)
             stats.enqueued += 1
             return True
         except Exception:  # noqa: BLE001 - never fail the client's request
             log.exception("shadow submit failed on route %s", getattr(route, "name", "?"))
             return False
 
-    def _drop(self, route_name: str, reason: str) -> bool:
+    def drop(self, route_name: str, reason: str) -> bool:
+        """Count a shadow call not made (also for the handler's own reasons, e.g. a chunked
+        body that turned out larger than `max_body`), in the snapshot and in metrics."""
         self._route_stats(route_name).dropped[reason] += 1
         if self._count is not None:
             try:
@@ -447,7 +449,7 @@ class ShadowMirror:
         for lane in lanes:
             while not lane.queue.empty():
                 if lane.queue.get_nowait() is not None:
-                    self._drop(lane.name, STOPPING)
+                    self.drop(lane.name, STOPPING)
         self._lanes.clear()
         self._retired.clear()
         loop = asyncio.get_running_loop()

@@ -356,3 +356,12 @@ async def test_noise_from_a_second_primary_upstream(rig, servers):
     # one call by the test for the primary response, one by the mirror for noise
     assert stats(servers["legacy"])["calls"]["GET /items/7"] == before + 2
     assert mirror.snapshot()["routes"][0]["results"] == {"noise": 1}
+
+
+async def test_handler_reported_drops_show_in_snapshot_and_metrics(rig):
+    make, sender, store = rig
+    counted = []
+    mirror = make(count=lambda name, amount=1.0, /, **labels: counted.append((name, labels)))
+    assert mirror.drop("items", "body_too_large") is False
+    assert mirror.snapshot()["routes"][0]["dropped"] == {"body_too_large": 1}
+    assert counted == [("shadow_drop", {"route": "items", "reason": "body_too_large"})]

@@ -101,12 +101,13 @@ class SQLiteStore(DiffStore):
         conn = self._conn()
         with conn:
             conn.execute("DELETE FROM comparisons WHERE ts < ?", (self._cutoff(now),))
-            row = conn.execute(
-                "SELECT id FROM comparisons ORDER BY id DESC LIMIT 1 OFFSET ?",
-                (max(self.retention_count, 0),),
-            ).fetchone()
-            if row is not None:
-                conn.execute("DELETE FROM comparisons WHERE id <= ?", (row[0],))
+            # AUTOINCREMENT ids never repeat and only the oldest rows are ever deleted, so
+            # the newest N rows are exactly those with id > max(id) - N.
+            (top,) = conn.execute("SELECT MAX(id) FROM comparisons").fetchone()
+            if top is not None and top > self.retention_count:
+                conn.execute(
+                    "DELETE FROM comparisons WHERE id <= ?", (top - max(self.retention_count, 0),)
+                )
 
     def records(
         self, *, routes: Sequence[str] | None = None, since: float | None = None
