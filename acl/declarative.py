@@ -217,9 +217,7 @@ class RecordMap:
                 raise _Fail(prefix + keys, "missing required field")
         if value is None:
             if step.nullable:
-                put_path(out, step.dst, None) if len(step.dst) > 1 else out.__setitem__(
-                    step.dst[0], None
-                )
+                put_path(out, step.dst, None)
                 return
             message = "null is not allowed here (mark the field nullable: true)"
             if request and step.type_message:
@@ -437,11 +435,10 @@ class DeclarativeTranslator:
             m = ep.pattern.fullmatch(path)
             if m and (ep.methods is None or method in ep.methods):
                 return ep, m.groupdict()
-        if direction == REQUEST_TO_NEW:  # the route's `rewrite` may have run first
-            for ep in self.endpoints:
-                m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
-                if m and (ep.methods is None or method in ep.methods):
-                    return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
+        for ep in self.endpoints:  # the route's `rewrite` may have run first
+            m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
+            if m and (ep.methods is None or method in ep.methods):
+                return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
         raise TranslationError(
             self.name,
             direction,
@@ -574,6 +571,7 @@ class DeclarativeTranslator:
 
     def response_to_legacy(self, resp: ResponseMessage, req: RequestMessage) -> ResponseMessage:
         ep, params = self._endpoint(req.method, req.path, RESPONSE_TO_LEGACY)
+        params.pop(_ALREADY_NEW, None)
         if resp.status >= 400:
             return self._error_to_legacy(resp, req, params)
         kind = ep.response if ep is not None else ("record" if self.record else "pass")

@@ -288,3 +288,15 @@ def test_unmapped_keep_copies_unknown_top_level_fields(make_translator):
           fields: [{legacy: a, new: b}]
     """)
     assert t.to_new({"a": 1, "extra": [1]}) == {"b": 1, "extra": [1]}
+
+
+def test_a_path_the_route_already_rewrote_is_accepted(make_translator):
+    """The shadow mirror applies the route's `rewrite` before the ACL; both orders work."""
+    t = make_translator(PAGED)
+    out = t.request_to_new(RequestMessage("GET", "/v2/things", (("status", "I"),)), {})
+    assert out.path == "/v2/things" and ("active", "false") in out.query
+    assert t.request_to_new(RequestMessage("GET", "/v2/things/8"), {}).path == "/v2/things/8"
+    # The response side always gets the client's original (legacy) request.
+    resp = ResponseMessage(200, (), {"items": [], "next_cursor": None, "total_count": 0})
+    legacy = t.response_to_legacy(resp, RequestMessage("GET", "/api/things")).body
+    assert legacy == {"page": 1, "page_size": 50, "total": 0, "results": []}
