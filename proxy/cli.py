@@ -46,6 +46,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"{path}: OK: {len(config.routes)} routes, {len(config.upstreams)} upstreams, "
         f"default {config.default}"
     )
+    from proxy.config.loader import config_warnings
+
+    for warning in config_warnings(config):
+        print(f"warning: {warning}")
     return 0
 
 

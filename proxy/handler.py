@@ -20,6 +20,7 @@ from aiohttp import web
 from opentelemetry.trace import Span
 
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
+from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
 from proxy.errors import error_response
 from proxy.filters.headers import (
@@ -41,7 +42,6 @@ from proxy.forward import (
     upstream_url,
 )
 from proxy.pathsafety import UnsafePath, normalize_path
-from proxy.routing import expand_rewrite
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.upstream.bulkhead import Rejected
 from proxy.upstream.registry import GuardRegistry
@@ -250,7 +250,7 @@ class ProxyHandler:
         if side == EXTRACTED:
             assert route is not None and route.target is not None
             upstream = config.upstreams[route.target]
-            up_path = expand_rewrite(route.rewrite, params) if route.rewrite else path
+            up_path = rewrite_path(route, path, params)
         else:
             upstream, up_path = legacy, path
         ex.side, ex.upstream = side, upstream.name
@@ -371,7 +371,7 @@ class ProxyHandler:
                 route,
                 request,
                 path,
-                expand_rewrite(route.rewrite, params) if route.rewrite else path,
+                rewrite_path(route, path, params),
                 query,
                 headers,
                 body,

@@ -261,10 +261,3 @@ def find_unreachable(routes: Sequence[Route]) -> list[tuple[Route, Route]]:
                 break
         bucket.append(route)
     return found
-
-
-def expand_rewrite(template: str, params: Mapping[str, str]) -> str:
-    """Fill a rewrite template's `{param}`s; the config loader guarantees they exist."""
-    if "{" not in template:
-        return template
-    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: params[m.group(1)], template)

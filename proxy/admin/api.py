@@ -55,8 +55,20 @@ def config_view(ctx: AdminContext) -> dict[str, Any]:
         "last_reload_error": ctx.reloader.last_error,
         "reloads": {"ok": ctx.reloader.successes, "failed": ctx.reloader.failures},
         "history": [e.as_dict() for e in ctx.reloader.history],
-        "config": _jsonable(rt.config),
+        "config": _redacted(_jsonable(rt.config)),
     }
+
+
+def _redacted(view: dict[str, Any]) -> dict[str, Any]:
+    """Mask credentials in URLs (a Redis password in `state:` or `shadow.store`)."""
+    from proxy.config.values import redact_url
+
+    if isinstance(view.get("state"), str):
+        view["state"] = redact_url(view["state"])
+    shadow = view.get("shadow")
+    if isinstance(shadow, dict) and isinstance(shadow.get("store"), str):
+        shadow["store"] = redact_url(shadow["store"])
+    return view
 
 
 def build_admin_app(ctx: AdminContext) -> web.Application:
