@@ -312,3 +312,48 @@ def _numbers_equal(a, b):
 @given(json_docs)
 def test_ignoring_the_root_hides_everything(doc):
     assert diff_json(doc, {"other": doc}, Rules(ignore=("$",))) == []
+
+
+def _map_leaves(doc, fn):
+    if isinstance(doc, dict):
+        return {k: _map_leaves(v, fn) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_map_leaves(v, fn) for v in doc]
+    return fn(doc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_docs, st.floats(-0.4, 0.4))
+def test_tolerance_absorbs_small_numeric_changes(doc, delta):
+    def nudge(v):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return v + delta
+        return v
+
+    moved = _map_leaves(doc, nudge)
+    assert diff_json(doc, moved, Rules(tolerance=0.5)) == []
+    if delta and moved != doc:
+        assert diff_json(doc, moved)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_docs)
+def test_case_insensitive_rule_absorbs_case_changes(doc):
+    shouted = _map_leaves(doc, lambda v: v.swapcase() if isinstance(v, str) else v)
+    assert diff_json({"r": doc}, {"r": shouted}, Rules(case_insensitive=("$..*",))) == []
+    if json.dumps(shouted) != json.dumps(doc):
+        assert diff_json({"r": doc}, {"r": shouted})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_docs, max_size=6), st.randoms(use_true_random=False))
+def test_unordered_rules_absorb_shuffles(items, rnd):
+    keyed = [{"id": i, "v": v} for i, v in enumerate(items)]
+    shuffled = list(keyed)
+    rnd.shuffle(shuffled)
+    rules = Rules(unordered=MappingProxyType({"$.items": "id"}))
+    assert diff_json({"items": keyed}, {"items": shuffled}, rules) == []
+    assert diff_json({"items": keyed}, {"items": shuffled}, Rules(ignore_list_order=True)) == []
+    if shuffled != keyed:
+        (d,) = diff_json({"items": keyed}, {"items": shuffled})
+        assert (d.path, d.kind) == ("$.items", "order")
