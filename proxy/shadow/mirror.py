@@ -49,6 +49,15 @@ QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING = (
 )
 
 
+class TranslationFailed(Exception):
+    """The route's ACL raised: recorded as an `error` difference naming the stage."""
+
+    def __init__(self, stage: str, error: BaseException, response: CapturedResponse | None):
+        super().__init__(f"ACL {stage} failed: {type(error).__name__}: {error}")
+        self.stage = stage
+        self.response = response
+
+
 @dataclass(slots=True)
 class _Job:
     route: Route
@@ -300,12 +309,18 @@ class ShadowMirror:
         async def candidate() -> CapturedResponse:
             req = self._marked(request)
             if self._translate_request is not None:
-                req = await _maybe_await(self._translate_request(route, req))
+                try:
+                    req = await _maybe_await(self._translate_request(route, req))
+                except Exception as exc:  # noqa: BLE001 - an ACL bug is a finding, not a crash
+                    raise TranslationFailed("translate_request", exc, None) from exc
             # the ACL sees the legacy path and says where to go in `candidate_path`
             target = replace(req, path=req.candidate_path or req.path, candidate_path=None)
             resp = await self._call(route.target or "", self._marked(target))
             if self._translate_response is not None:
-                resp = await _maybe_await(self._translate_response(route, request, resp))
+                try:
+                    resp = await _maybe_await(self._translate_response(route, request, resp))
+                except Exception as exc:  # noqa: BLE001
+                    raise TranslationFailed("translate_response", exc, resp) from exc
             return resp
 
         calls = [candidate()]
@@ -336,12 +351,17 @@ class ShadowMirror:
             cand_status, cand_latency = cand.status, cand.latency
         else:
             reason = f"{type(cand).__name__}: {cand}".rstrip(": ")
+            cand_status, cand_latency = None, None
             if isinstance(cand, TimeoutError):
                 reason = f"no answer within {self._timeout:g}s"
+            elif isinstance(cand, TranslationFailed):
+                reason = str(cand)
+                if cand.response is not None:
+                    cand_status, cand_latency = cand.response.status, cand.response.latency
             comparison = Comparison(
                 (Difference("status", "status", "error", primary.status, reason),), "error"
             )
-            result, cand_status, cand_latency = "error", None, None
+            result = "error"
 
         stats.compared += 1
         stats.results[result] += 1

@@ -365,3 +365,21 @@ async def test_handler_reported_drops_show_in_snapshot_and_metrics(rig):
     assert mirror.drop("items", "body_too_large") is False
     assert mirror.snapshot()["routes"][0]["dropped"] == {"body_too_large": 1}
     assert counted == [("shadow_drop", {"route": "items", "reason": "body_too_large"})]
+
+
+async def test_acl_failures_are_recorded_with_their_stage(rig):
+    make, sender, store = rig
+
+    def broken_response(route, original, resp):
+        raise KeyError("cust_nm")
+
+    mirror = make(translate_response=broken_response)
+    r = route("brokenacl")
+    req = ShadowRequest("GET", "/items/1")
+    assert mirror.submit(r, "/items/{id}", req, await primary_of(sender, req), "b1")
+    await until(lambda: compared(mirror, "brokenacl") == 1)
+    await mirror.close()
+    (rec,) = list(store.records())
+    (d,) = rec.differences
+    assert d.kind == "error" and "ACL translate_response failed: KeyError" in d.candidate
+    assert rec.candidate_status == 200  # the candidate did answer
