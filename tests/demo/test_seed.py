@@ -11,7 +11,7 @@ import pytest
 
 from legacy_demo.settings import database_from_url
 from tests.support.procs import PYTHON, ROOT
-from tests.support.world import _legacy_env
+from tests.support.world import legacy_env
 
 SHOP_TABLES = {
     "tbl_tenant": "code", "tbl_customer": "cust_id", "tbl_product": "prod_id",
@@ -37,7 +37,7 @@ def dump(path) -> dict[str, list]:
 
 def test_full_seed_is_fast_and_idempotent(tmp_path):
     db = tmp_path / "full.sqlite3"
-    env = _legacy_env(db)
+    env = legacy_env(db)
     manage(env, "migrate", "-v0")
     started = time.perf_counter()
     out = manage(
@@ -61,7 +61,7 @@ def test_full_seed_is_fast_and_idempotent(tmp_path):
 
 
 def test_seed_rejects_impossible_counts(tmp_path):
-    env = _legacy_env(tmp_path / "x.sqlite3")
+    env = legacy_env(tmp_path / "x.sqlite3")
     manage(env, "migrate", "-v0")
     with pytest.raises(subprocess.CalledProcessError) as info:
         manage(env, "seed", "--customers", "2", "--orders", "5")
@@ -88,7 +88,7 @@ def test_seed_on_postgresql_resets_sequences(tmp_path):
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         env = {
-            **_legacy_env(tmp_path / "unused.sqlite3"),
+            **legacy_env(tmp_path / "unused.sqlite3"),
             "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}",
         }
         manage(env, "migrate", "-v0")

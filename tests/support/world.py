@@ -8,6 +8,7 @@ milliseconds and can write to it freely.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import subprocess
 import tempfile
@@ -60,7 +61,7 @@ def seed_legacy_db(path: Path, size: SeedSize = SMALL) -> None:
         f"call_command('seed', customers={size.customers}, products={size.products},"
         f" orders={size.orders}, seed={size.seed}, verbosity=0)"
     )
-    env = _legacy_env(path)
+    env = legacy_env(path)
     subprocess.run(
         [PYTHON, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
     )
@@ -79,9 +80,8 @@ def legacy_template(size: SeedSize = SMALL) -> Path:
         return _templates[size]
 
 
-def _legacy_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    import os
-
+def legacy_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a monolith process on SQLite file `db_path` (DATABASE_URL removed)."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(
         DJANGO_SETTINGS_MODULE="legacy_demo.settings",
@@ -108,7 +108,7 @@ def start_legacy(
     with running(
         args,
         ready_url=f"http://127.0.0.1:{port}/health",
-        env=_legacy_env(db, env),
+        env=legacy_env(db, env),
         stdout=stdout,
     ):
         yield f"http://127.0.0.1:{port}"
