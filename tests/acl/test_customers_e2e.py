@@ -17,6 +17,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from tests.support.procs import wait_until
 from tests.support.world import (
     legacy_headers,
     proxy_config,
@@ -33,6 +34,8 @@ class Pair:
     legacy: str  # proxy whose customer routes stay on the monolith
     extracted: str  # proxy whose customer routes go to the service through the ACL
     service: str  # the customers service itself
+    shadow: str  # proxy answering from the monolith, shadowing to the service through the ACL
+    shadow_admin: str
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +46,26 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
         customers = stack.enter_context(start_customers(tmp, backfill_from=legacy))
         upstreams = {"legacy": legacy, "customers": customers}
         proxies = {}
-        for name, mode in (("legacy", "legacy"), ("extracted", "extracted")):
+        shadow = {"sample": 1.0, "ignore": ["$.generated_at", "$.trace_id"], "unsafe": "skip"}
+        for name, mode in (("legacy", "legacy"), ("extracted", "extracted"), ("shadow", "shadow")):
             routes = [
                 {"name": "customers-list", "match": {"path": "/api/customers"}, "mode": mode,
-                 "target": "customers", "acl": "customers"},
+                 "target": "customers", "acl": "customers", "shadow": shadow},
                 {"name": "customer-detail", "match": {"path": "/api/customers/{id}"},
-                 "mode": mode, "target": "customers", "acl": "customers"},
+                 "mode": mode, "target": "customers", "acl": "customers", "shadow": shadow},
             ]  # fmt: skip
             where = tmp / name
             where.mkdir()
-            proxy = stack.enter_context(start_proxy(where, proxy_config(upstreams, routes, where)))
-            proxies[name] = proxy.base
-        yield Pair(proxies["legacy"], proxies["extracted"], customers)
+            proxies[name] = stack.enter_context(
+                start_proxy(where, proxy_config(upstreams, routes, where))
+            )
+        yield Pair(
+            proxies["legacy"].base,
+            proxies["extracted"].base,
+            customers,
+            proxies["shadow"].base,
+            proxies["shadow"].admin,
+        )
 
 
 def _body(response: httpx.Response):
@@ -218,3 +229,31 @@ def test_the_extracted_side_really_is_the_service(pair):
             assert new["addr_city"] == "Direct" and new["cust_nm"] == customer["cust_nm"]
         finally:
             client.patch(pair.service + path, headers=tenant, json={"address": before["address"]})
+
+
+def test_shadow_mode_finds_no_differences_through_the_acl(pair):
+    """In shadow mode the client gets the monolith's answer and the service's translated
+    answer is diffed against it: with the ACL in place there is nothing to report.
+    (Requests the ACL itself rejects, like `status=bogus`, never reach the candidate; the
+    mirror records those as ACL errors today, so they are left out here.)"""
+    with httpx.Client(base_url=pair.shadow, headers=legacy_headers("acme"), timeout=20) as c:
+        page = c.get("/api/customers", params={"page_size": "5"}).json()
+        calls = [("/api/customers", {"page": "2", "page_size": "10", "ordering": "-name"}),
+                 ("/api/customers", {"status": "I"}),
+                 ("/api/customers/987654", {})]  # fmt: skip
+        calls += [(f"/api/customers/{r['cust_id']}", {}) for r in page["results"]]
+        for path, params in calls:
+            assert c.get(path, params=params).status_code in (200, 400, 404)
+
+    def settled():
+        snap = httpx.get(pair.shadow_admin + "/-/shadow").json()
+        stats = {r["route"]: r for r in snap["routes"]}
+        done = sum(
+            stats.get(n, {}).get("compared", 0) for n in ("customers-list", "customer-detail")
+        )
+        return stats if done == len(calls) + 1 else None
+
+    stats = wait_until(settled, timeout=30, what="every shadow comparison")
+    for route in ("customers-list", "customer-detail"):
+        results = stats[route]["results"]
+        assert set(results) <= {"match"}, f"{route}: {results}"
