@@ -131,3 +131,54 @@ def test_shadowing_products_finds_exactly_the_rounding_differences(legacy_url, t
     assert 0 < expected < SMALL.products
     assert report["results"].get("mismatch", 0) == expected
     assert report["results"].get("match", 0) == SMALL.products - expected
+
+
+def test_shadowed_writes_are_dry_runs_in_the_customers_service(legacy_url, tmp_path):
+    """A POST shadowed with `unsafe: dry-run` is executed by the monolith for real, and by the
+    customers service inside a rolled-back transaction: its database file does not change."""
+    import hashlib
+
+    from tests.support.procs import wait_until
+    from tests.support.world import customers_db, start_legacy
+
+    def digest() -> str:
+        return hashlib.sha256(customers_db(tmp_path).read_bytes()).hexdigest()
+
+    with (
+        start_legacy(tmp_path) as legacy,
+        start_customers(tmp_path, backfill_from=legacy) as customers,
+    ):
+        routes = [
+            {"name": "customers-shadow", "match": {"path": "/api/customers"}, "mode": "shadow",
+             "target": "customers", "rewrite": "/v1/customers", "acl": "customers",
+             "shadow": {"sample": 1.0, "ignore": ["$.generated_at", "$.trace_id", "$.cust_id", "$.created_ts"],
+                        "unsafe": "dry-run"}},
+        ]  # fmt: skip
+        config = proxy_config({"legacy": legacy, "customers": customers}, routes, tmp_path)
+        before = digest()
+        with start_proxy(tmp_path, config) as proxy:
+            body = {
+                "cust_nm": "DRYRUN, Dora",
+                "email_addr": "dora@example.com",
+                "addr_zip": "12345",
+            }
+            created = httpx.post(f"{proxy.base}/api/customers", json=body, headers=legacy_headers())
+            assert created.status_code == 201, created.text
+
+            def compared():
+                routes = httpx.get(f"{proxy.admin}/-/shadow").json()["routes"]
+                return [
+                    r for r in routes if r["route"] == "customers-shadow" and r["compared"] >= 1
+                ]
+
+            report = wait_until(compared, timeout=20, what="the shadowed POST")[0]
+        assert report["results"] == {"match": 1}, report  # the service answered the same customer
+        found = httpx.get(
+            f"{legacy}/api/customers", params={"q": "dryrun"}, headers=legacy_headers()
+        )
+        assert found.json()["total"] == 1  # the monolith really wrote it
+        mine = httpx.get(
+            f"{customers}/v1/customers", params={"q": "dryrun"}, headers={"X-Tenant-ID": "acme"}
+        )
+        assert mine.json()["total_count"] == 0  # the service did not
+        assert digest() == before
