@@ -96,6 +96,7 @@ class _Step:
     type_message: str | None  # request mode: the monolith's words for a wrong type
     value_message: str | None  # request mode: ... for a value the converter refuses
     check_after: bool = False  # new->legacy: check the legacy type on the converted value
+    strip: bool = False  # legacy->new: trim strings first, as the monolith does on write
 
 
 class RecordMap:
@@ -215,6 +216,8 @@ class RecordMap:
                 return
             else:
                 raise _Fail(prefix + keys, "missing required field")
+        if step.strip and type(value) is str:
+            value = value.strip()
         if value is None:
             if step.nullable:
                 put_path(out, step.dst, None)

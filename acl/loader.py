@@ -51,7 +51,7 @@ TOP_KEYS = {
 RECORD_KEYS = {"fields", "unmapped", "drop", "request_unmapped", "unknown_message"}
 FIELD_KEYS = {
     "legacy", "new", "type", "nullable", "optional", "default", "convert", "each", "compute",
-    "read_only", "invalid_message",
+    "read_only", "invalid_message", "strip",
 }  # fmt: skip
 ENDPOINT_KEYS = {"legacy", "new", "methods", "request", "response", "query", "require"}
 QUERY_KEYS = {"params", "unmapped"}
@@ -248,7 +248,7 @@ def _parse_record(
             if each is None:
                 continue
         flags = {}
-        for flag in ("nullable", "optional", "read_only"):
+        for flag in ("nullable", "optional", "read_only", "strip"):
             flags[flag] = rule.get(flag, False)
             if not isinstance(flags[flag], bool):
                 chk.add(rule, flag, f"{rwhere}.{flag} must be true or false")
@@ -275,8 +275,13 @@ def _parse_record(
         )  # fmt: skip
         forward.append(
             _Step(
-                lpath, npath, codec.to_new if codec else None, default=defaults["legacy"], **common
-            )
+                lpath,
+                npath,
+                codec.to_new if codec else None,
+                default=defaults["legacy"],
+                strip=flags["strip"],
+                **common,
+            )  # fmt: skip
         )
         backward.append(
             _Step(
