@@ -33,7 +33,46 @@ def _cmd_check(args: argparse.Namespace) -> int:
         source = getattr(t, "source", type(t).__module__)
         print(f"ok  {name:<20} {kind:<13} {source}")
     print(f"{len(translators)} translator(s) valid in {args.dir}")
-    return 0
+    if args.samples is None:
+        return 0
+    failures = 0
+    for name, t in sorted(translators.items()):
+        sample_file = args.samples / f"{name}.json"
+        if not getattr(t, "bidirectional", False) or not sample_file.is_file():
+            continue
+        records = _read_sample(str(sample_file))
+        if not isinstance(records, list):
+            print(f"{sample_file}: expected a JSON array of legacy records", file=sys.stderr)
+            return 1
+        bad = _round_trip_failures(t, records)
+        failures += len(bad)
+        for index, problem in bad:
+            print(f"{sample_file}[{index}]: {problem}", file=sys.stderr)
+        print(f"round trip {name}: {len(records) - len(bad)}/{len(records)} samples ok")
+    return 1 if failures else 0
+
+
+def _round_trip_failures(translator: Any, records: list) -> list[tuple[int, str]]:
+    """to_legacy(to_new(x)) == x for each sample; what differs, by top-level field."""
+    bad = []
+    for i, record in enumerate(records):
+        try:
+            back = translator.to_legacy(translator.to_new(record))
+        except TranslationError as exc:
+            bad.append((i, f"{exc.direction} failed at {exc.path}: {exc.message}"))
+            continue
+        if back == record:
+            continue
+        if isinstance(record, dict) and isinstance(back, dict):
+            diffs = [
+                f"{k}: {record.get(k, '<missing>')!r} -> {back.get(k, '<missing>')!r}"
+                for k in sorted(set(record) | set(back))
+                if record.get(k, ...) != back.get(k, ...)
+            ]
+        else:
+            diffs = [f"{record!r} -> {back!r}"]
+        bad.append((i, "round trip changed " + "; ".join(diffs)))
+    return bad
 
 
 def _read_sample(file: str) -> Any:
@@ -94,6 +133,11 @@ def _add_commands(acl: argparse.ArgumentParser) -> None:
     sub = acl.add_subparsers(dest="acl_command", required=True, metavar="{check,run}")
     check = sub.add_parser("check", help="load and validate every translator; exit 1 on problems")
     check.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="translators directory")
+    check.add_argument(
+        "--samples", type=Path, metavar="DIR",
+        help="also check to_legacy(to_new(x)) == x for each bidirectional translator NAME "
+        "over the legacy records in DIR/NAME.json (a JSON array)",
+    )  # fmt: skip
     check.set_defaults(func=_cmd_check)
     run = sub.add_parser("run", help="translate a JSON sample and print the result")
     run.add_argument("name", help="translator name (file stem or registered name)")

@@ -99,3 +99,24 @@ def test_register_mounts_under_a_parent_cli():
     assert args.name == "customers" and args.to == "new" and callable(args.func)
     args = parser.parse_args(["acl", "check"])
     assert args.func(args) == 0
+
+
+def test_check_samples_round_trip(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "record:\n  fields:\n"
+        "    - {legacy: code, new: code, convert: {case: {legacy: keep, new: lower}}}\n"
+        "    - {legacy: n, new: n, type: integer}\n"
+    )
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "t.json").write_text(
+        json.dumps([{"code": "ab", "n": 1}, {"code": "AB", "n": 2}, {"n": 3}])
+    )
+    proc = _acl("check", "--dir", str(tmp_path), "--samples", str(samples))
+    assert proc.returncode == 1
+    assert "round trip t: 1/3 samples ok" in proc.stdout
+    assert "t.json[1]: round trip changed code: 'AB' -> 'ab'" in proc.stderr
+    assert "t.json[2]: to_new failed at $.code: missing required field" in proc.stderr
+    (samples / "t.json").write_text(json.dumps([{"code": "ab", "n": 1}]))
+    proc = _acl("check", "--dir", str(tmp_path), "--samples", str(samples))
+    assert proc.returncode == 0 and "round trip t: 1/1 samples ok" in proc.stdout
