@@ -43,6 +43,7 @@ from proxy.forward import (
 )
 from proxy.pathsafety import UnsafePath, normalize_path
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.shadow.endpoint import endpoint_template
 from proxy.upstream.bulkhead import Rejected
 from proxy.upstream.registry import GuardRegistry
 
@@ -297,10 +298,8 @@ class ProxyHandler:
                     )
                 else:  # too big to shadow: serve it, stream the rest, skip the shadow
                     shadowing = False
-                    if self.telemetry is not None and route is not None:
-                        self.telemetry.count(
-                            "shadow_drop", route=route.name, reason="body_too_large"
-                        )
+                    if route is not None:
+                        self.mirror.drop(route.name, "body_too_large")
                     body = BodySource(request.content, prefix=prefix)
             else:
                 body = BodySource(request.content)
@@ -700,7 +699,12 @@ class ProxyHandler:
             latency=latency,
         )
         self.mirror.submit(
-            route, _endpoint(route), shadow_request, captured, ex.request_id, admitted=True
+            route,
+            endpoint_template(route, path),
+            shadow_request,
+            captured,
+            ex.request_id,
+            admitted=True,
         )
 
     def _failure_response(
@@ -719,15 +723,6 @@ class ProxyHandler:
             accept=accept,
             headers=extra,
         )
-
-
-def _endpoint(route: Route) -> str:
-    m = route.match
-    if m.path:
-        return m.path
-    if m.prefix:
-        return m.prefix.rstrip("/") + "/*" if m.prefix != "/" else "/*"
-    return f"~{m.regex}"
 
 
 def _reason_label(failure: UpstreamFailure) -> str:
