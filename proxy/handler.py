@@ -308,7 +308,6 @@ class ProxyHandler:
             return await self._translated(
                 request,
                 rt,
-                route,
                 translator,
                 upstream,
                 up_path,
@@ -572,7 +571,6 @@ class ProxyHandler:
         self,
         request: web.BaseRequest,
         rt: Runtime,
-        route: Route | None,
         translator: Any,
         upstream: Upstream,
         up_path: str,
@@ -585,33 +583,31 @@ class ProxyHandler:
         can_fallback: bool,
     ) -> web.StreamResponse:
         """An extracted call through the route's ACL: legacy request → new, new response → legacy."""
-        from acl.translator import RequestRejected, TranslationError
-        from proxy.aclbridge import (
-            encode_request,
-            encode_response,
-            request_message,
-            response_message,
-        )
+        from acl.translator import TranslationError
+        from acl.wire import request_message, translate_request, translate_response
 
         accept = request.headers.get("Accept")
-        legacy_req = request_message(request.method, ex.path, query, headers, body)
         try:
-            new_req = translator.request_to_new(legacy_req, params)
-        except RequestRejected as rejected:
-            return web.json_response(
-                rejected.to_json(), status=rejected.status, headers={"X-Request-ID": ex.request_id}
+            wire = translate_request(
+                translator, request.method, ex.path, query, headers, body, params
             )
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
-        # The new path comes from the translator when it rewrote it, else from `rewrite`.
-        new_path = new_req.path if new_req.path != legacy_req.path else up_path
-        _, query2, headers2, body2 = encode_request(legacy_req, new_req, query, body)
+        # The translator may route the call itself; otherwise the route's `rewrite` applies.
+        new_path = wire.path if wire.path != ex.path else up_path
         # Translation needs the plain body.
-        headers2 = [(k, v) for k, v in headers2 if k.lower() != "accept-encoding"]
-        headers2.append(("Accept-Encoding", "identity"))
+        send_headers = [(k, v) for k, v in wire.headers if k.lower() != "accept-encoding"]
+        send_headers.append(("Accept-Encoding", "identity"))
         try:
             resp = await self._call(
-                request, upstream, new_path, query2, headers2, host_header, body2 or None, ex
+                request,
+                upstream,
+                new_path,
+                wire.query,
+                send_headers,
+                host_header,
+                wire.body or None,
+                ex,
             )
             if can_fallback and resp.status >= 500:
                 resp.release()
@@ -633,37 +629,38 @@ class ProxyHandler:
             raw = await resp.read()
             resp_headers = list(response_headers(resp).items())
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return self._failure_response(
-                UpstreamFailure(502, f"upstream {upstream.name} failed reading the body: {exc!r}"),
-                ex,
-                accept,
-            )
+            failure = UpstreamFailure(502, f"upstream {upstream.name} failed mid-body: {exc!r}")
+            return self._failure_response(failure, ex, accept)
         finally:
             resp.release()
-        new_resp = response_message(resp.status, resp_headers, raw)
+        legacy_request = request_message(request.method, ex.path, query, headers, body)
         try:
-            legacy_resp = translator.response_to_legacy(new_resp, legacy_req)
+            legacy = translate_response(translator, resp.status, resp_headers, raw, legacy_request)
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
-        status, out_headers, out_body = encode_response(new_resp, legacy_resp, raw)
-        out = web.Response(status=status, body=out_body if request.method != "HEAD" else None)
-        for k, v in out_headers:
-            out.headers.add(k, v)
+        out = web.Response(
+            status=legacy.status, body=legacy.body if request.method != "HEAD" else None
+        )
+        for k, v in legacy.headers:
+            if k.lower() != "content-length":
+                out.headers.add(k, v)
         out.headers["X-Request-ID"] = ex.request_id
-        ex.bytes_out = len(out_body)
+        ex.bytes_out = len(legacy.body)
         return out
 
     def _translation_failure(self, exc: Any, ex: Exchange) -> web.Response:
+        """502 naming translator, direction and field path; or the monolith's own 4xx answer."""
+        from acl.translator import RequestRejected
+
         ex.error = str(exc)
+        if isinstance(exc, RequestRejected):
+            return web.json_response(
+                exc.to_json(), status=exc.status, headers={"X-Request-ID": ex.request_id}
+            )
         log.error(
             "ACL translation failed on route %s: %s (request %s)", ex.route_name, exc, ex.request_id
         )
-        payload = {
-            "error": "translation_failed",
-            **exc.to_json(),
-            "route": ex.route_name,
-            "request_id": ex.request_id,
-        }
+        payload = {**exc.to_json(), "route": ex.route_name, "request_id": ex.request_id}
         return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
 
     def _submit_shadow(

@@ -85,39 +85,46 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 def _shadow_translators(holder: RuntimeHolder) -> tuple[Any, Any]:
     """The mirror's ACL hooks: translate with whatever translator the current runtime has."""
-    from proxy.aclbridge import encode_request, encode_response, request_message, response_message
+    from acl.translator import RequestRejected
+    from acl.wire import error_response, request_message, translate_request, translate_response
+    from proxy.shadow.mirror import CandidateAnswered
     from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
-    def translate_request(route: Any, req: ShadowRequest) -> ShadowRequest:
+    def to_new(route: Any, req: ShadowRequest) -> ShadowRequest:
         rt = holder.current
         translator = rt.translator_for(route)
         if translator is None:
             return req
         match = rt.table.match(req.method, req.path, "", dict(req.headers))
         params = match.params if match else {}
-        legacy = request_message(req.method, req.path, req.query, list(req.headers), req.body)
-        new = translator.request_to_new(legacy, params)
-        _, query, headers, body = encode_request(legacy, new, req.query, req.body)
-        path = new.path if new.path != legacy.path else (req.candidate_path or req.path)
+        try:
+            wire = translate_request(
+                translator, req.method, req.path, req.query, req.headers, req.body, params
+            )
+        except RequestRejected as rejected:  # the monolith's own answer to this input
+            answer = error_response(rejected)
+            raise CandidateAnswered(
+                CapturedResponse(answer.status, headers_of(answer.headers), answer.body)
+            ) from rejected
+        path = wire.path if wire.path != req.path else (req.candidate_path or req.path)
         return ShadowRequest(
-            req.method, req.path, query, headers_of(headers), body, candidate_path=path
+            req.method,
+            req.path,
+            wire.query,
+            headers_of(wire.headers),
+            wire.body,
+            candidate_path=path,
         )
 
-    def translate_response(
-        route: Any, req: ShadowRequest, resp: CapturedResponse
-    ) -> CapturedResponse:
-        rt = holder.current
-        translator = rt.translator_for(route)
+    def to_legacy(route: Any, req: ShadowRequest, resp: CapturedResponse) -> CapturedResponse:
+        translator = holder.current.translator_for(route)
         if translator is None:
             return resp
-        legacy = request_message(req.method, req.path, req.query, list(req.headers), req.body)
-        new = response_message(resp.status, list(resp.headers), resp.body)
-        status, headers, body = encode_response(
-            new, translator.response_to_legacy(new, legacy), resp.body
-        )
-        return CapturedResponse(status, headers_of(headers), body, resp.latency)
+        legacy_request = request_message(req.method, req.path, req.query, req.headers, req.body)
+        out = translate_response(translator, resp.status, resp.headers, resp.body, legacy_request)
+        return CapturedResponse(out.status, headers_of(out.headers), out.body, resp.latency)
 
-    return translate_request, translate_response
+    return to_new, to_legacy
 
 
 def _dashboard_routes(holder: RuntimeHolder, telemetry: Telemetry) -> list[web.RouteDef]:

@@ -104,6 +104,18 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(rank, len(ordered)) - 1], 3)
 
 
+class CandidateAnswered(Exception):
+    """Raised by `translate_request` when the candidate's answer is known without calling it.
+
+    The ACL rejects some input exactly as the monolith would (`RequestRejected`): that answer
+    *is* the extracted side's answer, so it is compared, not recorded as an ACL error.
+    """
+
+    def __init__(self, response: CapturedResponse) -> None:
+        super().__init__(f"answered locally with {response.status}")
+        self.response = response
+
+
 class ShadowMirror:
     """One per process: owns the per-route lanes, the compiled comparators and the store.
 
@@ -311,6 +323,8 @@ class ShadowMirror:
             if self._translate_request is not None:
                 try:
                     req = await _maybe_await(self._translate_request(route, req))
+                except CandidateAnswered as answered:
+                    return answered.response
                 except Exception as exc:  # noqa: BLE001 - an ACL bug is a finding, not a crash
                     raise TranslationFailed("translate_request", exc, None) from exc
             # the ACL sees the legacy path and says where to go in `candidate_path`
