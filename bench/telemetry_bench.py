@@ -132,14 +132,22 @@ def variants(otlp_port: int) -> dict[str, str]:
     }
 
 
-def wrk(url: str, duration: str = DURATION) -> float:
+def wrk(url: str, duration: str = DURATION) -> tuple[float, int]:
+    """Requests per second and the number of requests completed."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, int(re.search(r"(\d+) requests in", out).group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(rounds: int = ROUNDS) -> dict:
@@ -148,7 +156,11 @@ def run(rounds: int = ROUNDS) -> dict:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     me = str(Path(__file__).resolve())
     up_port, otlp_port = free_port(), free_port()
-    rps: dict[str, list[float]] = {name: [] for name in ("off", "metrics", "traced")}
+    names = ("off", "metrics", "traced")
+    rps: dict[str, list[float]] = {name: [] for name in names}
+    # CPU time per request of the proxy process: robust to other load on a shared machine,
+    # where requests/s swings with whatever else runs.
+    cpu_us: dict[str, list[float]] = {name: [] for name in names}
     with (
         tempfile.TemporaryDirectory(prefix="strangler-telbench-") as tmp,
         running(
@@ -172,36 +184,47 @@ def run(rounds: int = ROUNDS) -> dict:
                     args,
                     ready_url=f"http://127.0.0.1:{admin}/-/health",
                     stderr=subprocess.DEVNULL,
-                ):
+                ) as proxy:
                     url = f"http://127.0.0.1:{port}/api/customers/17"
                     wait_http(url)
-                    wrk(url, "1s")  # warm-up: connections, caches, JIT-free but still
-                    rps[name].append(wrk(url))
+                    wrk(url, "1s")  # warm-up: connections, caches
+                    before = cpu_seconds(proxy.pid)
+                    per_second, count = wrk(url)
+                    used = cpu_seconds(proxy.pid) - before
+                    rps[name].append(per_second)
+                    cpu_us[name].append(round(used / max(count, 1) * 1e6, 2))
     medians = {name: statistics.median(values) for name, values in rps.items()}
+    cpu = {name: statistics.median(values) for name, values in cpu_us.items()}
     base = medians["off"]
     result = {
         "rps": rps,
         "median_rps": medians,
+        "cpu_us_per_request": cpu_us,
+        "median_cpu_us_per_request": cpu,
         "cost": {name: round(1 - medians[name] / base, 4) for name in ("metrics", "traced")},
+        "cpu_cost": {name: round(cpu[name] / cpu["off"] - 1, 4) for name in ("metrics", "traced")},
         "targets": TARGETS,
         "duration": DURATION,
         "connections": CONNECTIONS,
         "rounds": rounds,
     }
     result["ok"] = all(result["cost"][k] < v for k, v in TARGETS.items())
+    result["cpu_ok"] = all(result["cpu_cost"][k] < v for k, v in TARGETS.items())
     return result
 
 
 def report(result: dict) -> str:
-    lines = ["telemetry cost (proxy requests/s, median of interleaved runs)"]
+    lines = ["telemetry cost, median of interleaved runs (throughput; proxy CPU per request)"]
     base = result["median_rps"]["off"]
-    lines.append(f"  off      {base:9.0f} req/s  (baseline)")
+    cpu = result["median_cpu_us_per_request"]
+    lines.append(f"  off      {base:9.0f} req/s  {cpu['off']:7.1f} us CPU/req  (baseline)")
     for name in ("metrics", "traced"):
-        cost, target = result["cost"][name], result["targets"][name]
-        verdict = "ok" if cost < target else "OVER TARGET"
+        cost, ccost = result["cost"][name], result["cpu_cost"][name]
+        target = result["targets"][name]
+        verdict = "ok" if ccost < target else "OVER TARGET"
         lines.append(
-            f"  {name:8} {result['median_rps'][name]:9.0f} req/s  cost {cost:6.1%}"
-            f"  (target < {target:.0%}: {verdict})"
+            f"  {name:8} {result['median_rps'][name]:9.0f} req/s  {cpu[name]:7.1f} us CPU/req"
+            f"  cost {cost:6.1%} throughput, {ccost:6.1%} CPU  (target < {target:.0%}: {verdict})"
         )
     return "\n".join(lines)
 

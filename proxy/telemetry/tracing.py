@@ -219,30 +219,28 @@ class Tracing:
             context = set_span_in_context(NonRecordingSpan(parent_ctx))
         elif self.config.sample < 1.0 and random.random() >= self.config.sample:
             return _unsampled(random.getrandbits(128) or 1, None)
+        # Past this point the span is recorded: attributes go in at creation (one copy).
         known = method in KNOWN_METHODS
         shown = method if known else "HTTP"
         name = f"{shown} {http_route}" if http_route else shown
-        span = tracer.start_span(name, context=context, kind=SpanKind.SERVER)
-        if span.is_recording():
-            attrs: dict[str, str | int] = {
-                "http.request.method": method if known else "_OTHER",
-                "url.path": path,
-                "url.scheme": scheme,
-            }
-            if not known:
-                attrs["http.request.method_original"] = method[:32]
-            if http_route:
-                attrs["http.route"] = http_route
-            if route:
-                attrs["strangler.route"] = route
-            if server_address:
-                attrs["server.address"] = server_address
-            if server_port:
-                attrs["server.port"] = server_port
-            if client_address:
-                attrs["client.address"] = client_address
-            span.set_attributes(attrs)
-        return span
+        attrs: dict[str, str | int] = {
+            "http.request.method": method if known else "_OTHER",
+            "url.path": path,
+            "url.scheme": scheme,
+        }
+        if not known:
+            attrs["http.request.method_original"] = method[:32]
+        if http_route:
+            attrs["http.route"] = http_route
+        if route:
+            attrs["strangler.route"] = route
+        if server_address:
+            attrs["server.address"] = server_address
+        if server_port:
+            attrs["server.port"] = server_port
+        if client_address:
+            attrs["client.address"] = client_address
+        return tracer.start_span(name, context=context, kind=SpanKind.SERVER, attributes=attrs)
 
     def end_server_span(
         self,
@@ -296,26 +294,25 @@ class Tracing:
             ctx = parent.get_span_context()
             return _unsampled(ctx.trace_id, ctx.trace_state)
         name = f"shadow {method}" if shadow else method
-        span = tracer.start_span(name, context=set_span_in_context(parent), kind=SpanKind.CLIENT)
-        if span.is_recording():
-            parts = urlsplit(url)
-            attrs: dict[str, str | int | bool] = {
-                "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
-                "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
-                "server.address": parts.hostname or "",
-                "peer.service": upstream,
-                "strangler.upstream": upstream,
-            }
-            if parts.port:
-                attrs["server.port"] = parts.port
-            if attempt:
-                attrs["http.request.resend_count"] = attempt
-            if fallback:
-                attrs["strangler.fallback"] = True
-            if shadow:
-                attrs["strangler.shadow"] = True
-            span.set_attributes(attrs)
-        return span
+        parts = urlsplit(url)
+        attrs: dict[str, str | int | bool] = {
+            "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
+            "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            "server.address": parts.hostname or "",
+            "peer.service": upstream,
+            "strangler.upstream": upstream,
+        }
+        if parts.port:
+            attrs["server.port"] = parts.port
+        if attempt:
+            attrs["http.request.resend_count"] = attempt
+        if fallback:
+            attrs["strangler.fallback"] = True
+        if shadow:
+            attrs["strangler.shadow"] = True
+        return tracer.start_span(
+            name, context=set_span_in_context(parent), kind=SpanKind.CLIENT, attributes=attrs
+        )
 
     def end_client_span(
         self, span: Span | None, status: int | None, error: BaseException | str | None = None
