@@ -61,18 +61,21 @@ def build_dashboard(
     *,
     now: float,
     shadow_report_url: str = "/-/shadow",
+    breakers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON the dashboard page renders.
 
     `samples` are (name, labels, value) triples as `Telemetry.samples()` yields them; `reloads`
     are mappings with `at` (unix time), `ok`, and optionally `version`, `generation`, `trigger`,
-    `error` (`Telemetry.reloads()` or `ReloadEvent.as_dict()`), in any order.
+    `error` (`Telemetry.reloads()` or `ReloadEvent.as_dict()`), in any order. `breakers`
+    (upstream -> "closed" | "half_open" | "open"), when given, is this process's live view and
+    wins over the `strangler_breaker_state` gauge.
     """
+    gauge_breakers: dict[str, str] = {}
     requests: dict[str, dict[str, list[float]]] = {}
     shadow: dict[str, dict[str, float]] = {}
     dropped: dict[str, float] = {}
     fallbacks: dict[str, float] = {}
-    breakers: dict[str, str] = {}
     attempts: dict[str, dict[str, float]] = {}
     for name, labels, value in samples:
         if name == "strangler_requests_total":
@@ -92,7 +95,7 @@ def build_dashboard(
             route = labels.get("route", "")
             fallbacks[route] = fallbacks.get(route, 0.0) + value
         elif name == "strangler_breaker_state":
-            breakers[labels.get("upstream", "")] = BREAKER_NAMES.get(int(value), "unknown")
+            gauge_breakers[labels.get("upstream", "")] = BREAKER_NAMES.get(int(value), "unknown")
         elif name == "strangler_upstream_attempts_total":
             by = attempts.setdefault(labels.get("upstream", ""), {})
             result = labels.get("result", "")
@@ -151,7 +154,7 @@ def build_dashboard(
             {
                 "name": name,
                 "url": up.url,
-                "breaker": breakers.get(name, "closed"),
+                "breaker": (breakers or {}).get(name) or gauge_breakers.get(name, "closed"),
                 "attempts": int(total),
                 "failed": int(failed),
                 "failure_rate": _rate(failed, total),

@@ -97,7 +97,8 @@ EVENTS: dict[str, Event] = {
     ),
     "retry": Event(
         "strangler_upstream_retries_total",
-        "Retries sent to an upstream, by reason (status_503, timeout, connect_error, ...).",
+        "Retries sent to an upstream, by what the previous attempt got (http_5xx, timeout, "
+        "connect_error, error).",
         ("upstream", "reason"),
     ),
     "retry_budget_exhausted": Event(
@@ -108,7 +109,7 @@ EVENTS: dict[str, Event] = {
     "fallback": Event(
         "strangler_fallbacks_total",
         "Requests for an extracted route answered by legacy instead, by reason "
-        "(breaker_open, http_5xx, timeout, connect_error, bulkhead_full).",
+        "(breaker_open, bulkhead_full, retry_budget, http_5xx, timeout, connect_error, error).",
         ("route", "reason"),
     ),
     "breaker_transition": Event(
@@ -116,9 +117,10 @@ EVENTS: dict[str, Event] = {
         "Circuit breaker state changes (closed, open, half_open).",
         ("upstream", "from_state", "to_state"),
     ),
-    "bulkhead_rejection": Event(
-        "strangler_bulkhead_rejections_total",
-        "Requests refused by an upstream's bulkhead, by reason (full, queue_timeout).",
+    "rejection": Event(
+        "strangler_upstream_rejections_total",
+        "Requests not sent to an upstream by its guard, by reason: breaker_open, bulkhead_full "
+        "(concurrency limit and queue full, or the queue wait timed out), retry_budget.",
         ("upstream", "reason"),
     ),
     "shadow_comparison": Event(

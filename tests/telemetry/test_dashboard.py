@@ -109,3 +109,13 @@ def test_assets_are_an_allow_list():
     assert "http://" not in html and "https://" not in html  # no CDN
     with pytest.raises(KeyError):
         asset("../dashboard.py")
+
+
+def test_live_breaker_states_win_over_the_gauge(telemetry):
+    telemetry.breaker_changed("customers", "closed", "open")
+    config = make_config(ROUTES)
+    ups = build_dashboard(config, telemetry.samples(), now=0)["upstreams"]
+    assert {u["name"]: u["breaker"] for u in ups} == {"legacy": "closed", "customers": "open"}
+    live = {"customers": "half_open"}
+    ups = build_dashboard(config, telemetry.samples(), now=0, breakers=live)["upstreams"]
+    assert {u["name"]: u["breaker"] for u in ups} == {"legacy": "closed", "customers": "half_open"}

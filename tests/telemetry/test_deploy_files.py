@@ -31,7 +31,7 @@ def exported_names(monkeypatch) -> tuple[set[str], dict[str, set[str]]]:
     t.count("retry_budget_exhausted", upstream="customers")
     t.count("fallback", route="customers", reason="timeout")
     t.breaker_changed("customers", "closed", "open")
-    t.count("bulkhead_rejection", upstream="customers", reason="full")
+    t.count("rejection", upstream="customers", reason="bulkhead_full")
     t.count("shadow_comparison", route="customers", result="match")
     t.count("shadow_drop", route="customers", reason="queue_full")
     t.reload_finished(True, version=1)

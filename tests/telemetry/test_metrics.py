@@ -122,7 +122,7 @@ def test_events_count_with_their_labels(telemetry):
     t.count("retry", upstream="customers", reason="status_503")
     t.count("retry", upstream="customers", reason="status_503")
     t.count("fallback", route="customers", reason="timeout")
-    t.count("bulkhead_rejection", upstream="customers", reason="full")
+    t.count("rejection", upstream="customers", reason="bulkhead_full")
     t.count("shadow_comparison", route="customers", result="match")
     t.count("shadow_comparison", route="customers", result="mismatch")
     t.count("shadow_drop", route="customers", reason="queue_full")
@@ -133,7 +133,7 @@ def test_events_count_with_their_labels(telemetry):
     text = t.metrics_text()
     assert value(text, "strangler_upstream_retries_total", reason="status_503") == 2
     assert value(text, "strangler_fallbacks_total", route="customers", reason="timeout") == 1
-    assert value(text, "strangler_bulkhead_rejections_total", reason="full") == 1
+    assert value(text, "strangler_upstream_rejections_total", reason="bulkhead_full") == 1
     assert value(text, "strangler_shadow_comparisons_total", result="mismatch") == 1
     assert value(text, "strangler_shadow_dropped_total", reason="queue_full") == 1
     assert value(text, "strangler_breaker_transitions_total", to_state="open") == 1
