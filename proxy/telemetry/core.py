@@ -78,6 +78,7 @@ class Telemetry:
         self.log = RequestLog()
         self._routes: dict[str, str] = {}
         self._reloads: deque[dict[str, Any]] = deque(maxlen=RELOAD_HISTORY)
+        self._bad_events: set[str] = set()
         if configure_logs:
             configure_logging(config.log_format, self.redactor, stream=log_stream)
 
@@ -320,9 +321,21 @@ class Telemetry:
     # -- events --------------------------------------------------------------------------------
 
     def count(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
-        """Bump an event counter (see `proxy.telemetry.metrics.EVENTS` for names and labels)."""
-        if self.metrics is not None:
+        """Bump an event counter (see `proxy.telemetry.metrics.EVENTS` for names and labels).
+
+        A wrong name or label set is a bug in the caller, but it must not fail the request it
+        happens in: it is logged once (with what is valid) and otherwise ignored.
+        """
+        if self.metrics is None:
+            return
+        try:
             self.metrics.count(name, amount, **labels)
+        except (KeyError, ValueError) as exc:
+            if name not in self._bad_events:
+                self._bad_events.add(name)
+                self.log.error(
+                    f"telemetry event not counted: {exc.args[0]}", request_id=None, trace_id=None
+                )
 
     def breaker_changed(self, upstream: str, old: str, new: str) -> None:
         """A circuit breaker moved from `old` to `new` ("closed", "half_open", "open")."""

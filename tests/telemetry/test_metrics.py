@@ -145,9 +145,22 @@ def test_events_count_with_their_labels(telemetry):
 
 def test_unknown_event_or_wrong_labels_say_what_is_wrong(telemetry):
     with pytest.raises(KeyError, match="unknown telemetry event 'retries'.*retry"):
-        telemetry.count("retries", upstream="x")
+        telemetry.metrics.count("retries", upstream="x")
     with pytest.raises(ValueError, match=r"takes labels \['upstream', 'reason'\]"):
-        telemetry.count("retry", upstream="x")
+        telemetry.metrics.count("retry", upstream="x")
+
+
+def test_a_bad_event_never_fails_the_request_and_is_logged_once(telemetry, caplog):
+    with caplog.at_level("ERROR", logger="strangler.errors"):
+        telemetry.count("retries", upstream="x")
+        telemetry.count("retries", upstream="x")
+        telemetry.count("retry", upstream="x")  # missing label
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "unknown telemetry event 'retries'" in messages[0]
+    assert "takes labels ['upstream', 'reason']" in messages[1]
+    telemetry.count("retry", upstream="x", reason="timeout")  # valid ones still count
+    assert value(telemetry.metrics_text(), "strangler_upstream_retries_total") == 1
 
 
 def test_reloads_are_counted_and_remembered(telemetry):
