@@ -31,11 +31,13 @@ def dashboard_routes(
     telemetry: Telemetry,
     *,
     reloads: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    breakers: Callable[[], Mapping[str, str]] | None = None,
     shadow_report_url: str = "/-/shadow",
 ) -> list[web.RouteDef]:
     """Routes serving the dashboard; `config` returns the config in use right now.
 
-    `reloads` defaults to the reloads reported through `Telemetry.reload_finished`.
+    `reloads` defaults to the reloads reported through `Telemetry.reload_finished`;
+    `breakers` (upstream -> state, this process's live view) defaults to the breaker gauge.
     """
 
     async def index(_: web.Request) -> web.Response:
@@ -57,6 +59,7 @@ def dashboard_routes(
             history,
             now=time.time(),
             shadow_report_url=shadow_report_url,
+            breakers=breakers() if breakers is not None else None,
         )
         return web.Response(
             text=json.dumps(payload, default=str),

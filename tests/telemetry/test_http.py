@@ -27,7 +27,7 @@ async def test_admin_endpoints(monkeypatch):
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    app.router.add_routes(dashboard_routes(lambda: config, t))
+    app.router.add_routes(dashboard_routes(lambda: config, t, breakers=lambda: {"legacy": "open"}))
     async with TestServer(app) as server, aiohttp.ClientSession() as http:
         async with http.get(server.make_url("/metrics")) as resp:
             assert resp.status == 200
@@ -48,3 +48,4 @@ async def test_admin_endpoints(monkeypatch):
             assert resp.headers["Cache-Control"] == "no-store"
         assert data["routes"][0]["name"] == "customers"
         assert data["routes"][0]["sides"]["extracted"]["requests"] == 1
+        assert {u["name"]: u["breaker"] for u in data["upstreams"]}["legacy"] == "open"
