@@ -364,15 +364,17 @@ class Tracing:
                 return f"{ctx.trace_id:032x}"
         return trace_id_from_headers(headers) if headers is not None else None
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Flush and stop the exporter; `wait=False` does it on a thread (for reloads)."""
+    def shutdown(self, wait: bool = True, timeout: float = 3.0) -> None:
+        """Flush and stop the exporter, waiting at most `timeout` seconds (`wait=False`: not at
+        all, for reloads). An unreachable collector must not hold up a graceful shutdown: the
+        exporter's own retries can take much longer, and the spans are expendable."""
         provider, self.provider, self._tracer = self.provider, None, None
         if provider is None:
             return
+        worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+        worker.start()
         if wait:
-            provider.shutdown()
-        else:
-            threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True).start()
+            worker.join(timeout)
 
     def _set_error(
         self, span: Span, status: int | None, error: BaseException | str | None, *, client: bool

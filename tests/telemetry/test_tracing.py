@@ -246,3 +246,19 @@ def test_inject_into_a_header_list_replaces_the_clients_copies(traced):
     assert names.count("traceparent") == 1 and names[:2] == ["accept", "x-other"]
     sent = dict(headers)["traceparent"]
     assert sent.split("-")[1] == CLIENT_TRACE and sent != CLIENT_PARENT
+
+
+def test_shutdown_does_not_wait_long_for_an_unreachable_collector(monkeypatch):
+    import time
+
+    from tests.support.procs import free_port
+
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    t = Tracing(TracesConfig(exporter="otlp", endpoint=dead, sample=1.0))
+    span = t.start_server_span({}, "GET", "/", route="r")
+    t.end_server_span(span, 200)
+    started = time.monotonic()
+    t.shutdown(timeout=0.5)
+    assert time.monotonic() - started < 2.0
+    assert t.start_server_span({}, "GET", "/") is None  # stopped: no more spans
