@@ -209,6 +209,7 @@ class RedisState:
         self._warned = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.syncs = 0
         self.failures = 0
 
@@ -226,13 +227,16 @@ class RedisState:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="strangler-state")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop syncing and disconnect; guards go back to purely local decisions."""
+        self._closed = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            # Cooperative exit first; cancel only if a Redis call is stuck past its timeouts.
+            done, _ = await asyncio.wait({task}, timeout=self.timeout * 10 + 1)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for guard in list(self.guards()):
             if guard.shared is self:
                 guard.shared = None
@@ -243,11 +247,14 @@ class RedisState:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
+            if self._closed:
+                return
             self._wake.clear()
             await self.sync_once()
 
@@ -263,7 +270,8 @@ class RedisState:
                     await self._sync(
                         keys=self.keys(guard.name), args=self._args(guard, delta), client=pipe
                     )
-                results = await asyncio.wait_for(pipe.execute(), self.timeout * 5)
+                async with asyncio.timeout(self.timeout * 5):
+                    results = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._lost(exc, guards)
             return False
@@ -322,17 +330,15 @@ class RedisState:
         """'granted' | 'denied' (with seconds to wait) | 'closed'; 'granted' if Redis fails."""
         p = guard.breaker.policy
         try:
-            verdict, wait = await asyncio.wait_for(
-                self._probe(
+            async with asyncio.timeout(self.timeout * 2):
+                verdict, wait = await self._probe(
                     keys=self.keys(guard.name)[:1],
                     args=[
                         int(p.open_for * 1000),
                         max(1, p.half_open_probes),
                         int(max(60.0, 4 * (p.open_for + p.window)) * 1000),
                     ],
-                ),
-                self.timeout * 2,
-            )
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self._lost(exc, list(self.guards()))
             return "granted", 0.0  # local decision stands

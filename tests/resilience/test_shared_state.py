@@ -1,0 +1,207 @@
+"""Breaker state shared through real Redis: replicas trip and recover together; when Redis
+goes away they keep deciding locally, and they share again once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import MappingProxyType
+
+import pytest
+import redis
+
+from proxy.config.model import BreakerPolicy, Config, Upstream
+from proxy.upstream import BreakerOpen, GuardRegistry, UpstreamGuard
+from tests.support.procs import PYTHON, ROOT, free_port, running, stop, wait_until
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def config(state: str, open_for: float) -> Config:
+    breaker = BreakerPolicy(consecutive_failures=3, open_for=open_for)
+    ups = {n: Upstream(name=n, url="http://127.0.0.1:1", breaker=breaker) for n in ("x", "y")}
+    return Config(version=1, upstreams=MappingProxyType(ups), routes=(), state=state)
+
+
+async def fail(guard: UpstreamGuard, n: int) -> None:
+    for _ in range(n):
+        async with guard.slot() as slot:
+            slot.done(status=503)
+
+
+async def eventually(predicate, timeout: float = 5.0, what: str = "condition"):
+    """Poll an async-world predicate without blocking the loop the syncs run on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Child:
+    """The other replica: tests/resilience/guard_child.py in its own process."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def ask(self, command: str):
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"child replica exited ({self.proc.poll()}) on {command!r}")
+        return json.loads(line)
+
+
+@contextmanager
+def child_replica(url: str, prefix: str, open_for: float) -> Iterator[Child]:
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tests.resilience.guard_child", url, prefix, str(open_for)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield Child(proc)
+        proc.stdin.write("quit\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        proc.wait(10)
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"strangler-test-{uuid.uuid4().hex[:10]}:"
+    yield name
+    client = redis.Redis.from_url(SHARED_REDIS)
+    keys = list(client.scan_iter(match=f"{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def ask(child: Child, command: str):
+    return await asyncio.to_thread(child.ask, command)
+
+
+async def test_two_processes_trip_together_probe_once_and_recover_together(prefix: str) -> None:
+    open_for = 1.0
+    registry = GuardRegistry(config(SHARED_REDIS, open_for), key_prefix=prefix, sync_interval=0.05)
+    await registry.start()
+    try:
+        with child_replica(SHARED_REDIS, prefix, open_for) as child:
+            assert await ask(child, "state x") == "closed"
+            here = registry.get("x")
+
+            # Failures seen by this replica alone open the breaker in the other one too.
+            await fail(here, 3)
+            assert here.breaker.state == "open"
+            deadline = time.monotonic() + 3
+            while await ask(child, "state x") != "open":
+                assert time.monotonic() < deadline, "the child never saw the breaker open"
+                await asyncio.sleep(0.02)
+            assert await ask(child, "admit x") == "breaker_open"
+            assert await ask(child, "state y") == "closed"  # another upstream is unaffected
+
+            # After open_for, the fleet sends ONE probe: ours; the child is refused meanwhile.
+            await eventually(lambda: here.breaker.state == "half_open", 3, "half-open here")
+            probe = here.slot()
+            await probe.__aenter__()
+            assert probe.probe
+            deadline = time.monotonic() + 3
+            while await ask(child, "state x") != "half_open":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert await ask(child, "admit x") == "breaker_open"
+            probe.done(status=200)
+            await probe.__aexit__(None, None, None)
+            assert here.breaker.state == "closed"
+            deadline = time.monotonic() + 3
+            while await ask(child, "state x") != "closed":
+                assert time.monotonic() < deadline, "the child never saw the breaker close"
+                await asyncio.sleep(0.02)
+            assert await ask(child, "admit x") == "ok"
+
+            # Retry budgets see the fleet's load: the child's 25 in-flight requests count here.
+            assert await ask(child, "hold y 25") == 25
+            await eventually(lambda: registry.get("y").others_active == 25, 3, "fleet load")
+            assert registry.get("y").snapshot()["retries"]["allowed"] == 5
+            assert await ask(child, "release y") == 0
+            await eventually(lambda: registry.get("y").others_active == 0, 3, "fleet load drop")
+    finally:
+        await registry.close()
+
+
+@contextmanager
+def own_redis(port: int) -> Iterator[subprocess.Popen]:
+    args = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with running(args) as proc:
+        client = redis.Redis(port=port, socket_timeout=1)
+        wait_until(client.ping, timeout=10, what=f"redis-server on port {port}")
+        client.close()
+        yield proc
+
+
+async def test_redis_going_away_falls_back_to_local_state_and_resumes(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="strangler.upstream.state")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    a = GuardRegistry(config(url, 60), key_prefix="t:", sync_interval=0.05, redis_timeout=0.1)
+    b = GuardRegistry(config(url, 60), key_prefix="t:", sync_interval=0.05, redis_timeout=0.1)
+    with own_redis(port) as server:
+        await a.start()
+        await b.start()
+        try:
+            assert a.state is not None and b.state is not None
+            assert a.state.healthy and b.state.healthy
+            await fail(a.get("x"), 3)
+            await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+
+            stop(server, signal.SIGKILL)  # Redis dies mid-test
+            await eventually(lambda: not a.state.healthy and not b.state.healthy, 3, "fallback")
+            syncs_failed = a.state.failures
+            await eventually(lambda: a.state.failures >= syncs_failed + 5, 3, "more attempts")
+
+            # Requests keep flowing, decided locally and without waiting on Redis.
+            started = time.monotonic()
+            for _ in range(50):
+                async with b.get("y").slot() as slot:
+                    slot.done(status=200)
+            assert time.monotonic() - started < 0.2
+            with pytest.raises(BreakerOpen):  # the open breaker stays open locally
+                async with b.get("x").slot():
+                    pass
+            # A trip now is local only: the other replica cannot hear about it.
+            await fail(a.get("y"), 3)
+            assert a.get("y").breaker.state == "open"
+            tried = b.state.failures  # several sync attempts later, nothing leaked across
+            await eventually(lambda: b.state.failures >= tried + 5, 3, "sync attempts")
+            assert b.get("y").breaker.state == "closed"
+            downs = [r for r in caplog.records if "unreachable" in r.getMessage()]
+            assert len(downs) == 2, "each replica logs the outage once, not once per attempt"
+            assert "fall back to per-process state" in downs[0].getMessage()
+
+            with own_redis(port):  # Redis is back (empty: it kept nothing)
+                await eventually(lambda: a.state.healthy and b.state.healthy, 5, "reconnect")
+                # A's local verdict is pushed to the fleet: B now sees y open as well.
+                await eventually(lambda: b.get("y").breaker.state == "open", 3, "resumed share")
+                ups = [r for r in caplog.records if "reachable again" in r.getMessage()]
+                assert len(ups) == 2
+                snap = b.get("y").snapshot()
+                assert snap["shared"] is True and snap["breaker"]["state"] == "open"
+        finally:
+            await a.close()
+            await b.close()
