@@ -11,6 +11,7 @@ so an outage is never counted twice and a stale success never closes a fresh ope
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Literal
 
 from proxy.config.model import BreakerPolicy
 
+log = logging.getLogger("strangler.upstream.breaker")
 State = Literal["closed", "open", "half_open"]
 Clock = Callable[[], float]
 WINDOW_BUCKETS = 10
@@ -72,9 +74,15 @@ class Breaker:
     `force_open` / `force_close` let a shared store (Redis) impose the fleet's decision.
     """
 
-    def __init__(self, policy: BreakerPolicy, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        clock: Clock = time.monotonic,
+        on_transition: Callable[[State, State], None] | None = None,
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        self.on_transition = on_transition  # (old, new), e.g. for metrics; must not raise
         self.window = Window(policy.window)
         self.consecutive = 0
         self.generation = 0
@@ -165,10 +173,15 @@ class Breaker:
             self._move("closed")
 
     def _move(self, state: State) -> None:
-        self._state = state
+        old, self._state = self._state, state
         self.generation += 1
         self.probes = 0
         if state == "closed":
             self.consecutive = 0
             self.window.clear()
         self.transitions.append((self.clock(), state))
+        if self.on_transition is not None:
+            try:
+                self.on_transition(old, state)
+            except Exception:  # noqa: BLE001 - reporting must never break a request
+                log.exception("breaker transition callback failed")

@@ -80,13 +80,20 @@ class UpstreamGuard:
         *,
         clock: Clock = time.monotonic,
         rand: Callable[[], float] = random.random,
+        on_transition: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.name = upstream.name
         self.retry_policy = upstream.retry
         self.clock = clock
         self.rand = rand
-        self.breaker = Breaker(upstream.breaker, clock)
+        self.breaker = Breaker(
+            upstream.breaker,
+            clock,
+            None
+            if on_transition is None
+            else (lambda old, new: on_transition(self.name, old, new)),
+        )
         self.bulkhead = Bulkhead(upstream.bulkhead, upstream.name)
         self.retries_active = 0
         self.shared: SharedBreaker | None = None

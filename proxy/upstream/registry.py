@@ -31,7 +31,9 @@ class GuardRegistry:
         key_prefix: str = "strangler:",
         sync_interval: float = 0.1,
         redis_timeout: float = 0.1,
+        on_transition: Callable[[str, str, str], None] | None = None,
     ) -> None:
+        self.on_transition = on_transition  # (upstream, old, new): Telemetry.breaker_changed
         self.clock = clock
         self.rand = rand
         self.key_prefix = key_prefix
@@ -64,7 +66,9 @@ class GuardRegistry:
                 old.upstream = upstream  # url/timeouts may change freely
                 guards[name] = old
             else:
-                guard = UpstreamGuard(upstream, clock=self.clock, rand=self.rand)
+                guard = UpstreamGuard(
+                    upstream, clock=self.clock, rand=self.rand, on_transition=self.on_transition
+                )
                 if old is not None and old.shared is not None:
                     guard.shared = old.shared
                 guards[name] = guard
@@ -77,6 +81,10 @@ class GuardRegistry:
     def snapshot(self) -> dict[str, dict]:
         """Per upstream, for `GET /-/upstreams`."""
         return {name: guard.snapshot() for name, guard in sorted(self.guards.items())}
+
+    def states(self) -> dict[str, str]:
+        """Upstream -> breaker state, this process's live view (for the dashboard)."""
+        return {name: guard.breaker.state for name, guard in sorted(self.guards.items())}
 
     async def start(self) -> None:
         """Connect the shared store if `state:` is set; never fails if Redis is down."""

@@ -231,3 +231,25 @@ async def test_registry_keeps_guards_with_unchanged_policy_across_reloads() -> N
     assert set(registry.snapshot()) == {"c"}
     await registry.start()  # no state: nothing to connect
     await registry.close()
+
+
+async def test_transitions_are_reported_per_upstream() -> None:
+    clock = Clock()
+    seen: list[tuple[str, str, str]] = []
+    breaker = BreakerPolicy(consecutive_failures=1, open_for=5)
+    registry = GuardRegistry(
+        config(upstream("a", breaker=breaker), upstream("b")),
+        clock=clock,
+        on_transition=lambda *event: seen.append(event),
+    )
+    async with registry.get("a").slot() as slot:
+        slot.done(status=500)
+    clock.now += 5
+    assert registry.states() == {"a": "half_open", "b": "closed"}
+    async with registry.get("a").slot() as slot:
+        slot.done(status=200)
+    assert seen == [
+        ("a", "closed", "open"),
+        ("a", "open", "half_open"),
+        ("a", "half_open", "closed"),
+    ]
