@@ -16,71 +16,63 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.client import ConnectionPool, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-_CHUNK = 64 * 1024
 
 
 class UpstreamPool:
-    """A `ClientSession` (connection pool) per upstream definition.
+    """A keep-alive `ConnectionPool` per upstream definition (plus an aiohttp session for
+    WebSocket upgrades, which are rare and need aiohttp's WebSocket client).
 
-    Sessions are keyed by the whole `Upstream` value: a reload that leaves an upstream
+    Pools are keyed by the whole `Upstream` value: a reload that leaves an upstream
     unchanged keeps its warm connections; one that changes it gets a fresh pool, and the
     old pool is closed once the requests using it are done.
     """
 
     def __init__(self) -> None:
-        self._sessions: dict[Upstream, aiohttp.ClientSession] = {}
-        self._timeouts: dict[Upstream, aiohttp.ClientTimeout] = {}
+        self._pools: dict[Upstream, ConnectionPool] = {}
+        self._ws_session: aiohttp.ClientSession | None = None
 
-    def session(self, upstream: Upstream) -> aiohttp.ClientSession:
-        session = self._sessions.get(upstream)
-        if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # the bulkhead limits concurrency, not the pool
-                keepalive_timeout=30.0,
-                ttl_dns_cache=10,
-                ssl=None if upstream.scheme == "https" else False,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # compression passes through untouched
+    def pool(self, upstream: Upstream) -> ConnectionPool:
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = ConnectionPool(upstream)
+        return pool
+
+    def websocket_session(self) -> aiohttp.ClientSession:
+        if self._ws_session is None:
+            self._ws_session = aiohttp.ClientSession(
+                auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                read_bufsize=_CHUNK,
-                max_line_size=16384,
-                max_field_size=16384,
             )
-            self._sessions[upstream] = session
-            t = upstream.timeout
-            self._timeouts[upstream] = aiohttp.ClientTimeout(
-                total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
-            )
-        return session
-
-    def timeout(self, upstream: Upstream) -> aiohttp.ClientTimeout:
-        self.session(upstream)
-        return self._timeouts[upstream]
+        return self._ws_session
 
     async def retire(self, keep: set[Upstream], grace: float = 30.0) -> None:
         """Close pools of upstreams no longer configured, after in-flight use drains."""
-        stale = [u for u in self._sessions if u not in keep]
-        sessions = [self._sessions.pop(u) for u in stale]
-        for u in stale:
-            self._timeouts.pop(u, None)
-        if sessions:
+        stale = [self._pools.pop(u) for u in list(self._pools) if u not in keep]
+        if stale:
             await asyncio.sleep(grace)
-            for s in sessions:
-                await s.close()
+            for pool in stale:
+                await pool.close()
 
     async def close(self) -> None:
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        for s in sessions:
-            await s.close()
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
+            await pool.close()
+        if self._ws_session is not None:
+            await self._ws_session.close()
+
+
+def upstream_target(upstream: Upstream, path: str, query: str) -> str:
+    """The origin-form request target: base path + path, query forwarded byte for byte."""
+    target = upstream.base_path + path
+    return f"{target}?{query}" if query else target
 
 
 def upstream_url(upstream: Upstream, path: str, query: str) -> URL:
@@ -134,7 +126,7 @@ async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes
             return b"".join(parts), True
 
 
-def response_headers(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def response_headers(resp: UpstreamResponse | aiohttp.ClientResponse) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop ones, in order, repeats kept."""
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
     drop = HOP_BY_HOP | connection_tokens(raw)
@@ -147,7 +139,7 @@ def response_headers(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 async def relay(
     request: web.BaseRequest,
-    upstream_resp: aiohttp.ClientResponse,
+    upstream_resp: UpstreamResponse,
     extra_headers: dict[str, str],
     *,
     capture: list[bytes] | None = None,
@@ -164,7 +156,7 @@ async def relay(
         status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
     )
     if (
-        upstream_resp.headers.get("Content-Length") is None
+        upstream_resp.header(b"content-length") is None
         and request.version < aiohttp.HttpVersion11
     ):
         out.force_close()

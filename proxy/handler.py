@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from opentelemetry.trace import Span
 
+from proxy.client import ConnectFailed, UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
@@ -39,7 +40,7 @@ from proxy.forward import (
     client_headers,
     relay,
     response_headers,
-    upstream_url,
+    upstream_target,
 )
 from proxy.pathsafety import UnsafePath, normalize_path
 from proxy.runtime import Runtime, RuntimeHolder
@@ -336,7 +337,7 @@ class ProxyHandler:
             upstream_resp = await self._fallback(
                 request, rt, path, query, headers, host_header, body, ex, failure
             )
-            if not isinstance(upstream_resp, aiohttp.ClientResponse):
+            if not isinstance(upstream_resp, UpstreamResponse):
                 return upstream_resp
 
         capture: list[bytes] | None = [] if shadowing else None
@@ -394,7 +395,7 @@ class ProxyHandler:
         ex: Exchange,
         *,
         fallback: bool = False,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Attempts against one upstream under its guard: breaker, bulkhead, retries."""
         guard = self.guards.get(upstream.name) if self.guards is not None else None
         method = request.method
@@ -483,18 +484,17 @@ class ProxyHandler:
         ex: Exchange,
         attempt: int = 1,
         fallback: bool = False,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """One call to one upstream; failures before a response become `UpstreamFailure`."""
-        session = self.pool.session(upstream)
         send_headers = _with_host(headers, upstream.host_header or host_header)
-        url = upstream_url(upstream, path, query)
+        target = upstream_target(upstream, path, query)
         span = None
         telemetry = self.telemetry
         if telemetry is not None and ex.span is not None:
             span = telemetry.attempt_started(
                 ex.span,
                 request.method,
-                str(url),
+                f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
                 upstream=upstream.name,
                 attempt=attempt,
                 fallback=fallback,
@@ -503,28 +503,23 @@ class ProxyHandler:
         data: Any = body.chunks() if isinstance(body, BodySource) else body
         ex.attempts += 1
         try:
-            resp = await session.request(
-                request.method,
-                url,
-                headers=send_headers,
-                data=data,
-                allow_redirects=False,
-                timeout=self.pool.timeout(upstream),
+            resp = await self.pool.pool(upstream).request(
+                request.method, target, send_headers, data
             )
         except TimeoutError as exc:
             failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             failure = UpstreamFailure(
                 502,
                 f"upstream {upstream.name} unreachable: connection refused or failed",
                 connected=False,
                 error=exc,
             )
-        except aiohttp.ClientResponseError as exc:
+        except UpstreamProtocolError as exc:
             failure = UpstreamFailure(
-                502, f"upstream {upstream.name} sent an invalid response: {exc.message}", error=exc
+                502, f"upstream {upstream.name} sent an invalid response: {exc}", error=exc
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             failure = UpstreamFailure(
                 502, f"upstream {upstream.name} failed: {exc.__class__.__name__}", error=exc
             )
@@ -547,7 +542,7 @@ class ProxyHandler:
         body: bytes | BodySource | None,
         ex: Exchange,
         failure: UpstreamFailure,
-    ) -> aiohttp.ClientResponse | web.Response:
+    ) -> UpstreamResponse | web.Response:
         """Serve a safe request from legacy after the extracted side failed."""
         ex.fallback_reason = failure.reason
         log.warning(
@@ -618,7 +613,7 @@ class ProxyHandler:
             fallback = await self._fallback(
                 request, rt, ex.path, query, headers, host_header, body or None, ex, failure
             )
-            if not isinstance(fallback, aiohttp.ClientResponse):
+            if not isinstance(fallback, UpstreamResponse):
                 return fallback
             try:
                 out, ex.bytes_out = await relay(request, fallback, {"X-Request-ID": ex.request_id})
@@ -672,7 +667,7 @@ class ProxyHandler:
         query: str,
         headers: list[tuple[str, str]],
         body: bytes | BodySource | None,
-        primary: aiohttp.ClientResponse,
+        primary: UpstreamResponse,
         primary_body: bytes,
         latency: float,
         ex: Exchange,

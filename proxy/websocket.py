@@ -50,7 +50,7 @@ async def proxy_websocket(
     url = upstream_url(upstream, path, query).with_scheme(
         "wss" if upstream.scheme == "https" else "ws"
     )
-    session = pool.session(upstream)
+    session = pool.websocket_session()
     try:
         upstream_ws = await session.ws_connect(
             url,
