@@ -189,7 +189,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class ShadowStoreConfig:
-    store: str | None = None  # "sqlite:///path.db" | "redis://host:6379/0"; None = beside routes.yaml
+    # "sqlite:///path.db" | "redis://host:6379/0"; None = a SQLite file beside routes.yaml
+    store: str | None = None
     retention_count: int = 100_000
     retention_days: float = 7.0
 
