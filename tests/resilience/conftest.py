@@ -1,0 +1,83 @@
+"""A real proxy process in front of two fault-injecting upstreams (legacy and extracted)."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.faulty import Faulty, faulty
+from tests.support.procs import PYTHON, ROOT, free_port, running
+
+
+@dataclass
+class World:
+    legacy: Faulty
+    svc: Faulty
+    other: Faulty
+
+
+@dataclass
+class Proxy:
+    url: str
+    admin: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with faulty("legacy") as legacy, faulty("extracted") as svc, faulty("other") as other:
+        yield World(legacy, svc, other)
+
+
+@pytest.fixture
+def reset_world(world: World) -> World:
+    for f in (world.legacy, world.svc, world.other):
+        f.reset()
+    return world
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, reset_world: World) -> Iterator[Callable[..., Proxy]]:
+    """start(upstream_extra=..., routes=..., top=...) -> Proxy; stopped after the test."""
+    contexts = []
+
+    def start(*, svc: str = "", routes: str, top: str = "") -> Proxy:
+        port, admin_port = free_port(), free_port()
+        w = reset_world
+        text = textwrap.dedent(
+            f"""\
+            version: 1
+            listen: {{host: 127.0.0.1, port: {port}}}
+            admin: {{host: 127.0.0.1, port: {admin_port}}}
+            upstreams:
+              legacy: {{url: "{w.legacy.url}"}}
+              other: {{url: "{w.other.url}"}}
+              svc:
+                url: "{w.svc.url}"
+            """
+        )
+        text += textwrap.indent(textwrap.dedent(svc), "    ") if svc else ""
+        text += "default: legacy\n" + textwrap.dedent(top)
+        text += "routes:\n" + textwrap.indent(textwrap.dedent(routes), "  ")
+        config = tmp_path / f"routes-{port}.yaml"
+        config.write_text(text)
+        log = tmp_path / f"proxy-{port}.log"
+        ctx = running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+            ready_url=f"http://127.0.0.1:{admin_port}/-/ready",
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        ctx.__enter__()
+        contexts.append(ctx)
+        return Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log)
+
+    yield start
+    for ctx in contexts:
+        ctx.__exit__(None, None, None)

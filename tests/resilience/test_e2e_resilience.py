@@ -1,0 +1,116 @@
+"""Through the real proxy: retries only where safe, bounded load on a dead target, fallback
+hiding it from GET clients, bulkheads isolating upstreams, breaker state on /-/upstreams."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+SVC_POLICY = """\
+timeout: {connect: 1.0, read: 2.0, total: 5.0}
+retry: {retries: 1, backoff_base: 0.005, backoff_max: 0.02}
+breaker: {consecutive_failures: 5, open_for: 30}
+"""
+
+EXTRACTED = """\
+- name: items
+  match: {prefix: /items}
+  mode: extracted
+  target: svc
+"""
+
+
+def test_retries_only_where_allowed(start_proxy, world) -> None:
+    p = start_proxy(svc=SVC_POLICY, routes=EXTRACTED)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        world.svc.set("status", status=503, count=1)
+        r = c.get("/items/1")
+        assert r.status_code == 200 and r.json()["attempt"] == 2  # retried once
+        assert world.svc.attempts() == 2
+
+        world.svc.set("status", status=503, count=1)
+        r = c.delete("/items/1")
+        assert r.status_code == 200 and world.svc.attempts() == 4  # DELETE is idempotent
+
+        world.svc.set("status", status=503, count=1)
+        r = c.post("/items", content=b'{"a": 1}')
+        assert r.status_code == 503  # never repeated: it may have been executed
+        assert world.svc.attempts() == 5
+        assert world.svc.stats()["by_method"]["POST"] == 1
+
+        world.svc.set("status", status=500, count=1)
+        assert c.get("/items/1").status_code == 500  # 500 is not in retry_on_status
+        assert world.svc.attempts() == 6
+
+        world.svc.set("status", status=503, count=2)
+        assert c.get("/items/1").status_code == 503  # one retry, not more
+        assert world.svc.attempts() == 8
+
+
+def test_dead_target_gets_bounded_attempts_then_fast_503_with_retry_after(
+    start_proxy, world
+) -> None:
+    p = start_proxy(svc=SVC_POLICY, routes=EXTRACTED)
+    world.svc.set("status", status=503)  # down for good
+    requests = 60
+    with httpx.Client(base_url=p.url, timeout=10) as c, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: c.get(f"/items/{i}"), range(requests)))
+        assert {r.status_code for r in answers} == {503}
+        attempts = world.svc.attempts()
+        assert attempts <= 1.2 * requests, f"{attempts} upstream attempts for {requests} requests"
+        rejected = [r for r in answers if "Retry-After" in r.headers]
+        assert rejected, "once the breaker is open, 503s carry Retry-After"
+        assert 1 <= int(rejected[-1].headers["Retry-After"]) <= 30
+
+        started = time.monotonic()
+        r = c.get("/items/x")
+        assert r.status_code == 503 and time.monotonic() - started < 0.5
+        assert world.svc.attempts() == attempts  # rejected without touching the network
+
+        snap = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()
+        svc = snap["svc"]
+        assert svc["breaker"]["state"] == "open"
+        assert svc["counters"]["breaker_open"] >= 1
+
+
+def test_fallback_hides_a_dead_extracted_service_from_get_clients(start_proxy, world) -> None:
+    routes = EXTRACTED.replace("target: svc", "target: svc\n  fallback: legacy")
+    p = start_proxy(svc=SVC_POLICY, routes=routes)
+    world.svc.set("refuse")  # every connection is closed without an answer
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for i in range(30):
+            r = c.get(f"/items/{i}")
+            assert r.status_code == 200, r.text
+            assert r.json()["server"] == "legacy"
+        assert world.svc.attempts() <= 6  # the breaker stopped trying after 5 failures
+        r = c.post("/items", content=b"{}")
+        assert r.status_code in (502, 503)  # unsafe requests are never re-sent elsewhere
+        assert world.legacy.stats()["by_method"].get("POST") is None
+
+
+def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
+    start_proxy, world
+) -> None:
+    svc = SVC_POLICY + "bulkhead: {max_concurrent: 2, max_queued: 0, queue_timeout: 0}\n"
+    routes = EXTRACTED + "- name: other\n  match: {prefix: /other}\n  mode: extracted\n"
+    routes += "  target: other\n"
+    p = start_proxy(svc=svc, routes=routes)
+    world.svc.set("hang", delay=3)
+    with httpx.Client(base_url=p.url, timeout=10) as c, ThreadPoolExecutor(4) as pool:
+        hanging = [pool.submit(c.get, f"/items/{i}") for i in range(2)]
+        deadline = time.monotonic() + 5
+        while world.svc.attempts() < 2:
+            assert time.monotonic() < deadline, "the two slow requests never arrived"
+            time.sleep(0.01)
+        started = time.monotonic()
+        r = c.get("/items/overflow")
+        assert r.status_code == 503 and time.monotonic() - started < 0.5
+        assert "Retry-After" in r.headers
+        assert world.svc.attempts() == 2  # overflow never reached the upstream
+        r = c.get("/other/1")
+        assert r.status_code == 200 and r.json()["server"] == "other"
+        world.svc.set("ok")
+        for f in hanging:
+            f.result()
