@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Literal
 
 from proxy.config.model import Route
@@ -75,6 +76,7 @@ def choose_side(route: Route, *, tenant: str | None, sticky_key: str | None, ran
     return "extracted" if rand * BUCKETS < limit else "legacy"
 
 
+@lru_cache(maxsize=256)
 def parse_sticky(spec: str | None) -> tuple[str, str | None] | None:
     """`"header:X-User-Id"` -> `("header", "x-user-id")`; raises ValueError naming the fix."""
     if spec is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.config.model import CanaryPolicy, Match, Route, TenantPins
 from proxy.dispatch import BUCKETS, bucket, choose_side, parse_sticky, sticky_key, threshold
@@ -128,3 +130,16 @@ def test_bucket_is_stable_and_spread() -> None:
     for key in KEYS:
         counts[bucket(key) * 10 // BUCKETS] += 1
     assert min(counts) > 900 and max(counts) < 1100
+
+
+@given(
+    key=st.text(min_size=1, max_size=40),
+    low=st.floats(min_value=0, max_value=100),
+    high=st.floats(min_value=0, max_value=100),
+)
+def test_property_monotonic_for_any_key_and_percentages(key: str, low: float, high: float) -> None:
+    low, high = sorted((low, high))
+    if side(canary(low), key) == "extracted":
+        assert side(canary(high), key) == "extracted"
+    if side(canary(high), key) == "legacy":
+        assert side(canary(low), key) == "legacy"

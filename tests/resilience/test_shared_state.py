@@ -205,3 +205,25 @@ async def test_redis_going_away_falls_back_to_local_state_and_resumes(caplog) ->
         finally:
             await a.close()
             await b.close()
+
+
+async def test_failure_ratio_counts_the_whole_fleet(prefix: str) -> None:
+    # Neither replica alone reaches min_requests; together they do, at 50% failures.
+    breaker = BreakerPolicy(consecutive_failures=0, failure_ratio=0.5, min_requests=20)
+    ups = {"x": Upstream(name="x", url="http://127.0.0.1:1", breaker=breaker)}
+    cfg = Config(version=1, upstreams=MappingProxyType(ups), routes=(), state=SHARED_REDIS)
+    a = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.05)
+    b = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.05)
+    await a.start()
+    await b.start()
+    try:
+        for registry, n in ((a, 6), (b, 4)):
+            for status in [200] * n + [503] * n:
+                async with registry.get("x").slot() as slot:
+                    slot.done(status=status)
+        assert a.get("x").breaker.failure_ratio() == 0.5  # but only 12 requests here
+        await eventually(lambda: a.get("x").breaker.state == "open", 3, "fleet ratio trip on A")
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "fleet ratio trip on B")
+    finally:
+        await a.close()
+        await b.close()
