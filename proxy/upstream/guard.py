@@ -139,15 +139,10 @@ class UpstreamGuard:
                 await self.bulkhead.acquire()
             except BaseException:
                 self.breaker.release(ticket)
-                if isinstance(ticket, Ticket) and ticket.probe and self.shared is not None:
-                    self.shared.nudge()
                 raise
-        except BulkheadFull:
-            self.counters["bulkhead_full"] += 1
-            if retry:
-                self.retries_active -= 1
-            raise
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, BulkheadFull):
+                self.counters["bulkhead_full"] += 1
             if retry:
                 self.retries_active -= 1
             raise
@@ -158,7 +153,11 @@ class UpstreamGuard:
         ticket = self.breaker.try_acquire()
         if ticket is not None and ticket.probe and self.shared is not None and self.shared.healthy:
             # The fleet probes together: only the replica Redis grants may send it.
-            verdict, remaining = await self.shared.acquire_probe(self)
+            try:
+                verdict, remaining = await self.shared.acquire_probe(self)
+            except BaseException:  # cancelled while asking: give the local probe back
+                self.breaker.release(ticket)
+                raise
             if verdict == "closed":
                 self.breaker.force_close()
                 ticket = self.breaker.try_acquire()
