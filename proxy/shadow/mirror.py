@@ -41,12 +41,19 @@ EXAMPLE_BODY_LIMIT = 64 * 1024
 LATENCY_WINDOW = 1024
 
 # Drop reasons, as the telemetry's `strangler_shadow_dropped_total{reason}` names them.
-QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING = (
+QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN = (
     "queue_full",
     "body_too_large",
     "unsafe_method",
     "stopping",
+    "candidate_down",
 )
+# A candidate that refuses connections this many times in a row is not called for DOWN_FOR
+# seconds (doubling while probes keep failing, up to DOWN_FOR_MAX): a failed connect costs the
+# proxy more CPU than a whole successful call, and that CPU is the primary path's.
+DOWN_AFTER = 5
+DOWN_FOR = 1.0
+DOWN_FOR_MAX = 30.0
 
 
 class TranslationFailed(Exception):
@@ -78,6 +85,21 @@ class _Lane:
     queue: asyncio.Queue
     workers: list[asyncio.Task] = field(default_factory=list)
     in_flight: int = 0
+
+
+@dataclass(slots=True)
+class _Down:
+    """A candidate upstream's consecutive connection failures and when it may be called again."""
+
+    failures: int = 0
+    until: float = 0.0  # monotonic
+    cooldown: float = 0.0
+
+
+def _unreachable(result: object) -> bool:
+    """Refused, reset, unroutable: the candidate is not there. A timeout is not counted (a slow
+    candidate is bounded by the lane's concurrency and queue instead)."""
+    return isinstance(result, OSError) and not isinstance(result, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -141,6 +163,7 @@ class ShadowMirror:
         count: Count | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._send = send
@@ -152,6 +175,8 @@ class ShadowMirror:
         self._count = count
         self._rng = rng
         self._clock = clock
+        self._monotonic = monotonic
+        self._down: dict[str, _Down] = {}  # by candidate upstream name
         self._lanes: dict[str, _Lane] = {}
         self._retired: list[_Lane] = []
         self._differs: dict[str, tuple[object, Differ]] = {}
@@ -186,6 +211,11 @@ class ShadowMirror:
         if policy.sample < 1.0 and self._rng() >= policy.sample:
             stats.sampled_out += 1
             return False
+        if self.candidate_down(route.target):
+            return self.drop(route.name, CANDIDATE_DOWN)
+        lane = self._lanes.get(route.name)
+        if lane is not None and lane.queue.full():  # spare the handler buffering for nothing
+            return self.drop(route.name, QUEUE_FULL)
         return True
 
     def submit(
@@ -217,6 +247,8 @@ class ShadowMirror:
                 return self.drop(route.name, UNSAFE_METHOD)
             if len(request.body) > route.shadow.max_body:
                 return self.drop(route.name, BODY_TOO_LARGE)
+            if self.candidate_down(route.target):
+                return self.drop(route.name, CANDIDATE_DOWN)
             lane = self._lane(route)
             job = _Job(route, endpoint, request, primary, request_id, self._clock())
             try:
@@ -239,6 +271,34 @@ class ShadowMirror:
             except Exception:  # noqa: BLE001
                 log.exception("shadow drop metric failed")
         return False
+
+    def candidate_down(self, upstream: str | None) -> bool:
+        """Is this candidate resting after repeated connection failures? (No call is made.)"""
+        state = self._down.get(upstream or "")
+        return state is not None and self._monotonic() < state.until
+
+    def _candidate_result(self, upstream: str, result: object) -> None:
+        """Track consecutive connection failures; any answer from the candidate resets them."""
+        if isinstance(result, CapturedResponse) or (
+            isinstance(result, TranslationFailed) and result.response is not None
+        ):
+            self._down.pop(upstream, None)
+            return
+        if not _unreachable(result):
+            return
+        state = self._down.setdefault(upstream, _Down())
+        state.failures += 1
+        now = self._monotonic()
+        if state.failures >= DOWN_AFTER and now >= state.until:  # not already resting
+            state.cooldown = min(max(state.cooldown * 2, DOWN_FOR), DOWN_FOR_MAX)
+            state.until = now + state.cooldown
+            log.warning(
+                "shadow candidate %s unreachable %d times in a row (%s); not called for %gs",
+                upstream,
+                state.failures,
+                result,
+                state.cooldown,
+            )
 
     def _route_stats(self, name: str) -> _Stats:
         stats = self._stats.get(name)
@@ -313,6 +373,9 @@ class ShadowMirror:
         route, request, primary = job.route, job.request, job.primary
         policy = route.shadow
         stats = self._route_stats(route.name)
+        if self.candidate_down(route.target):  # queued before it went down
+            self.drop(route.name, CANDIDATE_DOWN)
+            return
 
         noise_up: str | None = None
         if policy.noise != "off" and request.method.upper() in SAFE_METHODS:
@@ -346,6 +409,7 @@ class ShadowMirror:
         for res in results:
             if isinstance(res, asyncio.CancelledError):
                 raise res
+        self._candidate_result(route.target or "", cand)
 
         differ = self.differ(route)
         noise: tuple[str, ...] | None = None
