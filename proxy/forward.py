@@ -18,7 +18,8 @@ from yarl import URL
 
 from proxy.client import ConnectionPool, UpstreamResponse
 from proxy.config.model import Upstream
-from proxy.filters.headers import HOP_BY_HOP, connection_tokens
+from proxy.errors import error_response
+from proxy.filters.headers import HOP_BY_HOP, connection_tokens, sanitize_request_headers
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -67,6 +68,9 @@ class UpstreamPool:
             await pool.close()
         if self._ws_session is not None:
             await self._ws_session.close()
+
+
+SMALL_BODY = 64 * 1024  # responses up to this size (with a Content-Length) are sent in one write
 
 
 def upstream_target(upstream: Upstream, path: str, query: str) -> str:
@@ -144,21 +148,51 @@ async def relay(
     *,
     capture: list[bytes] | None = None,
     capture_limit: int = 0,
+    route: str | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Stream an upstream response to the client; returns it and the body bytes sent.
 
     With `capture`, body chunks are also kept (up to `capture_limit` bytes) for shadow
     comparison; past the limit the capture is abandoned (cleared and marked by a None).
+
+    Only a final status (200-599) is relayed. A 101 the client never asked for, or any
+    other status here, would leave client and proxy disagreeing about what the next bytes
+    on the connection are, so it becomes a 502 (`route` names the route in its body).
     """
+    if not 200 <= upstream_resp.status <= 599:
+        return (
+            error_response(
+                502,
+                f"upstream sent status {upstream_resp.status} where a final response was due",
+                route=route,
+                request_id=extra_headers.get("X-Request-ID", ""),
+                accept=request.headers.get("Accept"),
+            ),
+            0,
+        )
     headers = response_headers(upstream_resp)
     headers.update(extra_headers)
+    length = upstream_resp.header(b"content-length")
+    if (
+        request.method == "HEAD"
+        or upstream_resp.status in (204, 304)
+        or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
+    ):
+        # Small and of known size: read it whole and answer with one write (headers and
+        # body coalesced by aiohttp); every syscall counts on the hot path.
+        body = b"" if request.method == "HEAD" else await upstream_resp.content.read()
+        if capture is not None:
+            capture.append(body)
+        small = web.Response(
+            status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
+        )
+        if body:
+            small.body = body
+        return small, len(body)
     out = web.StreamResponse(
         status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
     )
-    if (
-        upstream_resp.header(b"content-length") is None
-        and request.version < aiohttp.HttpVersion11
-    ):
+    if upstream_resp.header(b"content-length") is None and request.version < aiohttp.HttpVersion11:
         out.force_close()
     await out.prepare(request)
     sent = 0
@@ -183,8 +217,13 @@ async def relay(
 
 
 def client_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
-    """The client's request headers as sent: order and repeats preserved."""
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    """The client's request headers in order, repeats kept, made safe to forward.
+
+    Underscore names are dropped and Content-Length is canonical (see
+    `proxy.filters.headers.sanitize_request_headers`).
+    """
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    return sanitize_request_headers(raw, request.content_length)
 
 
 def abort_connection(request: web.BaseRequest) -> None:
