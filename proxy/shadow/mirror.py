@@ -402,7 +402,8 @@ class ShadowMirror:
 
         calls = [candidate()]
         if noise_up is not None:
-            calls.append(self._call(noise_up, request))
+            # marked like every shadow call, so the monolith can tell it from client traffic
+            calls.append(self._call(noise_up, self._marked(request)))
         results = await asyncio.gather(*calls, return_exceptions=True)
         cand = results[0]
         second = results[1] if len(results) > 1 else None
