@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.faulty import Faulty, faulty
@@ -26,6 +27,16 @@ class Proxy:
     url: str
     admin: str
     log: Path
+    config: Path
+
+    def reload(self, text: str) -> dict:
+        """Replace routes.yaml (atomically, as editors do) and reload it now."""
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config)
+        r = httpx.post(f"{self.admin}/-/reload", timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +87,7 @@ def start_proxy(tmp_path: Path, reset_world: World) -> Iterator[Callable[..., Pr
         )
         ctx.__enter__()
         contexts.append(ctx)
-        return Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log)
+        return Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log, config)
 
     yield start
     for ctx in contexts:

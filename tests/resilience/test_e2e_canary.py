@@ -3,6 +3,9 @@ only moves legacy -> extracted as the percentage rises, and tenant pins override
 
 from __future__ import annotations
 
+import base64
+import json
+
 import httpx
 
 from proxy.config.model import CanaryPolicy, Match, Route, TenantPins
@@ -62,3 +65,27 @@ def test_sticky_split_is_predictable_stable_and_monotonic(start_proxy) -> None:
 
     assert set(sides(at30.url, tenant="acme").values()) == {"extracted"}
     assert set(sides(at60.url, tenant="bigcorp").values()) == {"legacy"}
+
+
+def bearer(claims: dict) -> dict[str, str]:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return {"Authorization": f"Bearer {part({'alg': 'HS256'})}.{part(claims)}.c2ln"}
+
+
+def test_pilot_tenant_from_a_jwt_claim_reaches_a_legacy_routes_target(start_proxy) -> None:
+    route = """\
+- name: items
+  match: {prefix: /items}
+  mode: legacy
+  target: svc
+  tenants: {extracted: [acme]}
+"""
+    p = start_proxy(routes=route, top="tenant: {jwt_claim: tid}\n")
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        assert c.get("/items/1", headers=bearer({"tid": "acme"})).json()["server"] == "extracted"
+        assert c.get("/items/1", headers=bearer({"tid": "globex"})).json()["server"] == "legacy"
+        assert c.get("/items/1").json()["server"] == "legacy"
+        # The claim is what names the tenant, not a client's X-Tenant-ID header.
+        assert c.get("/items/1", headers={"X-Tenant-ID": "acme"}).json()["server"] == "legacy"

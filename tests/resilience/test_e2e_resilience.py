@@ -114,3 +114,28 @@ def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
         world.svc.set("ok")
         for f in hanging:
             f.result()
+
+
+def test_open_breaker_survives_a_reload_unless_its_policy_changes(start_proxy, world) -> None:
+    p = start_proxy(svc=SVC_POLICY, routes=EXTRACTED)
+    world.svc.set("status", status=503)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for i in range(5):
+            c.get(f"/items/{i}")
+        assert upstream(p, "svc")["breaker"]["state"] == "open"
+
+        text = p.config.read_text()
+        p.reload(text.replace("- name: items", "- name: items-renamed"))
+        assert upstream(p, "svc")["breaker"]["state"] == "open"  # same policy: kept
+        attempts = world.svc.attempts()
+        assert c.get("/items/1").status_code == 503
+        assert world.svc.attempts() == attempts
+
+        p.reload(text.replace("open_for: 30", "open_for: 20"))
+        assert upstream(p, "svc")["breaker"]["state"] == "closed"  # new policy: fresh guard
+        world.svc.set("ok")
+        assert c.get("/items/1").status_code == 200
+
+
+def upstream(p, name: str) -> dict:
+    return httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()[name]
