@@ -8,9 +8,10 @@ strings or checks config flags more than once per request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import IO, Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -77,6 +78,7 @@ class Telemetry:
         )
         self.log = RequestLog()
         self._routes: dict[str, str] = {}
+        self._upstream_urls: dict[str, str] = {}
         self._reloads: deque[dict[str, Any]] = deque(maxlen=RELOAD_HISTORY)
         self._bad_events: set[str] = set()
         if configure_logs:
@@ -89,6 +91,10 @@ class Telemetry:
         tc = config.telemetry
         old = self.config
         self._routes = {r.name: http_route(r) for r in config.routes}
+        self._upstream_urls = {
+            name: f"{up.scheme}://{up.host}:{up.port}{up.base_path}"
+            for name, up in config.upstreams.items()
+        }
         if tc.redact != old.redact:
             self.redactor = Redactor(tc.redact)
             self.tracing.redactor = self.redactor
@@ -305,6 +311,40 @@ class Telemetry:
             headers=get(ex, "headers", None),
             error=get(ex, "error", None),
         )
+
+    def traced_shadow_sender(
+        self, send: Callable[[str, Any], Awaitable[Any]]
+    ) -> Callable[[str, Any], Awaitable[Any]]:
+        """Wrap the shadow mirror's `send(upstream_name, ShadowRequest)` so each shadow call is
+        counted as an upstream attempt and, when the primary's trace is sampled, gets a
+        `shadow <METHOD>` client span in that trace and carries its `traceparent`.
+
+        The trace is found through the `traceparent` in the ShadowRequest's headers, so the
+        handler injects the server span there (`inject(ex.span, shadow_headers)`) when it
+        builds the request.
+        """
+
+        async def send_traced(upstream_name: str, request: Any) -> Any:
+            span = self.tracing.start_remote_child(
+                request.headers,
+                request.method,
+                self._upstream_urls.get(upstream_name, "") + request.path,
+                upstream=upstream_name,
+                shadow=True,
+            )
+            if span is not None:
+                headers = list(request.headers)
+                Tracing.inject(span, headers)
+                request = dataclasses.replace(request, headers=tuple(headers))
+            try:
+                response = await send(upstream_name, request)
+            except BaseException as exc:
+                self.attempt_finished(span, upstream_name, None, error=exc)
+                raise
+            self.attempt_finished(span, upstream_name, getattr(response, "status", None))
+            return response
+
+        return send_traced
 
     def error(
         self,

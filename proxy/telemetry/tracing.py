@@ -15,7 +15,7 @@ import random
 import re
 import socket
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
@@ -284,13 +284,14 @@ class Tracing:
         attempt: int = 0,
         fallback: bool = False,
         shadow: bool = False,
+        remote: bool = False,
     ) -> Span | None:
         """A span for one attempt to an upstream (retries, fallbacks and shadow calls each get
         their own), child of the request's server span so all share its trace id."""
         tracer = self._tracer
         if tracer is None or parent is None:
             return None
-        if not parent.is_recording():
+        if not remote and not parent.is_recording():
             ctx = parent.get_span_context()
             return _unsampled(ctx.trace_id, ctx.trace_state)
         name = f"shadow {method}" if shadow else method
@@ -312,6 +313,28 @@ class Tracing:
             attrs["strangler.shadow"] = True
         return tracer.start_span(
             name, context=set_span_in_context(parent), kind=SpanKind.CLIENT, attributes=attrs
+        )
+
+    def start_remote_child(
+        self,
+        headers: Iterable[tuple[str, str]],
+        method: str,
+        url: str,
+        *,
+        upstream: str,
+        shadow: bool = False,
+    ) -> Span | None:
+        """A client span whose parent is the `traceparent` in `headers` (pairs), for calls made
+        away from the request (shadow calls run after the primary answered). None when there
+        is no parent or it is not sampled: the call then keeps the headers it has."""
+        if self._tracer is None:
+            return None
+        value = next((v for k, v in headers if k.lower() == "traceparent"), None)
+        parent = parse_traceparent(value)
+        if parent is None or not parent.trace_flags.sampled:
+            return None
+        return self.start_client_span(
+            NonRecordingSpan(parent), method, url, upstream=upstream, shadow=shadow, remote=True
         )
 
     def end_client_span(

@@ -14,6 +14,7 @@ from proxy.config.model import (
     TelemetryConfig,
     Upstream,
 )
+from proxy.telemetry.metrics import samples_from_text
 
 
 def make_config(
@@ -52,3 +53,12 @@ def make_config(
 def json_lines(stream: io.StringIO) -> list[dict]:
     """Every line written so far, each parsed as JSON (fails the test if one is not)."""
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def value(text: bytes, name: str, **labels: str) -> float:
+    """The sum of samples called `name` whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for sname, slabels, v in samples_from_text(text.decode()):
+        if sname == name and all(slabels.get(k) == want for k, want in labels.items()):
+            total += v
+    return total

@@ -18,16 +18,7 @@ from proxy.telemetry.metrics import (
     status_class,
 )
 from tests.support.procs import PYTHON, ROOT
-from tests.telemetry.helpers import make_config
-
-
-def value(text: bytes, name: str, **labels: str) -> float:
-    """The sum of samples called `name` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for sname, slabels, v in samples_from_text(text.decode()):
-        if sname == name and all(slabels.get(k) == want for k, want in labels.items()):
-            total += v
-    return total
+from tests.telemetry.helpers import make_config, value
 
 
 @pytest.fixture
@@ -201,7 +192,7 @@ WRITER = textwrap.dedent(
     import sys
     from proxy.config.model import TelemetryConfig
     from proxy.telemetry import Telemetry
-    from tests.telemetry.helpers import make_config
+    from tests.telemetry.helpers import make_config, value
 
     n = int(sys.argv[1])
     t = Telemetry(TelemetryConfig(), configure_logs=False)
