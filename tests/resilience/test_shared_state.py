@@ -227,3 +227,36 @@ async def test_failure_ratio_counts_the_whole_fleet(prefix: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_probe_lost_with_its_replica_is_granted_again_after_open_for(prefix: str) -> None:
+    a = GuardRegistry(config(SHARED_REDIS, 0.4), key_prefix=prefix, sync_interval=0.05)
+    b = GuardRegistry(config(SHARED_REDIS, 0.4), key_prefix=prefix, sync_interval=0.05)
+    await a.start()
+    await b.start()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        await eventually(lambda: a.get("x").breaker.state == "half_open", 3, "half-open")
+        lost = a.get("x").slot()
+        await lost.__aenter__()  # A takes the fleet's only probe ...
+        assert lost.probe
+        await a.close()  # ... and vanishes without an answer
+        await eventually(lambda: b.get("x").breaker.state == "half_open", 3, "B half-open")
+        with pytest.raises(BreakerOpen):
+            async with b.get("x").slot():
+                pass
+        started = time.monotonic()
+        while True:  # B gets a probe once the lost one is older than open_for
+            try:
+                async with b.get("x").slot() as probe:
+                    assert probe.probe
+                    probe.done(status=200)
+                break
+            except BreakerOpen:
+                assert time.monotonic() - started < 3, "the lost probe was never forgotten"
+                await asyncio.sleep(0.02)
+        assert b.get("x").breaker.state == "closed"
+    finally:
+        await a.close()
+        await b.close()
