@@ -97,7 +97,7 @@ def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
     routes = EXTRACTED + "- name: other\n  match: {prefix: /other}\n  mode: extracted\n"
     routes += "  target: other\n"
     p = start_proxy(svc=svc, routes=routes)
-    world.svc.set("hang", delay=3)
+    world.svc.set("hang", delay=1.5)
     with httpx.Client(base_url=p.url, timeout=10) as c, ThreadPoolExecutor(4) as pool:
         hanging = [pool.submit(c.get, f"/items/{i}") for i in range(2)]
         deadline = time.monotonic() + 5
