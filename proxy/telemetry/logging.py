@@ -66,19 +66,38 @@ class _BaseFormatter(logging.Formatter):
             out["traceback"] = self.redactor.text(self.formatException(record.exc_info))
         return out
 
+    def access_line(self, fields: dict[str, Any], created: float) -> str:
+        """The line `format` would write for an access record, without building the record."""
+        out: dict[str, Any] = {
+            "ts": self.clock.iso(created),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "msg": "request",
+        }
+        out.update(fields)
+        return self.compose(out)
+
+    def compose(self, out: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.compose(self.fields(record))
+
+
+_json_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 
 class JsonFormatter(_BaseFormatter):
     """One compact JSON object per line."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(self.fields(record), separators=(",", ":"), default=str)
+    def compose(self, out: dict[str, Any]) -> str:
+        return _json_encode(out)
 
 
 class TextFormatter(_BaseFormatter):
     """`ts LEVEL logger msg key=value ...` for people reading a terminal."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields = self.fields(record)
+    def compose(self, fields: dict[str, Any]) -> str:
         head = f"{fields.pop('ts')} {fields.pop('level').upper():5} {fields.pop('logger')} "
         msg = str(fields.pop("msg"))
         tb = fields.pop("traceback", None)
@@ -111,16 +130,22 @@ def configure_logging(
 ) -> logging.Handler:
     """Route the root logger (so every module's logs) through one redacting formatter.
 
-    Idempotent: calling it again (on reload) replaces the handler it installed before.
+    The access logger gets the same handler directly (not through the root), which lets
+    `RequestLog.access` write its line without building a LogRecord. Idempotent: calling it
+    again (on reload) replaces the handler it installed before.
     """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
-        root.removeHandler(old)
+    access = logging.getLogger(ACCESS_LOGGER)
+    for logger in (root, access):
+        for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+            logger.removeHandler(old)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(log_format, redactor))
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
+    access.addHandler(handler)
+    access.propagate = False
     return handler
 
 
@@ -136,10 +161,32 @@ class RequestLog:
     def access(self, fields: dict[str, Any]) -> None:
         """Log one finished request; `fields` must already be safe (see `Telemetry`)."""
         logger = self._access
-        if logger.isEnabledFor(logging.INFO):
-            record = logger.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
-            record.safe_fields = fields
-            logger.handle(record)
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handlers = logger.handlers
+        if len(handlers) == 1 and not logger.propagate and not logger.filters:
+            handler = handlers[0]
+            formatter = handler.formatter
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and isinstance(formatter, _BaseFormatter)
+                and not handler.filters
+                and handler.level <= logging.INFO
+            ):
+                # The hot path: what `handle` would do for this one handler, minus the record.
+                line = formatter.access_line(fields, time.time())
+                handler.acquire()
+                try:
+                    handler.stream.write(line + handler.terminator)
+                    handler.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken log stream must not fail requests
+                finally:
+                    handler.release()
+                return
+        record = logger.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "request", None, None)
+        record.safe_fields = fields
+        logger.handle(record)
 
     def error(
         self,

@@ -218,3 +218,39 @@ def test_the_handlers_exchange_record_feeds_log_and_metrics(make):
     assert second["route"] == "default" and second["upstream"] is None
     text = t.metrics_text().decode()
     assert 'route="customers"' in text and 'route="default"' in text
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_fast_and_slow_access_paths_write_the_same_line(make, log_format):
+    t, out = make(log_format=log_format)
+    args = ("customers", "legacy", "legacy", "GET", 200, 0.004, 12)
+    kw = {"request_id": "req-same0001", "path": "/api/customers/1", "tenant": "acme corp"}
+    t.request_finished(*args, **kw)  # fast path: our handler only
+    access = logging.getLogger("strangler.access")
+    extra = logging.StreamHandler(io.StringIO())
+    access.addHandler(extra)  # a second handler: the record-building path
+    try:
+        t.request_finished(*args, **kw)
+    finally:
+        access.removeHandler(extra)
+    fast, slow = out.getvalue().splitlines()
+    strip_ts = (
+        (lambda line: line[line.index(",") :])
+        if log_format == "json"
+        else (lambda line: line.split(" ", 1)[1])
+    )
+    assert strip_ts(fast) == strip_ts(slow)
+    assert extra.stream.getvalue() == "request\n"  # the other handler got the record too
+
+
+def test_access_lines_can_be_silenced_without_losing_errors(make):
+    t, out = make()
+    access = logging.getLogger("strangler.access")
+    access.setLevel(logging.WARNING)
+    try:
+        t.request_finished("customers", "legacy", "legacy", "GET", 200, 0.001, 1)
+        t.error("boom", request_id="req-boom0001")
+    finally:
+        access.setLevel(logging.NOTSET)
+    (line,) = json_lines(out)
+    assert line["msg"] == "boom" and line["request_id"] == "req-boom0001"
