@@ -28,10 +28,15 @@ def make(monkeypatch):
         made.append(t)
         return t, stream
 
-    yield build
     root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "_strangler_handler", False)]:
-        root.removeHandler(h)
+    level = root.level
+    yield build
+    access = logging.getLogger("strangler.access")
+    for logger in (root, access):
+        for h in [h for h in logger.handlers if getattr(h, "_strangler_handler", False)]:
+            logger.removeHandler(h)
+    access.propagate = True
+    root.setLevel(level)
 
 
 def test_one_json_line_per_request_with_the_fields(make):
