@@ -10,18 +10,27 @@ from aiohttp import web
 _TITLES = {
     400: "Bad Request",
     404: "Not Found",
+    405: "Method Not Allowed",
     413: "Payload Too Large",
+    417: "Expectation Failed",
+    426: "Upgrade Required",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 _CODES = {
     400: "bad_request",
+    405: "method_not_allowed",
     413: "payload_too_large",
+    417: "expectation_failed",
+    426: "upgrade_required",
     502: "bad_gateway",
     503: "service_unavailable",
     504: "gateway_timeout",
+    505: "http_version_not_supported",
 }
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def wants_html(accept: str | None) -> bool:
@@ -70,3 +79,12 @@ def error_response(
     if close:
         resp.force_close()
     return resp
+
+
+def options_star_response(request_id: str) -> web.Response:
+    """The proxy's own answer to `OPTIONS *` (RFC 9110 §9.3.7): it concerns the server, not
+    a resource, so no upstream is asked; an asterisk target cannot be forwarded to a route."""
+    return web.Response(
+        status=200,
+        headers={"Allow": ALLOWED_METHODS, "X-Request-ID": request_id},
+    )

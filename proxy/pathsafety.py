@@ -9,13 +9,15 @@ rejects what is not, then routes *and* forwards the normalized path:
 * runs of slashes are merged (`//a///b` → `/a/b`), as Envoy's `merge_slashes`;
 * dot segments are resolved (`/a/./b/../c` → `/a/c`, RFC 3986 §5.2.4);
 * rejected with 400: an encoded dot (`%2e`), slash (`%2f`) or backslash (`%5c`), a raw
-  backslash, NUL or other control characters, and paths that do not start with `/`
+  backslash, a fragment (`#`), NUL or other control characters, and paths that do not
+  start with `/`
   (upstreams disagree on what these mean, so no reading of them is safe).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -42,6 +44,8 @@ def normalize_path(raw: str) -> str:
         raise UnsafePath("path must start with '/'")
     if "\\" in raw:
         raise UnsafePath("backslash in path")
+    if "#" in raw:
+        raise UnsafePath("fragment ('#') in request target: clients must not send it")
     for ch in raw:
         if ord(ch) < 0x21 or ord(ch) == 0x7F:
             raise UnsafePath("control character or space in path")
@@ -66,3 +70,52 @@ def normalize_path(raw: str) -> str:
     if trailing:
         path += "/"
     return path
+
+
+# -- request-target forms (RFC 9112 §3.2) ----------------------------------------------------------
+
+_ABSOLUTE = re.compile(r"(?i:https?)://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """A request-target split into what routing and forwarding need.
+
+    `form` is "origin" (`/a?b`), "absolute" (`http://host/a?b`) or "asterisk" (`*`, only
+    with OPTIONS). `authority` is set for the absolute form only: RFC 9112 §3.2.2 says it
+    replaces the Host header, so the proxy routes by it *and* forwards it as Host, and the
+    two can never disagree.
+    """
+
+    form: str
+    path: str
+    query: str
+    authority: str | None = None
+
+
+def parse_target(method: str, raw: str) -> RequestTarget:
+    """Classify and split a raw request-target; raise `UnsafePath` for forms not served.
+
+    CONNECT (authority-form) is refused: this is a reverse proxy, not a tunnel. `*` is
+    only meaningful with OPTIONS (RFC 9112 §3.2.4). An absolute-form target must be http
+    or https with a non-empty authority and no userinfo. The path is not normalized here
+    (see `normalize_path`).
+    """
+    if method == "CONNECT":
+        raise UnsafePath("CONNECT is not supported: this proxy does not open tunnels")
+    if "#" in raw:
+        raise UnsafePath("fragment ('#') in request target: clients must not send it")
+    if raw == "*":
+        if method != "OPTIONS":
+            raise UnsafePath(f"asterisk-form target '*' is only valid with OPTIONS, not {method}")
+        return RequestTarget("asterisk", "*", "")
+    if raw.startswith("/"):
+        path, _, query = raw.partition("?")
+        return RequestTarget("origin", path, query)
+    m = _ABSOLUTE.fullmatch(raw)
+    if m is None:
+        raise UnsafePath("request target must be a path ('/...') or an absolute http(s) URL")
+    authority, path, query = m.group(1), m.group(2) or "/", m.group(3) or ""
+    if not authority or "@" in authority:
+        raise UnsafePath("absolute-form target needs a host and must not carry userinfo")
+    return RequestTarget("absolute", path, query, authority)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -31,6 +34,37 @@ _WS_OWN = frozenset(
 )
 
 
+def handshake_problem(
+    method: str, version: tuple[int, int], headers: Mapping[str, str], has_body: bool
+) -> tuple[int, str] | None:
+    """Why a WebSocket upgrade request must be refused, as (status, reason); None if valid.
+
+    Checked before anything is sent upstream (RFC 6455 §4.2.1): only a bodiless HTTP/1.1
+    GET with `Connection: upgrade`, `Upgrade: websocket`, a 16-byte base64 key and version
+    13 switches protocols. Anything else must not end in a 101: a POST would be replayed
+    upstream as a GET, and a body would be read as WebSocket frames after the switch.
+    """
+    if method != "GET":
+        return 400, f"a WebSocket upgrade must be a GET, not {method}"
+    if version < (1, 1):
+        return 400, "a WebSocket upgrade needs HTTP/1.1"
+    if has_body:
+        return 400, "a WebSocket upgrade request must not have a body"
+    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    if "upgrade" not in tokens:
+        return 400, "Upgrade: websocket without 'Connection: upgrade'"
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid_key = False
+    if not valid_key:
+        return 400, "Sec-WebSocket-Key must be 16 bytes in base64"
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        return 426, "only WebSocket version 13 is supported"
+    return None
+
+
 async def proxy_websocket(
     request: web.BaseRequest,
     pool: UpstreamPool,
@@ -42,6 +76,21 @@ async def proxy_websocket(
     ex: Exchange,
 ) -> web.StreamResponse:
     """Connect upstream first, then accept the client, then pump frames both ways."""
+    problem = handshake_problem(
+        request.method, tuple(request.version), request.headers, request.body_exists
+    )
+    if problem is not None:
+        status, reason = problem
+        ex.status = status
+        return error_response(
+            status,
+            f"rejected WebSocket upgrade: {reason}",
+            route=ex.route_name,
+            request_id=ex.request_id,
+            accept=request.headers.get("Accept"),
+            headers={"Sec-WebSocket-Version": "13"} if status == 426 else None,
+            close=True,
+        )
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]

@@ -139,3 +139,77 @@ def request_id(incoming: str | None) -> str:
     if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+# -- request hygiene at the edge (RFC 9110 §5, §7.2, §10.1.1; RFC 9112 §6.1) ----------------------
+
+# RFC 3986 host (reg-name, IPv4 or a bracketed IPv6 literal) and an optional port: no
+# userinfo, no path, no whitespace. Anything else in Host is either an attack or a bug.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{1,5}))?",
+)
+
+
+def valid_host(value: str) -> bool:
+    """True when `value` is a usable Host: `name`, `name:port`, `1.2.3.4`, `[::1]:8080`.
+
+    Empty values, userinfo (`user@host`), paths (`host/x`), spaces and ports above 65535
+    are refused: the proxy routes on Host and forwards it, so it must mean one thing.
+    """
+    m = _HOST.fullmatch(value)
+    if m is None:
+        return False
+    return m.group(1) is None or int(m.group(1)) <= 65535
+
+
+def sanitize_request_headers(headers: Sequence[Header], content_length: int | None) -> list[Header]:
+    """The client's headers as they may be forwarded.
+
+    * Names with an underscore are dropped (as nginx and gunicorn do): CGI/WSGI servers,
+      Django behind gunicorn included, map `X_Forwarded_For` and `X-Forwarded-For` to the
+      same variable, so an underscore twin would slip past the proxy's own header rules.
+    * `Content-Length` is rewritten in canonical form (`05` becomes `5`): the upstream must
+      read the length the proxy's parser read, whatever its own parser makes of odd digits.
+    """
+    out: list[Header] = []
+    for name, value in headers:
+        if "_" in name:
+            continue
+        if content_length is not None and name.lower() == "content-length":
+            value = str(content_length)
+        out.append((name, value))
+    return out
+
+
+def framing_problem(version: tuple[int, int], headers: Sequence[Header]) -> str | None:
+    """Why the request's framing cannot be trusted (answer 400 and close), or None.
+
+    The listener's parser already rejects CL+TE, differing lengths and codings that do not
+    end in `chunked`; these are the cases it lets through. RFC 9112 §6.1: an HTTP/1.0
+    message with Transfer-Encoding MUST be treated as having faulty framing. An empty
+    Transfer-Encoding is a coding list with no coding: a parser that ignores it and one
+    that does not will disagree about where the body ends.
+    """
+    for name, value in headers:
+        if name.lower() != "transfer-encoding":
+            continue
+        if version < (1, 1):
+            return "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1): faulty framing"
+        if not value.strip(" \t,"):
+            return "empty Transfer-Encoding header: no coding to frame the body with"
+    return None
+
+
+def expectation(version: tuple[int, int], headers: Sequence[Header]) -> str | None:
+    """What to do about `Expect` (RFC 9110 §10.1.1): "continue", "reject" (417) or None.
+
+    "continue" means send `100 Continue` before reading the body; never to an HTTP/1.0
+    client, which cannot parse 1xx responses (RFC 9110 §15.2). Any other expectation is
+    one the proxy cannot meet: 417.
+    """
+    values = [v.strip().lower() for n, v in headers if n.lower() == "expect"]
+    if not values:
+        return None
+    if any(v != "100-continue" for v in values):
+        return "reject"
+    return "continue" if version >= (1, 1) else None

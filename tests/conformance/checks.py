@@ -1,0 +1,50 @@
+"""Assertions shared by the probes: rejected cleanly, or forwarded as exactly one request."""
+
+from __future__ import annotations
+
+from tests.conformance.conftest import Edge
+from tests.conformance.recorder import Received
+from tests.conformance.wire import Response, Wire
+from tests.support.procs import wait_until
+
+SANE = b"GET /sane HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def assert_rejected(e: Edge, data: bytes, status: int | tuple[int, ...] = 400) -> Response:
+    """`data` gets `status`, the connection is closed, and no byte of it reached upstream."""
+    statuses = (status,) if isinstance(status, int) else status
+    with Wire(e.port) as w:
+        w.send(data)
+        resp = w.response()
+        assert resp.status in statuses, (resp.status, resp.body[:300])
+        assert w.closed(), f"connection left open after {resp.status}"
+        assert w.buf == b"", f"more bytes after the {resp.status}: {w.buf!r}"
+    assert e.legacy.requests() == [] and e.svc.requests() == [], "a rejected request was forwarded"
+    assert_serving(e)
+    return resp
+
+
+def assert_serving(e: Edge) -> None:
+    """The proxy still answers an ordinary request on a new connection."""
+    with Wire(e.port) as w:
+        resp = w.send(SANE).response()
+        assert resp.status == 200, resp.body[:300]
+
+
+def forwarded_once(e: Edge, data: bytes, method: str = "GET") -> tuple[Response, Received]:
+    """`data` is answered 200 and reached legacy as one request h11 parses cleanly."""
+    with Wire(e.port) as w:
+        resp = w.send(data).response(method)
+        assert resp.status == 200, resp.body[:300]
+    received = e.legacy.assert_clean()
+    assert len(received) == 1, f"expected one upstream request, got {received!r}"
+    return resp, received[0]
+
+
+def wait_upstream_quiet(e: Edge) -> None:
+    """Wait until every upstream connection that saw bytes has been closed."""
+    wait_until(
+        lambda: all(c.done for c in e.legacy.conns if c.raw),
+        timeout=10,
+        what="the proxy to close its upstream connection",
+    )

@@ -1,0 +1,105 @@
+"""Request lines, targets, versions and methods at the edge, on raw sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conformance.checks import assert_rejected, forwarded_once
+from tests.conformance.wire import Wire
+
+REJECTED = {
+    "leading-space": b" GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    "tab-separator": b"GET\t/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    "trailing-space": b"GET /a HTTP/1.1 \r\nHost: h\r\n\r\n",
+    "space-in-target": b"GET /pa th HTTP/1.1\r\nHost: h\r\n\r\n",
+    "missing-target": b"GET HTTP/1.1\r\nHost: h\r\n\r\n",
+    "lowercase-method": b"get /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    "bad-method-char": b"G@T /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    "unknown-method": b"FOOBAR /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    "version-lowercase": b"GET /a http/1.1\r\nHost: h\r\n\r\n",
+    "version-no-minor": b"GET /a HTTP/1\r\nHost: h\r\n\r\n",
+    "version-leading-zeros": b"GET /a HTTP/01.01\r\nHost: h\r\n\r\n",
+    "version-space": b"GET /a HTTP/ 1.1\r\nHost: h\r\n\r\n",
+    "version-3.0": b"GET /a HTTP/3.0\r\nHost: h\r\n\r\n",
+    "version-9.9": b"GET /a HTTP/9.9\r\nHost: h\r\n\r\n",
+    "query-del": b"GET /a?x=\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
+    "query-high-byte": b"GET /a?x=\xff HTTP/1.1\r\nHost: h\r\n\r\n",
+    "fragment": b"GET /public#/../admin HTTP/1.1\r\nHost: h\r\n\r\n",
+    "asterisk-with-get": b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+    "connect": b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n",
+    "connect-internal": b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+    "http2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "binary-garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+    + bytes(range(64))
+    + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", REJECTED.values(), ids=REJECTED.keys())
+def test_malformed_request_line_is_rejected(e, data):
+    assert_rejected(e, data, status=(400, 405, 501, 505))
+
+
+def test_http09_simple_request_gets_no_answer_and_is_not_forwarded(e):
+    with Wire(e.port) as w:
+        w.send(b"GET /a\r\n")
+        # Not a complete HTTP/1.x head: the proxy waits for more or closes; it never
+        # answers in HTTP/0.9 style (a bare body) and never forwards.
+        assert w.silent() == b"" or w.raw.startswith(b"HTTP/1.1 400")
+    assert e.legacy.requests() == []
+
+
+def test_long_but_legal_request_line_is_served(e):
+    target = "/" + "a" * 7900
+    _, got = forwarded_once(e, f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    assert got.target == target
+
+
+def test_http10_request_is_answered_in_http10_and_closed(e):
+    with Wire(e.port) as w:
+        w.send(b"GET /a HTTP/1.0\r\nHost: h\r\n\r\n")
+        assert w.closed(timeout=5)
+    assert w.raw.startswith(b"HTTP/1.0 200 ") or w.raw.startswith(b"HTTP/1.1 200 "), w.raw[:80]
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target, r.header("host")) for r in got] == [("GET", "/a", ["h"])]
+
+
+def test_connection_close_is_honoured(e):
+    with Wire(e.port) as w:
+        resp = w.send(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").response()
+        assert resp.status == 200
+        assert w.closed()
+    assert e.legacy.assert_clean()[0].header("connection") == []
+
+
+def test_head_response_has_no_body(e):
+    with Wire(e.port) as w:
+        resp = w.send(b"HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n").response("HEAD")
+        assert resp.status == 200 and resp.body == b""
+        # the connection is still in sync: a GET right after gets its own answer
+        resp = w.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert b'"target": "/after"' in resp.body
+
+
+def test_absolute_form_never_routes_by_another_host_than_it_forwards(e):
+    """RFC 9112 §3.2.2: the target's authority replaces Host. Whatever the proxy does with
+    absolute-form (serve it or refuse it), the route must be chosen by the very host the
+    upstream receives: `other.example` is served by `svc`, `h` by legacy."""
+    with Wire(e.port) as w:
+        resp = w.send(b"GET http://other.example/a HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        if resp.status == 400:
+            assert w.closed()
+    legacy, svc = e.legacy.assert_clean(), e.svc.assert_clean()
+    if resp.status == 400:
+        assert legacy == [] and svc == []
+        return
+    assert resp.status == 200 and legacy == []
+    assert [(r.target, r.header("host")) for r in svc] == [("/a", ["other.example"])]
+
+
+def test_host_header_routes_and_is_forwarded_unchanged(e):
+    with Wire(e.port) as w:
+        resp = w.send(b"GET /a HTTP/1.1\r\nHost: OTHER.example:8080\r\n\r\n").response()
+        assert resp.status == 200
+    assert e.legacy.requests() == []
+    assert [r.header("host") for r in e.svc.assert_clean()] == [["OTHER.example:8080"]]

@@ -1,0 +1,160 @@
+"""The response side: an upstream that lies about framing must not poison the client side.
+
+The legacy upstream answers `/first` with scripted raw bytes and closes; the same client
+connection then asks for `/second`, which a fresh upstream connection answers normally.
+Every faulty response becomes a clean 502 (or is relayed correctly where RFC 9112 allows
+it), and the second answer on the connection must be the right one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conformance.checks import assert_serving
+from tests.conformance.wire import ProtocolViolation, Wire
+
+OK3 = b"Content-Length: 3\r\n\r\nabc"
+
+BAD_GATEWAY = {
+    "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    "two-different-cls": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "cl-list": b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd",
+    "cl-negative": b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc",
+    "cl-plus": b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
+    "bad-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "cr-injection": b"HTTP/1.1 200 OK\r\nX-Bad: a\rSet-Cookie: evil=1\r\n" + OK3,
+    "nul-in-value": b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\n" + OK3,
+    "space-in-name": b"HTTP/1.1 200 OK\r\nBad Name: x\r\n" + OK3,
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\n" + OK3,
+    "oversized-header": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n" + OK3,
+    "too-many-headers": b"HTTP/1.1 200 OK\r\n"
+    + b"".join(b"X-H%d: v\r\n" % i for i in range(300))
+    + OK3,
+    "two-digit-status": b"HTTP/1.1 20 OK\r\n" + OK3,
+    "not-http": b"NOT HTTP AT ALL\r\n\r\n",
+    "unsolicited-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n\r\n\x81\x05hello",
+    "status-999": b"HTTP/1.1 999 Weird\r\n" + OK3,
+    "204-with-body": b"HTTP/1.1 204 No Content\r\n" + OK3,
+}
+
+
+def first_then_second(e, reply: bytes, early: bool = False):
+    """GET /first (answered by `reply`), then GET /second on the same client connection."""
+    e.legacy.script(reply, close=True, early=early)
+    with Wire(e.port) as w:
+        first = w.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        second = w.send(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n").response()
+    return first, second
+
+
+@pytest.mark.parametrize("reply", BAD_GATEWAY.values(), ids=BAD_GATEWAY.keys())
+def test_faulty_upstream_response_is_a_clean_502_and_the_connection_stays_in_sync(e, reply):
+    first, second = first_then_second(e, reply)
+    assert first.status == 502, (first.status, first.body[:200])
+    assert first.header("content-type") == ["application/json"]
+    assert b"evil" not in b"".join(v.encode() for _, v in first.headers)
+    assert second.status == 200 and b'"target": "/second"' in second.body
+
+
+RELAYED = {
+    # (reply, status, body): faults RFC 9112 lets a recipient repair, and plain oddities
+    "bare-lf": (b"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc", 200, b"abc"),
+    "bare-lf-one-header": (b"HTTP/1.1 200 OK\r\nX-A: 1\n" + OK3, 200, b"abc"),
+    "until-close": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody-until-close",
+        200,
+        b"body-until-close",
+    ),
+    "http10-until-close": (b"HTTP/1.0 200 OK\r\n\r\nhttp10-body", 200, b"http10-body"),
+    "100-first": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + OK3, 200, b"abc"),
+    "103-first": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n" + OK3,
+        200,
+        b"abc",
+    ),
+    "chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        200,
+        b"abc",
+    ),
+    "chunked-with-ext-and-trailer": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+        200,
+        b"abc",
+    ),
+    "404": (b"HTTP/1.1 404 Not Found\r\n" + OK3, 404, b"abc"),
+    "304": (b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', 304, b""),
+}
+
+
+@pytest.mark.parametrize(("reply", "status", "body"), RELAYED.values(), ids=RELAYED.keys())
+def test_repairable_upstream_response_is_relayed_with_clean_framing(e, reply, status, body):
+    first, second = first_then_second(e, reply)
+    assert (first.status, first.body) == (status, body)
+    assert first.informational == []  # interim answers are the proxy's business
+    assert second.status == 200 and b'"target": "/second"' in second.body
+
+
+def test_obs_fold_in_a_response_is_replaced_by_spaces(e):
+    first, _ = first_then_second(e, b"HTTP/1.1 200 OK\r\nX-Foo: bar\r\n  folded\r\n" + OK3)
+    assert first.status == 200
+    (value,) = first.header("x-foo")
+    assert value.split() == ["bar", "folded"]  # RFC 9112 §5.2: SP, never a raw fold
+
+
+def test_hop_by_hop_and_connection_listed_response_headers_are_dropped(e):
+    first, _ = first_then_second(
+        e,
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\n"
+        b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n" + OK3,
+    )
+    names = [k for k, _ in first.headers]
+    assert "x-secret" not in names and "keep-alive" not in names
+    assert first.header("set-cookie") == ["a=1", "b=2"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ],
+    ids=["short-content-length", "unterminated-chunked"],
+)
+def test_truncated_upstream_body_is_never_presented_as_complete(e, reply):
+    """Once headers are gone the only honest signal is a cut the client can see; before
+    that, a 502. Never a complete-looking response with a short body."""
+    e.legacy.script(reply, close=True)
+    with Wire(e.port) as w:
+        w.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+        try:
+            resp = w.response()
+        except ProtocolViolation:
+            assert w.closed(), "a truncated response must end with a closed connection"
+        else:
+            assert resp.status == 502, (resp.status, resp.body)
+    assert_serving(e)
+
+
+def test_early_upstream_rejection_of_an_expect_100_request_keeps_the_connection_in_sync(e):
+    """The upstream refuses before reading the body; the client sends it anyway."""
+    e.legacy.script(
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", close=True, early=True
+    )
+    with Wire(e.port) as w:
+        w.send(
+            b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        # The client waits for 100 Continue (or a final answer) before sending the body.
+        w.wait_for(b"\r\n\r\n")
+        w.send(b"hello" + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = w.response()
+        assert first.status in (413, 502), first.status
+        assert first.informational in ([], [100])
+        if not w.closed(timeout=0.5):
+            second = w.response()
+            assert second.status == 200 and b'"target": "/next"' in second.body
+    # the body "hello" was never taken for the start of a request
+    assert [r.target for r in e.legacy.requests()] in (["/big"], ["/big", "/next"])

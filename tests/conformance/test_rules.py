@@ -1,0 +1,180 @@
+"""The pure edge rules, without sockets: Host syntax, framing, Expect, targets, upgrades."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.errors import options_star_response
+from proxy.filters.headers import (
+    expectation,
+    framing_problem,
+    sanitize_request_headers,
+    valid_host,
+)
+from proxy.pathsafety import UnsafePath, parse_target
+from proxy.websocket import handshake_problem
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "h",
+        "shop.example",
+        "shop.example:8443",
+        "127.0.0.1",
+        "127.0.0.1:80",
+        "[::1]",
+        "[::1]:8080",
+        "xn--bcher-kva.example",
+        "a-b_c~d.example",
+    ],
+)
+def test_valid_hosts(host):
+    assert valid_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        " ",
+        "h h",
+        "user@h",
+        "user:pw@h",
+        "h/path",
+        "h?q",
+        "h#f",
+        "h:99999",
+        "h:8080:1",
+        "[::1",
+        "h\tx",
+        "h:port",
+        "h\\x",
+    ],
+)
+def test_invalid_hosts(host):
+    assert not valid_host(host)
+
+
+def test_sanitize_drops_underscore_names_and_canonicalizes_length():
+    got = sanitize_request_headers(
+        [("Host", "h"), ("X_Forwarded_For", "6.6.6.6"), ("Content-Length", "007"), ("A", "1")],
+        7,
+    )
+    assert got == [("Host", "h"), ("Content-Length", "7"), ("A", "1")]
+
+
+def test_sanitize_keeps_everything_else_in_order_with_repeats():
+    headers = [("A", "1"), ("B", "2"), ("A", "3"), ("Cookie", "x=1")]
+    assert sanitize_request_headers(headers, None) == headers
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "problem"),
+    [
+        ((1, 0), [("Transfer-Encoding", "chunked")], "HTTP/1.0"),
+        ((1, 1), [("Transfer-Encoding", "")], "empty"),
+        ((1, 1), [("Transfer-Encoding", " , ")], "empty"),
+        ((1, 1), [("Transfer-Encoding", "chunked")], None),
+        ((1, 0), [("Content-Length", "5")], None),
+    ],
+)
+def test_framing_problem(version, headers, problem):
+    got = framing_problem(version, headers)
+    assert (got is None) if problem is None else (problem in got)
+
+
+@pytest.mark.parametrize(
+    ("version", "value", "want"),
+    [
+        ((1, 1), "100-continue", "continue"),
+        ((1, 1), "100-Continue", "continue"),
+        ((1, 0), "100-continue", None),  # never a 1xx to an HTTP/1.0 client
+        ((1, 1), "200-ok", "reject"),
+        ((1, 0), "200-ok", "reject"),
+        ((1, 1), None, None),
+    ],
+)
+def test_expectation(version, value, want):
+    headers = [("Expect", value)] if value is not None else []
+    assert expectation(version, headers) == want
+
+
+@pytest.mark.parametrize(
+    ("method", "raw", "form", "path", "query", "authority"),
+    [
+        ("GET", "/a?b=1&c", "origin", "/a", "b=1&c", None),
+        ("GET", "/", "origin", "/", "", None),
+        ("OPTIONS", "*", "asterisk", "*", "", None),
+        ("GET", "http://Other.example/a?x=1", "absolute", "/a", "x=1", "Other.example"),
+        ("GET", "https://h:8443", "absolute", "/", "", "h:8443"),
+        ("GET", "HTTP://h/a", "absolute", "/a", "", "h"),
+    ],
+)
+def test_parse_target(method, raw, form, path, query, authority):
+    t = parse_target(method, raw)
+    assert (t.form, t.path, t.query, t.authority) == (form, path, query, authority)
+
+
+@pytest.mark.parametrize(
+    ("method", "raw", "fragment"),
+    [
+        ("GET", "*", "only valid with OPTIONS"),
+        ("CONNECT", "h:443", "CONNECT"),
+        ("GET", "http://user@h/", "userinfo"),
+        ("GET", "http:///a", "needs a host"),
+        ("GET", "ftp://h/a", "or an absolute"),
+        ("GET", "h/a", "or an absolute"),
+        ("GET", "/a#frag", "fragment"),
+        ("GET", "http://h/a#frag", "fragment"),
+    ],
+)
+def test_parse_target_refuses(method, raw, fragment):
+    with pytest.raises(UnsafePath, match=fragment):
+        parse_target(method, raw)
+
+
+@given(st.text(alphabet="/abc?=&%", max_size=30))
+def test_origin_form_round_trips(raw):
+    target = "/" + raw
+    t = parse_target("GET", target)
+    assert t.form == "origin"
+    assert t.path + ("?" + t.query if "?" in target else "") == target
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+GOOD = {
+    "Connection": "keep-alive, Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": KEY,
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def test_valid_websocket_handshake():
+    assert handshake_problem("GET", (1, 1), GOOD, False) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "change", "body", "status"),
+    [
+        ("POST", (1, 1), {}, False, 400),
+        ("GET", (1, 0), {}, False, 400),
+        ("GET", (1, 1), {}, True, 400),
+        ("GET", (1, 1), {"Connection": "keep-alive"}, False, 400),
+        ("GET", (1, 1), {"Sec-WebSocket-Key": "short"}, False, 400),
+        ("GET", (1, 1), {"Sec-WebSocket-Key": ""}, False, 400),
+        ("GET", (1, 1), {"Sec-WebSocket-Version": "99"}, False, 426),
+    ],
+)
+def test_invalid_websocket_handshakes(method, version, change, body, status):
+    problem = handshake_problem(method, version, {**GOOD, **change}, body)
+    assert problem is not None and problem[0] == status
+
+
+def test_options_star_answer():
+    resp = options_star_response("rid")
+    assert resp.status == 200
+    assert "GET" in resp.headers["Allow"] and resp.headers["X-Request-ID"] == "rid"

@@ -1,0 +1,230 @@
+"""Request framing on raw sockets: what the proxy reads is what the upstream reads.
+
+Every ambiguous or malformed framing must be answered 400 with the connection closed and
+nothing forwarded; every valid but unusual framing must reach the upstream re-framed as a
+single request that a strict parser (h11) reads with the same body.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.conformance.checks import (
+    assert_rejected,
+    assert_serving,
+    forwarded_once,
+    wait_upstream_quiet,
+)
+from tests.conformance.wire import Wire
+
+H = b"POST /a HTTP/1.1\r\nHost: h\r\n"
+CHUNKED = H + b"Transfer-Encoding: chunked\r\n\r\n"
+
+REJECTED = {
+    # CL.TE and TE.CL: both framings in one request
+    "cl-te": H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-cl": H + b"Transfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n0\r\n\r\n",
+    "cl-te-smuggle": H + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+    # TE.TE: obfuscated or repeated codings
+    "te-xchunked": H + b"Transfer-Encoding: xchunked\r\nContent-Length: 5\r\n\r\nhello",
+    "te-xchunked-alone": H + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-trailing-tab": H + b"Transfer-Encoding: chunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-trailing-space-cl": H + b"Transfer-Encoding: chunked \r\nContent-Length: 5\r\n\r\nhello",
+    "te-vtab": H + b"Transfer-Encoding:\x0bchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-formfeed": H + b"Transfer-Encoding: \x0cchunked\r\nContent-Length: 5\r\n\r\nhello",
+    "te-nul": H + b"Transfer-Encoding: chunked\x00\r\nContent-Length: 5\r\n\r\nhello",
+    "te-twice": H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n",
+    "te-chunked-chunked": H + b"Transfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-gzip-then-chunked-headers": H + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"
+    b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-chunked-then-identity": H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity"
+    b"\r\nContent-Length: 5\r\n\r\nhello",
+    "te-not-last": H + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "te-identity-cl": H + b"Transfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello",
+    "te-params": H + b"Transfer-Encoding: chunked;ext=val\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "te-space-before-colon": H + b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello",
+    "te-http10-with-cl": b"POST /a HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Length: 5\r\n\r\nhello",
+    # Content-Length that is not one plain decimal number
+    "cl-plus": H + b"Content-Length: +5\r\n\r\nhello",
+    "cl-minus": H + b"Content-Length: -1\r\n\r\n",
+    "cl-list-same": H + b"Content-Length: 5, 5\r\n\r\nhello",
+    "cl-list-differ": H + b"Content-Length: 5, 10\r\n\r\nhelloworld",
+    "cl-list-triple": H + b"Content-Length: 5, 5, 5\r\n\r\nhello",
+    "cl-twice-same": H + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    "cl-twice-differ": H + b"Content-Length: 5\r\nContent-Length: 10\r\n\r\nhelloworld",
+    "cl-internal-space": H + b"Content-Length: 1 0\r\n\r\nhello12345",
+    "cl-hex": H + b"Content-Length: 0x5\r\n\r\nhello",
+    "cl-octal": H + b"Content-Length: 0o5\r\n\r\nhello",
+    "cl-letters": H + b"Content-Length: abc\r\n\r\n",
+    "cl-overflow": H + b"Content-Length: 99999999999999999999999\r\n\r\nhello",
+    # chunk sizes
+    "chunk-overflow": CHUNKED + b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "chunk-overflow-wrap": CHUNKED + b"10000000000000005\r\nhello\r\n0\r\n\r\n",
+    "chunk-negative": CHUNKED + b"-1\r\nhello\r\n0\r\n\r\n",
+    "chunk-plus": CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n",
+    "chunk-leading-space": CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n",
+    "chunk-trailing-space": CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n",
+    "chunk-underscore": CHUNKED + b"1_0\r\nhello world!!!!!\r\n0\r\n\r\n",
+    "chunk-hex-prefix": CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n",
+    "chunk-not-hex": CHUNKED + b"zz\r\nabc\r\n0\r\n\r\n",
+    # chunk extensions that are not `;token[=value]`
+    "ext-bare-semicolon": CHUNKED + b"5;\r\nhello\r\n0\r\n\r\n",
+    "ext-bad-token": CHUNKED + b"5;bad[=x\r\nhello\r\n0\r\n\r\n",
+    "ext-nul": CHUNKED + b"5;\x00ext\r\nhello\r\n0\r\n\r\n",
+    "ext-bare-cr": CHUNKED + b"5;a\rX\r\nhello\r\n0\r\n\r\n",
+    "ext-bare-lf": CHUNKED + b"5;\nhello\r\n0\r\n\r\n",
+    "ext-space-before": CHUNKED + b"5 ;x\r\nhello\r\n0\r\n\r\n",
+    # chunk data and line endings
+    "chunk-spill": CHUNKED + b"5\r\nhello!!\r\n0\r\n\r\n",
+    "chunk-missing-crlf": CHUNKED + b"5\r\nhelloXX0\r\n\r\n",
+    "chunk-lf-after-data": CHUNKED + b"5\r\nhello\n0\r\n\r\n",
+    "chunk-lf-only": CHUNKED + b"5\nhello\n0\n\n",
+    "chunk-lf-trailer-end": CHUNKED + b"5\r\nhello\r\n0\r\n\n",
+    # header block
+    "bare-lf-everywhere": b"GET /a HTTP/1.1\nHost: h\n\n",
+    "bare-lf-header": b"GET /a HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+    "bare-cr-header": b"GET /a HTTP/1.1\r\nHost: h\r\nX: val\rue\r\n\r\n",
+    "cr-only-request-line": b"GET / HTTP/1.1\rHost: h\r\n\r\n",
+    "nul-in-value": b"GET /a HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+    "nul-in-name": b"GET /a HTTP/1.1\r\nHost: h\r\nX\x00: ab\r\n\r\n",
+    "name-parens": b"GET /a HTTP/1.1\r\nHost: h\r\nX(y): ab\r\n\r\n",
+    "name-space": b"GET /a HTTP/1.1\r\nHost: h\r\nX y: ab\r\n\r\n",
+    "name-bracket": b"GET /a HTTP/1.1\r\nHost: h\r\nBad[Name: value\r\n\r\n",
+    "name-empty": b"GET /a HTTP/1.1\r\nHost: h\r\n: ab\r\n\r\n",
+    "no-colon": b"GET /a HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n",
+    "space-before-colon": b"GET /a HTTP/1.1\r\nHost: h\r\nX-Foo : bar\r\n\r\n",
+    "obs-fold": b"GET /a HTTP/1.1\r\nHost: h\r\nX-Foo: bar\r\n  baz\r\n\r\n",
+    "whitespace-line-before-headers": b"GET /a HTTP/1.1\r\n \r\nHost: h\r\n\r\n",
+    "host-missing": b"GET /a HTTP/1.1\r\nX: y\r\n\r\n",
+    "host-twice-same": b"GET /a HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",
+    "host-twice-differ": b"GET /a HTTP/1.1\r\nHost: h\r\nHost: other.example\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", REJECTED.values(), ids=REJECTED.keys())
+def test_ambiguous_framing_is_rejected_and_never_forwarded(e, data):
+    assert_rejected(e, data)
+
+
+def test_smuggled_request_behind_a_rejected_one_is_never_answered(e):
+    with Wire(e.port) as w:
+        w.send(REJECTED["cl-te-smuggle"])
+        assert w.response().status == 400
+        assert w.closed()
+    assert b"/smuggled" not in w.raw
+    assert e.legacy.requests() == []
+
+
+ACCEPTED = {
+    # (request, method, body the upstream must receive)
+    "te-extra-ows": (H + b"Transfer-Encoding:  chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"hello"),
+    "te-capitalized": (H + b"Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"hello"),
+    "cl-ows": (H + b"Content-Length:  5 \r\n\r\nhello", b"hello"),
+    "cl-leading-zeros": (H + b"Content-Length: 005\r\n\r\nhello", b"hello"),
+    "cl-zero": (H + b"Content-Length: 0\r\n\r\n", b""),
+    "no-cl-no-te": (H + b"\r\n", b""),
+    "chunk-ext": (CHUNKED + b"5;ext=value\r\nhello\r\n0\r\n\r\n", b"hello"),
+    "chunk-ext-quoted": (CHUNKED + b'5;a="b\\"c"\r\nhello\r\n0\r\n\r\n', b"hello"),
+    "chunk-leading-zeros": (CHUNKED + b"0005\r\nhello\r\n0\r\n\r\n", b"hello"),
+    "chunk-uppercase-hex": (CHUNKED + b"A\r\nhelloworld\r\n0\r\n\r\n", b"helloworld"),
+    "chunk-multi": (CHUNKED + b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+    "chunk-empty": (CHUNKED + b"0\r\n\r\n", b""),
+    "chunk-trailer": (CHUNKED + b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n", b"hello"),
+}
+
+
+@pytest.mark.parametrize(("data", "body"), ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_valid_framing_reaches_upstream_as_one_clean_request(e, data, body):
+    _, got = forwarded_once(e, data)
+    assert got.method == "POST" and got.target == "/a"
+    assert got.body == body
+    lengths = got.header("content-length")
+    codings = got.header("transfer-encoding")
+    # Exactly one framing, in canonical form: the upstream cannot frame it differently.
+    assert len(lengths) + len(codings) <= 1, got.headers
+    assert all(v == str(len(body)) for v in lengths), lengths
+    assert all(v == "chunked" for v in codings), codings
+
+
+def test_content_length_is_forwarded_in_canonical_form(e):
+    _, got = forwarded_once(e, H + b"Content-Length: 0005\r\n\r\nhello")
+    assert got.header("content-length") == ["5"]
+
+
+def test_underscore_header_twins_are_not_forwarded(e):
+    # Django/WSGI reads X_Forwarded_For as X-Forwarded-For; it must not get past the proxy.
+    _, got = forwarded_once(
+        e,
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nTransfer_Encoding: chunked"
+        b"\r\nX-Fine: ok\r\n\r\n",
+    )
+    names = [k for k, _ in got.headers]
+    assert not any("_" in n for n in names), names
+    assert got.header("x-forwarded-for") == ["127.0.0.1"]
+    assert got.header("x-fine") == ["ok"]
+
+
+def test_get_with_a_body_keeps_its_body(e):
+    _, got = forwarded_once(e, b"GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+    assert (got.method, got.body) == ("GET", b"hello")
+
+
+def test_leading_empty_lines_before_the_request_line_are_ignored(e):
+    _, got = forwarded_once(e, b"\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert got.target == "/a"
+
+
+def test_pipelined_requests_are_answered_in_order(e):
+    with Wire(e.port) as w:
+        w.send(
+            b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n"
+            b"POST /two HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /three HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        targets = [w.response().body for _ in range(3)]
+    assert [b'"target": "/one"' in targets[0], b'"target": "/two"' in targets[1]] == [True, True]
+    assert b'"target": "/three"' in targets[2]
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target, r.body) for r in got] == [
+        ("GET", "/one", b""),
+        ("POST", "/two", b"hello"),
+        ("GET", "/three", b""),
+    ]
+
+
+def test_pipelined_request_after_a_rejected_one_is_not_answered(e):
+    with Wire(e.port) as w:
+        w.send(
+            b"GET /a HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        assert w.response().status == 400
+        assert w.closed()
+    assert e.legacy.requests() == []
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        CHUNKED + b"5\r\nhello\r\n",  # no last chunk
+        CHUNKED + b"5\r\nhello\r\n0\r\n",  # last chunk without the final CRLF
+        H + b"Content-Length: 10\r\n\r\nhello",  # short body
+    ],
+    ids=["no-last-chunk", "no-final-crlf", "short-content-length"],
+)
+def test_incomplete_body_never_becomes_a_complete_upstream_request(e, partial):
+    """The client gives up mid-body: the upstream must see a cut, not a shorter request."""
+    sock = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+    sock.sendall(partial)
+    # Wait until the proxy has started forwarding (the head reached the upstream).
+    from tests.support.procs import wait_until
+
+    wait_until(lambda: any(c.raw for c in e.legacy.conns), timeout=5, what="forwarding")
+    sock.close()
+    wait_upstream_quiet(e)
+    assert e.legacy.requests() == [], "the upstream saw a complete request the client never sent"
+    assert_serving(e)
