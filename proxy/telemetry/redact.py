@@ -57,21 +57,25 @@ def _norm(name: str) -> str:
 class Redactor:
     """Replaces the values of secret names; built once per config, then shared read-only."""
 
-    __slots__ = ("names", "_kv_pattern")
+    __slots__ = ("names", "_quoted", "_colon", "_equals")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         self.names: frozenset[str] = DEFAULT_SECRETS | {_norm(n) for n in extra if n.strip()}
-        # `name: value`, `name=value`, `"name": "value"` inside free text (messages, tracebacks,
-        # query strings). Names are matched with - or _ as separators.
-        alternatives = "|".join(
+        # Secrets named in free text (messages, tracebacks, query strings); names match with
+        # - or _ as separators. Three shapes, most specific first:
+        #   "name": "value" / name='value'   -> the whole quoted value
+        #   name: value                       -> to the end of the line (header-like)
+        #   name=value                        -> to the next & ; or space (query-string-like)
+        names = "|".join(
             sorted((re.escape(n).replace(r"\-", "[-_]") for n in self.names), key=len, reverse=True)
         )
-        self._kv_pattern = re.compile(
-            r"""(?P<key>["']?\b(?:"""
-            + alternatives
-            + r""")\b["']?\s*[:=]\s*)(?P<q>["']?)(?P<val>[^"'\s&;,}]*)""",
-            re.IGNORECASE,
+        key = r"""["']?\b(?:""" + names + r""")\b["']?"""
+        flags = re.IGNORECASE
+        self._quoted = re.compile(
+            r"(?P<key>" + key + r"""\s*[:=]\s*)(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""", flags
         )
+        self._colon = re.compile(r"(?P<key>" + key + r"""\s*:[ \t]*)(?!["'\s])[^\r\n]+""", flags)
+        self._equals = re.compile(r"(?P<key>" + key + r"""\s*=\s*)(?!["'])[^&;\s"']*""", flags)
 
     def is_secret(self, name: str) -> bool:
         """Whether a header or field called `name` must never be shown."""
@@ -104,7 +108,11 @@ class Redactor:
             return text
         text = _LINE_SECRET.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
         text = _SCHEME_TOKEN.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        return self._kv_pattern.sub(lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}", text)
+        text = self._quoted.sub(
+            lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}{m.group('q')}", text
+        )
+        text = self._colon.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+        return self._equals.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
 
     def body(self, body: bytes, content_type: str | None = None) -> bytes:
         """A JSON body with secret fields redacted; other bodies are returned text-scrubbed."""
