@@ -71,15 +71,27 @@ def test_metrics_of_two_workers_are_served_together(tmp_path):
             stderr=subprocess.DEVNULL,
         ),
     ):
-        n = 60
-        for i in range(n):  # a new connection each time: SO_REUSEPORT spreads them
-            resp = httpx.get(f"http://127.0.0.1:{port}/api/items/{i}", timeout=10)
-            assert resp.status_code == 200
-        pids = {
-            os.path.basename(f).split("_")[-1].split(".")[0]
-            for f in glob.glob(str(mp / "counter_*.db"))
-        }
-        assert len(pids) == 2, f"expected both workers to have counted, files for {pids}"
+        sent = 0
+
+        def counting_workers() -> set[str]:
+            return {
+                os.path.basename(f).split("_")[-1].split(".")[0]
+                for f in glob.glob(str(mp / "counter_*.db"))
+            }
+
+        def both_workers_counted() -> bool:
+            # Worker 1 may still be starting when worker 0's admin port says ready: keep
+            # sending (a new connection each time, so SO_REUSEPORT spreads them) until both
+            # have counted something.
+            nonlocal sent
+            for i in range(10):
+                resp = httpx.get(f"http://127.0.0.1:{port}/api/items/{i}", timeout=10)
+                assert resp.status_code == 200
+                sent += 1
+            return len(counting_workers()) == 2
+
+        wait_until(both_workers_counted, timeout=30, what="both workers to serve requests")
+        n = sent
         text = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
         assert total(text, "strangler_requests_total", route="api", side="legacy") == n
         assert total(text, "strangler_request_duration_seconds_count", route="api") == n
