@@ -393,13 +393,17 @@ class Telemetry:
         error: str | None = None,
         trigger: str = "file",
         at: float | None = None,
+        generation: int | None = None,
     ) -> None:
-        """Count a reload and remember it for the dashboard; failures are logged too."""
+        """Count a reload and remember it for the dashboard; failures are logged too.
+
+        `version` is routes.yaml's `version:`, `generation` the proxy's reload counter."""
         self.count("config_reload", result="ok" if ok else "failed")
         entry = {
             "at": time.time() if at is None else at,
             "ok": ok,
             "version": version,
+            "generation": generation,
             "trigger": trigger,
             "error": self.redactor.text(error) if error else None,
         }
