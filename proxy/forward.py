@@ -180,7 +180,22 @@ async def relay(
     ):
         # Small and of known size: read it whole and answer with one write (headers and
         # body coalesced by aiohttp); every syscall counts on the hot path.
-        body = b"" if request.method == "HEAD" else await upstream_resp.content.read()
+        try:
+            body = b"" if request.method == "HEAD" else await upstream_resp.content.read()
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+            # Nothing has reached the client yet, so it can still get a proper answer
+            # instead of a cut connection.
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            return (
+                error_response(
+                    status,
+                    f"upstream failed before its body was complete: {exc.__class__.__name__}",
+                    route=route,
+                    request_id=extra_headers.get("X-Request-ID", ""),
+                    accept=request.headers.get("Accept"),
+                ),
+                0,
+            )
         if capture is not None:
             capture.append(body)
         small = web.Response(
