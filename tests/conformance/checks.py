@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.conformance.conftest import Edge
 from tests.conformance.recorder import Received
-from tests.conformance.wire import Response, Wire
+from tests.conformance.wire import ProtocolViolation, Response, Wire
 from tests.support.procs import wait_until
 
 SANE = b"GET /sane HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -48,3 +48,18 @@ def wait_upstream_quiet(e: Edge) -> None:
         timeout=10,
         what="the proxy to close its upstream connection",
     )
+
+
+def assert_refused(e: Edge, data: bytes, statuses: tuple[int, ...] = (400, 414, 431)) -> None:
+    """Garbage in: an error status or a plain close (never a success), nothing forwarded."""
+    with Wire(e.port, timeout=1.5) as w:  # waiting forever for more is also a refusal
+        w.send(data)
+        try:
+            resp = w.response()
+        except ProtocolViolation:
+            assert not w.raw.startswith(b"HTTP/1.1 2"), w.raw[:200]
+        else:
+            assert resp.status in statuses, (resp.status, resp.body[:200])
+            assert w.closed(), f"connection left open after {resp.status}"
+    assert e.legacy.requests() == [] and e.svc.requests() == [], "garbage was forwarded"
+    assert_serving(e)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from tests.conformance.checks import assert_rejected, forwarded_once
+from tests.conformance.checks import assert_refused, assert_rejected, forwarded_once
 from tests.conformance.wire import Wire
 
 REJECTED = {
@@ -103,3 +105,28 @@ def test_host_header_routes_and_is_forwarded_unchanged(e):
         assert resp.status == 200
     assert e.legacy.requests() == []
     assert [r.header("host") for r in e.svc.assert_clean()] == [["OTHER.example:8080"]]
+
+
+_RNG = random.Random(42)
+MALFORMED = {
+    "binary-garbage": bytes(_RNG.randrange(256) for _ in range(256)),
+    "url-100k": b"GET /" + b"A" * 100_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    "header-value-100k": b"GET /a HTTP/1.1\r\nHost: h\r\nX-Big: " + b"B" * 100_000 + b"\r\n\r\n",
+    "header-name-100k": b"GET /a HTTP/1.1\r\nHost: h\r\n" + b"A" * 100_000 + b": v\r\n\r\n",
+    "10k-headers": b"GET /a HTTP/1.1\r\nHost: h\r\n"
+    + b"".join(b"X-H-%d: value\r\n" % i for i in range(10_000))
+    + b"\r\n",
+    "method-100k": b"A" * 100_000 + b" / HTTP/1.1\r\nHost: h\r\n\r\n",
+    "nul-in-url": b"GET /\x00test HTTP/1.1\r\nHost: h\r\n\r\n",
+    "control-chars-in-value": b"GET /a HTTP/1.1\r\nHost: h\r\nX-Test: abc\x07\x08\x0bdef\r\n\r\n",
+    "non-ascii-header-name": b"GET /a HTTP/1.1\r\nHost: h\r\nX-T\xc3\xabst: value\r\n\r\n",
+    "non-ascii-url": b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+    "whitespace-only-line": b"   \r\n\r\n",
+    "incomplete-head": b"GET /a HTTP/1.1\r\nHost: h\r\nX-Test: value",
+    "nothing": b"",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_input_is_refused_and_never_forwarded(e, data):
+    assert_refused(e, data)

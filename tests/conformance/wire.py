@@ -46,7 +46,11 @@ class Wire:
         self.sock.close()
 
     def send(self, data: bytes) -> Wire:
-        self.sock.sendall(data)
+        """Send bytes; a peer that already gave up on us (reset, broken pipe) counts as EOF."""
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.eof = True
         return self
 
     def _recv(self, deadline: float) -> bool:
