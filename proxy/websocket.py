@@ -95,7 +95,9 @@ async def proxy_websocket(
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
     send_headers = [(k, v) for k, v in headers if k.lower() not in _WS_OWN]
-    send_headers.append(("Host", upstream.host_header or host_header))
+    send_headers.append(
+        ("Host", upstream.host_header or host_header or f"{upstream.host}:{upstream.port}")
+    )
     url = upstream_url(upstream, path, query).with_scheme(
         "wss" if upstream.scheme == "https" else "ws"
     )

@@ -1,0 +1,99 @@
+"""Probes for the edge checks that need `proxy/handler.py` wiring (see docs/proxy.md,
+"Conformance decisions"). Not collected yet: once the handler calls `parse_target`,
+`valid_host`, `framing_problem` and `expectation`, rename this file to
+`test_handler_wiring.py`. Each of these fails against the handler as it is today.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conformance.checks import assert_rejected, forwarded_once
+from tests.conformance.wire import Wire
+
+REJECTED = {
+    # (request, status)
+    "http09-with-headers": (b"GET /a HTTP/0.9\r\nHost: h\r\n\r\n", (400, 505)),
+    "http2-in-a-1x-line": (b"GET /a HTTP/2.0\r\nHost: h\r\n\r\n", (400, 505)),
+    "te-in-http10": (
+        b"POST /a HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-empty": (
+        b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello",
+        400,
+    ),
+    "host-empty": (b"GET /a HTTP/1.1\r\nHost: \r\n\r\n", 400),
+    "host-userinfo": (b"GET /a HTTP/1.1\r\nHost: user@h\r\n\r\n", 400),
+    "host-path": (b"GET /a HTTP/1.1\r\nHost: h/path\r\n\r\n", 400),
+    "host-space": (b"GET /a HTTP/1.1\r\nHost: h h\r\n\r\n", 400),
+    "absolute-userinfo": (b"GET http://user@h/a HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "absolute-ftp": (b"GET ftp://h/a HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "expect-unknown": (b"GET /a HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", 417),
+    "trace": (b"TRACE /a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer secret\r\n\r\n", 405),
+}
+
+
+@pytest.mark.parametrize(("data", "status"), REJECTED.values(), ids=REJECTED.keys())
+def test_edge_rejections(e, data, status):
+    resp = assert_rejected(e, data, status)
+    if resp.status == 405:
+        assert "GET" in resp.header("allow")[0]
+
+
+def test_options_star_is_answered_by_the_proxy(e):
+    with Wire(e.port) as w:
+        resp = w.send(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert resp.status == 200 and "OPTIONS" in resp.header("allow")[0]
+        resp = w.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert resp.status == 200
+    assert [r.target for r in e.legacy.requests()] == ["/after"]
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "upstream", "forwarded_host"),
+    [
+        (b"http://other.example/a?x=1", b"h", "svc", "other.example"),
+        (b"http://h/a?x=1", b"other.example", "legacy", "h"),
+        (b"HTTP://Other.Example:8080/a?x=1", b"Other.Example:8080", "svc", "Other.Example:8080"),
+    ],
+)
+def test_absolute_form_routes_and_forwards_by_its_authority(
+    e, target, host, upstream, forwarded_host
+):
+    with Wire(e.port) as w:
+        resp = w.send(b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").response()
+        assert resp.status == 200, resp.body
+    rec = e.svc if upstream == "svc" else e.legacy
+    other = e.legacy if upstream == "svc" else e.svc
+    assert other.requests() == []
+    got = rec.assert_clean()
+    assert [(r.target, r.header("host")) for r in got] == [("/a?x=1", [forwarded_host])]
+
+
+def test_http10_without_host_is_forwarded_with_the_upstream_authority(e):
+    with Wire(e.port) as w:
+        w.send(b"GET /a HTTP/1.0\r\n\r\n")
+        assert w.closed(timeout=5)
+    assert b" 200 " in w.raw.split(b"\r\n", 1)[0], w.raw[:200]
+    (got,) = e.legacy.assert_clean()
+    assert got.header("host") == [f"127.0.0.1:{e.legacy.port}"]
+
+
+def test_no_100_continue_for_an_http10_client(e):
+    with Wire(e.port) as w:
+        w.send(
+            b"POST /a HTTP/1.0\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        assert w.closed(timeout=5)
+    assert not w.raw.startswith(b"HTTP/1.1 100"), w.raw[:100]
+    assert w.raw.split(b" ", 2)[1] == b"200", w.raw[:100]
+    (got,) = e.legacy.assert_clean()
+    assert got.body == b"hello"
+
+
+def test_valid_hosts_are_still_served(e):
+    for host in (b"h", b"h:8080", b"127.0.0.1", b"[::1]:8080"):
+        e.clear()
+        _, got = forwarded_once(e, b"GET /a HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert got.header("host") == [host.decode()]
