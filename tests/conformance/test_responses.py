@@ -158,3 +158,30 @@ def test_early_upstream_rejection_of_an_expect_100_request_keeps_the_connection_
             assert second.status == 200 and b'"target": "/next"' in second.body
     # the body "hello" was never taken for the start of a request
     assert [r.target for r in e.legacy.requests()] in (["/big"], ["/big", "/next"])
+
+
+def test_chunked_upstream_answer_reaches_an_http10_client_unchunked(e):
+    """HTTP/1.0 has no chunked coding: the body must arrive raw, delimited by the close."""
+    e.legacy.script(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+        close=True,
+    )
+    with Wire(e.port) as w:
+        w.send(b"GET /first HTTP/1.0\r\nHost: h\r\n\r\n")
+        assert w.closed(timeout=5)
+    head, _, body = w.raw.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"200", head
+    assert b"transfer-encoding" not in head.lower(), head
+    assert body == b"abcdef"
+
+
+def test_head_answer_with_a_body_does_not_leak_into_the_next_response(e):
+    """An upstream that answers HEAD with a body: those bytes must never be read as the
+    answer to the next request (on the client side or through the upstream pool)."""
+    e.legacy.script(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40, close=False)
+    with Wire(e.port) as w:
+        first = w.send(b"HEAD /first HTTP/1.1\r\nHost: h\r\n\r\n").response("HEAD")
+        assert first.body == b""
+        for _ in range(3):
+            resp = w.send(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").response()
+            assert resp.status == 200 and b'"target": "/next"' in resp.body, resp.body[:100]
