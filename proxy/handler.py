@@ -45,6 +45,7 @@ from proxy.forward import (
 from proxy.pathsafety import UnsafePath, normalize_path
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
+from proxy.telemetry.tracing import Tracing
 from proxy.upstream.bulkhead import Rejected
 from proxy.upstream.registry import GuardRegistry
 
@@ -53,6 +54,7 @@ log = logging.getLogger("strangler.proxy")
 LEGACY = "legacy"
 EXTRACTED = "extracted"
 _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
+_REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
 _DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
 
@@ -144,7 +146,18 @@ class ProxyHandler:
             # Never a stack trace to the client; always one line with the ids in the log.
             ex.status = 500
             ex.error = repr(exc)
-            log.exception("internal error on route %s (request %s)", ex.route_name, ex.request_id)
+            if self.telemetry is not None:
+                self.telemetry.error(
+                    "internal proxy error",
+                    request_id=ex.request_id,
+                    trace_id=Tracing.trace_id(ex.span, request.headers),
+                    exc=exc,
+                    route=ex.route_name,
+                )
+            else:
+                log.exception(
+                    "internal error on route %s (request %s)", ex.route_name, ex.request_id
+                )
             return error_response(
                 500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
             )
@@ -223,7 +236,9 @@ class ProxyHandler:
         peer = _peer(request)
         trusted = is_trusted(peer, rt.trusted)
         ex.client = _client_ip(request, peer, trusted)
-        ex.tenant = extract_tenant(config.tenant, headers=request.headers, host=host)
+        ex.tenant = extract_tenant(
+            config.tenant, headers=request.headers, host=host, jwt_key=rt.tenant_key
+        )
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
         headers = strip_hop_by_hop(
             [h for h in client_headers(request) if h[0].lower() not in _DROP_FROM_CLIENT],
@@ -283,7 +298,14 @@ class ProxyHandler:
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue":
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if translator is not None or can_fallback or shadowing:
+            # A small body of an idempotent request is kept so a retry can send it again.
+            replayable = (
+                request.method in IDEMPOTENT_METHODS
+                and upstream.retry.retries > 0
+                and request.content_length is not None
+                and request.content_length <= _REPLAY_LIMIT
+            )
+            if translator is not None or can_fallback or shadowing or replayable:
                 limit = route.shadow.max_body if shadowing and route else _BUFFER_LIMIT
                 prefix, rest = await buffer_prefix(request.content, limit)
                 if rest is None:
@@ -436,6 +458,8 @@ class ProxyHandler:
                     slot.done(status=resp.status)
             except Rejected as rejected:
                 if last is not None:  # a retry was refused (budget): report the real failure
+                    if self.telemetry is not None:
+                        self.telemetry.count("retry_budget_exhausted", upstream=upstream.name)
                     raise last from None
                 if self.telemetry is not None:
                     self.telemetry.count(
@@ -499,7 +523,7 @@ class ProxyHandler:
                 attempt=attempt,
                 fallback=fallback,
             )
-            _inject(telemetry, span, send_headers)
+            telemetry.inject(span, send_headers)
         data: Any = body.chunks() if isinstance(body, BodySource) else body
         ex.attempts += 1
         try:
@@ -674,13 +698,14 @@ class ProxyHandler:
     ) -> None:
         from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
+        shadow_headers = [h for h in headers if h[0].lower() != "host"] + [("host", request.host)]
+        if self.telemetry is not None:
+            self.telemetry.inject(ex.span, shadow_headers)  # the shadow call joins the trace
         shadow_request = ShadowRequest(
             method=request.method,
             path=path,
             query=query,
-            headers=headers_of(
-                [h for h in headers if h[0].lower() != "host"] + [("host", request.host)]
-            ),
+            headers=headers_of(shadow_headers),
             body=body if isinstance(body, bytes) else b"",
             candidate_path=candidate_path if candidate_path != path else None,
         )
@@ -734,17 +759,6 @@ def _body_may_have_left(body: bytes | BodySource | None) -> bool:
     if isinstance(body, BodySource):
         return body.sent
     return len(body) > 0
-
-
-def _inject(telemetry: Any, span: Span | None, headers: list[tuple[str, str]]) -> None:
-    if span is None:
-        return
-    carrier: dict[str, str] = {}
-    telemetry.inject(span, carrier)
-    if carrier:
-        names = {k.lower() for k in carrier}
-        headers[:] = [h for h in headers if h[0].lower() not in names]
-        headers.extend(carrier.items())
 
 
 def _bare_host(host_header: str) -> str:

@@ -6,6 +6,7 @@ a reload in the middle of a request never mixes two tables.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ class Runtime:
     trusted: tuple[Network, ...]
     translators: Mapping[str, Any] = field(default_factory=dict)
     generation: int = 0
+    tenant_key: bytes | None = None  # HS256 secret for JWT tenant claims, read once at load
 
     @classmethod
     def build(
@@ -33,10 +35,24 @@ class Runtime:
             trusted=parse_trusted(config.trusted_proxies),
             translators=translators or {},
             generation=generation,
+            tenant_key=_tenant_key(config),
         )
 
     def translator_for(self, route: Route) -> Any | None:
         return self.translators.get(route.acl) if route.acl else None
+
+
+def _tenant_key(config: Config) -> bytes | None:
+    env = config.tenant.jwt_secret_env if config.tenant else None
+    if env is None:
+        return None
+    secret = os.environ.get(env)
+    if not secret:
+        raise ValueError(
+            f"{config.source}: tenant.jwt_secret_env names the environment variable {env!r}, "
+            "which is not set or empty; export it before starting the proxy"
+        )
+    return secret.encode()
 
 
 class RuntimeHolder:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +29,13 @@ from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
-from proxy.telemetry import Telemetry
+from proxy.telemetry import (
+    Telemetry,
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
+from proxy.telemetry.http import dashboard_routes, metrics_endpoint
 from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler")
@@ -127,33 +132,6 @@ def _shadow_translators(holder: RuntimeHolder) -> tuple[Any, Any]:
     return to_new, to_legacy
 
 
-def _dashboard_routes(holder: RuntimeHolder, telemetry: Telemetry) -> list[web.RouteDef]:
-    from proxy.admin.dashboard import ASSETS, asset, build_dashboard
-
-    async def index(_: web.Request) -> web.Response:
-        body, ctype = asset("index.html")
-        return web.Response(body=body, headers={"Content-Type": ctype, "Cache-Control": "no-store"})
-
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in ASSETS:
-            raise web.HTTPNotFound()
-        body, ctype = asset(name)
-        return web.Response(body=body, headers={"Content-Type": ctype})
-
-    async def data(_: web.Request) -> web.Response:
-        view = build_dashboard(
-            holder.current.config, telemetry.samples(), telemetry.reloads(), now=time.time()
-        )
-        return web.json_response(view)
-
-    return [
-        web.get("/", index),
-        web.get("/dashboard/{name}", static),
-        web.get("/-/dashboard.json", data),
-    ]
-
-
 async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and return 0."""
     from proxy.shadow.mirror import ShadowMirror
@@ -166,13 +144,13 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     pool = UpstreamPool()
     telemetry = Telemetry(config.telemetry, log_stream=sys.stdout)
     telemetry.reconfigure(config)
-    guards = GuardRegistry(config)
+    guards = GuardRegistry(config, on_transition=telemetry.breaker_changed)
     await guards.start()
     sender = HttpSender(lambda: holder.current.config.upstreams)
     translate_request, translate_response = _shadow_translators(holder)
     mirror = ShadowMirror(
         store_from_config(config),
-        send=sender,
+        send=telemetry.traced_shadow_sender(sender),
         translate_request=translate_request,
         translate_response=translate_response,
         primary_upstream=config.default,
@@ -191,7 +169,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     def on_event(event: ReloadEvent) -> None:
         telemetry.reload_finished(
             event.ok,
-            version=event.generation,
+            version=holder.current.config.version if event.ok else None,
+            generation=event.generation,
             error=event.error,
             trigger=event.trigger,
             at=event.at,
@@ -223,8 +202,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             ready=lambda: not stopping.is_set(),
             upstreams=guards.snapshot,
             shadow=mirror.snapshot,
-            metrics=lambda: (telemetry.metrics_text(), telemetry.content_type),
-            extra_routes=_dashboard_routes(holder, telemetry),
+            metrics=lambda: metrics_endpoint(telemetry),
+            extra_routes=dashboard_routes(
+                lambda: holder.current.config, telemetry, breakers=guards.states
+            ),
             supervisor_pid=opts.supervisor_pid,
         )
         admin_runner = web.AppRunner(build_admin_app(ctx), access_log=None)
@@ -295,9 +276,10 @@ def serve(opts: ServeOptions) -> int:
 
 def _supervise(opts: ServeOptions) -> int:
     """Run `workers` worker processes on one port; forward reloads and shutdowns."""
+    # Workers write their metrics to files in one directory; worker 0 serves the sum.
+    own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir = prepare_multiprocess_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     env = dict(os.environ)
-    multiproc_dir = tempfile.mkdtemp(prefix="strangler-metrics-")
-    env.setdefault("PROMETHEUS_MULTIPROC_DIR", multiproc_dir)
     base = [sys.executable, "-m", "proxy.cli", "serve", "-c", str(opts.config_path)]
     if opts.host:
         base += ["--host", opts.host]
@@ -337,6 +319,7 @@ def _supervise(opts: ServeOptions) -> int:
                 code = w.poll()
                 if code is not None and not stopping:
                     log.error("worker %d exited with %s; restarting it", i, code)
+                    mark_worker_dead(w.pid)
                     workers[i] = spawn(i)
             if stopping and all(w.poll() is not None for w in workers):
                 break
@@ -345,4 +328,6 @@ def _supervise(opts: ServeOptions) -> int:
         for w in workers:
             if w.poll() is None:
                 w.kill()
+        if own_dir:
+            remove_multiprocess_dir(metrics_dir)
     return 0

@@ -32,6 +32,11 @@ def config_warnings(config: Config) -> list[str]:
                 f"{config.source}: upstreams.{name}.timeout: read ({t.read}s) exceeds total "
                 f"({t.total}s), so total is what limits a slow response"
             )
+    if config.tenant is not None and config.tenant.jwt_claim and not config.tenant.jwt_secret_env:
+        out.append(
+            f"{config.source}: tenant.jwt_claim: the claim is read without checking the token's "
+            "signature, so a client can name any tenant; add `jwt_secret_env: NAME` (HS256)"
+        )
     if not _loopback(config.admin.host):
         out.append(
             f"{config.source}: admin.host: the admin API listens on {config.admin.host}, "

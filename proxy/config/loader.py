@@ -355,11 +355,11 @@ class _TableReader:
         r = self.r
         if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             return None
-        keys = ("header", "jwt_claim", "host")
-        fields = r.mapping(node, "tenant", keys)
+        sources = ("header", "jwt_claim", "host")
+        fields = r.mapping(node, "tenant", (*sources, "jwt_secret_env"))
         if fields is None:
             return None
-        given = [k for k in keys if k in fields]
+        given = [k for k in sources if k in fields]
         if len(given) != 1:
             r.report(
                 node,
@@ -370,6 +370,23 @@ class _TableReader:
             return None
         key = given[0]
         value_node = fields[key]
+        secret_env = None
+        if "jwt_secret_env" in fields:
+            if key != "jwt_claim":
+                r.report(
+                    fields["jwt_secret_env"],
+                    "tenant.jwt_secret_env",
+                    "jwt_secret_env only applies to a jwt_claim tenant source",
+                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME}`",
+                )
+            else:
+                secret_env = r.text(
+                    fields["jwt_secret_env"],
+                    "tenant.jwt_secret_env",
+                    check=check_token,
+                    required=True,
+                    fix="the name of an environment variable holding the HS256 secret",
+                )
         if key == "header":
             value = r.text(
                 value_node,
@@ -383,7 +400,7 @@ class _TableReader:
             value = r.text(
                 value_node, "tenant.jwt_claim", check=_check_claim, required=True, fix="e.g. tid"
             )
-            return TenantSource(jwt_claim=value) if value else None
+            return TenantSource(jwt_claim=value, jwt_secret_env=secret_env) if value else None
         value = r.text(
             value_node,
             "tenant.host",

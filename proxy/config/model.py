@@ -161,6 +161,9 @@ class TenantSource:
     header: str | None = None  # "X-Tenant-ID"
     jwt_claim: str | None = None  # "tid", read from "Authorization: Bearer <jwt>"
     host: str | None = None  # "{tenant}.shop.example"
+    # Environment variable holding the HS256 secret that signs the JWTs; without it the
+    # claim is read unverified, so a client could name any tenant (a startup warning).
+    jwt_secret_env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,62 @@
+"""JWT tenant claims are verified when routes.yaml names the secret's environment variable."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from proxy.config.loader import ConfigError, config_warnings, parse_config
+from proxy.filters.tenant import extract_tenant
+from proxy.runtime import Runtime
+
+BASE = """\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8000"}
+default: legacy
+routes: []
+"""
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(claims: dict, secret: bytes) -> str:
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_secret_env_is_read_once_at_load_and_verifies_tokens(monkeypatch):
+    monkeypatch.setenv("TENANT_JWT_SECRET", "s3cret")
+    config = parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: TENANT_JWT_SECRET}\n")
+    rt = Runtime.build(config)
+    assert rt.tenant_key == b"s3cret"
+    assert not any("signature" in w for w in config_warnings(config))
+    good = {"authorization": "Bearer " + token({"tid": "acme"}, b"s3cret")}
+    forged = {"authorization": "Bearer " + token({"tid": "acme"}, b"guess")}
+    assert extract_tenant(config.tenant, headers=good, host="", jwt_key=rt.tenant_key) == "acme"
+    assert extract_tenant(config.tenant, headers=forged, host="", jwt_key=rt.tenant_key) is None
+
+
+def test_missing_secret_variable_stops_the_load(monkeypatch):
+    monkeypatch.delenv("NOPE_SECRET", raising=False)
+    config = parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: NOPE_SECRET}\n")
+    with pytest.raises(ValueError, match="NOPE_SECRET"):
+        Runtime.build(config)
+
+
+def test_unverified_claims_are_warned_about():
+    config = parse_config(BASE + "tenant: {jwt_claim: tid}\n")
+    assert any("signature" in w for w in config_warnings(config))
+
+
+def test_secret_env_only_with_a_jwt_claim():
+    with pytest.raises(ConfigError, match="jwt_secret_env only applies"):
+        parse_config(BASE + "tenant: {header: X-Tenant-ID, jwt_secret_env: X}\n")
