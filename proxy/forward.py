@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -87,6 +88,22 @@ def upstream_url(upstream: Upstream, path: str, query: str) -> URL:
     return URL(f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}", encoded=True)
 
 
+class ClientBodyError(Exception):
+    """The client's request body turned out malformed after streaming began (a bad chunk
+    size, data overrunning a chunk, a framing field in the trailers).
+
+    The client's fault, not the upstream's: answer 400 and close the connection. The
+    upstream request is cut (its connection aborted), so it never sees a complete request.
+    """
+
+
+async def _read_some(stream: aiohttp.StreamReader) -> bytes:
+    try:
+        return await stream.readany()
+    except HttpProcessingError as exc:
+        raise ClientBodyError(f"malformed request body: {exc.message}") from exc
+
+
 class BodySource:
     """The client's request body as an async iterator that records whether any byte left.
 
@@ -105,7 +122,7 @@ class BodySource:
             self.sent = True
             yield self._prefix
         while True:
-            chunk = await self._stream.readany()
+            chunk = await _read_some(self._stream)
             if not chunk:
                 return
             self.sent = True
@@ -121,7 +138,7 @@ async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await stream.readany()
+        chunk = await _read_some(stream)
         if not chunk:
             return b"".join(parts), None
         size += len(chunk)

@@ -143,11 +143,10 @@ def request_id(incoming: str | None) -> str:
 
 # -- request hygiene at the edge (RFC 9110 §5, §7.2, §10.1.1; RFC 9112 §6.1) ----------------------
 
-# RFC 3986 host (reg-name, IPv4 or a bracketed IPv6 literal) and an optional port: no
-# userinfo, no path, no whitespace. Anything else in Host is either an attack or a bug.
-_HOST = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{1,5}))?",
-)
+# An RFC 3986 host (a reg-name, IPv4 or a bracketed IPv6 literal) and an optional port: no
+# userinfo, no path, no whitespace. Sub-delimiters (`,;=!$&'()*+`) are legal in a reg-name
+# but in no real host name; refusing them keeps `Host: a, b` from meaning two hosts.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]+)(?::([0-9]{1,5}))?")
 
 
 def valid_host(value: str) -> bool:

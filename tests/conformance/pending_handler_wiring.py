@@ -1,15 +1,23 @@
-"""Probes for the edge checks that need `proxy/handler.py` wiring (see docs/proxy.md,
-"Conformance decisions"). Not collected yet: once the handler calls `parse_target`,
-`valid_host`, `framing_problem` and `expectation`, rename this file to
-`test_handler_wiring.py`. Each of these fails against the handler as it is today.
+"""Probes for the edge checks that need `proxy/handler.py` and `proxy/server.py` wiring
+(see docs/proxy.md, "Conformance decisions"). Not collected yet: once the handler calls
+`parse_target`, `valid_host`, `framing_problem` and `expectation`, answers
+`ClientBodyError` with 400, and the server fails a streamed body on a framing error,
+rename this file to `test_handler_wiring.py`. These fail against today's handler.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conformance.checks import assert_rejected, forwarded_once
-from tests.conformance.wire import Wire
+from tests.conformance.checks import (
+    assert_rejected,
+    assert_serving,
+    forwarded_once,
+    wait_upstream_quiet,
+)
+from tests.conformance.wire import ProtocolViolation, Wire
+
+CHUNKED = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 REJECTED = {
     # (request, status)
@@ -97,3 +105,29 @@ def test_valid_hosts_are_still_served(e):
         e.clear()
         _, got = forwarded_once(e, b"GET /a HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
         assert got.header("host") == [host.decode()]
+
+
+@pytest.mark.parametrize(
+    "bad_tail",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"0\r\nContent-Length: 50\r\n\r\n", b"5\r\nhello!!\r\n0\r\n\r\n"],
+    ids=["bad-chunk-size", "framing-trailer", "chunk-spill"],
+)
+def test_framing_error_after_streaming_began_cuts_the_upstream_request(e, bad_tail):
+    """The head and a first chunk are already upstream when the framing turns bad: the
+    upstream must see a cut, never a complete request, and the client no success."""
+    from tests.support.procs import wait_until
+
+    with Wire(e.port) as w:
+        w.send(CHUNKED + b"5\r\nhello\r\n")
+        wait_until(lambda: any(c.raw for c in e.legacy.conns), timeout=5, what="forwarding")
+        w.send(bad_tail)
+        try:
+            resp = w.response()
+        except ProtocolViolation:
+            pass  # cut without an answer: acceptable
+        else:
+            assert resp.status >= 400, resp.status
+        assert w.closed()
+    wait_upstream_quiet(e)
+    assert e.legacy.requests() == [], "the upstream saw a complete request"
+    assert_serving(e)

@@ -52,6 +52,9 @@ def test_valid_hosts(host):
         "h\tx",
         "h:port",
         "h\\x",
+        "h, other.example",
+        "h,other.example",
+        "h;x",
     ],
 )
 def test_invalid_hosts(host):

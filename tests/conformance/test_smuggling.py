@@ -49,7 +49,13 @@ REJECTED = {
     "te-space-before-colon": H + b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello",
     "te-http10-with-cl": b"POST /a HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
     b"Content-Length: 5\r\n\r\nhello",
+    "te-trailing-comma-cl": H + b"Transfer-Encoding: chunked,\r\nContent-Length: 5\r\n\r\nhello",
+    "te-tab-cl": H + b"Transfer-Encoding:\tchunked\r\nContent-Length: 5\r\n\r\nhello",
+    "te-obs-fold-cl": H + b"Transfer-Encoding:\r\n chunked\r\nContent-Length: 5\r\n\r\nhello",
+    "cl-te-desync-byte": H + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX",
     # Content-Length that is not one plain decimal number
+    "cl-underscore": H + b"Content-Length: 1_0\r\n\r\nhelloworld",
+    "cl-minus-zero": H + b"Content-Length: -0\r\n\r\n",
     "cl-plus": H + b"Content-Length: +5\r\n\r\nhello",
     "cl-minus": H + b"Content-Length: -1\r\n\r\n",
     "cl-list-same": H + b"Content-Length: 5, 5\r\n\r\nhello",
@@ -72,6 +78,10 @@ REJECTED = {
     "chunk-underscore": CHUNKED + b"1_0\r\nhello world!!!!!\r\n0\r\n\r\n",
     "chunk-hex-prefix": CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n",
     "chunk-not-hex": CHUNKED + b"zz\r\nabc\r\n0\r\n\r\n",
+    # framing fields in a trailer section
+    "trailer-content-length": CHUNKED + b"5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n",
+    "trailer-transfer-encoding": CHUNKED + b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "chunk-size-bare-cr": CHUNKED + b"5\rhello\r\n0\r\n\r\n",
     # chunk extensions that are not `;token[=value]`
     "ext-bare-semicolon": CHUNKED + b"5;\r\nhello\r\n0\r\n\r\n",
     "ext-bad-token": CHUNKED + b"5;bad[=x\r\nhello\r\n0\r\n\r\n",
@@ -127,6 +137,8 @@ ACCEPTED = {
     "cl-ows": (H + b"Content-Length:  5 \r\n\r\nhello", b"hello"),
     "cl-leading-zeros": (H + b"Content-Length: 005\r\n\r\nhello", b"hello"),
     "cl-zero": (H + b"Content-Length: 0\r\n\r\n", b""),
+    "cl-double-zero": (H + b"Content-Length: 00\r\n\r\n", b""),
+    "cl-0200-is-decimal": (H + b"Content-Length: 0200\r\n\r\n" + b"A" * 200, b"A" * 200),
     "no-cl-no-te": (H + b"\r\n", b""),
     "chunk-ext": (CHUNKED + b"5;ext=value\r\nhello\r\n0\r\n\r\n", b"hello"),
     "chunk-ext-quoted": (CHUNKED + b'5;a="b\\"c"\r\nhello\r\n0\r\n\r\n', b"hello"),
@@ -228,3 +240,35 @@ def test_incomplete_body_never_becomes_a_complete_upstream_request(e, partial):
     wait_upstream_quiet(e)
     assert e.legacy.requests() == [], "the upstream saw a complete request the client never sent"
     assert_serving(e)
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"Host: evil.example",
+        b"Authorization: Bearer evil",
+        b"Content-Type: text/evil",
+    ],
+    ids=["host", "authorization", "content-type"],
+)
+def test_trailer_fields_never_reach_the_upstream(e, trailer):
+    """Trailers may not carry framing, routing or credentials (RFC 9110 §6.5.1); the proxy
+    re-chunks the body and drops them."""
+    _, got = forwarded_once(e, CHUNKED + b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n\r\n")
+    assert got.body == b"hello"
+    assert all(b"evil" not in c.raw for c in e.legacy.conns)
+
+
+@pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
+def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
+    with Wire(e.port) as w:
+        w.send(method + b" /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+        w.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = w.response(method.decode())
+        second = w.response()
+    assert first.status == 200 and second.status == 200
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target, r.body) for r in got] == [
+        (method.decode(), "/a", b"hello"),
+        ("GET", "/after", b""),
+    ]
