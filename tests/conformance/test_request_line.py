@@ -130,3 +130,12 @@ MALFORMED = {
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_input_is_refused_and_never_forwarded(e, data):
     assert_refused(e, data)
+
+
+def test_http10_keep_alive_is_honoured_when_the_length_is_known(e):
+    with Wire(e.port) as w:
+        req = b"GET /k HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
+        first = w.send(req).response()
+        second = w.send(req).response()
+    assert first.status == second.status == 200
+    assert [r.target for r in e.legacy.assert_clean()] == ["/k", "/k"]
