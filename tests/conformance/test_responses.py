@@ -185,3 +185,17 @@ def test_head_answer_with_a_body_does_not_leak_into_the_next_response(e):
         for _ in range(3):
             resp = w.send(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").response()
             assert resp.status == 200 and b'"target": "/next"' in resp.body, resp.body[:100]
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_bodiless_status_is_relayed_without_a_body(e, code):
+    """RFC 9110 §8.6: a 204 carries no Content-Length, even when the upstream sent
+    `Content-Length: 0`; neither 204 nor 304 carries a body or chunking."""
+    first, second = first_then_second(
+        e, b'HTTP/1.1 %d X\r\nContent-Length: 0\r\nETag: "x"\r\n\r\n' % code
+    )
+    assert (first.status, first.body) == (code, b"")
+    assert first.header("transfer-encoding") == []
+    if code == 204:
+        assert first.header("content-length") == []
+    assert second.status == 200
