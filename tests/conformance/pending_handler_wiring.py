@@ -3,6 +3,8 @@
 `parse_target`, `valid_host`, `framing_problem` and `expectation`, answers
 `ClientBodyError` with 400, and the server fails a streamed body on a framing error,
 rename this file to `test_handler_wiring.py`. These fail against today's handler.
+`tests/conformance/wiring.patch` is that wiring (`patch -p1 < tests/conformance/wiring.patch`),
+checked against this whole folder and tests/proxy, tests/unit, tests/resilience.
 """
 
 from __future__ import annotations
