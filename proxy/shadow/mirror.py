@@ -54,6 +54,12 @@ QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN = (
 DOWN_AFTER = 5
 DOWN_FOR = 1.0
 DOWN_FOR_MAX = 30.0
+# Shadow work yields to client traffic: every LAG_PROBE seconds the mirror measures how late the
+# event loop runs a timer (smoothed). Above BUSY_LAG clients are waiting for the loop, so the
+# workers wait too: queues fill and further shadow calls are dropped (`queue_full`) instead of
+# taking the primary path's CPU. When the loop is idle again they resume.
+LAG_PROBE = 0.02
+BUSY_LAG = 0.002
 
 
 class TranslationFailed(Exception):
@@ -182,6 +188,10 @@ class ShadowMirror:
         self._differs: dict[str, tuple[object, Differ]] = {}
         self._stats: dict[str, _Stats] = {}
         self._closing = False
+        self.loop_lag = 0.0  # seconds, EWMA of the event loop's lateness
+        self._probe: asyncio.Task | None = None
+        self._idle = asyncio.Event()  # set while the loop keeps up; workers wait on it
+        self._idle.set()
 
     # ---- the request path -----------------------------------------------------------------
 
@@ -315,6 +325,8 @@ class ShadowMirror:
             return lane
         if lane is not None:
             self._retire(lane)
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._lag_probe())
         lane = _Lane(route.name, concurrency, asyncio.Queue(maxsize=size))
         lane.workers = [
             asyncio.get_running_loop().create_task(
@@ -333,13 +345,30 @@ class ShadowMirror:
 
     # ---- the workers ----------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        """Is the event loop running late (clients waiting)? Shadow workers wait meanwhile."""
+        return not self._idle.is_set()
+
+    async def _lag_probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            due = loop.time() + LAG_PROBE
+            await asyncio.sleep(LAG_PROBE)
+            self.loop_lag = 0.7 * self.loop_lag + 0.3 * max(0.0, loop.time() - due)
+            if self.loop_lag > BUSY_LAG:
+                self._idle.clear()
+            else:
+                self._idle.set()
+
     async def _worker(self, lane: _Lane) -> None:
         while True:
             job = await lane.queue.get()
             if job is None:
                 return
-            lane.in_flight += 1
+            lane.in_flight += 1  # taken by a worker (perhaps still waiting for an idle loop)
             try:
+                await self._idle.wait()
                 await self._process(job)
             except asyncio.CancelledError:
                 raise
@@ -525,12 +554,23 @@ class ShadowMirror:
                     },
                 }
             )
-        return {"routes": routes, "store": self.store.stats(), "closing": self._closing}
+        return {
+            "routes": routes,
+            "store": self.store.stats(),
+            "closing": self._closing,
+            "loop": {
+                "lag_ms": round(self.loop_lag * 1000, 3),
+                "busy": self.busy,
+            },
+        }
 
     async def close(self, timeout: float = 5.0, *, close_store: bool = False) -> None:
         """Stop taking work, give queued comparisons `timeout` seconds, then cancel the rest
         and flush the store."""
         self._closing = True
+        if self._probe is not None:
+            self._probe.cancel()
+        self._idle.set()  # workers finish their queues now, busy or not
         lanes = list(self._lanes.values()) + self._retired
         for lane in lanes:
             for _ in lane.workers:
