@@ -180,22 +180,29 @@ def sanitize_request_headers(headers: Sequence[Header], content_length: int | No
     return out
 
 
-def framing_problem(version: tuple[int, int], headers: Sequence[Header]) -> str | None:
-    """Why the request's framing cannot be trusted (answer 400 and close), or None.
+def framing_problem(version: tuple[int, int], headers: Sequence[Header]) -> tuple[int, str] | None:
+    """Why the request's framing cannot be trusted, as (status, reason); None if it can.
 
     The listener's parser already rejects CL+TE, differing lengths and codings that do not
-    end in `chunked`; these are the cases it lets through. RFC 9112 §6.1: an HTTP/1.0
-    message with Transfer-Encoding MUST be treated as having faulty framing. An empty
-    Transfer-Encoding is a coding list with no coding: a parser that ignores it and one
-    that does not will disagree about where the body ends.
+    end in `chunked`; these are the cases it lets through, all answered with the connection
+    closed. RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding MUST be treated as
+    having faulty framing (400). An empty Transfer-Encoding is a coding list with no coding
+    (400): parsers disagree about where such a body ends. A coding other than `chunked`
+    (`gzip, chunked`) is one the proxy cannot decode or pass on, since Transfer-Encoding is
+    hop-by-hop: forwarding the bytes without it would hand the upstream a different body
+    (501, as RFC 9112 §6.1 says).
     """
     for name, value in headers:
         if name.lower() != "transfer-encoding":
             continue
         if version < (1, 1):
-            return "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1): faulty framing"
-        if not value.strip(" \t,"):
-            return "empty Transfer-Encoding header: no coding to frame the body with"
+            return 400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1): faulty framing"
+        codings = [c.strip().lower() for c in value.split(",") if c.strip()]
+        if not codings:
+            return 400, "empty Transfer-Encoding header: no coding to frame the body with"
+        unknown = [c for c in codings if c != "chunked"]
+        if unknown:
+            return 501, f"transfer coding {unknown[0]!r} is not supported; send the body chunked"
     return None
 
 

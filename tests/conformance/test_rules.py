@@ -75,18 +75,24 @@ def test_sanitize_keeps_everything_else_in_order_with_repeats():
 
 
 @pytest.mark.parametrize(
-    ("version", "headers", "problem"),
+    ("version", "headers", "status", "problem"),
     [
-        ((1, 0), [("Transfer-Encoding", "chunked")], "HTTP/1.0"),
-        ((1, 1), [("Transfer-Encoding", "")], "empty"),
-        ((1, 1), [("Transfer-Encoding", " , ")], "empty"),
-        ((1, 1), [("Transfer-Encoding", "chunked")], None),
-        ((1, 0), [("Content-Length", "5")], None),
+        ((1, 0), [("Transfer-Encoding", "chunked")], 400, "HTTP/1.0"),
+        ((1, 1), [("Transfer-Encoding", "")], 400, "empty"),
+        ((1, 1), [("Transfer-Encoding", " , ")], 400, "empty"),
+        ((1, 1), [("Transfer-Encoding", "gzip, chunked")], 501, "'gzip'"),
+        ((1, 1), [("Transfer-Encoding", "Deflate,chunked")], 501, "'deflate'"),
+        ((1, 1), [("Transfer-Encoding", "chunked")], None, None),
+        ((1, 1), [("Transfer-Encoding", "Chunked")], None, None),
+        ((1, 0), [("Content-Length", "5")], None, None),
     ],
 )
-def test_framing_problem(version, headers, problem):
+def test_framing_problem(version, headers, status, problem):
     got = framing_problem(version, headers)
-    assert (got is None) if problem is None else (problem in got)
+    if status is None:
+        assert got is None
+    else:
+        assert got is not None and got[0] == status and problem in got[1]
 
 
 @pytest.mark.parametrize(
