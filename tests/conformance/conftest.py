@@ -1,6 +1,9 @@
-"""One real proxy process in front of two recording upstreams, shared by a test module.
+"""Real proxy processes for the probes, shared by a test module.
 
-`legacy` is the default upstream; `svc` serves the `/svc` prefix and any request whose Host
+`edge`: the proxy in front of two recording upstreams. `stack`: the proxy in front of
+gunicorn running `wsgi_echo` (a WSGI app that reads bodies as Django does).
+
+In `edge`, `legacy` is the default upstream; `svc` serves the `/svc` prefix and any request whose Host
 is `other.example` (so a test can see which Host the router used). Both record the raw
 bytes they receive (see `recorder.py`).
 """
@@ -103,3 +106,38 @@ def e(edge: Edge) -> Iterator[Edge]:
     edge.clear()
     yield edge
     edge.alive()
+
+
+@dataclass
+class Stack:
+    port: int
+    gunicorn_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("third-party")
+    gport, port, admin = free_port(), free_port(), free_port()
+    config = tmp / "routes.yaml"
+    config.write_text(config_text(port, admin, gport, gport))
+    gunicorn = [
+        PYTHON, "-m", "gunicorn", "--bind", f"127.0.0.1:{gport}", "--workers", "1",
+        "--keep-alive", "30", "tests.conformance.wsgi_echo:application",
+    ]  # fmt: skip
+    with (
+        running(gunicorn, ready_url=f"http://127.0.0.1:{gport}/ready", cwd=ROOT),
+        (tmp / "proxy.log").open("w") as log,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        ) as proc,
+    ):
+        wait_http(f"http://127.0.0.1:{port}/", proc=proc)
+        yield Stack(port, gport)
