@@ -7,9 +7,11 @@ and the same run; nginx (one worker) serves the same small JSON as primary and a
 Load is `wrk`, the two routes measured in alternating rounds (the machine is shared and
 noisy, so only the ratio means anything). Target: shadow >= 0.8x legacy requests/s.
 
-The mirror never makes the client wait: when shadow work cannot keep up, its bounded queue
-drops calls (counted as `queue_full`), so the table also says what share of the shadow
-route's requests were actually compared.
+The mirror yields to client traffic: while the event loop runs late its workers wait and the
+bounded queue drops further shadow calls (counted as `queue_full`), so under saturation only a
+small share of requests is compared. A second, paced phase (`hey`, PACED_RATE requests/s, well
+below saturation) shows the other side: nearly every request compared, and the latency the
+client sees on each route.
 
     python bench/shadow_bench.py            # BENCH_DURATION=5s BENCH_ROUNDS=3 BENCH_CONNECTIONS=32
 """
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -37,6 +40,8 @@ PY = sys.executable
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PACED_RATE = int(os.environ.get("BENCH_PACED_RATE", "400"))
+PACED_SECONDS = int(os.environ.get("BENCH_PACED_SECONDS", "4"))
 TARGET = 0.8
 BODY = '{"prod_id": 17, "sku": "SKU-00017", "prod_nm": "Sturdy Anvil", "price_cents": "1999", "tax_rate": "0.0825", "price_with_tax": "21.64", "tenant_id": "acme"}'
 MODES = ("legacy", "shadow")
@@ -115,6 +120,25 @@ def wrk(url: str, duration: str = DURATION) -> tuple[float, int, int]:
     return rps, done, int(bad.group(1)) if bad else 0
 
 
+def hey(url: str, rate: int = PACED_RATE, seconds: int = PACED_SECONDS) -> dict:
+    """A paced load: p50/p99 latency in ms and the number of answers."""
+    workers = 8
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(max(1, rate // workers)), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ok = re.search(r"\[200\]\s+(\d+) responses", out)
+    p99 = re.search(r"99% in ([\d.]+) secs", out)
+    return {
+        "p50": float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000,
+        # hey prints no 99% line for small counts; then the slowest answer stands in
+        "p99": float((p99 or re.search(r"Slowest:\s+([\d.]+) secs", out)).group(1)) * 1000,
+        "ok": int(ok.group(1)) if ok else 0,
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -128,11 +152,28 @@ def shadow_figures(admin: str) -> dict:
         "compared": route.get("compared", 0),
         "dropped": sum(route.get("dropped", {}).values()),
         "results": route.get("results", {}),
+        "pending": route.get("queued", 0) + route.get("in_flight", 0),
     }
 
 
-def run(rounds: int = ROUNDS, duration: str = DURATION) -> dict:
-    """Measure both routes `rounds` times, alternating; medians, ratio and shadow coverage."""
+def drained(admin: str, timeout: float = 30.0) -> int:
+    """Wait until no shadow work is queued or in flight; comparisons made so far."""
+    deadline = time.monotonic() + timeout
+    while True:
+        figures = shadow_figures(admin)
+        if figures["pending"] == 0 or time.monotonic() > deadline:
+            return figures["compared"]
+        time.sleep(0.05)
+
+
+def run(
+    rounds: int = ROUNDS,
+    duration: str = DURATION,
+    paced_rate: int = PACED_RATE,
+    paced_seconds: int = PACED_SECONDS,
+) -> dict:
+    """Measure both routes `rounds` times, alternating; medians, ratio and shadow coverage;
+    then the paced phase (skipped when `hey` is missing or `paced_seconds` is 0)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not shutil.which("wrk") or not Path(nginx).exists():
         raise SystemExit("wrk and nginx are required: apt-get install -y wrk nginx-light")
@@ -156,6 +197,7 @@ def run(rounds: int = ROUNDS, duration: str = DURATION) -> dict:
             for url in urls.values():
                 wait_http(url)
                 wrk(url, "1s")  # warm-up: connections, lanes, caches
+            drained(admin_url)
             before = shadow_figures(admin_url)
             for i in range(rounds):
                 for mode in MODES if i % 2 == 0 else MODES[::-1]:
@@ -168,10 +210,21 @@ def run(rounds: int = ROUNDS, duration: str = DURATION) -> dict:
                     if mode == "shadow":
                         shadow_requests += done
             after = shadow_figures(admin_url)
+            paced = {}
+            if shutil.which("hey") and paced_seconds > 0:
+                start = drained(admin_url)  # what the saturated phase queued is done first
+                for mode in MODES:
+                    paced[mode] = hey(urls[mode], paced_rate, paced_seconds)
+                paced_compared = drained(admin_url) - start
     compared = after["compared"] - before["compared"]
     dropped = after["dropped"] - before["dropped"]
+    pending = after["pending"]  # admitted during the saturated phase, compared later
     legacy, shadow = statistics.median(rps["legacy"]), statistics.median(rps["shadow"])
     return {
+        "paced": paced,
+        "paced_rate": paced_rate,
+        "paced_seconds": paced_seconds,
+        "paced_compared": paced_compared if paced else None,
         "rps": {"legacy": legacy, "shadow": shadow},
         "rps_rounds": rps,
         "ratio": shadow / legacy,
@@ -179,6 +232,7 @@ def run(rounds: int = ROUNDS, duration: str = DURATION) -> dict:
         "shadow_requests": shadow_requests,
         "compared": compared,
         "dropped": dropped,
+        "pending": pending,
         "results": after["results"],
         "rounds": rounds,
         "duration": duration,
@@ -205,9 +259,27 @@ def render(result: dict) -> str:
             f"{m} " + ", ".join(f"{v:,.0f}" for v in result["rps_rounds"][m]) for m in MODES
         ),
         f"shadowed: {result['compared']:,} of {result['shadow_requests']:,} requests compared "
-        f"({share:.0%}), {result['dropped']:,} shadow calls dropped (queue full); "
+        f"({share:.0%}) during the rounds, {result['pending']:,} queued for later, "
+        f"{result['dropped']:,} shadow calls dropped (queue full); "
         f"results {result['results']}",
     ]
+    paced = result["paced"]
+    if paced:
+        cover = result["paced_compared"] / max(paced["shadow"]["ok"], 1)
+        lines += [
+            "",
+            f"paced at {result['paced_rate']} requests/s (hey -c8,"
+            f" {result['paced_seconds']}s per route):",
+            "",
+            "| route mode | p50 ms | p99 ms |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {m} | {paced[m]['p50']:.2f} | {paced[m]['p99']:.2f} |" for m in MODES]
+        lines += [
+            "",
+            f"shadowed: {result['paced_compared']:,} of {paced['shadow']['ok']:,} requests "
+            f"compared ({cover:.0%})",
+        ]
     return "\n".join(lines)
 
 
