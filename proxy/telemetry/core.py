@@ -434,5 +434,6 @@ class Telemetry:
         return self.metrics.samples() if self.metrics is not None else ()
 
     def shutdown(self) -> None:
-        """Flush spans still buffered for export."""
+        """Flush spans still buffered for export, and access lines still buffered."""
+        self.log.flush()
         self.tracing.shutdown(wait=True)
