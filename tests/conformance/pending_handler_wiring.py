@@ -20,6 +20,8 @@ from tests.conformance.checks import (
 from tests.conformance.wire import ProtocolViolation, Wire
 
 CHUNKED = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+# Bigger than any body the proxy may buffer, so forwarding starts before the body ends.
+BIG_CHUNK = b"%x\r\n" % (2 * 1024 * 1024) + b"x" * (2 * 1024 * 1024) + b"\r\n"
 
 REJECTED = {
     # (request, status)
@@ -124,7 +126,7 @@ def test_framing_error_after_streaming_began_cuts_the_upstream_request(e, bad_ta
     from tests.support.procs import wait_until
 
     with Wire(e.port) as w:
-        w.send(CHUNKED + b"5\r\nhello\r\n")
+        w.send(CHUNKED + BIG_CHUNK)
         wait_until(lambda: any(c.raw for c in e.legacy.conns), timeout=5, what="forwarding")
         w.send(bad_tail)
         try:
@@ -137,3 +139,17 @@ def test_framing_error_after_streaming_began_cuts_the_upstream_request(e, bad_ta
     wait_upstream_quiet(e)
     assert e.legacy.requests() == [], "the upstream saw a complete request"
     assert_serving(e)
+
+
+def test_a_chunked_body_reaches_django_style_wsgi(stack):
+    """gunicorn hands Django a chunked body, but Django reads CONTENT_LENGTH bytes: 0. The
+    proxy sends bodies that fit in memory with a length."""
+    import json
+
+    with Wire(stack.port) as w:
+        resp = w.send(
+            b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        ).response()
+    assert resp.status == 200
+    assert json.loads(resp.body)["body"] == "hello world"

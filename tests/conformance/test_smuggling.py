@@ -21,6 +21,8 @@ from tests.conformance.wire import Wire
 
 H = b"POST /a HTTP/1.1\r\nHost: h\r\n"
 CHUNKED = H + b"Transfer-Encoding: chunked\r\n\r\n"
+# Bigger than any body the proxy may buffer, so forwarding starts before the body ends.
+BIG_CHUNK = b"%x\r\n" % (2 * 1024 * 1024) + b"x" * (2 * 1024 * 1024) + b"\r\n"
 
 REJECTED = {
     # CL.TE and TE.CL: both framings in one request
@@ -222,8 +224,8 @@ def test_pipelined_request_after_a_rejected_one_is_not_answered(e):
 @pytest.mark.parametrize(
     "partial",
     [
-        CHUNKED + b"5\r\nhello\r\n",  # no last chunk
-        CHUNKED + b"5\r\nhello\r\n0\r\n",  # last chunk without the final CRLF
+        CHUNKED + BIG_CHUNK,  # no last chunk
+        CHUNKED + BIG_CHUNK + b"0\r\n",  # last chunk without the final CRLF
         H + b"Content-Length: 10\r\n\r\nhello",  # short body
     ],
     ids=["no-last-chunk", "no-final-crlf", "short-content-length"],
