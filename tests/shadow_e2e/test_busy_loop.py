@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from proxy.config.model import Match, Route, ShadowPolicy, Upstream
-from proxy.shadow.mirror import BUSY_LAG, ShadowMirror
+from proxy.shadow.mirror import BUSY_LAG, LAG_PROBE, ShadowMirror
 from proxy.shadow.model import CapturedResponse, ShadowRequest
 from proxy.shadow.send import HttpSender
 from proxy.shadow.store import SQLiteStore
@@ -44,9 +44,10 @@ async def test_workers_wait_while_the_loop_is_late_and_resume_after(tmp_path):
     burning = True
 
     async def saturate() -> None:
-        """Block the loop 6 ms at a time, as back-to-back request handling does."""
+        """Block the loop in stretches longer than the probe's period, as back-to-back request
+        handling does: every probe then wakes at least 10 ms late, so `busy` cannot flicker."""
         while burning:
-            time.sleep(0.006)
+            time.sleep(LAG_PROBE + 0.01)
             await asyncio.sleep(0)
 
     try:
