@@ -61,11 +61,18 @@ def make_app(name: str, delay: float) -> web.Application:
             {"created": body, "by": name, "n": calls["POST /items"]}, status=201
         )
 
+    async def change(request: web.Request) -> web.Response:
+        record(request)
+        await request.read()
+        return web.json_response({"method": request.method, "id": int(request.match_info["id"])})
+
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/-/counts", counts)
     app.router.add_get("/items/{id:\\d+}", item)
     app.router.add_post("/items", create)
+    for method in ("PUT", "PATCH", "DELETE"):
+        app.router.add_route(method, "/items/{id:\\d+}", change)
     return app
 
 

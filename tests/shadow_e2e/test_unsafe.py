@@ -15,9 +15,9 @@ from tests.support.procs import free_port
 from tests.support.world import proxy_config, start_proxy
 
 
-def test_post_on_a_shadow_route_is_not_shadowed_and_reaches_the_primary_once(tmp_path):
-    """Even with `noise: primary-twice` the primary sees the POST once and the candidate never;
-    the skipped shadow call is counted as an `unsafe_method` drop. A GET on the same route is
+def test_unsafe_methods_on_a_shadow_route_are_not_shadowed_and_reach_the_primary_once(tmp_path):
+    """Even with `noise: primary-twice` the primary sees each POST, PUT, PATCH and DELETE once and
+    the candidate never; each skipped shadow call is counted as an `unsafe_method` drop. A GET on the same route is
     shadowed (and noise-sampled), so the route is live and the counters can tell."""
     with (
         counting_app(free_port(), "primary") as primary,
@@ -31,17 +31,27 @@ def test_post_on_a_shadow_route_is_not_shadowed_and_reaches_the_primary_once(tmp
             created = http.post("/items", json={"name": "widget"})
             assert created.status_code == 201
             assert created.json() == {"created": {"name": "widget"}, "by": "primary", "n": 1}
+            for method in ("PUT", "PATCH", "DELETE"):
+                changed = http.request(method, "/items/5", json={"name": "w"})
+                assert changed.status_code == 200
+                assert changed.json() == {"method": method, "id": 5}
             stats = shadow_stats(proxy.admin, "items")
-            assert stats["dropped"] == {"unsafe_method": 1}
+            assert stats["dropped"] == {"unsafe_method": 4}
             assert stats["submitted"] == stats["enqueued"] == 0
 
             fetched = http.get("/items/3")
             assert fetched.status_code == 200
             stats = wait_compared(proxy.admin, "items", 1)
-            assert stats["dropped"] == {"unsafe_method": 1} and stats["enqueued"] == 1
+            assert stats["dropped"] == {"unsafe_method": 4} and stats["enqueued"] == 1
 
         assert counts(primary.url) == {
-            "calls": {"POST /items": 1, "GET /items/3": 2},  # the GET's noise call is the 2nd
+            "calls": {
+                "POST /items": 1,
+                "PUT /items/5": 1,
+                "PATCH /items/5": 1,
+                "DELETE /items/5": 1,
+                "GET /items/3": 2,  # the GET's noise call is the second
+            },
             "shadow": {"GET /items/3": 1},
         }
         assert counts(candidate.url) == {
