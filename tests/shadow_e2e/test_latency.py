@@ -136,9 +136,24 @@ def test_slow_and_dead_candidates_leave_primary_latency_and_answers_intact(tmp_p
             assert dead_stats["results"] == {"error": dead_stats["compared"]}
             assert DOWN_AFTER <= dead_stats["compared"] < sent["dead"] // 4
             assert set(dead_stats["dropped"]) == {"candidate_down"}
+            # ... and Prometheus counts the same drops
+            dead_metrics = httpx.get(f"{p_dead.admin}/metrics").text
+            n = dead_stats["dropped"]["candidate_down"]
+            assert _metric(dead_metrics, "strangler_shadow_dropped_total", "candidate_down") == n
+            slow_metrics = httpx.get(f"{p_slow.admin}/metrics").text
+            n = slow_stats["dropped"]["queue_full"]  # no requests since: no new queue_full
+            assert _metric(slow_metrics, "strangler_shadow_dropped_total", "queue_full") == n
             # the pass-through proxy shadowed nothing
             assert shadow_stats(p_pass.admin, "items") is None
             print(summary)
+
+
+def _metric(text: str, name: str, reason: str) -> float:
+    """The value of `name{..., reason="<reason>", ...}` in Prometheus text (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _dir(root: Path, name: str) -> Path:
