@@ -261,7 +261,7 @@ def render(result: dict) -> str:
         f"shadowed: {result['compared']:,} of {result['shadow_requests']:,} requests compared "
         f"({share:.0%}) during the rounds, {result['pending']:,} queued for later, "
         f"{result['dropped']:,} shadow calls dropped (queue full); "
-        f"results {result['results']}",
+        f"results since start {result['results']}",
     ]
     paced = result["paced"]
     if paced:
