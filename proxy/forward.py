@@ -8,7 +8,7 @@ so a 1 GiB upload or download passes with flat memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -158,6 +158,25 @@ def response_headers(resp: UpstreamResponse | aiohttp.ClientResponse) -> CIMulti
     return out
 
 
+def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Why an upstream response cannot be passed on faithfully, or None. Pure.
+
+    Only a final status (200-599): a 101 the client never asked for, or any other status
+    here, would leave client and proxy disagreeing about what the next bytes on the
+    connection are. Only the `chunked` transfer coding: Transfer-Encoding is hop-by-hop, so
+    relaying `gzip, chunked` would hand the client still-coded bytes labelled as the body.
+    """
+    if not 200 <= status <= 599:
+        return f"upstream sent status {status} where a final response was due"
+    for name, value in raw_headers:
+        if name.lower() == b"transfer-encoding":
+            for coding in value.decode("latin-1").split(","):
+                coding = coding.strip().lower()
+                if coding and coding != "chunked":
+                    return f"upstream used transfer coding {coding!r}, which cannot be relayed"
+    return None
+
+
 async def relay(
     request: web.BaseRequest,
     upstream_resp: UpstreamResponse,
@@ -172,15 +191,15 @@ async def relay(
     With `capture`, body chunks are also kept (up to `capture_limit` bytes) for shadow
     comparison; past the limit the capture is abandoned (cleared and marked by a None).
 
-    Only a final status (200-599) is relayed. A 101 the client never asked for, or any
-    other status here, would leave client and proxy disagreeing about what the next bytes
-    on the connection are, so it becomes a 502 (`route` names the route in its body).
+    A response `unrelayable` finds fault with becomes a 502 (`route` names the route in
+    its body).
     """
-    if not 200 <= upstream_resp.status <= 599:
+    problem = unrelayable(upstream_resp.status, upstream_resp.raw_headers)
+    if problem is not None:
         return (
             error_response(
                 502,
-                f"upstream sent status {upstream_resp.status} where a final response was due",
+                problem,
                 route=route,
                 request_id=extra_headers.get("X-Request-ID", ""),
                 accept=request.headers.get("Accept"),

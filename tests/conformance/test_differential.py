@@ -140,7 +140,9 @@ def upstream_reply(draw: st.DrawFn) -> bytes:
     elif framing == "close":
         payload = body
     else:
-        headers.append(b"Transfer-Encoding: chunked")
+        headers.append(
+            b"Transfer-Encoding: " + draw(st.sampled_from([b"chunked", b"gzip, chunked"]))
+        )
         if framing == "both":
             headers.append(b"Content-Length: %d" % len(body))
         payload, rest = b"", body

@@ -37,6 +37,9 @@ BAD_GATEWAY = {
     b"Connection: Upgrade\r\n\r\n\x81\x05hello",
     "status-999": b"HTTP/1.1 999 Weird\r\n" + OK3,
     "204-with-body": b"HTTP/1.1 204 No Content\r\n" + OK3,
+    "te-gzip-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
+    "te-gzip-until-close": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
 }
 
 

@@ -13,6 +13,7 @@ from proxy.filters.headers import (
     sanitize_request_headers,
     valid_host,
 )
+from proxy.forward import unrelayable
 from proxy.pathsafety import UnsafePath, parse_target
 from proxy.websocket import handshake_problem
 
@@ -187,3 +188,21 @@ def test_options_star_answer():
     resp = options_star_response("rid")
     assert resp.status == 200
     assert "GET" in resp.headers["Allow"] and resp.headers["X-Request-ID"] == "rid"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "problem"),
+    [
+        (200, [], None),
+        (599, [(b"Transfer-Encoding", b"chunked")], None),
+        (200, [(b"transfer-encoding", b"Chunked")], None),
+        (101, [], "status 101"),
+        (103, [], "status 103"),
+        (600, [], "status 600"),
+        (200, [(b"Transfer-Encoding", b"gzip, chunked")], "'gzip'"),
+        (200, [(b"Transfer-Encoding", b"deflate")], "'deflate'"),
+    ],
+)
+def test_unrelayable_responses(status, headers, problem):
+    got = unrelayable(status, headers)
+    assert (got is None) if problem is None else (problem in got)
