@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -281,6 +281,11 @@ class ShadowMirror:
             except Exception:  # noqa: BLE001
                 log.exception("shadow drop metric failed")
         return False
+
+    def forget_candidates(self, names: Iterable[str]) -> None:
+        """A reload redefined these upstreams: their past connection failures say nothing now."""
+        for name in names:
+            self._down.pop(name, None)
 
     def candidate_down(self, upstream: str | None) -> bool:
         """Is this candidate resting after repeated connection failures? (No call is made.)"""

@@ -131,7 +131,8 @@ EVENTS: dict[str, Event] = {
     ),
     "shadow_drop": Event(
         "strangler_shadow_dropped_total",
-        "Shadow calls not made, by reason (queue_full, body_too_large, unsafe_method, stopping).",
+        "Shadow calls not made, by reason "
+        "(queue_full, body_too_large, unsafe_method, stopping, candidate_down).",
         ("route", "reason"),
     ),
     "config_reload": Event(
