@@ -20,7 +20,7 @@ from yarl import URL
 from proxy.client import ConnectionPool, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.errors import error_response
-from proxy.filters.headers import HOP_BY_HOP, connection_tokens, sanitize_request_headers
+from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -265,16 +265,6 @@ async def relay(
             sent += len(chunk)
     await out.write_eof()
     return out, sent
-
-
-def client_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
-    """The client's request headers in order, repeats kept, made safe to forward.
-
-    Underscore names are dropped and Content-Length is canonical (see
-    `proxy.filters.headers.sanitize_request_headers`).
-    """
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-    return sanitize_request_headers(raw, request.content_length)
 
 
 def abort_connection(request: web.BaseRequest) -> None:

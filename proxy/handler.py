@@ -23,26 +23,30 @@ from proxy.client import ConnectFailed, UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
-from proxy.errors import error_response
+from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.filters.headers import (
     append_via,
+    expectation,
     forwarding_headers,
+    framing_problem,
     is_trusted,
     request_id,
+    sanitize_request_headers,
     strip_hop_by_hop,
+    valid_host,
 )
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodySource,
+    ClientBodyError,
     UpstreamPool,
     abort_connection,
     buffer_prefix,
-    client_headers,
     relay,
     response_headers,
     upstream_target,
 )
-from proxy.pathsafety import UnsafePath, normalize_path
+from proxy.pathsafety import UnsafePath, normalize_path, parse_target
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
 from proxy.telemetry.tracing import Tracing
@@ -53,6 +57,7 @@ log = logging.getLogger("strangler.proxy")
 
 LEGACY = "legacy"
 EXTRACTED = "extracted"
+_DECHUNK_LIMIT = 1024 * 1024  # chunked request bodies up to this are sent with a length
 _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
@@ -142,6 +147,12 @@ class ProxyHandler:
         except asyncio.CancelledError:
             ex.status = ex.status or 499  # the client went away
             raise
+        except ClientBodyError as exc:
+            # The client's body broke its own framing mid-stream; the upstream was cut.
+            ex.status, ex.error = 400, str(exc)
+            return error_response(
+                400, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
+            )
         except Exception as exc:
             # Never a stack trace to the client; always one line with the ids in the log.
             ex.status = 500
@@ -191,34 +202,50 @@ class ProxyHandler:
     async def _handle(
         self, request: web.BaseRequest, rt: Runtime, ex: Exchange
     ) -> web.StreamResponse:
-        raw = request.raw_path
-        qpos = raw.find("?")
-        raw_path, query = (raw, "") if qpos < 0 else (raw[:qpos], raw[qpos + 1 :])
-        ex.path, ex.query = raw_path, query
         accept = request.headers.get("Accept")
+
+        def refuse(status: int, message: str, **kw: Any) -> web.Response:
+            return error_response(
+                status,
+                message,
+                route=None,
+                request_id=ex.request_id,
+                accept=accept,
+                close=True,
+                **kw,
+            )
+
+        # edge checks: refuse anything an upstream could read differently than we did
+        version = (request.version.major, request.version.minor)
+        ex.path = request.raw_path
+        if version not in ((1, 0), (1, 1)):
+            return refuse(505, f"HTTP/{version[0]}.{version[1]} is not supported; use HTTP/1.1")
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+        problem = framing_problem(version, raw_headers)
+        if problem is not None:
+            return refuse(*problem)
+        if request.method == "TRACE":
+            return refuse(405, "TRACE is disabled at the edge", headers={"Allow": ALLOWED_METHODS})
         try:
-            path = normalize_path(raw_path)
+            target = parse_target(request.method, request.raw_path)
+            if target.form == "asterisk":
+                return options_star_response(ex.request_id)
+            path = normalize_path(target.path)
         except UnsafePath as exc:
-            return error_response(
-                400,
-                f"rejected path: {exc}",
-                route=None,
-                request_id=ex.request_id,
-                accept=accept,
-                close=True,
-            )
-        ex.path = path
+            return refuse(400, f"rejected request target: {exc}")
+        query = target.query
+        ex.path, ex.query = path, query
         hosts = request.headers.getall("Host", ())
-        if len(hosts) > 1 or (not hosts and request.version >= aiohttp.HttpVersion11):
-            return error_response(
-                400,
-                "exactly one Host header is required",
-                route=None,
-                request_id=ex.request_id,
-                accept=accept,
-                close=True,
-            )
-        host_header = hosts[0] if hosts else ""
+        if len(hosts) > 1 or (not hosts and version >= (1, 1)):
+            return refuse(400, "exactly one Host header is required")
+        # RFC 9112 §3.2.2: an absolute-form target's authority replaces Host, for routing
+        # and for what is forwarded alike.
+        host_header = target.authority or (hosts[0] if hosts else "")
+        if (host_header or version >= (1, 1)) and not valid_host(host_header):
+            return refuse(400, f"invalid Host {host_header!r}: expected host[:port]")
+        expect = expectation(version, raw_headers)
+        if expect == "reject":
+            return refuse(417, "only 'Expect: 100-continue' is supported")
         host = _bare_host(host_header)
         config = rt.config
 
@@ -241,7 +268,11 @@ class ProxyHandler:
         )
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
         headers = strip_hop_by_hop(
-            [h for h in client_headers(request) if h[0].lower() not in _DROP_FROM_CLIENT],
+            [
+                h
+                for h in sanitize_request_headers(raw_headers, request.content_length)
+                if h[0].lower() not in _DROP_FROM_CLIENT
+            ],
             keep=_UPGRADE_KEEP if websocket else frozenset(),
         )
         headers = forwarding_headers(
@@ -296,7 +327,7 @@ class ProxyHandler:
         # request body: stream unless something must see it whole or send it twice
         body: bytes | BodySource | None = None
         if request.body_exists:
-            if request.headers.get("Expect", "").lower() == "100-continue":
+            if expect == "continue":
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             # A small body of an idempotent request is kept so a retry can send it again.
             replayable = (
@@ -324,6 +355,11 @@ class ProxyHandler:
                     if route is not None:
                         self.mirror.drop(route.name, "body_too_large")
                     body = BodySource(request.content, prefix=prefix)
+            elif request.content_length is None:
+                # A chunked body. WSGI servers (Django under gunicorn) read CONTENT_LENGTH
+                # and would see no body at all: de-chunk what fits, as nginx does.
+                prefix, rest = await buffer_prefix(request.content, _DECHUNK_LIMIT)
+                body = prefix if rest is None else BodySource(request.content, prefix=prefix)
             else:
                 body = BodySource(request.content)
 
@@ -510,7 +546,9 @@ class ProxyHandler:
         fallback: bool = False,
     ) -> UpstreamResponse:
         """One call to one upstream; failures before a response become `UpstreamFailure`."""
-        send_headers = _with_host(headers, upstream.host_header or host_header)
+        send_headers = _with_host(
+            headers, upstream.host_header or host_header or f"{upstream.host}:{upstream.port}"
+        )
         target = upstream_target(upstream, path, query)
         span = None
         telemetry = self.telemetry

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.admin.api import AdminContext, build_admin_app
 from proxy.config.model import Config
@@ -39,6 +40,30 @@ from proxy.telemetry.http import dashboard_routes, metrics_endpoint
 from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler")
+
+
+class _EdgeRequestHandler(RequestHandler):
+    """aiohttp's connection handler plus one fix: a framing error inside a request body that
+    is being streamed fails that body (the handler then answers 400 and closes).
+
+    aiohttp's C parser only queues a 400 for *after* the current request, leaving the
+    handler that streams the body upstream waiting for bytes that never come.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued and isinstance(self._messages[-1][0], _ErrInfo):
+            request = self._current_request
+            if request is not None and not request.content.is_eof():
+                request.content.set_exception(self._messages[-1][0].exc)
+
+
+class _EdgeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def load_translators(config_path: Path) -> Mapping[str, Any]:
@@ -142,7 +167,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     holder = RuntimeHolder(runtime)
     config: Config = runtime.config
     pool = UpstreamPool()
-    telemetry = Telemetry(config.telemetry, log_stream=sys.stdout)
+    # Our own buffer on stdout, whatever PYTHONUNBUFFERED says: access lines are flushed in
+    # batches (proxy/telemetry/logging.py), other log lines as they are written.
+    log_stream = open(sys.stdout.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
+    telemetry = Telemetry(config.telemetry, log_stream=log_stream)
     telemetry.reconfigure(config)
     guards = GuardRegistry(config, on_transition=telemetry.breaker_changed)
     await guards.start()
@@ -180,7 +208,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     reloader = Reloader(opts.config_path, holder, load_runtime, on_swap=on_swap, on_event=on_event)
     limits = config.limits
-    low_level = web.Server(
+    low_level = _EdgeServer(
         handler,
         handler_cancellation=True,
         max_line_size=limits.max_request_line,
