@@ -1,10 +1,6 @@
-"""Probes for the edge checks that need `proxy/handler.py` and `proxy/server.py` wiring
-(see docs/proxy.md, "Conformance decisions"). Not collected yet: once the handler calls
-`parse_target`, `valid_host`, `framing_problem` and `expectation`, answers
-`ClientBodyError` with 400, and the server fails a streamed body on a framing error,
-rename this file to `test_handler_wiring.py`. These fail against today's handler.
-`tests/conformance/wiring.patch` is that wiring (`patch -p1 < tests/conformance/wiring.patch`),
-checked against this whole folder and tests/proxy, tests/unit, tests/resilience.
+"""Probes for the edge checks the handler runs before routing (see docs/proxy.md,
+"Conformance decisions"): request-target forms, versions, Host, Expect, framing, and a
+chunked body that breaks its framing after streaming began.
 """
 
 from __future__ import annotations
