@@ -12,28 +12,25 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from opentelemetry.trace import Span
 
-from proxy.client import ConnectFailed, UpstreamProtocolError, UpstreamResponse
+from proxy.client import UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
+from proxy.edge import Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
+from proxy.exchange import EXTRACTED, LEGACY, Exchange
 from proxy.filters.headers import (
     append_via,
-    expectation,
     forwarding_headers,
-    framing_problem,
     is_trusted,
     request_id,
     sanitize_request_headers,
     strip_hop_by_hop,
-    valid_host,
 )
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
@@ -44,73 +41,20 @@ from proxy.forward import (
     buffer_prefix,
     relay,
     response_headers,
-    upstream_target,
 )
-from proxy.pathsafety import UnsafePath, normalize_path, parse_target
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
 from proxy.telemetry.tracing import Tracing
-from proxy.upstream.bulkhead import Rejected
+from proxy.upstream.caller import Outgoing, UpstreamCaller, UpstreamFailure
 from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler.proxy")
 
-LEGACY = "legacy"
-EXTRACTED = "extracted"
 _DECHUNK_LIMIT = 1024 * 1024  # chunked request bodies up to this are sent with a length
 _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
 _DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
-
-
-class UpstreamFailure(Exception):
-    """An upstream attempt failed before any response byte reached the client."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        *,
-        retry_after: float | None = None,
-        connected: bool = True,
-        error: BaseException | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status  # what the client would get: 502, 503 or 504
-        self.reason = reason
-        self.retry_after = retry_after
-        self.connected = connected  # False: the request never left (refused, rejected)
-        self.error = error
-
-
-@dataclass(slots=True)
-class Exchange:
-    """Per-request facts gathered along the pipeline, for logs, metrics and traces."""
-
-    request_id: str
-    method: str
-    path: str
-    route: Route | None
-    query: str = ""
-    side: str = LEGACY
-    upstream: str = ""
-    status: int = 0
-    bytes_out: int = 0
-    tenant: str | None = None
-    fallback_reason: str | None = None
-    attempts: int = 0
-    span: Span | None = None
-    error: str | None = None
-    client: str = ""
-
-    @property
-    def route_name(self) -> str:
-        return self.route.name if self.route else "default"
-
-    @property
-    def mode(self) -> str:
-        return self.route.mode if self.route else LEGACY
 
 
 class ProxyHandler:
@@ -121,13 +65,13 @@ class ProxyHandler:
         holder: RuntimeHolder,
         pool: UpstreamPool,
         *,
-        guards: GuardRegistry | None = None,
+        guards: GuardRegistry,
         telemetry: Any | None = None,
         mirror: Any | None = None,
     ) -> None:
         self.holder = holder
         self.pool = pool
-        self.guards = guards
+        self.caller = UpstreamCaller(pool, guards, telemetry)
         self.telemetry = telemetry
         self.mirror = mirror
         self.in_flight = 0
@@ -203,50 +147,31 @@ class ProxyHandler:
         self, request: web.BaseRequest, rt: Runtime, ex: Exchange
     ) -> web.StreamResponse:
         accept = request.headers.get("Accept")
-
-        def refuse(status: int, message: str, **kw: Any) -> web.Response:
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+        ex.path = request.raw_path
+        try:
+            edge = admit(
+                request.method,
+                request.raw_path,
+                (request.version.major, request.version.minor),
+                raw_headers,
+                request.headers.getall("Host", ()),
+                ALLOWED_METHODS,
+            )
+        except Refused as refused:
             return error_response(
-                status,
-                message,
+                refused.status,
+                refused.message,
                 route=None,
                 request_id=ex.request_id,
                 accept=accept,
                 close=True,
-                **kw,
+                headers=refused.headers,
             )
-
-        # edge checks: refuse anything an upstream could read differently than we did
-        version = (request.version.major, request.version.minor)
-        ex.path = request.raw_path
-        if version not in ((1, 0), (1, 1)):
-            return refuse(505, f"HTTP/{version[0]}.{version[1]} is not supported; use HTTP/1.1")
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        problem = framing_problem(version, raw_headers)
-        if problem is not None:
-            return refuse(*problem)
-        if request.method == "TRACE":
-            return refuse(405, "TRACE is disabled at the edge", headers={"Allow": ALLOWED_METHODS})
-        try:
-            target = parse_target(request.method, request.raw_path)
-            if target.form == "asterisk":
-                return options_star_response(ex.request_id)
-            path = normalize_path(target.path)
-        except UnsafePath as exc:
-            return refuse(400, f"rejected request target: {exc}")
-        query = target.query
+        if edge.asterisk:
+            return options_star_response(ex.request_id)
+        path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host
         ex.path, ex.query = path, query
-        hosts = request.headers.getall("Host", ())
-        if len(hosts) > 1 or (not hosts and version >= (1, 1)):
-            return refuse(400, "exactly one Host header is required")
-        # RFC 9112 §3.2.2: an absolute-form target's authority replaces Host, for routing
-        # and for what is forwarded alike.
-        host_header = target.authority or (hosts[0] if hosts else "")
-        if (host_header or version >= (1, 1)) and not valid_host(host_header):
-            return refuse(400, f"invalid Host {host_header!r}: expected host[:port]")
-        expect = expectation(version, raw_headers)
-        if expect == "reject":
-            return refuse(417, "only 'Expect: 100-continue' is supported")
-        host = _bare_host(host_header)
         config = rt.config
 
         # router
@@ -327,7 +252,7 @@ class ProxyHandler:
         # request body: stream unless something must see it whole or send it twice
         body: bytes | BodySource | None = None
         if request.body_exists:
-            if expect == "continue":
+            if edge.expect_continue:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             # A small body of an idempotent request is kept so a retry can send it again.
             replayable = (
@@ -381,22 +306,13 @@ class ProxyHandler:
 
         # upstream, with fallback to legacy for safe requests the extracted side failed
         call_started = time.perf_counter()
+        outgoing = Outgoing(request.method, headers, host_header, body)
         try:
-            upstream_resp = await self._call(
-                request, upstream, up_path, query, headers, host_header, body, ex
+            upstream_resp = await self._send(
+                outgoing, upstream, up_path, query, rt, ex, can_fallback
             )
-            if can_fallback and upstream_resp.status >= 500:
-                reason = f"status {upstream_resp.status}"
-                upstream_resp.release()
-                raise UpstreamFailure(upstream_resp.status, reason)
         except UpstreamFailure as failure:
-            if not can_fallback:
-                return self._failure_response(failure, ex, accept)
-            upstream_resp = await self._fallback(
-                request, rt, path, query, headers, host_header, body, ex, failure
-            )
-            if not isinstance(upstream_resp, UpstreamResponse):
-                return upstream_resp
+            return self._failure_response(failure, ex, accept)
 
         capture: list[bytes] | None = [] if shadowing else None
         try:
@@ -441,188 +357,43 @@ class ProxyHandler:
 
     # -- stages --------------------------------------------------------------------------------
 
-    async def _call(
+    async def _send(
         self,
-        request: web.BaseRequest,
+        outgoing: Outgoing,
         upstream: Upstream,
         path: str,
         query: str,
-        headers: list[tuple[str, str]],
-        host_header: str,
-        body: bytes | BodySource | None,
-        ex: Exchange,
-        *,
-        fallback: bool = False,
-    ) -> UpstreamResponse:
-        """Attempts against one upstream under its guard: breaker, bulkhead, retries."""
-        guard = self.guards.get(upstream.name) if self.guards is not None else None
-        method = request.method
-        attempt = 1
-        last: UpstreamFailure | None = None
-        while True:
-            if guard is None:
-                return await self._attempt(
-                    request,
-                    upstream,
-                    path,
-                    query,
-                    headers,
-                    host_header,
-                    body,
-                    ex,
-                    attempt,
-                    fallback,
-                )
-            try:
-                async with guard.slot(retry=attempt > 1) as slot:
-                    try:
-                        resp = await self._attempt(
-                            request,
-                            upstream,
-                            path,
-                            query,
-                            headers,
-                            host_header,
-                            body,
-                            ex,
-                            attempt,
-                            fallback,
-                        )
-                    except UpstreamFailure as failure:
-                        slot.done(error=failure.error or failure)
-                        raise
-                    slot.done(status=resp.status)
-            except Rejected as rejected:
-                if last is not None:  # a retry was refused (budget): report the real failure
-                    if self.telemetry is not None:
-                        self.telemetry.count("retry_budget_exhausted", upstream=upstream.name)
-                    raise last from None
-                if self.telemetry is not None:
-                    self.telemetry.count(
-                        "rejection", upstream=upstream.name, reason=rejected.reason
-                    )
-                raise UpstreamFailure(
-                    503,
-                    str(rejected),
-                    retry_after=rejected.retry_after,
-                    connected=False,
-                ) from rejected
-            except UpstreamFailure as failure:
-                sent = failure.connected and _body_may_have_left(body)
-                if not guard.may_retry(method, sent, attempt, None, failure.error or failure):
-                    raise
-                last = failure
-            else:
-                if resp.status < 500 or not guard.may_retry(
-                    method,
-                    method not in IDEMPOTENT_METHODS or _body_may_have_left(body),
-                    attempt,
-                    resp.status,
-                    None,
-                ):
-                    return resp
-                resp.release()
-                last = UpstreamFailure(
-                    resp.status, f"upstream {upstream.name} answered {resp.status}"
-                )
-            if isinstance(body, BodySource) and body.sent:
-                raise last
-            if self.telemetry is not None:
-                self.telemetry.count("retry", upstream=upstream.name, reason=_reason_label(last))
-            await asyncio.sleep(guard.backoff(attempt))
-            attempt += 1
-
-    async def _attempt(
-        self,
-        request: web.BaseRequest,
-        upstream: Upstream,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        host_header: str,
-        body: bytes | BodySource | None,
-        ex: Exchange,
-        attempt: int = 1,
-        fallback: bool = False,
-    ) -> UpstreamResponse:
-        """One call to one upstream; failures before a response become `UpstreamFailure`."""
-        send_headers = _with_host(
-            headers, upstream.host_header or host_header or f"{upstream.host}:{upstream.port}"
-        )
-        target = upstream_target(upstream, path, query)
-        span = None
-        telemetry = self.telemetry
-        if telemetry is not None and ex.span is not None:
-            span = telemetry.attempt_started(
-                ex.span,
-                request.method,
-                f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
-                upstream=upstream.name,
-                attempt=attempt,
-                fallback=fallback,
-            )
-            telemetry.inject(span, send_headers)
-        data: Any = body.chunks() if isinstance(body, BodySource) else body
-        ex.attempts += 1
-        try:
-            resp = await self.pool.pool(upstream).request(
-                request.method, target, send_headers, data
-            )
-        except TimeoutError as exc:
-            failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
-        except ConnectFailed as exc:
-            failure = UpstreamFailure(
-                502,
-                f"upstream {upstream.name} unreachable: connection refused or failed",
-                connected=False,
-                error=exc,
-            )
-        except UpstreamProtocolError as exc:
-            failure = UpstreamFailure(
-                502, f"upstream {upstream.name} sent an invalid response: {exc}", error=exc
-            )
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            failure = UpstreamFailure(
-                502, f"upstream {upstream.name} failed: {exc.__class__.__name__}", error=exc
-            )
-        else:
-            if telemetry is not None:
-                telemetry.attempt_finished(span, upstream.name, resp.status)
-            return resp
-        if telemetry is not None:
-            telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
-        raise failure
-
-    async def _fallback(
-        self,
-        request: web.BaseRequest,
         rt: Runtime,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        host_header: str,
-        body: bytes | BodySource | None,
         ex: Exchange,
-        failure: UpstreamFailure,
-    ) -> UpstreamResponse | web.Response:
-        """Serve a safe request from legacy after the extracted side failed."""
-        ex.fallback_reason = failure.reason
-        log.warning(
-            "fallback to legacy on route %s: %s (request %s)",
-            ex.route_name,
-            failure.reason,
-            ex.request_id,
-        )
-        if self.telemetry is not None:
-            self.telemetry.count("fallback", route=ex.route_name, reason=_reason_label(failure))
-        legacy = rt.config.upstreams[rt.config.default]
-        ex.side, ex.upstream = LEGACY, legacy.name
+        can_fallback: bool,
+        *,
+        as_legacy: Outgoing | None = None,
+    ) -> UpstreamResponse:
+        """Call the chosen upstream; a safe request the extracted side fails (refused, timed
+        out, 5xx, breaker open) is served by legacy instead, sent as `as_legacy` when the
+        extracted call was translated. Raises `UpstreamFailure` when nobody could answer."""
         try:
-            return await self._call(
-                request, legacy, path, query, headers, host_header, body, ex, fallback=True
+            resp = await self.caller.call(outgoing, upstream, path, query, ex)
+            if not (can_fallback and resp.status >= 500):
+                return resp
+            resp.release()
+            raise UpstreamFailure(resp.status, f"upstream {upstream.name} answered {resp.status}")
+        except UpstreamFailure as failure:
+            if not can_fallback:
+                raise
+            log.warning(
+                "fallback to legacy on route %s: %s (request %s)",
+                ex.route_name,
+                failure.reason,
+                ex.request_id,
             )
-        except UpstreamFailure as failure2:
-            return self._failure_response(failure2, ex, request.headers.get("Accept"))
+            if self.telemetry is not None:
+                self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
+            legacy = rt.config.upstreams[rt.config.default]
+            ex.side, ex.upstream, ex.fallback_reason = LEGACY, legacy.name, failure.reason
+            return await self.caller.call(
+                as_legacy or outgoing, legacy, ex.path, ex.query, ex, fallback=True
+            )
 
     async def _translated(
         self,
@@ -655,33 +426,20 @@ class ProxyHandler:
         # Translation needs the plain body.
         send_headers = [(k, v) for k, v in wire.headers if k.lower() != "accept-encoding"]
         send_headers.append(("Accept-Encoding", "identity"))
+        translated = Outgoing(request.method, send_headers, host_header, wire.body or None)
+        original = Outgoing(request.method, headers, host_header, body or None)
         try:
-            resp = await self._call(
-                request,
-                upstream,
-                new_path,
-                wire.query,
-                send_headers,
-                host_header,
-                wire.body or None,
-                ex,
+            resp = await self._send(
+                translated, upstream, new_path, wire.query, rt, ex, can_fallback, as_legacy=original
             )
-            if can_fallback and resp.status >= 500:
-                resp.release()
-                raise UpstreamFailure(resp.status, f"status {resp.status}")
         except UpstreamFailure as failure:
-            if not can_fallback:
-                return self._failure_response(failure, ex, accept)
-            fallback = await self._fallback(
-                request, rt, ex.path, query, headers, host_header, body or None, ex, failure
-            )
-            if not isinstance(fallback, UpstreamResponse):
-                return fallback
+            return self._failure_response(failure, ex, accept)
+        if ex.side == LEGACY:  # fell back: legacy already answers in the legacy model
             try:
-                out, ex.bytes_out = await relay(request, fallback, {"X-Request-ID": ex.request_id})
+                out, ex.bytes_out = await relay(request, resp, {"X-Request-ID": ex.request_id})
                 return out
             finally:
-                fallback.release()
+                resp.release()
         try:
             raw = await resp.read()
             resp_headers = list(response_headers(resp).items())
@@ -780,34 +538,6 @@ class ProxyHandler:
         )
 
 
-def _reason_label(failure: UpstreamFailure) -> str:
-    """A low-cardinality reason for retry and fallback metrics."""
-    if isinstance(failure.error, Rejected):
-        return failure.error.reason  # breaker_open, bulkhead_full, retry_budget
-    if failure.status == 504:
-        return "timeout"
-    if failure.error is None:
-        return "http_5xx"
-    return "connect_error" if not failure.connected else "error"
-
-
-def _body_may_have_left(body: bytes | BodySource | None) -> bool:
-    if body is None:
-        return False
-    if isinstance(body, BodySource):
-        return body.sent
-    return len(body) > 0
-
-
-def _bare_host(host_header: str) -> str:
-    """Lower-case host without port (IPv6 literals keep their brackets)."""
-    h = host_header.strip().lower()
-    if h.startswith("["):
-        end = h.find("]")
-        return h[: end + 1] if end > 0 else h
-    return h.rsplit(":", 1)[0] if ":" in h else h
-
-
 def _peer(request: web.BaseRequest) -> str:
     transport = request.transport
     if transport is None:
@@ -827,10 +557,3 @@ def _client_ip(request: web.BaseRequest, peer: str, trusted: bool) -> str:
             if last:
                 return last
     return peer
-
-
-def _with_host(headers: list[tuple[str, str]], host: str) -> list[tuple[str, str]]:
-    out = [h for h in headers if h[0].lower() != "host"]
-    if host:
-        out.insert(0, ("Host", host))
-    return out

@@ -16,7 +16,7 @@ from proxy.errors import error_response
 from proxy.forward import UpstreamPool, upstream_url
 
 if TYPE_CHECKING:
-    from proxy.handler import Exchange
+    from proxy.exchange import Exchange
 
 # Negotiated by each hop itself, never copied across.
 _WS_OWN = frozenset(

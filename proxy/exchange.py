@@ -1,0 +1,39 @@
+"""What one request gathered along the pipeline: the facts logs, metrics and traces report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.trace import Span
+
+from proxy.config.model import Route
+
+LEGACY = "legacy"
+EXTRACTED = "extracted"
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    method: str
+    path: str
+    route: Route | None
+    query: str = ""
+    side: str = LEGACY
+    upstream: str = ""
+    status: int = 0
+    bytes_out: int = 0
+    tenant: str | None = None
+    fallback_reason: str | None = None
+    attempts: int = 0
+    span: Span | None = None
+    error: str | None = None
+    client: str = ""
+
+    @property
+    def route_name(self) -> str:
+        return self.route.name if self.route else "default"
+
+    @property
+    def mode(self) -> str:
+        return self.route.mode if self.route else LEGACY

@@ -1,0 +1,196 @@
+"""Calling one upstream under its guard: attempts, retries with backoff and budget.
+
+Every failure that happens before a response byte reaches the client becomes an
+`UpstreamFailure` carrying the status the client should get (502, 503 or 504), so the
+handler can answer, or fall back to legacy, without knowing how the attempt failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from proxy.client import ConnectFailed, UpstreamProtocolError, UpstreamResponse
+from proxy.config.model import IDEMPOTENT_METHODS, Upstream
+from proxy.exchange import Exchange
+from proxy.forward import BodySource, UpstreamPool, upstream_target
+from proxy.upstream.bulkhead import Rejected
+from proxy.upstream.registry import GuardRegistry
+
+
+class UpstreamFailure(Exception):
+    """An upstream attempt failed before any response byte reached the client."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        connected: bool = True,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.status = status  # what the client would get: 502, 503 or 504
+        self.reason = reason
+        self.retry_after = retry_after
+        self.connected = connected  # False: the request never left (refused, rejected)
+        self.error = error
+
+    @property
+    def label(self) -> str:
+        """A low-cardinality reason for retry and fallback metrics."""
+        if isinstance(self.error, Rejected):
+            return self.error.reason  # breaker_open, bulkhead_full, retry_budget
+        if self.status == 504:
+            return "timeout"
+        if self.error is None:
+            return "http_5xx"
+        return "connect_error" if not self.connected else "error"
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One request as it leaves for upstreams; the same for every attempt and fallback."""
+
+    method: str
+    headers: list[tuple[str, str]]  # hop-by-hop stripped, forwarding headers added
+    host_header: str  # the client's Host (an upstream's `host_header` overrides it)
+    body: bytes | BodySource | None
+
+    @property
+    def body_may_have_left(self) -> bool:
+        body = self.body
+        if body is None:
+            return False
+        if isinstance(body, BodySource):
+            return body.sent
+        return len(body) > 0
+
+
+class UpstreamCaller:
+    def __init__(self, pool: UpstreamPool, guards: GuardRegistry, telemetry: Any | None) -> None:
+        self.pool = pool
+        self.guards = guards
+        self.telemetry = telemetry
+
+    async def call(
+        self,
+        out: Outgoing,
+        upstream: Upstream,
+        path: str,
+        query: str,
+        ex: Exchange,
+        *,
+        fallback: bool = False,
+    ) -> UpstreamResponse:
+        """Attempts against one upstream: breaker, bulkhead, retries within the budget."""
+        guard = self.guards.get(upstream.name)
+        telemetry = self.telemetry
+        method = out.method
+        attempt = 1
+        last: UpstreamFailure | None = None
+        while True:
+            try:
+                async with guard.slot(retry=attempt > 1) as slot:
+                    try:
+                        resp = await self.attempt(out, upstream, path, query, ex, attempt, fallback)
+                    except UpstreamFailure as failure:
+                        slot.done(error=failure.error or failure)
+                        raise
+                    slot.done(status=resp.status)
+            except Rejected as rejected:
+                if last is not None:  # a retry was refused (budget): report the real failure
+                    if telemetry is not None:
+                        telemetry.count("retry_budget_exhausted", upstream=upstream.name)
+                    raise last from None
+                if telemetry is not None:
+                    telemetry.count("rejection", upstream=upstream.name, reason=rejected.reason)
+                raise UpstreamFailure(
+                    503,
+                    str(rejected),
+                    retry_after=rejected.retry_after,
+                    connected=False,
+                    error=rejected,
+                ) from rejected
+            except UpstreamFailure as failure:
+                sent = failure.connected and out.body_may_have_left
+                if not guard.may_retry(method, sent, attempt, None, failure.error or failure):
+                    raise
+                last = failure
+            else:
+                # A non-idempotent request that got an answer was processed: never resent.
+                sent = method not in IDEMPOTENT_METHODS or out.body_may_have_left
+                if resp.status < 500 or not guard.may_retry(
+                    method, sent, attempt, resp.status, None
+                ):
+                    return resp
+                resp.release()
+                last = UpstreamFailure(
+                    resp.status, f"upstream {upstream.name} answered {resp.status}"
+                )
+            if isinstance(out.body, BodySource) and out.body.sent:
+                raise last  # a streamed body cannot be sent twice
+            if telemetry is not None:
+                telemetry.count("retry", upstream=upstream.name, reason=last.label)
+            await asyncio.sleep(guard.backoff(attempt))
+            attempt += 1
+
+    async def attempt(
+        self,
+        out: Outgoing,
+        upstream: Upstream,
+        path: str,
+        query: str,
+        ex: Exchange,
+        attempt: int = 1,
+        fallback: bool = False,
+    ) -> UpstreamResponse:
+        """One call to one upstream; failures before a response become `UpstreamFailure`."""
+        host = upstream.host_header or out.host_header or f"{upstream.host}:{upstream.port}"
+        send_headers = [("Host", host)] + [h for h in out.headers if h[0].lower() != "host"]
+        target = upstream_target(upstream, path, query)
+        span = None
+        telemetry = self.telemetry
+        if telemetry is not None and ex.span is not None:
+            span = telemetry.attempt_started(
+                ex.span,
+                out.method,
+                f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
+                upstream=upstream.name,
+                attempt=attempt,
+                fallback=fallback,
+            )
+            telemetry.inject(span, send_headers)
+        body = out.body
+        data: Any = body.chunks() if isinstance(body, BodySource) else body
+        ex.attempts += 1
+        try:
+            resp = await self.pool.pool(upstream).request(out.method, target, send_headers, data)
+        except TimeoutError as exc:
+            failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
+        except ConnectFailed as exc:
+            failure = UpstreamFailure(
+                502,
+                f"upstream {upstream.name} unreachable: connection refused or failed",
+                connected=False,
+                error=exc,
+            )
+        except UpstreamProtocolError as exc:
+            failure = UpstreamFailure(
+                502, f"upstream {upstream.name} sent an invalid response: {exc}", error=exc
+            )
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            failure = UpstreamFailure(
+                502, f"upstream {upstream.name} failed: {exc.__class__.__name__}", error=exc
+            )
+        else:
+            if telemetry is not None:
+                telemetry.attempt_finished(span, upstream.name, resp.status)
+            return resp
+        if telemetry is not None:
+            telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
+        raise failure
