@@ -216,7 +216,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         max_headers=limits.max_headers,
         auto_decompress=False,
         access_log=None,
-        keepalive_timeout=75.0,
+        keepalive_timeout=limits.idle_timeout,
     )
     host = opts.host or config.listen.host
     port = opts.port if opts.port is not None else config.listen.port

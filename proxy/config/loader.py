@@ -77,6 +77,7 @@ _TOP_ELSEWHERE = {
     "max_request_line": "limits",
     "max_header_size": "limits",
     "max_headers": "limits",
+    "idle_timeout": "limits",
 }
 _TENANT_LABEL = "{tenant}"
 
@@ -506,7 +507,7 @@ class _TableReader:
         default = Limits()
         if node is None:
             return default
-        keys = ("max_request_line", "max_header_size", "max_headers")
+        keys = ("max_request_line", "max_header_size", "max_headers", "idle_timeout")
         fields = r.mapping(node, "limits", keys)
         if fields is None:
             return default
@@ -531,6 +532,14 @@ class _TableReader:
                 default.max_headers,
                 lo=1,
                 hi=10_000,
+            ),
+            idle_timeout=r.number(
+                fields.get("idle_timeout"),
+                "limits.idle_timeout",
+                default.idle_timeout,
+                lo=0.1,
+                hi=86_400,
+                unit=" (seconds)",
             ),
         )
 

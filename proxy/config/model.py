@@ -188,6 +188,9 @@ class Limits:
     max_request_line: int = 8190
     max_header_size: int = 8190
     max_headers: int = 100
+    # Seconds a connection may stay without a complete request: idle between keep-alive
+    # requests, or trickling in a request's headers (slowloris). nginx: 75 s keepalive.
+    idle_timeout: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -179,3 +180,18 @@ def test_malformed_upstream_response_is_502(start_proxy, upstreams, reply):
         resp = httpx.get(p.url + "/broken/x", timeout=10)
         assert resp.status_code == 502, resp.text
         assert resp.json()["route"] == "broken"
+
+
+def test_slowloris_connection_is_closed_after_idle_timeout(start_proxy):
+    """A client that trickles its headers is cut at `limits.idle_timeout`, while a complete
+    request on another connection is served meanwhile."""
+    p = start_proxy(extra="limits: {idle_timeout: 1.0}\n")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as slow:
+        slow.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n")
+        started = time.monotonic()
+        assert httpx.get(p.url + "/x").status_code == 200
+        slow.sendall(b"X-A: 1\r\n")  # still trickling: not a complete request
+        data = slow.recv(1024)  # returns b"" once the proxy closes the connection
+        waited = time.monotonic() - started
+    assert data == b""
+    assert 0.5 < waited < 5.0
