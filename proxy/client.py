@@ -17,7 +17,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
@@ -27,6 +27,10 @@ from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 IDLE_TIMEOUT = 30.0  # seconds an idle pooled connection is kept (upstreams often close at 60+)
 MAX_IDLE = 256  # idle connections kept per upstream
 READ_BUFSIZE = 64 * 1024
+
+
+# Relays one interim (1xx) response: status, reason, raw headers.
+Interim = Callable[[int, str, Sequence[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 class ConnectFailed(OSError):
@@ -138,8 +142,12 @@ class ConnectionPool:
         target: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None,
+        on_interim: Interim | None = None,
     ) -> UpstreamResponse:
         """Send one request; return once the status line and headers arrived.
+
+        Interim responses (103 Early Hints, ...) are handed to `on_interim` as they come;
+        `100 Continue` is not (the proxy answers `Expect` itself).
 
         `target` is the origin-form path and query, already encoded. A reused connection
         that the upstream closed just as it was picked is retried once on a fresh one, for
@@ -152,7 +160,7 @@ class ConnectionPool:
         proto = self._take()
         if proto is not None:
             try:
-                return await self._exchange(proto, method, head, body)
+                return await self._exchange(proto, method, head, body, on_interim)
             except _StaleConnection:
                 if method not in IDEMPOTENT_METHODS or not (
                     body is None or isinstance(body, bytes)
@@ -162,7 +170,7 @@ class ConnectionPool:
                     ) from None
         proto = await self._connect()
         try:
-            return await self._exchange(proto, method, head, body)
+            return await self._exchange(proto, method, head, body, on_interim)
         except _StaleConnection:
             raise UpstreamProtocolError(
                 "the upstream closed the connection without answering"
@@ -174,6 +182,7 @@ class ConnectionPool:
         method: str,
         head: bytes,
         body: bytes | AsyncIterator[bytes] | None,
+        on_interim: Interim | None,
     ) -> UpstreamResponse:
         up = self.upstream
         t = up.timeout
@@ -217,7 +226,9 @@ class ConnectionPool:
                         raise _StaleConnection() from exc
                     raise UpstreamProtocolError(str(exc) or exc.__class__.__name__) from exc
                 if 100 <= message.code < 200 and message.code != 101:
-                    continue  # interim responses (100 Continue, 103) are not relayed
+                    if message.code != 100 and on_interim is not None:
+                        await on_interim(message.code, message.reason, message.raw_headers)
+                    continue
                 break
         except BaseException:
             if deadline is not None:

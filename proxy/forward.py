@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.client import ConnectionPool, UpstreamResponse
+from proxy.client import ConnectionPool, Interim, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.errors import error_response
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
@@ -265,6 +265,24 @@ async def relay(
             sent += len(chunk)
     await out.write_eof()
     return out, sent
+
+
+def interim_relay(request: web.BaseRequest) -> Interim | None:
+    """Forwards upstream 1xx responses (RFC 9110 §15.2: a proxy must), to HTTP/1.1 clients."""
+    if request.version < aiohttp.HttpVersion11:
+        return None
+
+    async def relay_interim(
+        status: int, reason: str, raw_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers]
+        drop = HOP_BY_HOP | connection_tokens(headers)
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        lines += [f"{k}: {v}\r\n" for k, v in headers if k.lower() not in drop]
+        lines.append("\r\n")
+        await request.writer.write("".join(lines).encode("latin-1"))
+
+    return relay_interim
 
 
 def abort_connection(request: web.BaseRequest) -> None:

@@ -39,6 +39,7 @@ from proxy.forward import (
     UpstreamPool,
     abort_connection,
     buffer_prefix,
+    interim_relay,
     relay,
     response_headers,
 )
@@ -306,7 +307,7 @@ class ProxyHandler:
 
         # upstream, with fallback to legacy for safe requests the extracted side failed
         call_started = time.perf_counter()
-        outgoing = Outgoing(request.method, headers, host_header, body)
+        outgoing = Outgoing(request.method, headers, host_header, body, interim_relay(request))
         try:
             upstream_resp = await self._send(
                 outgoing, upstream, up_path, query, rt, ex, can_fallback

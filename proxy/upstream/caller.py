@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.client import ConnectFailed, UpstreamProtocolError, UpstreamResponse
+from proxy.client import ConnectFailed, Interim, UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 from proxy.exchange import Exchange
 from proxy.forward import BodySource, UpstreamPool, upstream_target
@@ -60,6 +60,7 @@ class Outgoing:
     headers: list[tuple[str, str]]  # hop-by-hop stripped, forwarding headers added
     host_header: str  # the client's Host (an upstream's `host_header` overrides it)
     body: bytes | BodySource | None
+    interim: Interim | None = None  # relays 1xx responses (103 Early Hints) to the client
 
     @property
     def body_may_have_left(self) -> bool:
@@ -169,7 +170,9 @@ class UpstreamCaller:
         data: Any = body.chunks() if isinstance(body, BodySource) else body
         ex.attempts += 1
         try:
-            resp = await self.pool.pool(upstream).request(out.method, target, send_headers, data)
+            resp = await self.pool.pool(upstream).request(
+                out.method, target, send_headers, data, out.interim
+            )
         except TimeoutError as exc:
             failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
         except ConnectFailed as exc:

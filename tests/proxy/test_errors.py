@@ -195,3 +195,20 @@ def test_slowloris_connection_is_closed_after_idle_timeout(start_proxy):
         waited = time.monotonic() - started
     assert data == b""
     assert 0.5 < waited < 5.0
+
+
+def test_early_hints_are_relayed_before_the_final_response(start_proxy, upstreams):
+    reply = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    with raw_upstream(reply) as port:
+        p = start_proxy(routes=BROKEN_ROUTE)
+        point_svc_at(p, upstreams, f"http://127.0.0.1:{port}")
+        raw = exchange(p.port, b"GET /broken/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        old = exchange(p.port, b"GET /broken/x HTTP/1.0\r\nHost: h\r\n\r\n")
+    assert old.startswith(b"HTTP/1.0 200 ") or old.startswith(b"HTTP/1.1 200 ")  # no 1xx to 1.0
+    assert raw.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    hints, final = raw.split(b"\r\n\r\n", 1)
+    assert b"Link: </style.css>; rel=preload" in hints
+    assert final.startswith(b"HTTP/1.1 200 ") and final.endswith(b"\r\n\r\nok")
