@@ -1,0 +1,45 @@
+"""ACL failures through the real proxy: a payload the translator cannot handle is a 502 that
+names the translator, the direction and the field path; never a 500 or a wrong answer."""
+
+from __future__ import annotations
+
+import httpx
+
+ACL_ROUTE = """\
+- name: customer-detail
+  match: {path: "/api/customers/{id}"}
+  mode: extracted
+  target: svc
+  acl: customers
+"""
+
+
+def test_untranslatable_service_answer_is_a_502_naming_translator_direction_and_path(start_proxy):
+    p = start_proxy(routes=ACL_ROUTE, extra="tenant: {header: X-Tenant-ID}\n")
+    # The echo upstream answers with its own JSON, not a customer: nothing to translate.
+    resp = httpx.get(
+        p.url + "/api/customers/7",
+        headers={"X-Tenant-ID": "acme", "X-Request-ID": "acl-1"},
+    )
+    assert resp.status_code == 502, resp.text
+    body = resp.json()
+    assert body["route"] == "customer-detail" and body["request_id"] == "acl-1"
+    error = body["error"]
+    assert error["code"] == "TRANSLATION_FAILED"
+    assert error["translator"] == "customers"
+    assert error["direction"] == "response_to_legacy"
+    assert error["path"].startswith("$")
+    # and the proxy still serves
+    assert httpx.get(p.url + "/other").status_code == 200
+
+
+def test_request_the_monolith_would_reject_gets_the_monolith_answer(start_proxy):
+    p = start_proxy(
+        routes=ACL_ROUTE.replace("{id}", "{id}").replace(
+            '"/api/customers/{id}"', '"/api/customers"'
+        ),
+        extra="tenant: {header: X-Tenant-ID}\n",
+    )
+    resp = httpx.get(p.url + "/api/customers?status=bogus", headers={"X-Tenant-ID": "acme"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "VALIDATION"
