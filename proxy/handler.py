@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy.client import UpstreamResponse
+from proxy.client import UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
@@ -442,13 +442,18 @@ class ProxyHandler:
             finally:
                 resp.release()
         try:
-            raw = await resp.read()
+            raw, too_big = await buffer_prefix(resp.content, _BUFFER_LIMIT)
             resp_headers = list(response_headers(resp).items())
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError, UpstreamProtocolError) as exc:
             failure = UpstreamFailure(502, f"upstream {upstream.name} failed mid-body: {exc!r}")
             return self._failure_response(failure, ex, accept)
         finally:
             resp.release()
+        if too_big:
+            failure = UpstreamFailure(
+                502, f"upstream {upstream.name} answered over {_BUFFER_LIMIT} bytes to translate"
+            )
+            return self._failure_response(failure, ex, accept)
         legacy_request = request_message(request.method, ex.path, query, headers, body)
         try:
             legacy = translate_response(translator, resp.status, resp_headers, raw, legacy_request)
