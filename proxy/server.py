@@ -188,6 +188,14 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     handler = ProxyHandler(holder, pool, guards=guards, telemetry=telemetry, mirror=mirror)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
+        for key in ("listen", "admin", "limits"):
+            if getattr(old.config, key) != getattr(new.config, key):
+                log.warning(
+                    "%s: `%s` changed; it takes effect at the next restart, the rest of the "
+                    "file is live now",
+                    new.config.source,
+                    key,
+                )
         keep = set(new.config.upstreams.values())
         loop.create_task(pool.retire(keep, grace=new.config.grace_period))
         guards.update(new.config)
