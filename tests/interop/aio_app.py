@@ -1,0 +1,154 @@
+"""An aiohttp upstream: server-sent events, WebSocket, endless downloads, br/gzip bodies.
+
+Run as `python -m tests.interop.aio_app PORT`. `/ai/stats` tells how many endless
+downloads started and how many saw their client go away, so a test can check that the
+proxy released the upstream connection when its own client disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import sys
+import time
+
+from aiohttp import WSMsgType, web
+
+PAYLOAD = b"".join(b'{"n": %d, "text": "compressible text"}\n' % i for i in range(500))
+
+
+def brotli_stored(data: bytes) -> bytes:
+    """A valid brotli stream holding `data` uncompressed (no brotli library is installed).
+
+    RFC 7932: WBITS=16 (one 0 bit), a non-last metablock with ISUNCOMPRESSED=1 and a
+    16-bit MLEN-1, padding to a byte, the raw bytes, then an empty last metablock.
+    """
+    assert 0 < len(data) <= 65536
+    bits = 0  # WBITS (1 bit) = 0, ISLAST (1 bit) = 0, MNIBBLES (2 bits) = 0 (four nibbles)
+    bits |= (len(data) - 1) << 4  # MLEN-1 in bits 4..19
+    bits |= 1 << 20  # ISUNCOMPRESSED
+    header = bits.to_bytes(3, "little")  # 21 bits, zero-padded to 24
+    return header + data + b"\x03"  # ISLAST=1, ISLASTEMPTY=1
+
+
+async def ready(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+            "headers": [
+                [k.decode("utf-8", "replace"), v.decode("utf-8", "replace")]
+                for k, v in request.raw_headers
+            ],
+            "body_len": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "version": f"{request.version.major}.{request.version.minor}",
+        }
+    )
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    n = int(request.query.get("n", "5"))
+    every = float(request.query.get("every", "0.1"))
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await resp.prepare(request)
+    for i in range(n):
+        await resp.write(f"id: {i}\ndata: {json.dumps({'i': i, 't': time.time()})}\n\n".encode())
+        await asyncio.sleep(every)
+    await resp.write_eof()
+    return resp
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    stats = request.app["stats"]
+    stats["started"] += 1
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await resp.prepare(request)
+    chunk = b"z" * 65536
+    try:
+        while True:
+            await resp.write(chunk)
+            await asyncio.sleep(0.005)
+    except (ConnectionError, asyncio.CancelledError):
+        stats["ended"] += 1
+        raise
+    return resp  # pragma: no cover - never reached
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app["stats"])
+
+
+async def compressed(request: web.Request) -> web.Response:
+    coding = request.match_info["coding"]
+    body = gzip.compress(PAYLOAD) if coding == "gzip" else brotli_stored(PAYLOAD)
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Encoding": coding,
+            "Content-Type": "application/x-ndjson",
+            "Vary": "Accept-Encoding",
+        },
+    )
+
+
+async def cookies(request: web.Request) -> web.Response:
+    resp = web.Response(text="ok")
+    for i in range(int(request.query.get("n", "1"))):
+        resp.headers.add("Set-Cookie", f"k{i}=v{i}; Path=/; Secure")
+    return resp
+
+
+async def bigheader(request: web.Request) -> web.Response:
+    size = int(request.query.get("size", "1000"))
+    return web.Response(text="ok", headers={"X-Big": "b" * size})
+
+
+async def utf8header(_: web.Request) -> web.Response:
+    resp = web.Response(text="ok")
+    resp.headers["X-Name"] = "Zoë Ünïcödé 東京"
+    return resp
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=("chat.v2", "chat.v1"), heartbeat=None)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            if msg.data == "close-4001":
+                await ws.close(code=4001, message=b"asked to")
+                break
+            await ws.send_str("echo:" + msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data[::-1])
+    return ws
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app["stats"] = {"started": 0, "ended": 0}
+    app.router.add_get("/ai/ready", ready)
+    app.router.add_route("*", "/ai/echo", echo)
+    app.router.add_get("/ai/sse", sse)
+    app.router.add_get("/ai/endless", endless)
+    app.router.add_get("/ai/stats", stats)
+    app.router.add_get("/ai/compressed/{coding}", compressed)
+    app.router.add_get("/ai/cookies", cookies)
+    app.router.add_get("/ai/bigheader", bigheader)
+    app.router.add_get("/ai/utf8header", utf8header)
+    app.router.add_get("/ai/ws", websocket)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)

@@ -1,0 +1,49 @@
+"""An HTTP/1.0 upstream (Python's http.server): no keep-alive, close-delimited bodies.
+
+Run as `python -m tests.interop.h10_server PORT`.
+"""
+
+from __future__ import annotations
+
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BODY = b"".join(b"line %05d of a close-delimited body\n" % i for i in range(2000))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def _answer(self, with_body: bool) -> None:
+        if self.path.startswith("/ready"):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("X-Seen-Path", self.path)
+        self.end_headers()  # no Content-Length: the body ends when the connection closes
+        if with_body:
+            self.wfile.write(BODY)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(False)
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"got %d bytes" % len(data))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
