@@ -34,6 +34,24 @@ _WS_OWN = frozenset(
 )
 
 
+# RFC 6455 §7.4.1: reserved for reporting, never sent in a Close frame.
+_UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+
+def close_frame(code: int | None, reason: str) -> tuple[int, bytes]:
+    """The Close frame to pass on for one the other side sent (or a connection it lost).
+
+    The code and reason travel end to end (a client may act on an application's 4xxx code
+    and its text). A code that may not appear on the wire (none given, 1005, an abnormal
+    1006) becomes 1000 without a reason, or 1011 when the connection was lost; reasons are
+    cut to the 123 bytes a control frame can carry.
+    """
+    if code is None or code in _UNSENDABLE_CLOSE_CODES or not 1000 <= code <= 4999:
+        return (1011 if code in (1006, 1015) else 1000), b""
+    data = reason.encode("utf-8")[:123]
+    return code, data.decode("utf-8", "ignore").encode("utf-8")
+
+
 def handshake_problem(
     method: str, version: tuple[int, int], headers: Mapping[str, str], has_body: bool
 ) -> tuple[int, str] | None:
@@ -135,7 +153,9 @@ async def proxy_websocket(
     await client_ws.prepare(request)
 
     async def pump(src: object, dst: object) -> None:
-        async for msg in src:  # type: ignore[attr-defined]
+        reason = ""
+        while True:
+            msg = await src.receive()  # type: ignore[attr-defined]
             if msg.type == WSMsgType.TEXT:
                 await dst.send_str(msg.data)  # type: ignore[attr-defined]
             elif msg.type == WSMsgType.BINARY:
@@ -145,9 +165,11 @@ async def proxy_websocket(
             elif msg.type == WSMsgType.PONG:
                 await dst.pong(msg.data)  # type: ignore[attr-defined]
             else:
+                if msg.type == WSMsgType.CLOSE:
+                    reason = msg.extra or ""
                 break
-        code = src.close_code or 1000  # type: ignore[attr-defined]
-        await dst.close(code=code, message=b"")  # type: ignore[attr-defined]
+        code, message = close_frame(src.close_code, reason)  # type: ignore[attr-defined]
+        await dst.close(code=code, message=message)  # type: ignore[attr-defined]
 
     tasks = [
         asyncio.ensure_future(pump(client_ws, upstream_ws)),

@@ -1,0 +1,107 @@
+"""Streams through the proxy: server-sent events arrive as produced, a client that goes
+away releases the upstream, a slow reader gets every byte, WebSocket works end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import aiohttp
+import httpx
+import websockets
+
+from tests.interop.conftest import BINARY
+from tests.support.procs import wait_until
+
+
+async def test_server_sent_events_arrive_as_they_are_produced(stack):
+    arrivals: list[float] = []
+    sent: list[float] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(stack.url + "/ai/sse?n=6&every=0.15") as resp,
+    ):
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        async for line in resp.content:
+            if line.startswith(b"data: "):
+                arrivals.append(time.time())
+                sent.append(json.loads(line[6:])["t"])
+    assert len(arrivals) == 6
+    lags = [a - s for a, s in zip(arrivals, sent, strict=True)]
+    assert max(lags) < 0.1, f"events were held back by the proxy: lags {lags}"
+
+
+def test_httpx_streaming_reads_events_one_by_one(stack):
+    seen = []
+    with httpx.stream("GET", stack.url + "/ai/sse?n=4&every=0.1", timeout=10) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                seen.append(time.time() - json.loads(line[6:])["t"])
+    assert len(seen) == 4 and max(seen) < 0.1, seen
+
+
+def _stats(stack) -> dict:
+    return httpx.get(f"http://127.0.0.1:{stack.ports['ai']}/ai/stats", timeout=5).json()
+
+
+def test_client_disconnect_mid_download_releases_the_upstream(stack):
+    before = _stats(stack)
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+            sock.sendall(b"GET /ai/endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = 0
+            while got < 300_000:
+                piece = sock.recv(65536)
+                assert piece, "proxy closed an endless download"
+                got += len(piece)
+    wait_until(
+        lambda: _stats(stack)["ended"] - before["ended"] == 3,
+        timeout=5,
+        what="the upstream to see all three downloads cancelled",
+    )
+    # and the proxy keeps serving
+    assert httpx.get(stack.url + "/ai/echo", timeout=5).status_code == 200
+    stack.alive()
+
+
+def test_slow_reader_gets_every_byte(stack):
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.sendall(b"GET /ng/file.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        reads = 0
+        while True:
+            piece = sock.recv(16384)
+            if not piece:
+                break
+            data += piece
+            reads += 1
+            if reads % 16 == 0:
+                time.sleep(0.002)  # a reader slower than the proxy can write
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == BINARY
+
+
+async def test_websocket_round_trip_with_the_websockets_library(stack):
+    uri = stack.url.replace("http://", "ws://") + "/ai/ws"
+    async with websockets.connect(uri, subprotocols=["chat.v1"], open_timeout=5) as ws:
+        assert ws.subprotocol == "chat.v1"
+        await ws.send("héllo")
+        assert await ws.recv() == "echo:héllo"
+        await ws.send(b"\x00\x01\x02")
+        assert await ws.recv() == b"\x02\x01\x00"
+        big = "x" * 200_000
+        await ws.send(big)
+        assert await ws.recv() == "echo:" + big
+        pong = await ws.ping(b"p")
+        await asyncio.wait_for(pong, 5)
+        await ws.send("close-4001")
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except websockets.ConnectionClosed:
+            pass
+    assert ws.close_code == 4001 and ws.close_reason == "asked to"
+    stack.alive()
