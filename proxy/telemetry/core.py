@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import IO, Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace import Span
 
 from proxy.config.model import Config, Route, TelemetryConfig
 from proxy.telemetry.logging import RequestLog, configure_logging
 from proxy.telemetry.metrics import CONTENT_TYPE, DEFAULT_ROUTE, Metrics
 from proxy.telemetry.redact import Redactor
+from proxy.telemetry.spans import Span
 from proxy.telemetry.tracing import Tracing, trace_id_from_headers
 
 RELOAD_HISTORY = 20

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans for the proxy: one server span per request, one client span per attempt.
+"""Traces for the proxy: one server span per request, one client span per attempt (OTLP).
 
 Spans are passed explicitly (no contextvars, no global provider): the request path hands the
 server span to each attempt, which keeps asyncio tasks (shadow calls) from inheriting the wrong
@@ -16,33 +16,30 @@ import re
 import socket
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import (
-    INVALID_SPAN_CONTEXT,
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    set_span_in_context,
-)
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from proxy.config.model import TracesConfig
+from proxy.telemetry.export import OtlpHttpExport, SdkExport
 from proxy.telemetry.redact import Redactor
+from proxy.telemetry.spans import (
+    KIND_CLIENT,
+    KIND_SERVER,
+    RecordedSpan,
+    Span,
+    Unsampled,
+    clean_tracestate,
+    new_span_id,
+    new_trace_id,
+)
 
 EXPORTERS = ("otlp", "console", "none")
 # Methods the HTTP semantic conventions know; others are reported as "_OTHER".
@@ -50,7 +47,6 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 _TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
-_MAX_TRACESTATE = 512
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
@@ -65,8 +61,8 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def parse_traceparent(value: str | None) -> SpanContext | None:
-    """The remote span context in a W3C `traceparent`, or None when absent or malformed."""
+def _parse(value: str | None) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) from a W3C `traceparent`; None when absent/malformed."""
     if not value or len(value) > 512:
         return None
     m = _TRACEPARENT.fullmatch(value)
@@ -75,9 +71,16 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)
     if not trace_id or not span_id:
         return None
-    return SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(m.group(4), 16))
-    )
+    return trace_id, span_id, int(m.group(4), 16)
+
+
+def parse_traceparent(value: str | None) -> SpanContext | None:
+    """The remote span context in a W3C `traceparent`, or None when absent or malformed."""
+    parsed = _parse(value)
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 def trace_id_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -97,30 +100,6 @@ def set_header(headers: MutableMapping[str, str], name: str, value: str) -> None
     headers[name] = value
 
 
-def _unsampled(trace_id: int, trace_state: TraceState | None) -> Span:
-    """A span that records nothing but propagates `trace_id` with a fresh span id, unsampled."""
-    return NonRecordingSpan(
-        SpanContext(
-            trace_id,
-            random.getrandbits(64) or 1,
-            is_remote=False,
-            trace_flags=TraceFlags(0),
-            trace_state=trace_state,
-        )
-    )
-
-
-def _format_traceparent(ctx: SpanContext) -> str:
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-
-
-def _otlp_endpoint(endpoint: str | None) -> str | None:
-    if not endpoint:
-        return None  # the exporter's default / OTEL_EXPORTER_OTLP_* environment
-    endpoint = endpoint.rstrip("/")
-    return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
-
-
 def validate(config: TracesConfig) -> None:
     """Raise with the field path when `telemetry.traces` cannot be used."""
     if config.exporter not in EXPORTERS:
@@ -136,7 +115,11 @@ def validate(config: TracesConfig) -> None:
 
 
 class Tracing:
-    """Creates and exports spans; `enabled` is False (and everything a no-op) for `none`."""
+    """Creates and exports spans; `enabled` is False (and everything a no-op) for `none`.
+
+    Spans are `proxy.telemetry.spans` records, not SDK spans (see that module for why);
+    `provider` is where finished spans go (None when tracing is off or shut down).
+    """
 
     def __init__(
         self,
@@ -150,33 +133,24 @@ class Tracing:
         self.config = config
         self.redactor = redactor or Redactor()
         self.enabled = config.exporter != "none"
-        self.provider: TracerProvider | None = None
+        self.provider: OtlpHttpExport | SdkExport | None = None
+        self._sink: Any = None
         if not self.enabled:
-            self._tracer = None
             return
-        resource = Resource.create(
-            {
-                "service.name": service_name,
-                "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
-            }
-        )
-        self.provider = TracerProvider(
-            # The sampling decision is taken in `start_server_span` before the SDK is involved
-            # (parent-based, else `sample`); whatever reaches the SDK is to be recorded.
-            resource=resource,
-            sampler=ALWAYS_ON,
-        )
+        resource = {
+            "service.name": service_name,
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+            "telemetry.sdk.name": "strangler",
+            "telemetry.sdk.language": "python",
+        }
         if exporter is not None:  # tests: export synchronously to this exporter instead
-            self.provider.add_span_processor(SimpleSpanProcessor(exporter))
+            self.provider = SdkExport(SimpleSpanProcessor(exporter), resource)
         elif config.exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            endpoint = _otlp_endpoint(config.endpoint)
-            otlp = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
-            self.provider.add_span_processor(BatchSpanProcessor(otlp))
+            self.provider = OtlpHttpExport(config.endpoint, resource)
         else:
-            self.provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        self._tracer = self.provider.get_tracer("strangler.proxy")
+            self.provider = SdkExport(BatchSpanProcessor(ConsoleSpanExporter()), resource)
+        self._sink = self.provider
+        self._sample = config.sample
 
     # -- server side ---------------------------------------------------------------------------
 
@@ -196,34 +170,30 @@ class Tracing:
         """The span for one proxied request, child of the client's `traceparent` if any.
 
         Sampling follows the client's sampled flag when it sent a traceparent, else `sample`.
-        An unsampled request gets a bare span context (no SDK work at all) that still carries
+        An unsampled request gets a bare id pair (no recording at all) that still carries
         the trace id upstream with the sampled flag off.
         """
-        tracer = self._tracer
-        if tracer is None:
+        sink = self._sink
+        if sink is None:
             return None
-        parent_ctx = parse_traceparent(header(headers, "traceparent"))
-        context: Context | None = None
-        if parent_ctx is not None:
-            state = header(headers, "tracestate")
-            if state and len(state) <= _MAX_TRACESTATE:
-                parent_ctx = SpanContext(
-                    parent_ctx.trace_id,
-                    parent_ctx.span_id,
-                    is_remote=True,
-                    trace_flags=parent_ctx.trace_flags,
-                    trace_state=TraceState.from_header([state]),
-                )
-            if not parent_ctx.trace_flags.sampled:
-                return _unsampled(parent_ctx.trace_id, parent_ctx.trace_state)
-            context = set_span_in_context(NonRecordingSpan(parent_ctx))
-        elif self.config.sample < 1.0 and random.random() >= self.config.sample:
-            return _unsampled(random.getrandbits(128) or 1, None)
-        # Past this point the span is recorded: attributes go in at creation (one copy).
+        parent = _parse(header(headers, "traceparent"))
+        parent_id = 0
+        state = None
+        if parent is not None:
+            trace_id, parent_id, flags = parent
+            state = clean_tracestate(header(headers, "tracestate"))
+            if not flags & 1:
+                return Unsampled(trace_id, new_span_id(), state)
+        else:
+            sample = self._sample
+            if sample < 1.0 and random.random() >= sample:
+                return Unsampled(new_trace_id(), new_span_id(), None)
+            trace_id = new_trace_id()
+        # Past this point the span is recorded: attributes go in at creation (one dict).
         known = method in KNOWN_METHODS
         shown = method if known else "HTTP"
         name = f"{shown} {http_route}" if http_route else shown
-        attrs: dict[str, str | int] = {
+        attrs: dict[str, str | int | bool] = {
             "http.request.method": method if known else "_OTHER",
             "url.path": path,
             "url.scheme": scheme,
@@ -240,7 +210,16 @@ class Tracing:
             attrs["server.port"] = server_port
         if client_address:
             attrs["client.address"] = client_address
-        return tracer.start_span(name, context=context, kind=SpanKind.SERVER, attributes=attrs)
+        return RecordedSpan(
+            sink,
+            name,
+            KIND_SERVER,
+            trace_id,
+            parent_id,
+            attrs,
+            remote_parent=parent is not None,
+            trace_state=state,
+        )
 
     def end_server_span(
         self,
@@ -255,21 +234,21 @@ class Tracing:
         error: BaseException | str | None = None,
     ) -> None:
         """Record the outcome; 5xx (or an exception) marks the span as an error."""
-        if span is None:
+        if span is None or not span.sampled:
             return
-        if span.is_recording():
-            attrs: dict[str, str | int] = {"http.response.status_code": status}
-            for key, value in (
-                ("strangler.mode", mode),
-                ("strangler.side", side),
-                ("strangler.upstream", upstream),
-                ("strangler.tenant", tenant),
-                ("strangler.request_id", request_id),
-            ):
-                if value is not None:
-                    attrs[key] = value
-            span.set_attributes(attrs)
-            self._set_error(span, status, error, client=False)
+        attrs = span.attributes
+        attrs["http.response.status_code"] = status
+        if mode is not None:
+            attrs["strangler.mode"] = mode
+        if side is not None:
+            attrs["strangler.side"] = side
+        if upstream is not None:
+            attrs["strangler.upstream"] = upstream
+        if tenant is not None:
+            attrs["strangler.tenant"] = tenant
+        if request_id is not None:
+            attrs["strangler.request_id"] = request_id
+        self._set_error(span, status, error, client=False)
         span.end()
 
     # -- client side ---------------------------------------------------------------------------
@@ -284,17 +263,42 @@ class Tracing:
         attempt: int = 0,
         fallback: bool = False,
         shadow: bool = False,
-        remote: bool = False,
     ) -> Span | None:
         """A span for one attempt to an upstream (retries, fallbacks and shadow calls each get
         their own), child of the request's server span so all share its trace id."""
-        tracer = self._tracer
-        if tracer is None or parent is None:
+        sink = self._sink
+        if sink is None or parent is None:
             return None
-        if not remote and not parent.is_recording():
-            ctx = parent.get_span_context()
-            return _unsampled(ctx.trace_id, ctx.trace_state)
-        name = f"shadow {method}" if shadow else method
+        if not parent.sampled:
+            return Unsampled(parent.trace_id, new_span_id(), parent.trace_state)
+        return self._client_span(
+            sink,
+            parent.trace_id,
+            parent.span_id,
+            parent.trace_state,
+            method,
+            url,
+            upstream=upstream,
+            attempt=attempt,
+            fallback=fallback,
+            shadow=shadow,
+        )
+
+    @staticmethod
+    def _client_span(
+        sink: Any,
+        trace_id: int,
+        parent_id: int,
+        trace_state: str | None,
+        method: str,
+        url: str,
+        *,
+        upstream: str,
+        attempt: int = 0,
+        fallback: bool = False,
+        shadow: bool = False,
+        remote: bool = False,
+    ) -> RecordedSpan:
         parts = urlsplit(url)
         attrs: dict[str, str | int | bool] = {
             "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
@@ -311,8 +315,15 @@ class Tracing:
             attrs["strangler.fallback"] = True
         if shadow:
             attrs["strangler.shadow"] = True
-        return tracer.start_span(
-            name, context=set_span_in_context(parent), kind=SpanKind.CLIENT, attributes=attrs
+        return RecordedSpan(
+            sink,
+            f"shadow {method}" if shadow else method,
+            KIND_CLIENT,
+            trace_id,
+            parent_id,
+            attrs,
+            remote_parent=remote,
+            trace_state=trace_state,
         )
 
     def start_remote_child(
@@ -327,26 +338,40 @@ class Tracing:
         """A client span whose parent is the `traceparent` in `headers` (pairs), for calls made
         away from the request (shadow calls run after the primary answered). None when there
         is no parent or it is not sampled: the call then keeps the headers it has."""
-        if self._tracer is None:
+        sink = self._sink
+        if sink is None:
             return None
-        value = next((v for k, v in headers if k.lower() == "traceparent"), None)
-        parent = parse_traceparent(value)
-        if parent is None or not parent.trace_flags.sampled:
+        value = state = None
+        for k, v in headers:
+            lower = k.lower()
+            if lower == "traceparent":
+                value = v
+            elif lower == "tracestate":
+                state = clean_tracestate(v)
+        parent = _parse(value)
+        if parent is None or not parent[2] & 1:
             return None
-        return self.start_client_span(
-            NonRecordingSpan(parent), method, url, upstream=upstream, shadow=shadow, remote=True
+        return self._client_span(
+            sink,
+            parent[0],
+            parent[1],
+            state,
+            method,
+            url,
+            upstream=upstream,
+            shadow=shadow,
+            remote=True,
         )
 
     def end_client_span(
         self, span: Span | None, status: int | None, error: BaseException | str | None = None
     ) -> None:
         """Close an attempt: `status` None means no response (timeout, refused, ...)."""
-        if span is None:
+        if span is None or not span.sampled:
             return
-        if span.is_recording():
-            if status is not None:
-                span.set_attribute("http.response.status_code", status)
-            self._set_error(span, status, error, client=True)
+        if status is not None:
+            span.attributes["http.response.status_code"] = status
+        self._set_error(span, status, error, client=True)
         span.end()
 
     # -- propagation ---------------------------------------------------------------------------
@@ -363,35 +388,32 @@ class Tracing:
         """
         if span is None:
             return
-        ctx = span.get_span_context()
-        if ctx == INVALID_SPAN_CONTEXT:
-            return
-        new = [("traceparent", _format_traceparent(ctx))]
-        if ctx.trace_state:
-            new.append(("tracestate", ctx.trace_state.to_header()))
+        state = span.trace_state
         if isinstance(headers, list):
-            headers[:] = [h for h in headers if h[0].lower() not in _TRACE_HEADERS] + new
+            headers[:] = [h for h in headers if h[0].lower() not in _TRACE_HEADERS]
+            headers.append(("traceparent", span.traceparent()))
+            if state:
+                headers.append(("tracestate", state))
             return
-        if ctx.trace_state is None or not ctx.trace_state:
+        if state:
+            set_header(headers, "tracestate", state)
+        else:
             for key in [k for k in headers if k.lower() == "tracestate"]:
                 del headers[key]
-        for name, value in new:
-            set_header(headers, name, value)
+        set_header(headers, "traceparent", span.traceparent())
 
     @staticmethod
     def trace_id(span: Span | None, headers: Mapping[str, str] | None = None) -> str | None:
         """The trace id for log lines: the span's, else the client's `traceparent`'s."""
         if span is not None:
-            ctx = span.get_span_context()
-            if ctx.is_valid:
-                return f"{ctx.trace_id:032x}"
+            return f"{span.trace_id:032x}"
         return trace_id_from_headers(headers) if headers is not None else None
 
     def shutdown(self, wait: bool = True, timeout: float = 3.0) -> None:
         """Flush and stop the exporter, waiting at most `timeout` seconds (`wait=False`: not at
         all, for reloads). An unreachable collector must not hold up a graceful shutdown: the
         exporter's own retries can take much longer, and the spans are expendable."""
-        provider, self.provider, self._tracer = self.provider, None, None
+        provider, self.provider, self._sink = self.provider, None, None
         if provider is None:
             return
         worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
@@ -400,7 +422,12 @@ class Tracing:
             worker.join(timeout)
 
     def _set_error(
-        self, span: Span, status: int | None, error: BaseException | str | None, *, client: bool
+        self,
+        span: RecordedSpan,
+        status: int | None,
+        error: BaseException | str | None,
+        *,
+        client: bool,
     ) -> None:
         # Exception messages can quote headers or bodies: recorded redacted, without locals.
         if isinstance(error, BaseException):
@@ -409,11 +436,11 @@ class Tracing:
                 "exception",
                 {"exception.type": kind, "exception.message": self.redactor.text(str(error))},
             )
-            span.set_attribute("error.type", kind)
-            span.set_status(Status(StatusCode.ERROR, kind))
+            span.attributes["error.type"] = kind
+            span.set_error(kind)
         elif error:
-            span.set_attribute("error.type", str(error))
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            span.attributes["error.type"] = str(error)
+            span.set_error(str(error))
         elif status is not None and (status >= 500 or (client and status >= 400)):
-            span.set_attribute("error.type", str(status))
-            span.set_status(Status(StatusCode.ERROR))
+            span.attributes["error.type"] = str(status)
+            span.set_error()
