@@ -51,21 +51,32 @@ def new_span_id() -> int:
 
 
 class Unsampled:
-    """A span that records nothing: only ids to propagate (flag 00) and correlate logs."""
+    """A span that records nothing: only ids to propagate (flag 00) and correlate logs.
 
-    __slots__ = ("trace_id", "span_id", "trace_state")
+    Its attempts reuse it (`Tracing.start_client_span`): nothing downstream records an
+    unsampled trace, so a fresh span id per hop would buy nothing."""
+
+    __slots__ = ("trace_id", "span_id", "trace_state", "_traceparent")
     sampled = False
 
     def __init__(self, trace_id: int, span_id: int, trace_state: str | None) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.trace_state = trace_state
+        self._traceparent = ""
 
     def is_recording(self) -> bool:
         return False
 
     def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-00"
+        value = self._traceparent
+        if not value:
+            value = self._traceparent = f"00-{self.trace_id:032x}-{self.span_id:016x}-00"
+        return value
+
+    def trace_hex(self) -> str:
+        """The trace id as log lines show it."""
+        return self.traceparent()[3:35]
 
     def get_span_context(self) -> SpanContext:
         """OpenTelemetry API compatibility (not used on the request path)."""
@@ -129,6 +140,10 @@ class RecordedSpan:
 
     def traceparent(self) -> str:
         return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
+
+    def trace_hex(self) -> str:
+        """The trace id as log lines show it."""
+        return f"{self.trace_id:032x}"
 
     def get_span_context(self) -> SpanContext:
         """OpenTelemetry API compatibility (not used on the request path)."""

@@ -270,7 +270,7 @@ class Tracing:
         if sink is None or parent is None:
             return None
         if not parent.sampled:
-            return Unsampled(parent.trace_id, new_span_id(), parent.trace_state)
+            return parent  # see `Unsampled`: the attempt carries the request's ids
         return self._client_span(
             sink,
             parent.trace_id,
@@ -390,7 +390,9 @@ class Tracing:
             return
         state = span.trace_state
         if isinstance(headers, list):
-            headers[:] = [h for h in headers if h[0].lower() not in _TRACE_HEADERS]
+            for i in range(len(headers) - 1, -1, -1):
+                if headers[i][0].lower() in _TRACE_HEADERS:
+                    del headers[i]
             headers.append(("traceparent", span.traceparent()))
             if state:
                 headers.append(("tracestate", state))
@@ -406,7 +408,7 @@ class Tracing:
     def trace_id(span: Span | None, headers: Mapping[str, str] | None = None) -> str | None:
         """The trace id for log lines: the span's, else the client's `traceparent`'s."""
         if span is not None:
-            return f"{span.trace_id:032x}"
+            return span.trace_hex()
         return trace_id_from_headers(headers) if headers is not None else None
 
     def shutdown(self, wait: bool = True, timeout: float = 3.0) -> None:
