@@ -147,9 +147,23 @@ async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes
             return b"".join(parts), True
 
 
+def header_text(value: bytes) -> str:
+    """A response header value as text that aiohttp's writer turns back into the same bytes.
+
+    The writer encodes header text as UTF-8, so a UTF-8 value must be decoded as UTF-8 to
+    pass byte for byte (latin-1 would double-encode `ë` into `Ã«`). Bytes that are not
+    UTF-8 (legacy latin-1 values) are read as latin-1: re-encoded, but never lost, where
+    surrogate escapes would be silently dropped by the writer.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def response_headers(resp: UpstreamResponse | aiohttp.ClientResponse) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop ones, in order, repeats kept."""
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+    raw = [(k.decode("latin-1"), header_text(v)) for k, v in resp.raw_headers]
     drop = HOP_BY_HOP | connection_tokens(raw)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in raw:

@@ -44,6 +44,7 @@ async def echo(request: web.Request) -> web.Response:
             "method": request.method,
             "raw_path": request.raw_path,
             "query_string": request.query_string,
+            "raw_query": request.raw_path.partition("?")[2],
             "headers": [
                 [k.decode("utf-8", "replace"), v.decode("utf-8", "replace")]
                 for k, v in request.raw_headers
