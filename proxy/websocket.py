@@ -144,15 +144,19 @@ async def proxy_websocket(
             route=ex.route_name,
             request_id=ex.request_id,
         )
+    # autoclose=False: the client's Close is answered only once the upstream answered it, so
+    # the client keeps the connection open (and the handler alive) while the close travels.
     client_ws = web.WebSocketResponse(
         protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
         autoping=False,
+        autoclose=False,
         max_msg_size=0,
     )
     client_ws.headers["X-Request-ID"] = ex.request_id
     await client_ws.prepare(request)
 
     async def pump(src: object, dst: object) -> None:
+        code: int | None = None
         reason = ""
         while True:
             msg = await src.receive()  # type: ignore[attr-defined]
@@ -166,10 +170,16 @@ async def proxy_websocket(
                 await dst.pong(msg.data)  # type: ignore[attr-defined]
             else:
                 if msg.type == WSMsgType.CLOSE:
-                    reason = msg.extra or ""
+                    # The frame's own code: by now `close_code` may hold the 1000 that
+                    # aiohttp's automatic close reply sent back.
+                    code, reason = msg.data, msg.extra or ""
                 break
-        code, message = close_frame(src.close_code, reason)  # type: ignore[attr-defined]
+        if code is None:
+            code = src.close_code  # type: ignore[attr-defined]
+        code, message = close_frame(code, reason)
         await dst.close(code=code, message=message)  # type: ignore[attr-defined]
+        if not src.closed:  # type: ignore[attr-defined]
+            await src.close(code=code, message=message)  # type: ignore[attr-defined]
 
     tasks = [
         asyncio.ensure_future(pump(client_ws, upstream_ws)),
@@ -182,7 +192,8 @@ async def proxy_websocket(
             if not t.done():
                 t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await upstream_ws.close()
-        await client_ws.close()
+        # Only reached with a side still open when the client vanished: "going away".
+        await upstream_ws.close(code=1001)
+        await client_ws.close(code=1001)
     ex.status = 101
     return client_ws

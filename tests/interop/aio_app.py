@@ -86,6 +86,47 @@ async def endless(request: web.Request) -> web.StreamResponse:
     return resp  # pragma: no cover - never reached
 
 
+async def hang(request: web.Request) -> web.Response:
+    """Answers only after 30 s; counts the requests whose caller went away first."""
+    stats = request.app["stats"]
+    stats["hang_started"] += 1
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        stats["hang_cancelled"] += 1
+        raise
+    return web.Response(text="late")
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Reads the body; counts bodies that ended before their announced length."""
+    stats = request.app["stats"]
+    stats["upload_started"] += 1
+    size = 0
+    try:
+        while piece := await request.content.readany():
+            size += len(piece)
+    except (ConnectionError, asyncio.CancelledError):
+        stats["upload_aborted"] += 1
+        raise
+    if request.content_length is not None and size < request.content_length:
+        stats["upload_aborted"] += 1
+    return web.json_response({"size": size})
+
+
+async def ws_recorder(request: web.Request) -> web.WebSocketResponse:
+    """Records how the client side closed, to check the proxy passes it on."""
+    ws = web.WebSocketResponse(heartbeat=None)
+    await ws.prepare(request)
+    while True:
+        msg = await ws.receive()
+        if msg.type == WSMsgType.CLOSE:
+            request.app["stats"]["ws_closes"].append([msg.data, msg.extra])
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            break
+    return ws
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app["stats"])
 
@@ -126,6 +167,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
+            if msg.data == "drop":  # vanish without a Close frame
+                request.transport.abort()
+                break
             if msg.data == "close-4001":
                 await ws.close(code=4001, message=b"asked to")
                 break
@@ -137,7 +181,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["stats"] = {"started": 0, "ended": 0}
+    app["stats"] = {
+        "started": 0, "ended": 0, "hang_started": 0, "hang_cancelled": 0,
+        "upload_started": 0, "upload_aborted": 0, "ws_closes": [],
+    }  # fmt: skip
     app.router.add_get("/ai/ready", ready)
     app.router.add_route("*", "/ai/echo", echo)
     app.router.add_get("/ai/sse", sse)
@@ -148,8 +195,19 @@ def make_app() -> web.Application:
     app.router.add_get("/ai/bigheader", bigheader)
     app.router.add_get("/ai/utf8header", utf8header)
     app.router.add_get("/ai/ws", websocket)
+    app.router.add_get("/ai/ws-record", ws_recorder)
+    app.router.add_get("/ai/hang", hang)
+    app.router.add_post("/ai/upload", upload)
     return app
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    # handler_cancellation: a handler learns that its caller went away (off by default).
+    web.run_app(
+        make_app(),
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        print=None,
+        handler_cancellation=True,
+        access_log=None,
+    )

@@ -1,0 +1,118 @@
+"""Clients that go away early, and HTTP/1.0 keep-alive where the length is unknown: the
+proxy must let the upstream know, keep serving, and never leave a client waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+import websockets
+
+from tests.support.procs import wait_until
+
+
+def _stats(stack) -> dict:
+    return httpx.get(f"http://127.0.0.1:{stack.ports['ai']}/ai/stats", timeout=5).json()
+
+
+def test_client_leaving_before_the_answer_cancels_the_upstream_request(stack):
+    before = _stats(stack)
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"GET /ai/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(
+            lambda: _stats(stack)["hang_started"] > before["hang_started"],
+            timeout=5,
+            what="the request to reach the upstream",
+        )
+    wait_until(
+        lambda: _stats(stack)["hang_cancelled"] > before["hang_cancelled"],
+        timeout=5,
+        what="the upstream to see the caller go away",
+    )
+    stack.alive()
+
+
+def test_client_leaving_mid_upload_never_completes_the_upstream_request(stack):
+    before = _stats(stack)
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /ai/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"
+            + b"u" * 200_000
+        )
+        wait_until(
+            lambda: _stats(stack)["upload_started"] > before["upload_started"],
+            timeout=5,
+            what="the upload to reach the upstream",
+        )
+    wait_until(
+        lambda: _stats(stack)["upload_aborted"] > before["upload_aborted"],
+        timeout=5,
+        what="the upstream to see the upload cut",
+    )
+    assert httpx.post(stack.url + "/ai/upload", content=b"x" * 1000, timeout=5).json() == {
+        "size": 1000
+    }
+
+
+def test_client_leaving_an_event_stream_releases_the_upstream(stack):
+    before = _stats(stack)
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"GET /ai/endless HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536)
+    wait_until(
+        lambda: _stats(stack)["ended"] > before["ended"],
+        timeout=5,
+        what="the upstream to see an HTTP/1.0 client go away",
+    )
+
+
+def _read_until_close(sock: socket.socket, limit: float = 5.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not piece:
+            return data
+        data += piece
+    raise AssertionError(f"connection not closed after an unknown-length body: {data[:300]!r}")
+
+
+def test_http10_keep_alive_with_an_unknown_length_ends_by_closing(stack):
+    for path in (b"/gt/chunked", b"/h10/x", b"/ai/sse?n=2&every=0.05"):
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=2) as sock:
+            sock.sendall(b"GET %s HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n" % path)
+            data = _read_until_close(sock)
+        head, _, body = data.partition(b"\r\n\r\n")
+        lower = head.lower()
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding" not in lower and b"keep-alive" not in lower, (path, head)
+        assert body, path
+
+
+async def test_websocket_client_close_code_and_reason_reach_the_upstream(stack):
+    before = len(_stats(stack)["ws_closes"])
+    uri = stack.url.replace("http://", "ws://") + "/ai/ws-record"
+    async with websockets.connect(uri, open_timeout=5) as ws:
+        await ws.close(code=4100, reason="bye now")
+    wait_until(
+        lambda: len(_stats(stack)["ws_closes"]) > before, timeout=5, what="the upstream close"
+    )
+    assert _stats(stack)["ws_closes"][-1] == [4100, "bye now"]
+
+
+async def test_upstream_vanishing_mid_websocket_is_reported_as_a_server_error(stack):
+    uri = stack.url.replace("http://", "ws://") + "/ai/ws"
+    async with websockets.connect(uri, open_timeout=5, close_timeout=5) as ws:
+        await ws.send("drop")
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except websockets.ConnectionClosed:
+            pass
+    # 1011 (internal error), a code a server may send; never a reserved 1006 on the wire
+    assert ws.close_code == 1011, (ws.close_code, ws.close_reason)
+    stack.alive()
