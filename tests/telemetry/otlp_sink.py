@@ -37,9 +37,11 @@ class OtlpSink:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
+        self.headers: list[dict[str, str]] = []  # of each POST
+        self.status = 200  # what the next POSTs get (tests of failing collectors set it)
         self._lock = threading.Lock()
 
-    def add(self, body: bytes) -> None:
+    def add(self, body: bytes, headers: dict[str, str] | None = None) -> None:
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
         got = []
@@ -62,6 +64,7 @@ class OtlpSink:
         with self._lock:
             self.spans.extend(got)
             self.posts += 1
+            self.headers.append(headers or {})
 
     def snapshot(self) -> list[ReceivedSpan]:
         with self._lock:
@@ -77,7 +80,11 @@ def otlp_sink() -> Iterator[tuple[str, OtlpSink]]:
     stop = asyncio.Event()
 
     async def traces(request: web.Request) -> web.Response:
-        sink.add(await request.read())
+        if sink.status != 200:
+            with sink._lock:
+                sink.posts += 1
+            return web.Response(status=sink.status)
+        sink.add(await request.read(), dict(request.headers))
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(),
             headers={"Content-Type": "application/x-protobuf"},
