@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -10,6 +13,7 @@ from proxy.config.model import TelemetryConfig, TracesConfig
 from proxy.telemetry import Telemetry
 from proxy.telemetry.metrics import MULTIPROC_ENV
 from proxy.telemetry.tracing import Tracing, parse_traceparent
+from tests.support.procs import PYTHON
 from tests.telemetry.helpers import make_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -262,3 +266,39 @@ def test_shutdown_does_not_wait_long_for_an_unreachable_collector(monkeypatch):
     t.shutdown(timeout=0.5)
     assert time.monotonic() - started < 2.0
     assert t.start_server_span({}, "GET", "/") is None  # stopped: no more spans
+
+
+def test_an_unsampled_client_trace_goes_upstream_unsampled_with_its_tracestate(traced):
+    t = traced(sample=1.0)
+    unsampled = CLIENT_PARENT[:-2] + "00"
+    (sent,) = one_request(t, {"traceparent": unsampled, "tracestate": "vendor=abc"})
+    version, trace, _, flags = sent["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", CLIENT_TRACE, "00")
+    assert sent["tracestate"] == "vendor=abc"
+    assert traced.exporter.get_finished_spans() == ()
+
+
+def test_a_tracestate_with_control_characters_is_not_forwarded(traced):
+    t = traced()
+    (sent,) = one_request(t, {"traceparent": CLIENT_PARENT, "tracestate": "a=1\r\nX-Evil: 1"})
+    assert "tracestate" not in sent
+    (server,) = [s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.parent.span_id == 0x00F067AA0BA902B7 and not server.context.trace_state
+
+
+def test_console_exporter_prints_spans():
+    script = (
+        "from proxy.config.model import TracesConfig\n"
+        "from proxy.telemetry.tracing import Tracing\n"
+        "t = Tracing(TracesConfig(exporter='console', sample=1.0))\n"
+        "span = t.start_server_span({}, 'GET', '/console', route='r', http_route='/console')\n"
+        "t.end_server_span(span, 200)\n"
+        "t.shutdown(wait=True, timeout=5)\n"
+        "print('trace', format(span.trace_id, '032x'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
+    out = subprocess.run(
+        [PYTHON, "-c", script], capture_output=True, text=True, timeout=30, env=env, check=True
+    ).stdout
+    trace = out.rsplit("trace ", 1)[1].strip()
+    assert '"name": "GET /console"' in out and f'"trace_id": "0x{trace}"' in out
