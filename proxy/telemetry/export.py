@@ -130,8 +130,7 @@ class OtlpHttpExport:
         self.exported = 0
         self.dropped = 0
         self._failures_logged = 0
-        self._thread = threading.Thread(target=self._run, name="strangler-otlp", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started with the first span
 
     # -- the event loop side -------------------------------------------------------------------
 
@@ -143,12 +142,15 @@ class OtlpHttpExport:
         queue.append(otlp.encode_span(span))
         if len(queue) == self.batch_size:
             self._wake.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="strangler-otlp", daemon=True)
+            self._thread.start()
 
     def shutdown(self, timeout: float = 3.0) -> None:
         """Send what is queued and stop, waiting at most `timeout` s (0: do not wait)."""
         self._stopping = True
         self._wake.set()
-        if timeout > 0:
+        if timeout > 0 and self._thread is not None:
             self._thread.join(timeout)
 
     # -- the exporter thread -------------------------------------------------------------------
