@@ -23,12 +23,15 @@ _SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 _SPAN_FLAGS_IS_REMOTE = 0x200
 
 
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
 def varint(n: int) -> bytes:
     """Protobuf base-128 varint; negative ints as their 64-bit two's complement."""
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     if n < 0:
         n += 1 << 64
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -38,12 +41,14 @@ def varint(n: int) -> bytes:
 
 
 def _len_field(tag: bytes, payload: bytes) -> bytes:
-    return tag + varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 0x80 else varint(n)) + payload
 
 
 def _string(tag: bytes, text: str) -> bytes:
     data = text.encode("utf-8", "replace")
-    return tag + varint(len(data)) + data
+    n = len(data)
+    return tag + (_SMALL[n] if n < 0x80 else varint(n)) + data
 
 
 # Attributes whose values come from the route table or a short fixed list recur in every span:
@@ -86,8 +91,15 @@ def any_value(value: AttrValue) -> bytes:
 
 
 def _key_value(key: str, value: AttrValue) -> bytes:
-    body = _string(b"\x0a", key) + _len_field(b"\x12", any_value(value))
-    return varint(len(body)) + body
+    if type(value) is str:  # the common case, inlined
+        data = value.encode("utf-8", "replace")
+        n = len(data)
+        inner = b"\x0a" + (_SMALL[n] if n < 0x80 else varint(n)) + data
+    else:
+        inner = any_value(value)
+    body = _string(b"\x0a", key) + _len_field(b"\x12", inner)
+    n = len(body)
+    return (_SMALL[n] if n < 0x80 else varint(n)) + body
 
 
 def key_values(tag: bytes, attributes: Mapping[str, AttrValue]) -> bytes:
@@ -124,7 +136,7 @@ def encode_span(span: RecordedSpan) -> bytes:
         body.append(b"\x22\x08")
         body.append(span.parent_id.to_bytes(8, "big"))
     body.append(_string(b"\x2a", span.name))
-    body.append(b"\x30" + varint(span.kind))
+    body.append(b"\x30" + _SMALL[span.kind])
     body.append(b"\x39" + _pack_q(span.start_ns))
     body.append(b"\x41" + _pack_q(span.end_ns))
     body.append(key_values(b"\x4a", span.attributes))
