@@ -14,6 +14,9 @@ never a body the proxy and the upstream framed differently.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
 import ssl
 import time
 from collections import deque
@@ -187,16 +190,7 @@ class ConnectionPool:
         up = self.upstream
         t = up.timeout
         loop = asyncio.get_running_loop()
-        proto.set_response_params(
-            skip_payload=method == "HEAD",
-            read_until_eof=True,  # a response with neither length nor chunking ends at close
-            auto_decompress=False,  # compression passes through untouched
-            read_timeout=t.read,
-            read_bufsize=READ_BUFSIZE,
-            max_line_size=16384,
-            max_field_size=16384,
-            max_headers=256,
-        )
+        _response_params(proto, method, t.read)
         deadline = None
         if t.total is not None:
             deadline = loop.call_later(t.total, _expire, proto)
@@ -211,11 +205,24 @@ class ConnectionPool:
             elif body is None:
                 transport.write(head)
             else:
+                spare = _spare_socket(transport) if self._ssl is None else None
                 transport.write(head)
-                await _send_stream(
-                    proto, body, chunked=b"transfer-encoding: chunked" in head.lower()
-                )
-            proto.start_timeout()  # the read timeout counts from the end of the request
+                try:
+                    await _send_stream(
+                        proto, body, chunked=b"transfer-encoding: chunked" in head.lower()
+                    )
+                except _StaleConnection:
+                    # The upstream stopped reading: it may have answered early (a 413, a
+                    # 404 or a 200 from an app that never reads bodies, then a close, as
+                    # gunicorn does). That answer is the response; only when none
+                    # arrived does the read below fail as before.
+                    proto.force_close()
+                    proto = await _rescue_early_answer(proto, spare, method, t.read)
+                finally:
+                    if spare is not None:
+                        spare.close()
+            if proto.transport is not None:
+                proto.start_timeout()  # the read timeout counts from the end of the request
             while True:
                 try:
                     message, payload = await proto.read()
@@ -250,6 +257,83 @@ class ConnectionPool:
         while self._idle:
             proto, _ = self._idle.pop()
             proto.close()
+
+
+def _response_params(proto: ResponseHandler, method: str, read_timeout: float | None) -> None:
+    proto.set_response_params(
+        skip_payload=method == "HEAD",
+        read_until_eof=True,  # a response with neither length nor chunking ends at close
+        auto_decompress=False,  # compression passes through untouched
+        read_timeout=read_timeout,
+        read_bufsize=READ_BUFSIZE,
+        max_line_size=16384,
+        max_field_size=16384,
+        max_headers=256,
+    )
+
+
+def _spare_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A second descriptor for the upstream socket, so an early answer outlives EPIPE."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        return socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return None
+
+
+def _read_left(spare: socket.socket, limit: int) -> bytes:
+    """What the upstream sent that the event loop never read (it stops on a write error)."""
+    parts: list[bytes] = []
+    size = 0
+    spare.setblocking(False)
+    while size < limit:
+        try:
+            piece = spare.recv(READ_BUFSIZE)
+        except OSError:  # nothing more queued (EAGAIN), or the reset after the data
+            break
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
+
+
+async def _rescue_early_answer(
+    proto: ResponseHandler,
+    spare: socket.socket | None,
+    method: str,
+    read_timeout: float | None,
+) -> ResponseHandler:
+    """The protocol to read the response from after sending the body failed.
+
+    A write that fails with EPIPE or a reset makes the event loop close the socket at once,
+    without reading the upstream's answer already queued in it: the request would become
+    a 502 although the upstream answered (gunicorn answers an app that never reads the
+    body, then closes with the body unread). The answer is read from a second descriptor
+    and parsed by a fresh protocol. When `proto` already got a response, or none arrived,
+    `proto` is returned unchanged and the usual read decides.
+    """
+    if spare is None:
+        return proto
+    if proto.transport is not None:
+        await asyncio.sleep(0)  # let a pending connection_lost run first
+    if proto.transport is not None or proto._buffer:  # noqa: SLF001 - a response arrived
+        return proto
+    lost = proto.exception()
+    if getattr(lost, "errno", None) not in (errno.EPIPE, errno.ECONNRESET):
+        return proto  # not the upstream's reset (a timeout, our own abort): nothing to save
+    limit = 4 * 1024 * 1024
+    data = _read_left(spare, limit)
+    if not data or len(data) >= limit:
+        return proto  # nothing, or more than an early answer: never pass a cut body off
+    rescued = ResponseHandler(asyncio.get_running_loop())
+    _response_params(rescued, method, read_timeout)
+    rescued.data_received(data)
+    rescued.connection_lost(None)  # the connection is gone: a close-delimited body ends here
+    rescued.force_close()
+    return rescued
 
 
 class _StaleConnection(Exception):
@@ -305,15 +389,18 @@ async def _send_stream(
     """Write a streamed body, respecting the transport's flow control."""
     transport = proto.transport
     async for chunk in body:
-        if transport is None or transport.is_closing():
-            raise _StaleConnection()
         if not chunk:
             continue
+        if transport is None or transport.is_closing() or proto.transport is None:
+            raise _StaleConnection()
         if chunked:
             transport.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         else:
             transport.write(chunk)
         if proto.writing_paused:
-            await proto._drain_helper()  # noqa: SLF001 - aiohttp's flow-control wait
-    if chunked and transport is not None:
+            try:
+                await proto._drain_helper()  # noqa: SLF001 - aiohttp's flow-control wait
+            except ConnectionError as exc:  # the upstream went away while we were writing
+                raise _StaleConnection() from exc
+    if chunked and transport is not None and not transport.is_closing():
         transport.write(b"0\r\n\r\n")

@@ -155,7 +155,11 @@ async def proxy_websocket(
     client_ws.headers["X-Request-ID"] = ex.request_id
     await client_ws.prepare(request)
 
-    async def pump(src: object, dst: object) -> None:
+    closing: list[object] = []  # the side whose close is being passed on, once known
+
+    async def pump(src: object, dst: object) -> bool:
+        """Relay src → dst; True once a close was passed on, False when the other pump
+        already started the close (it then finishes the handshake on both sides)."""
         code: int | None = None
         reason = ""
         while True:
@@ -168,25 +172,36 @@ async def proxy_websocket(
                 await dst.ping(msg.data)  # type: ignore[attr-defined]
             elif msg.type == WSMsgType.PONG:
                 await dst.pong(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == WSMsgType.CLOSING:
+                return False
             else:
                 if msg.type == WSMsgType.CLOSE:
                     # The frame's own code: by now `close_code` may hold the 1000 that
                     # aiohttp's automatic close reply sent back.
                     code, reason = msg.data, msg.extra or ""
                 break
+        if closing:
+            return False
+        closing.append(src)  # before any await: the other pump now stays out of it
         if code is None:
             code = src.close_code  # type: ignore[attr-defined]
         code, message = close_frame(code, reason)
         await dst.close(code=code, message=message)  # type: ignore[attr-defined]
         if not src.closed:  # type: ignore[attr-defined]
             await src.close(code=code, message=message)  # type: ignore[attr-defined]
+        return True
 
     tasks = [
         asyncio.ensure_future(pump(client_ws, upstream_ws)),
         asyncio.ensure_future(pump(upstream_ws, client_ws)),
     ]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # A pump that stepped aside (False) waits for the other to finish the close.
+            if any(t.cancelled() or t.exception() is not None or t.result() for t in done):
+                break
     finally:
         for t in tasks:
             if not t.done():

@@ -104,6 +104,22 @@ def proxy_yaml(port: int, admin: int, ports: dict[str, int], legacy: str) -> str
     )
 
 
+def start_listening(stack_: ExitStack, make_args, ready_path: str, port: int, **kw) -> int:
+    """Start a server on `port`; if it dies before it is ready (another process took the
+    port between `free_port()` and its bind, as parallel test runs do), try a fresh port."""
+    for attempt in range(3):
+        try:
+            stack_.enter_context(
+                running(make_args(port), ready_url=f"http://127.0.0.1:{port}{ready_path}", **kw)
+            )
+            return port
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            port = free_port()
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("interop")
@@ -112,43 +128,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (www / "text.txt").write_bytes(TEXT)
     (www / "file.bin").write_bytes(BINARY)
     ports = {name: free_port() for name in ("gs", "gt", "gm", "ng", "ai", "h10")}
-    (base / "nginx.conf").write_text(nginx_conf(base, ports["ng"]))
     with ExitStack() as stack_:
         legacy = stack_.enter_context(start_legacy(base))
-        stack_.enter_context(
-            running(
-                [
-                    "/usr/sbin/nginx",
-                    "-p",
-                    str(base),
-                    "-c",
-                    str(base / "nginx.conf"),
-                    "-e",
-                    str(base / "error.log"),
-                ],
-                ready_url=f"http://127.0.0.1:{ports['ng']}/ready",
-            )  # fmt: skip
-        )
+
+        def nginx(port: int) -> list[str]:
+            (base / "nginx.conf").write_text(nginx_conf(base, port))
+            return ["/usr/sbin/nginx", "-p", str(base), "-c", str(base / "nginx.conf"),
+                    "-e", str(base / "error.log")]  # fmt: skip
+
+        ports["ng"] = start_listening(stack_, nginx, "/ready", ports["ng"])
         for name, extra in (
             ("gs", ("--worker-class", "sync")),
             ("gt", ("--worker-class", "gthread", "--threads", "4", "--keep-alive", "1")),
             ("gm", ("--worker-class", "gthread", "--threads", "2", "--max-requests", "3")),
         ):
-            stack_.enter_context(
-                running(gunicorn(ports[name], *extra), ready_url=f"http://127.0.0.1:{ports[name]}/")
+            ports[name] = start_listening(
+                stack_, lambda p, extra=extra: gunicorn(p, *extra), "/", ports[name]
             )
-        stack_.enter_context(
-            running(
-                [PYTHON, "-m", "tests.interop.aio_app", str(ports["ai"])],
-                ready_url=f"http://127.0.0.1:{ports['ai']}/ai/ready",
-            )
-        )
-        stack_.enter_context(
-            running(
-                [PYTHON, "-m", "tests.interop.h10_server", str(ports["h10"])],
-                ready_url=f"http://127.0.0.1:{ports['h10']}/ready",
-            )
-        )
+        ports["ai"] = start_listening(
+            stack_, lambda p: [PYTHON, "-m", "tests.interop.aio_app", str(p)], "/ai/ready",
+            ports["ai"],
+        )  # fmt: skip
+        ports["h10"] = start_listening(
+            stack_, lambda p: [PYTHON, "-m", "tests.interop.h10_server", str(p)], "/ready",
+            ports["h10"],
+        )  # fmt: skip
         port, admin = free_port(), free_port()
         config = base / "routes.yaml"
         config.write_text(proxy_yaml(port, admin, ports, legacy))
