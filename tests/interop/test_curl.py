@@ -121,3 +121,29 @@ def test_django_monolith_through_curl(stack):
                stack.url + "/api/customers?page_size=5")  # fmt: skip
     data = json.loads(out.stdout)
     assert isinstance(data, dict) and data, out.stdout[:300]
+
+
+def test_chunked_json_post_creates_a_customer_in_the_monolith(stack):
+    out = curl(
+        "-H", "Authorization: Token demo-token-acme", "-H", "X-Tenant-ID: acme",
+        "-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked",
+        "--data-binary", '{"cust_nm": "ÜBER, Zoë", "email_addr": "zoe@example.com"}',
+        "-w", "\n%{http_code}", stack.url + "/api/customers",
+    )  # fmt: skip
+    body, _, status = out.stdout.decode().rpartition("\n")
+    assert status == "201", out.stdout
+    assert json.loads(body)["cust_nm"] == "ÜBER, Zoë"
+
+
+def test_a_gzip_encoded_upload_reaches_wsgi_untouched(stack, tmp_path: Path):
+    import gzip
+
+    packed = tmp_path / "up.gz"
+    packed.write_bytes(gzip.compress(TEXT))
+    got = json.loads(
+        curl(
+            "-H", "Content-Encoding: gzip", "--data-binary", f"@{packed}", stack.url + "/gt/echo"
+        ).stdout  # fmt: skip
+    )
+    assert got["body_sha256"] == hashlib.sha256(packed.read_bytes()).hexdigest()
+    assert got["headers"]["HTTP_CONTENT_ENCODING"] == "gzip"

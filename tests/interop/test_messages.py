@@ -162,3 +162,23 @@ def test_header_text_round_trips_through_the_writers_utf8():
     for raw in ("Zoë 東京".encode(), b"plain", "🦊".encode()):
         assert header_text(raw).encode("utf-8") == raw
     assert header_text(b"caf\xe9") == "café"  # latin-1 bytes: kept, re-encoded
+
+
+def test_unusual_statuses_and_reason_phrases_pass_through(stack):
+    for code, reason in ((299, "Custom Thing"), (418, "I'm a teapot"), (451, "Legal"),
+                         (599, "Network Timeout"), (200, "Fine")):  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+        conn.request(
+            "GET", "/gt/status?" + urllib.parse.urlencode({"code": code, "reason": reason})
+        )
+        resp = conn.getresponse()
+        assert (resp.status, resp.reason) == (code, reason)
+        assert json.loads(resp.read()) == {"status": f"{code} {reason}"}
+        conn.close()
+
+
+def test_delete_and_options_with_bodies(stack):
+    with httpx.Client(base_url=stack.url, timeout=10) as c:
+        assert c.request("DELETE", "/gt/echo", content=b"abc").json()["body_len"] == 3
+        r = c.request("OPTIONS", "/ai/echo", content=b"xyz")
+        assert r.json()["method"] == "OPTIONS" and r.json()["body_len"] == 3

@@ -105,3 +105,18 @@ async def test_websocket_round_trip_with_the_websockets_library(stack):
             pass
     assert ws.close_code == 4001 and ws.close_reason == "asked to"
     stack.alive()
+
+
+async def test_sixty_concurrent_event_streams_all_flow(stack):
+    async def one(session: aiohttp.ClientSession) -> list[float]:
+        lags = []
+        async with session.get(stack.url + "/ai/sse?n=5&every=0.1") as resp:
+            async for line in resp.content:
+                if line.startswith(b"data: "):
+                    lags.append(time.time() - json.loads(line[6:])["t"])
+        return lags
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        results = await asyncio.gather(*(one(session) for _ in range(60)))
+    assert all(len(r) == 5 for r in results)
+    assert max(max(r) for r in results) < 0.2, "events were held back under concurrency"

@@ -72,4 +72,11 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             "200 OK", [("ETag", ETAG), ("Content-Type", "text/plain"), ("Content-Length", "5")]
         )
         return [b"fresh"]
+    if leaf == "status":
+        # e.g. ?code=299&reason=Custom+Thing: an unusual status and reason phrase
+        from urllib.parse import parse_qs
+
+        q = parse_qs(environ.get("QUERY_STRING", ""))
+        status = f"{q['code'][0]} {q.get('reason', ['Whatever'])[0]}"
+        return _json(start_response, {"status": status}, status)
     return _json(start_response, {"error": "not found", "path": path}, "404 Not Found")
