@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 
 from proxy.config.model import Upstream
 from proxy.errors import error_response
+from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 from proxy.forward import UpstreamPool, upstream_url
 
 if TYPE_CHECKING:
@@ -32,6 +33,35 @@ _WS_OWN = frozenset(
         "content-length",
     }
 )
+
+
+# Headers of a refused upgrade that describe the upstream's body (not relayed: aiohttp's
+# handshake error does not keep it) or that the proxy sets itself.
+_NOT_RELAYED_ON_REFUSAL = HOP_BY_HOP | {
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "x-request-id",
+    "cache-control",
+}
+
+
+def refused_upgrade_headers(
+    status: int, headers: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]] | None:
+    """The upstream headers to pass on when it answered an upgrade with `status`, not 101.
+
+    A 3xx, 4xx or 5xx is the upstream's answer and the client should see it as such: a
+    401 with its `WWW-Authenticate`, a 403, a 404, a redirect's `Location`, cookies. A
+    502 would blame the proxy and count against the upstream's breaker. Anything else
+    (a 2xx from a server that ignored `Upgrade`, a 101 with a bad accept key) is None:
+    the upstream did not speak WebSocket, a 502.
+    """
+    if not 300 <= status <= 599:
+        return None
+    drop = _NOT_RELAYED_ON_REFUSAL | connection_tokens(headers)
+    return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
 # RFC 6455 §7.4.1: reserved for reporting, never sent in a Close frame.
@@ -130,6 +160,20 @@ async def proxy_websocket(
             max_msg_size=0,
         )
     except aiohttp.WSServerHandshakeError as exc:
+        passed = refused_upgrade_headers(exc.status, list((exc.headers or {}).items()))
+        if passed is not None:
+            # The upstream's own answer (a 401 with its challenge, a 404, a redirect).
+            ex.status = exc.status
+            refused = error_response(
+                exc.status,
+                f"upstream {upstream.name} answered the WebSocket upgrade with {exc.status}",
+                route=ex.route_name,
+                request_id=ex.request_id,
+                accept=request.headers.get("Accept"),
+            )
+            for name, value in passed:
+                refused.headers.add(name, value)
+            return refused
         ex.status = 502
         return error_response(
             502,

@@ -127,6 +127,15 @@ async def ws_recorder(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def ws_auth(_: web.Request) -> web.Response:
+    """Refuses every WebSocket upgrade as an authenticating application would."""
+    return web.Response(
+        status=401,
+        text="log in first",
+        headers={"WWW-Authenticate": 'Bearer realm="ws"', "Set-Cookie": "seen=1; Path=/"},
+    )
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app["stats"])
 
@@ -197,6 +206,7 @@ def make_app() -> web.Application:
     app.router.add_get("/ai/ws", websocket)
     app.router.add_get("/ai/ws-record", ws_recorder)
     app.router.add_get("/ai/hang", hang)
+    app.router.add_get("/ai/ws-auth", ws_auth)
     app.router.add_post("/ai/upload", upload)
     return app
 

@@ -121,3 +121,17 @@ async def test_upstream_vanishing_mid_websocket_is_reported_as_a_server_error(st
     # 1011 (internal error), a code a server may send; never a reserved 1006 on the wire
     assert ws.close_code == 1011, (ws.close_code, ws.close_reason)
     stack.alive()
+
+
+async def test_a_refused_websocket_upgrade_shows_the_upstreams_answer(stack):
+    base = stack.url.replace("http://", "ws://")
+    for path, status in (("/ai/ws-auth", 401), ("/ai/no-such-socket", 404), ("/gt/echo", 502)):
+        try:
+            async with websockets.connect(base + path, open_timeout=5):
+                raise AssertionError(f"{path} was switched")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == status, path
+            if status == 401:
+                assert exc.response.headers["WWW-Authenticate"] == 'Bearer realm="ws"'
+                assert exc.response.headers["Set-Cookie"] == "seen=1; Path=/"
+    stack.alive()

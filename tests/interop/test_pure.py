@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.websocket import close_frame
+from proxy.websocket import close_frame, refused_upgrade_headers
 from tests.interop.aio_app import brotli_stored
 
 
@@ -30,3 +30,26 @@ def test_stored_brotli_stream_layout():
     raw = brotli_stored(b"abc")
     assert raw[3:-1] == b"abc" and raw[-1] == 3
     assert int.from_bytes(raw[:3], "little") == (2 << 4) | (1 << 20)
+
+
+def test_refused_upgrade_keeps_the_upstreams_own_headers():
+    headers = [
+        ("WWW-Authenticate", "Bearer"),
+        ("Set-Cookie", "a=1"),
+        ("Content-Length", "12"),
+        ("Content-Type", "text/plain"),
+        ("Connection", "close, X-Hop"),
+        ("X-Hop", "secret"),
+        ("Location", "/login"),
+    ]
+    assert refused_upgrade_headers(401, headers) == [
+        ("WWW-Authenticate", "Bearer"),
+        ("Set-Cookie", "a=1"),
+        ("Location", "/login"),
+    ]
+    assert refused_upgrade_headers(302, [("Location", "/x")]) == [("Location", "/x")]
+
+
+def test_an_upstream_that_did_not_speak_websocket_is_a_bad_gateway():
+    assert refused_upgrade_headers(200, [("Content-Type", "text/html")]) is None
+    assert refused_upgrade_headers(101, []) is None
