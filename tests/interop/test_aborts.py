@@ -135,3 +135,18 @@ async def test_a_refused_websocket_upgrade_shows_the_upstreams_answer(stack):
                 assert exc.response.headers["WWW-Authenticate"] == 'Bearer realm="ws"'
                 assert exc.response.headers["Set-Cookie"] == "seen=1; Path=/"
     stack.alive()
+
+
+def test_a_sync_gunicorn_worker_is_freed_when_the_client_leaves_its_stream(stack):
+    # gunicorn's sync worker serves one request at a time: if the proxy kept draining the
+    # abandoned 6 s stream, the next request would wait for it.
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"GET /gs/slowstream HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = 0
+        while got < 300_000:
+            piece = sock.recv(65536)
+            assert piece
+            got += len(piece)
+    t0 = time.monotonic()
+    assert httpx.get(stack.url + "/gs/echo", timeout=10).status_code == 200
+    assert time.monotonic() - t0 < 3, "the worker stayed busy with the abandoned stream"

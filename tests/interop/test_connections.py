@@ -108,3 +108,16 @@ def test_urllib_against_the_monolith(stack):
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
         assert json.loads(resp.read())
+
+
+def test_sixty_pipelined_requests_across_all_upstreams(stack):
+    paths = [b"/ng/text.txt", b"/gs/echo", b"/gm/echo", b"/h10/x", b"/ai/echo", b"/gt/chunked"]
+    reqs = b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % paths[i % 6] for i in range(60))
+    with Wire(stack.port, timeout=20) as w:
+        w.send(reqs)
+        got = [w.response() for _ in range(60)]
+    assert [r.status for r in got] == [200] * 60
+    assert [json.loads(got[i].body)["uri"] for i in range(1, 60, 6)] == ["/gs/echo"] * 10
+    assert all(
+        got[i].body == b"".join(b"chunk-%d;" % n for n in range(50)) for i in range(5, 60, 6)
+    )

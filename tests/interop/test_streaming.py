@@ -120,3 +120,17 @@ async def test_sixty_concurrent_event_streams_all_flow(stack):
         results = await asyncio.gather(*(one(session) for _ in range(60)))
     assert all(len(r) == 5 for r in results)
     assert max(max(r) for r in results) < 0.2, "events were held back under concurrency"
+
+
+def test_event_stream_to_an_http10_client_is_flushed_as_produced(stack):
+    lags = []
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(b"GET /ai/sse?n=4&every=0.15 HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while piece := sock.recv(65536):
+            data += piece
+            for line in piece.split(b"\n"):
+                if line.startswith(b"data: "):
+                    lags.append(time.time() - json.loads(line[6:])["t"])
+    assert data.startswith(b"HTTP/1.0 200")
+    assert len(lags) == 4 and max(lags) < 0.1, lags

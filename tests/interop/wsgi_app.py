@@ -37,6 +37,14 @@ def _chunks(n: int) -> Iterator[bytes]:
         yield f"chunk-{i};".encode()
 
 
+def _slow(n: int) -> Iterator[bytes]:
+    import time
+
+    for _ in range(n):
+        yield b"s" * 65536
+        time.sleep(0.01)
+
+
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
     leaf = path.rsplit("/", 1)[-1]
@@ -58,6 +66,10 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         # No Content-Length: gunicorn frames it chunked for HTTP/1.1.
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _chunks(50)
+    if leaf == "slowstream":
+        # 64 KiB every 10 ms for 6 s: a sync worker is busy until it ends or the peer leaves
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return _slow(600)
     if leaf == "cookies":
         n = int(environ.get("QUERY_STRING", "n=1").partition("=")[2] or 1)
         headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
