@@ -121,3 +121,14 @@ def test_sixty_pipelined_requests_across_all_upstreams(stack):
     assert all(
         got[i].body == b"".join(b"chunk-%d;" % n for n in range(50)) for i in range(5, 60, 6)
     )
+
+
+def test_posts_to_upstreams_that_close_after_n_requests(stack):
+    # Not retryable, so only correct connection handling (never reusing a connection the
+    # upstream announced it would close) keeps these from failing.
+    with httpx.Client(base_url=stack.url, timeout=10) as client:
+        for i in range(30):
+            for path in ("/gm/echo", "/gs/echo"):
+                r = client.post(path, content=b"p%d" % i)
+                assert r.status_code == 200, (i, path, r.status_code, r.text[:200])
+                assert r.json()["body_len"] == len(b"p%d" % i)

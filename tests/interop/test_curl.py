@@ -147,3 +147,12 @@ def test_a_gzip_encoded_upload_reaches_wsgi_untouched(stack, tmp_path: Path):
     )
     assert got["body_sha256"] == hashlib.sha256(packed.read_bytes()).hexdigest()
     assert got["headers"]["HTTP_CONTENT_ENCODING"] == "gzip"
+
+
+def test_curl_using_the_proxy_as_a_forward_proxy(stack):
+    # absolute-form target and Proxy-Connection: routed by path, Host from the target
+    out = curl("-x", stack.url, "http://shop.example/gt/echo?x=1")
+    got = json.loads(out.stdout)
+    assert got["uri"] == "/gt/echo?x=1"
+    assert got["headers"]["HTTP_HOST"] == "shop.example"
+    assert "HTTP_PROXY_CONNECTION" not in got["headers"]
