@@ -6,6 +6,7 @@ Run as `python -m tests.interop.h10_server PORT`.
 from __future__ import annotations
 
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BODY = b"".join(b"line %05d of a close-delimited body\n" % i for i in range(2000))
@@ -28,7 +29,20 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(BODY)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.startswith("/h10/stream"):
+            self._stream()
+            return
         self._answer(True)
+
+    def _stream(self) -> None:
+        """Server-sent events, close-delimited: each event flushed, 100 ms apart."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for i in range(4):
+            self.wfile.write(b"data: %.6f\n\n" % time.time())
+            self.wfile.flush()
+            time.sleep(0.1)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._answer(False)

@@ -134,3 +134,13 @@ def test_event_stream_to_an_http10_client_is_flushed_as_produced(stack):
                     lags.append(time.time() - json.loads(line[6:])["t"])
     assert data.startswith(b"HTTP/1.0 200")
     assert len(lags) == 4 and max(lags) < 0.1, lags
+
+
+def test_close_delimited_stream_from_an_http10_upstream_is_relayed_as_produced(stack):
+    lags = []
+    with httpx.stream("GET", stack.url + "/h10/stream", timeout=10) as resp:
+        assert resp.headers.get("transfer-encoding") == "chunked"  # re-framed for HTTP/1.1
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                lags.append(time.time() - float(line[6:]))
+    assert len(lags) == 4 and max(lags) < 0.08, lags
