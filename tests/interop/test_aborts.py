@@ -150,3 +150,29 @@ def test_a_sync_gunicorn_worker_is_freed_when_the_client_leaves_its_stream(stack
     t0 = time.monotonic()
     assert httpx.get(stack.url + "/gs/echo", timeout=10).status_code == 200
     assert time.monotonic() - t0 < 3, "the worker stayed busy with the abandoned stream"
+
+
+def test_a_websocket_client_vanishing_is_going_away_for_the_upstream(stack):
+    import base64
+    import os
+    import struct
+
+    for linger in (False, True):  # a FIN, then a reset
+        before = len(_stats(stack)["ws_closes"])
+        sock = socket.create_connection(("127.0.0.1", stack.port), timeout=5)
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(
+            b"GET /ai/ws-record HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n" % key
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        if linger:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        wait_until(
+            lambda before=before: len(_stats(stack)["ws_closes"]) > before,
+            timeout=5,
+            what="the upstream WebSocket to be closed",
+        )
+        assert _stats(stack)["ws_closes"][-1] == [1001, ""]
