@@ -39,7 +39,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for _ in range(4):
+        for _ in range(6):
             self.wfile.write(b"data: %.6f\n\n" % time.time())
             self.wfile.flush()
             time.sleep(0.1)
