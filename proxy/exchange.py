@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opentelemetry.trace import Span
-
 from proxy.config.model import Route
+from proxy.telemetry.spans import Span
 
 LEGACY = "legacy"
 EXTRACTED = "extracted"
