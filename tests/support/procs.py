@@ -18,11 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """An ephemeral port the kernel just handed out (closed again, so a child can bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """An ephemeral port the kernel just handed out (closed again, so a child can bind it).
+
+    Never the same port twice in one test process: the kernel may hand a just-closed port
+    out again, and two servers told to use one port make a test fail in confusing ways
+    (one of them dies, and a readiness probe may be answered by the other).
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, what: str = "condition"):
@@ -47,13 +59,22 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
         try:
-            return httpx.get(url, timeout=1.0).status_code < 500
+            resp = httpx.get(url, timeout=1.0)
         except httpx.HTTPError:
             return False
+        if url.endswith("/-/ready"):
+            # The admin endpoint says so itself; any other server on that port does not.
+            try:
+                return resp.status_code == 200 and resp.json().get("ready") is True
+            except ValueError:
+                return False
+        return resp.status_code < 500
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} right after {url}")
             return
         time.sleep(0.02)
     raise TimeoutError(f"{url} not ready after {timeout}s")
