@@ -27,7 +27,6 @@ from aiohttp.streams import StreamReader
 
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 
-IDLE_TIMEOUT = 30.0  # seconds an idle pooled connection is kept (upstreams often close at 60+)
 MAX_IDLE = 256  # idle connections kept per upstream
 READ_BUFSIZE = 64 * 1024
 
@@ -114,9 +113,10 @@ class ConnectionPool:
 
     def _take(self) -> ResponseHandler | None:
         now = time.monotonic()
+        idle_limit = self.upstream.timeout.idle
         while self._idle:
             proto, since = self._idle.pop()
-            if now - since < IDLE_TIMEOUT and proto.is_connected() and not proto.should_close:
+            if now - since < idle_limit and proto.is_connected() and not proto.should_close:
                 return proto
             proto.close()
         return None

@@ -32,6 +32,9 @@ class Timeouts:
     connect: float = 5.0
     read: float | None = 30.0
     total: float | None = 60.0
+    # How long an idle kept-alive connection is reused. Keep it below the upstream's own
+    # keep-alive timeout (gunicorn: 2 s), or a request may meet a connection being closed.
+    idle: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

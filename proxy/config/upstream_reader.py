@@ -25,6 +25,7 @@ TIMEOUT_SPEC: Spec = {
     "connect": ("num", 0, 3600, True),
     "read": ("num?", 0, 86400, True),
     "total": ("num?", 0, 86400, True),
+    "idle": ("num", 0, 3600, True),
 }
 RETRY_SPEC: Spec = {
     "retries": ("int", 0, 10, False),
