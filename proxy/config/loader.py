@@ -32,7 +32,7 @@ from proxy.config.model import (
 )
 from proxy.config.problems import ConfigError, Invalid, Problem, did_you_mean
 from proxy.config.route_reader import RouteReader
-from proxy.config.upstream_reader import read_upstream
+from proxy.config.upstream_reader import Spec, read_policy, read_upstream
 from proxy.config.values import (
     check_hostname,
     check_name,
@@ -78,6 +78,12 @@ _TOP_ELSEWHERE = {
     "max_header_size": "limits",
     "max_headers": "limits",
     "idle_timeout": "limits",
+}
+LIMITS_SPEC: Spec = {
+    "max_request_line": ("int", 64, 1_048_576, False),
+    "max_header_size": ("int", 64, 1_048_576, False),
+    "max_headers": ("int", 1, 10_000, False),
+    "idle_timeout": ("num", 0.1, 86_400, False),
 }
 _TENANT_LABEL = "{tenant}"
 
@@ -503,45 +509,7 @@ class _TableReader:
         return tuple(out)
 
     def _limits(self, node: Node | None) -> Limits:
-        r = self.r
-        default = Limits()
-        if node is None:
-            return default
-        keys = ("max_request_line", "max_header_size", "max_headers", "idle_timeout")
-        fields = r.mapping(node, "limits", keys)
-        if fields is None:
-            return default
-        return Limits(
-            max_request_line=r.integer(
-                fields.get("max_request_line"),
-                "limits.max_request_line",
-                default.max_request_line,
-                lo=64,
-                hi=1_048_576,
-            ),
-            max_header_size=r.integer(
-                fields.get("max_header_size"),
-                "limits.max_header_size",
-                default.max_header_size,
-                lo=64,
-                hi=1_048_576,
-            ),
-            max_headers=r.integer(
-                fields.get("max_headers"),
-                "limits.max_headers",
-                default.max_headers,
-                lo=1,
-                hi=10_000,
-            ),
-            idle_timeout=r.number(
-                fields.get("idle_timeout"),
-                "limits.idle_timeout",
-                default.idle_timeout,
-                lo=0.1,
-                hi=86_400,
-                unit=" (seconds)",
-            ),
-        )
+        return read_policy(self.r, node, "limits", Limits(), LIMITS_SPEC)
 
 
 def _declared_names(upstreams_node: Node | None) -> set[str]:
