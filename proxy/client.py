@@ -2,8 +2,8 @@
 
 Why not `aiohttp.ClientSession`: a proxy already has every header and the exact target
 bytes, so the session's URL handling, cookie jar, auto headers, redirect logic and tracing
-signals are pure overhead; profiling showed them at about half the proxy's CPU per request
-(bench/RESULTS.md). This client keeps what matters from aiohttp, its protocol class and its
+signals are pure overhead; profiling showed them at about a third of the proxy's CPU per
+request (bench/RESULTS.md). This client keeps what matters from aiohttp, its protocol class and its
 strict C (llhttp) response parser, and writes the request head itself.
 
 Responses are parsed by llhttp, so an upstream that sends both Content-Length and

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from proxy.config.model import HeaderMatch, Match, Route
@@ -175,8 +173,3 @@ def test_five_hundred_routes_match_through_indexes_not_scans():
     first = list(table._candidates("/svc0/items/1"))
     last = list(table._candidates("/svc249/items/1"))
     assert len(first) == len(last) == 1
-    # and a sanity bound so a regression to a linear regex scan shows up
-    t0 = time.perf_counter()
-    for _ in range(2000):
-        table.match("GET", "/svc249/items/9")
-    assert time.perf_counter() - t0 < 2.0
