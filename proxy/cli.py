@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             worker_index=args.worker_index,
             supervisor_pid=args.supervisor_pid,
+            # Escape hatch: STRANGLER_FAST_LANE=0 serves every request through aiohttp.
+            fast_lane=os.environ.get("STRANGLER_FAST_LANE", "1") != "0",
         )
     )
 

@@ -12,16 +12,19 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from proxy.client import UpstreamProtocolError, UpstreamResponse
+from proxy.client import Interim, UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
-from proxy.edge import Refused, admit
+from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
 from proxy.filters.headers import (
@@ -43,6 +46,7 @@ from proxy.forward import (
     relay,
     response_headers,
 )
+from proxy.routing import RouteMatch
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
 from proxy.telemetry.tracing import Tracing
@@ -56,6 +60,46 @@ _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or tran
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
 _DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
+_PLAIN_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What the pure front stages decided about a request the fast lane will serve."""
+
+    runtime: Runtime
+    edge: EdgeRequest
+    match: RouteMatch | None
+    raw_headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A response the fast lane already wrote to the client."""
+
+    status: int
+
+
+class PlainConnection(Protocol):
+    """What the fast lane needs from a client connection (`proxy.listener.EdgeConnection`)."""
+
+    peer: str
+
+    def interim_relay(self) -> Interim | None: ...
+
+    async def relay(
+        self,
+        upstream_resp: UpstreamResponse,
+        request_id: str,
+        *,
+        capture: list[bytes] | None,
+        capture_limit: int,
+        route: str | None,
+    ) -> tuple[int, int]: ...
+
+    def send_response(self, resp: web.Response) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class ProxyHandler:
@@ -80,13 +124,28 @@ class ProxyHandler:
         self.idle.set()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The aiohttp lane: requests with bodies, upgrades, and anything the edge refuses."""
+        return await self._run(
+            request.method, request.headers, lambda rt, ex: self._handle(request, rt, ex)
+        )
+
+    async def serve_plain(self, conn: PlainConnection, msg: Any, pre: Preflight) -> None:
+        """The fast lane (`proxy.listener`): a plain request, answered straight to `conn`."""
+        resp = await self._run(
+            msg.method, msg.headers, lambda rt, ex: self._handle_plain(conn, msg, pre, ex)
+        )
+        if isinstance(resp, web.Response):  # the proxy's own answer (an error)
+            conn.send_response(resp)
+
+    async def _run(self, method: str, client_headers: Any, work: Any) -> Any:
+        """Both lanes: count in flight, turn unexpected failures into a 500, report the end."""
         self.in_flight += 1
         self.idle.clear()
         started = time.perf_counter()
         rt = self.holder.current
-        ex = Exchange(request_id(request.headers.get("X-Request-ID")), request.method, "", None)
+        ex = Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None)
         try:
-            resp = await self._handle(request, rt, ex)
+            resp = await work(rt, ex)
             ex.status = resp.status
             return resp
         except asyncio.CancelledError:
@@ -106,7 +165,7 @@ class ProxyHandler:
                 self.telemetry.error(
                     "internal proxy error",
                     request_id=ex.request_id,
-                    trace_id=Tracing.trace_id(ex.span, request.headers),
+                    trace_id=Tracing.trace_id(ex.span, client_headers),
                     exc=exc,
                     route=ex.route_name,
                 )
@@ -138,7 +197,7 @@ class ProxyHandler:
                     client=ex.client or None,
                     fallback=ex.fallback_reason,
                     span=ex.span,
-                    headers=request.headers,
+                    headers=client_headers,
                     error=ex.error,
                 )
 
@@ -173,61 +232,24 @@ class ProxyHandler:
             return options_star_response(ex.request_id)
         path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host
         ex.path, ex.query = path, query
-        config = rt.config
-
-        # router
         match = rt.table.match(request.method, path, host, request.headers)
         route = match.route if match else None
         params = match.params if match else {}
-        ex.route = route
-        if self.telemetry is not None:
-            ex.span = self.telemetry.start_server_span(
-                request.headers, request.method, path, route, client_address=ex.client or None
-            )
-
-        # filters
-        peer = _peer(request)
-        trusted = is_trusted(peer, rt.trusted)
-        ex.client = _client_ip(request, peer, trusted)
-        ex.tenant = extract_tenant(
-            config.tenant, headers=request.headers, host=host, jwt_key=rt.tenant_key
-        )
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
-        headers = strip_hop_by_hop(
-            [
-                h
-                for h in sanitize_request_headers(raw_headers, request.content_length)
-                if h[0].lower() not in _DROP_FROM_CLIENT
-            ],
-            keep=_UPGRADE_KEEP if websocket else frozenset(),
+        headers, upstream, up_path = self._front(
+            rt,
+            ex,
+            match,
+            edge,
+            request.method,
+            request.headers,
+            raw_headers,
+            request.content_length,
+            peer=_peer(request.transport),
+            scheme=request.scheme,
+            cookies=lambda: request.cookies,
+            websocket=websocket,
         )
-        headers = forwarding_headers(
-            headers, peer=peer, scheme=request.scheme, host=host_header, trusted=trusted
-        )
-        append_via(headers)
-        headers.append(("X-Request-ID", ex.request_id))
-
-        # dispatcher
-        side = LEGACY
-        if route is not None and route.target is not None:
-            key = None
-            if route.mode == "canary" and route.canary.sticky:
-                key = sticky_key(
-                    route,
-                    headers=request.headers,
-                    cookies=request.cookies,
-                    tenant=ex.tenant,
-                    client_ip=ex.client,
-                )
-            side = choose_side(route, tenant=ex.tenant, sticky_key=key, rand=random.random())
-        legacy = config.upstreams[config.default]
-        if side == EXTRACTED:
-            assert route is not None and route.target is not None
-            upstream = config.upstreams[route.target]
-            up_path = rewrite_path(route, path, params)
-        else:
-            upstream, up_path = legacy, path
-        ex.side, ex.upstream = side, upstream.name
 
         if websocket:
             from proxy.websocket import proxy_websocket
@@ -236,9 +258,9 @@ class ProxyHandler:
                 request, self.pool, upstream, up_path, query, headers, host_header, ex
             )
 
-        translator = rt.translator_for(route) if (route and side == EXTRACTED) else None
+        translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None
         can_fallback = (
-            side == EXTRACTED
+            ex.side == EXTRACTED
             and route is not None
             and route.fallback == LEGACY
             and request.method in SAFE_METHODS
@@ -323,6 +345,7 @@ class ProxyHandler:
                 {"X-Request-ID": ex.request_id},
                 capture=capture,
                 capture_limit=_BUFFER_LIMIT,
+                route=ex.route_name,
             )
             ex.bytes_out = sent
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
@@ -343,7 +366,8 @@ class ProxyHandler:
             assert route is not None
             self._submit_shadow(
                 route,
-                request,
+                request.method,
+                request.host,
                 path,
                 rewrite_path(route, path, params),
                 query,
@@ -356,7 +380,202 @@ class ProxyHandler:
             )
         return out
 
+    # -- the fast lane -------------------------------------------------------------------------
+
+    def preflight(self, msg: Any) -> Preflight | None:
+        """Whether the fast lane may serve this parsed request head, and the stages' verdicts.
+
+        Pure but for reading the current runtime. None sends the request (and its connection)
+        to the aiohttp lane: bodies, upgrades, `Expect`, anything the edge refuses (that lane
+        writes the refusal), and translated (ACL) routes.
+        """
+        if msg.method not in _PLAIN_METHODS or msg.upgrade:
+            return None
+        client_headers = msg.headers
+        if (
+            "Content-Length" in client_headers
+            or "Transfer-Encoding" in client_headers
+            or "Upgrade" in client_headers  # the aiohttp lane accepts or refuses upgrades
+        ):
+            return None
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in msg.raw_headers]
+        try:
+            edge = admit(
+                msg.method,
+                msg.path,
+                (msg.version.major, msg.version.minor),
+                raw_headers,
+                client_headers.getall("Host", ()),
+                ALLOWED_METHODS,
+            )
+        except Refused:
+            return None
+        if edge.asterisk or edge.expect_continue:
+            return None
+        rt = self.holder.current
+        match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
+        if match is not None and match.route.acl:
+            return None
+        return Preflight(rt, edge, match, raw_headers)
+
+    async def _handle_plain(
+        self, conn: PlainConnection, msg: Any, pre: Preflight, ex: Exchange
+    ) -> Any:
+        """`_handle` for a request without a body, relayed straight to the client connection."""
+        rt, edge, match = pre.runtime, pre.edge, pre.match
+        ex.path, ex.query = edge.path, edge.query
+        route = match.route if match else None
+        client_headers = msg.headers
+        headers, upstream, up_path = self._front(
+            rt,
+            ex,
+            match,
+            edge,
+            msg.method,
+            client_headers,
+            pre.raw_headers,
+            None,
+            peer=conn.peer,
+            scheme="http",
+            cookies=lambda: _cookies(client_headers),
+        )
+        can_fallback = (
+            ex.side == EXTRACTED
+            and route is not None
+            and route.fallback == LEGACY
+            and msg.method in SAFE_METHODS
+        )
+        shadowing = (
+            route is not None
+            and route.mode == "shadow"
+            and self.mirror is not None
+            and self.mirror.admit(route, msg.method, None)
+        )
+        call_started = time.perf_counter()
+        outgoing = Outgoing(msg.method, headers, edge.host_header, None, conn.interim_relay())
+        try:
+            upstream_resp = await self._send(
+                outgoing, upstream, up_path, edge.query, rt, ex, can_fallback
+            )
+        except UpstreamFailure as failure:
+            return self._failure_response(failure, ex, client_headers.get("Accept"))
+        capture: list[bytes] | None = [] if shadowing else None
+        try:
+            status, ex.bytes_out = await conn.relay(
+                upstream_resp,
+                ex.request_id,
+                capture=capture,
+                capture_limit=_BUFFER_LIMIT,
+                route=ex.route_name,
+            )
+        except (
+            TimeoutError,
+            aiohttp.ClientError,
+            ConnectionResetError,
+            UpstreamProtocolError,
+        ) as exc:
+            log.warning(
+                "upstream %s failed mid-response on route %s: %r (request %s)",
+                ex.upstream,
+                ex.route_name,
+                exc,
+                ex.request_id,
+            )
+            conn.abort()
+            ex.status, ex.error = 502, f"mid-response: {exc!r}"
+            raise
+        finally:
+            upstream_resp.release()
+        if shadowing and capture is not None and (not capture or capture[-1] is not None):
+            assert route is not None
+            self._submit_shadow(
+                route,
+                msg.method,
+                edge.host_header,
+                edge.path,
+                rewrite_path(route, edge.path, match.params if match else {}),
+                edge.query,
+                headers,
+                None,
+                upstream_resp,
+                b"".join(capture),
+                time.perf_counter() - call_started,
+                ex,
+            )
+        return Relayed(status)
+
     # -- stages --------------------------------------------------------------------------------
+
+    def _front(
+        self,
+        rt: Runtime,
+        ex: Exchange,
+        match: RouteMatch | None,
+        edge: EdgeRequest,
+        method: str,
+        client_headers: Any,
+        raw_headers: list[tuple[str, str]],
+        content_length: int | None,
+        *,
+        peer: str,
+        scheme: str,
+        cookies: Callable[[], Mapping[str, str]],
+        websocket: bool = False,
+    ) -> tuple[list[tuple[str, str]], Upstream, str]:
+        """Router result → filters → dispatcher, the same for both lanes.
+
+        Records who is asking (client, tenant, span) on `ex` and returns the headers to
+        forward, the upstream that answers (`ex.side`) and the path it is asked for.
+        """
+        route = match.route if match else None
+        config = rt.config
+        ex.route = route
+
+        # filters
+        trusted = is_trusted(peer, rt.trusted)
+        ex.client = _client_ip(client_headers, peer, trusted)
+        if self.telemetry is not None:
+            ex.span = self.telemetry.start_server_span(
+                client_headers, method, edge.path, route, client_address=ex.client or None
+            )
+        ex.tenant = extract_tenant(
+            config.tenant, headers=client_headers, host=edge.host, jwt_key=rt.tenant_key
+        )
+        headers = strip_hop_by_hop(
+            [
+                h
+                for h in sanitize_request_headers(raw_headers, content_length)
+                if h[0].lower() not in _DROP_FROM_CLIENT
+            ],
+            keep=_UPGRADE_KEEP if websocket else frozenset(),
+        )
+        headers = forwarding_headers(
+            headers, peer=peer, scheme=scheme, host=edge.host_header, trusted=trusted
+        )
+        append_via(headers)
+        headers.append(("X-Request-ID", ex.request_id))
+
+        # dispatcher
+        side = LEGACY
+        if route is not None and route.target is not None:
+            key = None
+            if route.mode == "canary" and route.canary.sticky:
+                key = sticky_key(
+                    route,
+                    headers=client_headers,
+                    cookies=cookies(),
+                    tenant=ex.tenant,
+                    client_ip=ex.client,
+                )
+            side = choose_side(route, tenant=ex.tenant, sticky_key=key, rand=random.random())
+        if side == EXTRACTED:
+            assert route is not None and route.target is not None
+            upstream = config.upstreams[route.target]
+            up_path = rewrite_path(route, edge.path, match.params if match else {})
+        else:
+            upstream, up_path = config.upstreams[config.default], edge.path
+        ex.side, ex.upstream = side, upstream.name
+        return headers, upstream, up_path
 
     async def _send(
         self,
@@ -487,7 +706,8 @@ class ProxyHandler:
     def _submit_shadow(
         self,
         route: Route,
-        request: web.BaseRequest,
+        method: str,
+        host_header: str,
         path: str,
         candidate_path: str,
         query: str,
@@ -500,11 +720,11 @@ class ProxyHandler:
     ) -> None:
         from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
-        shadow_headers = [h for h in headers if h[0].lower() != "host"] + [("host", request.host)]
+        shadow_headers = [h for h in headers if h[0].lower() != "host"] + [("host", host_header)]
         if self.telemetry is not None:
             self.telemetry.inject(ex.span, shadow_headers)  # the shadow call joins the trace
         shadow_request = ShadowRequest(
-            method=request.method,
+            method=method,
             path=path,
             query=query,
             headers=headers_of(shadow_headers),
@@ -544,8 +764,16 @@ class ProxyHandler:
         )
 
 
-def _peer(request: web.BaseRequest) -> str:
-    transport = request.transport
+def _cookies(client_headers: Any) -> Mapping[str, str]:
+    """Request cookies exactly as aiohttp's `BaseRequest.cookies` reads them, so canary
+    stickiness by cookie gives the same side in both lanes."""
+    from aiohttp._cookie_helpers import parse_cookie_header
+
+    parsed = parse_cookie_header(client_headers.get("Cookie", ""))
+    return MappingProxyType({name: morsel.value for name, morsel in parsed})
+
+
+def _peer(transport: Any) -> str:
     if transport is None:
         return ""
     peer = transport.get_extra_info("peername")
@@ -554,10 +782,10 @@ def _peer(request: web.BaseRequest) -> str:
     return ""
 
 
-def _client_ip(request: web.BaseRequest, peer: str, trusted: bool) -> str:
+def _client_ip(client_headers: Any, peer: str, trusted: bool) -> str:
     """The client address: the peer, or the nearest address a trusted proxy vouched for."""
     if trusted:
-        xff = request.headers.get("X-Forwarded-For")
+        xff = client_headers.get("X-Forwarded-For")
         if xff:
             last = xff.split(",")[-1].strip()
             if last:

@@ -28,6 +28,7 @@ from proxy.admin.api import AdminContext, build_admin_app
 from proxy.config.model import Config
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
+from proxy.listener import Listener
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.telemetry import (
@@ -99,6 +100,7 @@ class ServeOptions:
     worker_index: int = 0
     supervisor_pid: int | None = None
     watch_interval: float = 0.5
+    fast_lane: bool = True  # plain requests served by proxy.listener; off: all by aiohttp
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -228,8 +230,9 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     )
     host = opts.host or config.listen.host
     port = opts.port if opts.port is not None else config.listen.port
+    listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane)
     sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
-    server = await loop.create_server(low_level, sock=sock, backlog=1024)
+    server = await loop.create_server(listener, sock=sock, backlog=1024)
 
     stopping = asyncio.Event()
     admin_runner: web.AppRunner | None = None
@@ -238,6 +241,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             reloader=reloader,
             in_flight=lambda: handler.in_flight,
             ready=lambda: not stopping.is_set(),
+            lanes=listener.lanes,
             upstreams=guards.snapshot,
             shadow=mirror.snapshot,
             metrics=lambda: metrics_endpoint(telemetry),
@@ -273,7 +277,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     log.info("draining: %d requests in flight, grace %.1fs", handler.in_flight, grace)
     server.close()  # stop accepting; established connections stay
     watcher.cancel()
-    await low_level.shutdown(grace)
+    await asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
     if admin_runner is not None:
         await admin_runner.cleanup()
     await mirror.close(close_store=True)

@@ -29,6 +29,7 @@ class AdminContext:
     upstreams: Callable[[], Any] | None = None
     shadow: Callable[[], Any] | None = None
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    lanes: Callable[[], dict[str, int]] | None = None  # requests per listener lane
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     # In a multi-worker setup a reload must reach every worker: signal the supervisor.
     supervisor_pid: int | None = None
@@ -79,9 +80,10 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
 
     async def ready(_: web.Request) -> web.Response:
         ok = ctx.ready()
-        return web.json_response(
-            {"ready": ok, "in_flight": ctx.in_flight()}, status=200 if ok else 503
-        )
+        body: dict[str, Any] = {"ready": ok, "in_flight": ctx.in_flight()}
+        if ctx.lanes is not None:
+            body["lanes"] = ctx.lanes()
+        return web.json_response(body, status=200 if ok else 503)
 
     async def config(_: web.Request) -> web.Response:
         return web.json_response(config_view(ctx), dumps=lambda o: json.dumps(o, default=str))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -110,8 +111,18 @@ class TextFormatter(_BaseFormatter):
 
 def _text_value(value: Any) -> str:
     # Bare only when it cannot be mistaken for another field or line; otherwise JSON-quoted.
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if _BARE.fullmatch(text) else json.dumps(text)
+    kind = type(value)
+    if kind is str:
+        if (value.isascii() and value.isalnum()) or _BARE_MATCH(value):
+            return value
+        return json.dumps(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)  # what json.dumps writes, and always bare
+    text = json.dumps(value, default=str)
+    return text if _BARE_MATCH(text) else json.dumps(text)
+
+
+_BARE_MATCH = _BARE.fullmatch
 
 
 def make_formatter(log_format: str, redactor: Redactor) -> logging.Formatter:

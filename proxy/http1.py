@@ -1,0 +1,151 @@
+"""HTTP/1.x response heads for the fast lane. Pure.
+
+The rules are those of aiohttp's server (`StreamResponse._prepare_headers`), which writes
+every response of the other lane, so a client cannot tell which lane answered it: hop-by-hop
+headers dropped, `X-Request-ID` replacing the upstream's, `Content-Length` kept from the
+upstream (and dropped where RFC 9110 forbids it), chunked framing for a body of unknown
+length to an HTTP/1.1 client and a close-delimited one for HTTP/1.0, a default
+`Content-Type`, `Date` and `Server`, and `Connection` where the version's default does not
+hold. Values are passed byte for byte: nothing is decoded and encoded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp.http import SERVER_SOFTWARE
+
+from proxy.filters.headers import HOP_BY_HOP
+
+RawHeader = tuple[bytes, bytes]
+
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_SERVER = SERVER_SOFTWARE.encode()
+
+# How the body after a head is framed.
+EMPTY = "empty"  # no body at all (HEAD, 204, 304)
+LENGTH = "length"  # exactly Content-Length bytes
+CHUNKED = "chunked"  # chunked transfer coding (HTTP/1.1 only)
+UNTIL_CLOSE = "close"  # the body ends when the connection does (HTTP/1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    data: bytes
+    framing: str
+    keep_alive: bool
+
+
+def must_be_empty(method: str, status: int) -> bool:
+    """RFC 9110 §6.4.1: no body in a response to HEAD, or with status 1xx, 204 or 304."""
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
+def connection_listed(raw_headers: Sequence[RawHeader]) -> frozenset[bytes]:
+    """Lower-case names listed in `Connection` headers (hop-by-hop by declaration)."""
+    names: set[bytes] = set()
+    for name, value in raw_headers:
+        if name.lower() == b"connection":
+            names.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(names)
+
+
+def response_head(
+    version: tuple[int, int],
+    method: str,
+    status: int,
+    reason: str,
+    raw_headers: Sequence[RawHeader],
+    request_id: bytes | None,
+    *,
+    keep_alive: bool,
+    date: bytes,
+) -> ResponseHead:
+    """The head to send the client for an upstream response, and how its body is framed.
+
+    `keep_alive` is what the client asked for; the result says whether the connection can
+    actually stay open after this response (not after a close-delimited body).
+    """
+    empty = must_be_empty(method, status)
+    drop = HOP_BY_HOP_BYTES | connection_listed(raw_headers)
+    out: list[bytes] = [
+        b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))
+    ]
+    has_id = has_type = has_date = has_server = False
+    length: bytes | None = None
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"x-request-id" and request_id is not None:
+            if has_id:
+                continue
+            has_id = True
+            out.append(b"X-Request-ID: " + request_id + b"\r\n")
+            continue
+        if lname == b"content-length":
+            if status in (204, 304) or status < 200 or length is not None:
+                continue  # RFC 9110 §8.6: never with 204, 304 or 1xx
+            length = value.strip()
+        elif lname == b"content-type":
+            has_type = True
+        elif lname == b"date":
+            has_date = True
+        elif lname == b"server":
+            has_server = True
+        out.append(name + b": " + value + b"\r\n")
+    if not has_id and request_id is not None:
+        out.append(b"X-Request-ID: " + request_id + b"\r\n")
+    if empty:
+        framing = EMPTY
+    elif length is not None:
+        framing = LENGTH
+    elif version >= (1, 1):
+        framing = CHUNKED
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    if not empty and length != b"0" and not has_type:
+        out.append(b"Content-Type: application/octet-stream\r\n")
+    if not has_date:
+        out.append(b"Date: " + date + b"\r\n")
+    if not has_server:
+        out.append(b"Server: " + _SERVER + b"\r\n")
+    if keep_alive:
+        if version == (1, 0):
+            out.append(b"Connection: keep-alive\r\n")
+    elif version >= (1, 1):
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return ResponseHead(b"".join(out), framing, keep_alive)
+
+
+def serialize(
+    version: tuple[int, int],
+    method: str,
+    status: int,
+    reason: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    date: bytes,
+) -> tuple[bytes, bool]:
+    """A whole response of the proxy's own (an error page) as bytes, and keep-alive.
+
+    `headers` are the response's own; `Content-Length` is set from `body`.
+    """
+    raw = [
+        (k.encode("latin-1"), v.encode("utf-8"))
+        for k, v in headers
+        if k.lower() != "content-length"
+    ]
+    empty = must_be_empty(method, status)
+    if not empty or method == "HEAD":
+        raw.append((b"Content-Length", b"%d" % len(body)))
+    head = response_head(
+        version, method, status, reason, raw, None, keep_alive=keep_alive, date=date
+    )
+    return head.data + (b"" if empty else body), head.keep_alive

@@ -1,0 +1,420 @@
+"""The listener: client connections, with a fast lane for plain requests.
+
+Most requests a strangler proxy carries are plain: no body, no upgrade, no expectation.
+Those are served here, straight from the transport: aiohttp's web server (a request and a
+response object, a payload writer and a task per connection) cost as much per request as
+the whole fast lane does (profiled; bench/RESULTS.md). Everything else (bodies,
+upgrades, `Expect`, anything the edge or the parser refuses, ACL routes) is handed, with
+the connection and every byte not yet answered, to aiohttp's server, which then owns that
+connection; it is the lane the conformance suite was built on.
+
+Heads are parsed by aiohttp's own C (llhttp) parser with the listener's limits, so both
+lanes accept exactly the same bytes, and a head either parser dislikes is answered by
+the aiohttp lane, with the same refusal it always gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.tcp_helpers import tcp_keepalive
+
+from proxy.client import Interim, UpstreamResponse
+from proxy.config.model import Limits
+from proxy.errors import error_response
+from proxy.forward import SMALL_BODY, unrelayable
+from proxy.http1 import (
+    CHUNKED,
+    EMPTY,
+    HOP_BY_HOP_BYTES,
+    ResponseHead,
+    connection_listed,
+    response_head,
+    serialize,
+)
+
+log = logging.getLogger("strangler.listener")
+
+_HEAD_LIMIT = 64 * 1024  # no complete head within this many bytes: the aiohttp lane decides
+_READ_AHEAD = 256 * 1024  # pipelined bytes buffered while a request is answered
+
+
+class Listener:
+    """The protocol factory for the proxy port (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: Any,
+        fallback: Callable[[], asyncio.Protocol],
+        limits: Limits,
+        *,
+        fast_lane: bool = True,
+    ) -> None:
+        self.handler = handler  # proxy.handler.ProxyHandler
+        self.fallback = fallback
+        self.fast_lane = fast_lane
+        self.idle_timeout = limits.idle_timeout
+        self.parser_limits = {
+            "max_line_size": limits.max_request_line,
+            "max_field_size": limits.max_header_size,
+            "max_headers": limits.max_headers,
+        }
+        self.connections: set[EdgeConnection] = set()
+        self.closing = False
+        self.fast_requests = 0  # requests served on the fast lane
+        self.handed_off = 0  # connections handed to the aiohttp lane
+
+    def lanes(self) -> dict[str, int]:
+        """For `GET /-/ready`: how much traffic takes which lane (this worker, since start)."""
+        return {"fast_requests": self.fast_requests, "handed_off_connections": self.handed_off}
+
+    def __call__(self) -> asyncio.Protocol:
+        if not self.fast_lane:
+            self.handed_off += 1
+            return self.fallback()
+        return EdgeConnection(self)
+
+    async def shutdown(self, grace: float) -> None:
+        """Close idle connections now, let requests in flight finish within `grace`."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.close_when_done()
+        busy = [c.task for c in self.connections if c.task is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class EdgeConnection(asyncio.Protocol):
+    """One client connection on the fast lane, until it is handed to the aiohttp lane."""
+
+    __slots__ = (
+        "listener",
+        "transport",
+        "peer",
+        "task",
+        "_loop",
+        "_buf",
+        "_parser",
+        "_idle",
+        "_drain",
+        "_write_paused",
+        "_read_paused",
+        "_lost",
+        "_version",
+        "_method",
+        "_accept",
+        "_keep_alive",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: Any = None
+        self.peer = ""
+        self.task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._buf = b""
+        self._parser: Any = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._lost = False
+        self._version: tuple[int, int] = (1, 1)
+        self._method = "GET"
+        self._accept: str | None = None
+        self._keep_alive = True
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        tcp_keepalive(transport)
+        self._parser = HttpRequestParser(
+            self, self._loop, 2**16, **self.listener.parser_limits, auto_decompress=False
+        )
+        self.listener.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._buf = self._buf + data if self._buf else data
+        if self.task is None:
+            self._next()
+        elif len(self._buf) > _READ_AHEAD and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        return None  # close, as aiohttp's server does; a request in flight is cancelled
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        self.listener.connections.discard(self)
+        self._cancel_idle()
+        if self.task is not None:
+            self.task.cancel()  # the client went away: release the upstream
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("client connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Start the next request in the buffer, or hand the connection over."""
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _HEAD_LIMIT or b"\n\n" in buf:
+                self._hand_off()  # a huge head, or bare-LF line ends: not for this lane
+            else:
+                self._arm_idle()
+            return
+        head_end = end + 4
+        try:
+            messages, upgraded, tail = self._parser.feed_data(buf[:head_end])
+        except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
+            self._hand_off()
+            return
+        if len(messages) != 1 or upgraded or tail or messages[0][1] is not EMPTY_PAYLOAD:
+            self._hand_off()
+            return
+        msg = messages[0][0]
+        pre = self.listener.handler.preflight(msg)
+        if pre is None:
+            self._hand_off()
+            return
+        self._cancel_idle()
+        self._buf = buf[head_end:]
+        self._version = (msg.version.major, msg.version.minor)
+        self._method = msg.method
+        self._accept = msg.headers.get("Accept")
+        self._keep_alive = not msg.should_close and not self.listener.closing
+        self.listener.fast_requests += 1
+        self.task = self._loop.create_task(self._serve(msg, pre))
+
+    async def _serve(self, msg: Any, pre: Any) -> None:
+        try:
+            await self.listener.handler.serve_plain(self, msg, pre)
+        except Exception:  # noqa: BLE001 - a response was under way: cut the connection
+            log.exception("fast lane: request failed after its response began")
+            self.abort()
+        finally:
+            self.task = None
+        if self._lost:
+            return
+        if not self._keep_alive or self.listener.closing:
+            self.transport.close()
+            return
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._next()
+
+    def _hand_off(self) -> None:
+        """Give the connection, and what was read of it, to the aiohttp lane."""
+        self._cancel_idle()
+        self.listener.connections.discard(self)
+        self.listener.handed_off += 1
+        transport, data = self.transport, self._buf
+        self._buf = b""
+        proto = self.listener.fallback()
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if data:
+            proto.data_received(data)
+
+    # -- idle connections ----------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        if self._idle is None and not self._lost:
+            self._idle = self._loop.call_later(self.listener.idle_timeout, self._idle_expired)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_expired(self) -> None:
+        # No complete request within the idle timeout (a slowloris trickles its head): close.
+        self._idle = None
+        if self.task is None and not self._lost:
+            self.transport.close()
+
+    def close_when_done(self) -> None:
+        """Shutdown: close now when idle; otherwise after the response under way."""
+        self._keep_alive = False
+        if self.task is None and not self._lost:
+            self.transport.close()
+
+    # -- writing responses (`proxy.handler.PlainConnection`) ---------------------------------
+
+    def abort(self) -> None:
+        self._keep_alive = False
+        if not self._lost:
+            self.transport.abort()
+
+    def send_response(self, resp: web.Response) -> None:
+        """Write a response of the proxy's own (an error page) in one piece."""
+        if self._lost or self.transport.is_closing():
+            return
+        data, self._keep_alive = serialize(
+            self._version,
+            self._method,
+            resp.status,
+            resp.reason,
+            list(resp.headers.items()),
+            resp.body if isinstance(resp.body, bytes) else b"",
+            keep_alive=self._keep_alive and resp.keep_alive is not False,
+            date=rfc822_formatted_time().encode(),
+        )
+        self.transport.write(data)
+
+    def interim_relay(self) -> Interim | None:
+        """Upstream 1xx responses, passed on to HTTP/1.1 clients (RFC 9110 §15.2)."""
+        if self._version < (1, 1):
+            return None
+
+        async def relay_interim(
+            status: int, reason: str, raw_headers: Sequence[tuple[bytes, bytes]]
+        ) -> None:
+            drop = HOP_BY_HOP_BYTES | connection_listed(raw_headers)
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("utf-8", "surrogateescape"))]
+            lines += [k + b": " + v + b"\r\n" for k, v in raw_headers if k.lower() not in drop]
+            lines.append(b"\r\n")
+            self._write(b"".join(lines))
+
+        return relay_interim
+
+    async def relay(
+        self,
+        upstream_resp: UpstreamResponse,
+        request_id: str,
+        *,
+        capture: list[bytes] | None,
+        capture_limit: int,
+        route: str | None,
+    ) -> tuple[int, int]:
+        """Relay an upstream response; returns the status sent and the body bytes sent.
+
+        As `proxy.forward.relay` does for the aiohttp lane: a small body of known length is
+        read whole and sent with its head in one write; anything else streams, chunked
+        when its length is unknown. With `capture`, the body is also kept (up to
+        `capture_limit` bytes, else abandoned and marked by a None) for shadow comparison.
+        """
+        status = upstream_resp.status
+        problem = unrelayable(status, upstream_resp.raw_headers)
+        if problem is not None:
+            self.send_response(
+                error_response(
+                    502, problem, route=route, request_id=request_id, accept=self._accept
+                )
+            )
+            return 502, 0
+        method = self._method
+        length = upstream_resp.header(b"content-length")
+        rid = request_id.encode("latin-1")
+        if (
+            method == "HEAD"
+            or status in (204, 304)
+            or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
+        ):
+            try:
+                body = b"" if method == "HEAD" else await upstream_resp.content.read()
+            except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+                # Nothing reached the client yet: it can still get a proper answer.
+                code = 504 if isinstance(exc, TimeoutError) else 502
+                self.send_response(
+                    error_response(
+                        code,
+                        f"upstream failed before its body was complete: {exc.__class__.__name__}",
+                        route=route,
+                        request_id=request_id,
+                        accept=self._accept,
+                    )
+                )
+                return code, 0
+            if capture is not None:
+                capture.append(body)
+            head = self._head(upstream_resp, rid)
+            self._write(head.data + body if head.framing != EMPTY else head.data)
+            return status, len(body)
+        head = self._head(upstream_resp, rid)
+        self._write(head.data)
+        sent = captured = 0
+        chunked = head.framing == CHUNKED
+        content = upstream_resp.content
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if capture is not None:
+                captured += len(chunk)
+                if captured <= capture_limit:
+                    capture.append(chunk)
+                elif capture and capture[-1] is not None:
+                    capture.clear()
+                    capture.append(None)  # type: ignore[arg-type]
+            if chunked:
+                self._write_all((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                self._write(chunk)
+            sent += len(chunk)
+            if self._write_paused:
+                await self._drained()
+        if chunked:
+            self._write(b"0\r\n\r\n")
+        return status, sent
+
+    def _head(self, upstream_resp: UpstreamResponse, request_id: bytes) -> ResponseHead:
+        head = response_head(
+            self._version,
+            self._method,
+            upstream_resp.status,
+            upstream_resp.reason,
+            upstream_resp.raw_headers,
+            request_id,
+            keep_alive=self._keep_alive,
+            date=rfc822_formatted_time().encode(),
+        )
+        self._keep_alive = head.keep_alive
+        return head
+
+    def _write(self, data: bytes) -> None:
+        if self._lost:
+            raise ConnectionResetError("client connection lost")
+        self.transport.write(data)
+
+    def _write_all(self, parts: Sequence[bytes]) -> None:
+        if self._lost:
+            raise ConnectionResetError("client connection lost")
+        self.transport.writelines(parts)
+
+    async def _drained(self) -> None:
+        if self._lost:
+            raise ConnectionResetError("client connection lost")
+        self._drain = self._loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None

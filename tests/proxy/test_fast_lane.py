@@ -1,0 +1,217 @@
+"""The listener's two lanes answer alike (proxy/listener.py).
+
+Plain requests are served by the fast lane, everything else by aiohttp's server. The same
+raw requests go to a proxy with the fast lane and to one without it (STRANGLER_FAST_LANE=0),
+both in front of one scripted upstream; the answers must be byte for byte the same, but for
+the values that differ on every request anyway (Date, generated request ids).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from tests.support.procs import PYTHON, free_port, running
+from tests.support.rawhttp import exchange
+
+REPLIES: dict[str, bytes] = {
+    "small": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nServer: up\r\n\r\n{}",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "until-close": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nread until close",
+    "no-content": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "not-modified": b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 7\r\n\r\n',
+    "hop-by-hop": b"HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\n"
+    b"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nContent-Length: 2\r\n\r\nok",
+    "request-id": b"HTTP/1.1 200 OK\r\nX-Request-ID: made-upstream\r\nA: 1\r\n"
+    b"x-request-id: again\r\nContent-Length: 2\r\n\r\nok",
+    "no-type": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+    "empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "big": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000,
+    "big-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"2710\r\n" + bytes([65 + i]) * 10_000 + b"\r\n" for i in range(10))
+    + b"0\r\n\r\n",
+    "early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "custom-reason": b"HTTP/1.1 299 Custom Thing\r\nContent-Length: 0\r\n\r\n",
+    "not-found": b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 4\r\n\r\nnope",
+    "smuggle": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+    "gzip-coded": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "utf8-header": "HTTP/1.1 200 OK\r\nX-Name: Zoë\r\nContent-Length: 2\r\n\r\nok".encode(),
+}
+
+
+@contextmanager
+def scripted_upstream() -> Iterator[int]:
+    """Answers `GET /r/NAME` with REPLIES[NAME], then closes the connection."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.1)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        break
+                    head += piece
+                match = re.match(rb"[A-Z]+ /r/([\w-]+)", head)
+                conn.sendall(REPLIES[match.group(1).decode()] if match else b"")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stopping.set()
+        thread.join()
+        srv.close()
+
+
+@contextmanager
+def proxy(tmp_path, name: str, upstream_port: int, *, fast_lane: bool) -> Iterator[int]:
+    port, admin = free_port(), free_port()
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{upstream_port}", retry: {{retries: 0}}}}
+default: legacy
+routes: []
+"""
+    )
+    with running(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        ready_url=f"http://127.0.0.1:{admin}/-/ready",
+        env={"STRANGLER_FAST_LANE": "1" if fast_lane else "0"},
+    ):
+        yield port, admin
+
+
+_VARYING = [
+    (re.compile(rb"\r\nDate: [^\r]*"), b"\r\nDate: *"),
+    (re.compile(rb"[0-9a-f]{32}"), b"<request-id>"),
+]
+
+
+def dechunked(raw: bytes) -> bytes:
+    """A chunked body's data in one chunk: where reads split it is timing, not meaning."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep or b"\r\nTransfer-Encoding: chunked" not in head:
+        return raw
+    data, pos = [], 0
+    while True:
+        line_end = body.index(b"\r\n", pos)
+        size = int(body[pos:line_end], 16)
+        if size == 0:
+            return head + sep + b"%x\r\n" % len(b"".join(data)) + b"".join(data) + body[pos:]
+        data.append(body[line_end + 2 : line_end + 2 + size])
+        pos = line_end + 2 + size + 2
+
+
+def normalized(raw: bytes) -> bytes:
+    for pattern, replacement in _VARYING:
+        raw = pattern.sub(replacement, raw)
+    return dechunked(raw)
+
+
+REQUESTS = [
+    b"GET /r/%s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /r/%s HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"HEAD /r/%s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /r/%s HTTP/1.1\r\nHost: h\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+]
+
+
+@pytest.fixture(scope="module")
+def lanes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lanes")
+    with (
+        scripted_upstream() as up,
+        proxy(tmp, "fast", up, fast_lane=True) as fast,
+        proxy(tmp, "aiohttp", up, fast_lane=False) as slow,
+    ):
+        yield fast, slow
+
+
+@pytest.mark.parametrize("name", sorted(REPLIES))
+def test_both_lanes_send_the_same_bytes(lanes, name):
+    (fast, fast_admin), (slow, _) = lanes
+    before = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    for template in REQUESTS:
+        request = template % name.encode()
+        via_fast = exchange(fast, request)
+        via_slow = exchange(slow, request)
+        assert via_fast.startswith(b"HTTP/1."), (request, via_fast)
+        assert normalized(via_fast) == normalized(via_slow), request
+    after = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    # Every one of these requests took the fast lane (none was handed over).
+    assert after["fast_requests"] - before["fast_requests"] == len(REQUESTS)
+    assert after["handed_off_connections"] == before["handed_off_connections"]
+
+
+def test_faulty_upstream_answers_are_502_on_the_fast_lane(lanes):
+    (fast, _), _ = lanes
+    for name in ("smuggle", "gzip-coded"):
+        raw = exchange(fast, b"GET /r/%s HTTP/1.1\r\nHost: h\r\n\r\n" % name.encode())
+        assert raw.startswith(b"HTTP/1.1 502 "), raw
+
+
+def test_pipelined_requests_cross_lanes_in_order(lanes):
+    """A plain GET, a POST with a body (handed to the aiohttp lane mid-connection), then a
+    GET again: three answers, in order, on one connection."""
+    (fast, fast_admin), _ = lanes
+    before = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    raw = exchange(
+        fast,
+        b"GET /r/small HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /r/no-type HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)
+    assert statuses == [b"200", b"200", b"200"], raw
+    assert raw.index(b"\r\n\r\n{}") < raw.index(b"\r\n\r\nabc")  # small first, then no-type
+    after = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    assert after["fast_requests"] - before["fast_requests"] == 1
+    assert after["handed_off_connections"] - before["handed_off_connections"] == 1
+
+
+def test_a_refused_request_after_a_fast_one_gets_the_edge_answer(lanes):
+    (fast, _), (slow, _) = lanes
+    request = b"GET /r/small HTTP/1.1\r\nHost: h\r\n\r\nTRACE / HTTP/1.1\r\nHost: h\r\n\r\n"
+    via_fast, via_slow = exchange(fast, request), exchange(slow, request)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", via_fast) == [b"200", b"405"]
+    assert normalized(via_fast) == normalized(via_slow)
+
+
+def test_malformed_heads_get_the_same_refusal_on_both(lanes):
+    (fast, _), (slow, _) = lanes
+    for request in (
+        b"GET /r/small HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",
+        b"GET /r/small HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+        b"GET /r/small HTTP/1.1\nHost: h\n\n",
+        b"GET /r/small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /r/../../etc HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /r/small HTTP/1.1\r\n\r\n",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    ):
+        via_fast, via_slow = exchange(fast, request), exchange(slow, request)
+        assert via_fast[:12] == via_slow[:12], (request, via_fast[:200], via_slow[:200])
+        assert normalized(via_fast) == normalized(via_slow), request
