@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.procs import free_port, running, wait_http  # noqa: E402
+from tests.support.procs import free_port, running  # noqa: E402
 
 PY = sys.executable
-DURATION = os.environ.get("BENCH_DURATION", "8s")
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 
 
@@ -96,6 +98,36 @@ def hey(url: str, rate: int = 2000, seconds: int = 8) -> tuple[float, float]:
     return p50, p99
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(url: str, pid: int) -> tuple[float, float]:
+    """Requests/s, and the CPU µs the process `pid` spent per request meanwhile."""
+    before = cpu_seconds(pid)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spent = cpu_seconds(pid) - before
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return rate, spent / max(total, 1) * 1e6
+
+
+def hey_sequential(url: str, n: int = 3000) -> tuple[float, float]:
+    out = subprocess.run(
+        ["hey", "-n", str(n), "-c", "1", url], capture_output=True, text=True, check=True
+    ).stdout
+    p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000
+    p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000
+    return p50, p99
+
+
 def proxy_bench(results: list[str]) -> None:
     for tool in ("wrk", "hey", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -106,22 +138,28 @@ def proxy_bench(results: list[str]) -> None:
         body_dir = work / "www"
         body_dir.mkdir()
         (body_dir / "small.json").write_text('{"id": 1, "name": "small", "ok": true}')
-        up_port, ngx_port, px_port, admin_port = free_port(), free_port(), free_port(), free_port()
-        routes = work / "routes.yaml"
-        routes.write_text(
-            textwrap.dedent(
-                f"""
-                version: 1
-                listen: {{host: 127.0.0.1, port: {px_port}}}
-                admin: {{host: 127.0.0.1, port: {admin_port}}}
-                upstreams:
-                  legacy: {{url: "http://127.0.0.1:{up_port}"}}
-                default: legacy
-                telemetry: {{log_format: text}}
-                routes: []
-                """
+        up_port, ngx_port = free_port(), free_port()
+        px_port, px_admin, slow_port, slow_admin = (free_port() for _ in range(4))
+        naive_port, pump_port = free_port(), free_port()
+
+        def routes(port: int, admin: int) -> str:
+            path = work / f"routes-{port}.yaml"
+            path.write_text(
+                textwrap.dedent(
+                    f"""
+                    version: 1
+                    listen: {{host: 127.0.0.1, port: {port}}}
+                    admin: {{host: 127.0.0.1, port: {admin}}}
+                    upstreams:
+                      legacy: {{url: "http://127.0.0.1:{up_port}"}}
+                    default: legacy
+                    routes: []
+                    """
+                )
             )
-        )
+            return str(path)
+
+        quiet = {"STRANGLER_LOG_LEVEL": "WARNING"}
         with (
             running(
                 [nginx, "-c", str(nginx_conf(work, up_port, body_dir, None))],
@@ -132,36 +170,90 @@ def proxy_bench(results: list[str]) -> None:
                 ready_url=f"http://127.0.0.1:{ngx_port}/",
             ),
             running(
-                [PY, "-m", "proxy.cli", "serve", "-c", str(routes)],
-                ready_url=f"http://127.0.0.1:{admin_port}/-/ready",
-                env={"STRANGLER_LOG_LEVEL": "WARNING"},
-            ),
+                [PY, "-m", "proxy.cli", "serve", "-c", routes(px_port, px_admin)],
+                ready_url=f"http://127.0.0.1:{px_admin}/-/ready",
+                env=quiet,
+            ) as strangler,
+            running(
+                [PY, "-m", "proxy.cli", "serve", "-c", routes(slow_port, slow_admin)],
+                ready_url=f"http://127.0.0.1:{slow_admin}/-/ready",
+                env={**quiet, "STRANGLER_FAST_LANE": "0"},
+            ) as slow_lane,
+            running(
+                [
+                    PY,
+                    str(ROOT / "bench/peers/naive_aiohttp_proxy.py"),
+                    str(naive_port),
+                    f"http://127.0.0.1:{up_port}",
+                ],
+                ready_url=f"http://127.0.0.1:{naive_port}/",
+            ) as naive,
+            running(
+                [PY, str(ROOT / "bench/peers/byte_pump.py"), str(pump_port), str(up_port)],
+                ready_url=f"http://127.0.0.1:{pump_port}/",
+            ) as pump,
         ):
-            wait_http(f"http://127.0.0.1:{px_port}/")
-            direct = wrk(f"http://127.0.0.1:{up_port}/")
-            via_nginx = wrk(f"http://127.0.0.1:{ngx_port}/")
-            via_strangler = wrk(f"http://127.0.0.1:{px_port}/")
-            d50, d99 = hey(f"http://127.0.0.1:{up_port}/")
-            s50, s99 = hey(f"http://127.0.0.1:{px_port}/")
-    ratio = via_strangler / via_nginx
+            targets = {
+                "upstream direct (nginx static)": (up_port, None),
+                "nginx reverse proxy": (ngx_port, None),
+                "strangler": (px_port, strangler.pid),
+                "strangler, aiohttp lane only (STRANGLER_FAST_LANE=0)": (slow_port, slow_lane.pid),
+                "naive aiohttp proxy (bench/peers)": (naive_port, naive.pid),
+                "byte pump, the Python floor (bench/peers)": (pump_port, pump.pid),
+            }
+            rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+            for _ in range(ROUNDS):  # interleaved, so a noisy moment hits every target
+                for name, (port, pid) in targets.items():
+                    if pid is None:
+                        rounds[name].append((wrk(f"http://127.0.0.1:{port}/"), 0.0))
+                    else:
+                        rounds[name].append(wrk_cpu(f"http://127.0.0.1:{port}/", pid))
+            latency = {
+                name: hey(f"http://127.0.0.1:{targets[name][0]}/")
+                for name in ("upstream direct (nginx static)", "nginx reverse proxy", "strangler")
+            }
+            sequential = {
+                name: hey_sequential(f"http://127.0.0.1:{targets[name][0]}/")
+                for name in ("upstream direct (nginx static)", "strangler")
+            }
+    rate = {name: statistics.median(r for r, _ in runs) for name, runs in rounds.items()}
+    cpu = {name: statistics.median(c for _, c in runs) for name, runs in rounds.items()}
+    ngx = rate["nginx reverse proxy"]
+    rows = [
+        f"| {name} | {rate[name]:,.0f} | {rate[name] / ngx:.2f}x | "
+        + (f"{cpu[name]:.0f} |" if cpu[name] else "- |")
+        for name in targets
+    ]
+    d50, d99 = latency["upstream direct (nginx static)"]
+    n50, n99 = latency["nginx reverse proxy"]
+    s50, s99 = latency["strangler"]
+    q50, _ = sequential["upstream direct (nginx static)"]
+    t50, _ = sequential["strangler"]
     results += [
-        "### Pass-through proxy (wrk, small JSON, 1 worker each)",
+        f"### Pass-through proxy (wrk -c{CONNECTIONS}, small JSON, 1 worker each; "
+        f"medians of {ROUNDS} interleaved rounds)",
         "",
-        "| target | requests/s |",
-        "|---|---|",
-        f"| upstream direct (nginx static) | {direct:,.0f} |",
-        f"| nginx reverse proxy | {via_nginx:,.0f} |",
-        f"| strangler | {via_strangler:,.0f} |",
+        "| target | requests/s | vs nginx proxy | proxy CPU µs/request |",
+        "|---|---|---|---|",
+        *rows,
         "",
-        f"strangler / nginx = **{ratio:.2f}x** (target ≥ 0.5x)",
+        f"strangler / nginx = **{rate['strangler'] / ngx:.2f}x** (target ≥ 0.5x); "
+        f"strangler / naive aiohttp proxy = "
+        f"{rate['strangler'] / rate['naive aiohttp proxy (bench/peers)']:.2f}x; "
+        f"fast lane / aiohttp lane = "
+        f"{rate['strangler'] / rate['strangler, aiohttp lane only (STRANGLER_FAST_LANE=0)']:.2f}x",
         "",
-        "### Latency added at 2,000 requests/s (hey)",
+        "### Latency added at 2,000 requests/s (hey -c20 -q100)",
         "",
         "| | p50 ms | p99 ms |",
         "|---|---|---|",
         f"| direct | {d50:.2f} | {d99:.2f} |",
+        f"| nginx reverse proxy | {n50:.2f} | {n99:.2f} |",
         f"| strangler | {s50:.2f} | {s99:.2f} |",
-        f"| added | {s50 - d50:.2f} (target < 0.5) | {s99 - d99:.2f} (target < 1.5) |",
+        f"| added by strangler | {s50 - d50:.2f} (target < 0.5) | {s99 - d99:.2f} (target < 1.5) |",
+        "",
+        f"One request at a time (hey -c1): p50 direct {q50:.2f} ms, through strangler "
+        f"{t50:.2f} ms (added {t50 - q50:.2f} ms).",
         "",
     ]
 

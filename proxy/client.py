@@ -21,7 +21,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
 
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
@@ -125,13 +124,12 @@ class _UpstreamProtocol(ResponseHandler):
             return
         self._on_read_timeout()
 
-    def set_response_params(self, **params: Any) -> None:  # type: ignore[override]
-        key = (params["skip_payload"], params["read_timeout"])
-        if key == self._params and self._parser is not None and not self._upgraded:
-            self._skip_payload, self._read_timeout = key
-            return
-        super().set_response_params(**params)
-        self._params = key
+    def expect_response(self, method: str, read_timeout: float | None) -> None:
+        """Ready the parser for the response to a `method` request."""
+        key = (method == "HEAD", read_timeout)
+        if key != self._params or self._parser is None or self._upgraded:
+            _response_params(self, method, read_timeout)
+            self._params = key
 
 
 class ConnectionPool:
@@ -139,7 +137,7 @@ class ConnectionPool:
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
-        self._idle: deque[tuple[ResponseHandler, float]] = deque()
+        self._idle: deque[tuple[_UpstreamProtocol, float]] = deque()
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if upstream.scheme == "https" else None
         )
@@ -151,7 +149,7 @@ class ConnectionPool:
             return
         self._idle.append((proto, time.monotonic()))
 
-    def _take(self) -> ResponseHandler | None:
+    def _take(self) -> _UpstreamProtocol | None:
         now = time.monotonic()
         idle_limit = self.upstream.timeout.idle
         while self._idle:
@@ -161,7 +159,7 @@ class ConnectionPool:
             proto.close()
         return None
 
-    async def _connect(self) -> ResponseHandler:
+    async def _connect(self) -> _UpstreamProtocol:
         loop = asyncio.get_running_loop()
         up = self.upstream
         try:
@@ -221,7 +219,7 @@ class ConnectionPool:
 
     async def _exchange(
         self,
-        proto: ResponseHandler,
+        proto: _UpstreamProtocol,
         method: str,
         head: bytes,
         body: bytes | AsyncIterator[bytes] | None,
@@ -229,8 +227,9 @@ class ConnectionPool:
     ) -> UpstreamResponse:
         up = self.upstream
         t = up.timeout
-        loop = asyncio.get_running_loop()
-        _response_params(proto, method, t.read)
+        # The protocol's own loop: asyncio.get_running_loop() costs a getpid() system call.
+        loop = proto._loop  # noqa: SLF001
+        proto.expect_response(method, t.read)
         deadline = None
         if t.total is not None:
             deadline = loop.call_later(t.total, _expire, proto)

@@ -46,8 +46,11 @@ def connection_listed(raw_headers: Sequence[RawHeader]) -> frozenset[bytes]:
     """Lower-case names listed in `Connection` headers (hop-by-hop by declaration)."""
     names: set[bytes] = set()
     for name, value in raw_headers:
-        if name.lower() == b"connection":
-            names.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        if len(name) == 10 and name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    names.add(token)
     return frozenset(names)
 
 
@@ -68,7 +71,7 @@ def response_head(
     actually stay open after this response (not after a close-delimited body).
     """
     empty = must_be_empty(method, status)
-    drop = HOP_BY_HOP_BYTES | connection_listed(raw_headers)
+    listed = connection_listed(raw_headers)
     out: list[bytes] = [
         b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))
     ]
@@ -76,7 +79,7 @@ def response_head(
     length: bytes | None = None
     for name, value in raw_headers:
         lname = name.lower()
-        if lname in drop:
+        if lname in HOP_BY_HOP_BYTES or lname in listed:
             continue
         if lname == b"x-request-id" and request_id is not None:
             if has_id:

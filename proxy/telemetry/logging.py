@@ -108,14 +108,28 @@ class TextFormatter(_BaseFormatter):
         line = head + msg + (" " + " ".join(parts) if parts else "")
         return line + ("\n" + tb if tb else "")
 
+    def access_line(self, fields: dict[str, Any], created: float) -> str:
+        # What `compose` writes for an access line, without building and unpacking a dict.
+        parts = [f"{self.clock.iso(created)} INFO  {ACCESS_LOGGER} request"]
+        for k, v in fields.items():
+            if v is not None:
+                parts.append(f"{k}={_text_value(v)}")
+        return " ".join(parts)
+
 
 def _text_value(value: Any) -> str:
     # Bare only when it cannot be mistaken for another field or line; otherwise JSON-quoted.
     kind = type(value)
     if kind is str:
-        if (value.isascii() and value.isalnum()) or _BARE_MATCH(value):
+        if value.isascii() and value.isalnum():
             return value
-        return json.dumps(value)
+        text = _TEXT_CACHE.get(value)
+        if text is None:
+            text = value if _BARE_MATCH(value) else json.dumps(value)
+            if len(_TEXT_CACHE) >= 4096:
+                _TEXT_CACHE.clear()
+            _TEXT_CACHE[value] = text
+        return text
     if kind is int or (kind is float and math.isfinite(value)):
         return repr(value)  # what json.dumps writes, and always bare
     text = json.dumps(value, default=str)
@@ -123,6 +137,7 @@ def _text_value(value: Any) -> str:
 
 
 _BARE_MATCH = _BARE.fullmatch
+_TEXT_CACHE: dict[str, str] = {}  # route names, paths, addresses repeat from line to line
 
 
 def make_formatter(log_format: str, redactor: Redactor) -> logging.Formatter:

@@ -9,7 +9,7 @@ the values that differ on every request anyway (Date, generated request ids).
 from __future__ import annotations
 
 import re
-import socket
+import socketserver
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,40 +47,49 @@ REPLIES: dict[str, bytes] = {
 }
 
 
+class _Scripted(socketserver.BaseRequestHandler):
+    """Keep-alive: answers each `METHOD /r/NAME` with REPLIES[NAME] (its head only to HEAD)."""
+
+    def handle(self) -> None:
+        conn = self.request
+        conn.settimeout(10)
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                piece = conn.recv(65536)
+                if not piece:
+                    return
+                buf += piece
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+            need = int(length.group(1)) if length else 0
+            while len(buf) < need:
+                buf += conn.recv(65536)
+            buf = buf[need:]
+            match = re.match(rb"([A-Z]+) /r/([\w-]+)", head)
+            if not match:
+                return
+            reply = REPLIES[match.group(2).decode()]
+            if match.group(1) == b"HEAD":
+                final = reply.rfind(b"HTTP/1.1 ")
+                reply = reply[: reply.index(b"\r\n\r\n", final) + 4]
+            conn.sendall(reply)
+            if b"Content-Length" not in reply and b"chunked" not in reply.split(b"\r\n\r\n")[0]:
+                return  # a body that ends when the connection does
+
+
 @contextmanager
 def scripted_upstream() -> Iterator[int]:
-    """Answers `GET /r/NAME` with REPLIES[NAME], then closes the connection."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    srv.settimeout(0.1)
-    stopping = threading.Event()
-
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        break
-                    head += piece
-                match = re.match(rb"[A-Z]+ /r/([\w-]+)", head)
-                conn.sendall(REPLIES[match.group(1).decode()] if match else b"")
-
-    thread = threading.Thread(target=serve, daemon=True)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Scripted)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield srv.getsockname()[1]
+        yield server.server_address[1]
     finally:
-        stopping.set()
+        server.shutdown()
+        server.server_close()
         thread.join()
-        srv.close()
 
 
 @contextmanager
@@ -170,7 +179,8 @@ def test_both_lanes_send_the_same_bytes(lanes, name):
 def test_faulty_upstream_answers_are_502_on_the_fast_lane(lanes):
     (fast, _), _ = lanes
     for name in ("smuggle", "gzip-coded"):
-        raw = exchange(fast, b"GET /r/%s HTTP/1.1\r\nHost: h\r\n\r\n" % name.encode())
+        request = b"GET /r/%s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        raw = exchange(fast, request % name.encode())
         assert raw.startswith(b"HTTP/1.1 502 "), raw
 
 
@@ -208,7 +218,7 @@ def test_malformed_heads_get_the_same_refusal_on_both(lanes):
         b"GET /r/small HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
         b"GET /r/small HTTP/1.1\nHost: h\n\n",
         b"GET /r/small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        b"GET /r/../../etc HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /r/../../etc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         b"GET /r/small HTTP/1.1\r\n\r\n",
         b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
     ):
