@@ -104,6 +104,7 @@ class EdgeConnection(asyncio.Protocol):
         "task",
         "_loop",
         "_buf",
+        "_pos",
         "_parser",
         "_idle",
         "_drain",
@@ -123,6 +124,7 @@ class EdgeConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._buf = b""
+        self._pos = 0  # where the next request starts in _buf
         self._parser: Any = None
         self._idle: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -148,10 +150,12 @@ class EdgeConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._pos:  # drop what was answered, once per read rather than per request
+            self._buf, self._pos = self._buf[self._pos :], 0
         self._buf = self._buf + data if self._buf else data
         if self.task is None:
             self._next()
-        elif len(self._buf) > _READ_AHEAD and not self._read_paused:
+        elif len(self._buf) - self._pos > _READ_AHEAD and not self._read_paused:
             self._read_paused = True
             self.transport.pause_reading()
 
@@ -179,17 +183,19 @@ class EdgeConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Start the next request in the buffer, or hand the connection over."""
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n")
+        # Pipelined requests are read from an offset: slicing the buffer per request would
+        # make a long pipeline cost quadratic time.
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\r\n\r\n", pos)
         if end < 0:
-            if len(buf) > _HEAD_LIMIT or b"\n\n" in buf:
+            if len(buf) - pos > _HEAD_LIMIT or buf.find(b"\n\n", pos) >= 0:
                 self._hand_off()  # a huge head, or bare-LF line ends: not for this lane
             else:
                 self._arm_idle()
             return
         head_end = end + 4
         try:
-            messages, upgraded, tail = self._parser.feed_data(buf[:head_end])
+            messages, upgraded, tail = self._parser.feed_data(buf[pos:head_end])
         except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
             self._hand_off()
             return
@@ -197,12 +203,19 @@ class EdgeConnection(asyncio.Protocol):
             self._hand_off()
             return
         msg = messages[0][0]
-        pre = self.listener.handler.preflight(msg)
+        try:
+            pre = self.listener.handler.preflight(msg)
+        except Exception:  # a bug must not take the connection down: the other lane answers
+            log.exception("fast lane: preflight failed; handing the connection to aiohttp")
+            pre = None
         if pre is None:
             self._hand_off()
             return
         self._cancel_idle()
-        self._buf = buf[head_end:]
+        if head_end == len(buf):
+            self._buf, self._pos = b"", 0
+        else:
+            self._pos = head_end
         self._version = (msg.version.major, msg.version.minor)
         self._method = msg.method
         self._accept = msg.headers.get("Accept")
@@ -233,8 +246,8 @@ class EdgeConnection(asyncio.Protocol):
         self._cancel_idle()
         self.listener.connections.discard(self)
         self.listener.handed_off += 1
-        transport, data = self.transport, self._buf
-        self._buf = b""
+        transport, data = self.transport, self._buf[self._pos :]
+        self._buf, self._pos = b"", 0
         proto = self.listener.fallback()
         transport.set_protocol(proto)
         proto.connection_made(transport)

@@ -57,9 +57,12 @@ DOWN_FOR_MAX = 30.0
 # Shadow work yields to client traffic: every LAG_PROBE seconds the mirror measures how late the
 # event loop runs a timer (smoothed). Above BUSY_LAG clients are waiting for the loop, so the
 # workers wait too: queues fill and further shadow calls are dropped (`queue_full`) instead of
-# taking the primary path's CPU. When the loop is idle again they resume.
+# taking the primary path's CPU. They resume once the lag is down to IDLE_LAG: without that
+# margin, a saturated loop whose lag hovers around BUSY_LAG flaps, and every flap lets a
+# burst of comparisons (each is two extra upstream calls, a diff and a store write) in.
 LAG_PROBE = 0.02
 BUSY_LAG = 0.002
+IDLE_LAG = 0.0005
 
 
 class TranslationFailed(Exception):
@@ -363,7 +366,7 @@ class ShadowMirror:
             self.loop_lag = 0.7 * self.loop_lag + 0.3 * max(0.0, loop.time() - due)
             if self.loop_lag > BUSY_LAG:
                 self._idle.clear()
-            else:
+            elif self.loop_lag < IDLE_LAG:
                 self._idle.set()
 
     async def _worker(self, lane: _Lane) -> None:

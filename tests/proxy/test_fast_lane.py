@@ -225,3 +225,17 @@ def test_malformed_heads_get_the_same_refusal_on_both(lanes):
         via_fast, via_slow = exchange(fast, request), exchange(slow, request)
         assert via_fast[:12] == via_slow[:12], (request, via_fast[:200], via_slow[:200])
         assert normalized(via_fast) == normalized(via_slow), request
+
+
+def test_a_long_pipeline_is_answered_in_full_and_in_order(lanes):
+    """2,000 requests in one write: every answer comes back, in order (the listener reads
+    pipelined requests from an offset into its buffer and pauses reading past 256 KiB)."""
+    (fast, _), _ = lanes
+    count = 2000
+    names = [("small", "empty", "no-type")[i % 3] for i in range(count)]
+    data = b"".join(b"GET /r/%s HTTP/1.1\r\nHost: h\r\n\r\n" % n.encode() for n in names)
+    data += b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    raw = exchange(fast, data, timeout=30)
+    bodies = re.findall(rb"Content-Length: (\d+)\r\n", raw)
+    expected = [{"small": b"2", "empty": b"0", "no-type": b"3"}[n] for n in names] + [b"0"]
+    assert bodies == expected

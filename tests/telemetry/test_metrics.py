@@ -7,6 +7,8 @@ import subprocess
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.config.model import TelemetryConfig
 from proxy.telemetry import Telemetry
@@ -263,3 +265,32 @@ def test_finishing_without_starting_never_makes_in_flight_negative(telemetry):
     text = telemetry.metrics_text()
     assert value(text, "strangler_requests_in_flight") == 0
     assert value(text, "strangler_requests_total") == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from([200, 404, 503]),
+            st.floats(min_value=0.0, max_value=120.0, allow_nan=False),
+        ),
+        max_size=60,
+    )
+)
+def test_tallies_read_as_the_same_exposition_as_writing_through(requests):
+    """A single process tallies in plain dicts and hands the sums to prometheus-client when
+    scraped; the exposition must be exactly what observing every request would give,
+    bucket boundaries (value == upper bound) included."""
+    deferred, direct = Metrics(), Metrics()
+    deferred._defer, direct._defer = True, False
+    bounds = [0.001, 0.0025, 60.0]  # values exactly on a bucket's upper bound
+    extra = [("a", 200, b) for b in bounds]
+    for route, status, seconds in requests + extra:
+        for m in (deferred, direct):
+            m.finished(route, "legacy", "legacy", "GET", status, seconds)
+            m.count("upstream_attempt", upstream="legacy", result=f"{status // 100}xx")
+    assert deferred.text() == direct.text()
+    deferred.finished("a", "legacy", "legacy", "GET", 200, 0.5)  # later requests count too
+    direct.finished("a", "legacy", "legacy", "GET", 200, 0.5)
+    assert deferred.text() == direct.text()
