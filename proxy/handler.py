@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -313,7 +313,9 @@ class ProxyHandler:
 
         if translator is not None:
             return await self._translated(
-                request,
+                request.method,
+                request.headers.get("Accept"),
+                lambda resp: relay(request, resp, {"X-Request-ID": ex.request_id}),
                 rt,
                 translator,
                 upstream,
@@ -414,8 +416,6 @@ class ProxyHandler:
             return None
         rt = self.holder.current
         match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
-        if match is not None and match.route.acl:
-            return None
         return Preflight(rt, edge, match, raw_headers)
 
     async def _handle_plain(
@@ -445,6 +445,31 @@ class ProxyHandler:
             and route.fallback == LEGACY
             and msg.method in SAFE_METHODS
         )
+        translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None
+        if translator is not None:
+
+            async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
+                status, sent = await conn.relay(
+                    resp, ex.request_id, capture=None, capture_limit=0, route=ex.route_name
+                )
+                return Relayed(status), sent
+
+            return await self._translated(
+                msg.method,
+                client_headers.get("Accept"),
+                relay_legacy,
+                rt,
+                translator,
+                upstream,
+                up_path,
+                edge.query,
+                headers,
+                edge.host_header,
+                b"",
+                match.params if match else {},
+                ex,
+                can_fallback,
+            )
         shadowing = (
             route is not None
             and route.mode == "shadow"
@@ -617,7 +642,9 @@ class ProxyHandler:
 
     async def _translated(
         self,
-        request: web.BaseRequest,
+        method: str,
+        accept: str | None,
+        relay_legacy: Callable[[UpstreamResponse], Awaitable[tuple[Any, int]]],
         rt: Runtime,
         translator: Any,
         upstream: Upstream,
@@ -629,16 +656,17 @@ class ProxyHandler:
         params: Any,
         ex: Exchange,
         can_fallback: bool,
-    ) -> web.StreamResponse:
-        """An extracted call through the route's ACL: legacy request → new, new response → legacy."""
+    ) -> Any:
+        """An extracted call through the route's ACL: legacy request → new, new response → legacy.
+
+        Both lanes: `relay_legacy` passes on a legacy answer (after a fallback) untranslated;
+        anything else is answered with a `web.Response`.
+        """
         from acl.translator import TranslationError
         from acl.wire import request_message, translate_request, translate_response
 
-        accept = request.headers.get("Accept")
         try:
-            wire = translate_request(
-                translator, request.method, ex.path, query, headers, body, params
-            )
+            wire = translate_request(translator, method, ex.path, query, headers, body, params)
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
         # The translator may route the call itself; otherwise the route's `rewrite` applies.
@@ -646,8 +674,8 @@ class ProxyHandler:
         # Translation needs the plain body.
         send_headers = [(k, v) for k, v in wire.headers if k.lower() != "accept-encoding"]
         send_headers.append(("Accept-Encoding", "identity"))
-        translated = Outgoing(request.method, send_headers, host_header, wire.body or None)
-        original = Outgoing(request.method, headers, host_header, body or None)
+        translated = Outgoing(method, send_headers, host_header, wire.body or None)
+        original = Outgoing(method, headers, host_header, body or None)
         try:
             resp = await self._send(
                 translated, upstream, new_path, wire.query, rt, ex, can_fallback, as_legacy=original
@@ -656,7 +684,7 @@ class ProxyHandler:
             return self._failure_response(failure, ex, accept)
         if ex.side == LEGACY:  # fell back: legacy already answers in the legacy model
             try:
-                out, ex.bytes_out = await relay(request, resp, {"X-Request-ID": ex.request_id})
+                out, ex.bytes_out = await relay_legacy(resp)
                 return out
             finally:
                 resp.release()
@@ -673,14 +701,12 @@ class ProxyHandler:
                 502, f"upstream {upstream.name} answered over {_BUFFER_LIMIT} bytes to translate"
             )
             return self._failure_response(failure, ex, accept)
-        legacy_request = request_message(request.method, ex.path, query, headers, body)
+        legacy_request = request_message(method, ex.path, query, headers, body)
         try:
             legacy = translate_response(translator, resp.status, resp_headers, raw, legacy_request)
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
-        out = web.Response(
-            status=legacy.status, body=legacy.body if request.method != "HEAD" else None
-        )
+        out = web.Response(status=legacy.status, body=legacy.body if method != "HEAD" else None)
         for k, v in legacy.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)

@@ -146,7 +146,7 @@ def serialize(
         if k.lower() != "content-length"
     ]
     empty = must_be_empty(method, status)
-    if not empty or method == "HEAD":
+    if not empty or (method == "HEAD" and body):  # as aiohttp: a HEAD answer says its size
         raw.append((b"Content-Length", b"%d" % len(body)))
     head = response_head(
         version, method, status, reason, raw, None, keep_alive=keep_alive, date=date

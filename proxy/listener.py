@@ -226,6 +226,12 @@ class EdgeConnection(asyncio.Protocol):
     async def _serve(self, msg: Any, pre: Any) -> None:
         try:
             await self.listener.handler.serve_plain(self, msg, pre)
+            if self._write_paused and not self._lost:
+                # The next request waits until the client reads this answer: a client that
+                # pipelines and never reads must not fill the proxy's memory with answers.
+                await self._drained()
+        except ConnectionResetError:
+            pass  # the client went away meanwhile
         except Exception:  # noqa: BLE001 - a response was under way: cut the connection
             log.exception("fast lane: request failed after its response began")
             self.abort()
