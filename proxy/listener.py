@@ -105,6 +105,7 @@ class EdgeConnection(asyncio.Protocol):
         "_loop",
         "_buf",
         "_pos",
+        "_fed",
         "_parser",
         "_idle",
         "_drain",
@@ -125,6 +126,7 @@ class EdgeConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._buf = b""
         self._pos = 0  # where the next request starts in _buf
+        self._fed = 0  # how far into _buf the parser has read
         self._parser: Any = None
         self._idle: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -151,7 +153,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._pos:  # drop what was answered, once per read rather than per request
-            self._buf, self._pos = self._buf[self._pos :], 0
+            self._buf, self._fed = self._buf[self._pos :], max(0, self._fed - self._pos)
+            self._pos = 0
         self._buf = self._buf + data if self._buf else data
         if self.task is None:
             self._next()
@@ -187,17 +190,26 @@ class EdgeConnection(asyncio.Protocol):
         # make a long pipeline cost quadratic time.
         buf, pos = self._buf, self._pos
         end = buf.find(b"\r\n\r\n", pos)
+        head_end = end + 4 if end >= 0 else len(buf)
+        # The parser sees each byte of the head once, as it arrives, so a request line it
+        # rejects (garbage, TLS on the HTTP port) is answered at once, as aiohttp would,
+        # not after the idle timeout. It never sees past the head.
+        messages: Any = ()
+        upgraded, tail = False, b""
+        if head_end > self._fed:
+            try:
+                messages, upgraded, tail = self._parser.feed_data(
+                    buf[max(self._fed, pos) : head_end]
+                )
+            except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
+                self._hand_off()
+                return
+            self._fed = head_end
         if end < 0:
-            if len(buf) - pos > _HEAD_LIMIT or buf.find(b"\n\n", pos) >= 0:
+            if messages or len(buf) - pos > _HEAD_LIMIT or buf.find(b"\n\n", pos) >= 0:
                 self._hand_off()  # a huge head, or bare-LF line ends: not for this lane
             else:
                 self._arm_idle()
-            return
-        head_end = end + 4
-        try:
-            messages, upgraded, tail = self._parser.feed_data(buf[pos:head_end])
-        except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
-            self._hand_off()
             return
         if len(messages) != 1 or upgraded or tail or messages[0][1] is not EMPTY_PAYLOAD:
             self._hand_off()
@@ -213,7 +225,7 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._cancel_idle()
         if head_end == len(buf):
-            self._buf, self._pos = b"", 0
+            self._buf, self._pos, self._fed = b"", 0, 0
         else:
             self._pos = head_end
         self._version = (msg.version.major, msg.version.minor)

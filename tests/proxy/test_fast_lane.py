@@ -221,6 +221,10 @@ def test_malformed_heads_get_the_same_refusal_on_both(lanes):
         b"GET /r/../../etc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         b"GET /r/small HTTP/1.1\r\n\r\n",
         b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+        # Refused before the head is complete: answered at once, not at the idle timeout.
+        b"GARBAGE\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS on the HTTP port
+        b"GET /r/small HTTP/1.1\r\nBad Header: x\r\n",
     ):
         via_fast, via_slow = exchange(fast, request), exchange(slow, request)
         assert via_fast[:12] == via_slow[:12], (request, via_fast[:200], via_slow[:200])
