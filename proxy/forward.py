@@ -201,19 +201,43 @@ def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str 
     return None
 
 
+class BodyCapture:
+    """A relayed response body kept for shadow comparison, up to `limit` bytes; past the
+    limit it is abandoned (a body too big to compare is not compared)."""
+
+    __slots__ = ("limit", "_parts", "_size", "abandoned")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.abandoned = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.abandoned:
+            return
+        self._size += len(chunk)
+        if self._size > self.limit:
+            self.abandoned, self._parts = True, []
+        else:
+            self._parts.append(chunk)
+
+    def body(self) -> bytes | None:
+        """The whole body, or None when it was abandoned."""
+        return None if self.abandoned else b"".join(self._parts)
+
+
 async def relay(
     request: web.BaseRequest,
     upstream_resp: UpstreamResponse,
     extra_headers: dict[str, str],
     *,
-    capture: list[bytes] | None = None,
-    capture_limit: int = 0,
+    capture: BodyCapture | None = None,
     route: str | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Stream an upstream response to the client; returns it and the body bytes sent.
 
-    With `capture`, body chunks are also kept (up to `capture_limit` bytes) for shadow
-    comparison; past the limit the capture is abandoned (cleared and marked by a None).
+    With `capture`, the body is also kept for shadow comparison.
 
     A response `unrelayable` finds fault with becomes a 502 (`route` names the route in
     its body).
@@ -257,7 +281,7 @@ async def relay(
                 0,
             )
         if capture is not None:
-            capture.append(body)
+            capture.add(body)
         small = web.Response(
             status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
         )
@@ -271,7 +295,6 @@ async def relay(
         out.force_close()
     await out.prepare(request)
     sent = 0
-    captured = 0
     if request.method != "HEAD":
         content = upstream_resp.content
         while True:
@@ -279,12 +302,7 @@ async def relay(
             if not chunk:
                 break
             if capture is not None:
-                captured += len(chunk)
-                if captured <= capture_limit:
-                    capture.append(chunk)
-                elif capture and capture[-1] is not None:
-                    capture.clear()
-                    capture.append(None)  # type: ignore[arg-type]
+                capture.add(chunk)
             await out.write(chunk)
             sent += len(chunk)
     await out.write_eof()

@@ -37,6 +37,7 @@ from proxy.filters.headers import (
 )
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
+    BodyCapture,
     BodySource,
     ClientBodyError,
     UpstreamPool,
@@ -92,8 +93,7 @@ class PlainConnection(Protocol):
         upstream_resp: UpstreamResponse,
         request_id: str,
         *,
-        capture: list[bytes] | None,
-        capture_limit: int,
+        capture: BodyCapture | None,
         route: str | None,
     ) -> tuple[int, int]: ...
 
@@ -339,44 +339,35 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, accept)
 
-        capture: list[bytes] | None = [] if shadowing else None
+        capture = BodyCapture(_BUFFER_LIMIT) if shadowing else None
         try:
             out, sent = await relay(
                 request,
                 upstream_resp,
                 {"X-Request-ID": ex.request_id},
                 capture=capture,
-                capture_limit=_BUFFER_LIMIT,
                 route=ex.route_name,
             )
             ex.bytes_out = sent
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
-            log.warning(
-                "upstream %s failed mid-response on route %s: %r (request %s)",
-                ex.upstream,
-                ex.route_name,
-                exc,
-                ex.request_id,
-            )
+            self._cut_mid_response(ex, exc)
             abort_connection(request)
-            ex.status, ex.error = 502, f"mid-response: {exc!r}"
             raise
         finally:
             upstream_resp.release()
-        if shadowing and capture is not None and (not capture or capture[-1] is not None):
-            assert route is not None
+        if capture is not None and route is not None:
             self._submit_shadow(
                 route,
                 request.method,
                 request.host,
                 path,
-                rewrite_path(route, path, params),
+                params,
                 query,
                 headers,
                 body,
                 upstream_resp,
-                b"".join(capture),
+                capture,
                 time.perf_counter() - call_started,
                 ex,
             )
@@ -450,7 +441,7 @@ class ProxyHandler:
 
             async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
                 status, sent = await conn.relay(
-                    resp, ex.request_id, capture=None, capture_limit=0, route=ex.route_name
+                    resp, ex.request_id, capture=None, route=ex.route_name
                 )
                 return Relayed(status), sent
 
@@ -484,14 +475,10 @@ class ProxyHandler:
             )
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, client_headers.get("Accept"))
-        capture: list[bytes] | None = [] if shadowing else None
+        capture = BodyCapture(_BUFFER_LIMIT) if shadowing else None
         try:
             status, ex.bytes_out = await conn.relay(
-                upstream_resp,
-                ex.request_id,
-                capture=capture,
-                capture_limit=_BUFFER_LIMIT,
-                route=ex.route_name,
+                upstream_resp, ex.request_id, capture=capture, route=ex.route_name
             )
         except (
             TimeoutError,
@@ -499,31 +486,23 @@ class ProxyHandler:
             ConnectionResetError,
             UpstreamProtocolError,
         ) as exc:
-            log.warning(
-                "upstream %s failed mid-response on route %s: %r (request %s)",
-                ex.upstream,
-                ex.route_name,
-                exc,
-                ex.request_id,
-            )
+            self._cut_mid_response(ex, exc)
             conn.abort()
-            ex.status, ex.error = 502, f"mid-response: {exc!r}"
             raise
         finally:
             upstream_resp.release()
-        if shadowing and capture is not None and (not capture or capture[-1] is not None):
-            assert route is not None
+        if capture is not None and route is not None:
             self._submit_shadow(
                 route,
                 msg.method,
                 edge.host_header,
                 edge.path,
-                rewrite_path(route, edge.path, match.params if match else {}),
+                match.params if match else {},
                 edge.query,
                 headers,
                 None,
                 upstream_resp,
-                b"".join(capture),
+                capture,
                 time.perf_counter() - call_started,
                 ex,
             )
@@ -735,15 +714,20 @@ class ProxyHandler:
         method: str,
         host_header: str,
         path: str,
-        candidate_path: str,
+        params: Mapping[str, str],
         query: str,
         headers: list[tuple[str, str]],
         body: bytes | BodySource | None,
         primary: UpstreamResponse,
-        primary_body: bytes,
+        capture: BodyCapture,
         latency: float,
         ex: Exchange,
     ) -> None:
+        """Queue the shadow comparison of a relayed answer (unless its body was too big)."""
+        primary_body = capture.body()
+        if primary_body is None:
+            return
+        candidate_path = rewrite_path(route, path, params)
         from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
         shadow_headers = [h for h in headers if h[0].lower() != "host"] + [("host", host_header)]
@@ -771,6 +755,17 @@ class ProxyHandler:
             ex.request_id,
             admitted=True,
         )
+
+    def _cut_mid_response(self, ex: Exchange, exc: BaseException) -> None:
+        """An upstream failed after the answer's head was sent: the connection gets cut."""
+        log.warning(
+            "upstream %s failed mid-response on route %s: %r (request %s)",
+            ex.upstream,
+            ex.route_name,
+            exc,
+            ex.request_id,
+        )
+        ex.status, ex.error = 502, f"mid-response: {exc!r}"
 
     def _failure_response(
         self, failure: UpstreamFailure, ex: Exchange, accept: str | None

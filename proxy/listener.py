@@ -30,7 +30,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
 from proxy.errors import error_response
-from proxy.forward import SMALL_BODY, unrelayable
+from proxy.forward import SMALL_BODY, BodyCapture, unrelayable
 from proxy.http1 import (
     CHUNKED,
     EMPTY,
@@ -342,16 +342,15 @@ class EdgeConnection(asyncio.Protocol):
         upstream_resp: UpstreamResponse,
         request_id: str,
         *,
-        capture: list[bytes] | None,
-        capture_limit: int,
+        capture: BodyCapture | None,
         route: str | None,
     ) -> tuple[int, int]:
         """Relay an upstream response; returns the status sent and the body bytes sent.
 
         As `proxy.forward.relay` does for the aiohttp lane: a small body of known length is
         read whole and sent with its head in one write; anything else streams, chunked
-        when its length is unknown. With `capture`, the body is also kept (up to
-        `capture_limit` bytes, else abandoned and marked by a None) for shadow comparison.
+        when its length is unknown. With `capture`, the body is also kept for shadow
+        comparison.
         """
         status = upstream_resp.status
         problem = unrelayable(status, upstream_resp.raw_headers)
@@ -386,13 +385,13 @@ class EdgeConnection(asyncio.Protocol):
                 )
                 return code, 0
             if capture is not None:
-                capture.append(body)
+                capture.add(body)
             head = self._head(upstream_resp, rid)
             self._write(head.data + body if head.framing != EMPTY else head.data)
             return status, len(body)
         head = self._head(upstream_resp, rid)
         self._write(head.data)
-        sent = captured = 0
+        sent = 0
         chunked = head.framing == CHUNKED
         content = upstream_resp.content
         while True:
@@ -400,12 +399,7 @@ class EdgeConnection(asyncio.Protocol):
             if not chunk:
                 break
             if capture is not None:
-                captured += len(chunk)
-                if captured <= capture_limit:
-                    capture.append(chunk)
-                elif capture and capture[-1] is not None:
-                    capture.clear()
-                    capture.append(None)  # type: ignore[arg-type]
+                capture.add(chunk)
             if chunked:
                 self._write_all((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
