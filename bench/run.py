@@ -75,16 +75,6 @@ def nginx_conf(workdir: Path, listen: int, body_dir: Path, upstream_port: int | 
     return conf
 
 
-def wrk(url: str) -> float:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-
 def hey(url: str, rate: int = 2000, seconds: int = 8) -> tuple[float, float]:
     workers = 20
     out = subprocess.run(
@@ -104,16 +94,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_cpu(url: str, pid: int) -> tuple[float, float]:
-    """Requests/s, and the CPU µs the process `pid` spent per request meanwhile."""
-    before = cpu_seconds(pid)
+def wrk(url: str, pid: int | None = None) -> tuple[float, float]:
+    """Requests/s, and the CPU µs process `pid` (if given) spent per request meanwhile."""
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    spent = cpu_seconds(pid) - before
+    spent = cpu_seconds(pid) - before if pid else 0.0
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     return rate, spent / max(total, 1) * 1e6
@@ -204,10 +194,7 @@ def proxy_bench(results: list[str]) -> None:
             rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
             for _ in range(ROUNDS):  # interleaved, so a noisy moment hits every target
                 for name, (port, pid) in targets.items():
-                    if pid is None:
-                        rounds[name].append((wrk(f"http://127.0.0.1:{port}/"), 0.0))
-                    else:
-                        rounds[name].append(wrk_cpu(f"http://127.0.0.1:{port}/", pid))
+                    rounds[name].append(wrk(f"http://127.0.0.1:{port}/", pid))
             latency = {
                 name: hey(f"http://127.0.0.1:{targets[name][0]}/")
                 for name in ("upstream direct (nginx static)", "nginx reverse proxy", "strangler")
