@@ -124,7 +124,7 @@ class EdgeConnection(asyncio.Protocol):
         self.peer = ""
         self.task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self._buf = b""
+        self._buf = bytearray()  # appended to in place: a head trickling in costs O(n)
         self._pos = 0  # where the next request starts in _buf
         self._fed = 0  # how far into _buf the parser has read
         self._parser: Any = None
@@ -153,9 +153,10 @@ class EdgeConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._pos:  # drop what was answered, once per read rather than per request
-            self._buf, self._fed = self._buf[self._pos :], max(0, self._fed - self._pos)
+            del self._buf[: self._pos]
+            self._fed = max(0, self._fed - self._pos)
             self._pos = 0
-        self._buf = self._buf + data if self._buf else data
+        self._buf += data
         if self.task is None:
             self._next()
         elif len(self._buf) - self._pos > _READ_AHEAD and not self._read_paused:
@@ -188,25 +189,25 @@ class EdgeConnection(asyncio.Protocol):
         """Start the next request in the buffer, or hand the connection over."""
         # Pipelined requests are read from an offset: slicing the buffer per request would
         # make a long pipeline cost quadratic time.
-        buf, pos = self._buf, self._pos
-        end = buf.find(b"\r\n\r\n", pos)
+        buf, pos, seen = self._buf, self._pos, self._fed
+        # Only bytes not seen yet are searched (a head sent a byte at a time stays linear).
+        end = buf.find(b"\r\n\r\n", max(pos, seen - 3))
         head_end = end + 4 if end >= 0 else len(buf)
         # The parser sees each byte of the head once, as it arrives, so a request line it
         # rejects (garbage, TLS on the HTTP port) is answered at once, as aiohttp would,
         # not after the idle timeout. It never sees past the head.
         messages: Any = ()
         upgraded, tail = False, b""
-        if head_end > self._fed:
+        if head_end > seen:
             try:
-                messages, upgraded, tail = self._parser.feed_data(
-                    buf[max(self._fed, pos) : head_end]
-                )
+                messages, upgraded, tail = self._parser.feed_data(buf[max(seen, pos) : head_end])
             except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
                 self._hand_off()
                 return
             self._fed = head_end
         if end < 0:
-            if messages or len(buf) - pos > _HEAD_LIMIT or buf.find(b"\n\n", pos) >= 0:
+            bare_lf = buf.find(b"\n\n", max(pos, seen - 1)) >= 0
+            if messages or len(buf) - pos > _HEAD_LIMIT or bare_lf:
                 self._hand_off()  # a huge head, or bare-LF line ends: not for this lane
             else:
                 self._arm_idle()
@@ -225,7 +226,7 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._cancel_idle()
         if head_end == len(buf):
-            self._buf, self._pos, self._fed = b"", 0, 0
+            self._buf, self._pos, self._fed = bytearray(), 0, 0
         else:
             self._pos = head_end
         self._version = (msg.version.major, msg.version.minor)
@@ -264,8 +265,8 @@ class EdgeConnection(asyncio.Protocol):
         self._cancel_idle()
         self.listener.connections.discard(self)
         self.listener.handed_off += 1
-        transport, data = self.transport, self._buf[self._pos :]
-        self._buf, self._pos = b"", 0
+        transport, data = self.transport, bytes(self._buf[self._pos :])
+        self._buf, self._pos = bytearray(), 0
         proto = self.listener.fallback()
         transport.set_protocol(proto)
         proto.connection_made(transport)

@@ -9,6 +9,7 @@ the values that differ on every request anyway (Date, generated request ids).
 from __future__ import annotations
 
 import re
+import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -243,3 +244,20 @@ def test_a_long_pipeline_is_answered_in_full_and_in_order(lanes):
     bodies = re.findall(rb"Content-Length: (\d+)\r\n", raw)
     expected = [{"small": b"2", "empty": b"0", "no-type": b"3"}[n] for n in names] + [b"0"]
     assert bodies == expected
+
+
+def test_a_head_sent_a_byte_at_a_time_is_served(lanes):
+    """The parser is fed each byte once as it arrives (and the terminator searched only in
+    new bytes), whatever the segmentation."""
+    (fast, _), (slow, _) = lanes
+    request = b"GET /r/small HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 300 + b"\r\n\r\n"
+    answers = []
+    for port in (fast, slow):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(request)):
+                sock.sendall(request[i : i + 1])
+            sock.sendall(b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"]
+    assert normalized(answers[0]) == normalized(answers[1])
