@@ -49,7 +49,8 @@ REPLIES: dict[str, bytes] = {
 
 
 class _Scripted(socketserver.BaseRequestHandler):
-    """Keep-alive: answers each `METHOD /r/NAME` with REPLIES[NAME] (its head only to HEAD)."""
+    """Keep-alive: answers each `METHOD /r/NAME` with REPLIES[NAME] (its head only to HEAD),
+    and `/echo...` with the request it was sent."""
 
     def handle(self) -> None:
         conn = self.request
@@ -66,7 +67,11 @@ class _Scripted(socketserver.BaseRequestHandler):
             need = int(length.group(1)) if length else 0
             while len(buf) < need:
                 buf += conn.recv(65536)
-            buf = buf[need:]
+            body, buf = buf[:need], buf[need:]
+            if re.match(rb"[A-Z]+ /echo", head):  # what the upstream was sent, as the body
+                seen = head + b"\r\n\r\n" + body
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen) + seen)
+                continue
             match = re.match(rb"([A-Z]+) /r/([\w-]+)", head)
             if not match:
                 return
@@ -261,3 +266,28 @@ def test_a_head_sent_a_byte_at_a_time_is_served(lanes):
             answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"]
     assert normalized(answers[0]) == normalized(answers[1])
+
+
+FORWARDED = [
+    b"GET /echo/a?x=1&y=%41 HTTP/1.1\r\nHost: shop.example:8080\r\nUser-Agent: t\r\n"
+    b"X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nConnection: close, X-Drop\r\n"
+    b"X-Drop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX_Under: 1\r\nX-Request-ID: given-1\r\n"
+    b"Cookie: a=1\r\nCookie: b=2\r\nVia: 1.0 other\r\nAccept-Encoding: gzip\r\n\r\n",
+    b"HEAD /echo/b HTTP/1.0\r\nHost: h\r\nProxy-Authorization: x\r\n\r\n",
+    b"GET http://abs.example/echo/c HTTP/1.1\r\nHost: ignored\r\nConnection: close\r\n\r\n",
+    b"GET /echo/d/../e/./f HTTP/1.1\r\nHost: h\r\nTraceparent: 00-bad\r\nConnection: close\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    "request_bytes", FORWARDED, ids=["headers", "head-1.0", "absolute", "dots"]
+)
+def test_both_lanes_forward_the_same_request(lanes, request_bytes):
+    """What the upstream receives (the echo's body) is the same from both lanes: hop-by-hop
+    and forwarding headers, Host, target, request id."""
+    (fast, _), (slow, _) = lanes
+    via_fast, via_slow = exchange(fast, request_bytes), exchange(slow, request_bytes)
+    assert via_fast.startswith(b"HTTP/1."), via_fast
+    assert normalized(via_fast) == normalized(via_slow)
+    if not request_bytes.startswith(b"HEAD"):
+        assert b"X-Forwarded-For: 127.0.0.1\r\n" in via_fast  # the client's claim replaced
