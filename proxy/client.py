@@ -407,14 +407,16 @@ def _request_head(
             raise ValueError(f"refusing to send header {name!r}: CR, LF or ':' in it")
         lname = name.lower()
         if lname == "content-length":
-            if isinstance(body, bytes):
-                continue  # recomputed below from the bytes actually sent
+            if has_length:
+                continue
             has_length = True
+            if isinstance(body, bytes):  # where the client put it, from the bytes sent
+                value = str(len(body))
         elif lname == "transfer-encoding":
             continue  # hop-by-hop; framing is ours to choose
         lines.append(f"{name}: {value}\r\n")
     if isinstance(body, bytes):
-        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"):
+        if not has_length and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")):
             lines.append(f"Content-Length: {len(body)}\r\n")
     elif body is not None and not has_length:
         lines.append("Transfer-Encoding: chunked\r\n")

@@ -61,7 +61,8 @@ _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or tran
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
 _DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
-_PLAIN_METHODS = frozenset({"GET", "HEAD"})
+_PLAIN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+PLAIN_BODY_LIMIT = 64 * 1024  # bodies up to this, with a Content-Length, take the fast lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Preflight:
     edge: EdgeRequest
     match: RouteMatch | None
     raw_headers: list[tuple[str, str]]
+    content_length: int | None  # the body the listener reads whole before the request runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +131,12 @@ class ProxyHandler:
             request.method, request.headers, lambda rt, ex: self._handle(request, rt, ex)
         )
 
-    async def serve_plain(self, conn: PlainConnection, msg: Any, pre: Preflight) -> None:
+    async def serve_plain(
+        self, conn: PlainConnection, msg: Any, pre: Preflight, body: bytes = b""
+    ) -> None:
         """The fast lane (`proxy.listener`): a plain request, answered straight to `conn`."""
         resp = await self._run(
-            msg.method, msg.headers, lambda rt, ex: self._handle_plain(conn, msg, pre, ex)
+            msg.method, msg.headers, lambda rt, ex: self._handle_plain(conn, msg, pre, body, ex)
         )
         if isinstance(resp, web.Response):  # the proxy's own answer (an error)
             conn.send_response(resp)
@@ -379,18 +383,25 @@ class ProxyHandler:
         """Whether the fast lane may serve this parsed request head, and the stages' verdicts.
 
         Pure but for reading the current runtime. None sends the request (and its connection)
-        to the aiohttp lane: bodies, upgrades, `Expect`, anything the edge refuses (that lane
-        writes the refusal), and translated (ACL) routes.
+        to the aiohttp lane: chunked or large bodies (streamed there), upgrades, `Expect`,
+        anything the edge refuses (that lane writes the refusal).
         """
-        if msg.method not in _PLAIN_METHODS or msg.upgrade:
+        if msg.method not in _PLAIN_METHODS or msg.upgrade or msg.chunked:
             return None
         client_headers = msg.headers
         if (
-            "Content-Length" in client_headers
-            or "Transfer-Encoding" in client_headers
+            "Transfer-Encoding" in client_headers
             or "Upgrade" in client_headers  # the aiohttp lane accepts or refuses upgrades
         ):
             return None
+        content_length = None
+        if "Content-Length" in client_headers:
+            lengths = client_headers.getall("Content-Length")
+            if len(lengths) != 1 or not lengths[0].isdigit():  # llhttp refused worse already
+                return None
+            content_length = int(lengths[0])
+            if content_length > PLAIN_BODY_LIMIT:
+                return None
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in msg.raw_headers]
         try:
             edge = admit(
@@ -407,12 +418,13 @@ class ProxyHandler:
             return None
         rt = self.holder.current
         match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
-        return Preflight(rt, edge, match, raw_headers)
+        return Preflight(rt, edge, match, raw_headers, content_length)
 
     async def _handle_plain(
-        self, conn: PlainConnection, msg: Any, pre: Preflight, ex: Exchange
+        self, conn: PlainConnection, msg: Any, pre: Preflight, body: bytes, ex: Exchange
     ) -> Any:
-        """`_handle` for a request without a body, relayed straight to the client connection."""
+        """`_handle` for a request whose body (if any) the listener read whole, answered
+        straight to the client connection."""
         rt, edge, match = pre.runtime, pre.edge, pre.match
         ex.path, ex.query = edge.path, edge.query
         route = match.route if match else None
@@ -425,7 +437,7 @@ class ProxyHandler:
             msg.method,
             client_headers,
             pre.raw_headers,
-            None,
+            pre.content_length,
             peer=conn.peer,
             scheme="http",
             cookies=lambda: _cookies(client_headers),
@@ -456,7 +468,7 @@ class ProxyHandler:
                 edge.query,
                 headers,
                 edge.host_header,
-                b"",
+                body,
                 match.params if match else {},
                 ex,
                 can_fallback,
@@ -465,10 +477,12 @@ class ProxyHandler:
             route is not None
             and route.mode == "shadow"
             and self.mirror is not None
-            and self.mirror.admit(route, msg.method, None)
+            and self.mirror.admit(route, msg.method, pre.content_length)
         )
         call_started = time.perf_counter()
-        outgoing = Outgoing(msg.method, headers, edge.host_header, None, conn.interim_relay())
+        outgoing = Outgoing(
+            msg.method, headers, edge.host_header, body or None, conn.interim_relay()
+        )
         try:
             upstream_resp = await self._send(
                 outgoing, upstream, up_path, edge.query, rt, ex, can_fallback
@@ -500,7 +514,7 @@ class ProxyHandler:
                 match.params if match else {},
                 edge.query,
                 headers,
-                None,
+                body,
                 upstream_resp,
                 capture,
                 time.perf_counter() - call_started,

@@ -106,6 +106,7 @@ class EdgeConnection(asyncio.Protocol):
         "_buf",
         "_pos",
         "_fed",
+        "_waiting",
         "_parser",
         "_idle",
         "_drain",
@@ -127,6 +128,7 @@ class EdgeConnection(asyncio.Protocol):
         self._buf = bytearray()  # appended to in place: a head trickling in costs O(n)
         self._pos = 0  # where the next request starts in _buf
         self._fed = 0  # how far into _buf the parser has read
+        self._waiting: tuple[Any, Any, int, int] | None = None  # a head awaiting its body
         self._parser: Any = None
         self._idle: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -145,11 +147,14 @@ class EdgeConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         tcp_keepalive(transport)
-        self._parser = HttpRequestParser(
-            self, self._loop, 2**16, **self.listener.parser_limits, auto_decompress=False
-        )
+        self._parser = self._new_parser()
         self.listener.connections.add(self)
         self._arm_idle()
+
+    def _new_parser(self) -> Any:
+        return HttpRequestParser(
+            self, self._loop, 2**16, **self.listener.parser_limits, auto_decompress=False
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._pos:  # drop what was answered, once per read rather than per request
@@ -187,6 +192,14 @@ class EdgeConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Start the next request in the buffer, or hand the connection over."""
+        if self._waiting is not None:  # a head is in; its body is still arriving
+            msg, pre, head_len, body_len = self._waiting
+            if len(self._buf) - self._pos >= head_len + body_len:
+                self._waiting = None
+                self._start(msg, pre, head_len, body_len)
+            else:
+                self._arm_idle()
+            return
         # Pipelined requests are read from an offset: slicing the buffer per request would
         # make a long pipeline cost quadratic time.
         buf, pos, seen = self._buf, self._pos, self._fed
@@ -212,33 +225,51 @@ class EdgeConnection(asyncio.Protocol):
             else:
                 self._arm_idle()
             return
-        if len(messages) != 1 or upgraded or tail or messages[0][1] is not EMPTY_PAYLOAD:
+        if len(messages) != 1 or upgraded or tail:
             self._hand_off()
             return
-        msg = messages[0][0]
+        msg, payload = messages[0]
         try:
             pre = self.listener.handler.preflight(msg)
         except Exception:  # a bug must not take the connection down: the other lane answers
             log.exception("fast lane: preflight failed; handing the connection to aiohttp")
             pre = None
-        if pre is None:
+        body_len = pre.content_length or 0 if pre is not None else 0
+        if pre is None or (payload is not EMPTY_PAYLOAD) != (body_len > 0):
             self._hand_off()
             return
+        if body_len:
+            # The parser now expects the body, which is taken from the buffer as bytes:
+            # the next request gets a parser of its own.
+            self._parser = self._new_parser()
+            self._fed = head_end + body_len
+        head_len = head_end - pos
+        if len(buf) - pos < head_len + body_len:
+            self._waiting = (msg, pre, head_len, body_len)
+            self._arm_idle()
+            return
+        self._start(msg, pre, head_len, body_len)
+
+    def _start(self, msg: Any, pre: Any, head_len: int, body_len: int) -> None:
+        """Run one request whose head and body (`body_len` bytes) are in the buffer."""
         self._cancel_idle()
-        if head_end == len(buf):
+        pos = self._pos
+        request_end = pos + head_len + body_len
+        body = bytes(self._buf[pos + head_len : request_end]) if body_len else b""
+        if request_end == len(self._buf):
             self._buf, self._pos, self._fed = bytearray(), 0, 0
         else:
-            self._pos = head_end
+            self._pos = request_end
         self._version = (msg.version.major, msg.version.minor)
         self._method = msg.method
         self._accept = msg.headers.get("Accept")
         self._keep_alive = not msg.should_close and not self.listener.closing
         self.listener.fast_requests += 1
-        self.task = self._loop.create_task(self._serve(msg, pre))
+        self.task = self._loop.create_task(self._serve(msg, pre, body))
 
-    async def _serve(self, msg: Any, pre: Any) -> None:
+    async def _serve(self, msg: Any, pre: Any, body: bytes) -> None:
         try:
-            await self.listener.handler.serve_plain(self, msg, pre)
+            await self.listener.handler.serve_plain(self, msg, pre, body)
             if self._write_paused and not self._lost:
                 # The next request waits until the client reads this answer: a client that
                 # pipelines and never reads must not fill the proxy's memory with answers.

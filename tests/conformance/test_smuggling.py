@@ -226,7 +226,8 @@ def test_pipelined_request_after_a_rejected_one_is_not_answered(e):
     [
         CHUNKED + BIG_CHUNK,  # no last chunk
         CHUNKED + BIG_CHUNK + b"0\r\n",  # last chunk without the final CRLF
-        H + b"Content-Length: 10\r\n\r\nhello",  # short body
+        # short body, longer than the listener buffers whole: streamed, so cut mid-way
+        H + b"Content-Length: %d\r\n\r\n" % (4 * 1024 * 1024) + b"x" * (2 * 1024 * 1024),
     ],
     ids=["no-last-chunk", "no-final-crlf", "short-content-length"],
 )
@@ -242,6 +243,17 @@ def test_incomplete_body_never_becomes_a_complete_upstream_request(e, partial):
     wait_upstream_quiet(e)
     assert e.legacy.requests() == [], "the upstream saw a complete request the client never sent"
     assert_serving(e)
+
+
+def test_a_small_short_body_never_reaches_the_upstream(e):
+    """A small body is read whole before anything goes upstream (the fast lane): a client
+    that stops short leaves the upstream without even a head."""
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as sock:
+        sock.sendall(H + b"Content-Length: 10\r\n\r\nhello")
+        # A complete request behind it on another connection is served meanwhile.
+        assert_serving(e)
+    assert_serving(e)  # one more round trip: the close has been seen by now
+    assert not any(b"POST /a" in c.raw for c in e.legacy.conns)
 
 
 @pytest.mark.parametrize(

@@ -191,14 +191,15 @@ def test_faulty_upstream_answers_are_502_on_the_fast_lane(lanes):
 
 
 def test_pipelined_requests_cross_lanes_in_order(lanes):
-    """A plain GET, a POST with a body (handed to the aiohttp lane mid-connection), then a
-    GET again: three answers, in order, on one connection."""
+    """A plain GET, a POST with a chunked body (handed to the aiohttp lane mid-connection),
+    then a GET again: three answers, in order, on one connection."""
     (fast, fast_admin), _ = lanes
     before = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
     raw = exchange(
         fast,
         b"GET /r/small HTTP/1.1\r\nHost: h\r\n\r\n"
-        b"POST /r/no-type HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+        b"POST /r/no-type HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
         b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)
@@ -291,3 +292,53 @@ def test_both_lanes_forward_the_same_request(lanes, request_bytes):
     assert normalized(via_fast) == normalized(via_slow)
     if not request_bytes.startswith(b"HEAD"):
         assert b"X-Forwarded-For: 127.0.0.1\r\n" in via_fast  # the client's claim replaced
+
+
+def _post(path: bytes, body: bytes, method: bytes = b"POST", extra: bytes = b"") -> bytes:
+    return (
+        method + b" " + path + b" HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n" % len(body) + extra + b"Connection: close\r\n\r\n" + body
+    )
+
+
+BODIES = {
+    "post": _post(b"/echo/p", b"hello=world"),
+    "put": _post(b"/echo/p", b"x" * 5000, b"PUT"),
+    "patch": _post(b"/echo/p", b'{"a": 1}', b"PATCH"),
+    "delete-with-body": _post(b"/echo/p", b"gone", b"DELETE"),
+    "empty": _post(b"/echo/p", b""),
+    "leading-zeros": b"POST /echo/p HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\n"
+    b"Connection: close\r\n\r\nabcde",
+    "over-the-fast-limit": _post(b"/echo/p", b"y" * 70_000),  # streamed by the aiohttp lane
+    "expect": _post(b"/echo/p", b"z" * 10, extra=b"Expect: 100-continue\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_both_lanes_forward_request_bodies_alike(lanes, name):
+    """Small bodies with a Content-Length are read whole by the fast lane; larger ones,
+    chunked ones and `Expect` go to the aiohttp lane. The upstream sees the same bytes."""
+    (fast, fast_admin), (slow, _) = lanes
+    before = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    via_fast, via_slow = exchange(fast, BODIES[name]), exchange(slow, BODIES[name])
+    assert b"HTTP/1.1 200 " in via_fast, via_fast[:300]
+    assert normalized(via_fast) == normalized(via_slow)
+    after = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    fast_lane = name not in ("over-the-fast-limit", "expect")
+    assert after["fast_requests"] - before["fast_requests"] == (1 if fast_lane else 0)
+
+
+def test_a_body_that_arrives_after_its_head_is_waited_for(lanes):
+    (fast, _), (slow, _) = lanes
+    head = b"POST /echo/p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"
+    answers = []
+    for port in (fast, slow):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(head)
+            for piece in (b"01234", b"5678", b"9"):
+                sock.sendall(piece)
+            sock.sendall(b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert answers[0].count(b"HTTP/1.1 200 ") == 2 and b"\r\n\r\n0123456789" in answers[0]
+    assert normalized(answers[0]) == normalized(answers[1])
