@@ -1,16 +1,18 @@
 """The listener: client connections, with a fast lane for plain requests.
 
-Most requests a strangler proxy carries are plain: no body, no upgrade, no expectation.
-Those are served here, straight from the transport: aiohttp's web server (a request and a
-response object, a payload writer and a task per connection) cost as much per request as
-the whole fast lane does (profiled; bench/RESULTS.md). Everything else (bodies,
-upgrades, `Expect`, anything the edge or the parser refuses, ACL routes) is handed, with
-the connection and every byte not yet answered, to aiohttp's server, which then owns that
-connection; it is the lane the conformance suite was built on.
+Most requests a strangler proxy carries are plain: no body or a small one with a
+Content-Length, no upgrade, no expectation. Those are served here, straight from the
+transport: aiohttp's web server (a request and a response object, a payload writer and a
+task per connection) cost about a fifth of such a request's CPU (profiled;
+bench/RESULTS.md). Everything else (chunked or large bodies, upgrades, `Expect`, anything
+the edge or the parser refuses) is handed, with the connection and every byte not yet
+answered, to aiohttp's server, which then owns that connection; it is the lane the
+conformance suite was built on.
 
 Heads are parsed by aiohttp's own C (llhttp) parser with the listener's limits, so both
 lanes accept exactly the same bytes, and a head either parser dislikes is answered by
-the aiohttp lane, with the same refusal it always gave.
+the aiohttp lane, with the same refusal it always gave (tests/proxy/test_fast_lane.py
+holds the two lanes to the same bytes on the wire).
 """
 
 from __future__ import annotations
