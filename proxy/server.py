@@ -1,6 +1,7 @@
-"""The listener and process lifecycle: workers, signals, hot reload, graceful shutdown.
+"""Process lifecycle: workers, signals, hot reload, graceful shutdown.
 
-One worker is one asyncio process (uvloop) running aiohttp's low-level server, which
+One worker is one asyncio process (uvloop) whose port is served by `proxy.listener` (the
+fast lane) in front of aiohttp's low-level server (the lane for everything else), which
 keeps its strict C (llhttp) parser and skips the web framework's router and middleware:
 the proxy has its own router. `--workers N` runs N such processes on one port with
 SO_REUSEPORT under a small supervisor that forwards SIGHUP (reload) and SIGTERM (drain).
