@@ -65,6 +65,18 @@ class Unsampled:
         self.trace_state = trace_state
         self._traceparent = ""
 
+    @classmethod
+    def fresh(cls) -> Unsampled:
+        """A new trace: both ids from one random draw, `traceparent` formatted at once (it
+        is needed anyway, upstream and in the access line)."""
+        bits = _getrandbits(192)
+        trace_id, span_id = bits >> 64, bits & 0xFFFF_FFFF_FFFF_FFFF
+        span = cls(trace_id or 1, span_id or 1, None)
+        if trace_id and span_id:
+            digits = f"{bits:048x}"
+            span._traceparent = f"00-{digits[:32]}-{digits[32:]}-00"
+        return span
+
     def is_recording(self) -> bool:
         return False
 

@@ -187,7 +187,7 @@ class Tracing:
         else:
             sample = self._sample
             if sample < 1.0 and random.random() >= sample:
-                return Unsampled(new_trace_id(), new_span_id(), None)
+                return Unsampled.fresh()
             trace_id = new_trace_id()
         # Past this point the span is recorded: attributes go in at creation (one dict).
         known = method in KNOWN_METHODS

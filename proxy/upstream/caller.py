@@ -72,6 +72,10 @@ class Outgoing:
         return len(body) > 0
 
 
+_HOST = frozenset({"host"})
+_HOST_AND_TRACE = frozenset({"host", "traceparent", "tracestate"})
+
+
 class UpstreamCaller:
     def __init__(self, pool: UpstreamPool, guards: GuardRegistry, telemetry: Any | None) -> None:
         self.pool = pool
@@ -152,20 +156,29 @@ class UpstreamCaller:
     ) -> UpstreamResponse:
         """One call to one upstream; failures before a response become `UpstreamFailure`."""
         host = upstream.host_header or out.host_header or f"{upstream.host}:{upstream.port}"
-        send_headers = [("Host", host)] + [h for h in out.headers if h[0].lower() != "host"]
         target = upstream_target(upstream, path, query)
         span = None
         telemetry = self.telemetry
         if telemetry is not None and ex.span is not None:
-            span = telemetry.attempt_started(
-                ex.span,
-                out.method,
-                f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
-                upstream=upstream.name,
-                attempt=attempt,
-                fallback=fallback,
-            )
-            telemetry.inject(span, send_headers)
+            # An unsampled request's attempts carry its own ids (`Unsampled`): no span to make.
+            span = ex.span
+            if span.sampled:
+                span = telemetry.attempt_started(
+                    span,
+                    out.method,
+                    f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
+                    upstream=upstream.name,
+                    attempt=attempt,
+                    fallback=fallback,
+                )
+        # One pass: our Host first, and with tracing on, our trace context replaces the
+        # client's (`Tracing.inject` semantics, without a second scan).
+        drop = _HOST_AND_TRACE if span is not None else _HOST
+        send_headers = [("Host", host)] + [h for h in out.headers if h[0].lower() not in drop]
+        if span is not None:
+            send_headers.append(("traceparent", span.traceparent()))
+            if span.trace_state:
+                send_headers.append(("tracestate", span.trace_state))
         body = out.body
         data: Any = body.chunks() if isinstance(body, BodySource) else body
         ex.attempts += 1
