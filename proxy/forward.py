@@ -227,6 +227,42 @@ class BodyCapture:
         return None if self.abandoned else b"".join(self._parts)
 
 
+async def small_body(
+    upstream_resp: UpstreamResponse,
+    method: str,
+    *,
+    route: str | None,
+    request_id: str,
+    accept: str | None,
+) -> bytes | web.Response | None:
+    """What both lanes' relays do first: the whole body when it is small and of known size
+    (sent with the head in one write; every syscall counts on the hot path), None when it
+    must stream, or the proxy's own answer instead: a 502 for a response `unrelayable`
+    finds fault with, or a 504/502 when the upstream fails before its small body is
+    complete (nothing has reached the client yet, so it can still get a proper answer).
+    """
+    problem = unrelayable(upstream_resp.status, upstream_resp.raw_headers)
+    if problem is not None:
+        return error_response(502, problem, route=route, request_id=request_id, accept=accept)
+    length = upstream_resp.header(b"content-length")
+    if not (
+        method == "HEAD"
+        or upstream_resp.status in (204, 304)
+        or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
+    ):
+        return None
+    try:
+        return b"" if method == "HEAD" else await upstream_resp.content.read()
+    except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+        return error_response(
+            504 if isinstance(exc, TimeoutError) else 502,
+            f"upstream failed before its body was complete: {exc.__class__.__name__}",
+            route=route,
+            request_id=request_id,
+            accept=accept,
+        )
+
+
 async def relay(
     request: web.BaseRequest,
     upstream_resp: UpstreamResponse,
@@ -237,57 +273,29 @@ async def relay(
 ) -> tuple[web.StreamResponse, int]:
     """Stream an upstream response to the client; returns it and the body bytes sent.
 
-    With `capture`, the body is also kept for shadow comparison.
-
-    A response `unrelayable` finds fault with becomes a 502 (`route` names the route in
-    its body).
+    With `capture`, the body is also kept for shadow comparison. `route` names the route
+    in the proxy's own error answers (see `small_body`).
     """
-    problem = unrelayable(upstream_resp.status, upstream_resp.raw_headers)
-    if problem is not None:
-        return (
-            error_response(
-                502,
-                problem,
-                route=route,
-                request_id=extra_headers.get("X-Request-ID", ""),
-                accept=request.headers.get("Accept"),
-            ),
-            0,
-        )
+    whole = await small_body(
+        upstream_resp,
+        request.method,
+        route=route,
+        request_id=extra_headers.get("X-Request-ID", ""),
+        accept=request.headers.get("Accept"),
+    )
+    if isinstance(whole, web.Response):
+        return whole, 0
     headers = response_headers(upstream_resp)
     headers.update(extra_headers)
-    length = upstream_resp.header(b"content-length")
-    if (
-        request.method == "HEAD"
-        or upstream_resp.status in (204, 304)
-        or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
-    ):
-        # Small and of known size: read it whole and answer with one write (headers and
-        # body coalesced by aiohttp); every syscall counts on the hot path.
-        try:
-            body = b"" if request.method == "HEAD" else await upstream_resp.content.read()
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
-            # Nothing has reached the client yet, so it can still get a proper answer
-            # instead of a cut connection.
-            status = 504 if isinstance(exc, TimeoutError) else 502
-            return (
-                error_response(
-                    status,
-                    f"upstream failed before its body was complete: {exc.__class__.__name__}",
-                    route=route,
-                    request_id=extra_headers.get("X-Request-ID", ""),
-                    accept=request.headers.get("Accept"),
-                ),
-                0,
-            )
+    if whole is not None:
         if capture is not None:
-            capture.add(body)
+            capture.add(whole)
         small = web.Response(
             status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
         )
-        if body:
-            small.body = body
-        return small, len(body)
+        if whole:
+            small.body = whole
+        return small, len(whole)
     out = web.StreamResponse(
         status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
     )

@@ -211,16 +211,14 @@ class ProxyHandler:
         self, request: web.BaseRequest, rt: Runtime, ex: Exchange
     ) -> web.StreamResponse:
         accept = request.headers.get("Accept")
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
         ex.path = request.raw_path
         try:
-            edge = admit(
+            raw_headers, edge = _edge(
                 request.method,
                 request.raw_path,
-                (request.version.major, request.version.minor),
-                raw_headers,
-                request.headers.getall("Host", ()),
-                ALLOWED_METHODS,
+                request.version,
+                request.raw_headers,
+                request.headers,
             )
         except Refused as refused:
             return error_response(
@@ -402,15 +400,9 @@ class ProxyHandler:
             content_length = int(lengths[0])
             if content_length > PLAIN_BODY_LIMIT:
                 return None
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in msg.raw_headers]
         try:
-            edge = admit(
-                msg.method,
-                msg.path,
-                (msg.version.major, msg.version.minor),
-                raw_headers,
-                client_headers.getall("Host", ()),
-                ALLOWED_METHODS,
+            raw_headers, edge = _edge(
+                msg.method, msg.path, msg.version, msg.raw_headers, client_headers
             )
         except Refused:
             return None
@@ -797,6 +789,23 @@ class ProxyHandler:
             accept=accept,
             headers=extra,
         )
+
+
+def _edge(
+    method: str, target: str, version: Any, raw: Any, client_headers: Any
+) -> tuple[list[tuple[str, str]], EdgeRequest]:
+    """The edge stage for both lanes: the client's headers as text, and `admit`'s verdict
+    (raises `Refused`)."""
+    raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    edge = admit(
+        method,
+        target,
+        (version.major, version.minor),
+        raw_headers,
+        client_headers.getall("Host", ()),
+        ALLOWED_METHODS,
+    )
+    return raw_headers, edge
 
 
 def _cookies(client_headers: Any) -> Mapping[str, str]:

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http_parser import HttpRequestParser
@@ -31,8 +30,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
-from proxy.errors import error_response
-from proxy.forward import SMALL_BODY, BodyCapture, unrelayable
+from proxy.forward import BodyCapture, small_body
 from proxy.http1 import (
     CHUNKED,
     EMPTY,
@@ -386,43 +384,20 @@ class EdgeConnection(asyncio.Protocol):
         when its length is unknown. With `capture`, the body is also kept for shadow
         comparison.
         """
+        whole = await small_body(
+            upstream_resp, self._method, route=route, request_id=request_id, accept=self._accept
+        )
+        if isinstance(whole, web.Response):
+            self.send_response(whole)
+            return whole.status, 0
         status = upstream_resp.status
-        problem = unrelayable(status, upstream_resp.raw_headers)
-        if problem is not None:
-            self.send_response(
-                error_response(
-                    502, problem, route=route, request_id=request_id, accept=self._accept
-                )
-            )
-            return 502, 0
-        method = self._method
-        length = upstream_resp.header(b"content-length")
         rid = request_id.encode("latin-1")
-        if (
-            method == "HEAD"
-            or status in (204, 304)
-            or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
-        ):
-            try:
-                body = b"" if method == "HEAD" else await upstream_resp.content.read()
-            except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
-                # Nothing reached the client yet: it can still get a proper answer.
-                code = 504 if isinstance(exc, TimeoutError) else 502
-                self.send_response(
-                    error_response(
-                        code,
-                        f"upstream failed before its body was complete: {exc.__class__.__name__}",
-                        route=route,
-                        request_id=request_id,
-                        accept=self._accept,
-                    )
-                )
-                return code, 0
+        if whole is not None:
             if capture is not None:
-                capture.add(body)
+                capture.add(whole)
             head = self._head(upstream_resp, rid)
-            self._write(head.data + body if head.framing != EMPTY else head.data)
-            return status, len(body)
+            self._write(head.data + whole if head.framing != EMPTY else head.data)
+            return status, len(whole)
         head = self._head(upstream_resp, rid)
         self._write(head.data)
         sent = 0
