@@ -25,6 +25,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             supervisor_pid=args.supervisor_pid,
             # Escape hatch: STRANGLER_FAST_LANE=0 serves every request through aiohttp.
             fast_lane=os.environ.get("STRANGLER_FAST_LANE", "1") != "0",
+            # STRANGLER_EXPRESS=0 keeps a task per fast-lane request (for comparison).
+            express=os.environ.get("STRANGLER_EXPRESS", "1") != "0",
         )
     )
 

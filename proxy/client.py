@@ -21,6 +21,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
@@ -107,6 +108,28 @@ class _UpstreamProtocol(ResponseHandler):
 
     _read_deadline = 0.0
     _params: tuple[bool, float | None] | None = None
+    # Called once, from the loop, when the response (or a failure) is in: how `Pending`
+    # waits without a task. From the loop rather than from inside the read, as a task's
+    # wake-up would be: answers that arrive together are relayed together.
+    _notify: Callable[[], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._kick()
+
+    def set_exception(self, *args: Any, **kwargs: Any) -> None:
+        super().set_exception(*args, **kwargs)
+        self._kick()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._kick()
+
+    def _kick(self) -> None:
+        notify = self._notify
+        if notify is not None and (self._buffer or self._eof):
+            self._notify = None
+            self._loop.call_soon(notify)
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
@@ -132,6 +155,65 @@ class _UpstreamProtocol(ResponseHandler):
             self._params = key
 
 
+class Pending:
+    """A request written on a pooled connection whose response has not been read yet.
+
+    The fast lane's express path (`proxy.express`) writes requests this way and is called
+    back (`on_response`) instead of awaiting: when the response is complete in the buffer
+    it is relayed without a task; otherwise `ConnectionPool.finish` reads it exactly as
+    `ConnectionPool.request` would have.
+    """
+
+    __slots__ = ("proto", "method", "head", "body", "deadline")
+
+    def __init__(
+        self,
+        proto: _UpstreamProtocol,
+        method: str,
+        head: bytes,
+        body: bytes | None,
+        deadline: asyncio.TimerHandle | None,
+    ) -> None:
+        self.proto = proto
+        self.method = method
+        self.head = head
+        self.body = body
+        self.deadline = deadline
+
+    def on_response(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when a response, a failure or the end of the connection
+        is in (at once if it already is)."""
+        self.proto._notify = callback
+        self.proto._kick()
+
+    def complete(self) -> tuple[Any, StreamReader] | None:
+        """The final response's message and body reader when the response is wholly in (a
+        status of 200 or more, its body finished); None otherwise (an interim response, a
+        body still arriving, a failure): then `finish` decides. Nothing is taken yet."""
+        proto = self.proto
+        if not proto._buffer or proto._exception is not None:  # noqa: SLF001
+            return None
+        (message, payload), _ = proto._buffer[0]  # noqa: SLF001
+        if message.code < 200 or not payload.is_eof() or payload.exception() is not None:
+            return None
+        return message, payload
+
+    def take(self, pool: ConnectionPool) -> UpstreamResponse:
+        """The response `complete` showed, off the connection (as `finish` would return it)."""
+        proto = self.proto
+        (message, payload), _ = proto._buffer.popleft()  # noqa: SLF001
+        return UpstreamResponse(
+            message.code, message.reason, message.raw_headers, payload, proto, pool, self.deadline
+        )
+
+    def abandon(self) -> None:
+        """The client went away before the response: close the connection, stop timers."""
+        self.proto._notify = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.proto.abort()
+
+
 class ConnectionPool:
     """Idle keep-alive connections to one upstream, most recently used first."""
 
@@ -148,6 +230,10 @@ class ConnectionPool:
             proto.close()
             return
         self._idle.append((proto, time.monotonic()))
+
+    @property
+    def has_idle(self) -> bool:
+        return bool(self._idle)
 
     def _take(self) -> _UpstreamProtocol | None:
         now = time.monotonic()
@@ -217,6 +303,55 @@ class ConnectionPool:
                 "the upstream closed the connection without answering"
             ) from None
 
+    def begin(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> Pending | None:
+        """Write a request on an idle kept-alive connection, without waiting for anything;
+        None when no connection is idle (then `request` connects). `finish` reads the
+        response as `request` would."""
+        if self._closed:
+            return None
+        head = _request_head(method, target, headers, body)
+        proto = self._take()
+        if proto is None:
+            return None
+        transport = proto.transport
+        if transport is None:  # closed as it was taken: `request` connects afresh
+            proto.close()
+            return None
+        t = self.upstream.timeout
+        proto.expect_response(method, t.read)
+        deadline = None
+        if t.total is not None:
+            deadline = proto._loop.call_later(t.total, _expire, proto)  # noqa: SLF001
+        if body:
+            transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                transport.write(body)
+        else:
+            transport.write(head)
+        proto.start_timeout()  # the read timeout counts from the end of the request
+        return Pending(proto, method, head, body, deadline)
+
+    async def finish(self, pending: Pending, on_interim: Interim | None = None) -> UpstreamResponse:
+        """The response to a request `begin` wrote (see `request` for the rules)."""
+        try:
+            return await self._receive(pending.proto, pending.deadline, on_interim)
+        except _StaleConnection:
+            if pending.method not in IDEMPOTENT_METHODS:
+                raise UpstreamProtocolError(
+                    "the upstream closed a kept-alive connection before answering"
+                ) from None
+        proto = await self._connect()
+        try:
+            return await self._exchange(
+                proto, pending.method, pending.head, pending.body, on_interim
+            )
+        except _StaleConnection:
+            raise UpstreamProtocolError(
+                "the upstream closed the connection without answering"
+            ) from None
+
     async def _exchange(
         self,
         proto: _UpstreamProtocol,
@@ -262,6 +397,22 @@ class ConnectionPool:
                         spare.close()
             if proto.transport is not None:
                 proto.start_timeout()  # the read timeout counts from the end of the request
+        except BaseException:
+            if deadline is not None:
+                deadline.cancel()
+            proto.abort()
+            raise
+        return await self._receive(proto, deadline, on_interim)
+
+    async def _receive(
+        self,
+        proto: ResponseHandler,
+        deadline: asyncio.TimerHandle | None,
+        on_interim: Interim | None,
+    ) -> UpstreamResponse:
+        """Read up to the final response's head: interim responses relayed, failures mapped."""
+        up = self.upstream
+        try:
             while True:
                 try:
                     message, payload = await proto.read()

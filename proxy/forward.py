@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -227,6 +228,33 @@ class BodyCapture:
         return None if self.abandoned else b"".join(self._parts)
 
 
+def _small(method: str, status: int, length: bytes | None) -> bool:
+    """Whether a response's body is known to be small: sent with its head in one write."""
+    return (
+        method == "HEAD"
+        or status in (204, 304)
+        or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
+    )
+
+
+def whole_body(
+    status: int, raw_headers: Sequence[tuple[bytes, bytes]], payload: StreamReader, method: str
+) -> bytes | None:
+    """`small_body` without waiting, for the express path: the body of a complete response
+    (`payload` at its end) when it may be relayed in one write as it is; None when
+    `small_body` would answer otherwise, or a retry or fallback may follow (5xx)."""
+    if status >= 500 or unrelayable(status, raw_headers) is not None:
+        return None
+    length = None
+    for name, value in raw_headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value
+            break
+    if not _small(method, status, length):
+        return None
+    return b"" if method == "HEAD" else payload.read_nowait(-1)
+
+
 async def small_body(
     upstream_resp: UpstreamResponse,
     method: str,
@@ -244,12 +272,7 @@ async def small_body(
     problem = unrelayable(upstream_resp.status, upstream_resp.raw_headers)
     if problem is not None:
         return error_response(502, problem, route=route, request_id=request_id, accept=accept)
-    length = upstream_resp.header(b"content-length")
-    if not (
-        method == "HEAD"
-        or upstream_resp.status in (204, 304)
-        or (length is not None and length.isdigit() and int(length) <= SMALL_BODY)
-    ):
+    if not _small(method, upstream_resp.status, upstream_resp.header(b"content-length")):
         return None
     try:
         return b"" if method == "HEAD" else await upstream_resp.content.read()

@@ -46,12 +46,13 @@ from proxy.forward import (
     interim_relay,
     relay,
     response_headers,
+    whole_body,
 )
 from proxy.routing import RouteMatch
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
 from proxy.telemetry.tracing import Tracing
-from proxy.upstream.caller import Outgoing, UpstreamCaller, UpstreamFailure
+from proxy.upstream.caller import Outgoing, Started, UpstreamCaller, UpstreamFailure
 from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler.proxy")
@@ -74,6 +75,17 @@ class Preflight:
     match: RouteMatch | None
     raw_headers: list[tuple[str, str]]
     content_length: int | None  # the body the listener reads whole before the request runs
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPlan:
+    """What the fast lane's front stages decided: where to send the request, and how."""
+
+    upstream: Upstream
+    up_path: str
+    can_fallback: bool
+    translator: Any | None
+    outgoing: Outgoing
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,18 @@ class PlainConnection(Protocol):
     def abort(self) -> None: ...
 
 
+class ExpressConnection(PlainConnection, Protocol):
+    """What the express path needs on top (`proxy.listener.EdgeConnection`)."""
+
+    def send_whole(self, upstream_resp: UpstreamResponse, body: bytes, request_id: str) -> None: ...
+
+    def express_pending(self, request: _Express) -> None: ...
+
+    def express_done(self) -> None: ...
+
+    def escalate(self, work: Awaitable[None]) -> None: ...
+
+
 class ProxyHandler:
     """Callable passed to aiohttp's low-level server."""
 
@@ -132,24 +156,43 @@ class ProxyHandler:
         )
 
     async def serve_plain(
-        self, conn: PlainConnection, msg: Any, pre: Preflight, body: bytes = b""
+        self,
+        conn: PlainConnection,
+        msg: Any,
+        pre: Preflight,
+        body: bytes = b"",
+        *,
+        begun: tuple[Exchange, float] | None = None,
+        work: Any = None,
     ) -> None:
-        """The fast lane (`proxy.listener`): a plain request, answered straight to `conn`."""
+        """The fast lane (`proxy.listener`): a plain request, answered straight to `conn`.
+
+        `begun` and `work`: the rest of a request the express path began."""
         resp = await self._run(
-            msg.method, msg.headers, lambda rt, ex: self._handle_plain(conn, msg, pre, body, ex)
+            msg.method,
+            msg.headers,
+            work or (lambda rt, ex: self._handle_plain(conn, msg, pre, body, ex)),
+            begun,
         )
         if isinstance(resp, web.Response):  # the proxy's own answer (an error)
             conn.send_response(resp)
 
-    async def _run(self, method: str, client_headers: Any, work: Any) -> Any:
-        """Both lanes: count in flight, turn unexpected failures into a 500, report the end."""
-        self.in_flight += 1
-        self.idle.clear()
-        started = time.perf_counter()
-        rt = self.holder.current
-        ex = Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None)
+    async def _run(
+        self,
+        method: str,
+        client_headers: Any,
+        work: Any,
+        begun: tuple[Exchange, float] | None = None,
+    ) -> Any:
+        """Both lanes: count in flight, turn unexpected failures into a 500, report the end.
+
+        `begun`: the exchange and start time of a request the express path began."""
+        if begun is None:
+            ex, started = self._begin(method, client_headers)
+        else:
+            ex, started = begun
         try:
-            resp = await work(rt, ex)
+            resp = await work(self.holder.current, ex)
             ex.status = resp.status
             return resp
         except asyncio.CancelledError:
@@ -162,48 +205,58 @@ class ProxyHandler:
                 400, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
             )
         except Exception as exc:
-            # Never a stack trace to the client; always one line with the ids in the log.
-            ex.status = 500
-            ex.error = repr(exc)
-            if self.telemetry is not None:
-                self.telemetry.error(
-                    "internal proxy error",
-                    request_id=ex.request_id,
-                    trace_id=Tracing.trace_id(ex.span, client_headers),
-                    exc=exc,
-                    route=ex.route_name,
-                )
-            else:
-                log.exception(
-                    "internal error on route %s (request %s)", ex.route_name, ex.request_id
-                )
-            return error_response(
-                500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
-            )
+            return self._internal_error(ex, exc, client_headers)
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
-            if self.telemetry is not None:
-                self.telemetry.request_finished(
-                    ex.route.name if ex.route else None,
-                    ex.mode,
-                    ex.side,
-                    ex.method,
-                    ex.status,
-                    time.perf_counter() - started,
-                    ex.bytes_out,
-                    upstream=ex.upstream or None,
-                    request_id=ex.request_id,
-                    tenant=ex.tenant,
-                    path=ex.path,
-                    query=ex.query or None,
-                    client=ex.client or None,
-                    fallback=ex.fallback_reason,
-                    span=ex.span,
-                    headers=client_headers,
-                    error=ex.error,
-                )
+            self._end(ex, started, client_headers)
+
+    def _begin(self, method: str, client_headers: Any) -> tuple[Exchange, float]:
+        self.in_flight += 1
+        self.idle.clear()
+        started = time.perf_counter()
+        return Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None), started
+
+    def _internal_error(self, ex: Exchange, exc: Exception, client_headers: Any) -> web.Response:
+        # Never a stack trace to the client; always one line with the ids in the log.
+        ex.status = 500
+        ex.error = repr(exc)
+        if self.telemetry is not None:
+            self.telemetry.error(
+                "internal proxy error",
+                request_id=ex.request_id,
+                trace_id=Tracing.trace_id(ex.span, client_headers),
+                exc=exc,
+                route=ex.route_name,
+            )
+        else:
+            log.exception("internal error on route %s (request %s)", ex.route_name, ex.request_id)
+        return error_response(
+            500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
+        )
+
+    def _end(self, ex: Exchange, started: float, client_headers: Any) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+        if self.telemetry is not None:
+            self.telemetry.request_finished(
+                ex.route.name if ex.route else None,
+                ex.mode,
+                ex.side,
+                ex.method,
+                ex.status,
+                time.perf_counter() - started,
+                ex.bytes_out,
+                upstream=ex.upstream or None,
+                request_id=ex.request_id,
+                tenant=ex.tenant,
+                path=ex.path,
+                query=ex.query or None,
+                client=ex.client or None,
+                fallback=ex.fallback_reason,
+                span=ex.span,
+                headers=client_headers,
+                error=ex.error,
+            )
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -417,6 +470,38 @@ class ProxyHandler:
     ) -> Any:
         """`_handle` for a request whose body (if any) the listener read whole, answered
         straight to the client connection."""
+        plan = self._plain_front(conn, msg, pre, body, ex)
+        if plan.translator is not None:
+            match = pre.match
+
+            async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
+                status, sent = await conn.relay(
+                    resp, ex.request_id, capture=None, route=ex.route_name
+                )
+                return Relayed(status), sent
+
+            return await self._translated(
+                msg.method,
+                msg.headers.get("Accept"),
+                relay_legacy,
+                pre.runtime,
+                plan.translator,
+                plan.upstream,
+                plan.up_path,
+                pre.edge.query,
+                plan.outgoing.headers,
+                pre.edge.host_header,
+                body,
+                match.params if match else {},
+                ex,
+                plan.can_fallback,
+            )
+        return await self._plain_call(conn, msg, pre, body, ex, plan)
+
+    def _plain_front(
+        self, conn: PlainConnection, msg: Any, pre: Preflight, body: bytes, ex: Exchange
+    ) -> PlainPlan:
+        """The fast lane's front stages: filters and dispatcher, then what to send."""
         rt, edge, match = pre.runtime, pre.edge, pre.match
         ex.path, ex.query = edge.path, edge.query
         route = match.route if match else None
@@ -441,30 +526,24 @@ class ProxyHandler:
             and msg.method in SAFE_METHODS
         )
         translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None
-        if translator is not None:
+        outgoing = Outgoing(
+            msg.method, headers, edge.host_header, body or None, conn.interim_relay()
+        )
+        return PlainPlan(upstream, up_path, can_fallback, translator, outgoing)
 
-            async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
-                status, sent = await conn.relay(
-                    resp, ex.request_id, capture=None, route=ex.route_name
-                )
-                return Relayed(status), sent
-
-            return await self._translated(
-                msg.method,
-                client_headers.get("Accept"),
-                relay_legacy,
-                rt,
-                translator,
-                upstream,
-                up_path,
-                edge.query,
-                headers,
-                edge.host_header,
-                body,
-                match.params if match else {},
-                ex,
-                can_fallback,
-            )
+    async def _plain_call(
+        self,
+        conn: PlainConnection,
+        msg: Any,
+        pre: Preflight,
+        body: bytes,
+        ex: Exchange,
+        plan: PlainPlan,
+        started: Started | None = None,
+    ) -> Any:
+        """Call the upstream and relay its answer; `started`: the express path's first
+        attempt, already admitted and written."""
+        route, edge, match = ex.route, pre.edge, pre.match
         shadowing = (
             route is not None
             and route.mode == "shadow"
@@ -472,15 +551,19 @@ class ProxyHandler:
             and self.mirror.admit(route, msg.method, pre.content_length)
         )
         call_started = time.perf_counter()
-        outgoing = Outgoing(
-            msg.method, headers, edge.host_header, body or None, conn.interim_relay()
-        )
         try:
             upstream_resp = await self._send(
-                outgoing, upstream, up_path, edge.query, rt, ex, can_fallback
+                plan.outgoing,
+                plan.upstream,
+                plan.up_path,
+                edge.query,
+                pre.runtime,
+                ex,
+                plan.can_fallback,
+                started=started,
             )
         except UpstreamFailure as failure:
-            return self._failure_response(failure, ex, client_headers.get("Accept"))
+            return self._failure_response(failure, ex, msg.headers.get("Accept"))
         capture = BodyCapture(_BUFFER_LIMIT) if shadowing else None
         try:
             status, ex.bytes_out = await conn.relay(
@@ -505,7 +588,7 @@ class ProxyHandler:
                 edge.path,
                 match.params if match else {},
                 edge.query,
-                headers,
+                plan.outgoing.headers,
                 body,
                 upstream_resp,
                 capture,
@@ -513,6 +596,56 @@ class ProxyHandler:
                 ex,
             )
         return Relayed(status)
+
+    # -- the express path: the fast lane without a task -------------------------------------
+
+    def serve_express(self, conn: ExpressConnection, msg: Any, pre: Preflight, body: bytes) -> bool:
+        """Serve a plain request without a task when it can be: False leaves it to
+        `serve_plain` (nothing was done), True means `conn` hears back (`express_done`, or
+        `escalate` with the coroutine that finishes the request).
+
+        The same stages as `serve_plain`, in the same order; only the waiting differs. The
+        first attempt is admitted and written at once (`UpstreamCaller.start`), and when
+        the response is then wholly in (a final status below 500, a small body, complete),
+        it is relayed from the upstream connection's read callback. Anything else (no
+        idle connection, a breaker not closed, an interim or 5xx response, a body still
+        arriving, a failure) continues as a task in `_plain_call`, exactly where
+        `serve_plain` would be, so retries, fallback and errors behave the same.
+        """
+        route = pre.match.route if pre.match else None
+        if route is not None and (
+            route.mode == "shadow" or pre.runtime.translator_for(route) is not None
+        ):
+            return False
+        client_headers = msg.headers
+        ex, started = self._begin(msg.method, client_headers)
+        begun = (ex, started)
+        try:
+            plan = self._plain_front(conn, msg, pre, body, ex)
+            first = self.caller.start(plan.outgoing, plan.upstream, plan.up_path, ex.query, ex)
+        except Exception as exc:  # noqa: BLE001 - as `_run` answers it
+            conn.send_response(self._internal_error(ex, exc, client_headers))
+            self._end(ex, started, client_headers)
+            conn.express_done()
+            return True
+
+        def finish(started_: Started | None) -> Any:
+            return self.serve_plain(
+                conn,
+                msg,
+                pre,
+                body,
+                begun=begun,
+                work=lambda rt, ex: self._plain_call(conn, msg, pre, body, ex, plan, started_),
+            )
+
+        if first is None:
+            conn.escalate(finish(None))
+            return True
+        request = _Express(self, conn, msg, ex, begun, plan, first, finish)
+        conn.express_pending(request)
+        first.pending.on_response(request.on_response)
+        return True
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -598,12 +731,13 @@ class ProxyHandler:
         can_fallback: bool,
         *,
         as_legacy: Outgoing | None = None,
+        started: Started | None = None,
     ) -> UpstreamResponse:
         """Call the chosen upstream; a safe request the extracted side fails (refused, timed
         out, 5xx, breaker open) is served by legacy instead, sent as `as_legacy` when the
         extracted call was translated. Raises `UpstreamFailure` when nobody could answer."""
         try:
-            resp = await self.caller.call(outgoing, upstream, path, query, ex)
+            resp = await self.caller.call(outgoing, upstream, path, query, ex, started=started)
             if not (can_fallback and resp.status >= 500):
                 return resp
             resp.release()
@@ -789,6 +923,86 @@ class ProxyHandler:
             accept=accept,
             headers=extra,
         )
+
+
+class _Express:
+    """One express request whose first attempt is out: the upstream connection's read
+    callback ends it (`ProxyHandler.serve_express`)."""
+
+    __slots__ = (
+        "handler",
+        "conn",
+        "method",
+        "headers",
+        "ex",
+        "begun",
+        "plan",
+        "first",
+        "finish",
+        "cancelled",
+    )
+
+    def __init__(
+        self,
+        handler: ProxyHandler,
+        conn: ExpressConnection,
+        msg: Any,
+        ex: Exchange,
+        begun: tuple[Exchange, float],
+        plan: PlainPlan,
+        first: Started,
+        finish: Callable[[Started], Awaitable[None]],
+    ) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.method: str = msg.method
+        self.headers = msg.headers  # the client's
+        self.ex = ex
+        self.begun = begun
+        self.plan = plan
+        self.first = first
+        self.finish = finish
+        self.cancelled = False
+
+    def on_response(self) -> None:
+        """As `_plain_call` does when the first attempt succeeds and the body is small."""
+        if self.cancelled:
+            return
+        first = self.first
+        ready = first.pending.complete()
+        body = None
+        if ready is not None:
+            message, payload = ready
+            body = whole_body(message.code, message.raw_headers, payload, self.method)
+        if body is None:
+            self.conn.escalate(self.finish(first))
+            return
+        handler, ex = self.handler, self.ex
+        upstream = self.plan.upstream
+        resp = first.pending.take(handler.pool.pool(upstream))
+        try:
+            if handler.telemetry is not None:
+                handler.telemetry.attempt_finished(first.span, upstream.name, resp.status)
+            first.slot.done(status=resp.status)
+            first.slot.close()
+            self.conn.send_whole(resp, body, ex.request_id)
+            ex.bytes_out = len(body)
+            ex.status = resp.status
+        except Exception as exc:  # noqa: BLE001 - as `_run` answers it
+            self.conn.send_response(handler._internal_error(ex, exc, self.headers))
+        finally:
+            resp.release()
+            handler._end(ex, self.begun[1], self.headers)
+        self.conn.express_done()
+
+    def cancel(self) -> None:
+        """The client went away before the answer: as a cancelled `_run`."""
+        self.cancelled = True
+        first, ex = self.first, self.ex
+        first.pending.abandon()
+        first.slot.close(cancelled=True)
+        ex.status = ex.status or 499
+        self.handler._end(ex, self.begun[1], self.headers)
 
 
 def _edge(

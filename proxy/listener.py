@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -57,10 +57,12 @@ class Listener:
         limits: Limits,
         *,
         fast_lane: bool = True,
+        express: bool = True,
     ) -> None:
         self.handler = handler  # proxy.handler.ProxyHandler
         self.fallback = fallback
         self.fast_lane = fast_lane
+        self.express = express  # the fast lane answers from callbacks when it can
         self.idle_timeout = limits.idle_timeout
         self.parser_limits = {
             "max_line_size": limits.max_request_line,
@@ -71,10 +73,15 @@ class Listener:
         self.closing = False
         self.fast_requests = 0  # requests served on the fast lane
         self.handed_off = 0  # connections handed to the aiohttp lane
+        self.escalated = 0  # fast-lane requests that began express and went on as a task
 
     def lanes(self) -> dict[str, int]:
         """For `GET /-/ready`: how much traffic takes which lane (this worker, since start)."""
-        return {"fast_requests": self.fast_requests, "handed_off_connections": self.handed_off}
+        return {
+            "fast_requests": self.fast_requests,
+            "escalated_requests": self.escalated,
+            "handed_off_connections": self.handed_off,
+        }
 
     def __call__(self) -> asyncio.Protocol:
         if not self.fast_lane:
@@ -87,11 +94,21 @@ class Listener:
         self.closing = True
         for conn in list(self.connections):
             conn.close_when_done()
-        busy = [c.task for c in self.connections if c.task is not None]
+        busy = [w for w in (c.busy_waiter() for c in self.connections) if w is not None]
         if busy:
             await asyncio.wait(busy, timeout=grace)
         for conn in list(self.connections):
             conn.abort()
+
+
+class _Starting:
+    """`EdgeConnection.express` while an express request waits for its turn in the loop."""
+
+    def cancel(self) -> None:
+        return None
+
+
+_STARTING = _Starting()
 
 
 class EdgeConnection(asyncio.Protocol):
@@ -102,6 +119,8 @@ class EdgeConnection(asyncio.Protocol):
         "transport",
         "peer",
         "task",
+        "express",
+        "_waiter",
         "_loop",
         "_buf",
         "_pos",
@@ -124,6 +143,8 @@ class EdgeConnection(asyncio.Protocol):
         self.transport: Any = None
         self.peer = ""
         self.task: asyncio.Task[None] | None = None
+        self.express: Any = None  # a request on the express path, awaiting its upstream
+        self._waiter: asyncio.Future[None] | None = None  # shutdown waits on express work
         self._loop = asyncio.get_running_loop()
         self._buf = bytearray()  # appended to in place: a head trickling in costs O(n)
         self._pos = 0  # where the next request starts in _buf
@@ -162,7 +183,7 @@ class EdgeConnection(asyncio.Protocol):
             self._fed = max(0, self._fed - self._pos)
             self._pos = 0
         self._buf += data
-        if self.task is None:
+        if self.task is None and self.express is None:
             self._next()
         elif len(self._buf) - self._pos > _READ_AHEAD and not self._read_paused:
             self._read_paused = True
@@ -177,6 +198,10 @@ class EdgeConnection(asyncio.Protocol):
         self._cancel_idle()
         if self.task is not None:
             self.task.cancel()  # the client went away: release the upstream
+        if self.express is not None:
+            express, self.express = self.express, None
+            express.cancel()
+            self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("client connection lost"))
 
@@ -192,6 +217,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Start the next request in the buffer, or hand the connection over."""
+        if self.task is not None or self.express is not None:
+            return  # one request at a time; this one's end comes back here
         if self._waiting is not None:  # a head is in; its body is still arriving
             msg, pre, head_len, body_len = self._waiting
             if len(self._buf) - self._pos >= head_len + body_len:
@@ -265,11 +292,30 @@ class EdgeConnection(asyncio.Protocol):
         self._accept = msg.headers.get("Accept")
         self._keep_alive = not msg.should_close and not self.listener.closing
         self.listener.fast_requests += 1
-        self.task = self._loop.create_task(self._serve(msg, pre, body))
+        handler = self.listener.handler
+        if self.listener.express:
+            # Started from the loop, not from this read: every request that arrived in one
+            # loop iteration is parsed before any is sent on (as tasks would run). Sending
+            # from inside each read wakes the upstream once per request mid-batch, which cost
+            # more CPU per request under load than the task it saves (bench/RESULTS.md).
+            self.express = _STARTING
+            self._loop.call_soon(self._express_start, msg, pre, body)
+            return
+        self.task = self._loop.create_task(self._serve(handler.serve_plain(self, msg, pre, body)))
 
-    async def _serve(self, msg: Any, pre: Any, body: bytes) -> None:
+    def _express_start(self, msg: Any, pre: Any, body: bytes) -> None:
+        if self.express is not _STARTING:
+            return  # the client went away meanwhile
+        self.express = None
+        handler = self.listener.handler
+        if not handler.serve_express(self, msg, pre, body):
+            self.task = self._loop.create_task(
+                self._serve(handler.serve_plain(self, msg, pre, body))
+            )
+
+    async def _serve(self, work: Awaitable[None]) -> None:
         try:
-            await self.listener.handler.serve_plain(self, msg, pre, body)
+            await work
             if self._write_paused and not self._lost:
                 # The next request waits until the client reads this answer: a client that
                 # pipelines and never reads must not fill the proxy's memory with answers.
@@ -281,6 +327,11 @@ class EdgeConnection(asyncio.Protocol):
             self.abort()
         finally:
             self.task = None
+        self._wake()
+        self._after()
+
+    def _after(self) -> None:
+        """A response is sent: close, or go on to the next request."""
         if self._lost:
             return
         if not self._keep_alive or self.listener.closing:
@@ -290,6 +341,41 @@ class EdgeConnection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         self._next()
+
+    # -- the express path (`ProxyHandler.serve_express`) ---------------------------------------
+
+    def express_pending(self, request: Any) -> None:
+        self.express = request
+
+    def express_done(self) -> None:
+        """The express request was answered: on to the next, once the client reads."""
+        self.express = None
+        if self._write_paused and not self._lost:
+            self.task = self._loop.create_task(self._serve(self._drained()))
+            return
+        self._wake()
+        self._after()
+
+    def escalate(self, work: Awaitable[None]) -> None:
+        """The express request goes on as a task (`_serve`), as a fast-lane request does."""
+        self.express = None
+        self.listener.escalated += 1
+        self.task = self._loop.create_task(self._serve(work))
+
+    def busy_waiter(self) -> asyncio.Future[None] | None:
+        """For shutdown: what to wait on while a request is in flight here."""
+        if self.task is not None:
+            return self.task
+        if self.express is None:
+            return None
+        if self._waiter is None:
+            self._waiter = self._loop.create_future()
+        return self._waiter
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _hand_off(self) -> None:
         """Give the connection, and what was read of it, to the aiohttp lane."""
@@ -321,13 +407,13 @@ class EdgeConnection(asyncio.Protocol):
     def _idle_expired(self) -> None:
         # No complete request within the idle timeout (a slowloris trickles its head): close.
         self._idle = None
-        if self.task is None and not self._lost:
+        if self.task is None and self.express is None and not self._lost:
             self.transport.close()
 
     def close_when_done(self) -> None:
         """Shutdown: close now when idle; otherwise after the response under way."""
         self._keep_alive = False
-        if self.task is None and not self._lost:
+        if self.task is None and self.express is None and not self._lost:
             self.transport.close()
 
     # -- writing responses (`proxy.handler.PlainConnection`) ---------------------------------
@@ -395,8 +481,7 @@ class EdgeConnection(asyncio.Protocol):
         if whole is not None:
             if capture is not None:
                 capture.add(whole)
-            head = self._head(upstream_resp, rid)
-            self._write(head.data + whole if head.framing != EMPTY else head.data)
+            self.send_whole(upstream_resp, whole, request_id)
             return status, len(whole)
         head = self._head(upstream_resp, rid)
         self._write(head.data)
@@ -419,6 +504,11 @@ class EdgeConnection(asyncio.Protocol):
         if chunked:
             self._write(b"0\r\n\r\n")
         return status, sent
+
+    def send_whole(self, upstream_resp: UpstreamResponse, body: bytes, request_id: str) -> None:
+        """`relay` for a small body already in hand, without waiting (the express path)."""
+        head = self._head(upstream_resp, request_id.encode("latin-1"))
+        self._write(head.data + body if head.framing != EMPTY else head.data)
 
     def _head(self, upstream_resp: UpstreamResponse, request_id: bytes) -> ResponseHead:
         head = response_head(

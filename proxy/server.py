@@ -102,6 +102,7 @@ class ServeOptions:
     supervisor_pid: int | None = None
     watch_interval: float = 0.5
     fast_lane: bool = True  # plain requests served by proxy.listener; off: all by aiohttp
+    express: bool = True  # the fast lane answers from upstream callbacks, without a task
 
 
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -231,7 +232,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     )
     host = opts.host or config.listen.host
     port = opts.port if opts.port is not None else config.listen.port
-    listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane)
+    listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane, express=opts.express)
     sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
     server = await loop.create_server(listener, sock=sock, backlog=1024)
 

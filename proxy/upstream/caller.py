@@ -13,11 +13,18 @@ from typing import Any
 
 import aiohttp
 
-from proxy.client import ConnectFailed, Interim, UpstreamProtocolError, UpstreamResponse
+from proxy.client import (
+    ConnectFailed,
+    Interim,
+    Pending,
+    UpstreamProtocolError,
+    UpstreamResponse,
+)
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 from proxy.exchange import Exchange
 from proxy.forward import BodySource, UpstreamPool, upstream_target
 from proxy.upstream.bulkhead import Rejected
+from proxy.upstream.guard import Slot
 from proxy.upstream.registry import GuardRegistry
 
 
@@ -72,6 +79,16 @@ class Outgoing:
         return len(body) > 0
 
 
+@dataclass(slots=True)
+class Started:
+    """A first attempt the express path admitted and wrote without waiting
+    (`UpstreamCaller.start`); `UpstreamCaller.call(started=...)` carries it on."""
+
+    slot: Slot
+    pending: Pending
+    span: Any
+
+
 _HOST = frozenset({"host"})
 _HOST_AND_TRACE = frozenset({"host", "traceparent", "tracestate"})
 
@@ -91,8 +108,11 @@ class UpstreamCaller:
         ex: Exchange,
         *,
         fallback: bool = False,
+        started: Started | None = None,
     ) -> UpstreamResponse:
-        """Attempts against one upstream: breaker, bulkhead, retries within the budget."""
+        """Attempts against one upstream: breaker, bulkhead, retries within the budget.
+
+        With `started`, the first attempt is one `start` already admitted and sent."""
         guard = self.guards.get(upstream.name)
         telemetry = self.telemetry
         method = out.method
@@ -100,9 +120,12 @@ class UpstreamCaller:
         last: UpstreamFailure | None = None
         while True:
             try:
-                async with guard.slot(retry=attempt > 1) as slot:
+                first, started = started, None
+                async with first.slot if first else guard.slot(retry=attempt > 1) as slot:
                     try:
-                        resp = await self.attempt(out, upstream, path, query, ex, attempt, fallback)
+                        resp = await self.attempt(
+                            out, upstream, path, query, ex, attempt, fallback, started=first
+                        )
                     except UpstreamFailure as failure:
                         slot.done(error=failure.error or failure)
                         raise
@@ -144,7 +167,7 @@ class UpstreamCaller:
             await asyncio.sleep(guard.backoff(attempt))
             attempt += 1
 
-    async def attempt(
+    def prepare(
         self,
         out: Outgoing,
         upstream: Upstream,
@@ -153,8 +176,8 @@ class UpstreamCaller:
         ex: Exchange,
         attempt: int = 1,
         fallback: bool = False,
-    ) -> UpstreamResponse:
-        """One call to one upstream; failures before a response become `UpstreamFailure`."""
+    ) -> tuple[str, list[tuple[str, str]], Any]:
+        """An attempt's target, headers and span (None unless the request is traced)."""
         host = upstream.host_header or out.host_header or f"{upstream.host}:{upstream.port}"
         target = upstream_target(upstream, path, query)
         span = None
@@ -179,13 +202,64 @@ class UpstreamCaller:
             send_headers.append(("traceparent", span.traceparent()))
             if span.trace_state:
                 send_headers.append(("tracestate", span.trace_state))
-        body = out.body
-        data: Any = body.chunks() if isinstance(body, BodySource) else body
-        ex.attempts += 1
+        return target, send_headers, span
+
+    def start(
+        self, out: Outgoing, upstream: Upstream, path: str, query: str, ex: Exchange
+    ) -> Started | None:
+        """The first attempt, admitted and written without waiting, when that is possible
+        (a closed breaker, a free bulkhead slot, an idle connection, a body in hand);
+        None otherwise, and nothing was taken: `call` then does it all."""
+        pool = self.pool.pool(upstream)
+        if not (out.body is None or isinstance(out.body, bytes)) or not pool.has_idle:
+            return None
+        slot = self.guards.get(upstream.name).try_slot()
+        if slot is None:
+            return None
+        span = None
         try:
-            resp = await self.pool.pool(upstream).request(
-                out.method, target, send_headers, data, out.interim
+            target, send_headers, span = self.prepare(out, upstream, path, query, ex)
+            pending = pool.begin(out.method, target, send_headers, out.body)
+        except Exception:  # noqa: BLE001 - `call` meets the same error and reports it
+            pending = None
+        if pending is None:
+            slot.close(cancelled=True)
+            if span is not None and span is not ex.span and self.telemetry is not None:
+                # A traced attempt that never left (its idle connections were stale): `call`
+                # makes the real one.
+                self.telemetry.tracing.end_client_span(span, None, "not sent")
+            return None
+        ex.attempts += 1
+        return Started(slot, pending, span)
+
+    async def attempt(
+        self,
+        out: Outgoing,
+        upstream: Upstream,
+        path: str,
+        query: str,
+        ex: Exchange,
+        attempt: int = 1,
+        fallback: bool = False,
+        *,
+        started: Started | None = None,
+    ) -> UpstreamResponse:
+        """One call to one upstream; failures before a response become `UpstreamFailure`."""
+        telemetry = self.telemetry
+        pool = self.pool.pool(upstream)
+        if started is not None:
+            span = started.span
+            sending = pool.finish(started.pending, out.interim)
+        else:
+            target, send_headers, span = self.prepare(
+                out, upstream, path, query, ex, attempt, fallback
             )
+            body = out.body
+            data: Any = body.chunks() if isinstance(body, BodySource) else body
+            ex.attempts += 1
+            sending = pool.request(out.method, target, send_headers, data, out.interim)
+        try:
+            resp = await sending
         except TimeoutError as exc:
             failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
         except ConnectFailed as exc:

@@ -114,6 +114,21 @@ class UpstreamGuard:
         """An async context manager holding one attempt's place; see the module docstring."""
         return Slot(self, retry)
 
+    def try_slot(self) -> Slot | None:
+        """A first attempt's place, taken without waiting, or None when taking it would mean
+        waiting or refusing (breaker not closed, a probe due, bulkhead full): the caller
+        then takes `slot()` the usual way, which waits or raises as the policy says."""
+        ticket = self.breaker.try_acquire()
+        if ticket is None:
+            return None
+        if ticket.probe or not self.bulkhead.try_acquire():
+            self.breaker.release(ticket)
+            return None
+        self.counters["admitted"] += 1
+        slot = Slot(self, False)
+        slot.ticket = ticket
+        return slot
+
     @property
     def active(self) -> int:
         """Requests in flight or queued here, plus those elsewhere in the fleet."""
@@ -302,8 +317,18 @@ class Slot:
         self.outcome = "failure" if failed else "success"
 
     async def __aenter__(self) -> Slot:
-        self.ticket = await self.guard._admit(self.retry)
+        if self.ticket is None:  # `try_slot` admits ahead of time
+            self.ticket = await self.guard._admit(self.retry)
         return self
+
+    def close(self, *, cancelled: bool = False) -> None:
+        """Leave without `async with` (the express path): the recorded outcome, or nothing
+        when `cancelled` (the client went away)."""
+        assert self.ticket is not None
+        outcome = None if cancelled else (self.outcome or "success")
+        self.guard._finish(
+            self.ticket, self.retry, None if outcome is None else outcome == "success"
+        )
 
     async def __aexit__(
         self,
