@@ -1,0 +1,201 @@
+"""The fast lane's express path (ProxyHandler.serve_express): no task per plain request.
+
+A plain request's first attempt is written at once and a small, complete answer is relayed
+from the upstream connection's read callback; anything else goes on as a task. These tests
+watch the lane counters on `/-/ready` to know which way a request went, and check what the
+express path must get right besides the happy case: an answer whose body comes in pieces,
+a client that leaves while the upstream thinks, and a shutdown with such a request pending.
+(The byte-for-byte agreement of the lanes is tests/proxy/test_fast_lane.py's job.)
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.support.procs import PYTHON, free_port, running, wait_until
+
+
+@dataclass
+class Upstream:
+    """A keep-alive upstream whose answers the test releases (`/split`, `/hold`)."""
+
+    port: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)  # a /hold request is in
+    hung_up: threading.Event = field(default_factory=threading.Event)  # ...and was dropped
+
+
+def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            conn = self.request
+            conn.settimeout(20)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    buf += piece
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                if path == b"/small":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                elif path == b"/split":  # the head now, the body when the test says
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
+                    up.release.wait(10)
+                    conn.sendall(b"llo")
+                elif path == b"/hold":  # no answer until released; notice a hang-up
+                    up.held.set()
+                    try:
+                        if conn.recv(1) == b"":
+                            up.hung_up.set()
+                            return
+                    except TimeoutError:
+                        return
+                else:
+                    up.release.wait(10)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+
+    return Handler
+
+
+@contextmanager
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _handler(up))
+    server.daemon_threads = True
+    up.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield up
+    finally:
+        up.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@dataclass
+class Proxy:
+    url: str
+    admin: str
+    proc: object
+
+    def lanes(self) -> dict[str, int]:
+        return httpx.get(self.admin + "/-/ready").json()["lanes"]
+
+    def in_flight(self) -> int:
+        return httpx.get(self.admin + "/-/ready").json()["in_flight"]
+
+
+@pytest.fixture
+def up() -> Iterator[Upstream]:
+    with upstream() as u:
+        yield u
+
+
+@pytest.fixture
+def proxy(tmp_path, up: Upstream) -> Iterator[Proxy]:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{up.port}", retry: {{retries: 0}}}}
+default: legacy
+routes: []
+"""
+    )
+    with running(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        ready_url=f"http://127.0.0.1:{admin}/-/ready",
+    ) as proc:
+        yield Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", proc)
+
+
+def refused(proxy: Proxy) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), 1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_plain_requests_on_a_warm_pool_take_the_express_path(proxy):
+    with httpx.Client() as client:
+        answers = [client.get(proxy.url + "/small") for _ in range(20)]
+    assert [(r.status_code, r.text) for r in answers] == [(200, "ok")] * 20
+    lanes = proxy.lanes()
+    assert lanes["fast_requests"] == 20
+    # Only the first found no idle upstream connection and went on as a task.
+    assert lanes["escalated_requests"] == 1
+
+
+def test_an_answer_whose_body_is_still_arriving_goes_on_as_a_task(proxy, up):
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/small").text == "ok"  # warms the pool
+        before = proxy.lanes()["escalated_requests"]
+        result: dict[str, object] = {}
+
+        def fetch() -> None:
+            r = client.get(proxy.url + "/split", timeout=10)
+            result["answer"] = (r.status_code, r.text)
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        wait_until(lambda: proxy.lanes()["escalated_requests"] > before, what="escalation")
+        up.release.set()
+        t.join(10)
+    assert result["answer"] == (200, "hello")
+
+
+def test_a_client_that_leaves_while_the_upstream_thinks_releases_everything(proxy, up):
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/small").text == "ok"
+    escalated = proxy.lanes()["escalated_requests"]
+    sock = socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])))
+    sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert up.held.wait(10)
+    assert proxy.in_flight() == 1
+    sock.close()
+    # The proxy drops the upstream connection (its answer has nobody to go to) and counts
+    # the request as finished; it never went on as a task.
+    assert up.hung_up.wait(10)
+    wait_until(lambda: proxy.in_flight() == 0, what="the request to finish")
+    assert proxy.lanes()["escalated_requests"] == escalated
+    assert httpx.get(proxy.url + "/small").text == "ok"
+
+
+def test_sigterm_waits_for_an_express_request_in_flight(proxy, up):
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/small").text == "ok"
+        escalated = proxy.lanes()["escalated_requests"]
+        result: dict[str, object] = {}
+
+        def fetch() -> None:
+            r = client.get(proxy.url + "/slow", timeout=10)
+            result["answer"] = (r.status_code, r.text)
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        wait_until(lambda: proxy.in_flight() == 1, what="request in flight")
+        assert proxy.lanes()["escalated_requests"] == escalated  # it is on the express path
+        proxy.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: refused(proxy), what="the listener to close")
+        up.release.set()  # the request in flight still gets its answer
+        t.join(10)
+        assert proxy.proc.wait(15) == 0
+    assert result["answer"] == (200, "slow")
