@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.filters.headers import Header, expectation, framing_problem, valid_host
-from proxy.pathsafety import UnsafePath, normalize_path, parse_target
+from proxy.pathsafety import RequestTarget, UnsafePath, normalize_path, parse_target
 
 SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
 
@@ -57,25 +57,60 @@ def admit(
         # TRACE echoes cookies, tokens and the proxy's own forwarding headers back.
         raise Refused(405, "TRACE is disabled at the edge", {"Allow": allowed_methods})
     try:
-        target = parse_target(method, raw_target)
-        if target.form == "asterisk":
-            return EdgeRequest("*", "", "", "", False, asterisk=True)
-        path = normalize_path(target.path)
+        target, path = _target(method, raw_target)
     except UnsafePath as exc:
         raise Refused(400, f"rejected request target: {exc}") from None
+    if target.form == "asterisk":
+        return EdgeRequest("*", "", "", "", False, asterisk=True)
     if len(hosts) > 1 or (not hosts and version >= (1, 1)):
         raise Refused(400, "exactly one Host header is required")
     # RFC 9112 §3.2.2: an absolute-form target's authority replaces Host, for routing and
     # for what is forwarded alike.
     host_header = target.authority or (hosts[0] if hosts else "")
-    if (host_header or version >= (1, 1)) and not valid_host(host_header):
+    host = _host(host_header)
+    if (host_header or version >= (1, 1)) and host is None:
         raise Refused(400, f"invalid Host {host_header!r}: expected host[:port]")
     expect = expectation(version, headers)
     if expect == "reject":
         raise Refused(417, "only 'Expect: 100-continue' is supported")
-    return EdgeRequest(
-        path, target.query, host_header, bare_host(host_header), expect == "continue"
-    )
+    return EdgeRequest(path, target.query, host_header, host or "", expect == "continue")
+
+
+# Memos of the two pure checks above, by their input: most traffic repeats a few hosts and a
+# bounded set of targets, and both checks cost more than the lookup (regexes, splitting).
+# Bounded: cleared when full, and long targets are never kept.
+_MEMO_SIZE = 4096
+_MEMO_LONGEST = 1024
+_targets: dict[tuple[str, str], tuple[RequestTarget, str]] = {}
+_hosts: dict[str, str | None] = {}
+
+
+def _target(method: str, raw_target: str) -> tuple[RequestTarget, str]:
+    """`parse_target` and the normalized path (raises `UnsafePath`)."""
+    key = (method, raw_target)
+    known = _targets.get(key)
+    if known is None:
+        target = parse_target(method, raw_target)
+        known = (target, "*" if target.form == "asterisk" else normalize_path(target.path))
+        if len(raw_target) <= _MEMO_LONGEST:
+            if len(_targets) >= _MEMO_SIZE:
+                _targets.clear()
+            _targets[key] = known
+    return known
+
+
+def _host(host_header: str) -> str | None:
+    """`bare_host` of a valid Host, None for an invalid one."""
+    try:
+        return _hosts[host_header]
+    except KeyError:
+        pass
+    host = bare_host(host_header) if valid_host(host_header) else None
+    if len(host_header) <= _MEMO_LONGEST:
+        if len(_hosts) >= _MEMO_SIZE:
+            _hosts.clear()
+        _hosts[host_header] = host
+    return host
 
 
 def bare_host(host_header: str) -> str:

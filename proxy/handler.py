@@ -27,14 +27,7 @@ from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
-from proxy.filters.headers import (
-    append_via,
-    forwarding_headers,
-    is_trusted,
-    request_id,
-    sanitize_request_headers,
-    strip_hop_by_hop,
-)
+from proxy.filters.headers import forward_headers, is_trusted, request_id
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodyCapture,
@@ -684,19 +677,17 @@ class ProxyHandler:
         ex.tenant = extract_tenant(
             config.tenant, headers=client_headers, host=edge.host, jwt_key=rt.tenant_key
         )
-        headers = strip_hop_by_hop(
-            [
-                h
-                for h in sanitize_request_headers(raw_headers, content_length)
-                if h[0].lower() not in _DROP_FROM_CLIENT
-            ],
+        headers = forward_headers(
+            raw_headers,
+            peer=peer,
+            scheme=scheme,
+            host=edge.host_header,
+            trusted=trusted,
+            request_id=ex.request_id,
+            content_length=content_length,
+            drop=_DROP_FROM_CLIENT,
             keep=_UPGRADE_KEEP if websocket else frozenset(),
         )
-        headers = forwarding_headers(
-            headers, peer=peer, scheme=scheme, host=edge.host_header, trusted=trusted
-        )
-        append_via(headers)
-        headers.append(("X-Request-ID", ex.request_id))
 
         # dispatcher
         side = LEGACY

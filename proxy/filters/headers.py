@@ -45,18 +45,6 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
     return frozenset(names)
 
 
-def strip_hop_by_hop(
-    headers: Sequence[Header], *, keep: frozenset[str] = frozenset()
-) -> list[Header]:
-    """Drop hop-by-hop headers, preserving order and repeats of everything else.
-
-    `keep` lets an upgrade (WebSocket) keep `Upgrade`/`Connection`.
-    """
-    listed = connection_tokens(headers) - keep
-    drop = (HOP_BY_HOP - keep) | listed
-    return [(n, v) for n, v in headers if n.lower() not in drop]
-
-
 def parse_trusted(cidrs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
@@ -77,31 +65,62 @@ def _forwarded_node(ip: str) -> str:
     return ip or "unknown"
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _quote(value: str) -> str:
-    if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+    if _TOKEN.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def forwarding_headers(
+def forward_headers(
     headers: Sequence[Header],
     *,
     peer: str,
     scheme: str,
     host: str,
     trusted: bool,
+    request_id: str,
+    content_length: int | None = None,
+    drop: frozenset[str] = frozenset(),
+    keep: frozenset[str] = frozenset(),
 ) -> list[Header]:
-    """Remove incoming forwarding headers unless the peer is trusted, then append ours.
+    """The client's headers as they go upstream, in one pass (order and repeats kept):
 
-    From a trusted proxy the incoming chain is kept and extended; from anyone else it is
-    replaced, so a client cannot claim another address, scheme or host.
+    * names with an underscore dropped (as nginx and gunicorn do): CGI/WSGI servers, Django
+      behind gunicorn included, map `X_Forwarded_For` and `X-Forwarded-For` to the same
+      variable, so an underscore twin would slip past the rules below;
+    * hop-by-hop headers dropped, the fixed set and every name `Connection` lists, and the
+      names in `drop`; `keep` lets an upgrade (WebSocket) keep `Upgrade`/`Connection`;
+    * `Content-Length` in canonical form (`05` becomes `5`): the upstream must read the
+      length the proxy's parser read, whatever its own parser makes of odd digits;
+    * incoming `X-Forwarded-*`/`Forwarded` replaced by ours, or from a `trusted` peer kept
+      and extended, so a client cannot claim another address, scheme or host;
+    * `Via` extended (or added), and `X-Request-ID: request_id` last.
+
+    Hop-by-hop names are dropped before the proxy adds its own headers, so `Connection:
+    X-Forwarded-For` cannot make the proxy strip what it adds.
     """
+    dropped = HOP_BY_HOP - keep if keep else HOP_BY_HOP
+    if drop:
+        dropped = dropped | drop
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == "connection":
+            dropped = dropped | (
+                frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - keep
+            )
     out: list[Header] = []
     xff: list[str] = []
     fwd: list[str] = []
     xfp = xfh = None
+    via = -1
     for name, value in headers:
+        if "_" in name:
+            continue
         lname = name.lower()
+        if lname in dropped:
+            continue
         if lname in FORWARDING:
             if trusted:
                 if lname == "x-forwarded-for":
@@ -113,6 +132,10 @@ def forwarding_headers(
                 elif lname == "x-forwarded-host" and xfh is None:
                     xfh = value
             continue
+        if lname == "content-length" and content_length is not None:
+            value = str(content_length)
+        elif lname == "via" and via < 0:
+            via = len(out)
         out.append((name, value))
     xff.append(peer or "unknown")
     out.append(("X-Forwarded-For", ", ".join(xff)))
@@ -124,15 +147,12 @@ def forwarding_headers(
         element += f";host={_quote(host)}"
     fwd.append(element)
     out.append(("Forwarded", ", ".join(fwd)))
+    if via < 0:
+        out.append(("Via", VIA_VALUE))
+    else:
+        out[via] = (out[via][0], f"{out[via][1]}, {VIA_VALUE}")
+    out.append(("X-Request-ID", request_id))
     return out
-
-
-def append_via(headers: list[Header]) -> None:
-    for i, (name, value) in enumerate(headers):
-        if name.lower() == "via":
-            headers[i] = (name, f"{value}, {VIA_VALUE}")
-            return
-    headers.append(("Via", VIA_VALUE))
 
 
 def request_id(incoming: str | None) -> str:
@@ -162,25 +182,6 @@ def valid_host(value: str) -> bool:
     if m is None:
         return False
     return m.group(1) is None or int(m.group(1)) <= 65535
-
-
-def sanitize_request_headers(headers: Sequence[Header], content_length: int | None) -> list[Header]:
-    """The client's headers as they may be forwarded.
-
-    * Names with an underscore are dropped (as nginx and gunicorn do): CGI/WSGI servers,
-      Django behind gunicorn included, map `X_Forwarded_For` and `X-Forwarded-For` to the
-      same variable, so an underscore twin would slip past the proxy's own header rules.
-    * `Content-Length` is rewritten in canonical form (`05` becomes `5`): the upstream must
-      read the length the proxy's parser read, whatever its own parser makes of odd digits.
-    """
-    out: list[Header] = []
-    for name, value in headers:
-        if "_" in name:
-            continue
-        if content_length is not None and name.lower() == "content-length":
-            value = str(content_length)
-        out.append((name, value))
-    return out
 
 
 def framing_problem(version: tuple[int, int], headers: Sequence[Header]) -> tuple[int, str] | None:

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from proxy.telemetry.redact import Redactor
@@ -87,7 +88,19 @@ class _BaseFormatter(logging.Formatter):
         return self.compose(self.fields(record))
 
 
-_json_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# `json.dumps(separators=(",", ":"), default=str)`, with the C encoder made once rather than on
+# every call (which `JSONEncoder.encode` does): a quarter of an access line's cost.
+_json_chunks = c_make_encoder(
+    None, str, encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+def _json_encode(value: Any) -> str:
+    return "".join(_json_chunks(value, 0))
+
+
+if c_make_encoder is None:  # an interpreter without json's C accelerator
+    _json_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # noqa: F811
 
 
 class JsonFormatter(_BaseFormatter):

@@ -9,13 +9,21 @@ from hypothesis import strategies as st
 from proxy.errors import options_star_response
 from proxy.filters.headers import (
     expectation,
+    forward_headers,
     framing_problem,
-    sanitize_request_headers,
     valid_host,
 )
 from proxy.forward import unrelayable
 from proxy.pathsafety import UnsafePath, parse_target
 from proxy.websocket import handshake_problem
+
+_FORWARDING = {
+    "peer": "10.0.0.1",
+    "scheme": "http",
+    "host": "h",
+    "trusted": False,
+    "request_id": "rid",
+}
 
 
 @pytest.mark.parametrize(
@@ -63,16 +71,18 @@ def test_invalid_hosts(host):
 
 
 def test_sanitize_drops_underscore_names_and_canonicalizes_length():
-    got = sanitize_request_headers(
+    got = forward_headers(
         [("Host", "h"), ("X_Forwarded_For", "6.6.6.6"), ("Content-Length", "007"), ("A", "1")],
-        7,
+        content_length=7,
+        **_FORWARDING,
     )
-    assert got == [("Host", "h"), ("Content-Length", "7"), ("A", "1")]
+    assert got[:3] == [("Host", "h"), ("Content-Length", "7"), ("A", "1")]
+    assert dict(got)["X-Forwarded-For"] == "10.0.0.1"
 
 
 def test_sanitize_keeps_everything_else_in_order_with_repeats():
     headers = [("A", "1"), ("B", "2"), ("A", "3"), ("Cookie", "x=1")]
-    assert sanitize_request_headers(headers, None) == headers
+    assert forward_headers(headers, **_FORWARDING)[: len(headers)] == headers
 
 
 @pytest.mark.parametrize(

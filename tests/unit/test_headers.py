@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from proxy.filters.headers import (
-    append_via,
-    forwarding_headers,
-    is_trusted,
-    parse_trusted,
-    request_id,
-    strip_hop_by_hop,
-)
+from proxy.filters.headers import forward_headers, is_trusted, parse_trusted, request_id
+
+
+def forwarded(headers, *, peer="10.0.0.5", host="shop", trusted=False, **kw):
+    """What goes upstream, without the headers the proxy adds (for order checks)."""
+    return forward_headers(
+        headers, peer=peer, scheme="http", host=host, trusted=trusted, request_id="rid", **kw
+    )
+
+
+OURS = {"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
 
 
 def test_strips_fixed_set_and_connection_listed_names_keeping_order_and_repeats():
@@ -25,18 +28,33 @@ def test_strips_fixed_set_and_connection_listed_names_keeping_order_and_repeats(
         ("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2"),
     ]
-    assert strip_hop_by_hop(headers) == [
+    assert [h for h in forwarded(headers) if h[0] not in OURS] == [
         ("Host", "h"),
         ("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2"),
+        ("X-Request-ID", "rid"),
     ]
+
+
+def test_an_upgrade_keeps_upgrade_and_connection():
+    headers = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Keep-Alive", "1")]
+    keep = frozenset({"upgrade", "connection"})
+    assert [h for h in forwarded(headers, keep=keep) if h[0] not in OURS] == [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("X-Request-ID", "rid"),
+    ]
+
+
+def test_names_in_drop_are_dropped_and_the_request_id_is_ours():
+    headers = [("Expect", "100-continue"), ("X-Request-ID", "client"), ("A", "1")]
+    out = forwarded(headers, drop=frozenset({"expect", "x-request-id"}))
+    assert [h for h in out if h[0] not in OURS] == [("A", "1"), ("X-Request-ID", "rid")]
 
 
 def test_connection_cannot_strip_what_the_proxy_adds():
     incoming = [("Host", "shop"), ("Connection", "X-Forwarded-For, Forwarded")]
-    out = forwarding_headers(
-        strip_hop_by_hop(incoming), peer="10.0.0.5", scheme="http", host="shop", trusted=False
-    )
+    out = forwarded(incoming)
     assert ("X-Forwarded-For", "10.0.0.5") in out
     assert all(name != "Connection" for name, _ in out)
 
@@ -48,11 +66,7 @@ def test_untrusted_client_cannot_spoof_forwarding_headers():
         ("X-Forwarded-Host", "evil"),
         ("Forwarded", "for=1.2.3.4"),
     ]
-    out = dict(
-        forwarding_headers(
-            incoming, peer="127.0.0.1", scheme="http", host="shop:8080", trusted=False
-        )
-    )
+    out = dict(forwarded(incoming, peer="127.0.0.1", host="shop:8080"))
     assert out["X-Forwarded-For"] == "127.0.0.1"
     assert out["X-Forwarded-Proto"] == "http"
     assert out["X-Forwarded-Host"] == "shop:8080"
@@ -65,16 +79,14 @@ def test_trusted_proxy_chain_is_extended():
         ("X-Forwarded-Proto", "https"),
         ("Forwarded", "for=203.0.113.9;proto=https"),
     ]
-    out = dict(
-        forwarding_headers(incoming, peer="10.1.2.3", scheme="http", host="shop", trusted=True)
-    )
+    out = dict(forwarded(incoming, peer="10.1.2.3", trusted=True))
     assert out["X-Forwarded-For"] == "203.0.113.9, 10.1.2.3"
     assert out["X-Forwarded-Proto"] == "https"
     assert out["Forwarded"] == "for=203.0.113.9;proto=https, for=10.1.2.3;proto=http;host=shop"
 
 
 def test_ipv6_forwarded_node_is_quoted_in_brackets():
-    out = dict(forwarding_headers([], peer="::1", scheme="http", host="h", trusted=False))
+    out = dict(forwarded([], peer="::1", host="h"))
     assert out["Forwarded"].startswith('for="[::1]"')
 
 
@@ -87,13 +99,13 @@ def test_trusted_cidrs():
     assert not is_trusted("10.0.0.1", ())
 
 
-def test_via_is_appended():
-    h = [("Via", "1.0 fred")]
-    append_via(h)
-    assert h == [("Via", "1.0 fred, 1.1 strangler")]
-    h2: list[tuple[str, str]] = []
-    append_via(h2)
-    assert h2 == [("Via", "1.1 strangler")]
+def test_via_is_extended_in_place_or_appended():
+    out = forwarded([("Via", "1.0 fred"), ("A", "1"), ("Via", "1.0 bob")])
+    assert out[:3] == [("Via", "1.0 fred, 1.1 strangler"), ("A", "1"), ("Via", "1.0 bob")]
+    assert forwarded([])[-2:] == [("Via", "1.1 strangler"), ("X-Request-ID", "rid")]
+    # A Via the client lists in Connection is hop-by-hop: dropped, and ours added anew.
+    out = forwarded([("Connection", "via"), ("Via", "1.0 fred")])
+    assert [h for h in out if h[0] == "Via"] == [("Via", "1.1 strangler")]
 
 
 def test_request_id_kept_when_sane_else_generated():
