@@ -54,6 +54,20 @@ def connection_listed(raw_headers: Sequence[RawHeader]) -> frozenset[bytes]:
     return frozenset(names)
 
 
+# What each header name means to `response_head`; any other name is passed on as it is.
+_DROP, _ID, _LENGTH, _TYPE, _DATE, _SERVER_NAME, _CONNECTION = range(7)
+_ROLE = {name: _DROP for name in HOP_BY_HOP_BYTES} | {
+    b"x-request-id": _ID,
+    b"content-length": _LENGTH,
+    b"content-type": _TYPE,
+    b"date": _DATE,
+    b"server": _SERVER_NAME,
+    b"connection": _CONNECTION,
+}
+# `Connection` values that name no other header (nearly every response carries one).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"upgrade"})
+
+
 def response_head(
     version: tuple[int, int],
     method: str,
@@ -64,39 +78,61 @@ def response_head(
     *,
     keep_alive: bool,
     date: bytes,
+    listed: frozenset[bytes] | None = None,
 ) -> ResponseHead:
     """The head to send the client for an upstream response, and how its body is framed.
 
     `keep_alive` is what the client asked for; the result says whether the connection can
-    actually stay open after this response (not after a close-delimited body).
+    actually stay open after this response (not after a close-delimited body). `listed`:
+    the names `Connection` lists, when already known.
     """
     empty = must_be_empty(method, status)
-    listed = connection_listed(raw_headers)
     out: list[bytes] = [
         b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))
     ]
     has_id = has_type = has_date = has_server = False
     length: bytes | None = None
+    role_of = _ROLE.get
     for name, value in raw_headers:
         lname = name.lower()
-        if lname in HOP_BY_HOP_BYTES or lname in listed:
+        if listed is not None and lname in listed:
             continue
-        if lname == b"x-request-id" and request_id is not None:
-            if has_id:
+        role = role_of(lname)
+        if role is not None:
+            if role == _DROP:
                 continue
-            has_id = True
-            out.append(b"X-Request-ID: " + request_id + b"\r\n")
-            continue
-        if lname == b"content-length":
-            if status in (204, 304) or status < 200 or length is not None:
-                continue  # RFC 9110 §8.6: never with 204, 304 or 1xx
-            length = value.strip()
-        elif lname == b"content-type":
-            has_type = True
-        elif lname == b"date":
-            has_date = True
-        elif lname == b"server":
-            has_server = True
+            if role == _CONNECTION:
+                if listed is None and value.lower() not in _PLAIN_CONNECTION:
+                    # It names other headers to drop, maybe ones already passed: start over
+                    # knowing them all (rare).
+                    return response_head(
+                        version,
+                        method,
+                        status,
+                        reason,
+                        raw_headers,
+                        request_id,
+                        keep_alive=keep_alive,
+                        date=date,
+                        listed=connection_listed(raw_headers),
+                    )
+                continue
+            if role == _ID:
+                if request_id is not None:
+                    if not has_id:
+                        has_id = True
+                        out.append(b"X-Request-ID: " + request_id + b"\r\n")
+                    continue
+            elif role == _LENGTH:
+                if status in (204, 304) or status < 200 or length is not None:
+                    continue  # RFC 9110 §8.6: never with 204, 304 or 1xx
+                length = value.strip()
+            elif role == _TYPE:
+                has_type = True
+            elif role == _DATE:
+                has_date = True
+            else:
+                has_server = True
         out.append(name + b": " + value + b"\r\n")
     if not has_id and request_id is not None:
         out.append(b"X-Request-ID: " + request_id + b"\r\n")
