@@ -129,7 +129,8 @@ def proxy_bench(results: list[str]) -> None:
         (body_dir / "small.json").write_text('{"id": 1, "name": "small", "ok": true}')
         up_port, ngx_port = free_port(), free_port()
         px_port, px_admin, slow_port, slow_admin = (free_port() for _ in range(4))
-        naive_port, pump_port = free_port(), free_port()
+        naive_port, pump_port, parse_port = free_port(), free_port(), free_port()
+        task_port, task_admin = free_port(), free_port()
 
         def routes(port: int, admin: int) -> str:
             path = work / f"routes-{port}.yaml"
@@ -164,6 +165,11 @@ def proxy_bench(results: list[str]) -> None:
                 env=quiet,
             ) as strangler,
             running(
+                [PY, "-m", "proxy.cli", "serve", "-c", routes(task_port, task_admin)],
+                ready_url=f"http://127.0.0.1:{task_admin}/-/ready",
+                env={**quiet, "STRANGLER_EXPRESS": "0"},
+            ) as task_lane,
+            running(
                 [PY, "-m", "proxy.cli", "serve", "-c", routes(slow_port, slow_admin)],
                 ready_url=f"http://127.0.0.1:{slow_admin}/-/ready",
                 env={**quiet, "STRANGLER_FAST_LANE": "0"},
@@ -181,13 +187,22 @@ def proxy_bench(results: list[str]) -> None:
                 [PY, str(ROOT / "bench/peers/byte_pump.py"), str(pump_port), str(up_port)],
                 ready_url=f"http://127.0.0.1:{pump_port}/",
             ) as pump,
+            running(
+                [PY, str(ROOT / "bench/peers/parsing_pump.py"), str(parse_port), str(up_port)],
+                ready_url=f"http://127.0.0.1:{parse_port}/",
+            ) as parsing_pump,
         ):
             targets = {
                 "upstream direct (nginx static)": (up_port, None),
                 "nginx reverse proxy": (ngx_port, None),
                 "strangler": (px_port, strangler.pid),
+                "strangler, a task per request (STRANGLER_EXPRESS=0)": (task_port, task_lane.pid),
                 "strangler, aiohttp lane only (STRANGLER_FAST_LANE=0)": (slow_port, slow_lane.pid),
                 "naive aiohttp proxy (bench/peers)": (naive_port, naive.pid),
+                "parsing pump, HTTP parsed, no features (bench/peers)": (
+                    parse_port,
+                    parsing_pump.pid,
+                ),
                 "byte pump, the Python floor (bench/peers)": (pump_port, pump.pid),
             }
             rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
@@ -232,6 +247,8 @@ def proxy_bench(results: list[str]) -> None:
         f"strangler / nginx = **{rate['strangler'] / ngx:.2f}x** (target ≥ 0.5x); "
         f"strangler / naive aiohttp proxy = "
         f"{rate['strangler'] / rate['naive aiohttp proxy (bench/peers)']:.2f}x; "
+        f"express / a task per request = "
+        f"{rate['strangler'] / rate['strangler, a task per request (STRANGLER_EXPRESS=0)']:.2f}x; "
         f"fast lane / aiohttp lane = "
         f"{rate['strangler'] / rate['strangler, aiohttp lane only (STRANGLER_FAST_LANE=0)']:.2f}x",
         "",

@@ -86,6 +86,7 @@ class Breaker:
         self.window = Window(policy.window)
         self.consecutive = 0
         self.generation = 0
+        self._closed_ticket = Ticket(0, probe=False)
         self.probes = 0  # probes in flight while half-open
         self._state: State = "closed"
         self._open_until = 0.0
@@ -114,7 +115,10 @@ class Breaker:
         """A ticket if a request may go to the upstream now, else None (reject fast)."""
         state = self.state
         if state == "closed":
-            return Ticket(self.generation, probe=False)
+            ticket = self._closed_ticket  # immutable: one per generation serves every request
+            if ticket.generation != self.generation:
+                ticket = self._closed_ticket = Ticket(self.generation, probe=False)
+            return ticket
         if state == "half_open" and self.probes < max(1, self.policy.half_open_probes):
             self.probes += 1
             return Ticket(self.generation, probe=True)
