@@ -79,6 +79,7 @@ class PlainPlan:
     can_fallback: bool
     translator: Any | None
     outgoing: Outgoing
+    shadowing: bool  # the mirror admitted a shadow copy of this request
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +406,7 @@ class ProxyHandler:
         finally:
             upstream_resp.release()
         if capture is not None and route is not None:
-            self._submit_shadow(
+            self._queue_shadow(
                 route,
                 request.method,
                 request.host,
@@ -522,7 +523,14 @@ class ProxyHandler:
         outgoing = Outgoing(
             msg.method, headers, edge.host_header, body or None, conn.interim_relay()
         )
-        return PlainPlan(upstream, up_path, can_fallback, translator, outgoing)
+        shadowing = (
+            translator is None
+            and route is not None
+            and route.mode == "shadow"
+            and self.mirror is not None
+            and self.mirror.admit(route, msg.method, pre.content_length)
+        )
+        return PlainPlan(upstream, up_path, can_fallback, translator, outgoing, shadowing)
 
     async def _plain_call(
         self,
@@ -536,14 +544,8 @@ class ProxyHandler:
     ) -> Any:
         """Call the upstream and relay its answer; `started`: the express path's first
         attempt, already admitted and written."""
-        route, edge, match = ex.route, pre.edge, pre.match
-        shadowing = (
-            route is not None
-            and route.mode == "shadow"
-            and self.mirror is not None
-            and self.mirror.admit(route, msg.method, pre.content_length)
-        )
-        call_started = time.perf_counter()
+        edge = pre.edge
+        call_started = time.perf_counter() if started is None else started.at
         try:
             upstream_resp = await self._send(
                 plan.outgoing,
@@ -557,7 +559,7 @@ class ProxyHandler:
             )
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, msg.headers.get("Accept"))
-        capture = BodyCapture(_BUFFER_LIMIT) if shadowing else None
+        capture = BodyCapture(_BUFFER_LIMIT) if plan.shadowing else None
         try:
             status, ex.bytes_out = await conn.relay(
                 upstream_resp, ex.request_id, capture=capture, route=ex.route_name
@@ -573,21 +575,8 @@ class ProxyHandler:
             raise
         finally:
             upstream_resp.release()
-        if capture is not None and route is not None:
-            self._submit_shadow(
-                route,
-                msg.method,
-                edge.host_header,
-                edge.path,
-                match.params if match else {},
-                edge.query,
-                plan.outgoing.headers,
-                body,
-                upstream_resp,
-                capture,
-                time.perf_counter() - call_started,
-                ex,
-            )
+        if capture is not None:
+            self._submit_shadow(pre, plan, body, upstream_resp, capture, call_started, ex)
         return Relayed(status)
 
     # -- the express path: the fast lane without a task -------------------------------------
@@ -606,9 +595,7 @@ class ProxyHandler:
         `serve_plain` would be, so retries, fallback and errors behave the same.
         """
         route = pre.match.route if pre.match else None
-        if route is not None and (
-            route.mode == "shadow" or pre.runtime.translator_for(route) is not None
-        ):
+        if route is not None and pre.runtime.translator_for(route) is not None:
             return False
         client_headers = msg.headers
         ex, started = self._begin(msg.method, client_headers)
@@ -635,7 +622,7 @@ class ProxyHandler:
         if first is None:
             conn.escalate(finish(None))
             return True
-        request = _Express(self, conn, msg, ex, begun, plan, first, finish)
+        request = _Express(self, conn, msg, pre, body, ex, begun, plan, first, finish)
         conn.express_pending(request)
         first.pending.on_response(request.on_response)
         return True
@@ -841,6 +828,33 @@ class ProxyHandler:
 
     def _submit_shadow(
         self,
+        pre: Preflight,
+        plan: PlainPlan,
+        body: bytes,
+        primary: UpstreamResponse,
+        capture: BodyCapture,
+        call_started: float,
+        ex: Exchange,
+    ) -> None:
+        """`_queue_shadow` for the fast lane (both ways, task or express)."""
+        assert ex.route is not None
+        self._queue_shadow(
+            ex.route,
+            plan.outgoing.method,
+            pre.edge.host_header,
+            pre.edge.path,
+            pre.match.params if pre.match else {},
+            pre.edge.query,
+            plan.outgoing.headers,
+            body,
+            primary,
+            capture,
+            time.perf_counter() - call_started,
+            ex,
+        )
+
+    def _queue_shadow(
+        self,
         route: Route,
         method: str,
         host_header: str,
@@ -931,6 +945,8 @@ class _Express:
         "first",
         "finish",
         "cancelled",
+        "pre",
+        "body",
     )
 
     def __init__(
@@ -938,6 +954,8 @@ class _Express:
         handler: ProxyHandler,
         conn: ExpressConnection,
         msg: Any,
+        pre: Preflight,
+        body: bytes,
         ex: Exchange,
         begun: tuple[Exchange, float],
         plan: PlainPlan,
@@ -954,6 +972,8 @@ class _Express:
         self.first = first
         self.finish = finish
         self.cancelled = False
+        self.pre = pre
+        self.body = body
 
     def on_response(self) -> None:
         """As `_plain_call` does when the first attempt succeeds and the body is small."""
@@ -979,6 +999,11 @@ class _Express:
             self.conn.send_whole(resp, body, ex.request_id)
             ex.bytes_out = len(body)
             ex.status = resp.status
+            resp.release()
+            if self.plan.shadowing:
+                capture = BodyCapture(_BUFFER_LIMIT)
+                capture.add(body)
+                handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
         except Exception as exc:  # noqa: BLE001 - as `_run` answers it
             self.conn.send_response(handler._internal_error(ex, exc, self.headers))
         finally:

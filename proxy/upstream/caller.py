@@ -8,6 +8,7 @@ handler can answer, or fall back to legacy, without knowing how the attempt fail
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,7 @@ class Started:
     slot: Slot
     pending: Pending
     span: Any
+    at: float  # when it was sent (perf_counter), for the shadow report's primary latency
 
 
 _HOST = frozenset({"host"})
@@ -217,6 +219,7 @@ class UpstreamCaller:
         if slot is None:
             return None
         span = None
+        at = time.perf_counter()
         try:
             target, send_headers, span = self.prepare(out, upstream, path, query, ex)
             pending = pool.begin(out.method, target, send_headers, out.body)
@@ -230,7 +233,7 @@ class UpstreamCaller:
                 self.telemetry.tracing.end_client_span(span, None, "not sent")
             return None
         ex.attempts += 1
-        return Started(slot, pending, span)
+        return Started(slot, pending, span, at)
 
     async def attempt(
         self,
