@@ -128,6 +128,7 @@ class EdgeConnection(asyncio.Protocol):
         "_waiting",
         "_parser",
         "_idle",
+        "_idle_since",
         "_drain",
         "_write_paused",
         "_read_paused",
@@ -152,6 +153,7 @@ class EdgeConnection(asyncio.Protocol):
         self._waiting: tuple[Any, Any, int, int] | None = None  # a head awaiting its body
         self._parser: Any = None
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None  # loop time the wait for a request began
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
@@ -195,7 +197,7 @@ class EdgeConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._lost = True
         self.listener.connections.discard(self)
-        self._cancel_idle()
+        self._stop_idle()
         if self.task is not None:
             self.task.cancel()  # the client went away: release the upstream
         if self.express is not None:
@@ -379,7 +381,7 @@ class EdgeConnection(asyncio.Protocol):
 
     def _hand_off(self) -> None:
         """Give the connection, and what was read of it, to the aiohttp lane."""
-        self._cancel_idle()
+        self._stop_idle()
         self.listener.connections.discard(self)
         self.listener.handed_off += 1
         transport, data = self.transport, bytes(self._buf[self._pos :])
@@ -395,19 +397,37 @@ class EdgeConnection(asyncio.Protocol):
 
     # -- idle connections ----------------------------------------------------------------------
 
+    # The clock starts when the connection starts waiting for a request and is not reset by
+    # bytes that do not complete one. One timer per connection, checked lazily: setting and
+    # cancelling a timer for every request cost more than the check when it fires.
+
     def _arm_idle(self) -> None:
-        if self._idle is None and not self._lost:
-            self._idle = self._loop.call_later(self.listener.idle_timeout, self._idle_expired)
+        if self._idle_since is None and not self._lost:
+            self._idle_since = self._loop.time()
+            if self._idle is None:
+                self._idle = self._loop.call_later(self.listener.idle_timeout, self._idle_check)
 
     def _cancel_idle(self) -> None:
+        self._idle_since = None
+
+    def _stop_idle(self) -> None:
+        """For good (the connection is gone or handed over): the timer must not keep it."""
+        self._idle_since = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
 
-    def _idle_expired(self) -> None:
-        # No complete request within the idle timeout (a slowloris trickles its head): close.
+    def _idle_check(self) -> None:
         self._idle = None
-        if self.task is None and self.express is None and not self._lost:
+        since = self._idle_since
+        if since is None or self._lost:
+            return  # busy now: the next wait arms the timer again
+        left = since + self.listener.idle_timeout - self._loop.time()
+        if left > 0:
+            self._idle = self._loop.call_later(left, self._idle_check)
+            return
+        # No complete request within the idle timeout (a slowloris trickles its head): close.
+        if self.task is None and self.express is None:
             self.transport.close()
 
     def close_when_done(self) -> None:

@@ -197,6 +197,23 @@ def test_slowloris_connection_is_closed_after_idle_timeout(start_proxy):
     assert 0.5 < waited < 5.0
 
 
+def test_a_kept_alive_connection_in_use_stays_open_and_closes_once_idle(start_proxy):
+    """The idle clock restarts with every request: requests 0.6 s apart on one connection
+    outlive a 1 s idle timeout, and the connection closes about 1 s after the last."""
+    p = start_proxy(extra="limits: {idle_timeout: 1.0}\n")
+    request = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as conn:
+        for _ in range(4):
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+            last = time.monotonic()
+            time.sleep(0.6)  # the scenario: a client pausing between requests
+        data = conn.recv(1024)  # b"" once the proxy closes the idle connection
+        idle = time.monotonic() - last
+    assert data == b""
+    assert 0.8 < idle < 3.0
+
+
 def test_early_hints_are_relayed_before_the_final_response(start_proxy, upstreams):
     reply = (
         b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
