@@ -609,20 +609,10 @@ class ProxyHandler:
             conn.express_done()
             return True
 
-        def finish(started_: Started | None) -> Any:
-            return self.serve_plain(
-                conn,
-                msg,
-                pre,
-                body,
-                begun=begun,
-                work=lambda rt, ex: self._plain_call(conn, msg, pre, body, ex, plan, started_),
-            )
-
+        request = _Express(self, conn, msg, pre, body, ex, begun, plan, first)
         if first is None:
-            conn.escalate(finish(None))
+            conn.escalate(request.finish(None))
             return True
-        request = _Express(self, conn, msg, pre, body, ex, begun, plan, first, finish)
         conn.express_pending(request)
         first.pending.on_response(request.on_response)
         return True
@@ -836,22 +826,27 @@ class ProxyHandler:
         call_started: float,
         ex: Exchange,
     ) -> None:
-        """`_queue_shadow` for the fast lane (both ways, task or express)."""
-        assert ex.route is not None
-        self._queue_shadow(
-            ex.route,
-            plan.outgoing.method,
-            pre.edge.host_header,
-            pre.edge.path,
-            pre.match.params if pre.match else {},
-            pre.edge.query,
-            plan.outgoing.headers,
-            body,
-            primary,
-            capture,
-            time.perf_counter() - call_started,
-            ex,
-        )
+        """`_queue_shadow` for the fast lane (both ways, task or express). The answer is out
+        already: a failure here is logged, never answered a second time."""
+        if ex.route is None:
+            return
+        try:
+            self._queue_shadow(
+                ex.route,
+                plan.outgoing.method,
+                pre.edge.host_header,
+                pre.edge.path,
+                pre.match.params if pre.match else {},
+                pre.edge.query,
+                plan.outgoing.headers,
+                body,
+                primary,
+                capture,
+                time.perf_counter() - call_started,
+                ex,
+            )
+        except Exception:  # noqa: BLE001
+            log.exception("shadow: queuing the comparison failed (request %s)", ex.request_id)
 
     def _queue_shadow(
         self,
@@ -943,10 +938,10 @@ class _Express:
         "begun",
         "plan",
         "first",
-        "finish",
         "cancelled",
         "pre",
         "body",
+        "msg",
     )
 
     def __init__(
@@ -959,8 +954,7 @@ class _Express:
         ex: Exchange,
         begun: tuple[Exchange, float],
         plan: PlainPlan,
-        first: Started,
-        finish: Callable[[Started], Awaitable[None]],
+        first: Started | None,
     ) -> None:
         self.handler = handler
         self.conn = conn
@@ -970,16 +964,25 @@ class _Express:
         self.begun = begun
         self.plan = plan
         self.first = first
-        self.finish = finish
         self.cancelled = False
         self.pre = pre
         self.body = body
+        self.msg = msg
+
+    def finish(self, first: Started | None) -> Awaitable[None]:
+        """The rest of the request as a task would run it (`first`: the attempt under way)."""
+        handler, conn, pre, body, plan = self.handler, self.conn, self.pre, self.body, self.plan
+
+        def work(rt: Runtime, ex: Exchange) -> Awaitable[Any]:
+            return handler._plain_call(conn, self.msg, pre, body, ex, plan, first)
+
+        return handler.serve_plain(conn, self.msg, pre, body, begun=self.begun, work=work)
 
     def on_response(self) -> None:
         """As `_plain_call` does when the first attempt succeeds and the body is small."""
-        if self.cancelled:
-            return
         first = self.first
+        if self.cancelled or first is None:
+            return
         ready = first.pending.complete()
         body = None
         if ready is not None:
@@ -999,22 +1002,22 @@ class _Express:
             self.conn.send_whole(resp, body, ex.request_id)
             ex.bytes_out = len(body)
             ex.status = resp.status
-            resp.release()
-            if self.plan.shadowing:
-                capture = BodyCapture(_BUFFER_LIMIT)
-                capture.add(body)
-                handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
         except Exception as exc:  # noqa: BLE001 - as `_run` answers it
             self.conn.send_response(handler._internal_error(ex, exc, self.headers))
         finally:
             resp.release()
-            handler._end(ex, self.begun[1], self.headers)
+        if self.plan.shadowing and ex.status == resp.status:
+            capture = BodyCapture(_BUFFER_LIMIT)
+            capture.add(body)
+            handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
+        handler._end(ex, self.begun[1], self.headers)
         self.conn.express_done()
 
     def cancel(self) -> None:
         """The client went away before the answer: as a cancelled `_run`."""
         self.cancelled = True
         first, ex = self.first, self.ex
+        assert first is not None
         first.pending.abandon()
         first.slot.close(cancelled=True)
         ex.status = ex.status or 499

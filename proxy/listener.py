@@ -461,19 +461,16 @@ class EdgeConnection(asyncio.Protocol):
 
     def interim_relay(self) -> Interim | None:
         """Upstream 1xx responses, passed on to HTTP/1.1 clients (RFC 9110 §15.2)."""
-        if self._version < (1, 1):
-            return None
+        return self._relay_interim if self._version >= (1, 1) else None
 
-        async def relay_interim(
-            status: int, reason: str, raw_headers: Sequence[tuple[bytes, bytes]]
-        ) -> None:
-            drop = HOP_BY_HOP_BYTES | connection_listed(raw_headers)
-            lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("utf-8", "surrogateescape"))]
-            lines += [k + b": " + v + b"\r\n" for k, v in raw_headers if k.lower() not in drop]
-            lines.append(b"\r\n")
-            self._write(b"".join(lines))
-
-        return relay_interim
+    async def _relay_interim(
+        self, status: int, reason: str, raw_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        drop = HOP_BY_HOP_BYTES | connection_listed(raw_headers)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("utf-8", "surrogateescape"))]
+        lines += [k + b": " + v + b"\r\n" for k, v in raw_headers if k.lower() not in drop]
+        lines.append(b"\r\n")
+        self._write(b"".join(lines))
 
     async def relay(
         self,
