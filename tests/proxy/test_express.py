@@ -13,10 +13,12 @@ from __future__ import annotations
 import signal
 import socket
 import socketserver
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -199,3 +201,16 @@ def test_sigterm_waits_for_an_express_request_in_flight(proxy, up):
         t.join(10)
         assert proxy.proc.wait(15) == 0
     assert result["answer"] == (200, "slow")
+
+
+def test_the_in_process_profile_runs_on_the_express_path():
+    """bench/express_profile.py (a developer's tool) asserts its requests stay express."""
+    out = subprocess.run(
+        [PYTHON, "bench/express_profile.py", "--requests", "300"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert "µs per request" in out.stdout
