@@ -232,6 +232,9 @@ class EdgeConnection(asyncio.Protocol):
         # Pipelined requests are read from an offset: slicing the buffer per request would
         # make a long pipeline cost quadratic time.
         buf, pos, seen = self._buf, self._pos, self._fed
+        if pos >= len(buf):  # nothing more to read (the usual case after an answer)
+            self._arm_idle()
+            return
         # Only bytes not seen yet are searched (a head sent a byte at a time stays linear).
         end = buf.find(b"\r\n\r\n", max(pos, seen - 3))
         head_end = end + 4 if end >= 0 else len(buf)
