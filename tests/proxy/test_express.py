@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.procs import PYTHON, free_port, running, wait_until
+from tests.support.procs import PYTHON, wait_until
+from tests.support.single import single_upstream_proxy
 
 
 @dataclass
@@ -109,23 +110,21 @@ def up() -> Iterator[Upstream]:
 
 @pytest.fixture
 def proxy(tmp_path, up: Upstream) -> Iterator[Proxy]:
-    port, admin = free_port(), free_port()
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"""version: 1
-listen: {{host: 127.0.0.1, port: {port}}}
-admin: {{host: 127.0.0.1, port: {admin}}}
-upstreams:
-  legacy: {{url: "http://127.0.0.1:{up.port}", retry: {{retries: 0}}}}
-default: legacy
-routes: []
-"""
-    )
-    with running(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
-        ready_url=f"http://127.0.0.1:{admin}/-/ready",
-    ) as proc:
+    with single_upstream_proxy(tmp_path, up.port) as (port, admin, proc):
         yield Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", proc)
+
+
+def fetch_in_background(client: httpx.Client, url: str) -> tuple[threading.Thread, dict]:
+    """GET `url` on a thread; the dict gets `answer`: (status, text)."""
+    result: dict[str, object] = {}
+
+    def fetch() -> None:
+        r = client.get(url, timeout=10)
+        result["answer"] = (r.status_code, r.text)
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    return thread, result
 
 
 def refused(proxy: Proxy) -> bool:
@@ -150,14 +149,7 @@ def test_an_answer_whose_body_is_still_arriving_goes_on_as_a_task(proxy, up):
     with httpx.Client() as client:
         assert client.get(proxy.url + "/small").text == "ok"  # warms the pool
         before = proxy.lanes()["escalated_requests"]
-        result: dict[str, object] = {}
-
-        def fetch() -> None:
-            r = client.get(proxy.url + "/split", timeout=10)
-            result["answer"] = (r.status_code, r.text)
-
-        t = threading.Thread(target=fetch)
-        t.start()
+        t, result = fetch_in_background(client, proxy.url + "/split")
         wait_until(lambda: proxy.lanes()["escalated_requests"] > before, what="escalation")
         up.release.set()
         t.join(10)
@@ -185,14 +177,7 @@ def test_sigterm_waits_for_an_express_request_in_flight(proxy, up):
     with httpx.Client() as client:
         assert client.get(proxy.url + "/small").text == "ok"
         escalated = proxy.lanes()["escalated_requests"]
-        result: dict[str, object] = {}
-
-        def fetch() -> None:
-            r = client.get(proxy.url + "/slow", timeout=10)
-            result["answer"] = (r.status_code, r.text)
-
-        t = threading.Thread(target=fetch)
-        t.start()
+        t, result = fetch_in_background(client, proxy.url + "/slow")
         wait_until(lambda: proxy.in_flight() == 1, what="request in flight")
         assert proxy.lanes()["escalated_requests"] == escalated  # it is on the express path
         proxy.proc.send_signal(signal.SIGTERM)

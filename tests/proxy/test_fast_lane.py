@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.support.procs import PYTHON, free_port, running
 from tests.support.rawhttp import exchange
+from tests.support.single import single_upstream_proxy
 
 REPLIES: dict[str, bytes] = {
     "small": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
@@ -100,23 +100,8 @@ def scripted_upstream() -> Iterator[int]:
 
 @contextmanager
 def proxy(tmp_path, name: str, upstream_port: int, *, fast_lane: bool) -> Iterator[int]:
-    port, admin = free_port(), free_port()
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(
-        f"""version: 1
-listen: {{host: 127.0.0.1, port: {port}}}
-admin: {{host: 127.0.0.1, port: {admin}}}
-upstreams:
-  legacy: {{url: "http://127.0.0.1:{upstream_port}", retry: {{retries: 0}}}}
-default: legacy
-routes: []
-"""
-    )
-    with running(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
-        ready_url=f"http://127.0.0.1:{admin}/-/ready",
-        env={"STRANGLER_FAST_LANE": "1" if fast_lane else "0"},
-    ):
+    env = {"STRANGLER_FAST_LANE": "1" if fast_lane else "0"}
+    with single_upstream_proxy(tmp_path, upstream_port, name=name, env=env) as (port, admin, _):
         yield port, admin
 
 
