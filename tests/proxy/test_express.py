@@ -35,6 +35,7 @@ class Upstream:
     release: threading.Event = field(default_factory=threading.Event)
     held: threading.Event = field(default_factory=threading.Event)  # a /hold request is in
     hung_up: threading.Event = field(default_factory=threading.Event)  # ...and was dropped
+    seen: list[bytes] = field(default_factory=list)  # request lines, as they came
 
 
 def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
@@ -43,6 +44,7 @@ def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
             conn = self.request
             conn.settimeout(20)
             buf = b""
+            served = 0  # answers on this connection so far
             while True:
                 while b"\r\n\r\n" not in buf:
                     piece = conn.recv(65536)
@@ -50,8 +52,12 @@ def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
                         return
                     buf += piece
                 head, _, buf = buf.partition(b"\r\n\r\n")
+                up.seen.append(head.split(b"\r\n")[0])
                 path = head.split(b" ")[1]
-                if path == b"/small":
+                served += 1
+                if path == b"/drop-second" and served > 1:
+                    return  # a kept-alive connection closed on a request, nothing answered
+                if path in (b"/small", b"/drop-second"):
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 elif path == b"/split":  # the head now, the body when the test says
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
@@ -199,3 +205,21 @@ def test_the_in_process_profile_runs_on_the_express_path():
     )
     assert out.returncode == 0, out.stderr
     assert "µs per request" in out.stdout
+
+
+def test_a_kept_alive_connection_closed_under_a_request_retries_only_what_is_safe(proxy, up):
+    """The upstream closes a reused connection without answering: the express path hands
+    over to the pool's rule (as a task would meet it): a GET goes again on a fresh
+    connection, a POST (which the upstream may have acted on) gets a 502 and is never
+    sent twice."""
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/small").text == "ok"  # one pooled connection
+        r = client.get(proxy.url + "/drop-second")
+        assert (r.status_code, r.text) == (200, "ok")
+        assert up.seen[-2:] == [b"GET /drop-second HTTP/1.1"] * 2
+        assert client.get(proxy.url + "/small").text == "ok"  # the fresh one is pooled now
+        r = client.post(proxy.url + "/drop-second")
+        assert r.status_code == 502
+        assert "closed a kept-alive connection" in r.json()["message"]
+    assert up.seen.count(b"POST /drop-second HTTP/1.1") == 1
+    assert proxy.lanes()["escalated_requests"] >= 2  # both went on as tasks
