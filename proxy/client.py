@@ -165,7 +165,7 @@ class _UpstreamProtocol(ResponseHandler):
 class Pending:
     """A request written on a pooled connection whose response has not been read yet.
 
-    The fast lane's express path (`proxy.express`) writes requests this way and is called
+    The fast lane's express path (`ProxyHandler.serve_express`) writes requests this way and is called
     back (`on_response`) instead of awaiting: when the response is complete in the buffer
     it is relayed without a task; otherwise `ConnectionPool.finish` reads it exactly as
     `ConnectionPool.request` would have.
@@ -296,12 +296,17 @@ class ConnectionPool:
             try:
                 return await self._exchange(proto, method, head, body, on_interim)
             except _StaleConnection:
-                if method not in IDEMPOTENT_METHODS or not (
-                    body is None or isinstance(body, bytes)
-                ):
-                    raise UpstreamProtocolError(
-                        "the upstream closed a kept-alive connection before answering"
-                    ) from None
+                _may_send_again(method, body)
+        return await self._afresh(method, head, body, on_interim)
+
+    async def _afresh(
+        self,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes] | None,
+        on_interim: Interim | None,
+    ) -> UpstreamResponse:
+        """The exchange on a new connection (nothing was sent before, or it may go again)."""
         proto = await self._connect()
         try:
             return await self._exchange(proto, method, head, body, on_interim)
@@ -331,12 +336,7 @@ class ConnectionPool:
         deadline = None
         if t.total is not None:
             deadline = proto._loop.call_later(t.total, _expire, proto)  # noqa: SLF001
-        if body:
-            transport.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                transport.write(body)
-        else:
-            transport.write(head)
+        _write_whole(transport, head, body)
         proto.start_timeout()  # the read timeout counts from the end of the request
         return Pending(proto, method, head, body, deadline)
 
@@ -345,19 +345,8 @@ class ConnectionPool:
         try:
             return await self._receive(pending.proto, pending.deadline, on_interim)
         except _StaleConnection:
-            if pending.method not in IDEMPOTENT_METHODS:
-                raise UpstreamProtocolError(
-                    "the upstream closed a kept-alive connection before answering"
-                ) from None
-        proto = await self._connect()
-        try:
-            return await self._exchange(
-                proto, pending.method, pending.head, pending.body, on_interim
-            )
-        except _StaleConnection:
-            raise UpstreamProtocolError(
-                "the upstream closed the connection without answering"
-            ) from None
+            _may_send_again(pending.method, pending.body)
+        return await self._afresh(pending.method, pending.head, pending.body, on_interim)
 
     async def _exchange(
         self,
@@ -379,12 +368,8 @@ class ConnectionPool:
         try:
             if transport is None:
                 raise _StaleConnection()
-            if isinstance(body, bytes):
-                transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    transport.write(body)
-            elif body is None:
-                transport.write(head)
+            if body is None or isinstance(body, bytes):
+                _write_whole(transport, head, body)
             else:
                 spare = _spare_socket(transport) if self._ssl is None else None
                 transport.write(head)
@@ -531,6 +516,27 @@ async def _rescue_early_answer(
     rescued.connection_lost(None)  # the connection is gone: a close-delimited body ends here
     rescued.force_close()
     return rescued
+
+
+def _write_whole(transport: asyncio.WriteTransport, head: bytes, body: bytes | None) -> None:
+    """A request whose body is in hand: one write when it is small (every syscall counts)."""
+    if not body:
+        transport.write(head)
+    elif len(body) < 65536:
+        transport.write(head + body)
+    else:
+        transport.write(head)
+        transport.write(body)
+
+
+def _may_send_again(method: str, body: object) -> None:
+    """A kept-alive connection failed before any answer: the request goes again on a fresh
+    one only when it is idempotent and its body can be sent twice (as browsers do);
+    anything else gets the error, since the upstream may have acted on it."""
+    if method not in IDEMPOTENT_METHODS or not (body is None or isinstance(body, bytes)):
+        raise UpstreamProtocolError(
+            "the upstream closed a kept-alive connection before answering"
+        ) from None
 
 
 class _StaleConnection(Exception):
