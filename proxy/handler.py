@@ -932,8 +932,6 @@ class _Express:
     __slots__ = (
         "handler",
         "conn",
-        "method",
-        "headers",
         "ex",
         "begun",
         "plan",
@@ -958,8 +956,6 @@ class _Express:
     ) -> None:
         self.handler = handler
         self.conn = conn
-        self.method: str = msg.method
-        self.headers = msg.headers  # the client's
         self.ex = ex
         self.begun = begun
         self.plan = plan
@@ -987,7 +983,7 @@ class _Express:
         body = None
         if ready is not None:
             message, payload = ready
-            body = whole_body(message.code, message.raw_headers, payload, self.method)
+            body = whole_body(message.code, message.raw_headers, payload, self.msg.method)
         if body is None:
             self.conn.escalate(self.finish(first))
             return
@@ -1003,14 +999,14 @@ class _Express:
             ex.bytes_out = len(body)
             ex.status = resp.status
         except Exception as exc:  # noqa: BLE001 - as `_run` answers it
-            self.conn.send_response(handler._internal_error(ex, exc, self.headers))
+            self.conn.send_response(handler._internal_error(ex, exc, self.msg.headers))
         finally:
             resp.release()
         if self.plan.shadowing and ex.status == resp.status:
             capture = BodyCapture(_BUFFER_LIMIT)
             capture.add(body)
             handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
-        handler._end(ex, self.begun[1], self.headers)
+        handler._end(ex, self.begun[1], self.msg.headers)
         self.conn.express_done()
 
     def cancel(self) -> None:
@@ -1021,7 +1017,7 @@ class _Express:
         first.pending.abandon()
         first.slot.close(cancelled=True)
         ex.status = ex.status or 499
-        self.handler._end(ex, self.begun[1], self.headers)
+        self.handler._end(ex, self.begun[1], self.msg.headers)
 
 
 def _edge(
