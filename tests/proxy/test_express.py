@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.support.procs import PYTHON, wait_until
+from tests.support.rawhttp import read_head
 from tests.support.single import single_upstream_proxy
 
 
@@ -46,12 +47,10 @@ def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
             buf = b""
             served = 0  # answers on this connection so far
             while True:
-                while b"\r\n\r\n" not in buf:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        return
-                    buf += piece
-                head, _, buf = buf.partition(b"\r\n\r\n")
+                got = read_head(conn, buf)
+                if got is None:
+                    return
+                head, buf = got
                 up.seen.append(head.split(b"\r\n")[0])
                 path = head.split(b" ")[1]
                 served += 1

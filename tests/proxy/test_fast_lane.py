@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.support.rawhttp import exchange
+from tests.support.rawhttp import exchange, read_head
 from tests.support.single import single_upstream_proxy
 
 REPLIES: dict[str, bytes] = {
@@ -57,12 +57,10 @@ class _Scripted(socketserver.BaseRequestHandler):
         conn.settimeout(10)
         buf = b""
         while True:
-            while b"\r\n\r\n" not in buf:
-                piece = conn.recv(65536)
-                if not piece:
-                    return
-                buf += piece
-            head, _, buf = buf.partition(b"\r\n\r\n")
+            got = read_head(conn, buf)
+            if got is None:
+                return
+            head, buf = got
             length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
             need = int(length.group(1)) if length else 0
             while len(buf) < need:

@@ -30,3 +30,15 @@ def status_of(response: bytes) -> int:
 
 def count_responses(response: bytes) -> int:
     return response.count(b"HTTP/1.1 ") + response.count(b"HTTP/1.0 ")
+
+
+def read_head(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
+    """For scripted upstreams: the next request head (without its blank line) and the bytes
+    after it, reading from `sock` after what `buf` holds; None once the peer closes."""
+    while b"\r\n\r\n" not in buf:
+        piece = sock.recv(65536)
+        if not piece:
+            return None
+        buf += piece
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
