@@ -226,7 +226,7 @@ class UpstreamCaller:
         except Exception:  # noqa: BLE001 - `call` meets the same error and reports it
             pending = None
         if pending is None:
-            slot.close(cancelled=True)
+            slot.withdraw()
             if span is not None and span is not ex.span and self.telemetry is not None:
                 # A traced attempt that never left (its idle connections were stale): `call`
                 # makes the real one.

@@ -330,6 +330,13 @@ class Slot:
             self.ticket, self.retry, None if outcome is None else outcome == "success"
         )
 
+    def withdraw(self) -> None:
+        """Give back a place `try_slot` took for an attempt that was never made (every idle
+        connection turned out stale): released, and not counted as admitted, since the
+        attempt that is made instead is admitted on its own."""
+        self.close(cancelled=True)
+        self.guard.counters["admitted"] -= 1
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,

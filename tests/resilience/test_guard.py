@@ -253,3 +253,33 @@ async def test_transitions_are_reported_per_upstream() -> None:
         ("a", "open", "half_open"),
         ("a", "half_open", "closed"),
     ]
+
+
+async def test_an_early_place_unused_because_idle_connections_were_stale_is_not_counted() -> None:
+    """The express path admits its first attempt before it takes an idle connection
+    (`UpstreamCaller.start`); when every idle one turns out closed, the place is given
+    back and not counted, so `admitted` counts attempts made, once each."""
+    from proxy.client import _UpstreamProtocol
+    from proxy.exchange import Exchange
+    from proxy.forward import UpstreamPool
+    from proxy.upstream.caller import Outgoing, UpstreamCaller
+
+    svc = upstream()
+    registry = GuardRegistry(config(svc))
+    pool = UpstreamPool()
+    stale = _UpstreamProtocol(asyncio.get_running_loop())
+    stale.connection_lost(None)  # the upstream closed it while it sat idle
+    pool.pool(svc).put(stale)
+    caller = UpstreamCaller(pool, registry, telemetry=None)
+    out = Outgoing("GET", [], "example.test", None)
+
+    started = caller.start(out, svc, "/", "", Exchange("rid", "GET", "", None))
+
+    assert started is None  # the task path makes the attempt, on a fresh connection
+    guard = registry.get("svc")
+    assert guard.counters["admitted"] == 0
+    assert guard.bulkhead.in_flight == 0
+    assert guard.breaker.state == "closed"
+    async with guard.slot() as slot:  # the place really is free again
+        slot.done(status=200)
+    assert guard.counters["admitted"] == 1
