@@ -27,7 +27,7 @@ class Refused(Exception):
         self.headers = headers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EdgeRequest:
     """What the rest of the pipeline may rely on."""
 

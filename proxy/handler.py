@@ -59,7 +59,7 @@ _PLAIN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 PLAIN_BODY_LIMIT = 64 * 1024  # bodies up to this, with a Content-Length, take the fast lane
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Preflight:
     """What the pure front stages decided about a request the fast lane will serve."""
 
@@ -70,7 +70,7 @@ class Preflight:
     content_length: int | None  # the body the listener reads whole before the request runs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlainPlan:
     """What the fast lane's front stages decided: where to send the request, and how."""
 
@@ -82,7 +82,7 @@ class PlainPlan:
     shadowing: bool  # the mirror admitted a shadow copy of this request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Relayed:
     """A response the fast lane already wrote to the client."""
 

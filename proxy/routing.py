@@ -86,7 +86,7 @@ def _header_predicate(h: HeaderMatch) -> Callable[[str], bool]:
     return lambda v: v == expected
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteMatch:
     route: Route
     params: Mapping[str, str]
