@@ -62,6 +62,15 @@ def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
                     up.release.wait(10)
                     conn.sendall(b"llo")
+                elif path == b"/trickle":  # a head a byte at a time, never finished
+                    try:
+                        for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 200:
+                            if up.release.wait(0.02):
+                                return
+                            conn.sendall(bytes([byte]))
+                    except OSError:  # the proxy gave up and closed: as it should
+                        up.hung_up.set()
+                    return
                 elif path == b"/hold":  # no answer until released; notice a hang-up
                     up.held.set()
                     try:
@@ -222,3 +231,24 @@ def test_a_kept_alive_connection_closed_under_a_request_retries_only_what_is_saf
         assert "closed a kept-alive connection" in r.json()["message"]
     assert up.seen.count(b"POST /drop-second HTTP/1.1") == 1
     assert proxy.lanes()["escalated_requests"] >= 2  # both went on as tasks
+
+
+def test_the_total_timeout_ends_an_answer_that_never_finishes_on_a_reused_connection(tmp_path, up):
+    """Bytes keep coming (so the read timeout never fires) but the answer never completes:
+    the total timeout answers 504, on a connection an earlier request used (whose deadline
+    was on the same per-connection timer), and the connection is dropped."""
+    with (
+        single_upstream_proxy(tmp_path, up.port, timeout="{read: 5.0, total: 0.4}") as (
+            port,
+            _,
+            _,
+        ),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+        assert client.get("/small").text == "ok"  # the connection is pooled
+        r = client.get("/trickle")
+        assert r.status_code == 504, r.text
+        assert r.elapsed.total_seconds() >= 0.4
+        assert r.json()["error"] == "gateway_timeout"
+        wait_until(up.hung_up.is_set, timeout=5)  # the trickling connection was closed
+        assert client.get("/small").text == "ok"  # and the proxy carries on

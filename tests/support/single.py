@@ -12,18 +12,25 @@ from tests.support.procs import PYTHON, free_port, running
 
 @contextmanager
 def single_upstream_proxy(
-    workdir: Path, upstream_port: int, *, name: str = "routes", env: dict[str, str] | None = None
+    workdir: Path,
+    upstream_port: int,
+    *,
+    name: str = "routes",
+    env: dict[str, str] | None = None,
+    timeout: str | None = None,
 ) -> Iterator[tuple[int, int, subprocess.Popen]]:
-    """`strangler serve` with `default: legacy` pointing at `upstream_port` and no retries;
-    yields the proxy port, the admin port and the process once it is ready."""
+    """`strangler serve` with `default: legacy` pointing at `upstream_port` and no retries
+    (`timeout`: the upstream's `timeout` mapping, as YAML); yields the proxy port, the admin
+    port and the process once it is ready."""
     port, admin = free_port(), free_port()
     config = workdir / f"{name}.yaml"
+    extra = f", timeout: {timeout}" if timeout else ""
     config.write_text(
         f"""version: 1
 listen: {{host: 127.0.0.1, port: {port}}}
 admin: {{host: 127.0.0.1, port: {admin}}}
 upstreams:
-  legacy: {{url: "http://127.0.0.1:{upstream_port}", retry: {{retries: 0}}}}
+  legacy: {{url: "http://127.0.0.1:{upstream_port}", retry: {{retries: 0}}{extra}}}
 default: legacy
 routes: []
 """
