@@ -103,7 +103,8 @@ class _UpstreamProtocol(ResponseHandler):
       itself when it fires early.
     * The response parser is kept for the next request on the connection when its
       settings are the same, instead of a new one per request (each response is read to
-      its end before a connection is reused, so the parser is between messages).
+      its end before a connection is reused, so the parser is between messages), except
+      after a chunked response (`forget_parser_if_chunked`).
     """
 
     _read_deadline = 0.0
@@ -153,6 +154,14 @@ class _UpstreamProtocol(ResponseHandler):
             self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_check)
             return
         self._on_read_timeout()
+
+    def forget_parser_if_chunked(self, message: Any) -> None:
+        """A chunked response may end in trailer fields, and aiohttp's C parser (3.14) keeps
+        the last one pending past the message's end: a parser used again would add it to
+        the next response's headers (an upstream's `Set-Cookie` trailer reaching another
+        client). The next response on this connection gets a new parser."""
+        if message.chunked:
+            self._params = None
 
     def expect_response(self, method: str, read_timeout: float | None) -> None:
         """Ready the parser for the response to a `method` request."""
@@ -209,6 +218,7 @@ class Pending:
         """The response `complete` showed, off the connection (as `finish` would return it)."""
         proto = self.proto
         (message, payload), _ = proto._buffer.popleft()  # noqa: SLF001
+        proto.forget_parser_if_chunked(message)
         return UpstreamResponse(
             message.code, message.reason, message.raw_headers, payload, proto, pool, self.deadline
         )
@@ -418,6 +428,8 @@ class ConnectionPool:
                     if message.code != 100 and on_interim is not None:
                         await on_interim(message.code, message.reason, message.raw_headers)
                     continue
+                if isinstance(proto, _UpstreamProtocol):
+                    proto.forget_parser_if_chunked(message)
                 break
         except BaseException:
             if deadline is not None:

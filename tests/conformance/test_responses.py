@@ -191,6 +191,26 @@ def test_head_answer_with_a_body_does_not_leak_into_the_next_response(e):
             assert resp.status == 200 and b'"target": "/next"' in resp.body, resp.body[:100]
 
 
+def test_a_trailer_never_reaches_the_next_response_on_a_reused_upstream_connection(e):
+    """aiohttp's C parser (3.14) keeps a chunked answer's last trailer field pending past
+    the end of the message: a parser used again adds it to the next answer on the upstream
+    connection, for whichever client asks next (one user's `Set-Cookie` in another's)."""
+    e.legacy.script(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nSet-Cookie: sid=user-a\r\n\r\n",
+        close=False,
+    )
+    with Wire(e.port) as a:
+        first = a.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n").response()
+    assert first.body == b"hello"
+    with Wire(e.port) as b:
+        second = b.send(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n").response()
+    assert second.status == 200 and b'"target": "/second"' in second.body
+    assert second.header("set-cookie") == []
+    carried = [c for c in e.legacy.conns if [r.target for r in c.requests] == ["/first", "/second"]]
+    assert carried, "both requests should have used one pooled upstream connection"
+
+
 @pytest.mark.parametrize("code", [204, 304])
 def test_bodiless_status_is_relayed_without_a_body(e, code):
     """RFC 9110 §8.6: a 204 carries no Content-Length, even when the upstream sent
