@@ -286,6 +286,13 @@ async def small_body(
         )
 
 
+def last_on_connection(request: web.BaseRequest) -> bool:
+    """Whether no other request may follow this one on its client connection: its chunked
+    body ended with trailer fields (see `proxy.server._EdgeRequestHandler`)."""
+    body = getattr(request.protocol, "last_body", None)
+    return body is not None and body is request.content
+
+
 async def relay(
     request: web.BaseRequest,
     upstream_resp: UpstreamResponse,
@@ -322,7 +329,9 @@ async def relay(
     out = web.StreamResponse(
         status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
     )
-    if upstream_resp.header(b"content-length") is None and request.version < aiohttp.HttpVersion11:
+    if (
+        upstream_resp.header(b"content-length") is None and request.version < aiohttp.HttpVersion11
+    ) or last_on_connection(request):
         out.force_close()
     await out.prepare(request)
     sent = 0

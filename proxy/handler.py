@@ -37,6 +37,7 @@ from proxy.forward import (
     abort_connection,
     buffer_prefix,
     interim_relay,
+    last_on_connection,
     relay,
     response_headers,
     whole_body,
@@ -145,9 +146,14 @@ class ProxyHandler:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp lane: requests with bodies, upgrades, and anything the edge refuses."""
-        return await self._run(
+        resp = await self._run(
             request.method, request.headers, lambda rt, ex: self._handle(request, rt, ex)
         )
+        if last_on_connection(request):  # trailer fields: see `last_on_connection`
+            request.protocol.close()  # aiohttp handles nothing after this request
+            if not resp.prepared:
+                resp.force_close()  # and says so (a streamed answer: see `relay`)
+        return resp
 
     async def serve_plain(
         self,

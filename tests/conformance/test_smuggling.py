@@ -18,6 +18,7 @@ from tests.conformance.checks import (
     wait_upstream_quiet,
 )
 from tests.conformance.wire import Wire
+from tests.support.procs import wait_until
 
 H = b"POST /a HTTP/1.1\r\nHost: h\r\n"
 CHUNKED = H + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -236,8 +237,6 @@ def test_incomplete_body_never_becomes_a_complete_upstream_request(e, partial):
     sock = socket.create_connection(("127.0.0.1", e.port), timeout=5)
     sock.sendall(partial)
     # Wait until the proxy has started forwarding (the head reached the upstream).
-    from tests.support.procs import wait_until
-
     wait_until(lambda: any(c.raw for c in e.legacy.conns), timeout=5, what="forwarding")
     sock.close()
     wait_upstream_quiet(e)
@@ -271,6 +270,108 @@ def test_trailer_fields_never_reach_the_upstream(e, trailer):
     _, got = forwarded_once(e, CHUNKED + b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n\r\n")
     assert got.body == b"hello"
     assert all(b"evil" not in c.raw for c in e.legacy.conns)
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [b"Host: other.example", b"Authorization: Bearer evil"],
+    ids=["host", "authorization"],
+)
+@pytest.mark.parametrize("when", ["same-packet", "later", "trailer-split"])
+def test_a_trailer_field_never_reaches_the_next_request_on_the_connection(e, trailer, when):
+    """aiohttp's C parser (3.14) keeps a chunked body's last trailer field pending past the
+    end of the message and adds it to the next request it parses on the connection (a
+    `Host` that reroutes it, another user's credentials behind a load balancer). So after
+    trailer fields nothing more is parsed: the request is answered with
+    `Connection: close`, whether the next request came in the same packet or later, and
+    whether the trailer section came in one piece or two."""
+    head = CHUNKED + BIG_CHUNK + b"5\r\nhello\r\n0\r\n"  # streamed upstream as it comes
+    after = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    with Wire(e.port) as w:
+        if when == "same-packet":
+            w.send(head + trailer + b"\r\n\r\n" + after)
+        elif when == "later":
+            w.send(head + trailer + b"\r\n\r\n")
+        else:
+            w.send(head + trailer[:3])
+            # Once "hello" is upstream, the proxy has read up to the cut in the trailer.
+            wait_until(lambda: any(c.raw.endswith(b"hello\r\n") for c in e.legacy.conns))
+            w.send(trailer[3:] + b"\r\n\r\n" + after)
+        first = w.response("POST")
+        assert first.status == 200
+        if when != "later":
+            w.send(after)
+        assert w.closed()
+    got = e.legacy.assert_clean() + e.svc.assert_clean()
+    assert [(r.method, r.target, r.body) for r in got] == [("POST", "/a", b"x" * 2**21 + b"hello")]
+    assert all(b"evil" not in c.raw for c in e.legacy.conns + e.svc.conns)
+    assert_serving(e)
+
+
+def test_a_trailer_after_an_early_answer_still_ends_the_connection(e):
+    """The upstream refuses before it reads the body; the body, with trailer fields,
+    comes anyway (and is read to be dropped, if the answer went first): the connection
+    must close after the answer, and the request behind it must not be parsed."""
+    e.legacy.script(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n", early=True)
+    with Wire(e.port) as w:
+        w.send(CHUNKED.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        w.wait_for(b"\r\n\r\n")  # 100 Continue (or the final answer)
+        w.send(
+            b"5\r\nhello\r\n0\r\nAuthorization: Bearer evil\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        assert w.response("POST").status in (413, 502)
+        assert w.closed()
+    assert all(b"evil" not in c.raw and b"/next" not in c.raw for c in e.legacy.conns)
+    assert_serving(e)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n", b"5;ext=1\r\nhello\r\n00;x\r\n\r\n"],
+    ids=["body", "empty", "extensions"],
+)
+def test_a_chunked_body_without_trailers_keeps_the_connection(e, body):
+    with Wire(e.port) as w:
+        first = w.send(CHUNKED + body).response("POST")
+        assert first.status == 200 and first.header("connection") == []
+        second = w.send(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert second.status == 200 and b'"target": "/next"' in second.body
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
+
+
+# Bigger than the fast lane reads whole: such a request is served by the aiohttp lane.
+STREAMED = H + b"Content-Length: %d\r\n\r\n" % (70 * 1024) + b"x" * (70 * 1024)
+
+
+def test_a_request_pipelined_before_a_malformed_one_is_answered_first(e):
+    """llhttp drops every message it parsed in a read when it meets an error later in that
+    read: the valid request must still get its own answer, then the 400 (RFC 9112 §9.3.2),
+    on the aiohttp lane as on the fast lane."""
+    with Wire(e.port) as w:
+        w.send(STREAMED + b"GET /bad HTTP/1.1\r\nHost: h\r\nX-A : a\r\n\r\n")
+        first = w.response("POST")
+        second = w.response()
+        assert (first.status, second.status) == (200, 400)
+        assert w.closed()
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target, len(r.body)) for r in got] == [("POST", "/a", 70 * 1024)]
+
+
+def test_bytes_after_connection_close_do_not_cost_the_request_its_answer(e):
+    """RFC 9112 §9.6: after `Connection: close` the server stops processing further
+    requests; the request that said it is still answered."""
+    with Wire(e.port) as w:
+        w.send(
+            STREAMED.replace(b"Host: h\r\n", b"Host: h\r\nConnection: close\r\n")
+            + b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        first = w.response("POST")
+        assert first.status == 200 and first.header("connection") == ["close"]
+        assert w.closed()
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a")]
 
 
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
