@@ -287,10 +287,11 @@ async def small_body(
 
 
 def last_on_connection(request: web.BaseRequest) -> bool:
-    """Whether no other request may follow this one on its client connection: its chunked
-    body ended with trailer fields (see `proxy.server._EdgeRequestHandler`)."""
-    body = getattr(request.protocol, "last_body", None)
-    return body is not None and body is request.content
+    """Whether the client connection closes after this request's answer (its chunked body
+    ended with trailer fields): see
+    `proxy.server._EdgeRequestHandler.answers_last`."""
+    answers_last = getattr(request.protocol, "answers_last", None)
+    return answers_last is not None and answers_last(request)
 
 
 async def relay(

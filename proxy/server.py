@@ -65,7 +65,7 @@ class _EdgeRequestHandler(RequestHandler):
       request it parses (one request's `Authorization` or `Host` on the next, another
       user's behind a load balancer). When a chunked body ends with trailers (or its end
       cannot be seen whole), nothing after it is parsed: its request is answered and the
-      connection closed (`last_body`, `ProxyHandler.__call__`). Bodies without trailers,
+      connection closed (`answers_last`). Bodies without trailers,
       nearly all, keep the connection.
     * A framing error inside a request body that is being streamed fails that body (the
       handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
@@ -73,22 +73,22 @@ class _EdgeRequestHandler(RequestHandler):
       waiting for bytes that never come.
     """
 
-    __slots__ = ("_chunked_body", "_body_fresh", "last_body")
+    __slots__ = ("_chunked_body", "_body_fresh", "trailer_body")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._chunked_body: Any = None  # the chunked body being parsed
         self._body_fresh = False  # the next bytes parsed are its first
-        self.last_body: Any = None  # the body after which nothing more is parsed
+        self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
 
     def data_received(self, data: bytes) -> None:
-        if self.last_body is not None:
+        if self.trailer_body is not None:
             return  # see the class docstring: nothing after trailer fields
         if not data:  # aiohttp resuming its paused parser (`resume_reading`)
             self._parse(data)
             return
         start, size = 0, len(data)
-        while start < size and self.last_body is None:
+        while start < size and self.trailer_body is None:
             if self._upgraded or self._payload_parser is not None or self._close:
                 end = size  # not HTTP messages any more (or ignored): as aiohttp does
             else:
@@ -122,9 +122,17 @@ class _EdgeRequestHandler(RequestHandler):
             if body is not None and not body.is_eof():
                 body.set_exception(error)
 
+    def answers_last(self, request: web.BaseRequest) -> bool:
+        """Whether `request` is the last request this connection answers (its answer then
+        says `Connection: close`): its body ended with trailer fields, or the connection
+        is closing anyway (the server shutting down)."""
+        return self._close or (
+            self.trailer_body is not None and self.trailer_body is request.content
+        )
+
     def _trailers_seen(self, body: Any, queued: int) -> None:
         """`body` ended with trailer fields (or maybe did): parse nothing after it."""
-        self.last_body = body
+        self.trailer_body = body
         while len(self._messages) > queued:  # parsed after it, with its trailer attached
             self._messages.pop()
         current = self._current_request

@@ -374,6 +374,18 @@ def test_bytes_after_connection_close_do_not_cost_the_request_its_answer(e):
     assert [(r.method, r.target) for r in got] == [("POST", "/a")]
 
 
+def test_a_half_close_mid_body_never_completes_the_upstream_request(e):
+    """A client that shuts down its sending side counts as gone (as with nginx and Envoy):
+    a body it left unfinished is cut upstream, never passed on as a shorter request."""
+    with Wire(e.port) as w:
+        w.send(STREAMED[:-100])
+        w.sock.shutdown(socket.SHUT_WR)
+        assert w.closed()
+    wait_upstream_quiet(e)
+    assert e.legacy.requests() == [], "the upstream saw a complete request the client never sent"
+    assert_serving(e)
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:
