@@ -286,6 +286,29 @@ async def small_body(
         )
 
 
+class _AsTheUpstreamSaid:
+    """A relayed answer keeps the upstream's `Content-Type`, or its lack of one.
+
+    aiohttp gives content without a type `application/octet-stream`, which RFC 9110 §8.3
+    lets an origin server do; a proxy that did so would change the answer (a browser
+    sniffs an untyped body and may render it, but downloads an octet-stream one).
+    """
+
+    async def _prepare_headers(self) -> None:
+        typed = "Content-Type" in self.headers  # type: ignore[attr-defined]
+        await super()._prepare_headers()  # type: ignore[misc]
+        if not typed:
+            self.headers.popall("Content-Type", None)  # type: ignore[attr-defined]
+
+
+class RelayedResponse(_AsTheUpstreamSaid, web.Response):
+    """A whole upstream answer, relayed."""
+
+
+class RelayedStreamResponse(_AsTheUpstreamSaid, web.StreamResponse):
+    """A streamed upstream answer, relayed."""
+
+
 def last_on_connection(request: web.BaseRequest) -> bool:
     """Whether the client connection closes after this request's answer (its chunked body
     ended with trailer fields): see
@@ -321,13 +344,13 @@ async def relay(
     if whole is not None:
         if capture is not None:
             capture.add(whole)
-        small = web.Response(
+        small = RelayedResponse(
             status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
         )
         if whole:
             small.body = whole
         return small, len(whole)
-    out = web.StreamResponse(
+    out = RelayedStreamResponse(
         status=upstream_resp.status, reason=upstream_resp.reason, headers=headers
     )
     if (

@@ -4,9 +4,10 @@ The rules are those of aiohttp's server (`StreamResponse._prepare_headers`), whi
 every response of the other lane, so a client cannot tell which lane answered it: hop-by-hop
 headers dropped, `X-Request-ID` replacing the upstream's, `Content-Length` kept from the
 upstream (and dropped where RFC 9110 forbids it), chunked framing for a body of unknown
-length to an HTTP/1.1 client and a close-delimited one for HTTP/1.0, a default
-`Content-Type`, `Date` and `Server`, and `Connection` where the version's default does not
-hold. Values are passed byte for byte: nothing is decoded and encoded again.
+length to an HTTP/1.1 client and a close-delimited one for HTTP/1.0, `Date` and `Server`
+when the upstream sent none, and `Connection` where the version's default does not hold.
+Unlike aiohttp, no default `Content-Type`: a proxy passes the upstream's, or its absence.
+Values are passed byte for byte: nothing is decoded and encoded again.
 """
 
 from __future__ import annotations
@@ -55,11 +56,10 @@ def connection_listed(raw_headers: Sequence[RawHeader]) -> frozenset[bytes]:
 
 
 # What each header name means to `response_head`; any other name is passed on as it is.
-_DROP, _ID, _LENGTH, _TYPE, _DATE, _SERVER_NAME, _CONNECTION = range(7)
+_DROP, _ID, _LENGTH, _DATE, _SERVER_NAME, _CONNECTION = range(6)
 _ROLE = {name: _DROP for name in HOP_BY_HOP_BYTES} | {
     b"x-request-id": _ID,
     b"content-length": _LENGTH,
-    b"content-type": _TYPE,
     b"date": _DATE,
     b"server": _SERVER_NAME,
     b"connection": _CONNECTION,
@@ -90,7 +90,7 @@ def response_head(
     out: list[bytes] = [
         b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))
     ]
-    has_id = has_type = has_date = has_server = False
+    has_id = has_date = has_server = False
     length: bytes | None = None
     role_of = _ROLE.get
     for name, value in raw_headers:
@@ -127,8 +127,6 @@ def response_head(
                 if status in (204, 304) or status < 200 or length is not None:
                     continue  # RFC 9110 §8.6: never with 204, 304 or 1xx
                 length = value.strip()
-            elif role == _TYPE:
-                has_type = True
             elif role == _DATE:
                 has_date = True
             else:
@@ -146,8 +144,6 @@ def response_head(
     else:
         framing = UNTIL_CLOSE
         keep_alive = False
-    if not empty and length != b"0" and not has_type:
-        out.append(b"Content-Type: application/octet-stream\r\n")
     if not has_date:
         out.append(b"Date: " + date + b"\r\n")
     if not has_server:

@@ -211,6 +211,38 @@ def test_a_trailer_never_reaches_the_next_response_on_a_reused_upstream_connecti
     assert carried, "both requests should have used one pooled upstream connection"
 
 
+BIG = 100 * 1024  # more than the proxy reads whole: streamed to the client
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reply"),
+    [
+        (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", b"Content-Length: 3\r\n\r\nabc"),
+        (
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+            b"Content-Length: 3\r\n\r\nabc",
+        ),
+        (
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"Content-Length: %d\r\n\r\n" % BIG + b"y" * BIG,
+        ),
+        (
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % BIG + b"y" * BIG + b"\r\n0\r\n\r\n",
+        ),
+    ],
+    ids=["fast-lane", "aiohttp-lane", "fast-lane-streamed", "aiohttp-lane-streamed"],
+)
+def test_an_answer_without_a_content_type_gets_none(e, request_bytes, reply):
+    """An origin's untyped answer stays untyped (a browser sniffs it; labelled
+    `application/octet-stream` by the proxy, it would be downloaded instead)."""
+    e.legacy.script(b"HTTP/1.1 200 OK\r\n" + reply, close=True)
+    with Wire(e.port) as w:
+        resp = w.send(request_bytes).response(request_bytes.split(b" ", 1)[0].decode())
+    assert resp.status == 200 and resp.body[:3] in (b"abc", b"yyy")
+    assert resp.header("content-type") == []
+
+
 @pytest.mark.parametrize("code", [204, 304])
 def test_bodiless_status_is_relayed_without_a_body(e, code):
     """RFC 9110 §8.6: a 204 carries no Content-Length, even when the upstream sent
