@@ -371,8 +371,9 @@ class ConnectionPool:
         # The protocol's own loop: asyncio.get_running_loop() costs a getpid() system call.
         loop = proto._loop  # noqa: SLF001
         proto.expect_response(method, t.read)
+        whole = body is None or isinstance(body, bytes)
         deadline = None
-        if t.total is not None:
+        if t.total is not None and whole:
             deadline = loop.call_later(t.total, _expire, proto)
         transport = proto.transport
         try:
@@ -385,7 +386,10 @@ class ConnectionPool:
                 transport.write(head)
                 try:
                     await _send_stream(
-                        proto, body, chunked=b"transfer-encoding: chunked" in head.lower()
+                        proto,
+                        body,
+                        chunked=b"transfer-encoding: chunked" in head.lower(),
+                        stall=t.read or t.total,
                     )
                 except _StaleConnection:
                     # The upstream stopped reading: it may have answered early (a 413, a
@@ -399,6 +403,10 @@ class ConnectionPool:
                         spare.close()
             if proto.transport is not None:
                 proto.start_timeout()  # the read timeout counts from the end of the request
+            if t.total is not None and not whole:
+                # As Envoy's route timeout: from the end of the request, so an upload that
+                # takes longer than `total` is not cut (stalls are: see `_send_stream`).
+                deadline = loop.call_later(t.total, _expire, proto)
         except BaseException:
             if deadline is not None:
                 deadline.cancel()
@@ -607,9 +615,11 @@ def _request_head(
 
 
 async def _send_stream(
-    proto: ResponseHandler, body: AsyncIterator[bytes], *, chunked: bool
+    proto: ResponseHandler, body: AsyncIterator[bytes], *, chunked: bool, stall: float | None
 ) -> None:
-    """Write a streamed body, respecting the transport's flow control."""
+    """Write a streamed body, respecting the transport's flow control; an upstream that
+    takes none of it for `stall` seconds times out (the client's own pauses are bounded
+    by `limits.idle_timeout` where the body is read)."""
     transport = proto.transport
     async for chunk in body:
         if not chunk:
@@ -622,8 +632,13 @@ async def _send_stream(
             transport.write(chunk)
         if proto.writing_paused:
             try:
-                await proto._drain_helper()  # noqa: SLF001 - aiohttp's flow-control wait
+                async with asyncio.timeout(stall):
+                    await proto._drain_helper()  # noqa: SLF001 - aiohttp's flow-control wait
             except ConnectionError as exc:  # the upstream went away while we were writing
                 raise _StaleConnection() from exc
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"the upstream took none of the request body for {stall:g} s"
+                ) from None
     if chunked and transport is not None and not transport.is_closing():
         transport.write(b"0\r\n\r\n")

@@ -11,6 +11,7 @@ _TITLES = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Payload Too Large",
     417: "Expectation Failed",
     426: "Upgrade Required",
@@ -22,6 +23,7 @@ _TITLES = {
 _CODES = {
     400: "bad_request",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     417: "expectation_failed",
     426: "upgrade_required",

@@ -22,6 +22,7 @@ from proxy.client import ConnectionPool, Interim, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.errors import error_response
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
+from proxy.upstream.guard import ClientFault
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -99,20 +100,38 @@ def upstream_url(upstream: Upstream, path: str, query: str) -> URL:
     return URL(f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}", encoded=True)
 
 
-class ClientBodyError(Exception):
+class ClientBodyError(ClientFault):
     """The client's request body turned out malformed after streaming began (a bad chunk
     size, data overrunning a chunk, a framing field in the trailers).
 
-    The client's fault, not the upstream's: answer 400 and close the connection. The
-    upstream request is cut (its connection aborted), so it never sees a complete request.
+    The client's fault, not the upstream's: answer `status` and close the connection. The
+    upstream request is cut (its connection aborted), so it never sees a complete request,
+    and its breaker does not count it.
     """
 
+    status = 400
 
-async def _read_some(stream: aiohttp.StreamReader) -> bytes:
+
+class ClientBodyTimeout(ClientBodyError):
+    """The client sent no byte of its body for `limits.idle_timeout` seconds (nginx's
+    `client_body_timeout`): 408, as for a head that stalls."""
+
+    status = 408
+
+
+async def _read_some(stream: aiohttp.StreamReader, idle: float | None = None) -> bytes:
+    """Some of a body; `idle`: seconds the client may send nothing (None: no limit)."""
     try:
-        return await stream.readany()
+        if idle is None:
+            return await stream.readany()
+        async with asyncio.timeout(idle):
+            return await stream.readany()
     except HttpProcessingError as exc:
         raise ClientBodyError(f"malformed request body: {exc.message}") from exc
+    except TimeoutError:
+        raise ClientBodyTimeout(
+            f"the client sent no request body bytes for {idle:g} s (limits.idle_timeout)"
+        ) from None
 
 
 class BodySource:
@@ -121,11 +140,14 @@ class BodySource:
     Retries and fallbacks may only replay a request whose body never reached an upstream.
     """
 
-    __slots__ = ("_stream", "_prefix", "sent")
+    __slots__ = ("_stream", "_prefix", "_idle", "sent")
 
-    def __init__(self, stream: aiohttp.StreamReader, prefix: bytes = b"") -> None:
+    def __init__(
+        self, stream: aiohttp.StreamReader, prefix: bytes = b"", idle: float | None = None
+    ) -> None:
         self._stream = stream
         self._prefix = prefix  # already read from the stream (see `buffer_prefix`)
+        self._idle = idle  # seconds the client may send nothing (`ClientBodyTimeout`)
         self.sent = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -133,15 +155,17 @@ class BodySource:
             self.sent = True
             yield self._prefix
         while True:
-            chunk = await _read_some(self._stream)
+            chunk = await _read_some(self._stream, self._idle)
             if not chunk:
                 return
             self.sent = True
             yield chunk
 
 
-async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool | None]:
-    """Read up to `limit` bytes of a body.
+async def buffer_prefix(
+    stream: aiohttp.StreamReader, limit: int, idle: float | None = None
+) -> tuple[bytes, bool | None]:
+    """Read up to `limit` bytes of a body (`idle`: as for `BodySource`).
 
     Returns (body, None) when the whole body fit, else (what was read, True): the caller
     then streams the prefix followed by the rest (`BodySource(stream, prefix=...)`).
@@ -149,7 +173,7 @@ async def buffer_prefix(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await _read_some(stream)
+        chunk = await _read_some(stream, idle)
         if not chunk:
             return b"".join(parts), None
         size += len(chunk)

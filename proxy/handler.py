@@ -199,10 +199,10 @@ class ProxyHandler:
             ex.status = ex.status or 499  # the client went away
             raise
         except ClientBodyError as exc:
-            # The client's body broke its own framing mid-stream; the upstream was cut.
-            ex.status, ex.error = 400, str(exc)
+            # The client's body broke its framing or stalled mid-stream; the upstream was cut.
+            ex.status, ex.error = exc.status, str(exc)
             return error_response(
-                400, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
+                exc.status, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
             )
         except Exception as exc:
             return self._internal_error(ex, exc, client_headers)
@@ -330,6 +330,7 @@ class ProxyHandler:
         # request body: stream unless something must see it whole or send it twice
         body: bytes | BodySource | None = None
         if request.body_exists:
+            idle = rt.config.limits.idle_timeout  # the client may pause its body this long
             if edge.expect_continue:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             # A small body of an idempotent request is kept so a retry can send it again.
@@ -341,7 +342,7 @@ class ProxyHandler:
             )
             if translator is not None or can_fallback or shadowing or replayable:
                 limit = route.shadow.max_body if shadowing and route else _BUFFER_LIMIT
-                prefix, rest = await buffer_prefix(request.content, limit)
+                prefix, rest = await buffer_prefix(request.content, limit, idle)
                 if rest is None:
                     body = prefix
                 elif translator is not None or can_fallback:
@@ -357,14 +358,17 @@ class ProxyHandler:
                     shadowing = False
                     if route is not None:
                         self.mirror.drop(route.name, "body_too_large")
-                    body = BodySource(request.content, prefix=prefix)
+                    body = BodySource(request.content, prefix=prefix, idle=idle)
             elif request.content_length is None:
                 # A chunked body. WSGI servers (Django under gunicorn) read CONTENT_LENGTH
                 # and would see no body at all: de-chunk what fits, as nginx does.
-                prefix, rest = await buffer_prefix(request.content, _DECHUNK_LIMIT)
-                body = prefix if rest is None else BodySource(request.content, prefix=prefix)
+                prefix, rest = await buffer_prefix(request.content, _DECHUNK_LIMIT, idle)
+                if rest is None:
+                    body = prefix
+                else:
+                    body = BodySource(request.content, prefix=prefix, idle=idle)
             else:
-                body = BodySource(request.content)
+                body = BodySource(request.content, idle=idle)
 
         if translator is not None:
             return await self._translated(

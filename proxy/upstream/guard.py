@@ -291,6 +291,12 @@ class UpstreamGuard:
         }
 
 
+class ClientFault(Exception):
+    """An attempt failed because of the client (a malformed or stalled request body), not
+    the upstream: the breaker must not count it, or a few bad clients could open it for
+    everyone."""
+
+
 class Slot:
     """One attempt's admission. Call `done(status=...)` or `done(error=...)` before leaving.
 
@@ -348,8 +354,8 @@ class Slot:
         if outcome is None:
             if exc_type is None:
                 outcome = "success"
-            elif not issubclass(exc_type, Exception):  # CancelledError, KeyboardInterrupt
-                outcome = None
+            elif not issubclass(exc_type, Exception) or issubclass(exc_type, ClientFault):
+                outcome = None  # CancelledError, KeyboardInterrupt, the client's fault
             else:
                 outcome = "failure"
         self.guard._finish(

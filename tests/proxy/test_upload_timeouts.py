@@ -1,0 +1,138 @@
+"""Streamed request bodies (the aiohttp lane) against the clocks: the total timeout counts
+from the end of the request, as Envoy's route timeout does, so a slow but steady upload is
+not cut; a client that stalls mid-body gets 408 after `limits.idle_timeout`; and neither a
+stalled nor a malformed body counts against the upstream's breaker."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conformance.wire import Wire
+from tests.proxy.conftest import Upstreams, base_config
+from tests.support.procs import PYTHON, ROOT, free_port, running
+
+PIECE = b"u" * (32 * 1024)
+PIECES = 8  # 256 KiB: more than the fast lane reads whole, so it streams
+
+
+@contextmanager
+def proxy(
+    tmp_path: Path, ups: Upstreams, svc_timeout: str, extra: str
+) -> Iterator[tuple[int, int]]:
+    """A proxy sending `/svc/upload` to the `svc` upstream's `/upload`, `svc` with
+    `svc_timeout` and a breaker that opens after two failures, and `extra` top-level
+    settings; yields its port and admin port."""
+    port, admin = free_port(), free_port()
+    route = "- {name: svc, match: {path: /svc/upload}, target: svc, mode: extracted, rewrite: /upload}\n"
+    config = base_config(ups, port, admin, route, extra)
+    config = config.replace(
+        "timeout: {connect: 1.0, read: 2.0, total: 5.0}",
+        f"timeout: {svc_timeout}\n    retry: {{retries: 0}}\n    breaker: {{consecutive_failures: 2}}",
+    )
+    path = tmp_path / "routes.yaml"
+    path.write_text(config)
+    with running(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(path)],
+        ready_url=f"http://127.0.0.1:{admin}/-/ready",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    ):
+        yield port, admin
+
+
+def head(size: int) -> bytes:
+    return b"POST /svc/upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+
+
+def test_an_upload_that_takes_longer_than_the_total_timeout_is_not_cut(tmp_path, upstreams):
+    with proxy(tmp_path, upstreams, "{connect: 1.0, read: 2.0, total: 0.5}", "") as (port, _):
+        started = time.monotonic()
+        with Wire(port, timeout=10) as w:
+            w.send(head(len(PIECE) * PIECES))
+            for _ in range(PIECES):  # a slow client: 1 s for the body, twice the total
+                w.send(PIECE)
+                time.sleep(1.0 / PIECES)
+            resp = w.response("POST")
+        assert time.monotonic() - started > 0.5
+    assert resp.status == 200, resp.body
+    expected = hashlib.sha256(PIECE * PIECES).hexdigest()
+    assert resp.body.count(expected.encode()) == 1
+
+
+@pytest.fixture
+def stalling(tmp_path, upstreams) -> Iterator[tuple[int, int]]:
+    """Clients may pause their bodies for 0.5 s."""
+    timeout = "{connect: 1.0, read: 5.0, total: 5.0}"
+    with proxy(tmp_path, upstreams, timeout, "limits: {idle_timeout: 0.5}\n") as ports:
+        yield ports
+
+
+def test_a_client_that_stalls_mid_body_gets_408(stalling):
+    port, _ = stalling
+    with Wire(port, timeout=10) as w:
+        w.send(head(len(PIECE) * PIECES) + PIECE * 3)
+        resp = w.response("POST")  # no more bytes: the proxy gives up after 0.5 s
+        assert resp.status == 408, resp.body
+        assert b"limits.idle_timeout" in resp.body
+        # The proxy then reads what more comes for a while (aiohttp's lingering close, so
+        # a client still sending gets the answer rather than a reset), then closes.
+        assert resp.header("connection") == ["close"]
+    assert httpx.get(f"http://127.0.0.1:{port}/after").status_code == 200
+
+
+def test_bad_client_bodies_do_not_open_the_upstream_breaker(stalling):
+    """Four clients whose bodies stall or break their framing mid-stream, against a breaker
+    that opens after two failures: the upstream is still called."""
+    port, admin = stalling
+    bad_chunk = b"POST /svc/upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    bad_chunk += b"%x\r\n" % (2 * 1024 * 1024) + b"x" * (2 * 1024 * 1024) + b"\r\nzz\r\n"
+    stalled = head(10**6) + PIECE
+    for request, status in [(bad_chunk, 400), (stalled, 408)] * 2:
+        with Wire(port, timeout=10) as w:
+            assert w.send(request).response("POST").status == status
+    svc = httpx.get(f"http://127.0.0.1:{admin}/-/upstreams").json()["svc"]
+    assert svc["breaker"]["state"] == "closed", svc
+    r = httpx.post(f"http://127.0.0.1:{port}/svc/upload", content=b"ok")
+    assert r.status_code == 200 and r.json()["size"] == 2
+
+
+def test_an_upstream_that_stops_reading_the_body_times_out_after_the_read_timeout(tmp_path):
+    """The upload is stuck on the upstream's side (it reads the head, then nothing): 504
+    after `timeout.read`, not after `total` (which only starts once the body is sent)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        held.append(conn)  # read nothing: the proxy's writes back up
+
+    threading.Thread(target=accept, daemon=True).start()
+    ups = Upstreams("", f"http://127.0.0.1:{listener.getsockname()[1]}", 0, 0)
+    ups_legacy = Upstreams(ups.svc, ups.svc, 0, 0)
+    try:
+        with proxy(tmp_path, ups_legacy, "{connect: 1.0, read: 0.5, total: 30}", "") as (port, _):
+            body = b"z" * (64 * 1024 * 1024)
+            with Wire(port, timeout=10) as w:
+                sender = threading.Thread(target=w.send, args=(head(len(body)) + body,))
+                sender.start()
+                started = time.monotonic()
+                resp = w.response("POST")
+                assert resp.status == 504, resp.body
+                assert 0.5 <= time.monotonic() - started < 5  # the read timeout, not total
+                w.sock.shutdown(socket.SHUT_RDWR)  # unblock the sender
+                sender.join(10)
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
