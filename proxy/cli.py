@@ -16,7 +16,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(
         ServeOptions(
-            config_path=Path(args.config).resolve(),
+            # Not resolved: a symlinked file (a Kubernetes ConfigMap swaps `..data`) is
+            # watched and reloaded by the path the user gave.
+            config_path=Path(args.config).absolute(),
             host=args.host,
             port=args.port,
             admin_port=args.admin_port,

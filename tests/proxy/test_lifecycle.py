@@ -136,3 +136,38 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(proxy):
     assert outcome == {"status": 200}
     assert code == 0
     assert time.monotonic() - started < 15
+
+
+def test_a_configmap_style_symlink_swap_is_reloaded(tmp_path, upstreams):
+    """Kubernetes mounts a ConfigMap as `routes.yaml -> ..data/routes.yaml` and updates it
+    by pointing `..data` at a new directory and deleting the old one: the proxy must
+    follow the path it was given, not the file it first resolved to."""
+    from tests.proxy.conftest import DEFAULT_ROUTES, base_config
+    from tests.support.procs import PYTHON, ROOT, free_port, running
+
+    port, admin = free_port(), free_port()
+    mount = tmp_path / "config"
+    (mount / "..v1").mkdir(parents=True)
+    (mount / "..v1" / "routes.yaml").write_text(base_config(upstreams, port, admin, DEFAULT_ROUTES))
+    (mount / "..data").symlink_to("..v1")
+    (mount / "routes.yaml").symlink_to("..data/routes.yaml")
+    with running(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(mount / "routes.yaml")],
+        ready_url=f"http://127.0.0.1:{admin}/-/ready",
+        cwd=ROOT,
+    ):
+        url = f"http://127.0.0.1:{port}/api/items/1"
+        assert httpx.get(url).json()["server"] == "svc"
+        (mount / "..v2").mkdir()
+        moved = DEFAULT_ROUTES.replace("mode: extracted", "mode: legacy", 1)
+        (mount / "..v2" / "routes.yaml").write_text(base_config(upstreams, port, admin, moved))
+        (mount / "..data_tmp").symlink_to("..v2")
+        (mount / "..data_tmp").rename(mount / "..data")  # the atomic swap the kubelet does
+        for old in (mount / "..v1").iterdir():
+            old.unlink()
+        (mount / "..v1").rmdir()
+        wait_until(lambda: httpx.get(url).json()["server"] == "legacy", what="the swap to load")
+        view = httpx.get(f"http://127.0.0.1:{admin}/-/config").json()
+        assert view["last_reload_error"] is None
+        r = httpx.post(f"http://127.0.0.1:{admin}/-/reload")  # and reloads keep working
+        assert r.status_code == 200, r.text
