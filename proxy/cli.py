@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from proxy import __version__
@@ -95,6 +95,19 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strangler", description="Strangler-fig migration proxy.")
     parser.add_argument("--version", action="version", version=f"strangler {__version__}")
@@ -103,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the proxy")
     p.add_argument("-c", "--config", default="routes.yaml")
     p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--admin-port", type=int)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--port", type=_bounded(0, 65535))
+    p.add_argument("--admin-port", type=_bounded(0, 65535))
+    p.add_argument("--workers", type=_bounded(1, 256), default=1)
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)

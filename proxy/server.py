@@ -10,6 +10,7 @@ SO_REUSEPORT under a small supervisor that forwards SIGHUP (reload) and SIGTERM 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import os
@@ -183,14 +184,34 @@ class ServeOptions:
     express: bool = True  # the fast lane answers from upstream callbacks, without a task
 
 
+EXIT_CANNOT_LISTEN = 3  # a worker's exit code the supervisor does not restart on
+
+
+class CannotListen(Exception):
+    """A listen address cannot be bound: said in one line, exit 1, no traceback."""
+
+    def __init__(self, what: str, host: str, port: int, exc: BaseException) -> None:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        hint = (
+            "another process has it: stop that process, or choose another port"
+            if getattr(exc, "errno", None) == errno.EADDRINUSE
+            else "check the host is an address of this machine and the port is 0-65535"
+        )
+        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason} ({hint})")
+
+
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise CannotListen("requests (listen)", host, port, exc) from exc
     sock.setblocking(False)
     return sock
 
@@ -334,7 +355,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         await admin_runner.setup()
         admin_host = opts.admin_host or config.admin.host
         admin_port = opts.admin_port if opts.admin_port is not None else config.admin.port
-        await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=False).start()
+        try:
+            await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=False).start()
+        except (OSError, OverflowError) as exc:
+            raise CannotListen("the admin API (admin)", admin_host, admin_port, exc) from exc
         log.info("admin on http://%s:%d", admin_host, admin_port)
 
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -393,7 +417,11 @@ def serve(opts: ServeOptions) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
     with runner:
-        return runner.run(run_worker(opts, runtime))
+        try:
+            return runner.run(run_worker(opts, runtime))
+        except CannotListen as exc:
+            print(f"strangler: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
 
 
 def _supervise(opts: ServeOptions) -> int:
@@ -423,7 +451,7 @@ def _supervise(opts: ServeOptions) -> int:
         return subprocess.Popen(args, env=env)
 
     workers = [spawn(i) for i in range(opts.workers)]
-    stopping = False
+    stopping = failed = False
 
     def forward(sig: int, _frame: Any) -> None:
         nonlocal stopping
@@ -439,7 +467,12 @@ def _supervise(opts: ServeOptions) -> int:
         while True:
             for i, w in enumerate(workers):
                 code = w.poll()
-                if code is not None and not stopping:
+                if code == EXIT_CANNOT_LISTEN and not stopping:
+                    # Restarting would fail the same way, forever: stop, as one worker would.
+                    log.error("worker %d cannot listen (see above); stopping", i)
+                    forward(signal.SIGTERM, None)
+                    failed = True
+                elif code is not None and not stopping:
                     log.error("worker %d exited with %s; restarting it", i, code)
                     mark_worker_dead(w.pid)
                     workers[i] = spawn(i)
@@ -452,4 +485,4 @@ def _supervise(opts: ServeOptions) -> int:
                 w.kill()
         if own_dir:
             remove_multiprocess_dir(metrics_dir)
-    return 0
+    return 1 if failed else 0

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 
 import httpx
+import pytest
 
-from tests.support.procs import wait_until
+from tests.proxy.conftest import base_config
+from tests.support.procs import PYTHON, ROOT, free_port, wait_until
 
 
 def fresh_get(url: str) -> httpx.Response:
@@ -61,3 +65,39 @@ def test_two_workers_share_the_port_and_all_reload(start_proxy):
     # SIGTERM to the supervisor drains every worker and exits 0.
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path, upstreams, workers):
+    """No traceback, and with several workers no restart loop: the supervisor stops."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    config = tmp_path / "routes.yaml"
+    config.write_text(base_config(upstreams, port, free_port()))
+    try:
+        out = subprocess.run(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    finally:
+        taken.close()
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot listen for requests (listen) on 127.0.0.1:{port}" in out.stderr
+    assert "another process has it" in out.stderr
+    assert "restarting" not in out.stderr + out.stdout
+
+
+def test_bad_numbers_on_the_command_line_are_refused_by_name():
+    for args, message in (
+        (["--workers", "0"], "0 is not between 1 and 256"),
+        (["--port", "70000"], "70000 is not between 0 and 65535"),
+        (["--port", "http"], "'http' is not a whole number"),
+    ):
+        out = subprocess.run(
+            [PYTHON, "-m", "proxy.cli", "serve", *args], capture_output=True, text=True, cwd=ROOT
+        )
+        assert out.returncode == 2 and message in out.stderr, out.stderr
