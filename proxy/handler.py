@@ -27,7 +27,7 @@ from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
-from proxy.filters.headers import forward_headers, is_trusted, request_id
+from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodyCapture,
@@ -1057,20 +1057,15 @@ def _cookies(client_headers: Any) -> Mapping[str, str]:
 
 
 def _peer(transport: Any) -> str:
-    if transport is None:
-        return ""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return ""
+    return "" if transport is None else peer_address(transport.get_extra_info("peername"))
 
 
 def _client_ip(client_headers: Any, peer: str, trusted: bool) -> str:
     """The client address: the peer, or the nearest address a trusted proxy vouched for."""
     if trusted:
-        xff = client_headers.get("X-Forwarded-For")
-        if xff:
-            last = xff.split(",")[-1].strip()
+        lines = client_headers.getall("X-Forwarded-For", ())
+        if lines:  # the nearest address: the last element of the last line
+            last = lines[-1].split(",")[-1].strip()
             if last:
                 return last
     return peer

@@ -30,6 +30,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
+from proxy.filters.headers import peer_address
 from proxy.forward import BodyCapture, small_body
 from proxy.http1 import (
     CHUNKED,
@@ -167,8 +168,7 @@ class EdgeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.peer = peer_address(transport.get_extra_info("peername"))
         tcp_keepalive(transport)
         self._parser = self._new_parser()
         self.listener.connections.add(self)

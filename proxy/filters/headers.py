@@ -74,6 +74,21 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_FRAMING = frozenset({"content-length"})
+
+
+def peer_address(peername: object) -> str:
+    """The client's address from a socket's `peername`, an IPv4 client on a dual-stack
+    (`::`) listener as plain IPv4 (`::ffff:10.0.0.1` is `10.0.0.1`), so `trusted_proxies`
+    and the forwarding headers see the address as it is written everywhere else."""
+    if not isinstance(peername, tuple) or not peername:
+        return ""
+    address = str(peername[0])
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address
+
+
 def forward_headers(
     headers: Sequence[Header],
     *,
@@ -96,8 +111,12 @@ def forward_headers(
     * `Content-Length` in canonical form (`05` becomes `5`): the upstream must read the
       length the proxy's parser read, whatever its own parser makes of odd digits;
     * incoming `X-Forwarded-*`/`Forwarded` replaced by ours, or from a `trusted` peer kept
-      and extended, so a client cannot claim another address, scheme or host;
-    * `Via` extended (or added), and `X-Request-ID: request_id` last.
+      and extended, so a client cannot claim another address, scheme or host (of repeated
+      `X-Forwarded-Proto`/`-Host` values the last, the nearest proxy's, counts);
+    * `Via` extended at its end (RFC 9110 §7.6.3) or added, and `X-Request-ID` last.
+
+    `Content-Length` is kept even when `Connection` lists it: framing is the proxy's to
+    redo, and a body sent chunked instead would reach a WSGI app (Django) empty.
 
     Hop-by-hop names are dropped before the proxy adds its own headers, so `Connection:
     X-Forwarded-For` cannot make the proxy strip what it adds.
@@ -108,7 +127,9 @@ def forward_headers(
     for name, value in headers:
         if len(name) == 10 and name.lower() == "connection":
             dropped = dropped | (
-                frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - keep
+                frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+                - keep
+                - _FRAMING
             )
     out: list[Header] = []
     xff: list[str] = []
@@ -127,15 +148,15 @@ def forward_headers(
                     xff.append(value)
                 elif lname == "forwarded":
                     fwd.append(value)
-                elif lname == "x-forwarded-proto" and xfp is None:
-                    xfp = value
-                elif lname == "x-forwarded-host" and xfh is None:
-                    xfh = value
+                elif lname == "x-forwarded-proto":
+                    xfp = value.rsplit(",", 1)[-1].strip()
+                elif lname == "x-forwarded-host":
+                    xfh = value.rsplit(",", 1)[-1].strip()
             continue
         if lname == "content-length" and content_length is not None:
             value = str(content_length)
-        elif lname == "via" and via < 0:
-            via = len(out)
+        elif lname == "via":
+            via = len(out)  # the last one: our entry goes at the end of the list
         out.append((name, value))
     xff.append(peer or "unknown")
     out.append(("X-Forwarded-For", ", ".join(xff)))

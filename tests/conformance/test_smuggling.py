@@ -386,6 +386,17 @@ def test_a_half_close_mid_body_never_completes_the_upstream_request(e):
     assert_serving(e)
 
 
+@pytest.mark.parametrize("size", [5, 70 * 1024], ids=["fast-lane", "aiohttp-lane"])
+def test_content_length_named_in_connection_still_frames_the_body(e, size):
+    """`Connection: Content-Length` must not turn a known-length body into a chunked one
+    (a WSGI app such as Django reads CONTENT_LENGTH and would see it empty)."""
+    request = H + b"Connection: Content-Length\r\nContent-Length: %d\r\n\r\n" % size
+    _, got = forwarded_once(e, request + b"x" * size)
+    assert got.header("content-length") == [str(size)]
+    assert got.header("transfer-encoding") == []
+    assert got.body == b"x" * size
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from proxy.filters.headers import forward_headers, is_trusted, parse_trusted, request_id
+from proxy.filters.headers import (
+    forward_headers,
+    is_trusted,
+    parse_trusted,
+    peer_address,
+    request_id,
+)
 
 
 def forwarded(headers, *, peer="10.0.0.5", host="shop", trusted=False, **kw):
@@ -99,9 +105,11 @@ def test_trusted_cidrs():
     assert not is_trusted("10.0.0.1", ())
 
 
-def test_via_is_extended_in_place_or_appended():
+def test_via_is_extended_at_its_end_or_appended():
+    """RFC 9110 §7.6.3: each proxy appends its entry; field lines combine in order, so it
+    goes after the last one."""
     out = forwarded([("Via", "1.0 fred"), ("A", "1"), ("Via", "1.0 bob")])
-    assert out[:3] == [("Via", "1.0 fred, 1.1 strangler"), ("A", "1"), ("Via", "1.0 bob")]
+    assert out[:3] == [("Via", "1.0 fred"), ("A", "1"), ("Via", "1.0 bob, 1.1 strangler")]
     assert forwarded([])[-2:] == [("Via", "1.1 strangler"), ("X-Request-ID", "rid")]
     # A Via the client lists in Connection is hop-by-hop: dropped, and ours added anew.
     out = forwarded([("Connection", "via"), ("Via", "1.0 fred")])
@@ -114,3 +122,53 @@ def test_request_id_kept_when_sane_else_generated():
     assert generated != "bad id with spaces\r\n" and len(generated) == 32
     assert len(request_id(None)) == 32
     assert len(request_id("x" * 500)) == 32
+
+
+def test_of_repeated_forwarded_proto_and_host_from_a_trusted_peer_the_last_counts():
+    """Lines combine in order (RFC 9110 §5.3): the last value is the nearest proxy's; the
+    first may be the client's own claim that a load balancer appended to."""
+    out = dict(
+        forward_headers(
+            [
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Proto", "http"),
+                ("X-Forwarded-Host", "client.example, lb.example"),
+            ],
+            peer="10.0.0.1",
+            scheme="http",
+            host="h",
+            trusted=True,
+            request_id="rid",
+        )
+    )
+    assert out["X-Forwarded-Proto"] == "http"
+    assert out["X-Forwarded-Host"] == "lb.example"
+
+
+def test_content_length_listed_in_connection_is_kept():
+    """Framing is the proxy's to redo: without it a known-length body would go chunked and
+    reach a WSGI app empty."""
+    out = forwarded(
+        [("Connection", "Content-Length, X-Drop"), ("Content-Length", "05"), ("X-Drop", "1")],
+        content_length=5,
+    )
+    assert ("Content-Length", "5") in out
+    assert all(name != "X-Drop" for name, _ in out)
+
+
+def test_an_ipv4_client_on_a_dual_stack_listener_is_plain_ipv4():
+    assert peer_address(("::ffff:10.1.2.3", 5000, 0, 0)) == "10.1.2.3"
+    assert peer_address(("::ffff:abcd", 5000, 0, 0)) == "::ffff:abcd"  # not IPv4-mapped
+    assert peer_address(("2001:db8::1", 5000, 0, 0)) == "2001:db8::1"
+    assert peer_address(("127.0.0.1", 5000)) == "127.0.0.1"
+    assert peer_address(None) == ""
+
+
+def test_the_client_address_from_a_trusted_peer_is_the_last_element_of_the_last_line():
+    from multidict import CIMultiDict
+
+    from proxy.handler import _client_ip
+
+    headers = CIMultiDict([("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("X-Forwarded-For", "3.3.3.3")])
+    assert _client_ip(headers, "10.0.0.1", trusted=True) == "3.3.3.3"
+    assert _client_ip(headers, "10.0.0.1", trusted=False) == "10.0.0.1"
