@@ -42,7 +42,7 @@ from proxy.forward import (
     response_headers,
     whole_body,
 )
-from proxy.routing import RouteMatch
+from proxy.routing import AmbiguousPath, RouteMatch
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
 from proxy.telemetry.tracing import Tracing
@@ -287,7 +287,12 @@ class ProxyHandler:
             return options_star_response(ex.request_id)
         path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host
         ex.path, ex.query = path, query
-        match = rt.table.match(request.method, path, host, request.headers)
+        try:
+            match = rt.table.match(request.method, path, host, request.headers)
+        except AmbiguousPath as ambiguous:
+            return error_response(
+                400, str(ambiguous), route=None, request_id=ex.request_id, accept=accept, close=True
+            )
         route = match.route if match else None
         params = match.params if match else {}
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
@@ -466,7 +471,10 @@ class ProxyHandler:
         if edge.asterisk or edge.expect_continue:
             return None
         rt = self.holder.current
-        match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
+        try:
+            match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
+        except AmbiguousPath:
+            return None  # the aiohttp lane answers it
         return Preflight(rt, edge, match, raw_headers, content_length)
 
     async def _handle_plain(

@@ -38,6 +38,15 @@ def _decode_unreserved(match: re.Match[str]) -> str:
     return "%" + match.group(1).upper()
 
 
+_DOT_PARAMS = re.compile(r"/\.{1,2};")
+
+
+def without_params(path: str) -> str:
+    """`path` as servers that drop `;` path parameters (Tomcat, Jetty, Spring) read it:
+    `/admin;jsessionid=1/x` is `/admin/x` to them."""
+    return "/".join(seg.split(";", 1)[0] for seg in path.split("/"))
+
+
 def normalize_path(raw: str) -> str:
     """The canonical form of a request path (no query string), or raise `UnsafePath`."""
     if not raw.startswith("/"):
@@ -53,6 +62,10 @@ def normalize_path(raw: str) -> str:
         if _BAD_ESCAPE.search(raw):
             raise UnsafePath("malformed percent-escape in path")
         raw = _ESCAPE.sub(_decode_unreserved, raw)
+    if ";" in raw and _DOT_PARAMS.search(raw):
+        # Tomcat, Jetty and Spring read `..;x` as `..`: the upstream would climb where the
+        # router did not (a `/public/..;/admin` reaching /admin on the legacy route).
+        raise UnsafePath("a dot segment with ';' parameters ('..;', '.;') in path")
     if "//" not in raw and "/." not in raw:
         return raw  # the common case: already canonical
     segments = raw.split("/")

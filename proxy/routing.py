@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from proxy.config.model import HeaderMatch, Match, Route
+from proxy.pathsafety import without_params
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _REGEX_META = set(".^$*+?{}[]\\|()")
@@ -86,6 +87,10 @@ def _header_predicate(h: HeaderMatch) -> Callable[[str], bool]:
     return lambda v: v == expected
 
 
+class AmbiguousPath(ValueError):
+    """A path whose `;` parameters change its route: answered 400 (see `RouteTable.match`)."""
+
+
 @dataclass(slots=True)
 class RouteMatch:
     route: Route
@@ -143,8 +148,26 @@ class RouteTable:
         """The most specific route accepting this request, or None (the default upstream).
 
         `path` must already be normalized (see `proxy.pathsafety`); `host` lower-case
-        without port; `headers` keyed by lower-case name.
+        without port; `headers` keyed by lower-case name. Raises `AmbiguousPath` when the
+        path's `;` parameters decide the route: servers that drop them (Tomcat, Jetty,
+        Spring) would serve what another route owns, so routing and forwarding would
+        disagree.
         """
+        found = self._first(method, path, host, headers)
+        if ";" in path:
+            bare = without_params(path)
+            if bare != path:
+                other = self._first(method, bare, host, headers)
+                if (other.route if other else None) is not (found.route if found else None):
+                    raise AmbiguousPath(
+                        f"path parameters (';') in {path!r}: without them the path is "
+                        f"{bare!r}, which another route owns"
+                    )
+        return found
+
+    def _first(
+        self, method: str, path: str, host: str, headers: Mapping[str, str]
+    ) -> RouteMatch | None:
         for route, params in self._candidates(path):
             if self._conditions[id(route)].accept(method, host, headers):
                 return RouteMatch(route, params)

@@ -397,6 +397,24 @@ def test_content_length_named_in_connection_still_frames_the_body(e, size):
     assert got.body == b"x" * size
 
 
+@pytest.mark.parametrize(
+    "target", [b"/svc;jsessionid=1/a", b"/public/..;/svc/a", b"/SVC;x/..;/svc"]
+)
+def test_path_parameters_cannot_route_around_a_route(e, target):
+    """`;` parameters: Tomcat-style upstreams drop them (and read `..;` as `..`), so a path
+    they would send to another route's owner is refused, never forwarded."""
+    with Wire(e.port) as w:
+        resp = w.send(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert resp.status == 400, resp.body
+        assert w.closed()
+    assert e.legacy.requests() == [] and e.svc.requests() == []
+
+
+def test_path_parameters_that_keep_the_route_are_forwarded_as_sent(e):
+    _, got = forwarded_once(e, b"GET /shop;jsessionid=1/cart HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert got.target == "/shop;jsessionid=1/cart"
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.pathsafety import UnsafePath, normalize_path
+from proxy.pathsafety import UnsafePath, normalize_path, without_params
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,10 @@ def test_normalizes(raw, normal):
         "/a/%4",
         "relative/path",
         "/a\tb",
+        "/public/..;/admin",  # Tomcat reads `..;` as `..`
+        "/public/..;jsessionid=1/admin",
+        "/a/.;x/b",
+        "/public/%2e%2e;/admin",
     ],
 )
 def test_rejects_ambiguous(raw):
@@ -52,3 +56,17 @@ def test_normalization_is_idempotent():
     for raw in ["//a/./b/../c/", "/x/%7e/%C3%A9", "/"]:
         once = normalize_path(raw)
         assert normalize_path(once) == once
+
+
+@pytest.mark.parametrize(
+    ("raw", "bare"),
+    [
+        ("/a;jsessionid=1/b", "/a/b"),
+        ("/a/b;v=1", "/a/b"),
+        ("/a;x;y/b;z", "/a/b"),
+        ("/plain/path", "/plain/path"),
+    ],
+)
+def test_path_parameters_are_kept_and_can_be_read_as_tomcat_would(raw, bare):
+    assert normalize_path(raw) == raw  # forwarded as sent: Django sees `;` as data
+    assert without_params(raw) == bare

@@ -6,7 +6,7 @@ import pytest
 
 from proxy.config.model import HeaderMatch, Match, Route
 from proxy.config.templates import rewrite_path
-from proxy.routing import RouteTable, find_unreachable
+from proxy.routing import AmbiguousPath, RouteTable, find_unreachable
 
 
 def route(name: str, **match) -> Route:
@@ -173,3 +173,15 @@ def test_five_hundred_routes_match_through_indexes_not_scans():
     first = list(table._candidates("/svc0/items/1"))
     last = list(table._candidates("/svc249/items/1"))
     assert len(first) == len(last) == 1
+
+
+def test_path_parameters_that_would_change_the_route_are_refused():
+    """`/admin;jsessionid=1/x` matches no route literally (legacy gets it), but a Tomcat
+    legacy serves it as `/admin/x`, which the `admin` route took away from it."""
+    table = RouteTable([route("admin", prefix="/admin"), route("item", path="/api/items/{id}")])
+    with pytest.raises(AmbiguousPath, match="another route owns"):
+        table.match("GET", "/admin;jsessionid=1/x")
+    # Parameters that do not change the route are forwarded as they are.
+    assert names(table, "GET", "/admin/x;v=1") == "admin"
+    assert names(table, "GET", "/api/items/7;v=1") == "item"
+    assert names(table, "GET", "/shop;jsessionid=1/cart") is None
