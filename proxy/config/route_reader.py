@@ -310,6 +310,8 @@ class RouteReader:
         for value, item in items:
             method = value.upper()
             error = check_token(method)
+            if not error and not method[0].isalpha():
+                error = f"{value!r} is not a method name (in YAML, 5 is a number)"
             if error:
                 r.report(item, field, f"invalid method: {error}", "write e.g. GET or POST")
                 continue

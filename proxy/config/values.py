@@ -125,6 +125,8 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
     error = check_hostname(host)
     if error:
         raise Invalid(error, example)
+    if parts.netloc.endswith(":"):
+        raise Invalid(f"{shown!r} has a ':' but no port after it", "add the port or drop the ':'")
     try:
         explicit = parts.port
     except ValueError:

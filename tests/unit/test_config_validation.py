@@ -438,6 +438,16 @@ CASES = [
         "expected a value, got nothing (null)", "X-Tenant-ID", id="tenant-header-null",
     ),
     pytest.param(
+        "version: 1\nupstreams:\n  legacy: {url: 'http://127.0.0.1:'}\n", "127.0.0.1:'",
+        "upstreams.legacy.url", None, "has a ':' but no port after it", "add the port",
+        id="url-colon-without-port",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a, methods: 5}\n"), "methods: 5",
+        "routes[0].match.methods", "r", "'5' is not a method name", "GET or POST",
+        id="method-a-number",
+    ),
+    pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    shadow: !!python/object:os.system {}\n"),
         "python/object", "routes[0].shadow", "r",
         "unsupported YAML tag 'tag:yaml.org,2002:python/object:os.system'", "remove the tag",
