@@ -381,7 +381,19 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     log.info("draining: %d requests in flight, grace %.1fs", handler.in_flight, grace)
     server.close()  # stop accepting; established connections stay
     watcher.cancel()
+
+    def grace_over() -> None:
+        if handler.in_flight:
+            log.warning(
+                "grace period (%.1fs) over: cutting %d requests still in flight (their "
+                "access lines say 499); raise grace_period if they should finish",
+                grace,
+                handler.in_flight,
+            )
+
+    overdue = loop.call_later(grace, grace_over)
     await asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
+    overdue.cancel()
     if admin_runner is not None:
         await admin_runner.cleanup()
     await mirror.close(close_store=True)
@@ -410,6 +422,8 @@ def serve(opts: ServeOptions) -> int:
         return 1
     if opts.workers > 1 and opts.supervisor_pid is None:
         return _supervise(opts)
+    if opts.supervisor_pid is not None:
+        _stop_with_supervisor(opts.supervisor_pid)
     try:
         import uvloop
 
@@ -422,6 +436,20 @@ def serve(opts: ServeOptions) -> int:
         except CannotListen as exc:
             print(f"strangler: {exc}", file=sys.stderr)
             return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
+
+
+def _stop_with_supervisor(supervisor_pid: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM (a graceful stop) when its supervisor
+    dies, even by SIGKILL; a worker left behind would serve a port nobody manages, and
+    `POST /-/reload` would signal a dead (or reused) process id."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's own cleanup must do
+        return
+    if os.getppid() != supervisor_pid:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(opts: ServeOptions) -> int:

@@ -171,3 +171,27 @@ def test_a_configmap_style_symlink_swap_is_reloaded(tmp_path, upstreams):
         assert view["last_reload_error"] is None
         r = httpx.post(f"http://127.0.0.1:{admin}/-/reload")  # and reloads keep working
         assert r.status_code == 200, r.text
+
+
+def test_a_request_longer_than_the_grace_period_is_cut_and_said_so(start_proxy):
+    proxy = start_proxy(extra="grace_period: 0.5\n")
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            outcome["status"] = httpx.get(proxy.url + "/slow?s=2.5", timeout=20).status_code
+        except Exception as exc:  # noqa: BLE001 - the cut is what is expected
+            outcome["error"] = type(exc).__name__
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] >= 1,
+        what="request in flight",
+    )
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(20) == 0
+    t.join(20)
+    assert "error" in outcome, outcome  # cut, not answered
+    log = proxy.log.read_text()
+    assert "grace period (0.5s) over: cutting 1 requests still in flight" in log, log[-2000:]

@@ -101,3 +101,27 @@ def test_bad_numbers_on_the_command_line_are_refused_by_name():
             [PYTHON, "-m", "proxy.cli", "serve", *args], capture_output=True, text=True, cwd=ROOT
         )
         assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_workers_stop_when_their_supervisor_is_killed(start_proxy):
+    p = start_proxy(args=("--workers", "2"))
+    wait_until(lambda: len(worker_pids(p.proc.pid)) == 2, what="two workers")
+    workers = worker_pids(p.proc.pid)
+    p.proc.send_signal(signal.SIGKILL)  # no chance to stop them itself
+    p.proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return True
+
+    try:
+        wait_until(lambda: all(gone(pid) for pid in workers), timeout=20, what="workers to stop")
+    finally:
+        for pid in workers:  # whatever happened, leave no worker behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
