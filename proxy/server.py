@@ -485,11 +485,13 @@ def _supervise(opts: ServeOptions) -> int:
         nonlocal stopping
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
-        for w in workers:
+        # SIGUSR1 comes from worker 0's `POST /-/reload`: it reloaded, the others must.
+        targets = workers[1:] if sig == signal.SIGUSR1 else workers
+        for w in targets:
             if w.poll() is None:
-                w.send_signal(sig)
+                w.send_signal(signal.SIGHUP if sig == signal.SIGUSR1 else sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
     try:
         while True:

@@ -91,7 +91,8 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     async def reload(_: web.Request) -> web.Response:
         event = ctx.reloader.reload("admin")
         if ctx.supervisor_pid:
-            os.kill(ctx.supervisor_pid, signal.SIGHUP)  # the other workers reload too
+            # The other workers reload too (SIGUSR1: all but this one, which just did).
+            os.kill(ctx.supervisor_pid, signal.SIGUSR1)
         return web.json_response(event.as_dict(), status=200 if event.ok else 422)
 
     async def upstreams(_: web.Request) -> web.Response:

@@ -125,3 +125,25 @@ def test_workers_stop_when_their_supervisor_is_killed(start_proxy):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def reloads_counted(admin: str) -> float:
+    text = httpx.get(admin + "/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("strangler_config_reloads_total{")
+    )
+
+
+def test_post_reload_reloads_each_worker_once(start_proxy):
+    """Worker 0 answers `POST /-/reload` and reloads; the supervisor then reloads the others
+    (not worker 0 a second time, which counted each failed reload one time too many)."""
+    p = start_proxy(args=("--workers", "3"))
+    wait_until(lambda: len(worker_pids(p.proc.pid)) == 3, what="three workers")
+    before = reloads_counted(p.admin)
+    assert httpx.post(p.admin + "/-/reload").status_code == 200
+    wait_until(lambda: reloads_counted(p.admin) >= before + 3, what="every worker to reload")
+    history = httpx.get(p.admin + "/-/config").json()["history"]
+    assert [e["trigger"] for e in history if e["trigger"] != "startup"] == ["admin"]
+    assert reloads_counted(p.admin) == before + 3
