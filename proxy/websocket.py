@@ -64,6 +64,24 @@ def refused_upgrade_headers(
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
+# The handshake's own fields, which the proxy makes for its side of the upgrade.
+_NOT_RELAYED_ON_ACCEPT = HOP_BY_HOP | {
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "x-request-id",
+    "date",
+}
+
+
+def accepted_upgrade_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's 101 fields to pass on: what the application said (a session cookie
+    set on the handshake, its own headers), not the handshake mechanics."""
+    drop = _NOT_RELAYED_ON_ACCEPT | connection_tokens(headers)
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
 # RFC 6455 §7.4.1: reserved for reporting, never sent in a Close frame.
 _UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
 
@@ -197,6 +215,10 @@ async def proxy_websocket(
         max_msg_size=0,
     )
     client_ws.headers["X-Request-ID"] = ex.request_id
+    handshake = getattr(upstream_ws, "_response", None)  # aiohttp keeps the 101 there
+    if handshake is not None:
+        for name, value in accepted_upgrade_headers(list(handshake.headers.items())):
+            client_ws.headers.add(name, value)
     await client_ws.prepare(request)
 
     closing: list[object] = []  # the side whose close is being passed on, once known

@@ -152,6 +152,11 @@ def test_websocket_echo_text_binary_and_close_code(proxy):
             s.ws_connect(proxy.url + "/ws", protocols=["chat"]) as ws,
         ):
             assert ws.protocol == "chat"
+            # The upstream's own 101 fields reach the client; the handshake's are the proxy's.
+            handshake = ws._response.headers
+            assert handshake.getall("Set-Cookie") == ["ws_session=abc; Path=/"]
+            assert handshake["X-Upstream"] == "legacy"
+            assert len(handshake.getall("Sec-WebSocket-Accept")) == 1
             await ws.send_str("hi")
             text = (await ws.receive()).data
             await ws.send_bytes(b"\x01\x02\x03")

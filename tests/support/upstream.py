@@ -98,6 +98,8 @@ async def hop(_: web.Request) -> web.Response:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(protocols=("chat",))
+    ws.headers["Set-Cookie"] = "ws_session=abc; Path=/"  # an app may set cookies on the 101
+    ws.headers["X-Upstream"] = request.app["name"]
     await ws.prepare(request)
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
