@@ -76,6 +76,8 @@ def _cmd_routes(args: argparse.Namespace) -> int:
             match = f"~{m.regex}"
         if m.host:
             match = f"{m.host}{match}"
+        for h in m.headers:
+            match += f" [{h.name}: {h.value}]" if h.value is not None else f" [{h.name} ~{h.regex}]"
         mode = r.mode + (f" {r.canary.percent:g}%" if r.mode == "canary" else "")
         rows.append(
             (

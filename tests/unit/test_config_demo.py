@@ -100,3 +100,49 @@ def test_strangler_check_accepts_the_demo_and_lists_every_problem_of_a_broken_co
         f"{broken}:{noise_line}: route 'catalog-products': shadow.noise: unknown noise source"
         in bad.stdout
     )
+
+
+def test_strangler_routes_prints_the_effective_table(tmp_path):
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        """version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8000"}
+  svc: {url: "http://127.0.0.1:8101"}
+default: legacy
+routes:
+  - name: item
+    match: {path: "/api/items/{id}", methods: [GET], headers: {X-Tenant: acme}}
+    mode: extracted
+    target: svc
+    rewrite: "/v1/items/{id}"
+  - name: beta
+    match: {prefix: /beta, headers: {X-Beta: {regex: "on|yes"}}}
+    mode: canary
+    target: svc
+    canary: {percent: 10}
+"""
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "routes", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "ROUTE",
+        "MATCH",
+        "METHODS",
+        "MODE",
+        "SIDE/TARGET",
+        "REWRITE",
+        "ACL",
+    ]
+    item = next(line for line in lines if line.startswith("item "))
+    assert "/api/items/{id} [x-tenant: acme]" in item and "GET" in item
+    assert "extracted" in item and "svc" in item and "/v1/items/{id}" in item
+    beta = next(line for line in lines if line.startswith("beta "))
+    assert "/beta/* [x-beta ~on|yes]" in beta and "canary 10%" in beta
+    assert lines[-1].split()[:2] == ["(default)", "*"] and "legacy" in lines[-1]
