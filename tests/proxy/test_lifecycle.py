@@ -114,14 +114,17 @@ def test_invalid_file_keeps_last_good_table_and_shows_error(proxy, client):
     )  # old table still serves
 
 
-def test_sigterm_drains_in_flight_requests_then_exits_zero(proxy):
+def slow_request_in_flight(proxy, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
+    """GET /slow?s=`seconds` on a thread, once the proxy counts it in flight; the dict gets
+    `status`, or `error` (the exception's name) when the request was cut."""
     outcome: dict[str, object] = {}
 
     def slow_request() -> None:
         try:
-            outcome["status"] = httpx.get(proxy.url + "/slow?s=1.5", timeout=10).status_code
-        except Exception as exc:  # noqa: BLE001
-            outcome["error"] = repr(exc)
+            url = f"{proxy.url}/slow?s={seconds}"
+            outcome["status"] = httpx.get(url, timeout=seconds + 15).status_code
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = type(exc).__name__
 
     t = threading.Thread(target=slow_request)
     t.start()
@@ -129,6 +132,11 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(proxy):
         lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] >= 1,
         what="request in flight",
     )
+    return t, outcome
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_zero(proxy):
+    t, outcome = slow_request_in_flight(proxy, 1.5)
     proxy.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     code = proxy.proc.wait(20)
@@ -175,20 +183,7 @@ def test_a_configmap_style_symlink_swap_is_reloaded(tmp_path, upstreams):
 
 def test_a_request_longer_than_the_grace_period_is_cut_and_said_so(start_proxy):
     proxy = start_proxy(extra="grace_period: 0.5\n")
-    outcome: dict[str, object] = {}
-
-    def slow_request() -> None:
-        try:
-            outcome["status"] = httpx.get(proxy.url + "/slow?s=2.5", timeout=20).status_code
-        except Exception as exc:  # noqa: BLE001 - the cut is what is expected
-            outcome["error"] = type(exc).__name__
-
-    t = threading.Thread(target=slow_request)
-    t.start()
-    wait_until(
-        lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] >= 1,
-        what="request in flight",
-    )
+    t, outcome = slow_request_in_flight(proxy, 2.5)
     proxy.proc.send_signal(signal.SIGTERM)
     assert proxy.proc.wait(20) == 0
     t.join(20)
