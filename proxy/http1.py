@@ -15,14 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp.http import SERVER_SOFTWARE
-
 from proxy.filters.headers import HOP_BY_HOP
 
 RawHeader = tuple[bytes, bytes]
 
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
-_SERVER = SERVER_SOFTWARE.encode()
+SERVER_NAME = "strangler"  # `Server` on answers that have none, as nginx and Envoy name themselves
+_SERVER = SERVER_NAME.encode()
 
 # How the body after a head is framed.
 EMPTY = "empty"  # no body at all (HEAD, 204, 304)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web_response
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
@@ -32,6 +33,7 @@ from proxy.admin.api import AdminContext, build_admin_app
 from proxy.config.model import Config
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
+from proxy.http1 import SERVER_NAME
 from proxy.listener import Listener
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
@@ -45,6 +47,12 @@ from proxy.telemetry.http import dashboard_routes, metrics_endpoint
 from proxy.upstream.registry import GuardRegistry
 
 log = logging.getLogger("strangler")
+
+# aiohttp names itself and the Python version (`Server: Python/3.11 aiohttp/3.14.5`) on
+# every answer it prepares without a `Server` field: the proxy's own errors, its parser's
+# 400s, relayed answers whose upstream sent none, the admin API. A version disclosure that
+# scanners flag; the fast lane says `strangler` (`proxy.http1.SERVER_NAME`), so does this.
+aiohttp.web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
 # The end of a chunked body without trailer fields: the last chunk ("0", maybe with

@@ -243,6 +243,27 @@ def test_an_answer_without_a_content_type_gets_none(e, request_bytes, reply):
     assert resp.header("content-type") == []
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",  # relayed; the upstream sends no Server
+        b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+        b"GET /a HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",  # the parser's own 400
+        b"GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",  # the proxy's own 400
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+    ],
+    ids=["fast-lane", "aiohttp-lane", "parser-400", "edge-400", "options-star"],
+)
+def test_answers_name_strangler_not_its_python_and_aiohttp_versions(e, request_bytes):
+    e.legacy.script(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", close=True)
+    with Wire(e.port) as w:
+        w.send(request_bytes)
+        w.wait_for(b"\r\n\r\n")
+    head = w.raw.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nserver: strangler\r\n" in head + b"\r\n", head
+    assert b"aiohttp" not in head and b"python" not in head
+
+
 @pytest.mark.parametrize("code", [204, 304])
 def test_bodiless_status_is_relayed_without_a_body(e, code):
     """RFC 9110 §8.6: a 204 carries no Content-Length, even when the upstream sent
