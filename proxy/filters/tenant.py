@@ -114,8 +114,8 @@ def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> s
     try:
         header = json.loads(_b64url(parts[0]))
         payload = json.loads(_b64url(parts[1]))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: JSON nested thousands deep, fits in 8 KB
     if not isinstance(header, dict) or not isinstance(payload, dict):
         return None
     if key is not None and not _verified(parts, header, payload, key, now):

@@ -57,6 +57,15 @@ def test_jwt_claim_unverified_without_key() -> None:
     assert extract_tenant(src, headers={}, host="") is None
 
 
+def test_a_token_of_deeply_nested_json_is_no_tenant_not_a_crash() -> None:
+    """JSON nested thousands deep fits in the 8 KB token limit and overflows the decoder's
+    recursion: it is a bad token (no tenant), not a 500 for whoever sends it."""
+    src = TenantSource(jwt_claim="tid")
+    deep = b64(b"[" * 6000)
+    for token in (f"{deep}.{b64(b'{}')}.x", f"{b64(b'{}')}.{deep}.x"):
+        assert extract_tenant(src, headers=bearer(token), host="") is None
+
+
 def test_jwt_claim_verified_with_key_rejects_forgeries() -> None:
     src = TenantSource(jwt_claim="tid")
     key = b"s3cret"
