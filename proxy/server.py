@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp.web_response
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.admin.api import AdminContext, build_admin_app
@@ -130,6 +131,17 @@ class _EdgeRequestHandler(RequestHandler):
                 body = self._current_request.content if self._current_request else None
             if body is not None and not body.is_eof():
                 body.set_exception(error)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """A client's malformed request is one line, not an ERROR with two tracebacks per
+        bad request (cheap log flooding, alert noise, client bytes in unprefixed lines)."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[1] if len(args) > 1 else None
+            reason = " ".join(str(exc.message).split())[:300]
+            log.info("refused a malformed request from %s: %d %s", peer, exc.code, reason)
+            return
+        super().log_exception(*args, **kwargs)
 
     def answers_last(self, request: web.BaseRequest) -> bool:
         """Whether `request` is the last request this connection answers (its answer then

@@ -415,6 +415,22 @@ def test_path_parameters_that_keep_the_route_are_forwarded_as_sent(e):
     assert got.target == "/shop;jsessionid=1/cart"
 
 
+def test_a_malformed_request_is_one_log_line_not_a_traceback(e):
+    """Anyone can send garbage: each bad request must not cost an ERROR and two tracebacks
+    in the log (flooding, alert noise, client bytes in unprefixed lines)."""
+    start = e.log.stat().st_size
+    for bad in (
+        b"GET /a HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n",
+    ):
+        with Wire(e.port) as w:
+            assert w.send(bad).response().status == 400
+    wait_until(lambda: e.log.read_bytes()[start:].count(b"refused a malformed request") == 2)
+    written = e.log.read_bytes()[start:]
+    assert b"Traceback" not in written and b"Error handling request" not in written
+    assert all(line.startswith(b"{") for line in written.splitlines()), written
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:
