@@ -18,7 +18,6 @@ from proxy.config.templates import TemplateError, check_path
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
-_USERINFO = re.compile(r"(?<=://)([^/@:]*)(?::[^/@]*)?@")
 STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 
@@ -85,9 +84,36 @@ def normalize_field_path(text: str) -> str:
     return "$." + text
 
 
+# Query parameters that carry a secret in the URLs routes.yaml may hold (Redis, stores).
+_SECRET_PARAM = re.compile(r"(?i)pass|secret|token|key|auth|credential")
+
+
 def redact_url(text: str) -> str:
-    """The URL as it may appear in a message: a password (`redis://:pw@host`) is masked."""
-    return _USERINFO.sub(lambda m: m.group(1) + ":***@" if m.group(1) else "***@", text)
+    """The URL as it may appear in a message or at `/-/config`: the userinfo's password
+    (`redis://user:pw@host`, a password holding a raw `@` included) and secret-looking query
+    parameters (`?password=...`) masked."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = len(rest)
+    for ch in "/?#":
+        at = rest.find(ch, 0, end)
+        if at >= 0:
+            end = at
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at_sign, host = authority.rpartition("@")  # the last '@' ends the userinfo
+    if at_sign:
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon or not user else f"***@{host}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(
+            f"{k}{eq}***" if eq and _SECRET_PARAM.search(k) else f"{k}{eq}{v}" for k, eq, v in pairs
+        )
+        tail = f"{path}?{query}{hash_}{fragment}"
+    return f"{scheme}://{authority}{tail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from proxy.config.values import redact_url
 from proxy.upstream.guard import UpstreamGuard
 
 log = logging.getLogger("strangler.upstream.state")
@@ -143,16 +144,6 @@ if probes < max_probes then
 end
 return {'denied', math.max(0, probe_at + open_for - now)}
 """
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 def split_prefix(url: str, default: str) -> tuple[str, str]:

@@ -11,6 +11,12 @@ def test_password_is_redacted() -> None:
     assert redact_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact_url("rediss://app:hunter2@cache:6380/1") == "rediss://app:***@cache:6380/1"
     assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    # A password in the query, or one with a raw '@' (the last '@' ends the userinfo).
+    assert (
+        redact_url("redis://cache:6379/0?password=hunter2") == "redis://cache:6379/0?password=***"
+    )
+    assert redact_url("redis://app:hun@ter2@cache:6379/0") == "redis://app:***@cache:6379/0"
+    assert redact_url("redis://cache/0?prefix=s&db=1") == "redis://cache/0?prefix=s&db=1"
 
 
 def test_prefix_comes_out_of_the_query() -> None:

@@ -621,6 +621,6 @@ def test_passwords_in_urls_never_appear_in_messages():
     assert [p.field for p in found] == ["state", "shadow.store"]
     rendered = str(ConfigError(found))
     assert "hunter2" not in rendered and "pw2" not in rendered
-    assert "redis://***@cache:6379/zero" in rendered and "mysql://u:***@db/x" in rendered
+    assert "redis://:***@cache:6379/zero" in rendered and "mysql://u:***@db/x" in rendered
     accepted = parse_config(HEAD + "state: 'rediss://:hunter2@cache:6380/1'\n")
     assert accepted.state == "rediss://:hunter2@cache:6380/1"
