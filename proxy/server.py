@@ -324,6 +324,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         guards.update(new.config)
         telemetry.reconfigure(new.config)
         mirror.primary_upstream = new.config.default
+        mirror.set_redact(new.config.telemetry.redact)
         old_ups = old.config.upstreams
         mirror.forget_candidates(n for n, u in new.config.upstreams.items() if old_ups.get(n) != u)
 

@@ -534,6 +534,11 @@ class ShadowMirror:
 
     # ---- introspection and shutdown -------------------------------------------------------
 
+    def set_redact(self, names: tuple[str, ...] | list[str]) -> None:
+        """Redact these names (`telemetry.redact`) from what is stored from now on: a hot
+        reload that adds a secret's name must reach the store as it reaches the logs."""
+        self._redactor = Redactor(names)
+
     def snapshot(self) -> dict[str, Any]:
         """Live figures for `GET /-/shadow` (this process only; the store has the history)."""
         routes = []

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from proxy.telemetry.redact import secret_param
+
 from .model import Difference
 from .paths import keys_in_path
 
@@ -31,9 +33,9 @@ DEFAULT_SENSITIVE = (
 REDACTED = "[REDACTED]"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=\-]{6,}")
-_QUERY_SECRET = re.compile(
-    r"(?i)\b(access_token|token|api_key|apikey|password|secret|session)=([^&\s\"'<]+)"
-)
+# `name=value` pairs in free text (URLs and query strings echoed in bodies); the value is
+# redacted when the name is sensitive (the configured names) or says it is a credential.
+_PAIR = re.compile(r"\b([A-Za-z0-9_.\-]+)=([^&\s\"'<]+)")
 
 
 def _norm(name: str) -> str:
@@ -76,7 +78,16 @@ class Redactor:
         if "@" in text:
             text = _EMAIL.sub(REDACTED, text)
         text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+        if "=" not in text:
+            return text
+        return _PAIR.sub(
+            lambda m: (
+                f"{m.group(1)}={REDACTED}"
+                if self.is_sensitive(m.group(1)) or secret_param(m.group(1))
+                else m.group(0)
+            ),
+            text,
+        )
 
     def path_is_sensitive(self, path: str) -> bool:
         if path.startswith("header:"):

@@ -54,6 +54,18 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+# Parts of a query parameter's name that say its value is a credential. Over-redacting a
+# harmless parameter is the safe failure; `key` and `sig` count only as whole names.
+_SECRET_PARTS = ("token", "secret", "passw", "apikey", "accesskey", "signature", "credential")
+_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "code", "session", "sessionid"})
+
+
+def secret_param(name: str) -> bool:
+    """Whether a query parameter's name marks its value as a secret (pure)."""
+    norm = name.lower().replace("-", "").replace("_", "")
+    return norm in _SECRET_WHOLE or any(part in norm for part in _SECRET_PARTS)
+
+
 class Redactor:
     """Replaces the values of secret names; built once per config, then shared read-only."""
 
@@ -131,11 +143,14 @@ class Redactor:
             return body
 
     def query(self, query: str) -> str:
-        """A URL query string with the values of secret parameters replaced."""
+        """A URL query string with the values of secret parameters replaced: the configured
+        names, and any whose name says it carries a secret (`id_token`, `apikey`,
+        `X-Amz-Signature`, `client_secret`...; see `secret_param`)."""
         if not query:
             return query
         parts = []
         for pair in query.split("&"):
             name, sep, _ = pair.partition("=")
-            parts.append(f"{name}={REDACTED}" if sep and self.is_secret(name) else pair)
+            secret = sep and (self.is_secret(name) or secret_param(name))
+            parts.append(f"{name}={REDACTED}" if secret else pair)
         return "&".join(parts)

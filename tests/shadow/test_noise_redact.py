@@ -85,3 +85,25 @@ def test_redaction_of_fields_headers_and_text():
     )
     stored = r.body(b'{"email":"x@y.io","name":"n"}', "json")
     assert "x@y.io" not in stored and '"name": "n"' in stored
+
+
+def test_text_redaction_covers_configured_and_secret_looking_query_parameters():
+    """URLs echoed in stored bodies: the same parameters the access log redacts, plus the
+    configured names (`telemetry.redact`)."""
+    r = Redactor(extra=("x_employee_ssn",))
+    text = "cb: https://h/cb?client_secret=S1&id=7&x_employee_ssn=S2&X-Amz-Signature=S3&page=2"
+    redacted = r.text(text)
+    assert "S1" not in redacted and "S2" not in redacted and "S3" not in redacted
+    assert "id=7" in redacted and "page=2" in redacted
+
+
+def test_the_mirror_takes_new_redact_names_on_reload():
+    from proxy.shadow.mirror import ShadowMirror
+
+    class NoStore:
+        def close(self) -> None: ...
+
+    mirror = ShadowMirror(NoStore(), send=None)  # type: ignore[arg-type]
+    assert "4242" in mirror._redactor.text("ssn_nr=4242")
+    mirror.set_redact(("ssn_nr",))
+    assert "4242" not in mirror._redactor.text("ssn_nr=4242")

@@ -83,3 +83,11 @@ def test_bearer_tokens_in_messages_but_not_prose():
     r = Redactor()
     assert r.text("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig to x") == f"sent Bearer {REDACTED} to x"
     assert r.text("Token is missing") == "Token is missing"
+
+
+def test_query_parameters_whose_names_say_secret_are_redacted_without_configuring_them():
+    r = Redactor()
+    secrets = "id_token=a&apikey=b&X-Amz-Signature=c&X-Amz-Security-Token=d&client_secret=e"
+    assert all(value.endswith(REDACTED) for value in r.query(secrets).split("&"))
+    harmless = "keyword=shoes&author=bob&page=2&sort=name"
+    assert r.query(harmless) == harmless
