@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -72,8 +73,27 @@ def _redacted(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+@web.middleware
+async def _same_origin_writes(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a state-changing request a browser sent from another origin: a page open in an
+    operator's browser could otherwise `POST /-/reload` here (a simple cross-site POST needs
+    no CORS preflight). Browsers send `Origin` on such requests; curl and scripts do not."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+            return web.json_response(
+                {
+                    "error": "cross_origin_refused",
+                    "message": f"{request.method} {request.path} from origin {origin!r} refused: "
+                    "the admin API takes state-changing requests from its own origin only",
+                },
+                status=403,
+            )
+    return await handler(request)
+
+
 def build_admin_app(ctx: AdminContext) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_same_origin_writes])
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})

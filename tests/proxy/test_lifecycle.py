@@ -190,3 +190,19 @@ def test_a_request_longer_than_the_grace_period_is_cut_and_said_so(start_proxy):
     assert "error" in outcome, outcome  # cut, not answered
     log = proxy.log.read_text()
     assert "grace period (0.5s) over: cutting 1 requests still in flight" in log, log[-2000:]
+
+
+def test_a_cross_site_page_cannot_reload_through_the_admin_port(proxy):
+    """A simple cross-site POST needs no CORS preflight: a page in an operator's browser
+    could reload the proxy. Browsers send `Origin`; a foreign one is refused."""
+    host = proxy.admin.removeprefix("http://")
+    refused = httpx.post(
+        proxy.admin + "/-/reload",
+        headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "cross_origin_refused"
+    assert httpx.get(proxy.admin + "/-/config").json()["generation"] == 0  # not reloaded
+    same = httpx.post(proxy.admin + "/-/reload", headers={"Origin": f"http://{host}"})
+    assert same.status_code == 200  # the admin's own page (the dashboard) may
+    assert httpx.post(proxy.admin + "/-/reload").status_code == 200  # curl sends no Origin
