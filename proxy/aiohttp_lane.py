@@ -1,0 +1,130 @@
+"""The aiohttp lane: aiohttp's low-level server, with the fixes a proxy's edge needs.
+
+The fast lane (`proxy.listener`) serves plain requests itself and hands every other
+connection (chunked or large bodies, upgrades, `Expect`, what it refuses) to this lane.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+log = logging.getLogger("strangler")
+
+# The end of a chunked body without trailer fields: the last chunk ("0", maybe with
+# extensions), the empty line, and the line break before the last chunk in view.
+_NO_TRAILERS = re.compile(rb"\r\n0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
+_NO_TRAILERS_AT_START = re.compile(rb"0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
+
+
+class EdgeRequestHandler(RequestHandler):
+    """aiohttp's connection handler (the aiohttp lane) plus three fixes.
+
+    * A read is parsed a head (or a body's end) at a time. When llhttp meets an error, the
+      messages it parsed earlier in the same call are lost: a valid request pipelined
+      before a malformed one, or before bytes sent after `Connection: close`, went
+      unanswered, and the client paired the 400 with it. Now the valid request is
+      answered first, as the fast lane does (RFC 9112 §9.3.2: answers in request order).
+    * Trailer fields end the connection. aiohttp's C parser (3.14) keeps a chunked body's
+      last trailer field pending past the end of the message and adds it to the next
+      request it parses (one request's `Authorization` or `Host` on the next, another
+      user's behind a load balancer). When a chunked body ends with trailers (or its end
+      cannot be seen whole), nothing after it is parsed: its request is answered and the
+      connection closed (`answers_last`). Bodies without trailers,
+      nearly all, keep the connection.
+    * A framing error inside a request body that is being streamed fails that body (the
+      handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
+      *after* the current request, leaving the handler that streams the body upstream
+      waiting for bytes that never come.
+    """
+
+    __slots__ = ("_chunked_body", "_body_fresh", "trailer_body")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunked_body: Any = None  # the chunked body being parsed
+        self._body_fresh = False  # the next bytes parsed are its first
+        self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
+
+    def data_received(self, data: bytes) -> None:
+        if self.trailer_body is not None:
+            return  # see the class docstring: nothing after trailer fields
+        if not data:  # aiohttp resuming its paused parser (`resume_reading`)
+            self._parse(data)
+            return
+        start, size = 0, len(data)
+        while start < size and self.trailer_body is None:
+            if self._upgraded or self._payload_parser is not None or self._close:
+                end = size  # not HTTP messages any more (or ignored): as aiohttp does
+            else:
+                end = data.find(b"\r\n\r\n", start)
+                end = size if end < 0 else end + 4
+            self._parse(data[start:end] if start or end < size else data)
+            start = end
+
+    def _parse(self, data: bytes) -> None:
+        queued = len(self._messages)
+        fresh, self._body_fresh = self._body_fresh, False
+        super().data_received(data)
+        messages = self._messages
+        body = self._chunked_body
+        if body is not None and body.is_eof():
+            self._chunked_body = None
+            if not (_NO_TRAILERS.search(data) or (fresh and _NO_TRAILERS_AT_START.match(data))):
+                self._trailers_seen(body, queued)
+                return
+        for msg, payload in itertools.islice(messages, queued, None):
+            if getattr(msg, "chunked", False) and not payload.is_eof():
+                self._chunked_body, self._body_fresh = payload, True
+        if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
+            error = messages[-1][0].exc
+            # The body cut short: the request being handled, or one queued behind it (its
+            # head came in the same read).
+            if len(messages) > 1:
+                body = messages[-2][1]
+            else:
+                body = self._current_request.content if self._current_request else None
+            if body is not None and not body.is_eof():
+                body.set_exception(error)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """A client's malformed request is one line, not an ERROR with two tracebacks per
+        bad request (cheap log flooding, alert noise, client bytes in unprefixed lines)."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[1] if len(args) > 1 else None
+            reason = " ".join(str(exc.message).split())[:300]
+            log.info("refused a malformed request from %s: %d %s", peer, exc.code, reason)
+            return
+        super().log_exception(*args, **kwargs)
+
+    def answers_last(self, request: web.BaseRequest) -> bool:
+        """Whether `request` is the last request this connection answers (its answer then
+        says `Connection: close`): its body ended with trailer fields, or the connection
+        is closing anyway (the server shutting down)."""
+        return self._close or (
+            self.trailer_body is not None and self.trailer_body is request.content
+        )
+
+    def _trailers_seen(self, body: Any, queued: int) -> None:
+        """`body` ended with trailer fields (or maybe did): parse nothing after it."""
+        self.trailer_body = body
+        while len(self._messages) > queued:  # parsed after it, with its trailer attached
+            self._messages.pop()
+        current = self._current_request
+        handling = current is not None and current.content is body
+        if not handling and all(payload is not body for _, payload in self._messages):
+            self.close()  # its request was already answered: close now
+
+
+class EdgeServer(web.Server):
+    """aiohttp's low-level server with `EdgeRequestHandler` for each connection."""
+
+    def __call__(self) -> RequestHandler:
+        return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
