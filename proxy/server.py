@@ -345,6 +345,10 @@ def serve(opts: ServeOptions) -> int:
             return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
 
 
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def _stop_with_supervisor(supervisor_pid: int) -> None:
     """Linux: have the kernel send this worker SIGTERM (a graceful stop) when its supervisor
     dies, even by SIGKILL; a worker left behind would serve a port nobody manages, and
@@ -383,7 +387,10 @@ def _supervise(opts: ServeOptions) -> int:
             "--supervisor-pid",
             str(me),
         ]
-        return subprocess.Popen(args, env=env)
+        # SIGHUP ignored until the worker's loop handles it (an ignored signal survives
+        # exec): a reload forwarded while a worker is still starting must not kill it. It
+        # reads the file as it starts, and its watcher catches a later change.
+        return subprocess.Popen(args, env=env, preexec_fn=_ignore_sighup)  # noqa: PLW1509
 
     workers = [spawn(i) for i in range(opts.workers)]
     stopping = failed = False

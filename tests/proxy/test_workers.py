@@ -127,6 +127,12 @@ def test_workers_stop_when_their_supervisor_is_killed(start_proxy):
                 pass
 
 
+def handles_sighup(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
+
+
 def reloads_counted(admin: str) -> float:
     text = httpx.get(admin + "/metrics").text
     return sum(
@@ -141,6 +147,8 @@ def test_post_reload_reloads_each_worker_once(start_proxy):
     (not worker 0 a second time, which counted each failed reload one time too many)."""
     p = start_proxy(args=("--workers", "3"))
     wait_until(lambda: len(worker_pids(p.proc.pid)) == 3, what="three workers")
+    # Each worker reloads on SIGHUP once its loop handles it (until then it ignores it).
+    wait_until(lambda: all(handles_sighup(pid) for pid in worker_pids(p.proc.pid)))
     before = reloads_counted(p.admin)
     assert httpx.post(p.admin + "/-/reload").status_code == 200
     wait_until(lambda: reloads_counted(p.admin) >= before + 3, what="every worker to reload")

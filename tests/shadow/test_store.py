@@ -147,3 +147,28 @@ def test_sqlite_url_forms(tmp_path):
         sqlite_path("sqlite://host/x.db")
     with pytest.raises(ValueError, match="names no file"):
         sqlite_path("sqlite:///:memory:")
+
+
+def test_the_wal_switch_waits_out_another_worker_holding_the_file(tmp_path):
+    """Workers starting together race to switch a new store to WAL; SQLite may answer
+    "database is locked" at once (no busy wait): the loser tries again, not crash."""
+    import sqlite3
+    import threading
+
+    from proxy.shadow.store.sqlite import _wal
+
+    path = tmp_path / "shadow.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    loser = sqlite3.connect(path, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        loser.execute("PRAGMA journal_mode=WAL")  # what the loser meets
+    release = threading.Timer(0.2, holder.execute, args=("COMMIT",))  # the other one is done
+    release.start()
+    try:
+        _wal(loser)
+    finally:
+        release.join()
+    assert loser.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    loser.close()
+    holder.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class SQLiteStore(DiffStore):
         if conn is None:
             try:
                 conn = sqlite3.connect(str(self.path), timeout=10.0)
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise OSError(
@@ -142,3 +143,17 @@ class SQLiteStore(DiffStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _wal(conn: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch to WAL. Workers starting together (`--workers N`) race to switch a new file,
+    and SQLite may answer "database is locked" at once instead of waiting its busy
+    timeout: try again for up to about two seconds."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.02)
