@@ -245,6 +245,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     stopping = asyncio.Event()
     admin_runner: web.AppRunner | None = None
     if opts.worker_index == 0:
+        admin_host = opts.admin_host or config.admin.host
+        admin_port = opts.admin_port if opts.admin_port is not None else config.admin.port
         ctx = AdminContext(
             reloader=reloader,
             in_flight=lambda: handler.in_flight,
@@ -257,11 +259,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
                 lambda: holder.current.config, telemetry, breakers=guards.states
             ),
             supervisor_pid=opts.supervisor_pid,
+            loopback=admin_host in ("127.0.0.1", "::1", "localhost"),
         )
         admin_runner = web.AppRunner(build_admin_app(ctx), access_log=None)
         await admin_runner.setup()
-        admin_host = opts.admin_host or config.admin.host
-        admin_port = opts.admin_port if opts.admin_port is not None else config.admin.port
         try:
             await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=False).start()
         except (OSError, OverflowError) as exc:

@@ -34,6 +34,8 @@ class AdminContext:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     # In a multi-worker setup a reload must reach every worker: signal the supervisor.
     supervisor_pid: int | None = None
+    # Bound to a loopback address: then only loopback Host names are served (DNS rebinding).
+    loopback: bool = False
 
 
 def _jsonable(obj: Any) -> Any:
@@ -92,8 +94,36 @@ async def _same_origin_writes(request: web.Request, handler: Any) -> web.StreamR
     return await handler(request)
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _loopback_hosts_only() -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        """On a loopback address, a `Host` that is a name other than localhost means a
+        browser was led here by DNS rebinding (a page whose domain now resolves to
+        127.0.0.1 reading `/-/config`): refused. Curl, scripts and a port-forward send
+        `localhost` or the address."""
+        name = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        if name.lower() not in _LOOPBACK_NAMES:
+            return web.json_response(
+                {
+                    "error": "host_refused",
+                    "message": f"Host {request.host!r} refused: the admin API listens on a "
+                    "loopback address and answers to localhost, 127.0.0.1 or [::1] only",
+                },
+                status=421,
+            )
+        return await handler(request)
+
+    return check
+
+
 def build_admin_app(ctx: AdminContext) -> web.Application:
-    app = web.Application(middlewares=[_same_origin_writes])
+    middlewares = [_same_origin_writes]
+    if ctx.loopback:
+        middlewares.insert(0, _loopback_hosts_only())
+    app = web.Application(middlewares=middlewares)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})

@@ -206,3 +206,13 @@ def test_a_cross_site_page_cannot_reload_through_the_admin_port(proxy):
     same = httpx.post(proxy.admin + "/-/reload", headers={"Origin": f"http://{host}"})
     assert same.status_code == 200  # the admin's own page (the dashboard) may
     assert httpx.post(proxy.admin + "/-/reload").status_code == 200  # curl sends no Origin
+
+
+def test_a_rebound_host_name_cannot_read_the_admin_port(proxy):
+    """DNS rebinding: a page whose domain now resolves to 127.0.0.1 reads `/-/config` with
+    its own name as Host. On a loopback admin address only loopback names are served."""
+    port = proxy.admin.rsplit(":", 1)[1]
+    refused = httpx.get(proxy.admin + "/-/config", headers={"Host": f"rebind.example:{port}"})
+    assert refused.status_code == 421 and refused.json()["error"] == "host_refused"
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert httpx.get(proxy.admin + "/-/health", headers={"Host": host}).status_code == 200
