@@ -75,6 +75,10 @@ def _redacted(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _refused(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
 @web.middleware
 async def _same_origin_writes(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse a state-changing request a browser sent from another origin: a page open in an
@@ -83,13 +87,11 @@ async def _same_origin_writes(request: web.Request, handler: Any) -> web.StreamR
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
-            return web.json_response(
-                {
-                    "error": "cross_origin_refused",
-                    "message": f"{request.method} {request.path} from origin {origin!r} refused: "
-                    "the admin API takes state-changing requests from its own origin only",
-                },
-                status=403,
+            return _refused(
+                403,
+                "cross_origin_refused",
+                f"{request.method} {request.path} from origin {origin!r} refused: the admin "
+                "API takes state-changing requests from its own origin only",
             )
     return await handler(request)
 
@@ -97,33 +99,26 @@ async def _same_origin_writes(request: web.Request, handler: Any) -> web.StreamR
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
-def _loopback_hosts_only() -> Any:
-    @web.middleware
-    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
-        """On a loopback address, a `Host` that is a name other than localhost means a
-        browser was led here by DNS rebinding (a page whose domain now resolves to
-        127.0.0.1 reading `/-/config`): refused. Curl, scripts and a port-forward send
-        `localhost` or the address."""
-        name = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-        if name.lower() not in _LOOPBACK_NAMES:
-            return web.json_response(
-                {
-                    "error": "host_refused",
-                    "message": f"Host {request.host!r} refused: the admin API listens on a "
-                    "loopback address and answers to localhost, 127.0.0.1 or [::1] only",
-                },
-                status=421,
-            )
-        return await handler(request)
-
-    return check
+@web.middleware
+async def _loopback_hosts_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """On a loopback address, a `Host` that is a name other than localhost means a browser
+    was led here by DNS rebinding (a page whose domain now resolves to 127.0.0.1 reading
+    `/-/config`): refused. Curl, scripts and a port-forward send `localhost` or the address."""
+    host = request.host
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    if name.lower() not in _LOOPBACK_NAMES:
+        return _refused(
+            421,
+            "host_refused",
+            f"Host {host!r} refused: the admin API listens on a loopback address and answers "
+            "to localhost, 127.0.0.1 or [::1] only",
+        )
+    return await handler(request)
 
 
 def build_admin_app(ctx: AdminContext) -> web.Application:
-    middlewares = [_same_origin_writes]
-    if ctx.loopback:
-        middlewares.insert(0, _loopback_hosts_only())
-    app = web.Application(middlewares=middlewares)
+    checks = [_loopback_hosts_only] if ctx.loopback else []
+    app = web.Application(middlewares=[*checks, _same_origin_writes])
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
