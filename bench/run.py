@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -160,7 +161,14 @@ def proxy_bench(results: list[str]) -> None:
             )
             return str(path)
 
-        quiet = {"STRANGLER_LOG_LEVEL": "WARNING"}
+        def serve(port: int, admin: int, *args: str, **env: str) -> Any:
+            """`strangler serve` on `port`, with extra CLI `args` and environment."""
+            return running(
+                [PY, "-m", "proxy.cli", "serve", "-c", routes(port, admin), *args],
+                ready_url=f"http://127.0.0.1:{admin}/-/ready",
+                env={"STRANGLER_LOG_LEVEL": "WARNING", **env},
+            )
+
         with (
             running(
                 [nginx, "-c", str(nginx_conf(work, up_port, body_dir, None))],
@@ -170,29 +178,10 @@ def proxy_bench(results: list[str]) -> None:
                 [nginx, "-c", str(nginx_conf(work, ngx_port, body_dir, up_port))],
                 ready_url=f"http://127.0.0.1:{ngx_port}/",
             ),
-            running(
-                [PY, "-m", "proxy.cli", "serve", "-c", routes(px_port, px_admin)],
-                ready_url=f"http://127.0.0.1:{px_admin}/-/ready",
-                env=quiet,
-            ) as strangler,
-            running(
-                [PY, "-m", "proxy.cli", "serve", "-c", routes(task_port, task_admin)],
-                ready_url=f"http://127.0.0.1:{task_admin}/-/ready",
-                env={**quiet, "STRANGLER_EXPRESS": "0"},
-            ) as task_lane,
-            running(
-                [
-                    *(PY, "-m", "proxy.cli", "serve", "-c", routes(pair_port, pair_admin)),
-                    *("--workers", "2"),
-                ],
-                ready_url=f"http://127.0.0.1:{pair_admin}/-/ready",
-                env=quiet,
-            ) as pair,
-            running(
-                [PY, "-m", "proxy.cli", "serve", "-c", routes(slow_port, slow_admin)],
-                ready_url=f"http://127.0.0.1:{slow_admin}/-/ready",
-                env={**quiet, "STRANGLER_FAST_LANE": "0"},
-            ) as slow_lane,
+            serve(px_port, px_admin) as strangler,
+            serve(task_port, task_admin, STRANGLER_EXPRESS="0") as task_lane,
+            serve(pair_port, pair_admin, "--workers", "2") as pair,
+            serve(slow_port, slow_admin, STRANGLER_FAST_LANE="0") as slow_lane,
             running(
                 [
                     PY,

@@ -335,7 +335,7 @@ class RelayedStreamResponse(_AsTheUpstreamSaid, web.StreamResponse):
 
 def last_on_connection(request: web.BaseRequest) -> bool:
     """Whether the client connection closes after this request's answer (its chunked body
-    ended with trailer fields): see
+    ended with trailer fields, or the server is stopping): see
     `proxy.aiohttp_lane.EdgeRequestHandler.answers_last`."""
     answers_last = getattr(request.protocol, "answers_last", None)
     return answers_last is not None and answers_last(request)

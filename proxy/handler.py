@@ -149,7 +149,7 @@ class ProxyHandler:
         resp = await self._run(
             request.method, request.headers, lambda rt, ex: self._handle(request, rt, ex)
         )
-        if last_on_connection(request):  # trailer fields: see there
+        if last_on_connection(request):  # e.g. its chunked body ended with trailer fields
             request.protocol.close()  # aiohttp handles nothing after this request
             if not resp.prepared:
                 resp.force_close()  # and says so (a streamed answer: see `relay`)
