@@ -25,7 +25,7 @@ Headers = tuple[tuple[str, str], ...]
 class WireRequest:
     method: str
     path: str
-    query: str  # raw query string, without "?"
+    query: str | None  # raw query string, without "?"; None when there was no "?"
     headers: Headers
     body: bytes
 
@@ -77,7 +77,7 @@ def _with_json_headers(headers: Headers, length: int) -> Headers:
 def request_message(
     method: str,
     path: str,
-    query: str,
+    query: str | None,
     headers: Iterable[tuple[str, str]] | Mapping[str, str],
     raw: bytes,
 ) -> RequestMessage:
@@ -86,7 +86,7 @@ def request_message(
     return RequestMessage(
         method.upper(),
         path,
-        tuple(parse_qsl(query, keep_blank_values=True)),
+        tuple(parse_qsl(query or "", keep_blank_values=True)),
         hdrs,
         decode_body(hdrs, raw),
     )
@@ -96,7 +96,7 @@ def translate_request(
     translator: Translator,
     method: str,
     path: str,
-    query: str,
+    query: str | None,
     headers: Iterable[tuple[str, str]] | Mapping[str, str],
     raw: bytes,
     params: Mapping[str, str] | None = None,
@@ -105,7 +105,7 @@ def translate_request(
     Raises TranslationError (answer with `error_response`)."""
     original = request_message(method, path, query, headers, raw)
     out = translator.request_to_new(original, params or {})
-    new_query = query if out.query == original.query else urlencode(out.query)
+    new_query = query if out.query == original.query else (urlencode(out.query) or None)
     if out.body is original.body:
         return WireRequest(out.method, out.path, new_query, out.headers, raw)
     body = encode_body(out.body)

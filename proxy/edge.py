@@ -32,7 +32,7 @@ class EdgeRequest:
     """What the rest of the pipeline may rely on."""
 
     path: str  # normalized: what is routed is what is forwarded
-    query: str  # raw, forwarded byte for byte
+    query: str | None  # raw, forwarded byte for byte; None when the target has no '?'
     host_header: str  # as forwarded (an absolute-form target's authority wins)
     host: str  # lower-case, without port or trailing dot: what routes match
     expect_continue: bool  # answer `100 Continue` before reading the body
@@ -61,7 +61,7 @@ def admit(
     except UnsafePath as exc:
         raise Refused(400, f"rejected request target: {exc}") from None
     if target.form == "asterisk":
-        return EdgeRequest("*", "", "", "", False, asterisk=True)
+        return EdgeRequest("*", None, "", "", False, asterisk=True)
     if len(hosts) > 1 or (not hosts and version >= (1, 1)):
         raise Refused(400, "exactly one Host header is required")
     # RFC 9112 §3.2.2: an absolute-form target's authority replaces Host, for routing and

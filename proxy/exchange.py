@@ -17,7 +17,7 @@ class Exchange:
     method: str
     path: str
     route: Route | None
-    query: str = ""
+    query: str | None = None
     side: str = LEGACY
     upstream: str = ""
     status: int = 0

@@ -86,16 +86,16 @@ class UpstreamPool:
 SMALL_BODY = 64 * 1024  # responses up to this size (with a Content-Length) are sent in one write
 
 
-def upstream_target(upstream: Upstream, path: str, query: str) -> str:
+def upstream_target(upstream: Upstream, path: str, query: str | None) -> str:
     """The origin-form request target: base path + path, query forwarded byte for byte."""
     target = upstream.base_path + path
-    return f"{target}?{query}" if query else target
+    return target if query is None else f"{target}?{query}"
 
 
-def upstream_url(upstream: Upstream, path: str, query: str) -> URL:
+def upstream_url(upstream: Upstream, path: str, query: str | None) -> URL:
     """The upstream URL, with path and query forwarded byte for byte (already encoded)."""
     target = upstream.base_path + path
-    if query:
+    if query is not None:
         target += "?" + query
     return URL(f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}", encoded=True)
 

@@ -102,7 +102,7 @@ class RequestTarget:
 
     form: str
     path: str
-    query: str
+    query: str | None  # None: no '?' at all; "" for a bare '?' (forwarded as sent)
     authority: str | None = None
 
 
@@ -121,14 +121,14 @@ def parse_target(method: str, raw: str) -> RequestTarget:
     if raw == "*":
         if method != "OPTIONS":
             raise UnsafePath(f"asterisk-form target '*' is only valid with OPTIONS, not {method}")
-        return RequestTarget("asterisk", "*", "")
+        return RequestTarget("asterisk", "*", None)
     if raw.startswith("/"):
-        path, _, query = raw.partition("?")
-        return RequestTarget("origin", path, query)
+        path, mark, query = raw.partition("?")
+        return RequestTarget("origin", path, query if mark else None)
     m = _ABSOLUTE.fullmatch(raw)
     if m is None:
         raise UnsafePath("request target must be a path ('/...') or an absolute http(s) URL")
-    authority, path, query = m.group(1), m.group(2) or "/", m.group(3) or ""
+    authority, path, query = m.group(1), m.group(2) or "/", m.group(3)
     if not authority or "@" in authority:
         raise UnsafePath("absolute-form target needs a host and must not carry userinfo")
     return RequestTarget("absolute", path, query, authority)

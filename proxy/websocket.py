@@ -136,7 +136,7 @@ async def proxy_websocket(
     pool: UpstreamPool,
     upstream: Upstream,
     path: str,
-    query: str,
+    query: str | None,
     headers: list[tuple[str, str]],
     host_header: str,
     ex: Exchange,

@@ -36,7 +36,7 @@ class ShadowRequest:
 
     method: str
     path: str
-    query: str = ""  # raw query string without "?"
+    query: str | None = None  # raw query string without "?"; None when there was no "?"
     headers: Headers = ()
     body: bytes = b""
     candidate_path: str | None = None

@@ -73,7 +73,7 @@ class HttpSender:
     async def __call__(self, upstream_name: str, request: ShadowRequest) -> CapturedResponse:
         upstream = self._lookup(upstream_name)
         target = upstream.base_path + request.path
-        if request.query:
+        if request.query is not None:
             target += "?" + request.query
         url = URL(f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}", encoded=True)
         headers = [(k, v) for k, v in request.headers if k.lower() not in _DROP_REQUEST_HEADERS]

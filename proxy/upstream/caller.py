@@ -106,7 +106,7 @@ class UpstreamCaller:
         out: Outgoing,
         upstream: Upstream,
         path: str,
-        query: str,
+        query: str | None,
         ex: Exchange,
         *,
         fallback: bool = False,
@@ -174,7 +174,7 @@ class UpstreamCaller:
         out: Outgoing,
         upstream: Upstream,
         path: str,
-        query: str,
+        query: str | None,
         ex: Exchange,
         attempt: int = 1,
         fallback: bool = False,
@@ -207,7 +207,7 @@ class UpstreamCaller:
         return target, send_headers, span
 
     def start(
-        self, out: Outgoing, upstream: Upstream, path: str, query: str, ex: Exchange
+        self, out: Outgoing, upstream: Upstream, path: str, query: str | None, ex: Exchange
     ) -> Started | None:
         """The first attempt, admitted and written without waiting, when that is possible
         (a closed breaker, a free bulkhead slot, an idle connection, a body in hand);
@@ -240,7 +240,7 @@ class UpstreamCaller:
         out: Outgoing,
         upstream: Upstream,
         path: str,
-        query: str,
+        query: str | None,
         ex: Exchange,
         attempt: int = 1,
         fallback: bool = False,

@@ -99,6 +99,20 @@ def test_absolute_form_never_routes_by_another_host_than_it_forwards(e):
     assert [(r.target, r.header("host")) for r in svc] == [("/a", ["other.example"])]
 
 
+@pytest.mark.parametrize(
+    "target",
+    [b"/q?", b"/q??x", b"/q?&&a=1&a=2&b", b"/svc/q?", b"/svc/q?a=%2F%zz+b;c", b"/q"],
+)
+def test_query_is_forwarded_byte_for_byte(e, target):
+    """The query, an empty one after a bare `?` included, reaches the upstream as sent
+    (signed URLs and caches can tell `/q?` from `/q`)."""
+    with Wire(e.port) as w:
+        resp = w.send(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert resp.status == 200
+    seen = e.svc.assert_clean() if target.startswith(b"/svc") else e.legacy.assert_clean()
+    assert [r.target for r in seen] == [target.decode()]
+
+
 def test_host_header_routes_and_is_forwarded_unchanged(e):
     with Wire(e.port) as w:
         resp = w.send(b"GET /a HTTP/1.1\r\nHost: OTHER.example:8080\r\n\r\n").response()

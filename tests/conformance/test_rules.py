@@ -126,11 +126,13 @@ def test_expectation(version, value, want):
     ("method", "raw", "form", "path", "query", "authority"),
     [
         ("GET", "/a?b=1&c", "origin", "/a", "b=1&c", None),
-        ("GET", "/", "origin", "/", "", None),
-        ("OPTIONS", "*", "asterisk", "*", "", None),
+        ("GET", "/", "origin", "/", None, None),
+        ("GET", "/q?", "origin", "/q", "", None),
+        ("GET", "/q??x", "origin", "/q", "?x", None),
+        ("OPTIONS", "*", "asterisk", "*", None, None),
         ("GET", "http://Other.example/a?x=1", "absolute", "/a", "x=1", "Other.example"),
-        ("GET", "https://h:8443", "absolute", "/", "", "h:8443"),
-        ("GET", "HTTP://h/a", "absolute", "/a", "", "h"),
+        ("GET", "https://h:8443", "absolute", "/", None, "h:8443"),
+        ("GET", "HTTP://h/a?", "absolute", "/a", "", "h"),
     ],
 )
 def test_parse_target(method, raw, form, path, query, authority):
@@ -161,7 +163,7 @@ def test_origin_form_round_trips(raw):
     target = "/" + raw
     t = parse_target("GET", target)
     assert t.form == "origin"
-    assert t.path + ("?" + t.query if "?" in target else "") == target
+    assert t.path + ("" if t.query is None else "?" + t.query) == target
 
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
