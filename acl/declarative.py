@@ -349,6 +349,7 @@ class _InvalidRequest:
     non_field_key: str
     not_object_message: str
     required_message: str
+    malformed_body: Any = None  # compiled JMESPath over {error, request}: a body not JSON
 
 
 def encode_cursor(offset: int, key: str = "offset") -> str:
@@ -461,6 +462,8 @@ class DeclarativeTranslator:
             query = self._query_to_new(req.query, ep, invalid)
         body = req.body
         wants_record = ep.request == "record" if ep else req.method in WRITE_METHODS
+        if wants_record and req.unparsed is not None and self.record is not None:
+            self._raise_malformed(req)
         if wants_record and body is not None and self.record is not None:
             if type(body) is dict:
                 for key in ep.require if ep is not None else ():
@@ -481,6 +484,30 @@ class DeclarativeTranslator:
             self._raise_invalid(invalid, req)
         headers = req.headers if body is req.body else _without_length(req.headers)
         return RequestMessage(req.method, path, query, headers, body)
+
+    def _raise_malformed(self, req: RequestMessage) -> None:
+        """A body the endpoint needs as a record but that is not JSON: the monolith's own
+        answer (`invalid_request.malformed_body`, else its not-an-object answer), so the
+        service never receives bytes that skipped the translator's checks."""
+        rejection = self.invalid_request
+        if rejection is None or rejection.malformed_body is None:
+            message = f"expected a JSON object ({req.unparsed})"
+            if rejection is not None:
+                message = rejection.not_object_message
+            self._raise_invalid([_Fail((), message)], req)
+            return
+        doc = {"error": req.unparsed, "request": _request_doc(req, {})}
+        body = self._search(
+            rejection.malformed_body, doc, REQUEST_TO_NEW, "invalid_request.malformed_body"
+        )
+        raise RequestRejected(
+            self.name,
+            REQUEST_TO_NEW,
+            "$",
+            f"the body is not JSON ({req.unparsed})",
+            status=rejection.status,
+            body=body,
+        )
 
     def _raise_invalid(self, invalid: list[_Fail], req: RequestMessage) -> None:
         first = invalid[0]
@@ -579,7 +606,17 @@ class DeclarativeTranslator:
             return self._error_to_legacy(resp, req, params)
         kind = ep.response if ep is not None else ("record" if self.record else "pass")
         body = resp.body
-        if kind == "pass" or body is None:
+        if kind == "pass":
+            return resp
+        if body is None:
+            if resp.unparsed is not None and resp.status < 300:  # never relay it untranslated
+                raise TranslationError(
+                    self.name,
+                    RESPONSE_TO_LEGACY,
+                    "$",
+                    f"the service answered a {kind} endpoint with a body the ACL cannot read "
+                    f"({resp.unparsed}); it must answer JSON",
+                )
             return resp
         try:
             if kind == "page":

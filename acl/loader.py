@@ -65,6 +65,7 @@ NEW_ENVELOPE_KEYS = {"items", "total", "next_cursor"}
 ERROR_KEYS = {"status", "if", "legacy_status", "legacy_body"}
 INVALID_REQUEST_KEYS = {
     "status", "body", "non_field_key", "not_object_message", "required_message",
+    "malformed_body",
 }  # fmt: skip
 
 
@@ -573,6 +574,11 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
             if type(status) is not int or not 400 <= status <= 499:
                 chk.add(node, "status", "invalid_request.status must be a 4xx status")
             body = chk.expression(node, "body", "invalid_request.body")
+            malformed = None
+            if "malformed_body" in node:
+                malformed = chk.expression(
+                    node, "malformed_body", "invalid_request.malformed_body"
+                )
             if body is not None:
                 invalid_request = _InvalidRequest(
                     status,
@@ -580,6 +586,7 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
                     str(node.get("non_field_key", "non_field_errors")),
                     str(node.get("not_object_message", "expected a JSON object")),
                     str(node.get("required_message", "missing required field")),
+                    malformed,
                 )
     if chk.problems:
         raise TranslatorLoadError(chk.problems)

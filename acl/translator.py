@@ -20,13 +20,16 @@ TO_LEGACY = "to_legacy"
 @dataclass(frozen=True, slots=True)
 class RequestMessage:
     """A request as the ACL sees it. `body` is parsed JSON, or None when there is none or it
-    is not JSON (the proxy keeps the raw bytes and forwards them if the body is unchanged)."""
+    is not JSON (the proxy keeps the raw bytes and forwards them if the body is unchanged).
+    `unparsed` says why a non-empty body is None ("invalid JSON: ..."), so a translator that
+    needs a record refuses it instead of letting untranslated bytes through."""
 
     method: str
     path: str
     query: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None
+    unparsed: str | None = None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """First value of a header, case-insensitively."""
@@ -39,11 +42,12 @@ class RequestMessage:
 
 @dataclass(frozen=True, slots=True)
 class ResponseMessage:
-    """A response as the ACL sees it; `body` as in `RequestMessage`."""
+    """A response as the ACL sees it; `body` and `unparsed` as in `RequestMessage`."""
 
     status: int
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None
+    unparsed: str | None = None
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Bytes in, bytes out: the ACL for callers holding raw HTTP pieces (the proxy, the shadow
-mirror). Still pure: no sockets, no aiohttp; JSON is parsed only when the content type says
-JSON, and an untouched body is forwarded byte for byte.
+mirror). Still pure: no sockets, no aiohttp. A body a translator leaves untouched is forwarded
+byte for byte; one it needs but cannot read as JSON is refused, never relayed untranslated.
 """
 
 from __future__ import annotations
@@ -54,15 +54,23 @@ def is_json(headers: Headers) -> bool:
     return ctype == "application/json" or ctype.endswith("+json")
 
 
-def decode_body(headers: Headers, raw: bytes) -> Any:
-    """Parsed JSON, or None when the body is empty, not JSON-typed or not valid JSON (then the
-    raw bytes travel untouched and the upstream judges them)."""
-    if not raw or not is_json(headers):
-        return None
+# The monolith reads a write's body as JSON whatever its Content-Type (`curl -d` sends
+# form-urlencoded), so on the request side the ACL does too; a service's answer must say JSON.
+_READ_AS_JSON_ANYWAY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any, str | None]:
+    """(parsed JSON, None), or (None, why not) for a non-empty body that is not JSON-typed
+    (unless `any_type`) or not valid JSON, or (None, None) for an empty body. A translator
+    that needs a record refuses an unparsed body; others forward the raw bytes untouched."""
+    if not raw:
+        return None, None
+    if not any_type and not is_json(headers):
+        return None, f"Content-Type {_content_type(headers) or '(none)'} is not JSON"
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+        return json.loads(raw), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, str(exc)  # json's own words, as the monolith quotes them
 
 
 def encode_body(body: Any) -> bytes:
@@ -83,12 +91,15 @@ def request_message(
 ) -> RequestMessage:
     """The RequestMessage for a request as received (query string raw, body bytes)."""
     hdrs = _headers(headers)
+    method = method.upper()
+    body, unparsed = read_body(hdrs, raw, any_type=method in _READ_AS_JSON_ANYWAY)
     return RequestMessage(
-        method.upper(),
+        method,
         path,
         tuple(parse_qsl(query or "", keep_blank_values=True)),
         hdrs,
-        decode_body(hdrs, raw),
+        body,
+        unparsed,
     )
 
 
@@ -124,7 +135,7 @@ def translate_response(
     """The service's response on the wire -> what the monolith would have sent.
     `legacy_request` is `request_message(...)` of the client's ORIGINAL request."""
     hdrs = _headers(headers)
-    original = ResponseMessage(status, hdrs, decode_body(hdrs, raw))
+    original = ResponseMessage(status, hdrs, *read_body(hdrs, raw))
     out = translator.response_to_legacy(original, legacy_request)
     if out.body is original.body:
         return WireResponse(out.status, out.headers, raw)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from acl import TranslationError, load_translators
+from acl.translator import RequestRejected
 from acl.wire import error_response, request_message, translate_request, translate_response
 
 CUSTOMERS = load_translators()["customers"]
@@ -23,15 +24,58 @@ def test_json_request_body_is_translated_and_reframed():
     assert headers["Content-Length"] == str(len(out.body))
 
 
-def test_non_json_body_and_unchanged_query_pass_byte_for_byte():
+def test_body_an_endpoint_does_not_translate_and_unchanged_query_pass_byte_for_byte():
     raw = b"\x00\xffnot json"
     headers = (("Content-Type", "application/octet-stream"),)
-    out = translate_request(CUSTOMERS, "PATCH", "/api/customers/5", "x=%20y", headers, raw)
+    out = translate_request(CUSTOMERS, "DELETE", "/api/customers/5", "x=%20y", headers, raw)
     assert out.body is raw and out.headers == headers
     assert out.path == "/v1/customers/5" and out.query is None  # unknown params dropped, no "?"
-    # Invalid JSON under a JSON content type is also left for the service to judge.
-    out = translate_request(CUSTOMERS, "POST", "/api/customers", "", JSON, b"{nope")
-    assert out.body == b"{nope"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "ctype", "raw"),
+    [
+        ("POST", "/api/customers", "application/json", b"{nope"),
+        ("POST", "/api/customers", "application/json", b'{"cust_nm": "DOE, J"} trailing'),
+        ("PATCH", "/api/customers/5", "application/octet-stream", b"\x00\xffnot json"),
+        ("PUT", "/api/customers/5", "text/plain", b'{"cust_nm": "DOE, J"'),
+    ],
+)
+def test_record_body_that_is_not_json_gets_the_monoliths_answer(method, path, ctype, raw):
+    """A body the translator cannot read never reaches the service untranslated (it would
+    skip read_only, require and unknown-field checks); the monolith's 400 is answered, in
+    its words: `Malformed JSON body: <json's error>.`, whatever the Content-Type."""
+    with pytest.raises(RequestRejected) as caught:
+        translate_request(CUSTOMERS, method, path, None, (("Content-Type", ctype),), raw)
+    try:
+        json.loads(raw)
+    except ValueError as exc:
+        expected = f"Malformed JSON body: {exc}."
+    assert caught.value.status == 400
+    assert caught.value.body == {"error": {"code": "VALIDATION", "message": expected}}
+
+
+def test_json_sent_without_a_json_content_type_is_translated_as_the_monolith_reads_it():
+    raw = json.dumps({"cust_nm": "DOE, Jane", "email_addr": "j@x.io"}).encode()
+    form = (("Content-Type", "application/x-www-form-urlencoded"),)  # what `curl -d` sends
+    out = translate_request(CUSTOMERS, "POST", "/api/customers", None, form, raw)
+    assert json.loads(out.body)["name"] == {"family": "Doe", "given": "Jane"}
+    assert dict(out.headers)["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("ctype", "raw"),
+    [
+        ("text/plain", b'{"id": 8, "name": {"given": "A", "family": "B"}, "ssn": "078-05-1120"}'),
+        ("application/json", b'{"id": 1, "name": '),
+        ("application/json", b'{"id": 1} trailing'),
+    ],
+)
+def test_service_answer_that_is_not_json_is_a_502_never_relayed(ctype, raw):
+    legacy_req = request_message("GET", "/api/customers/5", None, (), b"")
+    with pytest.raises(TranslationError) as caught:
+        translate_response(CUSTOMERS, 200, (("Content-Type", ctype),), raw, legacy_req)
+    assert caught.value.status == 502 and "must answer JSON" in str(caught.value)
 
 
 def test_query_is_re_encoded_only_when_translated():
