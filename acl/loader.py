@@ -576,9 +576,7 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
             body = chk.expression(node, "body", "invalid_request.body")
             malformed = None
             if "malformed_body" in node:
-                malformed = chk.expression(
-                    node, "malformed_body", "invalid_request.malformed_body"
-                )
+                malformed = chk.expression(node, "malformed_body", "invalid_request.malformed_body")
             if body is not None:
                 invalid_request = _InvalidRequest(
                     status,

@@ -669,9 +669,6 @@ class ProxyHandler:
             ex.span = self.telemetry.start_server_span(
                 client_headers, method, edge.path, route, client_address=ex.client or None
             )
-        ex.tenant = extract_tenant(
-            config.tenant, headers=client_headers, host=edge.host, jwt_key=rt.tenant_key
-        )
         headers = forward_headers(
             raw_headers,
             peer=peer,
@@ -682,6 +679,9 @@ class ProxyHandler:
             content_length=content_length,
             drop=_DROP_FROM_CLIENT,
             keep=_UPGRADE_KEEP if websocket else frozenset(),
+        )
+        ex.tenant = extract_tenant(
+            config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key
         )
 
         # dispatcher

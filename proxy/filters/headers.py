@@ -28,6 +28,33 @@ HOP_BY_HOP = frozenset(
     }
 )
 FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+# Other claims about the client or the edge that frameworks and CDNs read (Django's and
+# Werkzeug's proxy fixes, Spring's ForwardedHeaderFilter, nginx's realip module): kept only
+# from a trusted peer, like the X-Forwarded-* family; from anyone else they would be lies.
+CLIENT_CLAIMS = frozenset(
+    {
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "front-end-https",
+    }
+)
+# Headers that make an upstream (IIS URL Rewrite, Symfony, Zend) serve another path than the
+# request line's: the proxy routed by the request line, so these would let a client reach a
+# path a route took away from that upstream. No edge in front legitimately sends them.
+PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
+_DROPPED_FROM_TRUSTED = HOP_BY_HOP | PATH_OVERRIDES
+_DROPPED_FROM_CLIENTS = _DROPPED_FROM_TRUSTED | CLIENT_CLAIMS
 VIA_VALUE = "1.1 strangler"
 _random_bits = random.Random().getrandbits  # seeded once from os.urandom
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
@@ -113,6 +140,9 @@ def forward_headers(
     * incoming `X-Forwarded-*`/`Forwarded` replaced by ours, or from a `trusted` peer kept
       and extended, so a client cannot claim another address, scheme or host (of repeated
       `X-Forwarded-Proto`/`-Host` values the last, the nearest proxy's, counts);
+    * `X-Real-IP`, `True-Client-IP` and the other `CLIENT_CLAIMS` kept from a `trusted` peer
+      only, and `X-Original-URL`/`X-Rewrite-URL` never (routing and the upstream must agree
+      on the path);
     * `Via` extended at its end (RFC 9110 §7.6.3) or added, and `X-Request-ID` last.
 
     `Content-Length` is kept even when `Connection` lists it: framing is the proxy's to
@@ -121,7 +151,9 @@ def forward_headers(
     Hop-by-hop names are dropped before the proxy adds its own headers, so `Connection:
     X-Forwarded-For` cannot make the proxy strip what it adds.
     """
-    dropped = HOP_BY_HOP - keep if keep else HOP_BY_HOP
+    dropped = _DROPPED_FROM_TRUSTED if trusted else _DROPPED_FROM_CLIENTS
+    if keep:
+        dropped = dropped - keep
     if drop:
         dropped = dropped | drop
     for name, value in headers:

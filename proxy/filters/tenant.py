@@ -12,7 +12,10 @@ canary's sticky key, so it must be hard to forge where that matters:
 - `host`: from the Host header, matched against a pattern such as `{tenant}.shop.example`.
 
 Anything that does not look like a tenant id (see `TENANT_RE`) is treated as absent, so a
-hostile value never reaches logs, metrics labels or Redis keys.
+hostile value never reaches logs, metrics labels or Redis keys. So is a header sent more than
+once: the proxy reads the headers it forwards, and an upstream would read `acme, globex` (or
+the last value) where the proxy read `acme`. Only spaces and tabs are trimmed (RFC 9110 OWS),
+never the Unicode spaces `str.strip` takes, which the upstream would still see.
 """
 
 from __future__ import annotations
@@ -24,24 +27,26 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from proxy.config.model import TenantSource
 
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAX_TOKEN = 8192
+_INF = float("inf")
 
 
 def extract_tenant(
     source: TenantSource | None,
     *,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Sequence[tuple[str, str]],
     host: str,
     jwt_key: bytes | None = None,
     now: float | None = None,
 ) -> str | None:
-    """The tenant id, or None when not configured, absent or malformed."""
+    """The tenant id, or None when not configured, absent, repeated or malformed. Pass the
+    headers as forwarded (after hop-by-hop removal), so the upstream sees what was read."""
     if source is None:
         return None
     if source.header:
@@ -59,18 +64,19 @@ def extract_tenant(
         return None
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(" \t")
     return value if TENANT_RE.fullmatch(value) else None
 
 
-def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
-    value = headers.get(lower_name)
-    if value is not None:
-        return value
-    for key, val in headers.items():
-        if key.lower() == lower_name:
-            return val
-    return None
+def _header(headers: Mapping[str, str] | Sequence[tuple[str, str]], lower_name: str) -> str | None:
+    """The header's one value; None when absent or sent more than once (ambiguous)."""
+    found = None
+    for key, val in headers.items() if isinstance(headers, Mapping) else headers:
+        if len(key) == len(lower_name) and key.lower() == lower_name:
+            if found is not None:
+                return None
+            found = val
+    return found
 
 
 @lru_cache(maxsize=64)
@@ -136,7 +142,11 @@ def _verified(parts: list[str], header: dict, payload: dict, key: bytes, now: fl
         return False
     if not hmac.compare_digest(expected, signature):
         return False
-    exp, nbf = payload.get("exp"), payload.get("nbf")
-    if isinstance(exp, int | float) and now >= exp:
+    for claim in ("exp", "nbf"):  # RFC 7519 §4.1.4: when present, a NumericDate
+        if claim in payload:
+            value = payload[claim]
+            if type(value) not in (int, float) or value != value or value in (_INF, -_INF):
+                return False  # a string, null, boolean, NaN or infinity is no date
+    if "exp" in payload and now >= payload["exp"]:
         return False
-    return not (isinstance(nbf, int | float) and now < nbf)
+    return not ("nbf" in payload and now < payload["nbf"])

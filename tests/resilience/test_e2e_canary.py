@@ -89,3 +89,23 @@ def test_pilot_tenant_from_a_jwt_claim_reaches_a_legacy_routes_target(start_prox
         assert c.get("/items/1").json()["server"] == "legacy"
         # The claim is what names the tenant, not a client's X-Tenant-ID header.
         assert c.get("/items/1", headers={"X-Tenant-ID": "acme"}).json()["server"] == "legacy"
+
+
+def test_the_tenant_is_read_from_the_headers_the_upstream_receives(start_proxy) -> None:
+    """A pin is chosen by the one tenant value the upstream also sees: a repeated header
+    (the upstream reads `acme, globex` or the last value) and one the client lists in
+    `Connection` (dropped before forwarding) name no tenant."""
+    route = """\
+- name: items
+  match: {prefix: /items}
+  mode: legacy
+  target: svc
+  tenants: {extracted: [acme]}
+"""
+    p = start_proxy(routes=route, top="tenant: {header: X-Tenant-ID}\n")
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        assert c.get("/items/1", headers={"X-Tenant-ID": "acme"}).json()["server"] == "extracted"
+        twice = [("X-Tenant-ID", "acme"), ("X-Tenant-ID", "globex")]
+        assert c.get("/items/1", headers=twice).json()["server"] == "legacy"
+        hop = {"X-Tenant-ID": "acme", "Connection": "X-Tenant-ID"}
+        assert c.get("/items/1", headers=hop).json()["server"] == "legacy"

@@ -85,6 +85,24 @@ def test_jwt_claim_verified_with_key_rejects_forgeries() -> None:
     assert extract_tenant(src, headers=bearer(swapped), host="", jwt_key=key, now=1) is None
 
 
+def test_a_repeated_header_is_no_tenant_and_only_ows_is_trimmed() -> None:
+    src = TenantSource(header="X-Tenant-ID")
+    twice = [("X-Tenant-ID", "acme"), ("x-tenant-id", "globex")]
+    assert extract_tenant(src, headers=twice, host="") is None
+    assert extract_tenant(src, headers=[("X-Tenant-ID", "\tacme ")], host="") == "acme"
+    # The upstream would see the no-break space: so it is not a valid "acme".
+    assert extract_tenant(src, headers=[("X-Tenant-ID", "acme\u00a0")], host="") is None
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+@pytest.mark.parametrize("value", ["99999999999", None, True, [1], float("nan"), float("inf")])
+def test_a_verified_token_needs_numeric_dates(claim, value) -> None:
+    src = TenantSource(jwt_claim="tid")
+    key = b"s3cret"
+    token = jwt({"tid": "acme", claim: value}, key)
+    assert extract_tenant(src, headers=bearer(token), host="", jwt_key=key, now=1000) is None
+
+
 def test_host_pattern() -> None:
     src = TenantSource(host="{tenant}.shop.example")
     assert extract_tenant(src, headers={}, host="acme.shop.example") == "acme"

@@ -172,3 +172,26 @@ def test_the_client_address_from_a_trusted_peer_is_the_last_element_of_the_last_
     headers = CIMultiDict([("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("X-Forwarded-For", "3.3.3.3")])
     assert _client_ip(headers, "10.0.0.1", trusted=True) == "3.3.3.3"
     assert _client_ip(headers, "10.0.0.1", trusted=False) == "10.0.0.1"
+
+
+CLAIMS = [
+    ("X-Real-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("x-client-ip", "6.6.6.6"),
+    ("CF-Connecting-IP", "6.6.6.6"),
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Forwarded-Ssl", "on"),
+]
+OVERRIDES = [("X-Original-URL", "/admin"), ("x-rewrite-url", "/admin")]
+
+
+def test_client_claims_reach_the_upstream_only_from_a_trusted_peer():
+    headers = [("Host", "h"), *CLAIMS, *OVERRIDES, ("Accept", "*/*")]
+    assert [h for h in forwarded(headers) if h[0] not in OURS] == [
+        ("Host", "h"),
+        ("Accept", "*/*"),
+        ("X-Request-ID", "rid"),
+    ]
+    kept = [h for h in forwarded(headers, trusted=True) if h[0] not in OURS]
+    assert kept == [("Host", "h"), *CLAIMS, ("Accept", "*/*"), ("X-Request-ID", "rid")]
