@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import jmespath
@@ -447,7 +448,9 @@ class DeclarativeTranslator:
             self.name,
             direction,
             "path",
-            f"no endpoint in {self.source} matches {method} {path}; add one under `endpoints:`",
+            # the file's name only: this message reaches clients, the server's layout must not
+            f"no endpoint in {PurePath(self.source).name} matches {method} {path}; "
+            "add one under `endpoints:`",
         )
 
     def request_to_new(self, req: RequestMessage, params: Mapping[str, str]) -> RequestMessage:

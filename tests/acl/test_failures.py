@@ -3,6 +3,8 @@ fail at load time with file, line and a fix."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from acl import (
@@ -103,6 +105,9 @@ def test_response_errors_name_the_response_direction(make_translator):
     assert (err.direction, err.path) == ("response_to_legacy", "$.id")
     err = _error(lambda: t.request_to_new(RequestMessage("GET", "/elsewhere"), {}))
     assert err.path == "path" and "no endpoint" in err.message and "GET /elsewhere" in err.message
+    # The message reaches clients: it names the translator's file, not where the server keeps it.
+    assert t.source.startswith("/") and t.source not in err.message
+    assert pathlib.PurePath(t.source).name in err.message
 
 
 def test_invalid_client_input_without_legacy_shape_is_502(make_translator):

@@ -431,6 +431,25 @@ def test_a_malformed_request_is_one_log_line_not_a_traceback(e):
     assert all(line.startswith(b"{") for line in written.splitlines()), written
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-Api-Token: SEKRIT" + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-Custom-Auth: SEKRIT\x01\r\n\r\n",
+        b"GET /a?sig=SEKRIT HTTP/1.1 x\r\nHost: h\r\n\r\n",
+    ],
+)
+def test_bytes_of_a_refused_request_are_neither_logged_nor_echoed(e, bad):
+    """The parser quotes the bytes it choked on; they can be a credential (a token over
+    the header size limit). Neither the log line nor the answer repeats them."""
+    start = e.log.stat().st_size
+    with Wire(e.port) as w:
+        resp = w.send(bad).response()
+    assert 400 <= resp.status < 500 and b"SEKRIT" not in resp.body, resp.body
+    wait_until(lambda: b"refused a malformed request" in e.log.read_bytes()[start:])
+    assert b"SEKRIT" not in e.log.read_bytes()[start:]
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:
