@@ -29,6 +29,14 @@ DEFAULT_SENSITIVE = (
     "session",
     "credential",
     "privatekey",
+    # payment and identity data a diff store must not keep (PCI DSS forbids storing a CVV)
+    "cardnumber",
+    "creditcard",
+    "cvv",
+    "cvc",
+    "iban",
+    "ssn",
+    "otp",
 )
 REDACTED = "[REDACTED]"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")

@@ -107,3 +107,15 @@ def test_the_mirror_takes_new_redact_names_on_reload():
     assert "4242" in mirror._redactor.text("ssn_nr=4242")
     mirror.set_redact(("ssn_nr",))
     assert "4242" not in mirror._redactor.text("ssn_nr=4242")
+
+
+def test_payment_and_identity_fields_are_redacted_by_default():
+    r = Redactor()
+    body = {
+        "user": {"pin_hint": "x", "cvv": "123", "card_number": "4111111111111111"},
+        "ssn": "078-05-1120", "iban": "DE89", "otp_code": "999111", "shipping": "post",
+    }  # fmt: skip
+    out = r.value(body)
+    assert out["user"]["cvv"] == out["user"]["card_number"] == REDACTED
+    assert out["ssn"] == out["iban"] == out["otp_code"] == REDACTED
+    assert out["shipping"] == "post" and out["user"]["pin_hint"] == "x"
