@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -212,6 +213,7 @@ class _TableReader:
         version = self._version(top.get("version"))
         upstreams = self._upstreams(top.get("upstreams"))
         default = self._default(top.get("default"), top.get("upstreams"), upstreams)
+        upstreams = _breaker_failures_resolved(upstreams, default)
         listen = self._endpoint(top.get("listen"), "listen", Endpoint())
         admin = self._endpoint(top.get("admin"), "admin", Endpoint(port=8081))
         if (
@@ -542,3 +544,17 @@ def _check_http_url(text: str) -> str | None:
     except Invalid as exc:
         return exc.message
     return None
+
+
+def _breaker_failures_resolved(upstreams: dict[str, Upstream], default: str) -> dict[str, Upstream]:
+    """Each upstream's `breaker.failures`, where not set: "gateway" for the default upstream
+    (a client that finds a URL answering 500 must not be able to shut every legacy route for
+    `open_for`; Envoy never ejects a cluster's last host either), "5xx" for the others
+    (an extracted service that errors falls back to legacy or its canary share shrinks)."""
+    out = {}
+    for name, up in upstreams.items():
+        if up.breaker.failures is None:
+            failures = "gateway" if name == default else "5xx"
+            up = replace(up, breaker=replace(up.breaker, failures=failures))
+        out[name] = up
+    return out

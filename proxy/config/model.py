@@ -59,6 +59,11 @@ class BreakerPolicy:
     min_requests: int = 20
     open_for: float = 30.0
     half_open_probes: int = 1
+    # What counts as a failure: "5xx" (any 5xx, Envoy's consecutive_5xx) or "gateway"
+    # (502/503/504, Envoy's consecutive_gateway_failure). Transport errors and timeouts
+    # always count. The loader resolves None: "gateway" for the default upstream, whose
+    # open breaker would refuse every legacy route because one URL crashes, "5xx" for others.
+    failures: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ BREAKER_SPEC: Spec = {
     "min_requests": ("int", 1, 1_000_000, False),
     "open_for": ("num", 0, 3600, True),
     "half_open_probes": ("int", 1, 1000, False),
+    "failures": ("choice", ("5xx", "gateway"), None, False),
 }
 BULKHEAD_SPEC: Spec = {
     "max_concurrent": ("int", 1, 1_000_000, False),
@@ -130,6 +131,8 @@ def read_policy(r: Reader, node: Node | None, field: str, default: Any, spec: Sp
         path = f"{field}.{key}"
         if kind == "int":
             values[key] = r.integer(value_node, path, current, lo=int(lo), hi=int(hi))
+        elif kind == "choice":
+            values[key] = r.text(value_node, path, current, choices=lo)
         elif kind == "statuses":
             statuses = set()
             for i, item in enumerate(r.sequence(value_node, path, scalar_ok=True)):

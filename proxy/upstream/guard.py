@@ -26,6 +26,9 @@ from proxy.upstream.breaker import Breaker, Clock, Ticket
 from proxy.upstream.bulkhead import Bulkhead, BulkheadFull, Rejected
 from proxy.upstream.retry import backoff, budget_allowance, retryable, within_budget
 
+# What `breaker.failures: gateway` counts (Envoy's consecutive_gateway_failure).
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -95,6 +98,7 @@ class UpstreamGuard:
             else (lambda old, new: on_transition(self.name, old, new)),
         )
         self.bulkhead = Bulkhead(upstream.bulkhead, upstream.name)
+        self.gateway_only = upstream.breaker.failures == "gateway"
         self.retries_active = 0
         self.shared: SharedBreaker | None = None
         self.delta = Delta()
@@ -318,8 +322,13 @@ class Slot:
         return bool(self.ticket and self.ticket.probe)
 
     def done(self, status: int | None = None, error: BaseException | None = None) -> None:
-        """Record the outcome: an error or a 5xx is a failure, anything else a success."""
-        failed = error is not None or (status is not None and status >= 500)
+        """Record the outcome: an error is a failure, so is a 5xx (only 502, 503 and 504
+        with `breaker.failures: gateway`); anything else is a success."""
+        failed = error is not None or (
+            status is not None
+            and status >= 500
+            and (not self.guard.gateway_only or status in GATEWAY_STATUSES)
+        )
         self.outcome = "failure" if failed else "success"
 
     async def __aenter__(self) -> Slot:

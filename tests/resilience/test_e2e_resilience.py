@@ -139,3 +139,23 @@ def test_open_breaker_survives_a_reload_unless_its_policy_changes(start_proxy, w
 
 def upstream(p, name: str) -> dict:
     return httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()[name]
+
+
+def test_a_url_that_answers_500_cannot_shut_the_default_upstream(start_proxy, world) -> None:
+    """The default upstream counts only gateway failures (502/503/504, transport errors):
+    a client that finds a URL where the monolith answers 500 must not open its breaker and
+    turn every legacy route into a 503. An extracted service's 500s still count."""
+    p = start_proxy(svc=SVC_POLICY, routes=EXTRACTED)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        world.legacy.set("status", status=500)
+        assert [c.get(f"/crash/{i}").status_code for i in range(8)] == [500] * 8
+        assert upstream(p, "legacy")["breaker"]["state"] == "closed"
+        world.legacy.set("status", status=503)
+        for i in range(5):
+            c.get(f"/down/{i}")
+        assert upstream(p, "legacy")["breaker"]["state"] == "open"
+
+        world.svc.set("status", status=500)
+        for i in range(5):
+            c.get(f"/items/{i}")
+        assert upstream(p, "svc")["breaker"]["state"] == "open"

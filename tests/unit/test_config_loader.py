@@ -123,7 +123,7 @@ def test_upstream_url_parts_policies_and_defaults(config):
     assert legacy.timeout == model.Timeouts(connect=2.0, read=None, total=90.0)
     assert legacy.host_header == "shop.example"
     assert legacy.retry == model.RetryPolicy(2, 0.05, 1.0, 10.0, 5, frozenset({503, 429}))
-    assert legacy.breaker == model.BreakerPolicy(3, 0.25, 5.0, 10, 15.0, 2)
+    assert legacy.breaker == model.BreakerPolicy(3, 0.25, 5.0, 10, 15.0, 2, "gateway")
     assert legacy.bulkhead == model.BulkheadPolicy(64, 0, 0.5)
     customers = config.upstreams["customers"]  # the `name: URL` shorthand
     assert (customers.scheme, customers.host, customers.port, customers.base_path) == (
@@ -133,8 +133,29 @@ def test_upstream_url_parts_policies_and_defaults(config):
         "/api",
     )
     assert customers.timeout == model.Timeouts() and customers.retry == model.RetryPolicy()
+    # Not the default upstream: any 5xx counts, as Envoy's consecutive_5xx.
+    assert customers.breaker == model.BreakerPolicy(failures="5xx")
     catalog = config.upstreams["catalog"]
     assert (catalog.host, catalog.port, catalog.url) == ("::1", 8102, "http://[::1]:8102")
+
+
+def test_breaker_failures_default_by_role_and_can_be_set():
+    text = (
+        "version: 1\nupstreams:\n  legacy: {url: 'http://a', breaker: {failures: 5xx}}\n"
+        "  svc: {url: 'http://b', breaker: {failures: gateway}}\n  other: http://c\n"
+    )
+    ups = parse_config(text).upstreams
+    assert [ups[n].breaker.failures for n in ("legacy", "svc", "other")] == [
+        "5xx",
+        "gateway",
+        "5xx",
+    ]
+    assert (
+        parse_config("version: 1\nupstreams: {legacy: 'http://a'}\n")
+        .upstreams["legacy"]
+        .breaker.failures
+        == "gateway"
+    )
 
 
 def test_default_ports_are_80_and_443():
