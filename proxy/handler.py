@@ -315,7 +315,15 @@ class ProxyHandler:
             from proxy.websocket import proxy_websocket
 
             return await proxy_websocket(
-                request, self.pool, upstream, up_path, query, headers, host_header, ex
+                request,
+                self.pool,
+                upstream,
+                up_path,
+                query,
+                headers,
+                host_header,
+                ex,
+                max_message=rt.config.limits.websocket_message,
             )
 
         translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None

@@ -140,8 +140,15 @@ async def proxy_websocket(
     headers: list[tuple[str, str]],
     host_header: str,
     ex: Exchange,
+    *,
+    max_message: int = 16 * 1024 * 1024,
 ) -> web.StreamResponse:
-    """Connect upstream first, then accept the client, then pump frames both ways."""
+    """Connect upstream first, then accept the client, then pump frames both ways.
+
+    Messages are relayed whole, so `max_message` bounds each one (after permessage-deflate
+    inflation, which aiohttp checks as it inflates): a larger one closes that side with 1009
+    and the close is passed on, as uvicorn and the websockets library do.
+    """
     problem = handshake_problem(
         request.method, tuple(request.version), request.headers, request.body_exists
     )
@@ -174,8 +181,11 @@ async def proxy_websocket(
             headers=send_headers,
             protocols=protocols,
             autoping=False,
+            # The upstream's Close is answered with what the client answers (its own code
+            # echoed), after the client answered it, not at once with aiohttp's 1000.
+            autoclose=False,
             timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
-            max_msg_size=0,
+            max_msg_size=max_message,
         )
     except aiohttp.WSServerHandshakeError as exc:
         passed = refused_upgrade_headers(exc.status, list((exc.headers or {}).items()))
@@ -212,7 +222,7 @@ async def proxy_websocket(
         protocols=[upstream_ws.protocol] if upstream_ws.protocol else (),
         autoping=False,
         autoclose=False,
-        max_msg_size=0,
+        max_msg_size=max_message,
     )
     client_ws.headers["X-Request-ID"] = ex.request_id
     handshake = getattr(upstream_ws, "_response", None)  # aiohttp keeps the 101 there

@@ -85,6 +85,7 @@ LIMITS_SPEC: Spec = {
     "max_header_size": ("int", 64, 1_048_576, False),
     "max_headers": ("int", 1, 10_000, False),
     "idle_timeout": ("num", 0.1, 86_400, False),
+    "websocket_message": ("int", 1024, 1 << 30, False),
 }
 _TENANT_LABEL = "{tenant}"
 

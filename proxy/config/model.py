@@ -199,6 +199,10 @@ class Limits:
     # Seconds a connection may stay without a complete request: idle between keep-alive
     # requests, or trickling in a request's headers (slowloris). nginx: 75 s keepalive.
     idle_timeout: float = 75.0
+    # Largest WebSocket message relayed, in bytes (after decompression): the proxy holds a
+    # whole message, so without a bound one client could make it inflate gigabytes. uvicorn's
+    # default; larger messages close the connection with 1009 (Message Too Big).
+    websocket_message: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

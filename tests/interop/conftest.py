@@ -30,6 +30,7 @@ from tests.support.world import start_legacy
 
 TEXT = b"".join(b"%06d the quick brown fox jumps over the lazy dog\n" % i for i in range(4000))
 BINARY = bytes((i * 7919 + 13) % 251 for i in range(300_000))
+WS_LIMIT = 1024 * 1024  # the proxy's `limits.websocket_message` here
 
 
 @dataclass
@@ -101,6 +102,7 @@ def proxy_yaml(port: int, admin: int, ports: dict[str, int], legacy: str) -> str
         f'upstreams:\n  legacy: {{url: "{legacy}"}}\n{ups}\n'
         f"default: legacy\nroutes:\n{routes}\n"
         "telemetry: {traces: {exporter: none}, metrics: true, log_format: json}\n"
+        f"limits: {{websocket_message: {WS_LIMIT}}}\n"
     )
 
 

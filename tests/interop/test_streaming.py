@@ -10,9 +10,10 @@ import time
 
 import aiohttp
 import httpx
+import pytest
 import websockets
 
-from tests.interop.conftest import BINARY
+from tests.interop.conftest import BINARY, WS_LIMIT
 from tests.support.procs import wait_until
 
 
@@ -105,6 +106,24 @@ async def test_websocket_round_trip_with_the_websockets_library(stack):
         except websockets.ConnectionClosed:
             pass
     assert ws.close_code == 4001 and ws.close_reason == "asked to"
+    stack.alive()
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_a_websocket_message_over_the_limit_closes_with_1009(stack, compression):
+    """A message is relayed whole, so its size is bounded, after inflation: 4 MiB of zeros
+    deflate to a few KB, and unbounded they would make the proxy allocate whatever a client
+    asks (a decompression bomb). The close says 1009 and nothing reaches the upstream."""
+    uri = stack.url.replace("http://", "ws://") + "/ai/ws"
+    async with websockets.connect(uri, open_timeout=5, compression=compression) as ws:
+        if compression:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        await ws.send("x" * (WS_LIMIT - 100))  # just under: relayed
+        assert len(await ws.recv()) == WS_LIMIT - 100 + len("echo:")
+        with pytest.raises(websockets.ConnectionClosed):  # while sending, or after
+            await ws.send(b"\x00" * (4 * WS_LIMIT))
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 1009, (ws.close_code, ws.close_reason)
     stack.alive()
 
 
