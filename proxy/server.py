@@ -300,7 +300,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             )
 
     overdue = loop.call_later(grace, grace_over)
-    await asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
+    await drain(listener, low_level, grace)
     overdue.cancel()
     if admin_runner is not None:
         await admin_runner.cleanup()
@@ -311,6 +311,28 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     telemetry.shutdown()
     log.info("stopped")
     return 0
+
+
+# After the grace period, how long handlers that were cut may take to unwind (a WebSocket's
+# close handshakes, a cancelled upstream call) before their connections are closed anyway.
+_UNWIND = 1.0
+
+
+async def drain(listener: Any, low_level: web.Server, grace: float) -> None:
+    """Let requests in flight finish, with `grace` as one deadline for all of them.
+
+    Idle keep-alive connections of the aiohttp lane are closed at once (`pre_shutdown`):
+    aiohttp's own `shutdown` would otherwise wait the whole grace period for a next
+    request that never comes. And aiohttp waits `grace` for a handler, then `grace` again
+    for it to unwind once cancelled; past `grace` + `_UNWIND` what is left is closed.
+    """
+    low_level.pre_shutdown()
+    stopping = asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
+    try:
+        await asyncio.wait_for(stopping, grace + _UNWIND)
+    except TimeoutError:
+        for conn in low_level.connections:
+            conn.force_close()
 
 
 def _warnings(config: Config) -> list[str]:

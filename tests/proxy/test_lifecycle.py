@@ -216,3 +216,43 @@ def test_a_rebound_host_name_cannot_read_the_admin_port(proxy):
     assert refused.status_code == 421 and refused.json()["error"] == "host_refused"
     for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
         assert httpx.get(proxy.admin + "/-/health", headers={"Host": host}).status_code == 200
+
+
+def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_period(
+    start_proxy,
+):
+    """An idle keep-alive connection that once used the aiohttp lane (a chunked upload)
+    must not keep a stopping proxy waiting for a request that never comes; an open
+    WebSocket is cut at the grace period, not at twice it (aiohttp waits once for the
+    handler, then once more for it to unwind)."""
+    import socket
+
+    proxy = start_proxy(extra="grace_period: 20\n")
+    idle = socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])))
+    idle.sendall(
+        b"POST /anything HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+    proxy.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert proxy.proc.wait(30) == 0
+    assert time.monotonic() - started < 10, "waited for the idle connection"
+    assert idle.recv(65536) == b""  # closed, not left hanging
+    idle.close()
+
+    proxy = start_proxy(extra="grace_period: 4\n")
+
+    async def hold_a_websocket() -> float:
+        url = proxy.url.replace("http", "ws") + "/ws"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive()).data == "echo:hi"
+            proxy.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            await asyncio.to_thread(proxy.proc.wait, 30)
+            return time.monotonic() - started
+
+    took = asyncio.run(hold_a_websocket())
+    assert proxy.proc.returncode == 0
+    assert took < 4 + 3, f"stopped after {took:.1f}s with a 4s grace period"
