@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+from aiohttp import ClientPayloadError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
 
@@ -123,6 +124,14 @@ class _UpstreamProtocol(ResponseHandler):
         self._kick()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        payload = self._payload
+        if exc is not None and payload is not None and not payload.is_eof():
+            # A body read until close ends at a clean close only. aiohttp's parser ends it
+            # at a reset too, and the client would get a short body that looks complete
+            # (a final chunk): fail it, so the client's connection is cut instead.
+            payload.set_exception(
+                ClientPayloadError(f"upstream connection lost mid-body: {exc!r}"), exc
+            )
         super().connection_lost(exc)
         self._kick()
 

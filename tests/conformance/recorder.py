@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ class Script:
     reply: bytes
     close: bool = True
     early: bool = False  # answer as soon as the head arrived, without reading the body
+    reset: bool = False  # end the connection with a TCP reset (RST), not a FIN
 
 
 class Recorder:
@@ -83,10 +85,12 @@ class Recorder:
             self.conns[:] = [c for c in self.conns if not c.done]
             self.scripts.clear()
 
-    def script(self, reply: bytes, close: bool = True, early: bool = False) -> None:
+    def script(
+        self, reply: bytes, close: bool = True, early: bool = False, reset: bool = False
+    ) -> None:
         """Answer the next request with `reply` (raw bytes) instead of the JSON echo."""
         with self.lock:
-            self.scripts.append(Script(reply, close, early))
+            self.scripts.append(Script(reply, close, early, reset))
 
     def assert_clean(self) -> list[Received]:
         """Every byte the proxy sent upstream parsed as whole, well-formed requests."""
@@ -151,6 +155,10 @@ class Recorder:
                     script = self._next_script()
                     if script is not None:
                         sock.sendall(script.reply)
+                        if script.reset:
+                            linger = struct.pack("ii", 1, 0)  # on, 0 s: close sends RST
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                            return
                         if script.close:
                             sock.shutdown(socket.SHUT_WR)
                             _drain(sock)

@@ -142,6 +142,23 @@ def test_truncated_streamed_body_is_never_presented_as_complete(e):
     assert_serving(e)
 
 
+@pytest.mark.parametrize("size", [12, 100_000])
+def test_a_reset_during_a_body_read_until_close_is_never_presented_as_complete(e, size):
+    """A body without a length ends at a clean close only (RFC 9112 §6.3): a reset means it
+    was cut, and a final chunk would tell the client it had it all."""
+    body = bytes(i % 251 for i in range(size))
+    e.legacy.script(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body, reset=True)
+    with Wire(e.port) as w:
+        w.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+        try:
+            resp = w.response()
+        except ProtocolViolation:
+            assert w.closed(), "a truncated response must end with a closed connection"
+        else:
+            assert resp.status == 502, (resp.status, len(resp.body))
+    assert_serving(e)
+
+
 def test_early_upstream_rejection_of_an_expect_100_request_keeps_the_connection_in_sync(e):
     """The upstream refuses before reading the body; the client sends it anyway."""
     e.legacy.script(
