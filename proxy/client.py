@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import socket
 import ssl
 import time
@@ -440,7 +441,7 @@ class ConnectionPool:
                         raise UpstreamTimeout(f"upstream {up.name} timed out") from exc
                     if _no_response_yet(exc):
                         raise _StaleConnection() from exc
-                    raise UpstreamProtocolError(str(exc) or exc.__class__.__name__) from exc
+                    raise UpstreamProtocolError(_reason(exc)) from exc
                 if 100 <= message.code < 200 and message.code != 101:
                     if message.code != 100 and on_interim is not None:
                         await on_interim(message.code, message.reason, message.raw_headers)
@@ -566,6 +567,17 @@ def _may_send_again(method: str, body: object) -> None:
         raise UpstreamProtocolError(
             "the upstream closed a kept-alive connection before answering"
         ) from None
+
+
+_QUOTED_BYTES = re.compile(r"""[:\s]*b['"]""")
+
+
+def _reason(exc: BaseException) -> str:
+    """What was wrong with an answer, without the bytes aiohttp's parser quotes after it
+    (up to a whole body, anything the upstream sent): this text reaches the client's 502."""
+    text = str(getattr(exc, "message", None) or exc)
+    text = " ".join(_QUOTED_BYTES.split(text, maxsplit=1)[0].split())
+    return text[:160] or exc.__class__.__name__
 
 
 class _StaleConnection(Exception):
