@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +71,49 @@ class Reloader:
         self.successes = 0
         self.last_error: str | None = None
         self._seen = _fingerprint(path)
+        self._lock: asyncio.Lock | None = None
+        self._asked = 0  # reload_async calls so far
+        self._covered = 0  # calls answered by the last build (it started after them)
+        self._last: ReloadEvent | None = None
 
     def reload(self, trigger: str) -> ReloadEvent:
+        """Build and swap now, on the calling thread (startup, tests)."""
         self._seen = _fingerprint(self.path)
-        old = self.holder.current
-        generation = old.generation + 1
+        generation = self.holder.current.generation + 1
         try:
             new = self.build(self.path, generation)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the last good table
+            return self._finish(trigger, None, exc)
+        return self._finish(trigger, new, None)
+
+    async def reload_async(self, trigger: str) -> ReloadEvent:
+        """Build in a thread, swap on the loop: a table of thousands of routes takes a
+        second or more to build, and traffic must not stop meanwhile. Triggers that come
+        during a build share the next one (20 admin POSTs are one or two builds, not 20);
+        each caller gets the outcome of a build that read the file after it asked."""
+        self._asked += 1
+        ticket = self._asked
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._covered >= ticket and self._last is not None:
+                return self._last
+            covers = self._asked
+            self._seen = _fingerprint(self.path)
+            generation = self.holder.current.generation + 1
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.run_in_executor(None, self.build, self.path, generation)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the last good table
+                event = self._finish(trigger, None, exc)
+            else:
+                event = self._finish(trigger, new, None)
+            self._covered, self._last = covers, event
+            return event
+
+    def _finish(self, trigger: str, new: Runtime | None, exc: Exception | None) -> ReloadEvent:
+        old = self.holder.current
+        if new is None:
             self.failures += 1
             self.last_error = str(exc)
             event = ReloadEvent(time.time(), False, trigger, old.generation, self.last_error)
@@ -89,14 +124,16 @@ class Reloader:
                 exc,
             )
         else:
+            if new.generation <= old.generation:  # another build swapped in meanwhile
+                new = replace(new, generation=old.generation + 1)
             self.holder.current = new
             self.successes += 1
             self.last_error = None
-            event = ReloadEvent(time.time(), True, trigger, generation)
+            event = ReloadEvent(time.time(), True, trigger, new.generation)
             log.info(
                 "config reloaded (%s): generation %d, %d routes",
                 trigger,
-                generation,
+                new.generation,
                 len(new.config.routes),
             )
             if self.on_swap is not None:
@@ -116,4 +153,4 @@ class Reloader:
                 await asyncio.sleep(0.05)
                 if _fingerprint(self.path) != current:
                     continue
-                self.reload("watch")
+                await self.reload_async("watch")

@@ -271,7 +271,14 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload("signal"))
+    reloading: set[asyncio.Task[Any]] = set()  # kept referenced until done
+
+    def reload_on_signal() -> None:
+        task = loop.create_task(reloader.reload_async("signal"))
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     watcher = loop.create_task(reloader.watch(opts.watch_interval))
     for warning in _warnings(config):
         log.warning("%s", warning)

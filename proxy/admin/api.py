@@ -134,7 +134,7 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
         return web.json_response(config_view(ctx), dumps=lambda o: json.dumps(o, default=str))
 
     async def reload(_: web.Request) -> web.Response:
-        event = ctx.reloader.reload("admin")
+        event = await ctx.reloader.reload_async("admin")
         if ctx.supervisor_pid:
             # The other workers reload too (SIGUSR1: all but this one, which just did).
             os.kill(ctx.supervisor_pid, signal.SIGUSR1)
