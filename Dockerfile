@@ -12,6 +12,10 @@ RUN pip install --no-cache-dir \
 COPY proxy/ proxy/
 COPY acl/ acl/
 COPY routes.yaml /etc/strangler/routes.yaml
+# The demo file keeps its shadow diffs beside itself; /etc/strangler is not the service
+# user's to write, so point the store at its state folder.
+RUN sed -i 's#store: sqlite:///strangler-shadow.db#store: sqlite:////var/lib/strangler/shadow.db#' \
+      /etc/strangler/routes.yaml && grep -q '/var/lib/strangler/shadow.db' /etc/strangler/routes.yaml
 
 RUN useradd --system --uid 10001 strangler && mkdir -p /var/lib/strangler \
     && chown strangler /var/lib/strangler

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,13 @@ class ServeOptions:
 EXIT_CANNOT_LISTEN = 3  # a worker's exit code the supervisor does not restart on
 
 
-class CannotListen(Exception):
-    """A listen address cannot be bound: said in one line, exit 1, no traceback."""
+class CannotStart(Exception):
+    """Something the worker needs cannot be had: said in one line, exit 1, no traceback,
+    and a supervisor does not restart the worker (a restart would meet the same)."""
+
+
+class CannotListen(CannotStart):
+    """A listen address cannot be bound."""
 
     def __init__(self, what: str, host: str, port: int, exc: BaseException) -> None:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -186,7 +191,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     sender = HttpSender(lambda: holder.current.config.upstreams)
     translate_request, translate_response = _shadow_translators(holder)
     mirror = ShadowMirror(
-        store_from_config(config),
+        _open_shadow_store(config, store_from_config),
         send=telemetry.traced_shadow_sender(sender),
         translate_request=translate_request,
         translate_response=translate_response,
@@ -320,6 +325,23 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     return 0
 
 
+def _open_shadow_store(config: Config, open_store: Callable[[Config], Any]) -> Any:
+    """The diff store, or `CannotStart` naming it and the fix (a read-only config folder
+    is the usual cause: the default store is a file beside routes.yaml)."""
+    try:
+        return open_store(config)
+    except Exception as exc:  # noqa: BLE001 - sqlite3, OSError, redis URL errors alike
+        from proxy.config.values import redact_url
+        from proxy.shadow.store import default_store_url
+
+        url = redact_url(config.shadow.store or default_store_url(config.source))
+        raise CannotStart(
+            f"cannot open the shadow diff store {url}: {exc} (set `shadow.store` in "
+            f"{config.source} to a writable file, e.g. sqlite:////var/lib/strangler/shadow.db, "
+            "or to redis://host:6379/1)"
+        ) from None
+
+
 # After the grace period, how long handlers that were cut may take to unwind (a WebSocket's
 # close handshakes, a cancelled upstream call) before their connections are closed anyway.
 _UNWIND = 1.0
@@ -370,7 +392,7 @@ def serve(opts: ServeOptions) -> int:
     with runner:
         try:
             return runner.run(run_worker(opts, runtime))
-        except CannotListen as exc:
+        except CannotStart as exc:
             print(f"strangler: {exc}", file=sys.stderr)
             return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
 

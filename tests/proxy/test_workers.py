@@ -155,3 +155,30 @@ def test_post_reload_reloads_each_worker_once(start_proxy):
     history = httpx.get(p.admin + "/-/config").json()["history"]
     assert [e["trigger"] for e in history if e["trigger"] != "startup"] == ["admin"]
     assert reloads_counted(p.admin) == before + 3
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
+    tmp_path, upstreams, workers
+):
+    """The usual cause is a read-only config folder (a container's /etc, a ConfigMap): the
+    default store is a file beside routes.yaml. The message names the store and the fix."""
+    from tests.proxy.conftest import DEFAULT_ROUTES
+
+    config = tmp_path / "routes.yaml"
+    extra = 'shadow: {store: "sqlite:////proc/strangler-nope/shadow.db"}\n'
+    config.write_text(base_config(upstreams, free_port(), free_port(), DEFAULT_ROUTES, extra))
+    out = subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", workers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "cannot open the shadow diff store sqlite:////proc/strangler-nope/shadow.db" in (
+        out.stderr
+    )
+    assert "set `shadow.store`" in out.stderr
+    assert "restarting" not in out.stderr + out.stdout
