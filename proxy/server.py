@@ -245,6 +245,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     port = opts.port if opts.port is not None else config.listen.port
     listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane, express=opts.express)
     sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
+    port = sock.getsockname()[1]  # the one the system chose, for port 0
     server = await loop.create_server(listener, sock=sock, backlog=1024)
 
     stopping = asyncio.Event()
@@ -380,6 +381,15 @@ def serve(opts: ServeOptions) -> int:
         print(f"strangler: cannot start: {exc}", file=sys.stderr)
         return 1
     if opts.workers > 1 and opts.supervisor_pid is None:
+        port = opts.port if opts.port is not None else runtime.config.listen.port
+        if port == 0:
+            print(
+                "strangler: cannot start: port 0 lets the system pick a port for each process, "
+                "so --workers would listen on different ports; give a fixed port "
+                "(--port or listen.port)",
+                file=sys.stderr,
+            )
+            return 1
         return _supervise(opts)
     if opts.supervisor_pid is not None:
         _stop_with_supervisor(opts.supervisor_pid)

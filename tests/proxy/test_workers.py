@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.proxy.conftest import base_config
-from tests.support.procs import PYTHON, ROOT, free_port, wait_until
+from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
 
 
 def fresh_get(url: str) -> httpx.Response:
@@ -182,3 +182,35 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
     )
     assert "set `shadow.store`" in out.stderr
     assert "restarting" not in out.stderr + out.stdout
+
+
+def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstreams):
+    config = tmp_path / "routes.yaml"
+    config.write_text(base_config(upstreams, free_port(), free_port()))
+    out = subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and "give a fixed port" in out.stderr, out.stderr
+
+    log = tmp_path / "proxy.log"
+    admin = free_port()
+    config.write_text(base_config(upstreams, free_port(), admin))
+    with (
+        log.open("w") as sink,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--port", "0"],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        ),
+    ):
+        wait_until(lambda: "listening on" in log.read_text(), what="the listening line")
+        line = next(x for x in log.read_text().splitlines() if "listening on" in x)
+        port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0].rstrip('",'))
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/x").status_code == 200
