@@ -636,6 +636,9 @@ def _check_sticky(text: str) -> str | None:
     if text in STICKY_WORDS:
         return None
     kind, sep, name = text.partition(":")
+    if not sep and text in STICKY_KINDS:
+        example = "header:X-User-Id" if text == "header" else "cookie:user_id"
+        return f"{text!r} needs the {text}'s name after a colon, e.g. {example}"
     if sep and kind in STICKY_KINDS:
         if check_token(name) is None:
             return None

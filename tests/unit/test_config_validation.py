@@ -222,6 +222,12 @@ CASES = [
     ),
     pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    canary: {sticky: cookie}\n"),
+        "sticky: cookie", "routes[0].canary.sticky", "r", "'cookie' needs the cookie's name",
+        "cookie:NAME", id="sticky-cookie-without-name",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
                "    canary: {sticky: 'header:X User'}\n"),
         "X User", "routes[0].canary.sticky", "r", "'X User' is not a valid header name",
         "header:NAME", id="sticky-bad-header",
