@@ -56,6 +56,17 @@ def _import_module(path: Path) -> None:
 def load_translators(directory: Path | str = DEFAULT_DIRECTORY) -> Mapping[str, Translator]:
     """Every translator in `directory` by name (file stem or registered name). Raises
     TranslatorLoadError listing every problem in every file, so one run shows them all."""
+    translators, problems = load_translators_reporting(directory)
+    if problems:
+        raise TranslatorLoadError(problems)
+    return translators
+
+
+def load_translators_reporting(
+    directory: Path | str = DEFAULT_DIRECTORY,
+) -> tuple[Mapping[str, Translator], list[LoadProblem]]:
+    """The translators that loaded, and the problems of those that did not: the proxy
+    refuses a routes.yaml only when a route names a translator that failed."""
     directory = Path(directory)
     problems: list[LoadProblem] = []
     if not directory.is_dir():
@@ -125,6 +136,4 @@ def load_translators(directory: Path | str = DEFAULT_DIRECTORY) -> Mapping[str, 
             except AttributeError:
                 pass
         translators[name] = translator
-    if problems:
-        raise TranslatorLoadError(problems)
-    return MappingProxyType(translators)
+    return MappingProxyType(translators), problems

@@ -55,7 +55,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     from proxy.config.loader import config_warnings
 
-    for warning in config_warnings(config):
+    for warning in (*config_warnings(config), *runtime.notes):
         print(f"warning: {warning}")
     return 0
 

@@ -24,10 +24,16 @@ class Runtime:
     translators: Mapping[str, Any] = field(default_factory=dict)
     generation: int = 0
     tenant_key: bytes | None = None  # HS256 secret for JWT tenant claims, read once at load
+    notes: tuple[str, ...] = ()  # warnings about the load, logged when it is swapped in
 
     @classmethod
     def build(
-        cls, config: Config, *, translators: Mapping[str, Any] | None = None, generation: int = 0
+        cls,
+        config: Config,
+        *,
+        translators: Mapping[str, Any] | None = None,
+        generation: int = 0,
+        notes: tuple[str, ...] = (),
     ) -> Runtime:
         return cls(
             config=config,
@@ -36,6 +42,7 @@ class Runtime:
             translators=translators or {},
             generation=generation,
             tenant_key=_tenant_key(config),
+            notes=notes,
         )
 
     def translator_for(self, route: Route) -> Any | None:

@@ -53,26 +53,39 @@ log = logging.getLogger("strangler")
 aiohttp.web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
-def load_translators(config_path: Path) -> Mapping[str, Any]:
-    """The ACL translators a routes.yaml may name: beside it in acl/translators, else built in."""
+def load_translators(config_path: Path) -> tuple[Mapping[str, Any], list[Any]]:
+    """The ACL translators a routes.yaml may name (beside it in acl/translators, else built
+    in), and the problems of the files that failed to load."""
     try:
-        from acl import load_translators as _load
+        from acl.registry import load_translators_reporting as _load
     except ImportError:
-        return {}
+        return {}, []
     local = config_path.parent / "acl" / "translators"
     if local.is_dir():
         return _load(local)
     builtin = Path(__file__).resolve().parent.parent / "acl" / "translators"
-    return _load(builtin) if builtin.is_dir() else {}
+    return _load(builtin) if builtin.is_dir() else ({}, [])
 
 
 def load_runtime(path: Path, generation: int = 0) -> Runtime:
-    """routes.yaml (and its translators) → a ready `Runtime`, or an exception saying why."""
+    """routes.yaml (and its translators) → a ready `Runtime`, or an exception saying why.
+
+    A translator file that fails to load refuses the table only when a route names a
+    translator that is missing for it; otherwise the problems are the runtime's `notes`
+    (a half-written file nobody uses yet must not block every other change)."""
     from proxy.config.loader import load_config
 
-    translators = load_translators(path)
+    translators, problems = load_translators(path)
+    notes: tuple[str, ...] = ()
+    if problems:
+        from acl.translator import TranslatorLoadError
+
+        named = {r.acl for r in load_config(path).routes if r.acl}
+        if named - set(translators):
+            raise TranslatorLoadError(problems)
+        notes = tuple(f"ACL translator not loaded (no route names it): {p}" for p in problems)
     config = load_config(path, translators=set(translators))
-    return Runtime.build(config, translators=translators, generation=generation)
+    return Runtime.build(config, translators=translators, generation=generation, notes=notes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +215,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     handler = ProxyHandler(holder, pool, guards=guards, telemetry=telemetry, mirror=mirror)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
+        for note in new.notes:
+            log.warning("%s", note)
         for key in ("listen", "admin", "limits"):
             if getattr(old.config, key) != getattr(new.config, key):
                 log.warning(
@@ -286,7 +301,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     watcher = loop.create_task(reloader.watch(opts.watch_interval))
-    for warning in _warnings(config):
+    for warning in (*_warnings(config), *runtime.notes):
         log.warning("%s", warning)
     log.info(
         "strangler worker %d listening on http://%s:%d (%d routes, default upstream %s)",

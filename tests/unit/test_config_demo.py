@@ -66,7 +66,9 @@ def test_demo_table_has_no_warnings(demo):
 
 def test_acl_names_are_the_installed_translators():
     path = ROOT / "routes.yaml"
-    translators = set(load_translators(path))
+    loaded, problems = load_translators(path)
+    assert problems == []
+    translators = set(loaded)
     config = load_config(path, translators=translators)
     used = {route.acl for route in config.routes if route.acl}
     assert used == {"customers", "catalog"} and used <= translators
@@ -100,6 +102,33 @@ def test_strangler_check_accepts_the_demo_and_lists_every_problem_of_a_broken_co
         f"{broken}:{noise_line}: route 'catalog-products': shadow.noise: unknown noise source"
         in bad.stdout
     )
+
+
+def test_a_broken_translator_file_refuses_only_a_table_that_names_it(tmp_path):
+    """A half-written translator nobody uses yet must not block every other change to
+    routes.yaml; one a route names must."""
+    folder = tmp_path / "acl" / "translators"
+    folder.mkdir(parents=True)
+    (folder / "draft.yaml").write_text("translator: draft\nrecord: [unclosed\n")
+    config = tmp_path / "routes.yaml"
+    head = "version: 1\nupstreams: {legacy: 'http://127.0.0.1:9', svc: 'http://127.0.0.1:8'}\n"
+    config.write_text(head + "routes:\n  - {name: a, match: {prefix: /a}, target: svc}\n")
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", "check", str(config)],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+
+    ok = check()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "warning: ACL translator not loaded (no route names it)" in ok.stdout
+    assert "draft.yaml:" in ok.stdout
+    config.write_text(
+        head + "routes:\n  - {name: a, match: {prefix: /a}, target: svc, acl: draft}\n"
+    )
+    bad = check()
+    assert bad.returncode == 1 and "draft.yaml:" in bad.stdout + bad.stderr, bad.stdout
 
 
 def test_strangler_routes_prints_the_effective_table(tmp_path):
