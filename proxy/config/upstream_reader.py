@@ -64,13 +64,13 @@ def read_upstream(r: Reader, name: str, node: Node, field: str) -> Upstream | No
     url_text = r.text(
         fields["url"], url_field, fix="write it like http://127.0.0.1:8000", required=True
     )
-    if url_text is None:
-        return None
-    try:
-        url = parse_http_url(url_text)
-    except Invalid as exc:
-        r.report(fields["url"], url_field, exc.message, exc.fix)
-        return None
+    url = None
+    if url_text is not None:
+        try:
+            url = parse_http_url(url_text)
+        except Invalid as exc:
+            r.report(fields["url"], url_field, exc.message, exc.fix)
+    # The other fields are read even when the URL is unusable: `check` lists every problem.
     host_header = r.text(
         fields.get("host_header"),
         f"{field}.host_header",
@@ -87,6 +87,14 @@ def read_upstream(r: Reader, name: str, node: Node, field: str) -> Upstream | No
             f"backoff_max ({retry.backoff_max}) is below backoff_base ({retry.backoff_base})",
             "make backoff_max at least backoff_base",
         )
+    breaker = read_policy(
+        r, fields.get("breaker"), f"{field}.breaker", BreakerPolicy(), BREAKER_SPEC
+    )
+    bulkhead = read_policy(
+        r, fields.get("bulkhead"), f"{field}.bulkhead", BulkheadPolicy(), BULKHEAD_SPEC
+    )
+    if url is None:
+        return None
     return Upstream(
         name=name,
         url=url.url,
@@ -97,12 +105,8 @@ def read_upstream(r: Reader, name: str, node: Node, field: str) -> Upstream | No
         timeout=timeout,
         host_header=_host_header(host_header),
         retry=retry,
-        breaker=read_policy(
-            r, fields.get("breaker"), f"{field}.breaker", BreakerPolicy(), BREAKER_SPEC
-        ),
-        bulkhead=read_policy(
-            r, fields.get("bulkhead"), f"{field}.bulkhead", BulkheadPolicy(), BULKHEAD_SPEC
-        ),
+        breaker=breaker,
+        bulkhead=bulkhead,
     )
 
 

@@ -630,3 +630,13 @@ def test_passwords_in_urls_never_appear_in_messages():
     assert "redis://:***@cache:6379/zero" in rendered and "mysql://u:***@db/x" in rendered
     accepted = parse_config(HEAD + "state: 'rediss://:hunter2@cache:6380/1'\n")
     assert accepted.state == "rediss://:hunter2@cache:6380/1"
+
+
+def test_an_unusable_url_does_not_hide_the_upstreams_other_problems():
+    text = (
+        "version: 1\nupstreams:\n  legacy:\n    url: 'http://a:8000/x?q=1'\n"
+        "    retry: {retries: 11}\n    breaker: {failure_ratio: 1.5}\n"
+    )
+    fields = [p.field for p in problems_of(text)]
+    assert fields == ["upstreams.legacy.url", "upstreams.legacy.retry.retries",
+                      "upstreams.legacy.breaker.failure_ratio"]  # fmt: skip
