@@ -336,7 +336,20 @@ def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> st
     return ""
 
 
+# What YAML 1.1 (PyYAML) reads as text although it looks like a number: exponent notation
+# without a dot or without the exponent's sign (`1e3`, `1.5e3`); `1.0e+3` is a number.
+_EXPONENT_AS_TEXT = re.compile(r"[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _unquote_fix(node: ScalarNode, fix: str) -> str:
     if node.tag == STR and node.style in ("'", '"'):
         return fix + " (without quotes)"
+    if node.tag == STR and _EXPONENT_AS_TEXT.fullmatch(node.value):
+        mantissa, exponent = re.split("[eE]", node.value)
+        mantissa = mantissa if "." in mantissa else mantissa + ".0"
+        exponent = exponent if exponent[0] in "+-" else "+" + exponent
+        return fix + (
+            f"; YAML 1.1 reads {node.value} as text: write {mantissa}e{exponent} "
+            "or the number in full"
+        )
     return fix

@@ -640,3 +640,16 @@ def test_an_unusable_url_does_not_hide_the_upstreams_other_problems():
     fields = [p.field for p in problems_of(text)]
     assert fields == ["upstreams.legacy.url", "upstreams.legacy.retry.retries",
                       "upstreams.legacy.breaker.failure_ratio"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("written", "suggested"), [("1e3", "1.0e+3"), ("1.5e3", "1.5e+3"), ("5E-1", "5.0E-1")]
+)
+def test_exponent_notation_yaml_reads_as_text_gets_a_form_it_reads_as_a_number(written, suggested):
+    import yaml
+
+    problem = only_problem(
+        f"version: 1\nupstreams: {{legacy: 'http://a'}}\ngrace_period: {written}\n"
+    )
+    assert f"write {suggested}" in str(problem)
+    assert yaml.safe_load(f"x: {suggested}")["x"] == float(written)  # a number to YAML 1.1
