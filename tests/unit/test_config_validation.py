@@ -643,7 +643,7 @@ def test_an_unusable_url_does_not_hide_the_upstreams_other_problems():
 
 
 @pytest.mark.parametrize(
-    ("written", "suggested"), [("1e3", "1.0e+3"), ("1.5e3", "1.5e+3"), ("5E-1", "5.0E-1")]
+    ("written", "suggested"), [("1e3", "1.0e+3"), ("1.5e3", "1.5e+3"), ("5E-1", "5.0e-1")]
 )
 def test_exponent_notation_yaml_reads_as_text_gets_a_form_it_reads_as_a_number(written, suggested):
     import yaml
