@@ -34,10 +34,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """Every file is checked, so one run lists the problems of all (exit 1 if any has one)."""
+    results = [_check_one(Path(name)) for name in args.files]
+    return max(results)
+
+
+def _check_one(path: Path) -> int:
     from proxy.config.problems import ConfigError
     from proxy.server import load_runtime
 
-    path = Path(args.file)
     try:
         runtime = load_runtime(path)
     except ConfigError as exc:
@@ -125,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("check", help="validate a routes.yaml; exit 1 listing every problem")
-    p.add_argument("file", nargs="?", default="routes.yaml")
+    p = sub.add_parser("check", help="validate routes.yaml files; exit 1 listing every problem")
+    p.add_argument("files", nargs="*", default=["routes.yaml"], metavar="FILE")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("routes", help="print the effective route table")

@@ -175,3 +175,17 @@ routes:
     beta = next(line for line in lines if line.startswith("beta "))
     assert "/beta/* [x-beta ~on|yes]" in beta and "canary 10%" in beta
     assert lines[-1].split()[:2] == ["(default)", "*"] and "legacy" in lines[-1]
+
+
+def test_check_takes_several_files_and_reports_each(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 1\nupstreams: {legacy: 'http://127.0.0.1:9'}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nupstreams: {legacy: 'http://127.0.0.1:9'}\nmetods: [GET]\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(good), str(bad), str(good)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stdout.count(f"{good}: OK") == 2
+    assert f"{bad}:3: " in out.stdout and "metods" in out.stdout
