@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import ClientPayloadError
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
@@ -116,13 +117,49 @@ class _UpstreamProtocol(ResponseHandler):
     # wake-up would be: answers that arrive together are relayed together.
     _notify: Callable[[], None] | None = None
 
+    # Set by `expect_response`: no byte of this response has been parsed yet, so a read that
+    # fails to parse begins at the response's first byte (`_salvage` may re-read it).
+    _at_start = False
+    _feeding: bytes | None = None
+
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self._at_start:
+            self._at_start = False
+            self._feeding = data
+            try:
+                super().data_received(data)
+            finally:
+                self._feeding = None
+        else:
+            super().data_received(data)
         self._kick()
 
     def set_exception(self, *args: Any, **kwargs: Any) -> None:
+        data, self._feeding = self._feeding, None
+        salvageable = data is not None and args and isinstance(args[0], HttpProcessingError)
+        if salvageable and self._salvage(data):  # type: ignore[arg-type]
+            return
         super().set_exception(*args, **kwargs)
         self._kick()
+
+    def _salvage(self, data: bytes) -> bool:
+        """A complete response followed by bytes that are not one (a Content-Length too
+        small, a body on a HEAD answer or a 304, junk), all in one read: aiohttp's parser
+        drops the response with the error. Relay it, as nginx does, and close the
+        connection, whose framing can no longer be trusted. Only a response of known
+        length is salvaged; anything else stays a 502."""
+        stop = _first_response_end(data, self._skip_payload)
+        if stop is None or self._params is None:
+            return False
+        is_head, read_timeout = self._params
+        _response_params(self, "HEAD" if is_head else "GET", read_timeout)
+        super().data_received(data[:stop])
+        if self._exception is not None or not self._buffer:
+            return False
+        self._should_close = True
+        self._params = None  # the next use (there is none: it closes) gets a new parser
+        self.feed_eof()  # nothing more comes on this connection
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         payload = self._payload
@@ -175,6 +212,7 @@ class _UpstreamProtocol(ResponseHandler):
 
     def expect_response(self, method: str, read_timeout: float | None) -> None:
         """Ready the parser for the response to a `method` request."""
+        self._at_start = True
         key = (method == "HEAD", read_timeout)
         if key != self._params or self._parser is None or self._upgraded:
             _response_params(self, method, read_timeout)
@@ -469,6 +507,37 @@ class ConnectionPool:
         while self._idle:
             proto, _ = self._idle.pop()
             proto.close()
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})")
+_LENGTH_FIELD = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*(?=\r\n)", re.IGNORECASE)
+
+
+def _first_response_end(data: bytes, head_only: bool) -> int | None:
+    """Where the first final response in `data` ends, when its length is known from its
+    head alone (no body for HEAD, 204 and 304; one Content-Length and no
+    Transfer-Encoding otherwise) and all of it is in `data`; else None. Interim (1xx)
+    responses before it are included."""
+    start = 0
+    while True:
+        end = data.find(b"\r\n\r\n", start)
+        status = _STATUS_LINE.match(data, start)
+        if end < 0 or status is None:
+            return None
+        code = int(status.group(1))
+        head = data[start : end + 2]
+        start = end + 4
+        if not (100 <= code < 200 and code != 101):
+            break
+    if head_only or code in (204, 304):
+        return start
+    if b"transfer-encoding" in head.lower():
+        return None
+    lengths = _LENGTH_FIELD.findall(head)
+    if len(lengths) != 1:
+        return None
+    stop = start + int(lengths[0])
+    return stop if stop <= len(data) else None
 
 
 def _response_params(proto: ResponseHandler, method: str, read_timeout: float | None) -> None:

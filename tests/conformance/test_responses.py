@@ -36,7 +36,6 @@ BAD_GATEWAY = {
     "unsolicited-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
     b"Connection: Upgrade\r\n\r\n\x81\x05hello",
     "status-999": b"HTTP/1.1 999 Weird\r\n" + OK3,
-    "204-with-body": b"HTTP/1.1 204 No Content\r\n" + OK3,
     "te-gzip-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
     b"3\r\nabc\r\n0\r\n\r\n",
     "te-gzip-until-close": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
@@ -89,6 +88,19 @@ RELAYED = {
     ),
     "404": (b"HTTP/1.1 404 Not Found\r\n" + OK3, 404, b"abc"),
     "304": (b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', 304, b""),
+    # RFC 9112 §6.3: a 204 or 304 ends at its head; bytes after it are not its body (the
+    # answer is relayed, as nginx does, and that upstream connection closed)
+    "204-with-body": (b"HTTP/1.1 204 No Content\r\n" + OK3, 204, b""),
+    "304-with-body": (b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n' + OK3, 304, b""),
+    # a Content-Length too small for what follows (an application bug): its bytes are the
+    # answer, the rest is dropped with the connection
+    "cl-too-small": (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world", 200, b"hello"),
+    "junk-after-answer": (b"HTTP/1.1 200 OK\r\n" + OK3 + b"GARBAGE\r\n\r\n", 200, b"abc"),
+    "100-then-answer-then-junk": (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + OK3 + b"\x00\x01junk",
+        200,
+        b"abc",
+    ),
 }
 
 
@@ -140,6 +152,15 @@ def test_truncated_streamed_body_is_never_presented_as_complete(e):
         else:
             assert resp.status == 502, (resp.status, resp.body)
     assert_serving(e)
+
+
+def test_a_body_on_an_answer_to_head_is_dropped_not_a_502(e):
+    e.legacy.script(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    with Wire(e.port) as w:
+        first = w.send(b"HEAD /first HTTP/1.1\r\nHost: h\r\n\r\n").response("HEAD")
+        second = w.send(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n").response()
+    assert (first.status, first.header("content-length"), first.body) == (200, ["5"], b"")
+    assert second.status == 200 and b'"target": "/second"' in second.body
 
 
 def test_a_502_for_an_invalid_answer_names_the_fault_without_echoing_the_upstreams_bytes(e):
