@@ -58,7 +58,10 @@ class UpstreamPool:
 
     def websocket_session(self) -> aiohttp.ClientSession:
         if self._ws_session is None:
+            from proxy.websocket import HandshakeResponse
+
             self._ws_session = aiohttp.ClientSession(
+                response_class=HandshakeResponse,
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO,
                 cookie_jar=aiohttp.DummyCookieJar(),

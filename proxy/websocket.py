@@ -6,7 +6,8 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -35,20 +36,53 @@ _WS_OWN = frozenset(
 )
 
 
-# Headers of a refused upgrade that describe the upstream's body (not relayed: aiohttp's
-# handshake error does not keep it) or that the proxy sets itself.
-_NOT_RELAYED_ON_REFUSAL = HOP_BY_HOP | {
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "content-range",
-    "x-request-id",
-    "cache-control",
-}
+# Headers of a refused upgrade that describe the upstream's body (relayed only with the
+# body, when it was kept) or that the proxy sets itself.
+_DESCRIBE_BODY = frozenset(
+    {"content-length", "content-type", "content-encoding", "content-range", "cache-control"}
+)
+_NOT_RELAYED_ON_REFUSAL = HOP_BY_HOP | _DESCRIBE_BODY | {"x-request-id"}
+_NOT_RELAYED_WITH_BODY = HOP_BY_HOP | {"content-length", "x-request-id"}
+
+# The body of an upgrade the upstream refused ("token expired" as JSON, say): aiohttp's
+# handshake error keeps only status and headers, so `HandshakeResponse` keeps the body here
+# (a context variable: set and read in the task doing the handshake).
+REFUSAL_BODY_LIMIT = 64 * 1024
+_refusal: ContextVar[tuple[int, bytes] | None] = ContextVar("ws_refusal", default=None)
+
+
+class HandshakeResponse(aiohttp.ClientResponse):
+    """The client response class of the WebSocket session: reads and keeps the body of a
+    refused upgrade (up to `REFUSAL_BODY_LIMIT`, within 10 s) before aiohttp drops it."""
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        response = await super().start(connection)
+        if self.status != 101 and 300 <= self.status <= 599:
+            try:
+                body = await asyncio.wait_for(_read_bounded(self.content), 10.0)
+            except (TimeoutError, aiohttp.ClientError):
+                body = None
+            if body is not None:
+                _refusal.set((self.status, body))
+        return response
+
+
+async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
+    """The whole body, or None when it is longer than `REFUSAL_BODY_LIMIT`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.read(REFUSAL_BODY_LIMIT)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > REFUSAL_BODY_LIMIT:
+            return None
+        chunks.append(chunk)
 
 
 def refused_upgrade_headers(
-    status: int, headers: Sequence[tuple[str, str]]
+    status: int, headers: Sequence[tuple[str, str]], *, with_body: bool = False
 ) -> list[tuple[str, str]] | None:
     """The upstream headers to pass on when it answered an upgrade with `status`, not 101.
 
@@ -60,7 +94,8 @@ def refused_upgrade_headers(
     """
     if not 300 <= status <= 599:
         return None
-    drop = _NOT_RELAYED_ON_REFUSAL | connection_tokens(headers)
+    base = _NOT_RELAYED_WITH_BODY if with_body else _NOT_RELAYED_ON_REFUSAL
+    drop = base | connection_tokens(headers)
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
@@ -175,6 +210,7 @@ async def proxy_websocket(
         "wss" if upstream.scheme == "https" else "ws"
     )
     session = pool.websocket_session()
+    _refusal.set(None)
     try:
         upstream_ws = await session.ws_connect(
             url,
@@ -188,7 +224,20 @@ async def proxy_websocket(
             max_msg_size=max_message,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        passed = refused_upgrade_headers(exc.status, list((exc.headers or {}).items()))
+        kept = _refusal.get()
+        body = kept[1] if kept is not None and kept[0] == exc.status else None
+        passed = refused_upgrade_headers(
+            exc.status, list((exc.headers or {}).items()), with_body=body is not None
+        )
+        if passed is not None and body is not None:
+            # The upstream's own answer, body and all (a 401 with its challenge, a 403
+            # saying why, a redirect).
+            ex.status = exc.status
+            answer = web.Response(status=exc.status, body=body)
+            for name, value in passed:
+                answer.headers.add(name, value)
+            answer.headers["X-Request-ID"] = ex.request_id
+            return answer
         if passed is not None:
             # The upstream's own answer (a 401 with its challenge, a 404, a redirect).
             ex.status = exc.status

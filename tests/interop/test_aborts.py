@@ -134,6 +134,9 @@ async def test_a_refused_websocket_upgrade_shows_the_upstreams_answer(stack):
             if status == 401:
                 assert exc.response.headers["WWW-Authenticate"] == 'Bearer realm="ws"'
                 assert exc.response.headers["Set-Cookie"] == "seen=1; Path=/"
+                # the upstream's own words, not the proxy's JSON
+                assert exc.response.body == b"log in first"
+                assert exc.response.headers["Content-Type"].startswith("text/plain")
     stack.alive()
 
 
