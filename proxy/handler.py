@@ -272,6 +272,7 @@ class ProxyHandler:
                 request.version,
                 request.raw_headers,
                 request.headers,
+                max_total=rt.config.limits.max_header_total,
             )
         except Refused as refused:
             return error_response(
@@ -1047,10 +1048,21 @@ class _Express:
 
 
 def _edge(
-    method: str, target: str, version: Any, raw: Any, client_headers: Any
+    method: str,
+    target: str,
+    version: Any,
+    raw: Any,
+    client_headers: Any,
+    max_total: int | None = None,
 ) -> tuple[list[tuple[str, str]], EdgeRequest]:
     """The edge stage for both lanes: the client's headers as text, and `admit`'s verdict
-    (raises `Refused`)."""
+    (raises `Refused`). `max_total` bounds the header fields together; the fast lane hands
+    a head that long to the aiohttp lane, which passes it."""
+    if max_total is not None and sum(len(k) + len(v) for k, v in raw) > max_total:
+        raise Refused(
+            431,
+            f"request header fields total more than {max_total} bytes (limits.max_header_total)",
+        )
     raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     edge = admit(
         method,

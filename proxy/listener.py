@@ -65,6 +65,7 @@ class Listener:
         self.fast_lane = fast_lane
         self.express = express  # the fast lane answers from callbacks when it can
         self.idle_timeout = limits.idle_timeout
+        self.max_head = limits.max_header_total  # longer heads: the aiohttp lane answers 431
         self.parser_limits = {
             "max_line_size": limits.max_request_line,
             "max_field_size": limits.max_header_size,
@@ -257,7 +258,7 @@ class EdgeConnection(asyncio.Protocol):
             else:
                 self._arm_idle()
             return
-        if len(messages) != 1 or upgraded or tail:
+        if len(messages) != 1 or upgraded or tail or head_end - pos > self.listener.max_head:
             self._hand_off()
             return
         msg, payload = messages[0]

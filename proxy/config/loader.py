@@ -84,6 +84,7 @@ LIMITS_SPEC: Spec = {
     "max_request_line": ("int", 64, 1_048_576, False),
     "max_header_size": ("int", 64, 1_048_576, False),
     "max_headers": ("int", 1, 10_000, False),
+    "max_header_total": ("int", 1024, 16 * 1024 * 1024, False),
     "idle_timeout": ("num", 0.1, 86_400, False),
     "websocket_message": ("int", 1024, 1 << 30, False),
 }

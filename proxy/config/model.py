@@ -196,6 +196,9 @@ class Limits:
     max_request_line: int = 8190
     max_header_size: int = 8190
     max_headers: int = 100
+    # All header fields of a request together (names and values): per-field and count
+    # limits alone still let one request carry 100 x 8 KiB. Envoy answers 431 past 60 KiB.
+    max_header_total: int = 64 * 1024
     # Seconds a connection may stay without a complete request: idle between keep-alive
     # requests, or trickling in a request's headers (slowloris). nginx: 75 s keepalive.
     idle_timeout: float = 75.0

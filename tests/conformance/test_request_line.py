@@ -153,3 +153,15 @@ def test_http10_keep_alive_is_honoured_when_the_length_is_known(e):
         second = w.send(req).response()
     assert first.status == second.status == 200
     assert [r.target for r in e.legacy.assert_clean()] == ["/k", "/k"]
+
+
+@pytest.mark.parametrize(("count", "status"), [(7, 200), (9, 431)])
+def test_header_fields_are_bounded_together_not_only_one_by_one(e, count, status):
+    """100 fields of 8 KiB each would pass the per-field and count limits: 800 KiB a
+    request. The default total is 64 KiB (Envoy: 60 KiB, nginx: 32 KiB)."""
+    fields = b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 8000) for i in range(count))
+    with Wire(e.port) as w:
+        resp = w.send(b"GET /big HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n").response()
+    assert resp.status == status, resp.body[:200]
+    if status == 431:
+        assert e.legacy.requests() == []
