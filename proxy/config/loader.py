@@ -209,6 +209,7 @@ class _TableReader:
             required=("version", "upstreams"),
             what="the file",
             elsewhere=_TOP_ELSEWHERE,
+            extensions=True,
         )
         if top is None:
             return None

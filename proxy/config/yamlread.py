@@ -86,11 +86,14 @@ class Reader:
         required: Collection[str] = (),
         what: str = "",
         elsewhere: Mapping[str, str] | None = None,
+        extensions: bool = False,
     ) -> Fields | None:
         """The key -> value nodes of a mapping with a fixed set of keys.
 
         Unknown keys (with a did-you-mean, or where they belong per `elsewhere`), duplicate
         keys and missing required keys are reported; merge keys (`<<: *x`) are honoured.
+        With `extensions`, keys starting with `x-` are ignored: a place for YAML anchors
+        shared by several routes (docker-compose's extension fields).
         """
         if not isinstance(node, MappingNode):
             hint = f"write {what or field} as `key: value` lines indented under it"
@@ -103,6 +106,8 @@ class Reader:
             return None
         prefix = f"{field}." if field else ""
         for key, (key_node, _) in fields.items():
+            if extensions and key.startswith("x-"):
+                continue
             if key not in allowed:
                 if elsewhere and key in elsewhere:
                     fix = f"it belongs under {elsewhere[key]}: write `{elsewhere[key]}: {{{key}: ...}}`"

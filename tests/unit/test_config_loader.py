@@ -320,3 +320,13 @@ upstreams:
 """
     ups = parse_config(text).upstreams
     assert ups["copy"].port == 2 and ups["copy"].timeout.connect == 1.0
+
+
+def test_top_level_x_keys_hold_shared_blocks_and_other_unknown_keys_stay_errors():
+    text = (
+        "version: 1\nx-defaults: &d {timeout: {total: 7.0}}\n"
+        "upstreams:\n  legacy: {<<: *d, url: 'http://a'}\n"
+    )
+    assert parse_config(text).upstreams["legacy"].timeout.total == 7.0
+    with pytest.raises(ConfigError, match="unknown key 'defaults'"):
+        parse_config(text.replace("x-defaults", "defaults"))
