@@ -327,8 +327,17 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
                 handler.in_flight,
             )
 
+    cut_now = asyncio.Event()
+
+    def second_interrupt() -> None:
+        # A person pressing Ctrl-C again does not want to wait for the grace period.
+        # (SIGTERM again stays graceful: scripts and orchestrators may repeat it.)
+        log.warning("interrupted again: cutting %d requests in flight now", handler.in_flight)
+        cut_now.set()
+
+    loop.add_signal_handler(signal.SIGINT, second_interrupt)
     overdue = loop.call_later(grace, grace_over)
-    await drain(listener, low_level, grace)
+    await drain(listener, low_level, grace, cut_now)
     overdue.cancel()
     if admin_runner is not None:
         await admin_runner.cleanup()
@@ -363,8 +372,11 @@ def _open_shadow_store(config: Config, open_store: Callable[[Config], Any]) -> A
 _UNWIND = 1.0
 
 
-async def drain(listener: Any, low_level: web.Server, grace: float) -> None:
-    """Let requests in flight finish, with `grace` as one deadline for all of them.
+async def drain(
+    listener: Any, low_level: web.Server, grace: float, cut_now: asyncio.Event | None = None
+) -> None:
+    """Let requests in flight finish, with `grace` as one deadline for all of them, or
+    until `cut_now` is set.
 
     Idle keep-alive connections of the aiohttp lane are closed at once (`pre_shutdown`):
     aiohttp's own `shutdown` would otherwise wait the whole grace period for a next
@@ -372,12 +384,21 @@ async def drain(listener: Any, low_level: web.Server, grace: float) -> None:
     for it to unwind once cancelled; past `grace` + `_UNWIND` what is left is closed.
     """
     low_level.pre_shutdown()
-    stopping = asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
-    try:
-        await asyncio.wait_for(stopping, grace + _UNWIND)
-    except TimeoutError:
+    stopping = asyncio.ensure_future(
+        asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
+    )
+    waits: set[asyncio.Future[Any]] = {stopping}
+    if cut_now is not None:
+        waits.add(asyncio.ensure_future(cut_now.wait()))
+    await asyncio.wait(waits, timeout=grace + _UNWIND, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    if not stopping.done() or stopping.cancelled():
+        await asyncio.gather(stopping, return_exceptions=True)
         for conn in low_level.connections:
             conn.force_close()
+        for edge_conn in list(listener.connections):
+            edge_conn.abort()
 
 
 def _warnings(config: Config) -> list[str]:

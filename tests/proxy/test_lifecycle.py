@@ -256,3 +256,15 @@ def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_peri
     took = asyncio.run(hold_a_websocket())
     assert proxy.proc.returncode == 0
     assert took < 4 + 3, f"stopped after {took:.1f}s with a 4s grace period"
+
+
+def test_a_second_ctrl_c_cuts_the_drain_short(start_proxy):
+    proxy = start_proxy(extra="grace_period: 30\n")
+    t, outcome = slow_request_in_flight(proxy, 25)
+    proxy.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "draining: 1 requests in flight" in proxy.log.read_text(), what="the drain")
+    proxy.proc.send_signal(signal.SIGINT)
+    assert proxy.proc.wait(15) == 0, "a second Ctrl-C must not wait for the 25 s request"
+    t.join(15)
+    assert "error" in outcome, outcome  # cut, not answered
+    assert "interrupted again: cutting 1 requests in flight now" in proxy.log.read_text()
