@@ -124,6 +124,19 @@ class CannotListen(CannotStart):
         super().__init__(f"cannot listen for {what} on {host}:{port}: {reason} ({hint})")
 
 
+def _probe_free(host: str, port: int) -> None:
+    """Bind (without listening) as no other process may: the workers' SO_REUSEPORT would
+    otherwise share the port with another strangler started by mistake, and the two
+    configs would split the traffic without a word."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except (OSError, OverflowError) as exc:
+            raise CannotListen("requests (listen)", host, port, exc) from exc
+
+
 def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -425,6 +438,12 @@ def serve(opts: ServeOptions) -> int:
                 "(--port or listen.port)",
                 file=sys.stderr,
             )
+            return 1
+        host = opts.host or runtime.config.listen.host
+        try:
+            _probe_free(host, port)
+        except CannotListen as exc:
+            print(f"strangler: {exc}", file=sys.stderr)
             return 1
         return _supervise(opts)
     if opts.supervisor_pid is not None:

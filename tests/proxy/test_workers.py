@@ -214,3 +214,25 @@ def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstr
         port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0].rstrip('",'))
         assert port != 0
         assert httpx.get(f"http://127.0.0.1:{port}/x").status_code == 200
+
+
+def test_a_second_supervisor_cannot_share_the_port_through_reuseport(
+    start_proxy, tmp_path, upstreams
+):
+    """Workers bind with SO_REUSEPORT; a second `strangler serve --workers` on the same port
+    (started by mistake, with another config) would silently get half the traffic."""
+    first = start_proxy(args=("--workers", "2"))
+    wait_until(lambda: len(worker_pids(first.proc.pid)) == 2, what="two workers")
+    port = int(first.url.rsplit(":", 1)[1])
+    config = tmp_path / "second.yaml"
+    config.write_text(base_config(upstreams, port, free_port()))
+    out = subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen for requests (listen) on 127.0.0.1:{port}" in out.stderr
+    assert fresh_get(first.url + "/x").status_code == 200
