@@ -46,9 +46,42 @@ def config_warnings(config: Config) -> list[str]:
     return out
 
 
+# RFC 9110's methods, PATCH (RFC 5789) and WebDAV's (RFC 4918, 3253): anything else in a
+# route's `methods` is more likely a typo or a YAML 1.1 boolean word (`ON`, `YES`).
+KNOWN_METHODS = frozenset(
+    [
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "CONNECT",
+        "OPTIONS",
+        "TRACE",
+        "PATCH",
+        "PROPFIND",
+        "PROPPATCH",
+        "MKCOL",
+        "COPY",
+        "MOVE",
+        "LOCK",
+        "UNLOCK",
+        "REPORT",
+        "SEARCH",
+        "MKCALENDAR",
+    ]
+)
+
+
 def _route_warnings(config: Config, route: Route) -> list[str]:
     out: list[str] = []
     mode = route.mode
+    unusual = sorted(set(route.match.methods or ()) - KNOWN_METHODS)
+    if unusual:
+        out.append(
+            f"match.methods: {', '.join(unusual)}: not a standard HTTP method (a typo, or a "
+            "YAML word like ON or YES?)"
+        )
     if route.fallback and mode not in ("canary", "extracted"):
         out.append(f"fallback has no effect in mode {mode!r} (only canary and extracted fall back)")
     if mode == "legacy" and not route.tenants.extracted:

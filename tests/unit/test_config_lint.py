@@ -107,3 +107,14 @@ def test_target_on_a_legacy_route_with_extracted_pins_is_used():
         "routes.yaml:7: route 'early': target, rewrite have no effect in mode 'legacy' "
         "(nothing is sent to the target)"
     ]
+
+
+def test_a_method_that_is_no_http_method_is_pointed_out():
+    text = HEAD + (
+        "routes:\n  - name: m\n    match: {prefix: /a, methods: [GET, ON, yes, PROPFIND]}\n"
+        "    mode: extracted\n    target: customers\n"
+    )
+    assert warnings_for(text) == [
+        "routes.yaml:6: route 'm': match.methods: ON, YES: not a standard HTTP method "
+        "(a typo, or a YAML word like ON or YES?)"
+    ]
