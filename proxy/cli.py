@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy import __version__
 
@@ -73,14 +74,14 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(str(exc), file=sys.stderr)
         return 1
-    rows = [("ROUTE", "MATCH", "METHODS", "MODE", "SIDE/TARGET", "REWRITE", "ACL")]
+    rows = [("ROUTE", "MATCH", "METHODS", "MODE", "ANSWERS", "REWRITE", "ACL")]
     for r in config.routes:
         m = r.match
         match = m.path or (f"{m.prefix}/*" if m.prefix and m.prefix != "/" else "/*")
         if m.regex:
             match = f"~{m.regex}"
         if m.host:
-            match = f"{m.host}{match}"
+            match = f"host={m.host} {match}"
         for h in m.headers:
             match += f" [{h.name}: {h.value}]" if h.value is not None else f" [{h.name} ~{h.regex}]"
         mode = r.mode + (f" {r.canary.percent:g}%" if r.mode == "canary" else "")
@@ -90,7 +91,7 @@ def _cmd_routes(args: argparse.Namespace) -> int:
                 match,
                 ",".join(sorted(m.methods)) if m.methods else "*",
                 mode,
-                r.target or config.default,
+                _answers(r, config.default),
                 r.rewrite or "-",
                 r.acl or "-",
             )
@@ -100,6 +101,18 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _answers(route: Any, default: str) -> str:
+    """Who answers the client, and where the target comes in."""
+    target = route.target or default
+    if route.mode == "shadow":
+        return f"{default} (shadow: {target})"
+    if route.mode == "canary":
+        return f"{target} / {default}"
+    if route.mode == "extracted":
+        return target + (f" (fallback: {default})" if route.fallback else "")
+    return default
 
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:

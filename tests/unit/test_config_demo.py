@@ -165,7 +165,7 @@ routes:
         "MATCH",
         "METHODS",
         "MODE",
-        "SIDE/TARGET",
+        "ANSWERS",
         "REWRITE",
         "ACL",
     ]
@@ -174,6 +174,7 @@ routes:
     assert "extracted" in item and "svc" in item and "/v1/items/{id}" in item
     beta = next(line for line in lines if line.startswith("beta "))
     assert "/beta/* [x-beta ~on|yes]" in beta and "canary 10%" in beta
+    assert "svc / legacy" in beta  # who answers: the target for 10%, legacy for the rest
     assert lines[-1].split()[:2] == ["(default)", "*"] and "legacy" in lines[-1]
 
 
