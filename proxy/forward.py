@@ -58,10 +58,11 @@ class UpstreamPool:
 
     def websocket_session(self) -> aiohttp.ClientSession:
         if self._ws_session is None:
-            from proxy.websocket import HandshakeResponse
+            from proxy.websocket import HandshakeResponse, no_redirects
 
             self._ws_session = aiohttp.ClientSession(
                 response_class=HandshakeResponse,
+                trace_configs=[no_redirects()],
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO,
                 cookie_jar=aiohttp.DummyCookieJar(),

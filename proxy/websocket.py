@@ -67,6 +67,28 @@ class HandshakeResponse(aiohttp.ClientResponse):
         return response
 
 
+async def _never_follow(_session: Any, _ctx: Any, params: Any) -> None:
+    """aiohttp's `ws_connect` follows redirects, to any host: an open redirect in the
+    upstream would make the proxy connect wherever it points, with the client's headers.
+    A redirect is the upstream's answer; it is relayed to the client like a refusal."""
+    response = params.response
+    response.release()
+    raise aiohttp.WSServerHandshakeError(
+        response.request_info,
+        (),
+        status=response.status,
+        message="redirect not followed",
+        headers=response.headers,
+    )
+
+
+def no_redirects() -> aiohttp.TraceConfig:
+    """A trace config for the WebSocket session that turns a redirect into its answer."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(_never_follow)
+    return trace
+
+
 async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
     """The whole body, or None when it is longer than `REFUSAL_BODY_LIMIT`."""
     chunks: list[bytes] = []

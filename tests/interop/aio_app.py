@@ -188,11 +188,25 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def ws_redirect(request: web.Request) -> web.Response:
+    """Answers an upgrade with a redirect to this server's own `/ai/ws-followed`."""
+    return web.Response(
+        status=302,
+        text="moved",
+        headers={"Location": f"http://{request.host}/ai/ws-followed"},
+    )
+
+
+async def ws_followed(request: web.Request) -> web.Response:
+    request.app["stats"]["ws_followed"] += 1
+    return web.Response(status=404)
+
+
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app["stats"] = {
         "started": 0, "ended": 0, "hang_started": 0, "hang_cancelled": 0,
-        "upload_started": 0, "upload_aborted": 0, "ws_closes": [],
+        "upload_started": 0, "upload_aborted": 0, "ws_closes": [], "ws_followed": 0,
     }  # fmt: skip
     app.router.add_get("/ai/ready", ready)
     app.router.add_route("*", "/ai/echo", echo)
@@ -207,6 +221,8 @@ def make_app() -> web.Application:
     app.router.add_get("/ai/ws-record", ws_recorder)
     app.router.add_get("/ai/hang", hang)
     app.router.add_get("/ai/ws-auth", ws_auth)
+    app.router.add_get("/ai/ws-redirect", ws_redirect)
+    app.router.add_get("/ai/ws-followed", ws_followed)
     app.router.add_post("/ai/upload", upload)
     return app
 

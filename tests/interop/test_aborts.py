@@ -140,6 +140,28 @@ async def test_a_refused_websocket_upgrade_shows_the_upstreams_answer(stack):
     stack.alive()
 
 
+def test_a_redirected_websocket_upgrade_is_relayed_never_followed(stack):
+    """Following it would let an open redirect in the upstream point the proxy at any host,
+    with the client's headers. (A raw socket: WebSocket client libraries follow redirects.)"""
+    handshake = (
+        b"GET /ai/ws-redirect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+        sock.sendall(handshake)
+        answer = b""
+        while b"moved" not in answer:
+            piece = sock.recv(65536)
+            assert piece, answer
+            answer += piece
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert answer.startswith(b"HTTP/1.1 302"), answer[:200]
+    assert b"location: http://" in head and b"/ai/ws-followed" in head
+    assert _stats(stack)["ws_followed"] == 0
+    stack.alive()
+
+
 def test_a_sync_gunicorn_worker_is_freed_when_the_client_leaves_its_stream(stack):
     # gunicorn's sync worker serves one request at a time: if the proxy kept draining the
     # abandoned 6 s stream, the next request would wait for it.
