@@ -211,6 +211,9 @@ def response_headers(resp: UpstreamResponse | aiohttp.ClientResponse) -> CIMulti
     return out
 
 
+_OWS = (0x20, 0x09)
+
+
 def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """Why an upstream response cannot be passed on faithfully, or None. Pure.
 
@@ -222,6 +225,11 @@ def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str 
     if not 200 <= status <= 599:
         return f"upstream sent status {status} where a final response was due"
     for name, value in raw_headers:
+        if name and name[-1] in _OWS:
+            # RFC 9112 §5.1: whitespace before the colon; llhttp lets `Content-Length : 3`
+            # through as another field, and relayed next to the proxy's own framing it
+            # would tell a lenient client or cache a second length.
+            return "upstream sent whitespace between a header field name and its colon"
         if name.lower() == b"transfer-encoding":
             for coding in value.decode("latin-1").split(","):
                 coding = coding.strip().lower()

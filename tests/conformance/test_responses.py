@@ -27,6 +27,9 @@ BAD_GATEWAY = {
     "nul-in-value": b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\n" + OK3,
     "space-in-name": b"HTTP/1.1 200 OK\r\nBad Name: x\r\n" + OK3,
     "space-before-colon": b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\n" + OK3,
+    "space-before-colon-cl": b"HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\nabc",
+    "tab-before-colon-te": b"HTTP/1.1 200 OK\r\nTransfer-Encoding\t: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
     "oversized-header": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n" + OK3,
     "too-many-headers": b"HTTP/1.1 200 OK\r\n"
     + b"".join(b"X-H%d: v\r\n" % i for i in range(300))
