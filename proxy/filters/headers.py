@@ -36,6 +36,10 @@ CLIENT_CLAIMS = frozenset(
         "x-real-ip",
         "true-client-ip",
         "x-client-ip",
+        "client-ip",
+        "x-proxyuser-ip",
+        "x-original-host",
+        "x-host",
         "x-cluster-client-ip",
         "cf-connecting-ip",
         "fastly-client-ip",
@@ -49,11 +53,20 @@ CLIENT_CLAIMS = frozenset(
         "front-end-https",
     }
 )
-# Headers that make an upstream (IIS URL Rewrite, Symfony, Zend) serve another path than the
-# request line's: the proxy routed by the request line, so these would let a client reach a
-# path a route took away from that upstream. No edge in front legitimately sends them.
-PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
-_DROPPED_FROM_TRUSTED = HOP_BY_HOP | PATH_OVERRIDES
+# Headers that make an upstream serve another path or method than the request line's
+# (IIS URL Rewrite, Symfony and Zend read X-Original-URL; Symfony, Spring, Express and Google
+# APIs honour method overrides): the proxy routed by the request line, so these would let a
+# client reach a path or method a route took away from that upstream.
+REQUEST_OVERRIDES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
+_DROPPED_FROM_TRUSTED = HOP_BY_HOP | REQUEST_OVERRIDES
 _DROPPED_FROM_CLIENTS = _DROPPED_FROM_TRUSTED | CLIENT_CLAIMS
 VIA_VALUE = "1.1 strangler"
 _random_bits = random.Random().getrandbits  # seeded once from os.urandom
@@ -141,8 +154,8 @@ def forward_headers(
       and extended, so a client cannot claim another address, scheme or host (of repeated
       `X-Forwarded-Proto`/`-Host` values the last, the nearest proxy's, counts);
     * `X-Real-IP`, `True-Client-IP` and the other `CLIENT_CLAIMS` kept from a `trusted` peer
-      only, and `X-Original-URL`/`X-Rewrite-URL` never (routing and the upstream must agree
-      on the path);
+      only, and `REQUEST_OVERRIDES` (`X-Original-URL`, `X-HTTP-Method-Override`, ...) never:
+      routing and the upstream must agree on the path and the method;
     * `Via` extended at its end (RFC 9110 §7.6.3) or added, and `X-Request-ID` last.
 
     `Content-Length` is kept even when `Connection` lists it: framing is the proxy's to

@@ -183,7 +183,12 @@ CLAIMS = [
     ("X-Forwarded-Prefix", "/admin"),
     ("X-Forwarded-Ssl", "on"),
 ]
-OVERRIDES = [("X-Original-URL", "/admin"), ("x-rewrite-url", "/admin")]
+OVERRIDES = [
+    ("X-Original-URL", "/admin"),
+    ("x-rewrite-url", "/admin"),
+    ("X-HTTP-Method-Override", "DELETE"),
+    ("X-Method-Override", "DELETE"),
+]
 
 
 def test_client_claims_reach_the_upstream_only_from_a_trusted_peer():
