@@ -92,15 +92,32 @@ class Listener:
         return EdgeConnection(self)
 
     async def shutdown(self, grace: float) -> None:
-        """Close idle connections now, let requests in flight finish within `grace`."""
+        """Close idle connections now, let requests in flight finish within `grace`, and
+        their answers reach the client: a handler is done when its last bytes are queued,
+        not sent, and a slow reader still has them to take."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.closing = True
         for conn in list(self.connections):
             conn.close_when_done()
         busy = [w for w in (c.busy_waiter() for c in self.connections) if w is not None]
         if busy:
             await asyncio.wait(busy, timeout=grace)
+        await flushed([c.transport for c in self.connections], deadline)
         for conn in list(self.connections):
             conn.abort()
+
+
+async def flushed(transports: list[Any], deadline: float, every: float = 0.02) -> None:
+    """Until what the transports have queued is written (or `deadline`, loop time)."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        try:
+            if not any(t.get_write_buffer_size() for t in transports if t is not None):
+                return
+        except (AttributeError, RuntimeError):  # a transport already gone
+            return
+        await asyncio.sleep(every)
 
 
 class _Starting:

@@ -32,7 +32,7 @@ from proxy.config.model import Config
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
 from proxy.http1 import SERVER_NAME
-from proxy.listener import Listener
+from proxy.listener import Listener, flushed
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.telemetry import (
@@ -396,6 +396,11 @@ async def drain(
     request that never comes. And aiohttp waits `grace` for a handler, then `grace` again
     for it to unwind once cancelled; past `grace` + `_UNWIND` what is left is closed.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    # aiohttp closes each connection once its handler is done, with the answer's last
+    # bytes maybe still queued: they are written before the process leaves.
+    transports = [c.transport for c in low_level.connections]
     low_level.pre_shutdown()
     stopping = asyncio.ensure_future(
         asyncio.gather(listener.shutdown(grace), low_level.shutdown(grace))
@@ -412,6 +417,10 @@ async def drain(
             conn.force_close()
         for edge_conn in list(listener.connections):
             edge_conn.abort()
+        return
+    # Connections handed to the aiohttp lane after the drain began are in `connections` too.
+    transports += [c.transport for c in low_level.connections]
+    await flushed(transports, deadline)
 
 
 def _warnings(config: Config) -> list[str]:

@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import httpx
+import pytest
 
 from tests.support.procs import wait_until
 
@@ -268,3 +269,33 @@ def test_a_second_ctrl_c_cuts_the_drain_short(start_proxy):
     t.join(15)
     assert "error" in outcome, outcome  # cut, not answered
     assert "interrupted again: cutting 1 requests in flight now" in proxy.log.read_text()
+
+
+@pytest.mark.parametrize("fast_lane", ["1", "0"])
+def test_a_slow_reader_gets_the_whole_answer_when_the_proxy_stops(
+    start_proxy, monkeypatch, fast_lane
+):
+    """A handler is done once the answer's last bytes are queued; a client that reads
+    slowly must still get them before the process leaves (within the grace period)."""
+    import socket
+
+    monkeypatch.setenv("STRANGLER_FAST_LANE", fast_lane)
+    proxy = start_proxy(extra="grace_period: 20\n")
+    size = 4_000_000
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])))
+    sock.sendall(f"GET /bytes?n={size}&length=1 HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    first = sock.recv(4096)  # the answer has begun; the rest waits in buffers
+    assert first.startswith(b"HTTP/1.1 200")
+    proxy.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "draining:" in proxy.log.read_text(), what="the drain to begin")
+    received = bytearray(first)
+    sock.settimeout(20)
+    while piece := sock.recv(8192):
+        received += piece
+        time.sleep(0.001)  # a slow reader: the proxy's buffers stay full to the end
+    sock.close()
+    body = bytes(received).split(b"\r\n\r\n", 1)[1]
+    assert len(body) == size
+    assert proxy.proc.wait(20) == 0
