@@ -6,6 +6,7 @@ byte for byte; one it needs but cannot read as JSON is refused, never relayed un
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,37 @@ def _content_type(headers: Headers) -> str:
 
 def is_json(headers: Headers) -> bool:
     ctype = _content_type(headers)
-    return ctype == "application/json" or ctype.endswith("+json")
+    return ctype in ("application/json", "text/json") or ctype.endswith("+json")
+
+
+def _content_encoding(headers: Headers) -> str:
+    for key, value in headers:
+        if key.lower() == "content-encoding":
+            return value.strip().lower()
+    return ""
+
+
+# A compressed body is decoded for translation up to this size (a bomb stays a 502).
+DECODED_LIMIT = 16 * 1024 * 1024
+
+
+def _decoded(headers: Headers, raw: bytes) -> tuple[bytes | None, str | None]:
+    """The body without its content coding (gzip, deflate), or (None, why not). The proxy
+    asks services for `identity`, but some compress anyway."""
+    coding = _content_encoding(headers)
+    if coding in ("", "identity"):
+        return raw, None
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return None, f"Content-Encoding {coding} cannot be decoded for translation"
+    wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
+    try:
+        inflater = zlib.decompressobj(wbits)
+        plain = inflater.decompress(raw, DECODED_LIMIT + 1)
+    except zlib.error as exc:
+        return None, f"{coding} body does not decode: {exc}"
+    if len(plain) > DECODED_LIMIT or inflater.unconsumed_tail:
+        return None, f"{coding} body decodes to more than {DECODED_LIMIT} bytes"
+    return plain, None
 
 
 # The monolith reads a write's body as JSON whatever its Content-Type (`curl -d` sends
@@ -65,10 +96,13 @@ def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any
     that needs a record refuses an unparsed body; others forward the raw bytes untouched."""
     if not raw:
         return None, None
-    if not any_type and not is_json(headers):
-        return None, f"Content-Type {_content_type(headers) or '(none)'} is not JSON"
+    if not any_type and _content_type(headers) and not is_json(headers):
+        return None, f"Content-Type {_content_type(headers)} is not JSON"
+    plain, why = _decoded(headers, raw)
+    if plain is None:
+        return None, why
     try:
-        return json.loads(raw), None
+        return json.loads(plain), None
     except (ValueError, UnicodeDecodeError) as exc:
         return None, str(exc)  # json's own words, as the monolith quotes them
 
@@ -78,7 +112,12 @@ def encode_body(body: Any) -> bytes:
 
 
 def _with_json_headers(headers: Headers, length: int) -> Headers:
-    kept = tuple((k, v) for k, v in headers if k.lower() not in ("content-length", "content-type"))
+    """Headers for a body the ACL wrote: plain JSON of `length` bytes (no content coding)."""
+    kept = tuple(
+        (k, v)
+        for k, v in headers
+        if k.lower() not in ("content-length", "content-type", "content-encoding")
+    )
     return (*kept, ("Content-Type", "application/json"), ("Content-Length", str(length)))
 
 

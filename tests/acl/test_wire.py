@@ -115,3 +115,48 @@ def test_error_response_is_a_502_with_the_field_path():
         "direction": "response_to_legacy",
         "path": "$.name",
     }
+
+
+SERVICE_RECORD = {
+    "id": 5, "name": {"given": "Al", "family": "Roe"}, "email": "a@b.co", "phone": "",
+    "address": {"line1": "", "city": "", "postal_code": ""}, "active": False,
+    "created_at": "2024-01-02T03:04:05Z", "tenant": "acme",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "encode"),
+    [
+        ((("Content-Type", "application/json"), ("Content-Encoding", "gzip")), "gzip"),
+        ((("Content-Type", "application/json"), ("Content-Encoding", "deflate")), "deflate"),
+        ((("Content-Type", "text/json"),), None),
+        ((), None),  # no Content-Type: read as JSON all the same
+    ],
+)
+def test_service_answers_a_translator_can_read_are_translated(headers, encode):
+    import gzip
+    import zlib
+
+    raw = json.dumps(SERVICE_RECORD).encode()
+    if encode == "gzip":
+        raw = gzip.compress(raw)
+    elif encode == "deflate":
+        raw = zlib.compress(raw)
+    legacy_req = request_message("GET", "/api/customers/5", None, (), b"")
+    out = translate_response(CUSTOMERS, 200, headers, raw, legacy_req)
+    assert json.loads(out.body)["cust_nm"] == "ROE, Al"
+    names = [k.lower() for k, _ in out.headers]
+    assert "content-encoding" not in names  # the ACL wrote plain JSON
+    assert dict(out.headers)["Content-Length"] == str(len(out.body))
+
+
+def test_a_compressed_answer_too_big_to_decode_is_a_502():
+    import gzip
+
+    from acl import wire
+
+    bomb = gzip.compress(b" " * (wire.DECODED_LIMIT + 10))
+    legacy_req = request_message("GET", "/api/customers/5", None, (), b"")
+    headers = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
+    with pytest.raises(TranslationError, match="decodes to more than"):
+        translate_response(CUSTOMERS, 200, headers, bomb, legacy_req)
