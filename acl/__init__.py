@@ -10,6 +10,7 @@ from acl.registry import DEFAULT_DIRECTORY, load_translators, register
 from acl.translator import (
     BaseTranslator,
     LoadProblem,
+    NoEndpoint,
     RequestMessage,
     RequestRejected,
     ResponseMessage,
@@ -25,6 +26,7 @@ __all__ = [
     "ConversionError",
     "DeclarativeTranslator",
     "LoadProblem",
+    "NoEndpoint",
     "RequestMessage",
     "RequestRejected",
     "ResponseMessage",

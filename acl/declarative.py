@@ -25,6 +25,7 @@ from acl.translator import (
     RESPONSE_TO_LEGACY,
     TO_LEGACY,
     TO_NEW,
+    NoEndpoint,
     RequestMessage,
     RequestRejected,
     ResponseMessage,
@@ -444,7 +445,7 @@ class DeclarativeTranslator:
             m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
             if m and (ep.methods is None or method in ep.methods):
                 return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
-        raise TranslationError(
+        raise NoEndpoint(
             self.name,
             direction,
             "path",

@@ -153,6 +153,12 @@ class TranslatorLoadError(Exception):
         return "\n".join(lines)
 
 
+class NoEndpoint(TranslationError):
+    """No endpoint of the translator covers the request's method and path: the translator
+    cannot say what the service would make of it. The proxy lets legacy, the path's owner
+    before the route was extracted, answer it (`/api/customers/abc` is its 404)."""
+
+
 class BaseTranslator:
     """Identity translator to subclass for Python translators: override what differs."""
 

@@ -45,6 +45,7 @@ from proxy.forward import (
 from proxy.routing import AmbiguousPath, RouteMatch
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
+from proxy.telemetry.logging import ThrottledWarnings
 from proxy.telemetry.tracing import Tracing
 from proxy.upstream.caller import Outgoing, Started, UpstreamCaller, UpstreamFailure
 from proxy.upstream.registry import GuardRegistry
@@ -143,6 +144,8 @@ class ProxyHandler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self._fallback_log = ThrottledWarnings(log)
+        self._failure_log = ThrottledWarnings(log)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp lane: requests with bodies, upgrades, and anything the edge refuses."""
@@ -740,7 +743,8 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             if not can_fallback:
                 raise
-            log.warning(
+            self._fallback_log.warn(
+                ex.route_name,
                 "fallback to legacy on route %s: %s (request %s)",
                 ex.route_name,
                 failure.reason,
@@ -776,11 +780,26 @@ class ProxyHandler:
         Both lanes: `relay_legacy` passes on a legacy answer (after a fallback) untranslated;
         anything else is answered with a `web.Response`.
         """
-        from acl.translator import TranslationError
+        from acl.translator import NoEndpoint, TranslationError
         from acl.wire import request_message, translate_request, translate_response
 
         try:
             wire = translate_request(translator, method, ex.path, query, headers, body, params)
+        except NoEndpoint as exc:
+            # The translator does not cover this method and path (`/api/customers/abc`
+            # where it knows `{id:int}`): the path's owner before extraction answers it.
+            original = Outgoing(method, headers, host_header, body or None)
+            legacy = rt.config.upstreams[rt.config.default]
+            ex.side, ex.upstream, ex.fallback_reason = LEGACY, legacy.name, str(exc.message)
+            try:
+                resp = await self.caller.call(original, legacy, ex.path, query, ex, fallback=True)
+            except UpstreamFailure as failure:
+                return self._failure_response(failure, ex, accept)
+            try:
+                out, ex.bytes_out = await relay_legacy(resp)
+                return out
+            finally:
+                resp.release()
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
         # The translator may route the call itself; otherwise the route's `rewrite` applies.
@@ -938,11 +957,17 @@ class ProxyHandler:
         self, failure: UpstreamFailure, ex: Exchange, accept: str | None
     ) -> web.Response:
         ex.error = failure.reason
-        log.warning("route %s: %s (request %s)", ex.route_name, failure.reason, ex.request_id)
+        self._failure_log.warn(
+            (ex.route_name, failure.status),
+            "route %s: %s (request %s)",
+            ex.route_name,
+            failure.reason,
+            ex.request_id,
+        )
         extra = None
         if failure.retry_after is not None:
             extra = {"Retry-After": str(max(1, round(failure.retry_after)))}
-        return error_response(
+        answer = error_response(
             failure.status,
             failure.reason,
             route=ex.route_name,
@@ -950,6 +975,8 @@ class ProxyHandler:
             accept=accept,
             headers=extra,
         )
+        ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
+        return answer
 
 
 class _Express:

@@ -287,3 +287,31 @@ class RequestLog:
         record = logger.makeRecord(logger.name, logging.ERROR, "", 0, message, None, exc_info)
         record.fields = {"request_id": request_id, "trace_id": trace_id, **fields}
         logger.handle(record)
+
+
+class ThrottledWarnings:
+    """At most one warning per key every `every` seconds, the next one saying how many were
+    held back: a dead upstream under load would otherwise write a warning per request
+    (thousands a second, beside the access lines that already record each one)."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[Any, float] = {}
+        self._held: dict[Any, int] = {}
+
+    def warn(self, key: Any, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        if len(self._last) > 10_000:  # keys are routes and reasons: bounded in practice
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            message += " (and %d more like it in the last %.0fs)"
+            args = (*args, held, now - last if last is not None else self.every)
+        self.logger.warning(message, *args)

@@ -144,6 +144,14 @@ def test_detail_and_not_found(pair):
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
 
 
+def test_a_path_the_translator_does_not_cover_is_answered_by_the_monolith(pair):
+    """The route matches `/api/customers/{id}`, the translator knows `{id:int}`: for an id
+    that is no number the monolith, the path's owner before, answers (its own 404)."""
+    for path in ("/api/customers/abc", "/api/customers/-1"):
+        status, body = same(pair, "GET", path)
+        assert status == 404 and body["error"]["code"] == "NOT_FOUND", path
+
+
 def test_missing_tenant_and_malformed_json(pair):
     status, body = same(pair, "GET", "/api/customers", headers={"X-Tenant-ID": None})
     assert status == 400 and body["error"]["code"] == "BAD_TENANT"
