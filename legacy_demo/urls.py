@@ -8,6 +8,7 @@ from legacy_demo.shop import api, pages
 
 urlpatterns = [
     path("health", pages.health, name="health"),
+    path("api/auth/check", api.auth_check),
     path("api/customers", api.customers),
     path("api/customers/<int:cust_id>", api.customer),
     path("api/orders", api.orders),

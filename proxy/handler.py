@@ -27,6 +27,7 @@ from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
+from proxy.filters import auth as auth_filter
 from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
@@ -40,6 +41,7 @@ from proxy.forward import (
     last_on_connection,
     relay,
     response_headers,
+    upstream_target,
     whole_body,
 )
 from proxy.routing import AmbiguousPath, RouteMatch
@@ -56,7 +58,6 @@ _DECHUNK_LIMIT = 1024 * 1024  # chunked request bodies up to this are sent with 
 _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
 _UPGRADE_KEEP = frozenset({"upgrade", "connection"})
-_DROP_FROM_CLIENT = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
 _PLAIN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PLAIN_BODY_LIMIT = 64 * 1024  # bodies up to this, with a Content-Length, take the fast lane
 
@@ -314,6 +315,12 @@ class ProxyHandler:
             cookies=lambda: request.cookies,
             websocket=websocket,
         )
+        if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
+            refusal = await self._authorize(
+                rt, request.method, request.raw_path, headers, host_header, ex, accept
+            )
+            if refusal is not None:
+                return refusal
 
         if websocket:
             from proxy.websocket import proxy_websocket
@@ -495,6 +502,19 @@ class ProxyHandler:
         """`_handle` for a request whose body (if any) the listener read whole, answered
         straight to the client connection."""
         plan = self._plain_front(conn, msg, pre, body, ex)
+        route = pre.match.route if pre.match else None
+        if auth_filter.applies(pre.runtime.config.auth, route, ex.side == EXTRACTED):
+            refusal = await self._authorize(
+                pre.runtime,
+                msg.method,
+                msg.path,
+                plan.outgoing.headers,
+                pre.edge.host_header,
+                ex,
+                msg.headers.get("Accept"),
+            )
+            if refusal is not None:
+                return refusal
         if plan.translator is not None:
             match = pre.match
 
@@ -627,6 +647,8 @@ class ProxyHandler:
         route = pre.match.route if pre.match else None
         if route is not None and pre.runtime.translator_for(route) is not None:
             return False
+        if auth_filter.may_apply(pre.runtime.config.auth, route):
+            return False  # the check is awaited: `serve_plain` does it
         client_headers = msg.headers
         ex, started = self._begin(msg.method, client_headers)
         begun = (ex, started)
@@ -689,7 +711,7 @@ class ProxyHandler:
             trusted=trusted,
             request_id=ex.request_id,
             content_length=content_length,
-            drop=_DROP_FROM_CLIENT,
+            drop=rt.client_drop,
             keep=_UPGRADE_KEEP if websocket else frozenset(),
         )
         ex.tenant = extract_tenant(
@@ -941,6 +963,53 @@ class ProxyHandler:
             ex.request_id,
             admitted=True,
         )
+
+    async def _authorize(
+        self,
+        rt: Runtime,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]],
+        host_header: str,
+        ex: Exchange,
+        accept: str | None,
+    ) -> web.Response | None:
+        """Ask `auth.upstream` whether the client may have this request answered by an
+        extracted service. None: yes, and `headers` (as forwarded) got the answer's `copy`
+        headers. Otherwise the answer for the client: the check's own refusal (its 401,
+        403, redirect to a login page), or a 503 when no verdict could be had (fail closed)."""
+        auth = rt.config.auth
+        assert auth is not None
+        upstream = rt.config.upstreams[auth.upstream]
+        send = auth_filter.check_headers(
+            auth, headers, method=method, uri=uri, host=upstream.host_header or host_header
+        )
+        target = upstream_target(upstream, auth.path, None)
+        limit = upstream.timeout.total or upstream.timeout.read or 30.0
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self.pool.pool(upstream).request("GET", target, send, None)
+                try:
+                    body, too_big = await buffer_prefix(resp.content, auth_filter.ANSWER_LIMIT)
+                finally:
+                    resp.release()
+        except (TimeoutError, aiohttp.ClientError, OSError, UpstreamProtocolError) as exc:
+            reason = f"authentication check ({auth.upstream} {auth.path}) failed: {exc!r}"
+            return self._failure_response(UpstreamFailure(503, reason), ex, accept)
+        answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+        if auth_filter.allowed(resp.status):
+            headers.extend(auth_filter.copied(auth, answer))
+            return None
+        if resp.status >= 500 or too_big:
+            reason = f"authentication check ({auth.upstream} {auth.path}) answered {resp.status}"
+            return self._failure_response(UpstreamFailure(503, reason), ex, accept)
+        ex.error = f"authentication check answered {resp.status}"
+        refusal = web.Response(status=resp.status, body=body if method != "HEAD" else None)
+        for name, value in auth_filter.refusal_headers(answer):
+            refusal.headers.add(name, value)
+        refusal.headers["X-Request-ID"] = ex.request_id
+        ex.bytes_out = len(body)
+        return refusal
 
     def _cut_mid_response(self, ex: Exchange, exc: BaseException) -> None:
         """An upstream failed after the answer's head was sent: the connection gets cut."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.model import Config, Route
-from proxy.filters.headers import Network, parse_trusted
+from proxy.filters.headers import CLIENT_DROPPED, Network, parse_trusted
 from proxy.routing import RouteTable
 
 
@@ -25,6 +25,9 @@ class Runtime:
     generation: int = 0
     tenant_key: bytes | None = None  # HS256 secret for JWT tenant claims, read once at load
     notes: tuple[str, ...] = ()  # warnings about the load, logged when it is swapped in
+    # Request headers no client may send upstream: the proxy's own, and those the
+    # authentication check vouches for (`auth.copy`).
+    client_drop: frozenset[str] = CLIENT_DROPPED
 
     @classmethod
     def build(
@@ -43,6 +46,7 @@ class Runtime:
             generation=generation,
             tenant_key=_tenant_key(config),
             notes=notes,
+            client_drop=CLIENT_DROPPED.union(config.auth.copy) if config.auth else CLIENT_DROPPED,
         )
 
     def translator_for(self, route: Route) -> Any | None:

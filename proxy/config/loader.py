@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from proxy.config.lint import config_warnings
 from proxy.config.model import (
+    AuthCheck,
     Config,
     Endpoint,
     Limits,
@@ -62,6 +63,7 @@ TOP_KEYS = (
     "trusted_proxies",
     "limits",
     "grace_period",
+    "auth",
 )
 SUPPORTED_VERSION = 1
 # A key written at the top that belongs in a section (or in each route).
@@ -231,6 +233,7 @@ class _TableReader:
                 "give the admin API its own port, e.g. listen port + 1",
             )
         tenant = self._tenant(top.get("tenant"))
+        auth = self._auth(top.get("auth"), top.get("upstreams"))
         routes = RouteReader(
             r,
             upstreams=upstreams,
@@ -261,6 +264,7 @@ class _TableReader:
             listen=listen,
             admin=admin,
             tenant=tenant,
+            auth=auth,
             state=state,
             shadow=shadow,
             telemetry=telemetry,
@@ -362,6 +366,43 @@ class _TableReader:
         )
         port = r.integer(fields.get("port"), f"{field}.port", default.port, lo=1, hi=65535)
         return Endpoint(host=(host or default.host).lower(), port=port)
+
+    def _auth(self, node: Node | None, upstreams_node: Node | None) -> AuthCheck | None:
+        r = self.r
+        if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
+            return None
+        fields = r.mapping(
+            node, "auth", ("upstream", "path", "send", "copy"), required=("upstream", "path")
+        )
+        if fields is None:
+            return None
+        upstream = r.text(fields.get("upstream"), "auth.upstream", check=check_name, required=True)
+        if upstream is not None and upstream not in _declared_names(upstreams_node):
+            names = sorted(_declared_names(upstreams_node))
+            r.report(
+                fields["upstream"],
+                "auth.upstream",
+                f"unknown upstream {upstream!r}",
+                did_you_mean(upstream, names) or f"use one of: {', '.join(names)}",
+            )
+            upstream = None
+        path = r.text(
+            fields.get("path"),
+            "auth.path",
+            check=_check_origin_path,
+            required=True,
+            fix="write the check's path, e.g. /api/auth/check",
+        )
+        send = r.texts(fields.get("send"), "auth.send", check=check_token, fix="e.g. Authorization")
+        copy = r.texts(fields.get("copy"), "auth.copy", check=check_token, fix="e.g. X-Auth-User")
+        if upstream is None or path is None:
+            return None
+        return AuthCheck(
+            upstream=upstream,
+            path=path,
+            send=tuple(v.lower() for v, _ in send) if "send" in fields else AuthCheck.send,
+            copy=tuple(v.lower() for v, _ in copy),
+        )
 
     def _tenant(self, node: Node | None) -> TenantSource | None:
         r = self.r
@@ -523,6 +564,12 @@ def _declared_names(upstreams_node: Node | None) -> set[str]:
     if not isinstance(upstreams_node, MappingNode):
         return set()
     return {k.value for k, _ in upstreams_node.value if isinstance(k, ScalarNode)}
+
+
+def _check_origin_path(text: str) -> str | None:
+    if text.startswith("/") and not any(c.isspace() or c == "#" for c in text):
+        return None
+    return f"{text!r} is not a path: it must start with '/' and hold no spaces or '#'"
 
 
 def _check_claim(text: str) -> str | None:

@@ -159,7 +159,23 @@ class Route:
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     tenants: TenantPins = field(default_factory=TenantPins)
     shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
+    # With a top-level `auth:`, whether requests this route sends to its target are checked
+    # first (legacy checks its own); `auth: false` opts a public endpoint out.
+    auth: bool = True
     line: int = 0  # line in routes.yaml where the route starts, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCheck:
+    """Forward authentication (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz):
+    before an extracted service answers a request, `upstream` (usually the monolith, which
+    keeps being the identity provider) is asked `GET path` with the client's credentials.
+    A 2xx lets the request through, any other answer is the client's."""
+
+    upstream: str
+    path: str  # origin-form, e.g. "/api/auth/check"
+    send: tuple[str, ...] = ("authorization", "cookie")  # client headers the check sees
+    copy: tuple[str, ...] = ()  # headers of a 2xx answer added to the forwarded request
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +241,7 @@ class Config:
     listen: Endpoint = field(default_factory=Endpoint)
     admin: Endpoint = field(default_factory=lambda: Endpoint(port=8081))
     tenant: TenantSource | None = None
+    auth: AuthCheck | None = None
     state: str | None = None  # "redis://..." to share breaker/budget state across replicas
     shadow: ShadowStoreConfig = field(default_factory=ShadowStoreConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)

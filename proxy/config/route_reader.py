@@ -50,6 +50,7 @@ ROUTE_KEYS = (
     "canary",
     "tenants",
     "shadow",
+    "auth",
 )
 MATCH_KEYS = ("path", "prefix", "regex", "methods", "headers", "host")
 SHADOW_KEYS = tuple(f.name for f in dataclass_fields(ShadowPolicy))
@@ -162,6 +163,7 @@ class RouteReader:
         canary = self._canary(fields.get("canary"), f"{field}.canary")
         tenants = self._pins(fields.get("tenants"), f"{field}.tenants")
         shadow = self._shadow(fields.get("shadow"), f"{field}.shadow", target)
+        auth = r.boolean(fields.get("auth"), f"{field}.auth", True)
         if tenants.extracted and target is None and "target" not in fields:
             r.report(
                 fields["tenants"],
@@ -182,6 +184,7 @@ class RouteReader:
             canary=canary,
             tenants=tenants,
             shadow=shadow,
+            auth=auth,
             line=line_of(node),
         )
 

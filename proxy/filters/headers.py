@@ -67,6 +67,9 @@ REQUEST_OVERRIDES = frozenset(
     }
 )
 _DROPPED_FROM_TRUSTED = HOP_BY_HOP | REQUEST_OVERRIDES
+# Never passed on from a client, trusted or not: the proxy answers `Expect` itself, sets its
+# own `X-Request-ID`, and marks its shadow copies.
+CLIENT_DROPPED = frozenset({"expect", "x-request-id", "x-strangler-shadow"})
 _DROPPED_FROM_CLIENTS = _DROPPED_FROM_TRUSTED | CLIENT_CLAIMS
 VIA_VALUE = "1.1 strangler"
 _random_bits = random.Random().getrandbits  # seeded once from os.urandom

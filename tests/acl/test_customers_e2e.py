@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.procs import wait_until
 from tests.support.world import (
+    MONOLITH_AUTH,
     legacy_headers,
     proxy_config,
     start_customers,
@@ -57,7 +58,7 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
             where = tmp / name
             where.mkdir()
             proxies[name] = stack.enter_context(
-                start_proxy(where, proxy_config(upstreams, routes, where))
+                start_proxy(where, proxy_config(upstreams, routes, where, auth=MONOLITH_AUTH))
             )
         yield Pair(
             proxies["legacy"].base,
@@ -142,6 +143,31 @@ def test_detail_and_not_found(pair):
         same(pair, "GET", f"/api/customers/{customer['cust_id']}")
     status, body = same(pair, "GET", "/api/customers/987654")
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Authorization": None}, "AUTH"),
+        ({"Authorization": "Token not-a-real-one"}, "AUTH"),
+        ({"Authorization": "Bearer abc"}, "AUTH"),
+        ({"X-Tenant-ID": "globex"}, "FORBIDDEN"),  # acme's token, another tenant
+        ({"X-Tenant-ID": "nope"}, "BAD_TENANT"),
+    ],
+)
+def test_the_extracted_service_answers_only_whom_the_monolith_would(pair, headers, code):
+    """The service keeps no tokens: the proxy asks the monolith's check first, so reads,
+    writes and deletes through the extracted route are refused exactly as the monolith
+    refuses them."""
+    for method, path, body in (
+        ("GET", "/api/customers", None),
+        ("GET", "/api/customers/1", None),
+        ("POST", "/api/customers", {"cust_nm": "EVIL, Eve", "email_addr": "e@x.io"}),
+        ("DELETE", "/api/customers/1", None),
+    ):
+        kwargs = {"json": body} if body is not None else {}
+        status, answer = same(pair, method, path, headers=headers, **kwargs)
+        assert status in (400, 401, 403) and answer["error"]["code"] == code, (method, path)
 
 
 def test_a_path_the_translator_does_not_cover_is_answered_by_the_monolith(pair):

@@ -112,9 +112,35 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def auth_check(request: web.Request) -> web.Response:
+    """An identity provider for forward authentication: `Bearer good` is alice, `Bearer
+    login` is sent to a login page, anything else is refused. It records what it was
+    shown, so a test can see the check's request."""
+    request.app["auth_seen"].append(
+        [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers]
+    )
+    credential = request.headers.get("Authorization", "")
+    if credential == "Bearer good":
+        return web.Response(status=204, headers={"X-Auth-User": "alice", "X-Other": "no"})
+    if credential == "Bearer login":
+        return web.Response(status=302, headers={"Location": "/login"})
+    if credential == "Bearer broken":
+        return web.Response(status=500, text="the check itself failed")
+    return web.json_response(
+        {"error": "who are you?"}, status=401, headers={"WWW-Authenticate": 'Bearer realm="x"'}
+    )
+
+
+async def auth_seen(request: web.Request) -> web.Response:
+    return web.json_response(request.app["auth_seen"])
+
+
 def make_app(name: str) -> web.Application:
     app = web.Application(client_max_size=1024**4)
     app["name"] = name
+    app["auth_seen"] = []
+    app.router.add_get("/auth/check", auth_check)
+    app.router.add_get("/auth/seen", auth_seen)
     app.router.add_get("/bytes", download)
     app.router.add_post("/upload", upload)
     app.router.add_put("/upload", upload)

@@ -171,6 +171,14 @@ class ProxyUrls:
     admin: str
 
 
+# Forward authentication against the monolith's own token check (docs/routes.md, `auth`).
+MONOLITH_AUTH = {
+    "upstream": "legacy",
+    "path": "/api/auth/check",
+    "send": ["Authorization", "X-Tenant-ID"],
+}
+
+
 def proxy_config(
     upstreams: dict[str, str],
     routes: list[dict],

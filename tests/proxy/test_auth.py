@@ -1,0 +1,111 @@
+"""Forward authentication: an extracted service answers only whom the identity provider
+(here the `legacy` test upstream's `/auth/check`) lets through."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+AUTH = """\
+auth:
+  upstream: legacy
+  path: /auth/check
+  send: [Authorization]
+  copy: [X-Auth-User]
+"""
+
+ROUTES = """\
+- name: private
+  match: {prefix: /svc}
+  mode: extracted
+  target: svc
+- name: public
+  match: {prefix: /public}
+  mode: extracted
+  target: svc
+  auth: false
+"""
+
+
+@pytest.fixture
+def proxy(start_proxy):
+    return start_proxy(routes=ROUTES, extra=AUTH)
+
+
+def seen_by_check(upstreams) -> list[dict[str, str]]:
+    checks = httpx.get(upstreams.legacy + "/auth/seen").json()
+    return [{k.lower(): v for k, v in headers} for headers in checks]
+
+
+def header_values(payload: dict, name: str) -> list[str]:
+    return [v for k, v in payload["headers"] if k.lower() == name.lower()]
+
+
+@pytest.mark.parametrize("lane", ["express", "aiohttp"])
+def test_an_allowed_request_gets_the_checks_headers_and_never_the_clients(proxy, lane):
+    """`X-Auth-User` comes from the check's 2xx; a client's own is dropped (on every route,
+    legacy included), and the check's other headers are not copied."""
+    headers = {"Authorization": "Bearer good", "X-Auth-User": "mallory"}
+    if lane == "aiohttp":  # a chunked body hands the request to the aiohttp lane
+        got = httpx.post(proxy.url + "/svc/x?q=1", headers=headers, content=iter([b"hi"]))
+    else:
+        got = httpx.get(proxy.url + "/svc/x?q=1", headers=headers)
+    assert got.status_code == 200, got.text
+    payload = got.json()
+    assert payload["server"] == "svc"
+    assert header_values(payload, "X-Auth-User") == ["alice"]
+    assert header_values(payload, "X-Other") == []
+    legacy = httpx.get(proxy.url + "/anything", headers=headers).json()
+    assert legacy["server"] == "legacy" and header_values(legacy, "X-Auth-User") == []
+
+
+def test_the_check_sees_the_credentials_and_what_the_request_is_for(proxy, upstreams):
+    before = len(seen_by_check(upstreams))
+    httpx.delete(
+        proxy.url + "/svc/items/7?force=1",
+        headers={"Authorization": "Bearer good", "Cookie": "s=1", "X-Secret": "x"},
+    )
+    check = seen_by_check(upstreams)[before]
+    assert check["authorization"] == "Bearer good"
+    assert check["x-forwarded-method"] == "DELETE"
+    assert check["x-forwarded-uri"] == "/svc/items/7?force=1"
+    assert "x-forwarded-for" in check and "x-request-id" in check
+    assert "cookie" not in check and "x-secret" not in check  # only what `send` names
+
+
+@pytest.mark.parametrize("lane", ["express", "aiohttp"])
+def test_a_refusal_is_the_checks_own_answer_and_the_service_is_not_called(proxy, lane):
+    def call(headers: dict[str, str]) -> httpx.Response:
+        if lane == "aiohttp":
+            return httpx.post(proxy.url + "/svc/x", headers=headers, content=iter([b"hi"]))
+        return httpx.get(proxy.url + "/svc/x", headers=headers)
+
+    refused = call({"Authorization": "Bearer stolen"})
+    assert refused.status_code == 401
+    assert refused.json() == {"error": "who are you?"}
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="x"'
+    assert refused.headers["X-Request-ID"]
+    login = call({"Authorization": "Bearer login"})
+    assert (login.status_code, login.headers["Location"]) == (302, "/login")
+    broken = call({"Authorization": "Bearer broken"})  # no verdict: closed, not open
+    assert broken.status_code == 503 and "authentication check" in broken.json()["message"]
+    assert "the check itself failed" not in broken.text
+
+
+def test_legacy_and_opted_out_routes_are_not_checked(proxy, upstreams):
+    before = len(seen_by_check(upstreams))
+    assert httpx.get(proxy.url + "/anything").json()["server"] == "legacy"
+    assert httpx.get(proxy.url + "/public/x").json()["server"] == "svc"
+    assert len(seen_by_check(upstreams)) == before
+
+
+def test_a_check_that_gives_no_verdict_in_time_fails_closed(start_proxy):
+    """`svc` reads with a 2 s timeout, and its `/slow` takes 10 s: no verdict is a 503,
+    never a request let through."""
+    slow = AUTH.replace("upstream: legacy", "upstream: svc").replace(
+        "path: /auth/check", "path: /slow?s=10"
+    )
+    proxy = start_proxy(routes=ROUTES, extra=slow)
+    answer = httpx.get(proxy.url + "/svc/x", headers={"Authorization": "Bearer good"}, timeout=20)
+    assert answer.status_code == 503, answer.text
+    assert "authentication check" in answer.json()["message"]
