@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -256,3 +257,18 @@ def test_report_since_filter_uses_the_store(tmp_path):
     store.close()
     out = cli("--store", str(tmp_path / "t.db"), "--format", "json", "--since", "1h")
     assert json.loads(out.stdout)["totals"]["samples"] == 1
+
+
+def test_an_unsafe_method_borrows_the_noise_of_the_endpoints_safe_methods():
+    """PATCH is never sent to the primary twice: without GET's noise samples its trace id
+    and timestamp would count as failures (0 % match on every write endpoint)."""
+    records = []
+    for i in range(20):
+        records.append(rec(i, diffs=[d("$.trace_id", p=i, c=-i)], noise=("$.trace_id",)))
+    for i in range(20, 30):
+        patch = rec(i, diffs=[d("$.trace_id", p=i, c=-i)], noise=None)
+        records.append(dataclasses.replace(patch, method="PATCH"))
+    report = build_report(records)
+    by_method = {ep["method"]: ep for ep in report["endpoints"]}
+    assert by_method["PATCH"]["noise_from"] == ["GET"] and by_method["GET"]["noise_from"] is None
+    assert by_method["PATCH"]["match_rate"] == 1.0 and by_method["PATCH"]["noise"] == ["$.trace_id"]
