@@ -41,12 +41,13 @@ EXAMPLE_BODY_LIMIT = 64 * 1024
 LATENCY_WINDOW = 1024
 
 # Drop reasons, as the telemetry's `strangler_shadow_dropped_total{reason}` names them.
-QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN = (
+QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN, PROXY_BUSY = (
     "queue_full",
     "body_too_large",
     "unsafe_method",
     "stopping",
     "candidate_down",
+    "proxy_busy",  # the queue is full because shadow work yields to a lagging event loop
 )
 # A candidate that refuses connections this many times in a row is not called for DOWN_FOR
 # seconds (doubling while probes keep failing, up to DOWN_FOR_MAX): a failed connect costs the
@@ -228,7 +229,7 @@ class ShadowMirror:
             return self.drop(route.name, CANDIDATE_DOWN)
         lane = self._lanes.get(route.name)
         if lane is not None and lane.queue.full():  # spare the handler buffering for nothing
-            return self.drop(route.name, QUEUE_FULL)
+            return self.drop(route.name, PROXY_BUSY if self.busy else QUEUE_FULL)
         return True
 
     def submit(
@@ -267,7 +268,7 @@ class ShadowMirror:
             try:
                 lane.queue.put_nowait(job)
             except asyncio.QueueFull:
-                return self.drop(route.name, QUEUE_FULL)
+                return self.drop(route.name, PROXY_BUSY if self.busy else QUEUE_FULL)
             stats.enqueued += 1
             return True
         except Exception:  # noqa: BLE001 - never fail the client's request
