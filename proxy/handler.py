@@ -933,7 +933,9 @@ class ProxyHandler:
     ) -> None:
         """Queue the shadow comparison of a relayed answer (unless its body was too big)."""
         primary_body = capture.body()
-        if primary_body is None:
+        if primary_body is None:  # the answer outgrew what is kept for comparing
+            if self.mirror is not None:
+                self.mirror.drop(route.name, "primary_too_large")
             return
         candidate_path = rewrite_path(route, path, params)
         from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of

@@ -1,0 +1,27 @@
+"""Every shadow call not made is counted with its reason, the handler's own included."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.procs import wait_until
+
+ROUTES = """\
+- name: shadowed
+  match: {prefix: /bytes}
+  mode: shadow
+  target: svc
+  shadow: {sample: 1.0}
+"""
+
+
+def test_a_primary_answer_too_big_to_compare_is_a_counted_drop(start_proxy):
+    proxy = start_proxy(routes=ROUTES)
+    big = httpx.get(proxy.url + "/bytes?n=9000000&length=1", timeout=30)  # over 8 MiB
+    assert big.status_code == 200 and len(big.content) == 9_000_000  # relayed all the same
+
+    def dropped() -> dict:
+        routes = httpx.get(proxy.admin + "/-/shadow").json()["routes"]
+        return next((r["dropped"] for r in routes if r["route"] == "shadowed"), {})
+
+    wait_until(lambda: dropped().get("primary_too_large") == 1, what="the drop to be counted")
