@@ -145,6 +145,7 @@ class ProxyHandler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self.websockets: set[Any] = set()  # open proxied WebSockets, closed with 1001 at stop
         self._fallback_log = ThrottledWarnings(log)
         self._failure_log = ThrottledWarnings(log)
 
@@ -335,6 +336,7 @@ class ProxyHandler:
                 host_header,
                 ex,
                 max_message=rt.config.limits.websocket_message,
+                open_sessions=self.websockets,
             )
 
         translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None

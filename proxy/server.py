@@ -43,6 +43,7 @@ from proxy.telemetry import (
 )
 from proxy.telemetry.http import dashboard_routes, metrics_endpoint
 from proxy.upstream.registry import GuardRegistry
+from proxy.websocket import going_away
 
 log = logging.getLogger("strangler")
 
@@ -350,8 +351,14 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     loop.add_signal_handler(signal.SIGINT, second_interrupt)
     overdue = loop.call_later(grace, grace_over)
+    # WebSockets live on past any grace period: just before the cut they get a proper
+    # close (1001, going away) on both sides, not a bare TCP close.
+    farewell = loop.call_later(
+        max(0.0, grace - 0.75), lambda: loop.create_task(going_away(handler.websockets))
+    )
     await drain(listener, low_level, grace, cut_now)
     overdue.cancel()
+    farewell.cancel()
     if admin_runner is not None:
         await admin_runner.cleanup()
     await mirror.close(close_store=True)

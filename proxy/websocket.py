@@ -82,6 +82,23 @@ async def _never_follow(_session: Any, _ctx: Any, params: Any) -> None:
     )
 
 
+async def going_away(open_sessions: set[Any], timeout: float = 0.5) -> None:
+    """Close every proxied WebSocket with 1001 (going away) on both sides: the proxy is
+    stopping, and a bare TCP close would look like a crash (1006) to both peers."""
+
+    async def close(pair: Any) -> None:
+        client_ws, upstream_ws = pair
+        await asyncio.gather(
+            upstream_ws.close(code=1001, message=b"proxy going away"),
+            client_ws.close(code=1001, message=b"proxy going away"),
+            return_exceptions=True,
+        )
+
+    pairs = list(open_sessions)
+    if pairs:
+        await asyncio.wait([asyncio.ensure_future(close(p)) for p in pairs], timeout=timeout)
+
+
 def no_redirects() -> aiohttp.TraceConfig:
     """A trace config for the WebSocket session that turns a redirect into its answer."""
     trace = aiohttp.TraceConfig()
@@ -199,6 +216,7 @@ async def proxy_websocket(
     ex: Exchange,
     *,
     max_message: int = 16 * 1024 * 1024,
+    open_sessions: set[Any] | None = None,
 ) -> web.StreamResponse:
     """Connect upstream first, then accept the client, then pump frames both ways.
 
@@ -301,6 +319,9 @@ async def proxy_websocket(
         for name, value in accepted_upgrade_headers(list(handshake.headers.items())):
             client_ws.headers.add(name, value)
     await client_ws.prepare(request)
+    session_pair = (client_ws, upstream_ws)
+    if open_sessions is not None:
+        open_sessions.add(session_pair)
 
     closing: list[object] = []  # the side whose close is being passed on, once known
 
@@ -350,6 +371,8 @@ async def proxy_websocket(
             if any(t.cancelled() or t.exception() is not None or t.result() for t in done):
                 break
     finally:
+        if open_sessions is not None:
+            open_sessions.discard(session_pair)
         for t in tasks:
             if not t.done():
                 t.cancel()

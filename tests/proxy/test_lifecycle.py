@@ -259,6 +259,24 @@ def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_peri
     assert took < 4 + 3, f"stopped after {took:.1f}s with a 4s grace period"
 
 
+def test_an_open_websocket_is_closed_with_going_away_when_the_proxy_stops(start_proxy):
+    """A bare TCP close reads as a crash (1006) to both peers; a stopping proxy says 1001."""
+    proxy = start_proxy(extra="grace_period: 2\n")
+
+    async def close_code() -> int | None:
+        url = proxy.url.replace("http", "ws") + "/ws"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive()).data == "echo:hi"
+            proxy.proc.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+            return msg.data
+
+    assert asyncio.run(close_code()) == 1001
+    assert proxy.proc.wait(10) == 0
+
+
 def test_a_second_ctrl_c_cuts_the_drain_short(start_proxy):
     proxy = start_proxy(extra="grace_period: 30\n")
     t, outcome = slow_request_in_flight(proxy, 25)
