@@ -66,7 +66,7 @@ async def test_workers_wait_while_the_loop_is_late_and_resume_after(tmp_path):
             assert accepted == [True] * 4 + [False] * 6  # the queue holds 4
             await asyncio.sleep(0.2)  # still saturated: nothing is sent to the candidate
             stats = route_stats(mirror)  # the 2 workers took a job each and wait with it
-            assert stats["dropped"] == {"queue_full": 6} and stats["queued"] == 2
+            assert stats["dropped"] == {"proxy_busy": 6} and stats["queued"] == 2
             assert stats["compared"] == 1 and stats["in_flight"] == 2
             assert counts(cand.url)["calls"] == {"GET /items/1": 1}
 

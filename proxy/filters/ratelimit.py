@@ -1,0 +1,83 @@
+"""Rate limiting at the gateway: how many requests a client may send a route (pure).
+
+GCRA (the generic cell rate algorithm, as in Stripe's and redis-cell's limiters): each key
+keeps one number, the time its next request is due at the steady rate ("theoretical arrival
+time"). A request is allowed while that time is less than a burst's worth of intervals
+ahead of now; allowed, it pushes the time one interval on. Against a fixed window it has no
+boundary burst (two windows' worth in one second), and against a bucket of tokens it needs
+no refill arithmetic: `requests` per `per` seconds, up to `burst` at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from proxy.config.model import RateLimit
+
+# Keys kept per limiter before expired ones are swept (an expired key is the same as a new
+# one, so sweeping loses nothing); bounds memory against clients that vary their key.
+MAX_KEYS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A refused request's answer: when to come back, and the limit in the IETF draft's
+    RateLimit header terms (limit, remaining, seconds until the limit is whole again)."""
+
+    retry_after: float
+    limit: int
+    reset: float
+
+
+class RateLimiter:
+    """One route's buckets, by key. Not thread-safe: one per worker's event loop."""
+
+    __slots__ = ("policy", "interval", "tolerance", "_due")
+
+    def __init__(self, policy: RateLimit) -> None:
+        self.policy = policy
+        self.interval = policy.per / policy.requests
+        self.tolerance = self.interval * (policy.burst - 1)
+        self._due: dict[str, float] = {}
+
+    def take(self, key: str, now: float) -> Verdict | None:
+        """None when the request may pass (and it is counted), else why not."""
+        due = self._due.get(key, now)
+        if due < now:
+            due = now
+        ahead = due - now
+        if ahead > self.tolerance:
+            return Verdict(
+                retry_after=ahead - self.tolerance,
+                limit=self.policy.burst,
+                reset=ahead,
+            )
+        if len(self._due) >= MAX_KEYS and key not in self._due:
+            self._sweep(now)
+        self._due[key] = due + self.interval
+        return None
+
+    def _sweep(self, now: float) -> None:
+        self._due = {k: t for k, t in self._due.items() if t > now}
+        if len(self._due) >= MAX_KEYS:  # all live: forget the half due soonest
+            keep = sorted(self._due.items(), key=lambda kv: kv[1])[MAX_KEYS // 2 :]
+            self._due = dict(keep)
+
+
+def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str | None) -> str:
+    """The bucket a request counts against. A tenant or header key that is absent falls
+    back to the client address, so leaving it out does not escape the limit."""
+    kind = policy.key
+    if kind == "tenant" and tenant:
+        return "t:" + tenant
+    if kind.startswith("header:") and header:
+        return "h:" + header[:256]
+    if kind == "route":
+        return "r"
+    return "ip:" + (client or "unknown")
+
+
+def retry_after_header(verdict: Verdict) -> str:
+    """Whole seconds, rounded up: a client that waits that long is allowed."""
+    return str(max(1, math.ceil(verdict.retry_after)))
