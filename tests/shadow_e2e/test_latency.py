@@ -112,8 +112,12 @@ def test_slow_and_dead_candidates_leave_primary_latency_and_answers_intact(tmp_p
 
             # the slow candidate: 2 in flight, 8 queued, the rest dropped and counted
             slow_stats = shadow_stats(p_slow.admin, "items")
-            assert slow_stats["dropped"].get("queue_full", 0) > 0
-            assert slow_stats["enqueued"] + slow_stats["dropped"]["queue_full"] == sent["slow"]
+            # full queues: `proxy_busy` for drops while the loop ran late (a loaded machine)
+            full = slow_stats["dropped"].get("queue_full", 0)
+            full += slow_stats["dropped"].get("proxy_busy", 0)
+            assert set(slow_stats["dropped"]) <= {"queue_full", "proxy_busy"}
+            assert full > 0
+            assert slow_stats["enqueued"] + full == sent["slow"]
             assert slow_stats["queue_limit"] == 8 and slow_stats["concurrency"] == 2
             # every call the candidate saw was a marked shadow call of an enqueued job
             slow_seen = wait_until(
@@ -141,8 +145,8 @@ def test_slow_and_dead_candidates_leave_primary_latency_and_answers_intact(tmp_p
             n = dead_stats["dropped"]["candidate_down"]
             assert _metric(dead_metrics, "strangler_shadow_dropped_total", "candidate_down") == n
             slow_metrics = httpx.get(f"{p_slow.admin}/metrics").text
-            n = slow_stats["dropped"]["queue_full"]  # no requests since: no new queue_full
-            assert _metric(slow_metrics, "strangler_shadow_dropped_total", "queue_full") == n
+            for reason, n in slow_stats["dropped"].items():  # no requests since: no new drops
+                assert _metric(slow_metrics, "strangler_shadow_dropped_total", reason) == n
             # the pass-through proxy shadowed nothing
             assert shadow_stats(p_pass.admin, "items") is None
             print(summary)
