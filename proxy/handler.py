@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.client import Interim, UpstreamProtocolError, UpstreamResponse
-from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, Route, Upstream
+from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, RateLimit, Route, Upstream
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
@@ -29,6 +29,7 @@ from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
 from proxy.filters import auth as auth_filter
 from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
+from proxy.filters.ratelimit import RateLimiter, Verdict, limit_key, retry_after_header
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodyCapture,
@@ -146,6 +147,7 @@ class ProxyHandler:
         self.idle = asyncio.Event()
         self.idle.set()
         self.websockets: set[Any] = set()  # open proxied WebSockets, closed with 1001 at stop
+        self.limiters: dict[tuple[str, RateLimit], RateLimiter] = {}  # survive reloads
         self._fallback_log = ThrottledWarnings(log)
         self._failure_log = ThrottledWarnings(log)
 
@@ -302,20 +304,23 @@ class ProxyHandler:
         route = match.route if match else None
         params = match.params if match else {}
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
-        headers, upstream, up_path = self._front(
-            rt,
-            ex,
-            match,
-            edge,
-            request.method,
-            request.headers,
-            raw_headers,
-            request.content_length,
-            peer=_peer(request.transport),
-            scheme=request.scheme,
-            cookies=lambda: request.cookies,
-            websocket=websocket,
-        )
+        try:
+            headers, upstream, up_path = self._front(
+                rt,
+                ex,
+                match,
+                edge,
+                request.method,
+                request.headers,
+                raw_headers,
+                request.content_length,
+                peer=_peer(request.transport),
+                scheme=request.scheme,
+                cookies=lambda: request.cookies,
+                websocket=websocket,
+            )
+        except RateLimited as limited:
+            return self._limited_response(limited, ex, accept)
         if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
             refusal = await self._authorize(
                 rt, request.method, request.raw_path, headers, host_header, ex, accept
@@ -503,7 +508,10 @@ class ProxyHandler:
     ) -> Any:
         """`_handle` for a request whose body (if any) the listener read whole, answered
         straight to the client connection."""
-        plan = self._plain_front(conn, msg, pre, body, ex)
+        try:
+            plan = self._plain_front(conn, msg, pre, body, ex)
+        except RateLimited as limited:
+            return self._limited_response(limited, ex, msg.headers.get("Accept"))
         route = pre.match.route if pre.match else None
         if auth_filter.applies(pre.runtime.config.auth, route, ex.side == EXTRACTED):
             refusal = await self._authorize(
@@ -657,6 +665,12 @@ class ProxyHandler:
         try:
             plan = self._plain_front(conn, msg, pre, body, ex)
             first = self.caller.start(plan.outgoing, plan.upstream, plan.up_path, ex.query, ex)
+        except RateLimited as limited:
+            accept = client_headers.get("Accept")
+            conn.send_response(self._limited_response(limited, ex, accept))
+            self._end(ex, started, client_headers)
+            conn.express_done()
+            return True
         except Exception as exc:  # noqa: BLE001 - as `_run` answers it
             conn.send_response(self._internal_error(ex, exc, client_headers))
             self._end(ex, started, client_headers)
@@ -719,6 +733,8 @@ class ProxyHandler:
         ex.tenant = extract_tenant(
             config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key
         )
+        if route is not None and route.rate_limit is not None:
+            self._rate_limit(route, route.rate_limit, ex, client_headers)
 
         # dispatcher
         side = LEGACY
@@ -968,6 +984,43 @@ class ProxyHandler:
             admitted=True,
         )
 
+    def _rate_limit(self, route: Route, policy: RateLimit, ex: Exchange, headers: Any) -> None:
+        """Count the request against the route's limit; raise `RateLimited` past it."""
+        limiter = self.limiters.get((route.name, policy))
+        if limiter is None:
+            if len(self.limiters) > 1000:  # policies of long-gone tables
+                self.limiters.clear()
+            limiter = self.limiters[(route.name, policy)] = RateLimiter(policy)
+        header = None
+        if policy.key.startswith("header:"):
+            header = headers.get(policy.key[len("header:") :])
+        key = limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
+        verdict = limiter.take(key, time.monotonic())
+        if verdict is not None:
+            raise RateLimited(verdict)
+
+    def _limited_response(
+        self, limited: RateLimited, ex: Exchange, accept: str | None
+    ) -> web.Response:
+        verdict = limited.verdict
+        ex.status, ex.error = 429, "rate limited"
+        answer = error_response(
+            429,
+            f"too many requests on route {ex.route_name}; retry after "
+            f"{retry_after_header(verdict)} s",
+            route=ex.route_name,
+            request_id=ex.request_id,
+            accept=accept,
+            headers={
+                "Retry-After": retry_after_header(verdict),
+                "RateLimit-Limit": str(verdict.limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": retry_after_header(verdict),
+            },
+        )
+        ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
+        return answer
+
     async def _authorize(
         self,
         rt: Runtime,
@@ -1050,6 +1103,14 @@ class ProxyHandler:
         )
         ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
         return answer
+
+
+class RateLimited(Exception):
+    """A request over its route's rate limit (raised by the filters stage)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__("rate limited")
+        self.verdict = verdict
 
 
 class _Express:

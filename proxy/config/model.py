@@ -162,7 +162,20 @@ class Route:
     # With a top-level `auth:`, whether requests this route sends to its target are checked
     # first (legacy checks its own); `auth: false` opts a public endpoint out.
     auth: bool = True
+    rate_limit: RateLimit | None = None  # 429 past it, per key (client address by default)
     line: int = 0  # line in routes.yaml where the route starts, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`requests` per `per` seconds for each key, up to `burst` at once (GCRA; see
+    `proxy.filters.ratelimit`). `key`: "ip" (the client address the proxy trusts),
+    "tenant", "header:<name>" (an API key, say) or "route" (one budget for everyone)."""
+
+    requests: int
+    per: float = 1.0
+    burst: int = 0  # 0: the loader sets it to `requests`
+    key: str = "ip"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from proxy.config.model import (
     CanaryPolicy,
     HeaderMatch,
     Match,
+    RateLimit,
     Route,
     ShadowPolicy,
     TenantPins,
@@ -51,6 +52,7 @@ ROUTE_KEYS = (
     "tenants",
     "shadow",
     "auth",
+    "rate_limit",
 )
 MATCH_KEYS = ("path", "prefix", "regex", "methods", "headers", "host")
 SHADOW_KEYS = tuple(f.name for f in dataclass_fields(ShadowPolicy))
@@ -164,6 +166,7 @@ class RouteReader:
         tenants = self._pins(fields.get("tenants"), f"{field}.tenants")
         shadow = self._shadow(fields.get("shadow"), f"{field}.shadow", target)
         auth = r.boolean(fields.get("auth"), f"{field}.auth", True)
+        rate_limit = self._rate_limit(fields.get("rate_limit"), f"{field}.rate_limit")
         if tenants.extracted and target is None and "target" not in fields:
             r.report(
                 fields["tenants"],
@@ -185,6 +188,7 @@ class RouteReader:
             tenants=tenants,
             shadow=shadow,
             auth=auth,
+            rate_limit=rate_limit,
             line=line_of(node),
         )
 
@@ -475,6 +479,33 @@ class RouteReader:
             )
         return CanaryPolicy(percent=percent or 0.0, sticky=sticky)
 
+    def _rate_limit(self, node: Node | None, field: str) -> RateLimit | None:
+        r = self.r
+        if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
+            return None
+        fields = r.mapping(node, field, ("requests", "per", "burst", "key"), required=("requests",))
+        if fields is None or "requests" not in fields:
+            return None
+        requests = r.integer(fields["requests"], f"{field}.requests", 0, lo=1, hi=10_000_000)
+        per = r.number(fields.get("per"), f"{field}.per", 1.0, lo=0, hi=86_400, lo_open=True,
+                       unit=" (seconds)")  # fmt: skip
+        burst = r.integer(fields.get("burst"), f"{field}.burst", requests, lo=1, hi=10_000_000)
+        key = r.text(
+            fields.get("key"),
+            f"{field}.key",
+            "ip",
+            check=_check_limit_key,
+            fix="use ip, tenant, route or header:NAME",
+        )
+        if key == "tenant" and self.tenant is None:
+            r.report(fields["key"], f"{field}.key", "key: tenant needs a tenant source", TENANT_FIX)
+        if key is not None and key.startswith("header:"):
+            key = "header:" + key[len("header:") :].lower()
+        if not requests:
+            return None
+        return RateLimit(requests=requests, per=float(per or 1.0), burst=burst or requests,
+                         key=key or "ip")  # fmt: skip
+
     def _pins(self, node: Node | None, field: str) -> TenantPins:
         r = self.r
         if node is None:
@@ -633,6 +664,15 @@ def _check_key_field(text: str) -> str | None:
     if text and not any(ch.isspace() or ch in ".[]" for ch in text):
         return None
     return f"{text!r} is not a field name"
+
+
+def _check_limit_key(text: str) -> str | None:
+    if text in ("ip", "tenant", "route"):
+        return None
+    kind, sep, name = text.partition(":")
+    if sep and kind == "header":
+        return None if check_token(name) is None else f"{name!r} is not a valid header name"
+    return f"unknown rate limit key {text!r}"
 
 
 def _check_sticky(text: str) -> str | None:

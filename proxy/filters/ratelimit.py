@@ -18,6 +18,7 @@ from proxy.config.model import RateLimit
 # Keys kept per limiter before expired ones are swept (an expired key is the same as a new
 # one, so sweeping loses nothing); bounds memory against clients that vary their key.
 MAX_KEYS = 100_000
+_EPSILON = 1e-9  # sums of intervals drift in floating point; a nanosecond is no burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class RateLimiter:
         if due < now:
             due = now
         ahead = due - now
-        if ahead > self.tolerance:
+        if ahead > self.tolerance + _EPSILON:
             return Verdict(
                 retry_after=ahead - self.tolerance,
                 limit=self.policy.burst,

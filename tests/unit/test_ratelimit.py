@@ -1,0 +1,55 @@
+"""GCRA rate limiting, on plain numbers (no clock, no sockets)."""
+
+from __future__ import annotations
+
+from proxy.config.model import RateLimit
+from proxy.filters.ratelimit import MAX_KEYS, RateLimiter, limit_key, retry_after_header
+
+
+def test_a_burst_then_the_steady_rate():
+    limiter = RateLimiter(RateLimit(requests=10, per=1.0, burst=3))
+    assert [limiter.take("k", 0.0) is None for _ in range(4)] == [True, True, True, False]
+    refused = limiter.take("k", 0.0)
+    assert refused is not None and abs(refused.retry_after - 0.1) < 1e-9
+    assert limiter.take("k", 0.1) is None  # one interval later, one more
+    assert limiter.take("k", 0.1) is not None
+    assert all(limiter.take("k", 10.0 + i * 0.1) is None for i in range(20))  # the rate
+
+
+def test_no_boundary_burst_as_a_fixed_window_would_allow():
+    """100 per minute: a fixed window lets 100 at 0:59 and 100 more at 1:00; GCRA lets the
+    burst once, then the rate (about 1 more per 0.6 s)."""
+    limiter = RateLimiter(RateLimit(requests=100, per=60.0, burst=100))
+    allowed = sum(limiter.take("k", 59.0) is None for _ in range(200))
+    allowed += sum(limiter.take("k", 60.0) is None for _ in range(200))
+    assert allowed == 101
+
+
+def test_keys_are_independent_and_memory_is_bounded():
+    limiter = RateLimiter(RateLimit(requests=1, per=1.0, burst=1))
+    assert limiter.take("a", 0.0) is None and limiter.take("b", 0.0) is None
+    assert limiter.take("a", 0.0) is not None
+    for i in range(MAX_KEYS + 10):  # clients varying their key
+        limiter.take(f"x{i}", 100.0 + i * 1e-6)
+    assert len(limiter._due) <= MAX_KEYS  # noqa: SLF001
+
+
+def test_the_key_falls_back_to_the_client_address():
+    ip, tenant, header = (
+        RateLimit(1, key="ip"),
+        RateLimit(1, key="tenant"),
+        RateLimit(1, key="header:x-api-key"),
+    )
+    assert limit_key(ip, client="10.0.0.1", tenant="acme", header=None) == "ip:10.0.0.1"
+    assert limit_key(tenant, client="10.0.0.1", tenant="acme", header=None) == "t:acme"
+    assert limit_key(tenant, client="10.0.0.1", tenant=None, header=None) == "ip:10.0.0.1"
+    assert limit_key(header, client="10.0.0.1", tenant=None, header="k1") == "h:k1"
+    assert limit_key(header, client="10.0.0.1", tenant=None, header=None) == "ip:10.0.0.1"
+    assert limit_key(RateLimit(1, key="route"), client="x", tenant=None, header=None) == "r"
+
+
+def test_retry_after_is_whole_seconds_rounded_up():
+    limiter = RateLimiter(RateLimit(requests=1, per=2.5, burst=1))
+    limiter.take("k", 0.0)
+    refused = limiter.take("k", 0.0)
+    assert refused is not None and retry_after_header(refused) == "3"
