@@ -950,6 +950,14 @@ class ProxyHandler:
         ex: Exchange,
     ) -> None:
         """Queue the shadow comparison of a relayed answer (unless its body was too big)."""
+        auth = self.holder.current.config.auth
+        if auth is not None and route.auth and primary.status in (401, 403):
+            # The monolith refused the client, and `auth` would have kept the request from
+            # the service: its answer to it (data for someone unauthenticated) is nothing to
+            # compare, and nothing to keep in the diff store.
+            if self.mirror is not None:
+                self.mirror.drop(route.name, "unauthenticated")
+            return
         primary_body = capture.body()
         if primary_body is None:  # the answer outgrew what is kept for comparing
             if self.mirror is not None:

@@ -25,3 +25,26 @@ def test_a_primary_answer_too_big_to_compare_is_a_counted_drop(start_proxy):
         return next((r["dropped"] for r in routes if r["route"] == "shadowed"), {})
 
     wait_until(lambda: dropped().get("primary_too_large") == 1, what="the drop to be counted")
+
+
+def test_with_auth_a_request_legacy_refuses_is_not_shadowed(start_proxy):
+    """The service would never have been asked (the check refuses whom legacy refuses): its
+    answer to an unauthenticated request is not compared, nor kept in the diff store."""
+    routes = """\
+- name: private
+  match: {prefix: /status}
+  mode: shadow
+  target: svc
+  shadow: {sample: 1.0}
+"""
+    auth = "auth: {upstream: legacy, path: /auth/check, send: [Authorization]}\n"
+    proxy = start_proxy(routes=routes, extra=auth)
+    assert httpx.get(proxy.url + "/status/401").status_code == 401
+    assert httpx.get(proxy.url + "/status/200").status_code == 200
+
+    def stats() -> dict:
+        routes = httpx.get(proxy.admin + "/-/shadow").json()["routes"]
+        return next((r for r in routes if r["route"] == "private"), {})
+
+    wait_until(lambda: stats().get("dropped", {}).get("unauthenticated") == 1, what="the drop")
+    wait_until(lambda: stats().get("compared") == 1, what="the authenticated comparison")
