@@ -29,7 +29,13 @@ from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, Exchange
 from proxy.filters import auth as auth_filter
 from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
-from proxy.filters.ratelimit import RateLimiter, Verdict, limit_key, retry_after_header
+from proxy.filters.ratelimit import (
+    RateLimiter,
+    Verdict,
+    limit_key,
+    reset_header,
+    retry_after_header,
+)
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
     BodyCapture,
@@ -322,9 +328,7 @@ class ProxyHandler:
         except RateLimited as limited:
             return self._limited_response(limited, ex, accept)
         if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
-            refusal = await self._authorize(
-                rt, request.method, request.raw_path, headers, host_header, ex, accept
-            )
+            refusal = await self._admitted(rt, route, request.method, edge, headers, ex, accept)
             if refusal is not None:
                 return refusal
 
@@ -514,12 +518,12 @@ class ProxyHandler:
             return self._limited_response(limited, ex, msg.headers.get("Accept"))
         route = pre.match.route if pre.match else None
         if auth_filter.applies(pre.runtime.config.auth, route, ex.side == EXTRACTED):
-            refusal = await self._authorize(
+            refusal = await self._admitted(
                 pre.runtime,
+                route,
                 msg.method,
-                msg.path,
+                pre.edge,
                 plan.outgoing.headers,
-                pre.edge.host_header,
                 ex,
                 msg.headers.get("Accept"),
             )
@@ -733,8 +737,6 @@ class ProxyHandler:
         ex.tenant = extract_tenant(
             config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key
         )
-        if route is not None and route.rate_limit is not None:
-            self._rate_limit(route, route.rate_limit, ex, client_headers)
 
         # dispatcher
         side = LEGACY
@@ -756,6 +758,14 @@ class ProxyHandler:
         else:
             upstream, up_path = config.upstreams[config.default], edge.path
         ex.side, ex.upstream = side, upstream.name
+        # A request the auth check will see is counted after it (`_admitted`): refused ones
+        # then spend no budget, and a `header:` key can be one the check vouches for.
+        if (
+            route is not None
+            and route.rate_limit is not None
+            and not auth_filter.applies(config.auth, route, side == EXTRACTED)
+        ):
+            self._rate_limit(route, route.rate_limit, ex, headers)
         return headers, upstream, up_path
 
     async def _send(
@@ -992,8 +1002,33 @@ class ProxyHandler:
             admitted=True,
         )
 
-    def _rate_limit(self, route: Route, policy: RateLimit, ex: Exchange, headers: Any) -> None:
-        """Count the request against the route's limit; raise `RateLimited` past it."""
+    async def _admitted(
+        self,
+        rt: Runtime,
+        route: Route | None,
+        method: str,
+        edge: EdgeRequest,
+        headers: list[tuple[str, str]],
+        ex: Exchange,
+        accept: str | None,
+    ) -> web.Response | None:
+        """The auth check, then the route's rate limit: None when the request goes on."""
+        uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
+        refusal = await self._authorize(rt, method, uri, headers, edge.host_header, ex, accept)
+        if refusal is not None or route is None or route.rate_limit is None:
+            return refusal
+        try:
+            self._rate_limit(route, route.rate_limit, ex, headers)
+        except RateLimited as limited:
+            return self._limited_response(limited, ex, accept)
+        return None
+
+    def _rate_limit(
+        self, route: Route, policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]
+    ) -> None:
+        """Count the request against the route's limit; raise `RateLimited` past it.
+        `headers` as forwarded: a `header:` key reads what the upstream will see (for a
+        checked request, the value the auth check vouched for)."""
         limiter = self.limiters.get((route.name, policy))
         if limiter is None:
             if len(self.limiters) > 1000:  # policies of long-gone tables
@@ -1001,7 +1036,8 @@ class ProxyHandler:
             limiter = self.limiters[(route.name, policy)] = RateLimiter(policy)
         header = None
         if policy.key.startswith("header:"):
-            header = headers.get(policy.key[len("header:") :])
+            name = policy.key[len("header:") :]
+            header = next((v for k, v in headers if k.lower() == name), None)
         key = limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
         verdict = limiter.take(key, time.monotonic())
         if verdict is not None:
@@ -1023,7 +1059,7 @@ class ProxyHandler:
                 "Retry-After": retry_after_header(verdict),
                 "RateLimit-Limit": str(verdict.limit),
                 "RateLimit-Remaining": "0",
-                "RateLimit-Reset": retry_after_header(verdict),
+                "RateLimit-Reset": reset_header(verdict),
             },
         )
         ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
@@ -1065,7 +1101,7 @@ class ProxyHandler:
         if auth_filter.allowed(resp.status):
             headers.extend(auth_filter.copied(auth, answer))
             return None
-        if resp.status >= 500 or too_big:
+        if resp.status >= 500 or resp.status < 200 or too_big:
             reason = f"authentication check ({auth.upstream} {auth.path}) answered {resp.status}"
             return self._failure_response(UpstreamFailure(503, reason), ex, accept)
         ex.error = f"authentication check answered {resp.status}"

@@ -20,6 +20,8 @@ def config_warnings(config: Config) -> list[str]:
             for message in _route_warnings(config, route)
         )
     used = {config.default}
+    if config.auth is not None:
+        used.add(config.auth.upstream)
     for route in config.routes:
         used.update(n for n in (route.target, route.shadow.noise) if n)
     for name in config.upstreams:
@@ -84,6 +86,21 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
         )
     if route.fallback and mode not in ("canary", "extracted"):
         out.append(f"fallback has no effect in mode {mode!r} (only canary and extracted fall back)")
+    limit = route.rate_limit
+    if limit is not None and limit.key.startswith("header:"):
+        name = limit.key[len("header:") :]
+        if config.auth is None or name not in config.auth.copy or not route.auth:
+            out.append(
+                f"rate_limit.key: {name} comes from the client, who can send a new value "
+                "with each request to get a fresh budget; key on a header the auth check "
+                "vouches for (auth.copy), or on ip"
+            )
+    if limit is not None and limit.key == "tenant" and config.tenant and config.tenant.header:
+        out.append(
+            "rate_limit.key: tenant is read from a header the client sends: it can name "
+            "another tenant and spend that tenant's budget; with `auth:`, checked requests "
+            "are counted only once the check vouched for them"
+        )
     if mode == "legacy" and not route.tenants.extracted:
         # Tenants pinned to `extracted` do reach the target even on a legacy route.
         unused = [k for k in ("target", "rewrite", "acl") if getattr(route, k)]

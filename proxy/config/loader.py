@@ -393,8 +393,12 @@ class _TableReader:
             required=True,
             fix="write the check's path, e.g. /api/auth/check",
         )
-        send = r.texts(fields.get("send"), "auth.send", check=check_token, fix="e.g. Authorization")
-        copy = r.texts(fields.get("copy"), "auth.copy", check=check_token, fix="e.g. X-Auth-User")
+        send = r.texts(
+            fields.get("send"), "auth.send", check=_check_sendable, fix="e.g. Authorization"
+        )
+        copy = r.texts(
+            fields.get("copy"), "auth.copy", check=_check_copyable, fix="e.g. X-Auth-User"
+        )
         if upstream is None or path is None:
             return None
         return AuthCheck(
@@ -564,6 +568,44 @@ def _declared_names(upstreams_node: Node | None) -> set[str]:
     if not isinstance(upstreams_node, MappingNode):
         return set()
     return {k.value for k, _ in upstreams_node.value if isinstance(k, ScalarNode)}
+
+
+# Framing and routing fields are the proxy's to write; a check must not set or see them.
+_NOT_AUTH_FIELDS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "expect",
+    }
+)
+
+
+def _check_sendable(text: str) -> str | None:
+    if check_token(text) is not None:
+        return check_token(text)
+    if text.lower() in _NOT_AUTH_FIELDS:
+        return f"{text} is framing or routing, which the proxy sets itself; it cannot be sent"
+    return None
+
+
+def _check_copyable(text: str) -> str | None:
+    problem = _check_sendable(text)
+    if problem is not None:
+        return problem.replace("cannot be sent", "cannot be copied")
+    if text.lower() in ("authorization", "cookie", "x-request-id", "x-forwarded-for", "forwarded"):
+        # copied names are removed from every client request: these would break clients
+        return (
+            f"{text} comes from clients and the proxy; copied, it would be stripped from "
+            "every request: name a header of the check's own, e.g. X-Auth-User"
+        )
+    return None
 
 
 def _check_origin_path(text: str) -> str | None:

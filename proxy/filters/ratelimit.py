@@ -18,6 +18,7 @@ from proxy.config.model import RateLimit
 # Keys kept per limiter before expired ones are swept (an expired key is the same as a new
 # one, so sweeping loses nothing); bounds memory against clients that vary their key.
 MAX_KEYS = 100_000
+_LOW_MARK = MAX_KEYS * 9 // 10  # what a sweep brings the table down to
 _EPSILON = 1e-9  # sums of intervals drift in floating point; a nanosecond is no burst
 
 
@@ -60,10 +61,14 @@ class RateLimiter:
         return None
 
     def _sweep(self, now: float) -> None:
-        self._due = {k: t for k, t in self._due.items() if t > now}
-        if len(self._due) >= MAX_KEYS:  # all live: forget the half due soonest
-            keep = sorted(self._due.items(), key=lambda kv: kv[1])[MAX_KEYS // 2 :]
-            self._due = dict(keep)
+        """Forget expired keys; if that is not enough to get under `_LOW_MARK`, forget the
+        ones due soonest (the nearest to a full budget anyway). Sweeping down to a mark,
+        not just under the cap, keeps a table held near the cap from being swept at every
+        new key."""
+        live = {k: t for k, t in self._due.items() if t > now}
+        if len(live) > _LOW_MARK:
+            live = dict(sorted(live.items(), key=lambda kv: kv[1])[len(live) - _LOW_MARK :])
+        self._due = live
 
 
 def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str | None) -> str:
@@ -82,3 +87,8 @@ def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str
 def retry_after_header(verdict: Verdict) -> str:
     """Whole seconds, rounded up: a client that waits that long is allowed."""
     return str(max(1, math.ceil(verdict.retry_after)))
+
+
+def reset_header(verdict: Verdict) -> str:
+    """Whole seconds until the whole burst is available again (RateLimit-Reset)."""
+    return str(max(1, math.ceil(verdict.reset)))

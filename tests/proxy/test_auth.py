@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.support.rawhttp import exchange, status_of
+
 AUTH = """\
 auth:
   upstream: legacy
@@ -71,6 +73,16 @@ def test_the_check_sees_the_credentials_and_what_the_request_is_for(proxy, upstr
     assert check["x-forwarded-uri"] == "/svc/items/7?force=1"
     assert "x-forwarded-for" in check and "x-request-id" in check
     assert "cookie" not in check and "x-secret" not in check  # only what `send` names
+    # The check is asked about the path that is routed and forwarded, never the raw one: a
+    # check that lets `/public/*` through must not be shown `/public/../svc/...`.
+    # (A raw request: httpx would remove the dot segments itself.)
+    answer = exchange(
+        proxy.port,
+        b"GET /public/../svc/items/8?q HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer good\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert status_of(answer) == 200
+    assert seen_by_check(upstreams)[before + 1]["x-forwarded-uri"] == "/svc/items/8?q"
 
 
 @pytest.mark.parametrize("lane", ["express", "aiohttp"])
@@ -90,6 +102,31 @@ def test_a_refusal_is_the_checks_own_answer_and_the_service_is_not_called(proxy,
     broken = call({"Authorization": "Bearer broken"})  # no verdict: closed, not open
     assert broken.status_code == 503 and "authentication check" in broken.json()["message"]
     assert "the check itself failed" not in broken.text
+
+
+def test_the_rate_limit_counts_after_the_check_and_keys_on_what_it_vouches_for(start_proxy):
+    """Refused requests spend no budget, and a `header:` key on a `copy` header reads the
+    check's value: a client forging other values gets no fresh budget."""
+    routes = (
+        ROUTES
+        + """- name: limited
+  match: {prefix: /limited}
+  mode: extracted
+  target: svc
+  rate_limit: {requests: 1, per: 3600, burst: 2, key: "header:X-Auth-User"}
+"""
+    )
+    proxy = start_proxy(routes=routes, extra=AUTH)
+    bad = [httpx.get(proxy.url + "/limited/x", headers={"Authorization": "nope"}) for _ in range(3)]
+    assert [r.status_code for r in bad] == [401] * 3
+    good = [
+        httpx.get(
+            proxy.url + "/limited/x",
+            headers={"Authorization": "Bearer good", "X-Auth-User": f"forged-{i}"},
+        )
+        for i in range(3)
+    ]
+    assert [r.status_code for r in good] == [200, 200, 429]
 
 
 def test_legacy_and_opted_out_routes_are_not_checked(proxy, upstreams):

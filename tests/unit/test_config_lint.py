@@ -118,3 +118,16 @@ def test_a_method_that_is_no_http_method_is_pointed_out():
         "routes.yaml:6: route 'm': match.methods: ON, YES: not a standard HTTP method "
         "(a typo, or a YAML word like ON or YES?)"
     ]
+
+
+def test_a_rate_limit_key_the_client_chooses_is_pointed_out_and_the_auth_upstream_is_used():
+    text = HEAD + (
+        "auth: {upstream: customers, path: /check, copy: [X-Auth-User]}\n"
+        "routes:\n"
+        "  - name: open\n    match: {prefix: /a}\n"
+        "    rate_limit: {requests: 5, key: 'header:X-Api-Key'}\n"
+        "  - name: vouched\n    match: {prefix: /b}\n    mode: extracted\n    target: customers\n"
+        "    rate_limit: {requests: 5, key: 'header:X-Auth-User'}\n"
+    )
+    found = warnings_for(text)
+    assert len(found) == 1 and "route 'open'" in found[0] and "fresh budget" in found[0]

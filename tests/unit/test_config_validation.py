@@ -653,3 +653,16 @@ def test_exponent_notation_yaml_reads_as_text_gets_a_form_it_reads_as_a_number(w
     )
     assert f"write {suggested}" in str(problem)
     assert yaml.safe_load(f"x: {suggested}")["x"] == float(written)  # a number to YAML 1.1
+
+
+@pytest.mark.parametrize(
+    ("block", "field"),
+    [
+        ("{upstream: legacy, path: /check, copy: [Authorization]}", "auth.copy[0]"),
+        ("{upstream: legacy, path: /check, copy: [Transfer-Encoding]}", "auth.copy[0]"),
+        ("{upstream: legacy, path: /check, send: [Host]}", "auth.send[0]"),
+    ],
+)
+def test_auth_refuses_fields_the_proxy_owns(block, field):
+    problem = only_problem(HEAD + f"auth: {block}\n")
+    assert problem.field == field, str(problem)

@@ -53,3 +53,18 @@ def test_retry_after_is_whole_seconds_rounded_up():
     limiter.take("k", 0.0)
     refused = limiter.take("k", 0.0)
     assert refused is not None and retry_after_header(refused) == "3"
+
+
+def test_a_table_held_near_the_cap_is_not_swept_at_every_new_key(monkeypatch):
+    from proxy.filters import ratelimit
+
+    monkeypatch.setattr(ratelimit, "MAX_KEYS", 1000)
+    monkeypatch.setattr(ratelimit, "_LOW_MARK", 900)
+    limiter = RateLimiter(RateLimit(requests=1, per=3600.0, burst=1))
+    sizes = []
+    for i in range(1200):  # every key stays live (a 1-per-hour budget)
+        limiter.take(f"k{i}", 0.0)
+        sizes.append(len(limiter._due))  # noqa: SLF001
+    sweeps = sum(1 for a, b in zip(sizes, sizes[1:], strict=False) if b < a)
+    assert sweeps == 2  # at 1000 keys, then 100 keys later: not at each new key
+    assert max(sizes) == 1000 and sizes[-1] <= 1000
