@@ -67,6 +67,17 @@ def test_two_workers_share_the_port_and_all_reload(start_proxy):
     assert p.proc.wait(20) == 0
 
 
+def serve_until_it_exits(config, *args: str) -> subprocess.CompletedProcess:
+    """`strangler serve -c config ...` expected to refuse to start: its exit and output."""
+    return subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path, upstreams, workers):
     """No traceback, and with several workers no restart loop: the supervisor stops."""
@@ -75,13 +86,7 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path, upstreams, workers
     config = tmp_path / "routes.yaml"
     config.write_text(base_config(upstreams, port, free_port()))
     try:
-        out = subprocess.run(
-            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", workers],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
+        out = serve_until_it_exits(config, "--workers", workers)
     finally:
         taken.close()
     assert out.returncode == 1, out.stderr
@@ -168,13 +173,7 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
     config = tmp_path / "routes.yaml"
     extra = 'shadow: {store: "sqlite:////proc/strangler-nope/shadow.db"}\n'
     config.write_text(base_config(upstreams, free_port(), free_port(), DEFAULT_ROUTES, extra))
-    out = subprocess.run(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", workers],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = serve_until_it_exits(config, "--workers", workers)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert "cannot open the shadow diff store sqlite:////proc/strangler-nope/shadow.db" in (
@@ -187,13 +186,7 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
 def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstreams):
     config = tmp_path / "routes.yaml"
     config.write_text(base_config(upstreams, free_port(), free_port()))
-    out = subprocess.run(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = serve_until_it_exits(config, "--workers", "2", "--port", "0")
     assert out.returncode == 1 and "give a fixed port" in out.stderr, out.stderr
 
     log = tmp_path / "proxy.log"
@@ -226,13 +219,7 @@ def test_a_second_supervisor_cannot_share_the_port_through_reuseport(
     port = int(first.url.rsplit(":", 1)[1])
     config = tmp_path / "second.yaml"
     config.write_text(base_config(upstreams, port, free_port()))
-    out = subprocess.run(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    out = serve_until_it_exits(config, "--workers", "2")
     assert out.returncode == 1, out.stderr
     assert f"cannot listen for requests (listen) on 127.0.0.1:{port}" in out.stderr
     assert fresh_get(first.url + "/x").status_code == 200

@@ -74,15 +74,18 @@ def bearer(claims: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {part({'alg': 'HS256'})}.{part(claims)}.c2ln"}
 
 
-def test_pilot_tenant_from_a_jwt_claim_reaches_a_legacy_routes_target(start_proxy) -> None:
-    route = """\
+# A legacy route whose pilot tenant `acme` is pinned to the target.
+PILOT = """\
 - name: items
   match: {prefix: /items}
   mode: legacy
   target: svc
   tenants: {extracted: [acme]}
 """
-    p = start_proxy(routes=route, top="tenant: {jwt_claim: tid}\n")
+
+
+def test_pilot_tenant_from_a_jwt_claim_reaches_a_legacy_routes_target(start_proxy) -> None:
+    p = start_proxy(routes=PILOT, top="tenant: {jwt_claim: tid}\n")
     with httpx.Client(base_url=p.url, timeout=10) as c:
         assert c.get("/items/1", headers=bearer({"tid": "acme"})).json()["server"] == "extracted"
         assert c.get("/items/1", headers=bearer({"tid": "globex"})).json()["server"] == "legacy"
@@ -95,14 +98,7 @@ def test_the_tenant_is_read_from_the_headers_the_upstream_receives(start_proxy) 
     """A pin is chosen by the one tenant value the upstream also sees: a repeated header
     (the upstream reads `acme, globex` or the last value) and one the client lists in
     `Connection` (dropped before forwarding) name no tenant."""
-    route = """\
-- name: items
-  match: {prefix: /items}
-  mode: legacy
-  target: svc
-  tenants: {extracted: [acme]}
-"""
-    p = start_proxy(routes=route, top="tenant: {header: X-Tenant-ID}\n")
+    p = start_proxy(routes=PILOT, top="tenant: {header: X-Tenant-ID}\n")
     with httpx.Client(base_url=p.url, timeout=10) as c:
         assert c.get("/items/1", headers={"X-Tenant-ID": "acme"}).json()["server"] == "extracted"
         twice = [("X-Tenant-ID", "acme"), ("X-Tenant-ID", "globex")]

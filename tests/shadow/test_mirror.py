@@ -245,18 +245,26 @@ async def _loop_lag_while(action, duration: float) -> float:
     return worst
 
 
-async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, servers):
-    make, sender, store = rig
-    mirror = make()
-    slow = Route(
-        name="slow",
+def slow_shadow(
+    name: str, *, concurrency: int, queue: int
+) -> tuple[Route, ShadowRequest, CapturedResponse]:
+    """A shadow route to the candidate's slow endpoint, a request for it and a primary
+    answer: the pieces of a test that fills the route's queue."""
+    route = Route(
+        name=name,
         match=Match(path="/slow"),
         mode="shadow",
         target="candidate",
-        shadow=ShadowPolicy(concurrency=2, queue=3),
+        shadow=ShadowPolicy(concurrency=concurrency, queue=queue),
     )
-    req = ShadowRequest("GET", "/slow")
     primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
+    return route, ShadowRequest("GET", "/slow"), primary
+
+
+async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, servers):
+    make, sender, store = rig
+    mirror = make()
+    slow, req, primary = slow_shadow("slow", concurrency=2, queue=3)
     results = []
     worst_submit = 0.0
 
@@ -393,15 +401,7 @@ async def test_a_full_queue_while_the_loop_runs_late_is_proxy_busy(rig, servers)
     that reason, and the drop says so (a bigger queue would not help)."""
     make, sender, store = rig
     mirror = make()
-    route = Route(
-        name="busy",
-        match=Match(path="/slow"),
-        mode="shadow",
-        target="candidate",
-        shadow=ShadowPolicy(concurrency=1, queue=1),
-    )
-    req = ShadowRequest("GET", "/slow")
-    primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
+    route, req, primary = slow_shadow("busy", concurrency=1, queue=1)
     mirror._idle.clear()  # as the lag probe does when the loop runs late  # noqa: SLF001
     assert mirror.busy
     results = [mirror.submit(route, "/slow", req, primary, f"b{i}") for i in range(5)]
