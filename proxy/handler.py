@@ -21,7 +21,14 @@ import aiohttp
 from aiohttp import web
 
 from proxy.client import Interim, UpstreamProtocolError, UpstreamResponse
-from proxy.config.model import IDEMPOTENT_METHODS, SAFE_METHODS, RateLimit, Route, Upstream
+from proxy.config.model import (
+    IDEMPOTENT_METHODS,
+    SAFE_METHODS,
+    Limits,
+    RateLimit,
+    Route,
+    Upstream,
+)
 from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
@@ -143,8 +150,11 @@ class ProxyHandler:
         guards: GuardRegistry,
         telemetry: Any | None = None,
         mirror: Any | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.holder = holder
+        # Limits bind at startup, like the listener's (a reload logs a change, docs/proxy.md).
+        self.limits = limits or holder.current.config.limits
         self.pool = pool
         self.caller = UpstreamCaller(pool, guards, telemetry)
         self.telemetry = telemetry
@@ -285,7 +295,7 @@ class ProxyHandler:
                 request.version,
                 request.raw_headers,
                 request.headers,
-                max_total=rt.config.limits.max_header_total,
+                max_total=self.limits.max_header_total,
             )
         except Refused as refused:
             return error_response(
@@ -344,7 +354,7 @@ class ProxyHandler:
                 headers,
                 host_header,
                 ex,
-                max_message=rt.config.limits.websocket_message,
+                max_message=self.limits.websocket_message,
                 open_sessions=self.websockets,
             )
 
@@ -661,7 +671,8 @@ class ProxyHandler:
         route = pre.match.route if pre.match else None
         if route is not None and pre.runtime.translator_for(route) is not None:
             return False
-        if auth_filter.may_apply(pre.runtime.config.auth, route):
+        auth = pre.runtime.config.auth
+        if auth is not None and auth_filter.may_apply(auth, route):
             return False  # the check is awaited: `serve_plain` does it
         client_headers = msg.headers
         ex, started = self._begin(msg.method, client_headers)

@@ -226,7 +226,9 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         redact=config.telemetry.redact,
         count=telemetry.count,
     )
-    handler = ProxyHandler(holder, pool, guards=guards, telemetry=telemetry, mirror=mirror)
+    handler = ProxyHandler(
+        holder, pool, guards=guards, telemetry=telemetry, mirror=mirror, limits=config.limits
+    )
 
     def on_swap(old: Runtime, new: Runtime) -> None:
         for note in new.notes:
