@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from acl.declarative import WRITE_METHODS
 from acl.translator import (
     RequestMessage,
     ResponseMessage,
@@ -85,9 +86,8 @@ def _decoded(headers: Headers, raw: bytes) -> tuple[bytes | None, str | None]:
     return plain, None
 
 
-# The monolith reads a write's body as JSON whatever its Content-Type (`curl -d` sends
-# form-urlencoded), so on the request side the ACL does too; a service's answer must say JSON.
-_READ_AS_JSON_ANYWAY = frozenset({"POST", "PUT", "PATCH"})
+# The monolith reads a write's body (`WRITE_METHODS`) as JSON whatever its Content-Type
+# (`curl -d` sends form-urlencoded), so on the request side the ACL does too.
 
 
 def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any, str | None]:
@@ -131,7 +131,7 @@ def request_message(
     """The RequestMessage for a request as received (query string raw, body bytes)."""
     hdrs = _headers(headers)
     method = method.upper()
-    body, unparsed = read_body(hdrs, raw, any_type=method in _READ_AS_JSON_ANYWAY)
+    body, unparsed = read_body(hdrs, raw, any_type=method in WRITE_METHODS)
     return RequestMessage(
         method,
         path,

@@ -1,7 +1,8 @@
 """The request pipeline, as thin I/O glue over pure stages.
 
 listener → path safety → router → filters (request id, forwarding, tenant) → dispatcher
-(which side) → upstream (guard: breaker, bulkhead, retries; fallback) → ACL → response;
+(which side) → auth check (extracted side) and rate limit → upstream (guard: breaker,
+bulkhead, retries; fallback) → ACL → response;
 shadow work branches off after the primary answered. Each stage's rules live in its own
 module; this one only wires them and turns failures into the responses clients expect.
 """

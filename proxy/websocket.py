@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 from proxy.config.model import Upstream
 from proxy.errors import error_response
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
-from proxy.forward import UpstreamPool, upstream_url
+from proxy.forward import UpstreamPool, buffer_prefix, upstream_url
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
@@ -59,10 +59,12 @@ class HandshakeResponse(aiohttp.ClientResponse):
         response = await super().start(connection)
         if self.status != 101 and 300 <= self.status <= 599:
             try:
-                body = await asyncio.wait_for(_read_bounded(self.content), 10.0)
+                body, too_big = await asyncio.wait_for(
+                    buffer_prefix(self.content, REFUSAL_BODY_LIMIT), 10.0
+                )
             except (TimeoutError, aiohttp.ClientError):
-                body = None
-            if body is not None:
+                return response
+            if not too_big:
                 _refusal.set((self.status, body))
         return response
 
@@ -104,20 +106,6 @@ def no_redirects() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_request_redirect.append(_never_follow)
     return trace
-
-
-async def _read_bounded(content: aiohttp.StreamReader) -> bytes | None:
-    """The whole body, or None when it is longer than `REFUSAL_BODY_LIMIT`."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await content.read(REFUSAL_BODY_LIMIT)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > REFUSAL_BODY_LIMIT:
-            return None
-        chunks.append(chunk)
 
 
 def refused_upgrade_headers(

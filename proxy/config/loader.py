@@ -587,18 +587,21 @@ _NOT_AUTH_FIELDS = frozenset(
 )
 
 
+def _auth_field_problem(text: str, verb: str) -> str | None:
+    problem = check_token(text)
+    if problem is None and text.lower() in _NOT_AUTH_FIELDS:
+        problem = f"{text} is framing or routing, which the proxy sets itself; it cannot be {verb}"
+    return problem
+
+
 def _check_sendable(text: str) -> str | None:
-    if check_token(text) is not None:
-        return check_token(text)
-    if text.lower() in _NOT_AUTH_FIELDS:
-        return f"{text} is framing or routing, which the proxy sets itself; it cannot be sent"
-    return None
+    return _auth_field_problem(text, "sent")
 
 
 def _check_copyable(text: str) -> str | None:
-    problem = _check_sendable(text)
+    problem = _auth_field_problem(text, "copied")
     if problem is not None:
-        return problem.replace("cannot be sent", "cannot be copied")
+        return problem
     if text.lower() in ("authorization", "cookie", "x-request-id", "x-forwarded-for", "forwarded"):
         # copied names are removed from every client request: these would break clients
         return (
