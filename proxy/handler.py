@@ -165,8 +165,7 @@ class ProxyHandler:
         self.idle.set()
         self.websockets: set[Any] = set()  # open proxied WebSockets, closed with 1001 at stop
         self.limiters: dict[tuple[str, RateLimit], RateLimiter] = {}  # survive reloads
-        self._fallback_log = ThrottledWarnings(log)
-        self._failure_log = ThrottledWarnings(log)
+        self._warnings = ThrottledWarnings(log)  # per-request warnings, per route and kind
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp lane: requests with bodies, upgrades, and anything the edge refuses."""
@@ -805,8 +804,8 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             if not can_fallback:
                 raise
-            self._fallback_log.warn(
-                ex.route_name,
+            self._warnings.warn(
+                ("fallback", ex.route_name),
                 "fallback to legacy on route %s: %s (request %s)",
                 ex.route_name,
                 failure.reason,
@@ -1139,8 +1138,8 @@ class ProxyHandler:
         self, failure: UpstreamFailure, ex: Exchange, accept: str | None
     ) -> web.Response:
         ex.error = failure.reason
-        self._failure_log.warn(
-            (ex.route_name, failure.status),
+        self._warnings.warn(
+            ("failure", ex.route_name, failure.status),
             "route %s: %s (request %s)",
             ex.route_name,
             failure.reason,

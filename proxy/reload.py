@@ -1,6 +1,6 @@
 """Hot reload: build a new runtime from routes.yaml and swap it in, or keep the old one.
 
-Three triggers reach the same `Reloader.reload`: the file watcher (a cheap `stat` poll that
+Three triggers reach the same `Reloader.reload_async`: the file watcher (a cheap `stat` poll that
 also sees editors' and `git checkout`'s atomic replace, which inotify on the old inode
 would miss), SIGHUP, and `POST /-/reload` on the admin port. An invalid file never
 replaces the running table: the error is logged, kept for `GET /-/config`, and counted.
@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,6 @@ class Reloader:
         self._covered = 0  # calls answered by the last build (it started after them)
         self._last: ReloadEvent | None = None
 
-    def reload(self, trigger: str) -> ReloadEvent:
-        """Build and swap now, on the calling thread (startup, tests)."""
-        self._seen = _fingerprint(self.path)
-        generation = self.holder.current.generation + 1
-        try:
-            new = self.build(self.path, generation)
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the last good table
-            return self._finish(trigger, None, exc)
-        return self._finish(trigger, new, None)
-
     async def reload_async(self, trigger: str) -> ReloadEvent:
         """Build in a thread, swap on the loop: a table of thousands of routes takes a
         second or more to build, and traffic must not stop meanwhile. Triggers that come
@@ -124,8 +114,6 @@ class Reloader:
                 exc,
             )
         else:
-            if new.generation <= old.generation:  # another build swapped in meanwhile
-                new = replace(new, generation=old.generation + 1)
             self.holder.current = new
             self.successes += 1
             self.last_error = None

@@ -417,19 +417,19 @@ async def drain(
     waits: set[asyncio.Future[Any]] = {stopping}
     if cut_now is not None:
         waits.add(asyncio.ensure_future(cut_now.wait()))
-    await asyncio.wait(waits, timeout=grace + _UNWIND, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        waits, timeout=grace + _UNWIND, return_when=asyncio.FIRST_COMPLETED
+    )
     for waiting in waits:
         waiting.cancel()
-    if not stopping.done() or stopping.cancelled():
-        await asyncio.gather(stopping, return_exceptions=True)
-        for conn in low_level.connections:
-            conn.force_close()
-        for edge_conn in list(listener.connections):
-            edge_conn.abort()
+    if stopping in done:
+        await flushed(transports, deadline)
         return
-    # Connections handed to the aiohttp lane after the drain began are in `connections` too.
-    transports += [c.transport for c in low_level.connections]
-    await flushed(transports, deadline)
+    await asyncio.gather(stopping, return_exceptions=True)
+    for conn in low_level.connections:
+        conn.force_close()
+    for edge_conn in list(listener.connections):
+        edge_conn.abort()
 
 
 def _warnings(config: Config) -> list[str]:

@@ -259,3 +259,23 @@ def test_access_lines_can_be_silenced_without_losing_errors(make):
         access.setLevel(logging.NOTSET)
     (line,) = json_lines(out)
     assert line["msg"] == "boom" and line["request_id"] == "req-boom0001"
+
+
+def test_throttled_warnings_say_how_many_were_held_back(monkeypatch, caplog):
+    import logging
+
+    from proxy.telemetry import logging as tlog
+
+    clock = iter([0.0, 1.0, 2.0, 3.0, 11.0, 11.5])
+    monkeypatch.setattr(tlog.time, "monotonic", lambda: next(clock))
+    warnings = tlog.ThrottledWarnings(logging.getLogger("test.throttle"), every=10.0)
+    with caplog.at_level(logging.WARNING, logger="test.throttle"):
+        for i in range(4):  # t=0 logged; 1, 2, 3 held back
+            warnings.warn("route-a", "upstream down (request %s)", i)
+        warnings.warn("route-a", "upstream down (request %s)", 4)  # t=11: logged, says 3
+        warnings.warn("route-b", "other (request %s)", 5)  # another key: its own budget
+    assert [r.getMessage() for r in caplog.records] == [
+        "upstream down (request 0)",
+        "upstream down (request 4) (and 3 more like it in the last 11s)",
+        "other (request 5)",
+    ]
