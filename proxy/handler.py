@@ -40,9 +40,12 @@ from proxy.filters.headers import forward_headers, is_trusted, peer_address, req
 from proxy.filters.ratelimit import (
     RateLimiter,
     Verdict,
+    budget_id,
+    gcra_terms,
     limit_key,
     reset_header,
     retry_after_header,
+    verdict_for,
 )
 from proxy.filters.tenant import extract_tenant
 from proxy.forward import (
@@ -66,6 +69,7 @@ from proxy.telemetry.logging import ThrottledWarnings
 from proxy.telemetry.tracing import Tracing
 from proxy.upstream.caller import Outgoing, Started, UpstreamCaller, UpstreamFailure
 from proxy.upstream.registry import GuardRegistry
+from proxy.upstream.state import SharedStateDown
 
 log = logging.getLogger("strangler.proxy")
 
@@ -337,7 +341,7 @@ class ProxyHandler:
             )
         except RateLimited as limited:
             return self._limited_response(limited, ex, accept)
-        if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
+        if _awaits_admission(rt, route, ex.side):
             refusal = await self._admitted(rt, route, request.method, edge, headers, ex, accept)
             if refusal is not None:
                 return refusal
@@ -527,7 +531,7 @@ class ProxyHandler:
         except RateLimited as limited:
             return self._limited_response(limited, ex, msg.headers.get("Accept"))
         route = pre.match.route if pre.match else None
-        if auth_filter.applies(pre.runtime.config.auth, route, ex.side == EXTRACTED):
+        if _awaits_admission(pre.runtime, route, ex.side):
             refusal = await self._admitted(
                 pre.runtime,
                 route,
@@ -674,6 +678,8 @@ class ProxyHandler:
         auth = pre.runtime.config.auth
         if auth is not None and auth_filter.may_apply(auth, route):
             return False  # the check is awaited: `serve_plain` does it
+        if route is not None and route.rate_limit is not None and route.rate_limit.shared:
+            return False  # so is Redis
         client_headers = msg.headers
         ex, started = self._begin(msg.method, client_headers)
         begun = (ex, started)
@@ -770,11 +776,12 @@ class ProxyHandler:
             upstream, up_path = config.upstreams[config.default], edge.path
         ex.side, ex.upstream = side, upstream.name
         # A request the auth check will see is counted after it (`_admitted`): refused ones
-        # then spend no budget, and a `header:` key can be one the check vouches for.
+        # then spend no budget, and a `header:` key can be one the check vouches for. A
+        # shared budget is awaited there too.
         if (
             route is not None
             and route.rate_limit is not None
-            and not auth_filter.applies(config.auth, route, side == EXTRACTED)
+            and not _awaits_admission(rt, route, side)
         ):
             self._rate_limit(route, route.rate_limit, ex, headers)
         return headers, upstream, up_path
@@ -1023,13 +1030,20 @@ class ProxyHandler:
         ex: Exchange,
         accept: str | None,
     ) -> web.Response | None:
-        """The auth check, then the route's rate limit: None when the request goes on."""
-        uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
-        refusal = await self._authorize(rt, method, uri, headers, edge.host_header, ex, accept)
-        if refusal is not None or route is None or route.rate_limit is None:
-            return refusal
+        """The auth check (if the request gets one), then the route's rate limit: None when
+        the request goes on."""
+        if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
+            uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
+            refusal = await self._authorize(rt, method, uri, headers, edge.host_header, ex, accept)
+            if refusal is not None:
+                return refusal
+        if route is None or route.rate_limit is None:
+            return None
         try:
-            self._rate_limit(route, route.rate_limit, ex, headers)
+            if route.rate_limit.shared:
+                await self._shared_rate_limit(route, route.rate_limit, ex, headers)
+            else:
+                self._rate_limit(route, route.rate_limit, ex, headers)
         except RateLimited as limited:
             return self._limited_response(limited, ex, accept)
         return None
@@ -1040,19 +1054,37 @@ class ProxyHandler:
         """Count the request against the route's limit; raise `RateLimited` past it.
         `headers` as forwarded: a `header:` key reads what the upstream will see (for a
         checked request, the value the auth check vouched for)."""
+        self._local_limit(route, policy, _limit_key(policy, ex, headers))
+
+    def _local_limit(self, route: Route, policy: RateLimit, key: str) -> None:
         limiter = self.limiters.get((route.name, policy))
         if limiter is None:
             if len(self.limiters) > 1000:  # policies of long-gone tables
                 self.limiters.clear()
             limiter = self.limiters[(route.name, policy)] = RateLimiter(policy)
-        header = None
-        if policy.key.startswith("header:"):
-            name = policy.key[len("header:") :]
-            header = next((v for k, v in headers if k.lower() == name), None)
-        key = limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
         verdict = limiter.take(key, time.monotonic())
         if verdict is not None:
             raise RateLimited(verdict)
+
+    async def _shared_rate_limit(
+        self, route: Route, policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]
+    ) -> None:
+        """`_rate_limit` against the budget every replica spends (in the `state:` Redis);
+        counted in this process alone while Redis cannot answer."""
+        key = _limit_key(policy, ex, headers)
+        state = self.caller.guards.state
+        if state is not None:
+            try:
+                waited = await state.take_budget(
+                    budget_id(route.name, policy, key), *gcra_terms(policy)
+                )
+            except SharedStateDown:
+                pass
+            else:
+                if waited is not None:
+                    raise RateLimited(verdict_for(policy, *waited))
+                return
+        self._local_limit(route, policy, key)
 
     def _limited_response(
         self, limited: RateLimited, ex: Exchange, accept: str | None
@@ -1158,6 +1190,24 @@ class ProxyHandler:
         )
         ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
         return answer
+
+
+def _awaits_admission(rt: Runtime, route: Route | None, side: str) -> bool:
+    """Whether the request waits on something before it is sent: the auth check, or a
+    rate-limit budget kept in Redis."""
+    if route is None:
+        return False
+    if auth_filter.applies(rt.config.auth, route, side == EXTRACTED):
+        return True
+    return route.rate_limit is not None and route.rate_limit.shared
+
+
+def _limit_key(policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]) -> str:
+    header = None
+    if policy.key.startswith("header:"):
+        name = policy.key[len("header:") :]
+        header = next((v for k, v in headers if k.lower() == name), None)
+    return limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
 
 
 class RateLimited(Exception):

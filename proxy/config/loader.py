@@ -240,6 +240,7 @@ class _TableReader:
             declared=_declared_names(top.get("upstreams")),
             tenant=tenant,
             translators=self.translators,
+            has_state="state" in top,
         ).read_all(top.get("routes"))
         state = r.text(
             top.get("state"),

@@ -170,12 +170,19 @@ class Route:
 class RateLimit:
     """`requests` per `per` seconds for each key, up to `burst` at once (GCRA; see
     `proxy.filters.ratelimit`). `key`: "ip" (the client address the proxy trusts),
-    "tenant", "header:<name>" (an API key, say) or "route" (one budget for everyone)."""
+    "tenant", "header:<name>" (an API key, say) or "route" (one budget for everyone).
+    `scope`: "local" (each process counts alone) or "shared" (every replica spends one
+    budget, kept in the `state:` Redis)."""
 
     requests: int
     per: float = 1.0
     burst: int = 0  # 0: the loader sets it to `requests`
     key: str = "ip"
+    scope: str = "local"
+
+    @property
+    def shared(self) -> bool:
+        return self.scope == "shared"
 
 
 @dataclass(frozen=True, slots=True)

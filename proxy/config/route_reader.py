@@ -81,8 +81,10 @@ class RouteReader:
         declared: Collection[str],
         tenant: TenantSource | None,
         translators: Collection[str] | None,
+        has_state: bool = False,
     ) -> None:
         self.r = r
+        self.has_state = has_state  # a `state:` store to share rate-limit budgets through
         self.upstreams = upstreams
         self.declared = set(declared)  # every upstream key, even ones that failed validation
         self.tenant = tenant
@@ -483,7 +485,9 @@ class RouteReader:
         r = self.r
         if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             return None
-        fields = r.mapping(node, field, ("requests", "per", "burst", "key"), required=("requests",))
+        fields = r.mapping(
+            node, field, ("requests", "per", "burst", "key", "scope"), required=("requests",)
+        )
         if fields is None or "requests" not in fields:
             return None
         requests = r.integer(fields["requests"], f"{field}.requests", 0, lo=1, hi=10_000_000)
@@ -501,10 +505,18 @@ class RouteReader:
             r.report(fields["key"], f"{field}.key", "key: tenant needs a tenant source", TENANT_FIX)
         if key is not None and key.startswith("header:"):
             key = "header:" + key[len("header:") :].lower()
+        scope = r.text(fields.get("scope"), f"{field}.scope", "local", choices=("local", "shared"))
+        if scope == "shared" and not self.has_state:
+            r.report(
+                fields["scope"],
+                f"{field}.scope",
+                "shared budgets are kept in the `state:` Redis, and this file has no `state:`",
+                'add `state: "redis://host:6379/0"` at the top of the file, or use scope: local',
+            )
         if not requests:
             return None
         return RateLimit(requests=requests, per=float(per or 1.0), burst=burst or requests,
-                         key=key or "ip")  # fmt: skip
+                         key=key or "ip", scope=scope or "local")  # fmt: skip
 
     def _pins(self, node: Node | None, field: str) -> TenantPins:
         r = self.r

@@ -10,6 +10,7 @@ no refill arithmetic: `requests` per `per` seconds, up to `burst` at once.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ class Verdict:
     reset: float
 
 
+def gcra_terms(policy: RateLimit) -> tuple[float, float]:
+    """(interval, tolerance) in seconds: one request is due every `interval`, and a key may
+    run up to `tolerance` ahead of now (a burst's worth, less the request itself)."""
+    interval = policy.per / policy.requests
+    return interval, interval * (policy.burst - 1)
+
+
 class RateLimiter:
     """One route's buckets, by key. Not thread-safe: one per worker's event loop."""
 
@@ -39,8 +47,7 @@ class RateLimiter:
 
     def __init__(self, policy: RateLimit) -> None:
         self.policy = policy
-        self.interval = policy.per / policy.requests
-        self.tolerance = self.interval * (policy.burst - 1)
+        self.interval, self.tolerance = gcra_terms(policy)
         self._due: dict[str, float] = {}
 
     def take(self, key: str, now: float) -> Verdict | None:
@@ -69,6 +76,21 @@ class RateLimiter:
         if len(live) > _LOW_MARK:
             live = dict(sorted(live.items(), key=lambda kv: kv[1])[len(live) - _LOW_MARK :])
         self._due = live
+
+
+def verdict_for(policy: RateLimit, retry_after: float, reset: float) -> Verdict:
+    """A refusal decided elsewhere (a shared budget in Redis), in this module's terms."""
+    return Verdict(retry_after=retry_after, limit=policy.burst, reset=reset)
+
+
+def budget_id(route: str, policy: RateLimit, key: str) -> str:
+    """A shared budget's name: the route, its policy (a changed limit starts afresh, as a
+    reload does for local limiters) and the key, digested so that an API key used as the
+    key is never stored, and a key of any length makes a name of fixed size."""
+    material = "\0".join(
+        (route, str(policy.requests), repr(policy.per), str(policy.burst), policy.key, key)
+    )
+    return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str | None) -> str:

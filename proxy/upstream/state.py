@@ -1,4 +1,4 @@
-"""Breaker state and retry budgets shared by every proxy replica through Redis.
+"""Breaker state, retry budgets and rate-limit budgets shared by every replica through Redis.
 
 Without `state:` in routes.yaml each process decides alone (the guards need nothing from
 here). With `state: "redis://host:6379/0"` the replicas trip together and recover together:
@@ -17,10 +17,15 @@ here). With `state: "redis://host:6379/0"` the replicas trip together and recove
   keeps retrying the connection every interval; when Redis answers again it logs that once,
   pushes its local verdict (an open local breaker re-opens the shared one) and shares again.
 
+- A `scope: shared` rate limit costs one round trip per request on its route (a Lua GCRA
+  step on Redis's clock); while Redis is unreachable those routes count per process.
+
 Keys (one hash tag per upstream, Redis Cluster safe; all expire when unused):
 `<prefix>{<upstream>}:breaker` hash state/opened_at/consecutive/probes/probe_at,
 `<prefix>{<upstream>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
-`<prefix>{<upstream>}:load` hash replica-id -> "active:retries:expires_ms".
+`<prefix>{<upstream>}:load` hash replica-id -> "active:retries:expires_ms",
+`<prefix>rl:<budget>` the next due time (µs) of one rate-limit budget, where `<budget>` is
+a digest of the route, its policy and the client's key (an API key is never stored).
 """
 
 from __future__ import annotations
@@ -146,6 +151,22 @@ return {'denied', math.max(0, probe_at + open_for - now)}
 """
 
 
+# GCRA (see proxy.filters.ratelimit) on Redis's clock, in microseconds: one key per budget
+# holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local due = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if due < now then due = now end
+local ahead = due - now
+if ahead > tolerance then return {0, ahead - tolerance, ahead} end
+local nxt = due + interval
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
+return {1}
+"""
+
+
 def split_prefix(url: str, default: str) -> tuple[str, str]:
     """Take an optional `?prefix=` out of the state URL (redis-py would reject it)."""
     parts = urlsplit(url)
@@ -158,6 +179,10 @@ def split_prefix(url: str, default: str) -> tuple[str, str]:
         else:
             rest.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+
+
+class SharedStateDown(Exception):
+    """Redis did not answer; the decision is this process's alone."""
 
 
 class RedisState:
@@ -195,6 +220,7 @@ class RedisState:
         )
         self._sync = self.client.register_script(_SYNC)
         self._probe = self.client.register_script(_PROBE)
+        self._gcra = self.client.register_script(_GCRA)
         self._healthy = False
         self._ever_connected = False
         self._warned = False
@@ -336,12 +362,33 @@ class RedisState:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         return verdict, int(wait) / 1000.0
 
+    async def take_budget(
+        self, budget: str, interval: float, tolerance: float
+    ) -> tuple[float, float] | None:
+        """Spend one request of a shared rate-limit budget: None when it may pass, else
+        (seconds to wait, seconds until the budget is whole). Raises `SharedStateDown` when
+        Redis cannot say (the caller counts locally instead)."""
+        if not self._healthy:
+            raise SharedStateDown(self.url)
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                result = await self._gcra(
+                    keys=[f"{self.prefix}rl:{budget}"],
+                    args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lost(exc, list(self.guards()))
+            raise SharedStateDown(self.url) from exc
+        if int(result[0]) == 1:
+            return None
+        return int(result[1]) / 1e6, int(result[2]) / 1e6
+
     def _lost(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
         self.failures += 1
         if self._healthy or not self._warned:
             log.warning(
-                "state store %s unreachable (%s: %s); breakers and retry budgets fall back "
-                "to per-process state until it answers again",
+                "state store %s unreachable (%s: %s); breakers, retry budgets and shared "
+                "rate limits fall back to per-process state until it answers again",
                 redact_url(self.url),
                 type(exc).__name__,
                 exc,

@@ -459,6 +459,19 @@ CASES = [
         "unsupported YAML tag 'tag:yaml.org,2002:python/object:os.system'", "remove the tag",
         id="python-tag-is-just-a-wrong-type",
     ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n"
+               "    rate_limit: {requests: 5, scope: shared}\n"),
+        "scope: shared", "routes[0].rate_limit.scope", "r",
+        "shared budgets are kept in the `state:` Redis", 'add `state: "redis://',
+        id="shared-rate-limit-without-state",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n"
+               "    rate_limit: {requests: 5, scope: global}\n"),
+        "scope: global", "routes[0].rate_limit.scope", "r", "unknown value 'global'", "local",
+        id="rate-limit-scope-unknown",
+    ),
 ]
 # fmt: on
 

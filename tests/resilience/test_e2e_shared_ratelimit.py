@@ -1,0 +1,84 @@
+"""Rate-limit budgets shared by replicas through the real Redis (`scope: shared`): a client
+spends one budget whichever replica it reaches, and a replica that loses Redis keeps
+limiting on its own instead of letting everything through."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.support.procs import free_port
+
+ROUTES = """\
+- name: limited
+  match: {prefix: /limited}
+  rate_limit: {requests: 1, per: 3600, burst: 3, scope: shared}
+- name: keyed
+  match: {prefix: /keyed}
+  rate_limit: {requests: 1, per: 3600, burst: 2, key: "header:X-Api-Key", scope: shared}
+"""
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    prefix = f"strangler-rl-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis()
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_replicas_spend_one_budget(start_proxy, world, prefix) -> None:
+    top = f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n'
+    a = start_proxy(routes=ROUTES, top=top)
+    b = start_proxy(routes=ROUTES, top=top)
+    with httpx.Client(timeout=10) as c:
+        # GETs take the fast lane, a chunked POST the aiohttp lane: both wait on Redis.
+        first = [c.get(f"{a.url}/limited/1").status_code, c.get(f"{b.url}/limited/2").status_code]
+        third = c.post(f"{a.url}/limited/3", content=iter([b"x"])).status_code
+        assert first + [third] == [200, 200, 200]
+        attempts = world.legacy.attempts()
+        refused = [c.get(f"{b.url}/limited/4"), c.post(f"{a.url}/limited/5", content=iter([b"x"]))]
+        assert [r.status_code for r in refused] == [429, 429]
+        assert world.legacy.attempts() == attempts  # the upstream was spared
+        assert 3000 < int(refused[0].headers["Retry-After"]) <= 3600
+        assert refused[0].headers["RateLimit-Limit"] == "3"
+        assert refused[0].json()["route"] == "limited"
+
+
+def test_a_shared_key_is_stored_digested(start_proxy, prefix) -> None:
+    top = f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n'
+    a = start_proxy(routes=ROUTES, top=top)
+    b = start_proxy(routes=ROUTES, top=top)
+    secret = "sk_live_" + uuid.uuid4().hex
+
+    def status(proxy, key: str) -> int:
+        return httpx.get(f"{proxy.url}/keyed/x", headers={"X-Api-Key": key}).status_code
+
+    assert [status(a, secret), status(b, secret), status(a, secret)] == [200, 200, 429]
+    assert status(b, "another-caller") == 200
+    client = redis.Redis()
+    try:
+        keys = [k.decode() for k in client.scan_iter(match=f"{prefix}*")]
+        budgets = [k for k in keys if k.startswith(f"{prefix}rl:")]
+        assert len(budgets) == 2, keys
+        assert not any(secret in k for k in keys)
+        # A budget is forgotten once whole again: 2 requests of 3600 s each ahead, at most.
+        assert all(0 < client.pttl(k) <= 7_200_001 for k in budgets)
+    finally:
+        client.close()
+
+
+def test_without_redis_each_replica_limits_alone(start_proxy, world) -> None:
+    dead = free_port()  # nothing listens there
+    a = start_proxy(routes=ROUTES, top=f'state: "redis://127.0.0.1:{dead}/0"\n')
+    with httpx.Client(timeout=10) as c:
+        answers = [c.get(f"{a.url}/limited/{i}").status_code for i in range(4)]
+    assert answers == [200, 200, 200, 429]
+    assert a.log.read_text().count("state store redis://127.0.0.1") == 1  # said once
