@@ -875,7 +875,10 @@ class ProxyHandler:
         # Translation needs the plain body.
         send_headers = [(k, v) for k, v in wire.headers if k.lower() != "accept-encoding"]
         send_headers.append(("Accept-Encoding", "identity"))
-        translated = Outgoing(method, send_headers, host_header, wire.body or None)
+        # A HEAD answer carries the headers GET's would (Content-Length, Content-Type), and
+        # those are the translated body's: the service is asked GET, the body is not sent.
+        new_method = "GET" if method == "HEAD" else method
+        translated = Outgoing(new_method, send_headers, host_header, wire.body or None)
         original = Outgoing(method, headers, host_header, body or None)
         try:
             resp = await self._send(
@@ -907,12 +910,12 @@ class ProxyHandler:
             legacy = translate_response(translator, resp.status, resp_headers, raw, legacy_request)
         except TranslationError as exc:
             return self._translation_failure(exc, ex)
-        out = web.Response(status=legacy.status, body=legacy.body if method != "HEAD" else None)
+        out = web.Response(status=legacy.status, body=legacy.body)  # HEAD: its size, no body
         for k, v in legacy.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)
         out.headers["X-Request-ID"] = ex.request_id
-        ex.bytes_out = len(legacy.body)
+        ex.bytes_out = len(legacy.body) if method != "HEAD" else 0
         return out
 
     def _translation_failure(self, exc: Any, ex: Exchange) -> web.Response:

@@ -84,7 +84,11 @@ def _tenant(request: HttpRequest, token: ApiToken) -> str:
 
 
 def api_view(*methods: str) -> Callable:
-    """Method check, token auth, tenant, JSON body, and error mapping for one API view."""
+    """Method check, token auth, tenant, JSON body, and error mapping for one API view.
+    HEAD is allowed wherever GET is (RFC 9110 9.3.2; Django's class-based views do the
+    same), answered as GET without the body."""
+    if "GET" in methods and "HEAD" not in methods:
+        methods = (*methods, "HEAD")
 
     def decorate(view: Callable) -> Callable:
         @csrf_exempt

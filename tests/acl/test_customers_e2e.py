@@ -301,3 +301,17 @@ def test_shadow_mode_finds_no_differences_through_the_acl(pair):
     for route in ("customers-list", "customer-detail"):
         results = stats[route]["results"]
         assert set(results) <= {"match"}, f"{route}: {results}"
+
+
+def test_head_is_answered_as_the_monolith_answers_it(pair):
+    """HEAD is GET without a body, on both sides: the status and the headers GET's answer
+    would have, the translated body's size included."""
+    headers = legacy_headers("acme")
+    with httpx.Client(timeout=20.0) as client:
+        for path in ("/api/customers?page_size=3", "/api/customers/1", "/api/customers/987654"):
+            old = client.head(pair.legacy + path, headers=headers)
+            new = client.head(pair.extracted + path, headers=headers)
+            got = client.get(pair.extracted + path, headers=headers)
+            assert (new.status_code, new.content) == (old.status_code, b""), path
+            assert new.headers["content-type"] == old.headers["content-type"], path
+            assert int(new.headers["content-length"]) == len(got.content), path
