@@ -25,7 +25,7 @@ from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 from proxy.exchange import Exchange
 from proxy.forward import BodySource, UpstreamPool, upstream_target
 from proxy.upstream.bulkhead import Rejected
-from proxy.upstream.guard import Slot
+from proxy.upstream.guard import RetryBudgetExhausted, Slot, UpstreamGuard
 from proxy.upstream.registry import GuardRegistry
 
 
@@ -121,9 +121,12 @@ class UpstreamCaller:
         attempt = 1
         last: UpstreamFailure | None = None
         while True:
+            wait = 0.0  # at least this long before a retry: the upstream's Retry-After
             try:
                 first, started = started, None
                 async with first.slot if first else guard.slot(retry=attempt > 1) as slot:
+                    if last is not None and telemetry is not None:  # a retry, admitted
+                        telemetry.count("retry", upstream=upstream.name, reason=last.label)
                     try:
                         resp = await self.attempt(
                             out, upstream, path, query, ex, attempt, fallback, started=first
@@ -133,12 +136,13 @@ class UpstreamCaller:
                         raise
                     slot.done(status=resp.status)
             except Rejected as rejected:
-                if last is not None:  # a retry was refused (budget): report the real failure
-                    if telemetry is not None:
-                        telemetry.count("retry_budget_exhausted", upstream=upstream.name)
-                    raise last from None
                 if telemetry is not None:
-                    telemetry.count("rejection", upstream=upstream.name, reason=rejected.reason)
+                    if isinstance(rejected, RetryBudgetExhausted):
+                        telemetry.count("retry_budget_exhausted", upstream=upstream.name)
+                    else:  # the breaker or the bulkhead, on a first attempt or a retry
+                        telemetry.count("rejection", upstream=upstream.name, reason=rejected.reason)
+                if last is not None:  # a retry was refused: report the real failure
+                    raise last from None
                 raise UpstreamFailure(
                     503,
                     str(rejected),
@@ -147,27 +151,53 @@ class UpstreamCaller:
                     error=rejected,
                 ) from rejected
             except UpstreamFailure as failure:
-                sent = failure.connected and out.body_may_have_left
+                # Once written, a request may have been acted on, body or not (a bodyless
+                # POST /orders/7/cancel is as unsafe to repeat as any other).
+                sent = failure.connected
                 if not guard.may_retry(method, sent, attempt, None, failure.error or failure):
+                    self._count_budget_refusal(guard, method, sent, attempt, None, failure)
                     raise
                 last = failure
             else:
                 # A non-idempotent request that got an answer was processed: never resent.
-                sent = method not in IDEMPOTENT_METHODS or out.body_may_have_left
-                if resp.status < 500 or not guard.may_retry(
-                    method, sent, attempt, resp.status, None
-                ):
+                if resp.status < 500:
                     return resp
+                sent = method not in IDEMPOTENT_METHODS or out.body_may_have_left
+                if not guard.may_retry(method, sent, attempt, resp.status, None):
+                    self._count_budget_refusal(guard, method, sent, attempt, resp.status, None)
+                    return resp
+                asked = _retry_after(resp)
+                if (isinstance(out.body, BodySource) and out.body.sent) or (
+                    asked is not None and asked > guard.retry_policy.backoff_max
+                ):
+                    # A streamed body cannot go twice; a Retry-After past the backoff cap
+                    # asks for patience: the upstream's own answer, headers and body.
+                    return resp
+                wait = asked or 0.0
                 resp.release()
                 last = UpstreamFailure(
                     resp.status, f"upstream {upstream.name} answered {resp.status}"
                 )
             if isinstance(out.body, BodySource) and out.body.sent:
                 raise last  # a streamed body cannot be sent twice
-            if telemetry is not None:
-                telemetry.count("retry", upstream=upstream.name, reason=last.label)
-            await asyncio.sleep(guard.backoff(attempt))
+            await asyncio.sleep(max(guard.backoff(attempt), wait))
             attempt += 1
+
+    def _count_budget_refusal(
+        self,
+        guard: UpstreamGuard,
+        method: str,
+        sent: bool,
+        attempt: int,
+        status: int | None,
+        error: BaseException | None,
+    ) -> None:
+        """`may_retry` said no: count it when the policy allowed the retry and only the
+        budget did not."""
+        if self.telemetry is not None and guard.retry_denied_by_budget(
+            method, sent, attempt, status, error
+        ):
+            self.telemetry.count("retry_budget_exhausted", upstream=guard.name)
 
     def prepare(
         self,
@@ -287,3 +317,14 @@ class UpstreamCaller:
         if telemetry is not None:
             telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
         raise failure
+
+
+def _retry_after(resp: UpstreamResponse) -> float | None:
+    """An answer's `Retry-After`, in seconds (an HTTP date counts as far off). A retry comes
+    no sooner, and not at all when it asks for longer than the backoff cap: the client gets
+    the answer and its Retry-After (as Envoy's rate-limited retry back-off does)."""
+    value = resp.header(b"retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    return float(int(value)) if value.isdigit() else float("inf")

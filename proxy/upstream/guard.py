@@ -261,6 +261,24 @@ class UpstreamGuard:
             error=error,
         ) and within_budget(self.retry_policy, self.active, self.retries)
 
+    def retry_denied_by_budget(
+        self,
+        method: str,
+        body_sent: bool,
+        attempt: int,
+        status: int | None,
+        error: BaseException | None,
+    ) -> bool:
+        """Whether the policy would retry attempt `attempt` and only the budget says no."""
+        return retryable(
+            self.retry_policy,
+            method=method,
+            body_sent=body_sent,
+            attempt=attempt,
+            status=status,
+            error=error,
+        ) and not within_budget(self.retry_policy, self.active, self.retries)
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1..), full jitter."""
         return backoff(self.retry_policy, attempt, self.rand)

@@ -49,6 +49,83 @@ def test_retries_only_where_allowed(start_proxy, world) -> None:
         assert world.svc.attempts() == 8
 
 
+def test_a_post_without_a_body_that_reached_the_upstream_is_never_sent_again(
+    start_proxy, world
+) -> None:
+    """`POST /orders/7/cancel` carries no body, yet the upstream acted on it once it was
+    written: a timeout or a closed connection after that is no reason to send it again."""
+    p = start_proxy(svc=SVC_POLICY.replace("read: 2.0", "read: 0.3"), routes=EXTRACTED)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for fault, status in (("hang", 504), ("refuse", 502)):
+            for method in ("POST", "PATCH"):
+                world.svc.set(fault)
+                before = world.svc.attempts()
+                r = c.request(method, "/items/7/cancel")
+                assert r.status_code == status, (fault, method, r.text)
+                assert world.svc.attempts() == before + 1, (fault, method)
+
+
+def test_a_retry_waits_for_retry_after_or_leaves_the_answer_to_the_client(
+    start_proxy, world
+) -> None:
+    """A 503 asking for 120 s is not retried 5 ms later: the client gets it, Retry-After and
+    body. A streamed PUT that cannot be sent twice gets the service's own answer too."""
+    p = start_proxy(svc=SVC_POLICY, routes=EXTRACTED)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        world.svc.set("status", status=503, count=1, retry_after="120")
+        r = c.get("/items/1")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "120"
+        assert r.json()["server"] == "extracted"  # the service's body, not the proxy's
+        assert world.svc.attempts() == 1
+
+        world.svc.set("status", status=503, count=1, retry_after="0")
+        r = c.get("/items/1")
+        assert r.status_code == 200 and world.svc.attempts() == 3  # "now" may be retried
+
+        world.svc.set("status", status=503, count=1)
+        r = c.put("/items/1", content=b"x" * 200_000)  # over the replay limit: sent once
+        assert r.status_code == 503 and r.json()["server"] == "extracted"
+        assert world.svc.attempts() == 4
+
+
+def test_retry_metrics_count_what_was_sent(start_proxy, world) -> None:
+    """`strangler_upstream_retries_total` counts retries sent; a retry the budget refuses
+    is `retry_budget_exhausted`, one the breaker refuses a `rejection` (breaker_open)."""
+    policy = SVC_POLICY.replace("consecutive_failures: 5", "consecutive_failures: 2")
+    p = start_proxy(svc=policy, routes=EXTRACTED)
+    world.svc.set("status", status=503)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        assert c.get("/items/1").status_code == 503  # one failure, its retry another: open
+        assert c.get("/items/2").status_code == 503  # refused before it is sent
+        world.svc.set("ok")
+    sent = world.svc.attempts()
+    text = httpx.get(f"{p.admin}/metrics", timeout=5).text
+
+    def value(prefix: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix) and 'upstream="svc"' in line
+        )
+
+    assert sent == 2
+    assert value("strangler_upstream_retries_total") == sent - 1
+    assert value("strangler_retry_budget_exhausted_total") == 0
+    assert value('strangler_upstream_rejections_total{reason="breaker_open"') >= 1
+
+    # The breaker opening on a first attempt refuses its retry: not sent, not "budget".
+    q = start_proxy(svc=policy.replace("consecutive_failures: 2", "consecutive_failures: 1"),
+                    routes=EXTRACTED)  # fmt: skip
+    world.svc.set("status", status=503)
+    before = world.svc.attempts()
+    assert httpx.get(f"{q.url}/items/3", timeout=10).status_code == 503
+    assert world.svc.attempts() == before + 1
+    text = httpx.get(f"{q.admin}/metrics", timeout=5).text
+    assert value("strangler_upstream_retries_total") == 0
+    assert value("strangler_retry_budget_exhausted_total") == 0
+    assert value('strangler_upstream_rejections_total{reason="breaker_open"') == 1
+
+
 def test_dead_target_gets_bounded_attempts_then_fast_503_with_retry_after(
     start_proxy, world
 ) -> None:

@@ -41,6 +41,7 @@ class Fault:
     status: int = 503
     delay: float = 3600.0
     count: int | None = None  # requests left; None = until changed
+    retry_after: str | None = None  # a `status` answer's Retry-After
 
     @classmethod
     def parse(cls, data: dict) -> Fault:
@@ -53,6 +54,7 @@ class Fault:
             status=int(data.get("status", 503)),
             delay=float(data.get("delay", default_delay)),
             count=None if data.get("count") is None else int(data["count"]),
+            retry_after=data.get("retry_after"),
         )
 
     @classmethod
@@ -158,11 +160,13 @@ def build_app(name: str) -> web.Application:
         }
         status = fault.status if fault.mode == "status" else 200
         state.completed += 1
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
         if request.method == "HEAD":
-            return web.Response(status=status)
+            return web.Response(status=status, headers=headers)
         return web.Response(
-            status=status, text=json.dumps(payload), content_type="application/json"
-        )
+            status=status, text=json.dumps(payload), content_type="application/json",
+            headers=headers,
+        )  # fmt: skip
 
     app.router.add_post("/-/faults", set_faults)
     app.router.add_get("/-/stats", stats)
@@ -185,8 +189,9 @@ class Faulty:
         status: int | None = None,
         count: int | None = None,
         delay: float | None = None,
+        retry_after: str | None = None,
     ) -> None:
-        body: dict = {"mode": mode, "count": count}
+        body: dict = {"mode": mode, "count": count, "retry_after": retry_after}
         if status is not None:
             body["status"] = status
         if delay is not None:
