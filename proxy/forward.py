@@ -124,15 +124,19 @@ class ClientBodyTimeout(ClientBodyError):
 
 
 async def _read_some(stream: aiohttp.StreamReader, idle: float | None = None) -> bytes:
-    """Some of a body; `idle`: seconds the client may send nothing (None: no limit)."""
+    """Some of a body; `idle`: seconds the client may send nothing (None: no limit).
+    Only this wait's own expiry is the client's 408: a stream failing with a timeout of
+    its own (an upstream body read past its deadline) raises that as it is."""
     try:
         if idle is None:
             return await stream.readany()
-        async with asyncio.timeout(idle):
+        async with asyncio.timeout(idle) as waited:
             return await stream.readany()
     except HttpProcessingError as exc:
         raise ClientBodyError(f"malformed request body: {exc.message}") from exc
     except TimeoutError:
+        if idle is None or not waited.expired():
+            raise
         raise ClientBodyTimeout(
             f"the client sent no request body bytes for {idle:g} s (limits.idle_timeout)"
         ) from None
@@ -264,7 +268,7 @@ class BodyCapture:
         return None if self.abandoned else b"".join(self._parts)
 
 
-def _small(method: str, status: int, length: bytes | None) -> bool:
+def is_small(method: str, status: int, length: bytes | None) -> bool:
     """Whether a response's body is known to be small: sent with its head in one write."""
     return (
         method == "HEAD"
@@ -286,7 +290,7 @@ def whole_body(
         if len(name) == 14 and name.lower() == b"content-length":
             length = value
             break
-    if not _small(method, status, length):
+    if not is_small(method, status, length):
         return None
     return b"" if method == "HEAD" else payload.read_nowait(-1)
 
@@ -308,7 +312,7 @@ async def small_body(
     problem = unrelayable(upstream_resp.status, upstream_resp.raw_headers)
     if problem is not None:
         return error_response(502, problem, route=route, request_id=request_id, accept=accept)
-    if not _small(method, upstream_resp.status, upstream_resp.header(b"content-length")):
+    if not is_small(method, upstream_resp.status, upstream_resp.header(b"content-length")):
         return None
     try:
         return b"" if method == "HEAD" else await upstream_resp.content.read()

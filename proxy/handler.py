@@ -811,20 +811,24 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             if not can_fallback:
                 raise
-            self._warnings.warn(
-                ("fallback", ex.route_name),
-                "fallback to legacy on route %s: %s (request %s)",
-                ex.route_name,
-                failure.reason,
-                ex.request_id,
-            )
-            if self.telemetry is not None:
-                self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
-            legacy = rt.config.upstreams[rt.config.default]
-            ex.side, ex.upstream, ex.fallback_reason = LEGACY, legacy.name, failure.reason
-            return await self.caller.call(
-                as_legacy or outgoing, legacy, ex.path, ex.query, ex, fallback=True
-            )
+            return await self._fall_back(rt, ex, failure, as_legacy or outgoing)
+
+    async def _fall_back(
+        self, rt: Runtime, ex: Exchange, failure: UpstreamFailure, outgoing: Outgoing
+    ) -> UpstreamResponse:
+        """Legacy answers what the extracted side failed; raises if it fails too."""
+        self._warnings.warn(
+            ("fallback", ex.route_name),
+            "fallback to legacy on route %s: %s (request %s)",
+            ex.route_name,
+            failure.reason,
+            ex.request_id,
+        )
+        if self.telemetry is not None:
+            self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
+        legacy = rt.config.upstreams[rt.config.default]
+        ex.side, ex.upstream, ex.fallback_reason = LEGACY, legacy.name, failure.reason
+        return await self.caller.call(outgoing, legacy, ex.path, ex.query, ex, fallback=True)
 
     async def _translated(
         self,
@@ -884,6 +888,19 @@ class ProxyHandler:
             resp = await self._send(
                 translated, upstream, new_path, wire.query, rt, ex, can_fallback, as_legacy=original
             )
+            if ex.side == EXTRACTED:
+                try:
+                    raw, too_big = await buffer_prefix(resp.content, _BUFFER_LIMIT)
+                except (TimeoutError, aiohttp.ClientError, OSError, UpstreamProtocolError) as exc:
+                    resp.release()
+                    failure = UpstreamFailure(
+                        504 if isinstance(exc, TimeoutError) else 502,
+                        f"upstream {upstream.name} failed mid-body: {exc.__class__.__name__}",
+                        error=exc,
+                    )
+                    if not can_fallback:
+                        raise failure from None
+                    resp = await self._fall_back(rt, ex, failure, original)
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, accept)
         if ex.side == LEGACY:  # fell back: legacy already answers in the legacy model
@@ -892,14 +909,8 @@ class ProxyHandler:
                 return out
             finally:
                 resp.release()
-        try:
-            raw, too_big = await buffer_prefix(resp.content, _BUFFER_LIMIT)
-            resp_headers = list(response_headers(resp).items())
-        except (TimeoutError, aiohttp.ClientError, UpstreamProtocolError) as exc:
-            failure = UpstreamFailure(502, f"upstream {upstream.name} failed mid-body: {exc!r}")
-            return self._failure_response(failure, ex, accept)
-        finally:
-            resp.release()
+        resp_headers = list(response_headers(resp).items())
+        resp.release()
         if too_big:
             failure = UpstreamFailure(
                 502, f"upstream {upstream.name} answered over {_BUFFER_LIMIT} bytes to translate"

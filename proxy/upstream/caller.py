@@ -23,7 +23,7 @@ from proxy.client import (
 )
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 from proxy.exchange import Exchange
-from proxy.forward import BodySource, UpstreamPool, upstream_target
+from proxy.forward import BodySource, UpstreamPool, is_small, upstream_target
 from proxy.upstream.bulkhead import Rejected
 from proxy.upstream.guard import RetryBudgetExhausted, Slot, UpstreamGuard
 from proxy.upstream.registry import GuardRegistry
@@ -293,6 +293,10 @@ class UpstreamCaller:
             sending = pool.request(out.method, target, send_headers, data, out.interim)
         try:
             resp = await sending
+            if not resp.content.is_eof() and is_small(
+                out.method, resp.status, resp.header(b"content-length")
+            ):
+                await _complete(resp)
         except TimeoutError as exc:
             failure = UpstreamFailure(504, f"upstream {upstream.name} timed out", error=exc)
         except ConnectFailed as exc:
@@ -317,6 +321,21 @@ class UpstreamCaller:
         if telemetry is not None:
             telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
         raise failure
+
+
+async def _complete(resp: UpstreamResponse) -> None:
+    """Wait for the rest of a small body before the attempt counts as answered: an upstream
+    that fails mid-body (a reset, a stall past its timeout) then fails the attempt, so the
+    breaker counts it and a safe request is retried or falls back, as if it had failed
+    before its head; nothing has reached the client yet. The body stays in `content`."""
+    try:
+        error = resp.content.exception()
+        if error is not None:
+            raise error
+        await resp.content.wait_eof()
+    except BaseException:
+        resp.release()  # not at its end: the connection is closed, not reused
+        raise
 
 
 def _retry_after(resp: UpstreamResponse) -> float | None:

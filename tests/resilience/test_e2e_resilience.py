@@ -236,3 +236,61 @@ def test_a_url_that_answers_500_cannot_shut_the_default_upstream(start_proxy, wo
         for i in range(5):
             c.get(f"/items/{i}")
         assert upstream(p, "svc")["breaker"]["state"] == "open"
+
+
+def test_a_body_that_fails_before_it_is_complete_fails_the_attempt(start_proxy, world) -> None:
+    """Headers and half a small body, then a reset or a stall: nothing has reached the
+    client, so a GET falls back to legacy, and the breaker counts the failure (it counted
+    a success before, so a service that always broke mid-body never tripped it)."""
+    policy = SVC_POLICY.replace("read: 2.0", "read: 0.3")
+    routes = EXTRACTED + "- name: safe\n  match: {prefix: /safe}\n  mode: extracted\n"
+    routes += "  target: svc\n  fallback: legacy\n"
+    p = start_proxy(svc=policy, routes=routes)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for fault in ("cut", "stall"):
+            world.svc.set(fault)
+            r = c.get("/safe/1")
+            assert r.status_code == 200 and r.json()["server"] == "legacy", (fault, r.text)
+        world.svc.set("ok")
+        assert c.get("/safe/1").json()["server"] == "extracted"  # the breaker is not open yet
+
+        world.svc.set("cut")
+        # Failed attempts, two per request (one retry): the fifth opens the breaker.
+        assert [c.get(f"/items/{i}").status_code for i in range(3)] == [502, 502, 502]
+        snap = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]
+        assert snap["breaker"]["state"] == "open", snap
+        attempts = world.svc.attempts()
+        assert c.get("/items/9").status_code == 503
+        assert world.svc.attempts() == attempts
+
+
+def test_an_acl_route_falls_back_when_the_service_fails_mid_body(start_proxy, world) -> None:
+    """The ACL reads the whole answer to translate it: a body that breaks off or stalls
+    (small or large) is the service failing, so a GET falls back, and without a fallback
+    the client gets 502/504, not the proxy's 500."""
+    policy = SVC_POLICY.replace("read: 2.0", "read: 0.3")
+    route = """\
+- name: customer
+  match: {path: "/api/customers/{id}"}
+  mode: extracted
+  target: svc
+  acl: customers
+"""
+    headers = {"X-Tenant-ID": "acme"}
+    for fallback in (True, False):
+        routes = route + ("  fallback: legacy\n" if fallback else "")
+        p = start_proxy(svc=policy, routes=routes, top="tenant: {header: X-Tenant-ID}\n")
+        with httpx.Client(base_url=p.url, timeout=10, headers=headers) as c:
+            for fault, length, status in (
+                ("cut", 2000, 502),
+                ("stall", 2000, 504),
+                ("cut", 200_000, 502),
+                ("stall", 200_000, 504),
+            ):
+                world.svc.set(fault, length=length)
+                r = c.get("/api/customers/7")
+                if fallback:
+                    assert r.status_code == 200, (fault, length, r.text)
+                    assert r.json()["server"] == "legacy"
+                else:
+                    assert r.status_code == status, (fault, length, r.text)

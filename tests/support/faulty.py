@@ -10,7 +10,9 @@ request with an `X-Fault` header (`X-Fault: status=503`, `hang`, `slow=0.2`, `re
 - `status`  answer `status` (e.g. 503 bursts: `{"mode": "status", "status": 503, "count": 5}`)
 - `refuse`  close the connection without reading the body or answering
 - `hang`    never answer (until the client gives up or `delay` seconds pass)
-- `reset`   send headers and part of the body, then reset the connection
+- `reset`   send headers and part of a large body (100 kB), then reset the connection
+- `cut`     send headers and part of a body (`length`, 2 kB by default), then reset
+- `stall`   send headers and part of a body, then nothing for `delay` seconds
 - `slow`    wait `delay` seconds, then answer 200
 
 `GET /-/stats` counts attempts (per method and path, plus request body bytes received);
@@ -32,7 +34,7 @@ from aiohttp import web
 
 from tests.support.procs import PYTHON, free_port, running
 
-MODES = ("ok", "status", "refuse", "hang", "reset", "slow")
+MODES = ("ok", "status", "refuse", "hang", "reset", "slow", "cut", "stall")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Fault:
     delay: float = 3600.0
     count: int | None = None  # requests left; None = until changed
     retry_after: str | None = None  # a `status` answer's Retry-After
+    length: int = 2000  # the Content-Length `cut` and `stall` announce
 
     @classmethod
     def parse(cls, data: dict) -> Fault:
@@ -55,6 +58,7 @@ class Fault:
             delay=float(data.get("delay", default_delay)),
             count=None if data.get("count") is None else int(data["count"]),
             retry_after=data.get("retry_after"),
+            length=int(data.get("length") or 2000),
         )
 
     @classmethod
@@ -142,6 +146,15 @@ def build_app(name: str) -> web.Application:
             raise asyncio.CancelledError
         if fault.mode == "slow":
             await asyncio.sleep(fault.delay)
+        if fault.mode in ("cut", "stall"):  # a small body that never completes
+            resp = web.StreamResponse(status=200, headers={"Content-Length": str(fault.length)})
+            await resp.prepare(request)
+            await resp.write(b'{"partial": "')
+            if fault.mode == "stall":
+                await asyncio.sleep(fault.delay or 3600.0)
+            if transport is not None:
+                transport.abort()
+            raise asyncio.CancelledError
         if fault.mode == "reset":
             resp = web.StreamResponse(status=200, headers={"Content-Length": "100000"})
             await resp.prepare(request)
@@ -190,8 +203,9 @@ class Faulty:
         count: int | None = None,
         delay: float | None = None,
         retry_after: str | None = None,
+        length: int | None = None,
     ) -> None:
-        body: dict = {"mode": mode, "count": count, "retry_after": retry_after}
+        body: dict = {"mode": mode, "count": count, "retry_after": retry_after, "length": length}
         if status is not None:
             body["status"] = status
         if delay is not None:
