@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 log = logging.getLogger("strangler")
@@ -45,13 +45,15 @@ class EdgeRequestHandler(RequestHandler):
       waiting for bytes that never come.
     """
 
-    __slots__ = ("_chunked_body", "_body_fresh", "trailer_body")
+    __slots__ = ("_chunked_body", "_body_fresh", "trailer_body", "_line_len", "_head_ended")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._chunked_body: Any = None  # the chunked body being parsed
         self._body_fresh = False  # the next bytes parsed are its first
         self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
+        self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
+        self._head_ended = False  # the last bytes parsed ended a head
 
     def data_received(self, data: bytes) -> None:
         if self.trailer_body is not None:
@@ -66,6 +68,7 @@ class EdgeRequestHandler(RequestHandler):
             else:
                 end = data.find(b"\r\n\r\n", start)
                 end = size if end < 0 else end + 4
+                self._measure_request_line(data, start, end)
             self._parse(data[start:end] if start or end < size else data)
             start = end
 
@@ -115,8 +118,35 @@ class EdgeRequestHandler(RequestHandler):
         """The parser's answer without the bytes it quotes: they may be a secret header
         value (a token over the size limit), and the client has no use for an echo."""
         if isinstance(exc, HttpProcessingError) and status != 500:
+            status = self._refusal_status(exc, status)
             message = f"{status} {_phrase(status)}: {parser_reason(exc)}\n"
+        manager = self._manager
+        on_refused = getattr(manager.request_handler, "refused", None) if manager else None
+        if on_refused is not None:
+            reason = parser_reason(exc) if isinstance(exc, HttpProcessingError) else "error"
+            on_refused(status, reason, _peer_of(self.transport))
         return super().handle_error(request, status, exc, message)
+
+    def _measure_request_line(self, data: bytes, start: int, end: int) -> None:
+        """Keep the length of the request line being parsed (`_refusal_status` needs it)."""
+        if self._head_ended:
+            self._line_len, self._head_ended = 0, False
+        if self._line_len >= 0:
+            newline = data.find(b"\n", start, end)
+            self._line_len += (end if newline < 0 else newline) - start
+            if newline >= 0 and self._line_len <= self.max_line_size:
+                self._line_len = -1
+        self._head_ended = data.endswith(b"\r\n\r\n", start, end)
+
+    def _refusal_status(self, exc: HttpProcessingError, status: int) -> int:
+        """llhttp says 400 for every limit: a request line over `limits.max_request_line`
+        is 414 and header fields over theirs are 431 (RFC 9110 §15.5.15, RFC 6585 §5), so
+        a client can tell a long URL from a bad request."""
+        if isinstance(exc, LineTooLong):
+            return 414 if self._line_len > self.max_line_size else 431
+        if str(exc.message).startswith("Too many headers"):
+            return 431
+        return status
 
     def answers_last(self, request: web.BaseRequest) -> bool:
         """Whether `request` is the last request this connection answers (its answer then
@@ -144,6 +174,11 @@ def parser_reason(exc: HttpProcessingError) -> str:
     reason = str(exc.message).split(":", 1)[0]
     reason = "".join(c if " " <= c <= "~" else " " for c in reason)
     return " ".join(reason.split())[:120] or "malformed request"
+
+
+def _peer_of(transport: Any) -> str | None:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def _phrase(status: int) -> str:

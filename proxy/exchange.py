@@ -9,6 +9,17 @@ from proxy.telemetry.spans import Span
 
 LEGACY = "legacy"
 EXTRACTED = "extracted"
+PROXY = "proxy"  # the proxy answered itself before any upstream was chosen (a refused request)
+
+
+def loggable_target(raw: str) -> tuple[str, str | None]:
+    """A raw request target as (path, query) for the access line, whatever its form: the
+    query apart (so it is redacted as any query is) and an absolute form's scheme and
+    authority (with any `user:password@`) dropped."""
+    target, sep, query = raw.partition("?")
+    if not target.startswith("/") and "://" in target:
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return target, (query if sep else None)
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ from proxy.config.templates import rewrite_path
 from proxy.dispatch import choose_side, sticky_key
 from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
-from proxy.exchange import EXTRACTED, LEGACY, Exchange
+from proxy.exchange import EXTRACTED, LEGACY, PROXY, Exchange, loggable_target
 from proxy.filters import auth as auth_filter
 from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
 from proxy.filters.ratelimit import (
@@ -242,6 +242,15 @@ class ProxyHandler:
         started = time.perf_counter()
         return Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None), started
 
+    def refused(self, status: int, reason: str, client: str | None) -> None:
+        """A request aiohttp's parser refused (and answered): counted and logged as any
+        answer is, so malformed traffic shows in metrics and logs. Its target is not logged:
+        it is what was malformed, and may hold a secret."""
+        if self.telemetry is not None:
+            self.telemetry.request_finished(
+                None, LEGACY, PROXY, "-", status, 0.0, 0, client=client, error=reason
+            )
+
     def _internal_error(self, ex: Exchange, exc: Exception, client_headers: Any) -> web.Response:
         # Never a stack trace to the client; always one line with the ids in the log.
         ex.status = 500
@@ -291,7 +300,7 @@ class ProxyHandler:
         self, request: web.BaseRequest, rt: Runtime, ex: Exchange
     ) -> web.StreamResponse:
         accept = request.headers.get("Accept")
-        ex.path = request.raw_path
+        ex.path, ex.query = loggable_target(request.raw_path)
         try:
             raw_headers, edge = _edge(
                 request.method,
@@ -302,7 +311,8 @@ class ProxyHandler:
                 max_total=self.limits.max_header_total,
             )
         except Refused as refused:
-            return error_response(
+            ex.side = PROXY
+            answer = error_response(
                 refused.status,
                 refused.message,
                 route=None,
@@ -311,6 +321,8 @@ class ProxyHandler:
                 close=True,
                 headers=refused.headers,
             )
+            ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
+            return answer
         if edge.asterisk:
             return options_star_response(ex.request_id)
         path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host

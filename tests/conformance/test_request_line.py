@@ -146,6 +146,23 @@ def test_malformed_input_is_refused_and_never_forwarded(e, data):
     assert_refused(e, data)
 
 
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /" + b"A" * 10_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+        (MALFORMED["url-100k"], 414),
+        (b"GET /a HTTP/1.1\r\nHost: h\r\nX-Big: " + b"B" * 10_000 + b"\r\n\r\n", 431),
+        (MALFORMED["header-value-100k"], 431),
+        (MALFORMED["header-name-100k"], 431),
+        (MALFORMED["10k-headers"], 431),
+    ],
+    ids=["url-10k", "url-100k", "value-10k", "value-100k", "name-100k", "10k-headers"],
+)
+def test_a_long_url_is_414_and_too_much_header_431(e, data, status):
+    """RFC 9110 §15.5.15 and RFC 6585 §5: the client learns which limit it hit."""
+    assert_refused(e, data, (status,))
+
+
 def test_http10_keep_alive_is_honoured_when_the_length_is_known(e):
     with Wire(e.port) as w:
         req = b"GET /k HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
