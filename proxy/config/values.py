@@ -10,9 +10,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from proxy.config.problems import Invalid
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+from proxy.config.problems import Invalid, did_you_mean
 from proxy.config.templates import TemplateError, check_path
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -95,16 +97,23 @@ def redact_url(text: str) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:
         return text
+    # The last '@' ends the userinfo, even past a '/', '?' or '#' a password holds raw
+    # (`redis://:ab/cd@host/0` is not a valid URL, but its password must not show either).
+    userinfo, at_sign, after = rest.rpartition("@")
+    if at_sign:
+        user, colon, _ = userinfo.partition(":")
+        if "/" in user or "?" in user or "#" in user:
+            user, colon = "", ":"
+        rest = (f"{user}:***@" if colon or not user else "***@") + after
+        head = len(rest) - len(after)
+    else:
+        head = 0
     end = len(rest)
     for ch in "/?#":
-        at = rest.find(ch, 0, end)
+        at = rest.find(ch, head, end)
         if at >= 0:
             end = at
     authority, tail = rest[:end], rest[end:]
-    userinfo, at_sign, host = authority.rpartition("@")  # the last '@' ends the userinfo
-    if at_sign:
-        user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{host}" if colon or not user else f"***@{host}"
     path, qmark, query = tail.partition("?")
     if qmark:
         query, hash_, fragment = query.partition("#")
@@ -174,21 +183,42 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
     return ParsedUrl(scheme, host, port, base_path, f"{scheme}://{netloc}{base_path}")
 
 
+# Query options a Redis URL may carry: the proxy's key prefix and what redis-py reads.
+REDIS_URL_OPTIONS = ("prefix", *URL_QUERY_ARGUMENT_PARSERS, "ssl_cert_reqs", "ssl_ca_certs",
+                     "ssl_certfile", "ssl_keyfile", "client_name", "username", "password")  # fmt: skip
+
+
 def check_redis_url(text: str) -> str | None:
-    """`redis://host[:port][/db]` or `rediss://...`."""
+    """`redis://host[:port][/db][?options]` or `rediss://...`: everything redis-py would
+    only refuse when it first connects (an unknown option, a bad value) is refused here."""
     shown = redact_url(text)
     if not text.startswith(("redis://", "rediss://")):
         return f"{shown!r} is not a redis:// or rediss:// URL"
+    userinfo, at_sign, _ = text.partition("://")[2].rpartition("@")
+    if at_sign and any(ch in userinfo for ch in "/?#"):
+        return (
+            f"the password in {shown!r} holds a '/', '?' or '#' (or an option holds '@'): "
+            "percent-encode them (%2F, %3F, %23, %40)"
+        )
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"{shown!r} is not a valid URL: {exc}"
+    except ValueError:
+        return f"{shown!r} is not a valid URL (host, then an optional :port from 1 to 65535)"
     if not parts.hostname:
         return f"{shown!r} has no host"
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         return f"the database in {shown!r} must be a number, e.g. redis://127.0.0.1:6379/0"
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in REDIS_URL_OPTIONS:
+            hint = did_you_mean(key, REDIS_URL_OPTIONS) or "known: " + ", ".join(REDIS_URL_OPTIONS)
+            return f"unknown option {key!r} in {shown!r} ({hint})"
+        if key in URL_QUERY_ARGUMENT_PARSERS:
+            try:
+                URL_QUERY_ARGUMENT_PARSERS[key](value)
+            except (TypeError, ValueError):
+                return f"option {key}={value!r} in {shown!r} is not a valid value"
     return None
 
 

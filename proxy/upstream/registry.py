@@ -9,14 +9,18 @@ a fresh guard; requests already holding a slot on the old one finish there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
 
 from proxy.config.model import Config
+from proxy.config.values import redact_url
 from proxy.upstream.breaker import Clock
 from proxy.upstream.guard import UpstreamGuard
 from proxy.upstream.state import RedisState
+
+log = logging.getLogger("strangler.upstream.state")
 
 
 class GuardRegistry:
@@ -112,11 +116,21 @@ class GuardRegistry:
             await self.state.close()
             self.state = None
         if self._state_url:
-            self.state = RedisState(
-                self._state_url,
-                lambda: self.guards.values(),
-                prefix=self.key_prefix,
-                interval=self.sync_interval,
-                timeout=self.redis_timeout,
-            )
-            await self.state.start()
+            try:
+                state = RedisState(
+                    self._state_url,
+                    lambda: self.guards.values(),
+                    prefix=self.key_prefix,
+                    interval=self.sync_interval,
+                    timeout=self.redis_timeout,
+                )
+            except (TypeError, ValueError) as exc:  # validation should have caught it
+                log.error(
+                    "state store %s cannot be used (%s); breakers and retry budgets stay "
+                    "per process",
+                    redact_url(self._state_url),
+                    exc,
+                )
+                return
+            self.state = state
+            await state.start()

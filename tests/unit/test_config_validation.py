@@ -460,6 +460,20 @@ CASES = [
         id="python-tag-is-just-a-wrong-type",
     ),
     pytest.param(
+        HEAD + 'state: "redis://127.0.0.1:6379/0?prefx=app:"\n', "prefx", "state", None,
+        "unknown option 'prefx' in 'redis://127.0.0.1:6379/0?prefx=app:' (did you mean "
+        "'prefix'?)", None, id="state-url-unknown-option",
+    ),
+    pytest.param(
+        HEAD + 'state: "redis://127.0.0.1:6379/0?socket_timeout=soon"\n', "soon", "state",
+        None, "option socket_timeout='soon'", None, id="state-url-bad-option-value",
+    ),
+    pytest.param(
+        HEAD + 'state: "redis://:ab/cdSECRET@127.0.0.1:6379/0"\n', "SECRET", "state", None,
+        "holds a '/', '?' or '#' (or an option holds '@'): percent-encode them", None,
+        id="state-url-password-with-slash",
+    ),
+    pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n"
                "    rate_limit: {requests: 5, scope: shared}\n"),
         "scope: shared", "routes[0].rate_limit.scope", "r",
@@ -630,6 +644,20 @@ def test_default_legacy_must_exist_when_default_is_not_set():
     assert "no upstream named 'legacy'" in problem.message
     assert "monolith" in (problem.fix or "")
     assert parse_config(text + "default: monolith\n").default == "monolith"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:ab/cdSECRET@127.0.0.1:6379/0",
+        "redis://user:p#wSECRET@127.0.0.1:6379/0",
+        "redis://user:p?wSECRET@127.0.0.1:6379/0",
+        "redis://:abSECRET@127.0.0.1:99999/0",
+    ],
+)
+def test_a_redis_password_never_shows_whatever_it_holds(url):
+    for problem in problems_of(HEAD + f'state: "{url}"\n'):
+        assert "SECRET" not in str(problem) and "ab" not in problem.message, str(problem)
 
 
 def test_passwords_in_urls_never_appear_in_messages():
