@@ -72,6 +72,11 @@ class Delta:
     tripped: bool = False  # this replica opened the breaker itself
     probe_ok: int = 0
     probe_bad: int = 0
+    probe_released: int = 0  # probes that ended without a verdict (the client left)
+
+    @property
+    def empty(self) -> bool:
+        return self == Delta()
 
 
 class UpstreamGuard:
@@ -182,7 +187,9 @@ class UpstreamGuard:
                 ticket = self.breaker.try_acquire()
             elif verdict == "denied":
                 self.breaker.release(ticket)
-                self.breaker.force_open(max(remaining, 0.05))
+                # Another replica's probe is out: ask again soon rather than when Redis
+                # would forget it, since its verdict usually comes within a second.
+                self.breaker.force_open(min(max(remaining, 0.05), 1.0))
                 ticket = None
         if ticket is None:
             self.counters["breaker_open"] += 1
@@ -201,6 +208,9 @@ class UpstreamGuard:
         if ok is None:
             self.breaker.release(ticket)
             if ticket.probe and self.shared is not None:
+                # The fleet's grant goes back too: else every replica waits `open_for`
+                # for a probe that will never report.
+                self.delta.probe_released += 1
                 self.shared.nudge()
             return
         self.record_result(ticket, ok)

@@ -44,6 +44,7 @@ class GuardRegistry:
         self.sync_interval = sync_interval
         self.redis_timeout = redis_timeout
         self.guards: dict[str, UpstreamGuard] = {}
+        self._retired: list[UpstreamGuard] = []
         self.state: RedisState | None = None
         self._state_url: str | None = None
         self._started = False
@@ -76,11 +77,24 @@ class GuardRegistry:
                 if old is not None and old.shared is not None:
                     guard.shared = old.shared
                 guards[name] = guard
+        # A replaced guard still has requests in flight, maybe the fleet's probe: it keeps
+        # syncing their outcomes (same Redis keys) until it has none left.
+        self._retired += [g for name, g in self.guards.items() if guards.get(name) is not g]
         self.guards = guards
         if config.state != self._state_url:
             self._state_url = config.state
             if self._started:
                 self._pending = asyncio.get_running_loop().create_task(self._restart_state())
+
+    def _syncing(self) -> list[UpstreamGuard]:
+        """The guards whose outcomes the shared store hears: the current ones, and the
+        replaced ones until their last request is done and reported."""
+        self._retired = [
+            g
+            for g in self._retired
+            if g.bulkhead.in_flight or g.bulkhead.queued or not g.delta.empty
+        ]
+        return [*self.guards.values(), *self._retired]
 
     def snapshot(self) -> dict[str, dict]:
         """Per upstream, for `GET /-/upstreams`."""
@@ -119,7 +133,7 @@ class GuardRegistry:
             try:
                 state = RedisState(
                     self._state_url,
-                    lambda: self.guards.values(),
+                    self._syncing,
                     prefix=self.key_prefix,
                     interval=self.sync_interval,
                     timeout=self.redis_timeout,

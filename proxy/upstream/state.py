@@ -20,10 +20,11 @@ here). With `state: "redis://host:6379/0"` the replicas trip together and recove
 - A `scope: shared` rate limit costs one round trip per request on its route (a Lua GCRA
   step on Redis's clock); while Redis is unreachable those routes count per process.
 
-Keys (one hash tag per upstream, Redis Cluster safe; all expire when unused):
-`<prefix>{<upstream>}:breaker` hash state/opened_at/consecutive/probes/probe_at,
-`<prefix>{<upstream>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
-`<prefix>{<upstream>}:load` hash replica-id -> "active:retries:expires_ms",
+Keys (one hash tag per upstream, Redis Cluster safe; all expire when unused), where `<u>`
+is the upstream's name, '@' and a digest of its URL:
+`<prefix>{<u>}:breaker` hash state/opened_at/consecutive/probes/probe_at,
+`<prefix>{<u>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
+`<prefix>{<u>}:load` hash replica-id -> "active:retries:expires_ms",
 `<prefix>rl:<budget>` the next due time (µs) of one rate-limit budget, where `<budget>` is
 a digest of the route, its policy and the client's key (an API key is never stored).
 """
@@ -31,6 +32,7 @@ a digest of the route, its policy and the client's key (an API key is never stor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -58,8 +60,12 @@ local limit, ratio, minreq = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV
 local window, open_for = tonumber(ARGV[11]), tonumber(ARGV[12])
 local replica, load_ttl, key_ttl = ARGV[13], tonumber(ARGV[16]), tonumber(ARGV[17])
 local active, retries = tonumber(ARGV[14]), tonumber(ARGV[15])
+local released, local_open = tonumber(ARGV[18]), tonumber(ARGV[19])
 
 local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'consecutive')
+-- No shared state at all (flushed, evicted, a new empty Redis) while this replica's breaker
+-- is open: the fleet re-learns it is open, rather than everyone closing on a dead upstream.
+if not b[1] and local_open == 1 then tripped = 1 end
 local state = b[1] or 'closed'
 local opened_at = tonumber(b[2] or '0')
 local consec = tonumber(b[3] or '0')
@@ -103,7 +109,11 @@ if state == 'closed' then
     open()
   end
 elseif state == 'half_open' then
-  if probe_bad > 0 then open() elseif probe_ok > 0 then close() end
+  if probe_bad > 0 then open() elseif probe_ok > 0 then close()
+  elseif released > 0 then
+    local held = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
+    redis.call('HSET', KEYS[1], 'probes', math.max(0, held - released))
+  end
 end
 redis.call('HSET', KEYS[1], 'state', state, 'opened_at', opened_at, 'consecutive', consec)
 redis.call('PEXPIRE', KEYS[1], key_ttl)
@@ -234,8 +244,13 @@ class RedisState:
     def healthy(self) -> bool:
         return self._healthy
 
-    def keys(self, upstream: str) -> list[str]:
-        base = f"{self.prefix}{{{upstream}}}"
+    def keys(self, guard: UpstreamGuard) -> list[str]:
+        """One upstream's keys. The hash tag holds the upstream's name and a digest of its
+        URL: replicas of one deployment share them, while another deployment using the
+        same Redis database with an upstream of the same name (every table has a `legacy`)
+        does not open this one's breakers."""
+        where = hashlib.blake2b(guard.upstream.url.encode(), digest_size=4).hexdigest()
+        base = f"{self.prefix}{{{guard.name}@{where}}}"
         return [f"{base}:breaker", f"{base}:window", f"{base}:load"]
 
     async def start(self) -> None:
@@ -285,7 +300,7 @@ class RedisState:
             async with self.client.pipeline(transaction=False) as pipe:
                 for guard, delta, _ in batches:
                     await self._sync(
-                        keys=self.keys(guard.name), args=self._args(guard, delta), client=pipe
+                        keys=self.keys(guard), args=self._args(guard, delta), client=pipe
                     )
                 async with asyncio.timeout(self.timeout * 5):
                     results = await pipe.execute()
@@ -320,6 +335,8 @@ class RedisState:
             guard.retries_active,
             int(max(1.0, 10 * self.interval) * 1000),
             key_ttl,
+            delta.probe_released,
+            int(guard.breaker.state == "open"),
         ]
 
     @property
@@ -349,7 +366,7 @@ class RedisState:
         try:
             async with asyncio.timeout(self.timeout * 2):
                 verdict, wait = await self._probe(
-                    keys=self.keys(guard.name)[:1],
+                    keys=self.keys(guard)[:1],
                     args=[
                         int(p.open_for * 1000),
                         max(1, p.half_open_probes),
@@ -414,8 +431,8 @@ class RedisState:
         for guard in guards:
             guard.shared = self
 
-    async def delete_keys(self, upstreams: Iterable[str]) -> None:
-        """Remove this store's keys for `upstreams` (tests and decommissioning)."""
-        keys = [k for name in upstreams for k in self.keys(name)]
+    async def delete_keys(self, guards: Iterable[UpstreamGuard]) -> None:
+        """Remove this store's keys for the upstreams of `guards` (tests, decommissioning)."""
+        keys = [k for guard in guards for k in self.keys(guard)]
         if keys:
             await self.client.delete(*keys)

@@ -260,3 +260,93 @@ async def test_a_probe_lost_with_its_replica_is_granted_again_after_open_for(pre
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_probe_given_back_without_an_answer_frees_the_fleet_at_once(prefix: str) -> None:
+    """The probe's client left (or the bulkhead refused it): no verdict, so the fleet's
+    grant is handed back and the next replica to ask probes now, not after `open_for`."""
+    a = GuardRegistry(config(SHARED_REDIS, 30.0), key_prefix=prefix, sync_interval=0.05)
+    b = GuardRegistry(config(SHARED_REDIS, 30.0), key_prefix=prefix, sync_interval=0.05)
+    await a.start()
+    await b.start()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        client = redis.Redis.from_url(SHARED_REDIS)
+        try:
+            (key,) = [k for k in client.scan_iter(match=f"{prefix}*:breaker") if b"{x" in k]
+            client.hset(key, "opened_at", 0)  # open_for is over: probe time
+        finally:
+            client.close()
+        for guard in (a.get("x"), b.get("x")):
+            guard.breaker.force_open(0.0)
+        with pytest.raises(asyncio.CancelledError):
+            async with a.get("x").slot() as probe:
+                assert probe.probe  # A holds the fleet's probe ... and its client leaves
+                raise asyncio.CancelledError
+        started = time.monotonic()
+        while True:
+            try:
+                async with b.get("x").slot() as second:
+                    assert second.probe
+                    second.done(status=200)
+                break
+            except BreakerOpen:
+                assert time.monotonic() - started < 3, "the grant was never handed back"
+                await asyncio.sleep(0.02)
+        await eventually(lambda: a.get("x").breaker.state == "closed", 3, "A closes too")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_wiped_redis_does_not_close_an_open_breaker(prefix: str) -> None:
+    a = GuardRegistry(config(SHARED_REDIS, 30.0), key_prefix=prefix, sync_interval=0.05)
+    await a.start()
+    try:
+        await fail(a.get("x"), 3)
+        assert a.get("x").breaker.state == "open"
+        client = redis.Redis.from_url(SHARED_REDIS)
+        try:
+
+            def shared_state() -> bytes | None:
+                keys = [k for k in client.scan_iter(match=f"{prefix}*:breaker") if b"{x" in k]
+                return client.hget(keys[0], "state") if keys else None
+
+            await eventually(lambda: shared_state() == b"open", 3, "the fleet sees it open")
+            client.delete(*client.scan_iter(match=f"{prefix}*"))  # FLUSHALL, for this test
+            syncs = a.state.syncs
+            await eventually(lambda: a.state.syncs >= syncs + 3, 3, "syncs after the wipe")
+            assert a.get("x").breaker.state == "open"
+            assert shared_state() == b"open"
+        finally:
+            client.close()
+    finally:
+        await a.close()
+
+
+async def test_two_deployments_on_one_redis_keep_their_breakers_apart(prefix: str) -> None:
+    """Both tables have an upstream named `x` (every table has a `legacy`); only the
+    deployment whose `x` failed opens its breaker."""
+    breaker = BreakerPolicy(consecutive_failures=3, open_for=30.0)
+    other = Config(
+        version=1,
+        upstreams=MappingProxyType(
+            {"x": Upstream(name="x", url="http://10.9.9.9:8000", breaker=breaker)}
+        ),
+        routes=(),
+        state=SHARED_REDIS,
+    )
+    a = GuardRegistry(config(SHARED_REDIS, 30.0), key_prefix=prefix, sync_interval=0.05)
+    b = GuardRegistry(other, key_prefix=prefix, sync_interval=0.05)
+    await a.start()
+    await b.start()
+    try:
+        await fail(a.get("x"), 3)
+        syncs = b.state.syncs
+        await eventually(lambda: b.state.syncs >= syncs + 5, 3, "syncs on B")
+        assert a.get("x").breaker.state == "open"
+        assert b.get("x").breaker.state == "closed"
+    finally:
+        await a.close()
+        await b.close()
