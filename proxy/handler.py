@@ -59,7 +59,6 @@ from proxy.forward import (
     last_on_connection,
     relay,
     response_headers,
-    upstream_target,
     whole_body,
 )
 from proxy.routing import AmbiguousPath, RouteMatch
@@ -1154,25 +1153,26 @@ class ProxyHandler:
         send = auth_filter.check_headers(
             auth, headers, method=method, uri=uri, host=upstream.host_header or host_header
         )
-        target = upstream_target(upstream, auth.path, None)
-        limit = upstream.timeout.total or upstream.timeout.read or 30.0
+        # Through the caller, as any upstream call: the auth upstream's timeouts, retries
+        # and breaker, an attempt span whose traceparent the check sees, attempt metrics.
+        check = Outgoing("GET", send, upstream.host_header or host_header, None)
         try:
-            async with asyncio.timeout(limit):
-                resp = await self.pool.pool(upstream).request("GET", target, send, None)
-                try:
-                    body, too_big = await buffer_prefix(resp.content, auth_filter.ANSWER_LIMIT)
-                finally:
-                    resp.release()
+            resp = await self.caller.call(check, upstream, auth.path, None, ex)
+            try:
+                body, too_big = await buffer_prefix(resp.content, auth_filter.ANSWER_LIMIT)
+            finally:
+                resp.release()
+        except UpstreamFailure as failure:
+            return self._auth_unavailable(auth, failure.label, ex, accept)
         except (TimeoutError, aiohttp.ClientError, OSError, UpstreamProtocolError) as exc:
-            reason = f"authentication check ({auth.upstream} {auth.path}) failed: {exc!r}"
-            return self._failure_response(UpstreamFailure(503, reason), ex, accept)
+            return self._auth_unavailable(auth, exc.__class__.__name__, ex, accept)
         answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         if auth_filter.allowed(resp.status):
             headers.extend(auth_filter.copied(auth, answer))
             return None
         if resp.status >= 500 or resp.status < 200 or too_big:
-            reason = f"authentication check ({auth.upstream} {auth.path}) answered {resp.status}"
-            return self._failure_response(UpstreamFailure(503, reason), ex, accept)
+            why = "an answer too large" if too_big else f"status {resp.status}"
+            return self._auth_unavailable(auth, why, ex, accept)
         ex.error = f"authentication check answered {resp.status}"
         refusal = web.Response(status=resp.status, body=body if method != "HEAD" else None)
         for name, value in auth_filter.refusal_headers(answer):
@@ -1192,17 +1192,36 @@ class ProxyHandler:
         )
         ex.status, ex.error = 502, f"mid-response: {exc!r}"
 
-    def _failure_response(
-        self, failure: UpstreamFailure, ex: Exchange, accept: str | None
+    def _auth_unavailable(
+        self, auth: Any, why: str, ex: Exchange, accept: str | None
     ) -> web.Response:
-        ex.error = failure.reason
+        """No verdict from the auth check: 503, fail closed. The client is told which
+        upstream failed, never the check's path (its query may hold a key) or address."""
+        path = auth.path.partition("?")[0]
+        failure = UpstreamFailure(503, f"authentication check by upstream {auth.upstream} failed")
         self._warnings.warn(
-            ("failure", ex.route_name, failure.status),
-            "route %s: %s (request %s)",
+            ("auth", ex.route_name),
+            "route %s: authentication check %s %s failed: %s (request %s)",
             ex.route_name,
-            failure.reason,
+            auth.upstream,
+            path,
+            why,
             ex.request_id,
         )
+        return self._failure_response(failure, ex, accept, warn=False)
+
+    def _failure_response(
+        self, failure: UpstreamFailure, ex: Exchange, accept: str | None, *, warn: bool = True
+    ) -> web.Response:
+        ex.error = failure.reason
+        if warn:
+            self._warnings.warn(
+                ("failure", ex.route_name, failure.status),
+                "route %s: %s (request %s)",
+                ex.route_name,
+                failure.reason,
+                ex.request_id,
+            )
         extra = None
         if failure.retry_after is not None:
             extra = {"Retry-After": str(max(1, round(failure.retry_after)))}

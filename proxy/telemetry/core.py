@@ -41,7 +41,12 @@ def attempt_result(status: int | None, error: BaseException | str | None = None)
     if error is not None:
         if isinstance(error, TimeoutError | asyncio.TimeoutError):
             return "timeout"
-        if isinstance(error, ConnectionError) or type(error).__name__.startswith("ClientConnector"):
+        name = type(error).__name__
+        if (
+            isinstance(error, ConnectionError)
+            or name == "ConnectFailed"
+            or name.startswith("ClientConnector")
+        ):
             return "connect_error"
         if isinstance(error, str) and error in ("timeout", "connect_error"):
             return error

@@ -223,7 +223,7 @@ class UpstreamCaller:
                     out.method,
                     f"{upstream.scheme}://{upstream.host}:{upstream.port}{target}",
                     upstream=upstream.name,
-                    attempt=attempt,
+                    attempt=attempt - 1,  # resends before this one: 0 for the first
                     fallback=fallback,
                 )
         # One pass: our Host first, and with tracing on, our trace context replaces the
@@ -314,6 +314,12 @@ class UpstreamCaller:
             failure = UpstreamFailure(
                 502, f"upstream {upstream.name} failed: {exc.__class__.__name__}", error=exc
             )
+        except asyncio.CancelledError:
+            # The client left (or the drain ran out): the attempt still ends, so its span
+            # (which the upstream saw as its parent) and its count are not lost.
+            if telemetry is not None:
+                telemetry.attempt_finished(span, upstream.name, None, error="cancelled")
+            raise
         else:
             if telemetry is not None:
                 telemetry.attempt_finished(span, upstream.name, resp.status)

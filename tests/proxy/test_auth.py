@@ -146,3 +146,37 @@ def test_a_check_that_gives_no_verdict_in_time_fails_closed(start_proxy):
     answer = httpx.get(proxy.url + "/svc/x", headers={"Authorization": "Bearer good"}, timeout=20)
     assert answer.status_code == 503, answer.text
     assert "authentication check" in answer.json()["message"]
+
+
+def test_a_failed_check_tells_nobody_its_path_or_key(start_proxy):
+    """The check's query may hold a shared key: it reaches neither the client nor the log
+    (the warning names the upstream and the path without its query)."""
+    slow = AUTH.replace("upstream: legacy", "upstream: svc").replace(
+        "path: /auth/check", "path: /slow?s=10&key=SHAREDKEY"
+    )
+    proxy = start_proxy(routes=ROUTES, extra=slow)
+    answer = httpx.get(proxy.url + "/svc/x", headers={"Authorization": "Bearer good"}, timeout=20)
+    assert answer.status_code == 503
+    assert answer.json()["message"] == "authentication check by upstream svc failed"
+    assert "/slow" not in answer.text and "127.0.0.1" not in answer.text
+    proxy.stop()
+    log = proxy.log.read_text()
+    assert "authentication check svc /slow failed: timeout" in log
+    assert "SHAREDKEY" not in log
+
+
+def test_the_check_is_an_attempt_of_the_request_trace(start_proxy, upstreams):
+    """The check carries the request's trace, with the proxy's attempt span as its parent
+    (not the client's span), so the IdP's spans hang off the right place."""
+    extra = AUTH + "telemetry: {traces: {exporter: console, sample: 1.0}}\n"
+    proxy = start_proxy(routes=ROUTES, extra=extra)
+    client_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    answer = httpx.get(
+        proxy.url + "/svc/x",
+        headers={"Authorization": "Bearer good", "traceparent": client_parent},
+    )
+    assert answer.status_code == 200
+    seen = seen_by_check(upstreams)[-1]["traceparent"]
+    version, trace_id, parent, flags = seen.split("-")
+    assert trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert parent != "b7ad6b7169203331"

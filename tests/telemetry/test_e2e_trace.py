@@ -89,3 +89,4 @@ def test_one_trace_from_the_proxy_into_the_monolith(tmp_path):
     assert server.attributes["strangler.side"] == "legacy"
     assert server.attributes["strangler.tenant"] == "acme"
     assert client.attributes["peer.service"] == "legacy"
+    assert "http.request.resend_count" not in client.attributes  # a first send, not a resend

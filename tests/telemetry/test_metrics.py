@@ -294,3 +294,16 @@ def test_tallies_read_as_the_same_exposition_as_writing_through(requests):
     deferred.finished("a", "legacy", "legacy", "GET", 200, 0.5)  # later requests count too
     direct.finished("a", "legacy", "legacy", "GET", 200, 0.5)
     assert deferred.text() == direct.text()
+
+
+def test_attempt_results_name_what_happened():
+    """`connect_error` for a connection never made, whichever way it failed (the proxy's
+    own client raises `ConnectFailed`, which is no `ConnectionError`)."""
+    from proxy.client import ConnectFailed, UpstreamTimeout
+    from proxy.telemetry.core import attempt_result
+
+    assert attempt_result(None, ConnectFailed("connect to 127.0.0.1:1 failed")) == "connect_error"
+    assert attempt_result(None, ConnectionRefusedError()) == "connect_error"
+    assert attempt_result(None, UpstreamTimeout("read")) == "timeout"
+    assert attempt_result(None, "cancelled") == "error"
+    assert attempt_result(503) == "http_5xx" and attempt_result(200) == "ok"
