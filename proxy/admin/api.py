@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.reload import Reloader
+from proxy.telemetry.redact import REDACTED, Redactor, secret_param
 
 
 @dataclass
@@ -52,19 +53,32 @@ def _jsonable(obj: Any) -> Any:
 
 def config_view(ctx: AdminContext) -> dict[str, Any]:
     rt = ctx.reloader.holder.current
+    redactor = Redactor(rt.config.telemetry.redact)
+    last_error = ctx.reloader.last_error
+    history = [_event_view(event, redactor) for event in ctx.reloader.history]
     return {
         "version": __version__,
         "source": str(ctx.reloader.path),
         "generation": rt.generation,
-        "last_reload_error": ctx.reloader.last_error,
+        "last_reload_error": redactor.text(last_error) if last_error else last_error,
         "reloads": {"ok": ctx.reloader.successes, "failed": ctx.reloader.failures},
-        "history": [e.as_dict() for e in ctx.reloader.history],
-        "config": _redacted(_jsonable(rt.config)),
+        "history": history,
+        "config": _redacted(_jsonable(rt.config), redactor),
     }
 
 
-def _redacted(view: dict[str, Any]) -> dict[str, Any]:
-    """Mask credentials in URLs (a Redis password in `state:` or `shadow.store`)."""
+def _event_view(event: Any, redactor: Redactor) -> dict[str, Any]:
+    """A reload event as shown: its error may quote a value holding a secret."""
+    entry = event.as_dict()
+    if entry.get("error"):
+        entry["error"] = redactor.text(entry["error"])
+    return entry
+
+
+def _redacted(view: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """Mask what may be a secret: credentials in URLs (a Redis password in `state:` or
+    `shadow.store`), secret query parameters of the auth check's path, and the values a
+    route matches in secret headers (`X-Api-Key: ...`)."""
     from proxy.config.values import redact_url
 
     if isinstance(view.get("state"), str):
@@ -72,6 +86,17 @@ def _redacted(view: dict[str, Any]) -> dict[str, Any]:
     shadow = view.get("shadow")
     if isinstance(shadow, dict) and isinstance(shadow.get("store"), str):
         shadow["store"] = redact_url(shadow["store"])
+    auth = view.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("path"), str):
+        path, sep, query = auth["path"].partition("?")
+        auth["path"] = path + sep + redactor.query(query)
+    for route in view.get("routes") or ():
+        for cond in (route.get("match") or {}).get("headers") or ():
+            name = str(cond.get("name", ""))
+            if redactor.is_secret(name) or secret_param(name):
+                for field in ("value", "regex"):
+                    if cond.get(field) is not None:
+                        cond[field] = REDACTED
     return view
 
 
@@ -138,7 +163,8 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
         if ctx.supervisor_pid:
             # The other workers reload too (SIGUSR1: all but this one, which just did).
             os.kill(ctx.supervisor_pid, signal.SIGUSR1)
-        return web.json_response(event.as_dict(), status=200 if event.ok else 422)
+        redactor = Redactor(ctx.reloader.holder.current.config.telemetry.redact)
+        return web.json_response(_event_view(event, redactor), status=200 if event.ok else 422)
 
     async def upstreams(_: web.Request) -> web.Response:
         data = ctx.upstreams() if ctx.upstreams else {}

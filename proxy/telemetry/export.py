@@ -18,6 +18,7 @@ OTEL_BSP_MAX_QUEUE_SIZE for batching.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import logging
@@ -35,6 +36,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from proxy.config.values import redact_url
 from proxy.telemetry import otlp
 from proxy.telemetry.spans import KIND_CLIENT, KIND_SERVER, AttrValue, RecordedSpan
 
@@ -99,8 +101,8 @@ class OtlpHttpExport:
         max_queue: int | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.url = resolve_endpoint(endpoint)
-        parts = urlsplit(self.url)
+        self.url = redact_url(resolve_endpoint(endpoint))  # as shown in messages
+        parts = urlsplit(resolve_endpoint(endpoint))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"telemetry.traces.endpoint: {self.url!r} is not an http(s) URL; "
@@ -111,6 +113,11 @@ class OtlpHttpExport:
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/v1/traces") + (f"?{parts.query}" if parts.query else "")
         self._headers = {"Content-Type": "application/x-protobuf", **parse_headers(_env("HEADERS"))}
+        if parts.username is not None and not any(
+            k.lower() == "authorization" for k in self._headers
+        ):  # an endpoint's `user:password@` is what a collector expects as Basic auth
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         self._gzip = (_env("COMPRESSION") or "").lower() == "gzip"
         if self._gzip:
             self._headers["Content-Encoding"] = "gzip"

@@ -60,6 +60,9 @@ _SECRET_PARTS = ("token", "secret", "passw", "apikey", "accesskey", "signature",
 _SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "code", "session", "sessionid"})
 
 
+_PAIR = re.compile(r"""(?P<key>(?<![\w.-])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\s"'<>()]+""")
+
+
 def secret_param(name: str) -> bool:
     """Whether a query parameter's name marks its value as a secret (pure)."""
     norm = name.lower().replace("-", "").replace("_", "")
@@ -124,7 +127,13 @@ class Redactor:
             lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}{m.group('q')}", text
         )
         text = self._colon.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
-        return self._equals.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+        text = self._equals.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+        # name=value pairs whose name says secret (`?key=`, `&sig=`, `client_secret=`),
+        # as a query string is redacted (`query`).
+        return _PAIR.sub(
+            lambda m: m.group("key") + REDACTED if secret_param(m.group("name")) else m.group(0),
+            text,
+        )
 
     def body(self, body: bytes, content_type: str | None = None) -> bytes:
         """A JSON body with secret fields redacted; other bodies are returned text-scrubbed."""

@@ -205,3 +205,16 @@ def test_a_full_queue_drops_new_spans_and_the_caller_never_waits():
         hanging.close()  # the stuck POST fails; shutdown drops the rest
         export.shutdown(timeout=5)
     assert export.exported == 0 and export.dropped == 35
+
+
+def test_endpoint_credentials_are_sent_as_basic_auth_and_never_shown(caplog):
+    with otlp_sink() as (collector, sink):
+        authed = collector.replace("http://", "http://tracer:pa%20ss@")
+        export = OtlpHttpExport(authed, {}, schedule_delay=60, batch_size=1)
+        try:
+            _span(export)
+            wait_until(lambda: sink.snapshot() or None, timeout=5, what="an exported span")
+            assert sink.headers[0]["Authorization"] == "Basic dHJhY2VyOnBhIHNz"  # tracer:pa ss
+            assert "pa%20ss" not in export.url and "tracer:***@" in export.url
+        finally:
+            export.shutdown(timeout=5)
