@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -49,6 +50,7 @@ from proxy.config.values import redact_url
 from proxy.upstream.guard import UpstreamGuard
 
 log = logging.getLogger("strangler.upstream.state")
+_SAY_EVERY = 10.0  # seconds between lines about the store's reachability
 
 _SYNC = """
 local t = redis.call('TIME')
@@ -233,7 +235,10 @@ class RedisState:
         self._gcra = self.client.register_script(_GCRA)
         self._healthy = False
         self._ever_connected = False
-        self._warned = False
+        self._cause: str | None = None  # the kind of error Redis was last said to fail with
+        self._said = (-_SAY_EVERY, -_SAY_EVERY)  # when the last two lines were said
+        self._unsaid = 0
+        self._held: tuple[str, str, str] | None = None  # the latest change not yet said
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -289,6 +294,7 @@ class RedisState:
                 return
             self._wake.clear()
             await self.sync_once()
+            self._say_held()
 
     async def sync_once(self) -> bool:
         """Push every guard's batch, adopt the fleet's verdict; False if Redis failed."""
@@ -402,16 +408,16 @@ class RedisState:
 
     def _lost(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
         self.failures += 1
-        if self._healthy or not self._warned:
-            log.warning(
-                "state store %s unreachable (%s: %s); breakers, retry budgets and shared "
-                "rate limits fall back to per-process state until it answers again",
-                redact_url(self.url),
-                type(exc).__name__,
-                exc,
-                extra={"event": "state_store_down", "store": redact_url(self.url)},
+        cause = type(exc).__name__
+        if self._healthy or cause != self._cause:
+            # Down, or down for a new kind of reason (refused, then a wrong password).
+            self._say(
+                "state store %s unreachable (%s); breakers, retry budgets and shared rate "
+                "limits fall back to per-process state until it answers again",
+                f"{cause}: {exc}",
+                event="state_store_down",
             )
-            self._warned = True
+            self._cause = cause
         self._healthy = False
         for guard in guards:
             guard.others_active = guard.others_retries = 0
@@ -419,17 +425,40 @@ class RedisState:
 
     def _regained(self, guards: list[UpstreamGuard]) -> None:
         if not self._healthy:
-            if self._ever_connected:
-                log.warning(
-                    "state store %s reachable again; sharing breaker state",
-                    redact_url(self.url),
-                    extra={"event": "state_store_up", "store": redact_url(self.url)},
+            if self._cause is not None:  # it was said to be down (at startup too)
+                self._say(
+                    "state store %s reachable%s; sharing breaker state",
+                    " again" if self._ever_connected else "",
+                    event="state_store_up",
                 )
             self._healthy = True
             self._ever_connected = True
-            self._warned = False
+            self._cause = None
         for guard in guards:
             guard.shared = self
+
+    def _say(self, message: str, detail: str, *, event: str) -> None:
+        """One line per change of state or cause. A Redis flapping (at its memory limit,
+        say) is not a flood: past two lines in `_SAY_EVERY` seconds the latest change is
+        held back, and said (with how many were skipped) once the period is over."""
+        now = time.monotonic()
+        if now - self._said[0] < _SAY_EVERY:
+            self._unsaid += 1
+            self._held = (message, detail, event)
+            return
+        self._held = None
+        if self._unsaid:
+            message += f" ({self._unsaid} more changes in between)"
+            self._unsaid = 0
+        self._said = (self._said[1], now)
+        store = redact_url(self.url)
+        log.warning(message, store, detail, extra={"event": event, "store": store})
+
+    def _say_held(self) -> None:
+        if self._held is not None and time.monotonic() - self._said[0] >= _SAY_EVERY:
+            message, detail, event = self._held
+            self._unsaid -= 1  # the held one is said now
+            self._say(message, detail, event=event)
 
     async def delete_keys(self, guards: Iterable[UpstreamGuard]) -> None:
         """Remove this store's keys for the upstreams of `guards` (tests, decommissioning)."""

@@ -172,3 +172,22 @@ def test_the_wal_switch_waits_out_another_worker_holding_the_file(tmp_path):
     assert loser.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     loser.close()
     holder.close()
+
+
+def test_a_store_that_cannot_write_says_so_once_not_per_batch(caplog):
+    """Redis gone (here: a port nothing listens on): diffs are lost, and the log says it,
+    once for the cause, not once per batch."""
+    from tests.support.procs import free_port, wait_until
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", flush_interval=0.01, batch_size=1)
+    try:
+        with caplog.at_level("WARNING", logger="strangler.shadow.store"):
+            for i in range(5):
+                store.add(make_record("r", i, "x"))
+                wait_until(lambda i=i: store.failed >= i + 1, timeout=10, what="a failed write")
+        warnings = [r for r in caplog.records if r.name == "strangler.shadow.store"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "failed to write 1 diff(s)" in warnings[0].getMessage()
+        assert "ConnectionError" in warnings[0].getMessage()
+    finally:
+        store.close(timeout=1)

@@ -8,6 +8,7 @@ blocking the proxy.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -16,6 +17,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..model import DiffRecord
+
+log = logging.getLogger("strangler.shadow.store")
+_WARN_EVERY = 60.0  # seconds between repeated warnings about the same failing store
 
 
 class DiffStore(ABC):
@@ -47,6 +51,7 @@ class DiffStore(ABC):
         self.dropped = 0
         self.failed = 0
         self.last_error: str | None = None
+        self._warned_at = -_WARN_EVERY
         self._last_prune = 0.0
 
     # ---- the writer side (called on the event loop) ---------------------------------------
@@ -95,11 +100,27 @@ class DiffStore(ABC):
                     self._last_prune = now
             except Exception as exc:  # noqa: BLE001 - a broken store must not kill the proxy
                 self.failed += len(batch)
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._failed(f"{type(exc).__name__}: {exc}", len(batch))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _failed(self, error: str, lost: int) -> None:
+        """Say that diffs are being lost: at once for a new cause, else once a minute (a
+        store that is down fails every batch). The counters stay at `/-/shadow`."""
+        now = time.monotonic()
+        if error != self.last_error or now - self._warned_at >= _WARN_EVERY:
+            log.warning(
+                "shadow store %s failed to write %d diff(s), %d lost in all: %s",
+                type(self).__name__,
+                lost,
+                self.failed,
+                error,
+                extra={"event": "shadow_store_failed"},
+            )
+            self._warned_at = now
+        self.last_error = error
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until everything queued so far is written (for shutdown, tests, the CLI)."""
@@ -118,7 +139,13 @@ class DiffStore(ABC):
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is pending, stop the writer thread and release the backend."""
-        self.flush(timeout)
+        if not self.flush(timeout) and self._pending:
+            log.warning(
+                "shadow store %s: %d diff(s) not written before shutdown (%s)",
+                type(self).__name__,
+                len(self._pending),
+                self.last_error or "the store did not answer in time",
+            )
         with self._cond:
             self._closed = True
             self._cond.notify_all()
