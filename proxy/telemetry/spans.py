@@ -32,14 +32,30 @@ _time_ns = time.time_ns
 # A W3C tracestate is a list of key=value members in printable ASCII; anything else (control
 # characters, non-ASCII) is dropped rather than forwarded upstream or exported.
 _TRACESTATE_OK = re.compile(r"[\x20-\x7e]{1,512}")
+# key = simple-key / multi-tenant-key; value = 1-256 printable chars, no ',' or '=', not
+# ending in a space.
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
 
 
 def clean_tracestate(value: str | None) -> str | None:
-    """The client's `tracestate` if it is safe to carry on (printable, <= 512 chars)."""
+    """The client's `tracestate` if it is a valid W3C list to carry on: printable, at most
+    512 characters and 32 members, each `key=value` with a key of the spec's form (empty
+    members are allowed and dropped). Anything else is discarded whole, as the spec says
+    of a malformed `tracestate`."""
     if not value:
         return None
     value = value.strip()
-    return value if _TRACESTATE_OK.fullmatch(value) else None
+    if not _TRACESTATE_OK.fullmatch(value):
+        return None
+    members = [m.strip() for m in value.split(",") if m.strip()]
+    if not members or len(members) > 32:
+        return None
+    if not all(_TRACESTATE_MEMBER.fullmatch(m) for m in members):
+        return None
+    return ",".join(members)
 
 
 def new_trace_id() -> int:

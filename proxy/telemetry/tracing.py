@@ -47,6 +47,9 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 _TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
+_TRACEPARENT_FUTURE = re.compile(
+    r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-[^\r\n]*)?[ \t]*\Z"
+)
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
@@ -66,7 +69,13 @@ def _parse(value: str | None) -> tuple[int, int, int] | None:
     if not value or len(value) > 512:
         return None
     m = _TRACEPARENT.fullmatch(value)
-    if not m or m.group(1) == "ff":
+    if m is None:
+        # A later version may add fields after the flags: its first 55 characters parse
+        # as version 00 (W3C Trace Context, "Versioning of traceparent").
+        m = _TRACEPARENT_FUTURE.match(value)
+        if m is None or m.group(1) == "00":
+            return None
+    if m.group(1) == "ff":
         return None
     trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)
     if not trace_id or not span_id:
@@ -85,11 +94,8 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
 
 def trace_id_from_headers(headers: Mapping[str, str]) -> str | None:
     """The caller's trace id (for log lines) without creating any span."""
-    value = header(headers, "traceparent")
-    if not value:
-        return None
-    m = _TRACEPARENT.fullmatch(value)
-    return m.group(2) if m and m.group(2) != "0" * 32 else None
+    parsed = _parse(header(headers, "traceparent"))
+    return f"{parsed[0]:032x}" if parsed else None
 
 
 def set_header(headers: MutableMapping[str, str], name: str, value: str) -> None:

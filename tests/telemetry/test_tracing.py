@@ -302,3 +302,28 @@ def test_console_exporter_prints_spans():
     ).stdout
     trace = out.rsplit("trace ", 1)[1].strip()
     assert '"name": "GET /console"' in out and f'"trace_id": "0x{trace}"' in out
+
+
+def test_traceparent_and_tracestate_follow_the_w3c_parsing_rules():
+    from proxy.telemetry.spans import clean_tracestate
+    from proxy.telemetry.tracing import parse_traceparent, trace_id_from_headers
+
+    ids = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"
+    future = parse_traceparent(f"01-{ids}-01-what-a-later-version-adds")
+    assert future is not None and future.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert parse_traceparent(f"00-{ids}-01-extra") is None  # version 00 has exactly 4 fields
+    assert parse_traceparent(f"ff-{ids}-01") is None
+    # The access log's trace id follows the same rules (exporter none: no span to ask).
+    assert trace_id_from_headers({"traceparent": f"ff-{ids}-01"}) is None
+    zero_parent = "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"
+    assert trace_id_from_headers({"traceparent": zero_parent}) is None
+    assert trace_id_from_headers({"traceparent": f"00-{ids}-01"}) == ids.split("-")[0]
+
+    assert clean_tracestate("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE") == (
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    )
+    assert clean_tracestate("a=1,,b=2") == "a=1,b=2"  # empty members are allowed, dropped
+    assert clean_tracestate("tenant@vendor=x") == "tenant@vendor=x"
+    assert clean_tracestate("!!!not a tracestate;;;") is None
+    assert clean_tracestate("Upper=1") is None  # keys are lower-case
+    assert clean_tracestate(",".join(f"k{i}=v" for i in range(33))) is None  # over 32 members
