@@ -30,7 +30,7 @@ class AdminContext:
     # Optional providers, filled in as capabilities are wired.
     upstreams: Callable[[], Any] | None = None
     shadow: Callable[[], Any] | None = None
-    metrics: Callable[[], tuple[bytes, str]] | None = None
+    metrics: Callable[[], tuple[bytes, str] | None] | None = None
     lanes: Callable[[], dict[str, int]] | None = None  # requests per listener lane
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     # In a multi-worker setup a reload must reach every worker: signal the supervisor.
@@ -175,9 +175,14 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
         return web.json_response(data)
 
     async def metrics(_: web.Request) -> web.Response:
-        if ctx.metrics is None:
-            return web.Response(status=404, text="metrics are disabled\n")
-        body, content_type = ctx.metrics()
+        # 404 while off: Prometheus then shows the target failing instead of an empty
+        # scrape it would take for a healthy one.
+        found = ctx.metrics() if ctx.metrics is not None else None
+        if found is None:
+            return web.Response(
+                status=404, text="metrics are disabled (telemetry.metrics: false in routes.yaml)\n"
+            )
+        body, content_type = found
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_get("/-/health", health)

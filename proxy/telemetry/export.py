@@ -137,6 +137,7 @@ class OtlpHttpExport:
         self.exported = 0
         self.dropped = 0
         self._failures_logged = 0
+        self._logged_at = 0.0
         self._thread: threading.Thread | None = None  # started with the first span
 
     # -- the event loop side -------------------------------------------------------------------
@@ -215,10 +216,18 @@ class OtlpHttpExport:
                 break
             time.sleep(0.5)  # on the exporter thread: one pause before the single retry
         self.dropped += count
-        if self._failures_logged < 5:  # a down collector must not flood the error log
+        # A down collector must not flood the log, nor fall silent for a long outage: the
+        # first five failures, then one line a minute with the running total.
+        now = time.monotonic()
+        if self._failures_logged < 5 or now - self._logged_at >= 60.0:
             self._failures_logged += 1
+            self._logged_at = now
             log.warning(
-                "trace export to %s failed (%s); %d spans dropped", self.url, problem, count
+                "trace export to %s failed (%s); %d spans dropped (%d since start)",
+                self.url,
+                problem,
+                count,
+                self.dropped,
             )
 
 

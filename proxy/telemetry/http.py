@@ -21,8 +21,11 @@ from proxy.telemetry.core import Telemetry
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def metrics_endpoint(telemetry: Telemetry) -> tuple[bytes, str]:
-    """Body and content type for GET /metrics (the shape `AdminContext.metrics` expects)."""
+def metrics_endpoint(telemetry: Telemetry) -> tuple[bytes, str] | None:
+    """Body and content type for GET /metrics (the shape `AdminContext.metrics` expects);
+    None while `telemetry.metrics` is off (a reload may turn it on or off)."""
+    if telemetry.metrics is None:
+        return None
     return telemetry.metrics_text(), telemetry.content_type
 
 

@@ -1,4 +1,5 @@
-"""`GET /-/config` shows the running table without what may be a secret."""
+"""The admin API shows the running proxy without what may be a secret, and says so when
+something is off rather than answering empty."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def test_config_view_masks_secret_values(start_proxy, upstreams):
     view = httpx.get(p.admin + "/-/config").json()
     assert "auth.path" in view["last_reload_error"] and "RELOADSECRET" not in str(view)
     assert "RELOADSECRET" not in p.log.read_text()
+
+
+def test_metrics_switched_off_is_a_404_not_an_empty_scrape(start_proxy, upstreams):
+    p = start_proxy(extra="telemetry: {metrics: false}\n")
+    off = httpx.get(p.admin + "/metrics")
+    assert off.status_code == 404 and "telemetry.metrics" in off.text
+    p.write_config(
+        base_config(upstreams, p.port, p.admin_port, extra="telemetry: {metrics: true}\n")
+    )
+    assert httpx.post(p.admin + "/-/reload").status_code == 200
+    on = httpx.get(p.admin + "/metrics")
+    assert on.status_code == 200 and "strangler_requests_total" in on.text
