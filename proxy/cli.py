@@ -12,7 +12,18 @@ from typing import Any
 from proxy import __version__
 
 
+def _stopped_while_starting(signum: int, frame: Any) -> None:
+    """SIGTERM before the server runs (a rollout that changed its mind, `docker stop` on a
+    slow start): nothing is in flight, so this is a clean stop, exit 0, not death by
+    signal. The server replaces this handler with its drain once it listens."""
+    print("strangler: stopped (SIGTERM) before serving", file=sys.stderr)
+    raise SystemExit(0)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
     from proxy.server import ServeOptions, serve
 
     return serve(

@@ -317,3 +317,42 @@ def test_a_slow_reader_gets_the_whole_answer_when_the_proxy_stops(
     body = bytes(received).split(b"\r\n\r\n", 1)[1]
     assert len(body) == size
     assert proxy.proc.wait(20) == 0
+
+
+def test_sigterm_while_starting_is_a_clean_exit(tmp_path):
+    """A SIGTERM that arrives before the proxy listens (a rollout that changed its mind, a
+    slow start) stops it with 0, not death by signal (-15). The config is a FIFO nobody
+    writes yet, which holds the start at reading it."""
+    import os
+    import signal as signals
+    import subprocess
+    from pathlib import Path
+
+    from tests.support.procs import PYTHON, ROOT, stop
+
+    config = tmp_path / "routes.yaml"
+    os.mkfifo(config)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def reading_config() -> bool:  # blocked opening the FIFO, past the early handler
+            fds = Path(f"/proc/{proc.pid}/fd")
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            mask = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+            caught = int(mask.split()[1], 16) & (1 << (signals.SIGTERM - 1))
+            syscall = Path(f"/proc/{proc.pid}/syscall").read_text().split()[0]
+            return bool(caught) and syscall in ("2", "257") and fds.exists()  # open/openat
+
+        wait_until(reading_config, timeout=20, what="the proxy to start reading its config")
+        proc.send_signal(signals.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped (SIGTERM) before serving" in err
+    finally:
+        stop(proc)
