@@ -100,6 +100,24 @@ def _open(args: argparse.Namespace):
     return store_from_config(config, readonly=True)
 
 
+def _unknown_routes(args: argparse.Namespace) -> str | None:
+    """With routes.yaml at hand, a `--route` it does not have is a typo: say which exist.
+    (With `--store` alone there is no table to check against: the store's records are
+    all there is.)"""
+    if not args.route or args.store:
+        return None
+    from proxy.config.loader import load_config
+
+    names = [route.name for route in load_config(args.config).routes]
+    missing = [name for name in args.route if name not in names]
+    if not missing:
+        return None
+    return (
+        f"no route {', '.join(map(repr, missing))} in {args.config}; its routes: "
+        f"{', '.join(names) or 'none'}"
+    )
+
+
 def run_report(args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since) if args.since else None
@@ -111,6 +129,11 @@ def run_report(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - the message names the file and the fix
         print(f"strangler report: {exc}", file=sys.stderr)
         return 1
+    unknown = _unknown_routes(args)
+    if unknown:
+        store.close()
+        print(f"strangler report: {unknown}", file=sys.stderr)
+        return 2
     try:
         report = build_report(
             store.records(routes=args.route, since=since),
@@ -135,6 +158,10 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    seen = {row["route"] for row in report["routes"]}
+    for name in args.route or ():
+        if name not in seen:
+            print(f"strangler report: no comparisons stored for route {name!r}", file=sys.stderr)
     rate = report["totals"]["match_rate"]
     if args.fail_under is not None and (rate is None or rate < args.fail_under):
         return 3

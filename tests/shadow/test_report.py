@@ -218,6 +218,12 @@ def test_cli_reads_the_store_named_in_routes_yaml(tmp_path):
     nostore = cli("--store", str(tmp_path / "none" / "x.db"))
     assert nostore.returncode == 1 and "no shadow diff store" in nostore.stderr
     assert not (tmp_path / "none").exists()  # reading never creates a store
+    typo = cli("-c", str(tmp_path / "routes.yaml"), "--route", "ordres")
+    assert typo.returncode == 2
+    assert "no route 'ordres' in" in typo.stderr and "its routes: orders" in typo.stderr
+    empty = cli("--store", str(tmp_path / "data" / "diffs.db"), "--route", "payments")
+    assert empty.returncode == 0
+    assert "no comparisons stored for route 'payments'" in empty.stderr
 
 
 def test_two_replicas_writing_to_redis_make_one_report():
