@@ -36,7 +36,13 @@ from proxy.edge import EdgeRequest, Refused, admit
 from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, PROXY, Exchange, loggable_target
 from proxy.filters import auth as auth_filter
-from proxy.filters.headers import forward_headers, is_trusted, peer_address, request_id
+from proxy.filters.headers import (
+    forward_headers,
+    is_trusted,
+    peer_address,
+    request_id,
+    rewrite_response_headers,
+)
 from proxy.filters.ratelimit import (
     RateLimiter,
     Verdict,
@@ -816,13 +822,14 @@ class ProxyHandler:
         try:
             resp = await self.caller.call(outgoing, upstream, path, query, ex, started=started)
             if not (can_fallback and resp.status >= 500):
-                return resp
+                return _with_route_headers(ex.route, resp)
             resp.release()
             raise UpstreamFailure(resp.status, f"upstream {upstream.name} answered {resp.status}")
         except UpstreamFailure as failure:
             if not can_fallback:
                 raise
-            return await self._fall_back(rt, ex, failure, as_legacy or outgoing)
+            resp = await self._fall_back(rt, ex, failure, as_legacy or outgoing)
+            return _with_route_headers(ex.route, resp)
 
     async def _fall_back(
         self, rt: Runtime, ex: Exchange, failure: UpstreamFailure, outgoing: Outgoing
@@ -878,6 +885,7 @@ class ProxyHandler:
                 resp = await self.caller.call(original, legacy, ex.path, query, ex, fallback=True)
             except UpstreamFailure as failure:
                 return self._failure_response(failure, ex, accept)
+            _with_route_headers(ex.route, resp)
             try:
                 out, ex.bytes_out = await relay_legacy(resp)
                 return out
@@ -911,7 +919,9 @@ class ProxyHandler:
                     )
                     if not can_fallback:
                         raise failure from None
-                    resp = await self._fall_back(rt, ex, failure, original)
+                    resp = _with_route_headers(
+                        ex.route, await self._fall_back(rt, ex, failure, original)
+                    )
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, accept)
         if ex.side == LEGACY:  # fell back: legacy already answers in the legacy model
@@ -936,6 +946,7 @@ class ProxyHandler:
         for k, v in legacy.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)
+        _set_route_headers(ex.route, out)
         out.headers["X-Request-ID"] = ex.request_id
         ex.bytes_out = len(legacy.body) if method != "HEAD" else 0
         return out
@@ -945,10 +956,11 @@ class ProxyHandler:
         from acl.translator import RequestRejected
 
         ex.error = str(exc)
-        if isinstance(exc, RequestRejected):
-            return web.json_response(
+        if isinstance(exc, RequestRejected):  # answered as the monolith would: its headers too
+            answer = web.json_response(
                 exc.to_json(), status=exc.status, headers={"X-Request-ID": ex.request_id}
             )
+            return _set_route_headers(ex.route, answer)
         log.error(
             "ACL translation failed on route %s: %s (request %s)", ex.route_name, exc, ex.request_id
         )
@@ -1237,6 +1249,23 @@ class ProxyHandler:
         return answer
 
 
+def _with_route_headers(route: Route | None, resp: UpstreamResponse) -> UpstreamResponse:
+    """`resp` with the route's `response_headers` applied (it is relayed from these)."""
+    if route is not None and route.response_headers:
+        resp.raw_headers = rewrite_response_headers(resp.raw_headers, route.response_headers)
+    return resp
+
+
+def _set_route_headers(route: Route | None, out: web.Response) -> web.Response:
+    """`_with_route_headers` for an answer the proxy composes (an ACL translation)."""
+    if route is not None:
+        for name, value in route.response_headers:
+            out.headers.popall(name, None)
+            if value is not None:
+                out.headers[name] = value
+    return out
+
+
 def _awaits_admission(rt: Runtime, route: Route | None, side: str) -> bool:
     """Whether the request waits on something before it is sent: the auth check, or a
     rate-limit budget kept in Redis."""
@@ -1333,7 +1362,7 @@ class _Express:
                 handler.telemetry.attempt_finished(first.span, upstream.name, resp.status)
             first.slot.done(status=resp.status)
             first.slot.close()
-            self.conn.send_whole(resp, body, ex.request_id)
+            self.conn.send_whole(_with_route_headers(ex.route, resp), body, ex.request_id)
             ex.bytes_out = len(body)
             ex.status = resp.status
         except Exception as exc:  # noqa: BLE001 - as `_run` answers it

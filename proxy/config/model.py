@@ -163,6 +163,9 @@ class Route:
     # first (legacy checks its own); `auth: false` opts a public endpoint out.
     auth: bool = True
     rate_limit: RateLimit | None = None  # 429 past it, per key (client address by default)
+    # Set on every answer an upstream gives on this route (value None: removed), so an
+    # extracted service's answers carry what the monolith's did (X-Frame-Options, ...).
+    response_headers: tuple[tuple[str, str | None], ...] = ()
     line: int = 0  # line in routes.yaml where the route starts, for messages
 
 

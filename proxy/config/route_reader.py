@@ -31,6 +31,7 @@ from proxy.config.templates import check_path, rewrite_params, template_params
 from proxy.config.values import (
     STANDARD_METHODS,
     check_field_path,
+    check_header_value,
     check_hostname,
     check_name,
     check_token,
@@ -53,6 +54,7 @@ ROUTE_KEYS = (
     "shadow",
     "auth",
     "rate_limit",
+    "response_headers",
 )
 MATCH_KEYS = ("path", "prefix", "regex", "methods", "headers", "host")
 SHADOW_KEYS = tuple(f.name for f in dataclass_fields(ShadowPolicy))
@@ -64,6 +66,20 @@ _ROUTE_ELSEWHERE = {
     **{k: "shadow" for k in SHADOW_KEYS if k not in ("headers",)},
 }
 TARGET_MODES = ("extracted", "canary", "shadow")
+# Fields `response_headers` may not touch: the proxy frames answers and manages connections.
+PROXY_OWNED_RESPONSE_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "trailer",
+        "te",
+        "proxy-connection",
+        "x-request-id",
+    }
+)
 NOISE_WORDS = ("off", "primary-twice")
 STICKY_WORDS = ("tenant", "ip")
 STICKY_KINDS = ("header", "cookie")
@@ -169,6 +185,9 @@ class RouteReader:
         shadow = self._shadow(fields.get("shadow"), f"{field}.shadow", target)
         auth = r.boolean(fields.get("auth"), f"{field}.auth", True)
         rate_limit = self._rate_limit(fields.get("rate_limit"), f"{field}.rate_limit")
+        response_headers = self._response_headers(
+            fields.get("response_headers"), f"{field}.response_headers"
+        )
         if tenants.extracted and target is None and "target" not in fields:
             r.report(
                 fields["tenants"],
@@ -191,6 +210,7 @@ class RouteReader:
             shadow=shadow,
             auth=auth,
             rate_limit=rate_limit,
+            response_headers=response_headers,
             line=line_of(node),
         )
 
@@ -333,6 +353,47 @@ class RouteReader:
         if not items and not isinstance(node, ScalarNode):
             r.report(node, field, "empty methods list", "omit methods to match every method")
         return frozenset(methods) or None
+
+    def _response_headers(
+        self, node: Node | None, field: str
+    ) -> tuple[tuple[str, str | None], ...]:
+        """`{Name: value}` set on answers, `{Name: null}` removed; never a field the proxy
+        frames or manages itself."""
+        r = self.r
+        if node is None or _null(node):
+            return ()
+        if not isinstance(node, MappingNode):
+            r.report(
+                node,
+                field,
+                "expected a mapping of header name to value",
+                "write `response_headers: {X-Frame-Options: DENY, Server: null}`",
+            )
+            return ()
+        entries = r.keyed(node, field)
+        out: list[tuple[str, str | None]] = []
+        for name, (key_node, value_node) in (entries or {}).items():
+            hfield = f"{field}.{name}"
+            error = check_token(name)
+            if error:
+                r.report(key_node, hfield, f"invalid header name: {error}", "fix the name")
+                continue
+            if name.lower() in PROXY_OWNED_RESPONSE_HEADERS:
+                r.report(
+                    key_node,
+                    hfield,
+                    f"{name} is set by the proxy (framing, connection management or the "
+                    "request id)",
+                    "remove it from response_headers",
+                )
+                continue
+            if _null(value_node):
+                out.append((name, None))
+                continue
+            value = r.text(value_node, hfield, check=check_header_value, fix="write a plain value")
+            if value is not None:
+                out.append((name, value))
+        return tuple(out)
 
     def _headers(self, node: Node | None, field: str) -> tuple[HeaderMatch, ...] | None:
         """None when something is wrong (the route is then not built)."""

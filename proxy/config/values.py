@@ -33,11 +33,22 @@ def check_name(text: str) -> str | None:
     )
 
 
+_FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
+
+
 def check_token(text: str) -> str | None:
     """HTTP header names and methods are RFC 9110 tokens."""
     if _TOKEN.match(text):
         return None
     return f"{text!r} is not a valid HTTP token (letters, digits and !#$%&'*+.^_`|~- only)"
+
+
+def check_header_value(text: str) -> str | None:
+    """A field value the proxy may send: visible ASCII, spaces and tabs inside (no CR, LF,
+    NUL or other controls, which would split or corrupt the answer's head)."""
+    if _FIELD_VALUE.fullmatch(text):
+        return None
+    return f"{text!r} is not a valid header value (printable ASCII, no line breaks)"
 
 
 def check_hostname(text: str) -> str | None:

@@ -292,3 +292,14 @@ def expectation(version: tuple[int, int], headers: Sequence[Header]) -> str | No
     if any(v != "100-continue" for v in values):
         return "reject"
     return "continue" if version >= (1, 1) else None
+
+
+def rewrite_response_headers(
+    raw: Sequence[tuple[bytes, bytes]], changes: Sequence[tuple[str, str | None]]
+) -> list[tuple[bytes, bytes]]:
+    """An upstream answer's header fields with a route's `response_headers` applied: each
+    named field replaced by the given value, or removed for None (pure)."""
+    names = {name.lower().encode("latin-1") for name, _ in changes}
+    out = [(k, v) for k, v in raw if k.lower() not in names]
+    out += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in changes if v is not None]
+    return out

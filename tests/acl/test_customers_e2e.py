@@ -28,6 +28,13 @@ from tests.support.world import (
 )
 
 NOISE = ("generated_at", "trace_id")
+# What Django's security middleware adds to every answer (as the demo routes.yaml sets it).
+MONOLITH_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,11 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
         for name, mode in (("legacy", "legacy"), ("extracted", "extracted"), ("shadow", "shadow")):
             routes = [
                 {"name": "customers-list", "match": {"path": "/api/customers"}, "mode": mode,
-                 "target": "customers", "acl": "customers", "shadow": shadow},
+                 "target": "customers", "acl": "customers", "shadow": shadow,
+                 "response_headers": MONOLITH_HEADERS},
                 {"name": "customer-detail", "match": {"path": "/api/customers/{id}"},
-                 "mode": mode, "target": "customers", "acl": "customers", "shadow": shadow},
+                 "mode": mode, "target": "customers", "acl": "customers", "shadow": shadow,
+                 "response_headers": MONOLITH_HEADERS},
             ]  # fmt: skip
             where = tmp / name
             where.mkdir()
@@ -87,6 +96,8 @@ def same(pair: Pair, method: str, path: str, **kwargs) -> tuple[int, object]:
     old_body, new_body = _body(old), _body(new)
     where = f"{method} {path} {kwargs.get('params') or ''}"
     assert new.status_code == old.status_code, f"{where}: {old.text[:300]} vs {new.text[:300]}"
+    for name in MONOLITH_HEADERS:  # browsers see the same protections on both sides
+        assert new.headers.get(name) == old.headers.get(name), f"{where}: {name}"
     if isinstance(old_body, dict) and old.status_code < 300:
         for key in NOISE:  # present on both sides, values free to differ
             assert key in old_body and key in new_body, f"{where}: {key} missing"
