@@ -104,7 +104,8 @@ class EdgeRequestHandler(RequestHandler):
         if isinstance(exc, HttpProcessingError):
             peer = args[1] if len(args) > 1 else None
             reason = parser_reason(exc)
-            log.info("refused a malformed request from %s: %d %s", peer, exc.code, reason)
+            status = self._refusal_status(exc, exc.code)
+            log.info("refused a malformed request from %s: %d %s", peer, status, reason)
             return
         super().log_exception(*args, **kwargs)
 
@@ -124,11 +125,17 @@ class EdgeRequestHandler(RequestHandler):
         on_refused = getattr(manager.request_handler, "refused", None) if manager else None
         if on_refused is not None:
             reason = parser_reason(exc) if isinstance(exc, HttpProcessingError) else "error"
-            on_refused(status, reason, _peer_of(self.transport))
+            sent = len(message.encode("utf-8", "replace")) if message else 0
+            on_refused(status, reason, _peer_of(self.transport), sent)
         return super().handle_error(request, status, exc, message)
 
     def _measure_request_line(self, data: bytes, start: int, end: int) -> None:
-        """Keep the length of the request line being parsed (`_refusal_status` needs it)."""
+        """Keep the length of the request line being parsed (`_refusal_status` needs it).
+        Body bytes are no head: while a body is still arriving nothing is measured, and the
+        head after it starts afresh."""
+        if self._body_pending():
+            self._head_ended = True
+            return
         if self._head_ended:
             self._line_len, self._head_ended = 0, False
         if self._line_len >= 0:
@@ -137,6 +144,12 @@ class EdgeRequestHandler(RequestHandler):
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
         self._head_ended = data.endswith(b"\r\n\r\n", start, end)
+
+    def _body_pending(self) -> bool:
+        if self._messages:
+            return not self._messages[-1][1].is_eof()
+        current = self._current_request
+        return current is not None and not current.content.is_eof()
 
     def _refusal_status(self, exc: HttpProcessingError, status: int) -> int:
         """llhttp says 400 for every limit: a request line over `limits.max_request_line`

@@ -247,13 +247,13 @@ class ProxyHandler:
         started = time.perf_counter()
         return Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None), started
 
-    def refused(self, status: int, reason: str, client: str | None) -> None:
+    def refused(self, status: int, reason: str, client: str | None, bytes_out: int = 0) -> None:
         """A request aiohttp's parser refused (and answered): counted and logged as any
         answer is, so malformed traffic shows in metrics and logs. Its target is not logged:
         it is what was malformed, and may hold a secret."""
         if self.telemetry is not None:
             self.telemetry.request_finished(
-                None, LEGACY, PROXY, "-", status, 0.0, 0, client=client, error=reason
+                None, LEGACY, PROXY, "-", status, 0.0, bytes_out, client=client, error=reason
             )
 
     def _internal_error(self, ex: Exchange, exc: Exception, client_headers: Any) -> web.Response:
@@ -1078,7 +1078,7 @@ class ProxyHandler:
             return None
         try:
             if route.rate_limit.shared:
-                await self._shared_rate_limit(route, route.rate_limit, ex, headers)
+                await self._shared_rate_limit(rt, route, route.rate_limit, ex, headers)
             else:
                 self._rate_limit(route, route.rate_limit, ex, headers)
         except RateLimited as limited:
@@ -1104,7 +1104,12 @@ class ProxyHandler:
             raise RateLimited(verdict)
 
     async def _shared_rate_limit(
-        self, route: Route, policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]
+        self,
+        rt: Runtime,
+        route: Route,
+        policy: RateLimit,
+        ex: Exchange,
+        headers: list[tuple[str, str]],
     ) -> None:
         """`_rate_limit` against the budget every replica spends (in the `state:` Redis);
         counted in this process alone while Redis cannot answer."""
@@ -1112,8 +1117,10 @@ class ProxyHandler:
         state = self.caller.guards.state
         if state is not None:
             try:
+                # The monolith's URL tells deployments sharing one Redis database apart.
+                deployment = rt.config.upstreams[rt.config.default].url
                 waited = await state.take_budget(
-                    budget_id(route.name, policy, key), *gcra_terms(policy)
+                    budget_id(deployment, route.name, policy, key), *gcra_terms(policy)
                 )
             except SharedStateDown:
                 pass
@@ -1165,19 +1172,27 @@ class ProxyHandler:
         send = auth_filter.check_headers(
             auth, headers, method=method, uri=uri, host=upstream.host_header or host_header
         )
-        # Through the caller, as any upstream call: the auth upstream's timeouts, retries
-        # and breaker, an attempt span whose traceparent the check sees, attempt metrics.
+        # Traced and counted as an attempt (the IdP sees the proxy's span as its parent),
+        # but outside the upstream's guard: a failing check must not open the breaker of
+        # the monolith that serves everything else, nor be retried into a brownout.
         check = Outgoing("GET", send, upstream.host_header or host_header, None)
+        target, check_headers, span = self.caller.prepare(check, upstream, auth.path, None, ex)
+        telemetry = self.telemetry
+        limit = upstream.timeout.total or upstream.timeout.read or 30.0
         try:
-            resp = await self.caller.call(check, upstream, auth.path, None, ex)
-            try:
-                body, too_big = await buffer_prefix(resp.content, auth_filter.ANSWER_LIMIT)
-            finally:
-                resp.release()
-        except UpstreamFailure as failure:
-            return self._auth_unavailable(auth, failure.label, ex, accept)
+            async with asyncio.timeout(limit):
+                resp = await self.pool.pool(upstream).request("GET", target, check_headers, None)
+                try:
+                    body, too_big = await buffer_prefix(resp.content, auth_filter.ANSWER_LIMIT)
+                finally:
+                    resp.release()
         except (TimeoutError, aiohttp.ClientError, OSError, UpstreamProtocolError) as exc:
-            return self._auth_unavailable(auth, exc.__class__.__name__, ex, accept)
+            if telemetry is not None:
+                telemetry.attempt_finished(span, upstream.name, None, error=exc)
+            why = "timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
+            return self._auth_unavailable(auth, why, ex, accept)
+        if telemetry is not None:
+            telemetry.attempt_finished(span, upstream.name, resp.status)
         answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         if auth_filter.allowed(resp.status):
             headers.extend(auth_filter.copied(auth, answer))

@@ -60,7 +60,9 @@ _SECRET_PARTS = ("token", "secret", "passw", "apikey", "accesskey", "signature",
 _SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "code", "session", "sessionid"})
 
 
-_PAIR = re.compile(r"""(?P<key>(?<![\w.-])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\s"'<>()]+""")
+# A query parameter in free text (`...?key=V&sig=V`): only after '?' or '&', so prose and
+# tracebacks (`exit code=137`, `sorted(x, key=len)`) keep their words.
+_PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\s"'<>()]+""")
 
 
 def secret_param(name: str) -> bool:
@@ -128,7 +130,7 @@ class Redactor:
         )
         text = self._colon.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
         text = self._equals.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
-        # name=value pairs whose name says secret (`?key=`, `&sig=`, `client_secret=`),
+        # query parameters whose name says secret (`?key=`, `&sig=`, `&client_secret=`),
         # as a query string is redacted (`query`).
         return _PAIR.sub(
             lambda m: m.group("key") + REDACTED if secret_param(m.group("name")) else m.group(0),

@@ -77,9 +77,14 @@ class GuardRegistry:
                 if old is not None and old.shared is not None:
                     guard.shared = old.shared
                 guards[name] = guard
-        # A replaced guard still has requests in flight, maybe the fleet's probe: it keeps
-        # syncing their outcomes (same Redis keys) until it has none left.
-        self._retired += [g for name, g in self.guards.items() if guards.get(name) is not g]
+        # A replaced guard still has requests in flight, maybe the fleet's probe: with a
+        # shared store it keeps syncing their outcomes (same Redis keys) until it has none
+        # left. Without one there is nothing to sync, so nothing is kept.
+        if config.state:
+            self._retired += [g for name, g in self.guards.items() if guards.get(name) is not g]
+            self._prune_retired()
+        else:
+            self._retired = []
         self.guards = guards
         if config.state != self._state_url:
             self._state_url = config.state
@@ -89,12 +94,15 @@ class GuardRegistry:
     def _syncing(self) -> list[UpstreamGuard]:
         """The guards whose outcomes the shared store hears: the current ones, and the
         replaced ones until their last request is done and reported."""
+        self._prune_retired()
+        return [*self.guards.values(), *self._retired]
+
+    def _prune_retired(self) -> None:
         self._retired = [
             g
             for g in self._retired
             if g.bulkhead.in_flight or g.bulkhead.queued or not g.delta.empty
         ]
-        return [*self.guards.values(), *self._retired]
 
     def snapshot(self) -> dict[str, dict]:
         """Per upstream, for `GET /-/upstreams`."""

@@ -193,6 +193,9 @@ def split_prefix(url: str, default: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(rest))), prefix
 
 
+MAX_BUDGET_CALLS = 32  # concurrent rate-limit calls to Redis per process
+
+
 class SharedStateDown(Exception):
     """Redis did not answer; the decision is this process's alone."""
 
@@ -244,6 +247,8 @@ class RedisState:
         self._closed = False
         self.syncs = 0
         self.failures = 0
+        self._budget_calls = asyncio.Semaphore(MAX_BUDGET_CALLS)  # shared rate-limit calls
+        self.budget_failures = 0
 
     @property
     def healthy(self) -> bool:
@@ -391,16 +396,23 @@ class RedisState:
         """Spend one request of a shared rate-limit budget: None when it may pass, else
         (seconds to wait, seconds until the budget is whole). Raises `SharedStateDown` when
         Redis cannot say (the caller counts locally instead)."""
+        # At most `MAX_BUDGET_CALLS` requests ask Redis at once (a burst of clients waits
+        # its turn instead of exhausting the connection pool), and a request waits no longer
+        # than the state timeout in all. A request that gets no answer in time is counted
+        # here alone; whether Redis is down is the sync loop's call, so a burst cannot
+        # switch sharing off for the fleet.
         if not self._healthy:
             raise SharedStateDown(self.url)
         try:
-            async with asyncio.timeout(self.timeout * 2):
-                result = await self._gcra(
-                    keys=[f"{self.prefix}rl:{budget}"],
-                    args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
-                )
+            async with asyncio.timeout(self.timeout):
+                async with self._budget_calls:
+                    result = await self._gcra(
+                        keys=[f"{self.prefix}rl:{budget}"],
+                        args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
+                    )
         except (RedisError, OSError, TimeoutError) as exc:
-            self._lost(exc, list(self.guards()))
+            self.budget_failures += 1
+            self.nudge()  # let the sync loop find out whether Redis is really gone
             raise SharedStateDown(self.url) from exc
         if int(result[0]) == 1:
             return None

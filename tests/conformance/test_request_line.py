@@ -182,3 +182,21 @@ def test_header_fields_are_bounded_together_not_only_one_by_one(e, count, status
     assert resp.status == status, resp.body[:200]
     if status == 431:
         assert e.legacy.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "after", "status"),
+    [
+        (b"a" * 100_000, b"GET /a HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"line\n" * 20_000, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    ],
+    ids=["header-after-a-body-without-line-breaks", "url-after-a-body-of-lines"],
+)
+def test_a_body_before_on_the_connection_does_not_change_414_or_431(e, body, after, status):
+    """Body bytes are not a head: what the connection carried before does not decide which
+    limit the next request hit."""
+    head = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with Wire(e.port) as w:
+        first = w.send(head).send(body).response("POST")
+        second = w.send(after).response()
+    assert (first.status, second.status) == (200, status)

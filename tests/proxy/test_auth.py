@@ -180,3 +180,18 @@ def test_the_check_is_an_attempt_of_the_request_trace(start_proxy, upstreams):
     version, trace_id, parent, flags = seen.split("-")
     assert trace_id == "0af7651916cd43dd8448eb211c80319c"
     assert parent != "b7ad6b7169203331"
+
+
+def test_a_failing_check_does_not_open_the_monoliths_breaker(start_proxy):
+    """The check is not the monolith's traffic: a check endpoint in a brownout (503s) fails
+    the checked requests closed, and nothing else; legacy keeps serving."""
+    broken = AUTH.replace("path: /auth/check", "path: /status/503")
+    proxy = start_proxy(routes=ROUTES, extra=broken)
+    answers = [
+        httpx.get(proxy.url + "/svc/x", headers={"Authorization": "Bearer good"}).status_code
+        for _ in range(8)
+    ]
+    assert answers == [503] * 8
+    assert httpx.get(proxy.url + "/anything").status_code == 200
+    legacy = httpx.get(proxy.admin + "/-/upstreams").json()["legacy"]
+    assert legacy["breaker"]["state"] == "closed", legacy

@@ -42,6 +42,7 @@ def test_refused_requests_are_logged_and_counted_without_secrets(start_proxy):
 
     wait_until(lambda: len(refused_lines()) >= len(REFUSED), timeout=10, what="access lines")
     assert sorted(line["status"] for line in refused_lines()) == sorted(statuses)
+    assert all(line["bytes_out"] > 0 for line in refused_lines())  # each got an explanation
     log = p.log.read_text()
     for n in range(1, 7):
         assert f"SECRET-{n}" not in log, n

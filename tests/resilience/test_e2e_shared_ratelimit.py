@@ -82,3 +82,25 @@ def test_without_redis_each_replica_limits_alone(start_proxy, world) -> None:
         answers = [c.get(f"{a.url}/limited/{i}").status_code for i in range(4)]
     assert answers == [200, 200, 200, 429]
     assert a.log.read_text().count("state store redis://127.0.0.1") == 1  # said once
+
+
+def test_a_burst_of_clients_spends_exactly_the_shared_budget(start_proxy, prefix) -> None:
+    """300 requests at once over two replicas: exactly the budget passes, and the burst
+    neither exhausts the Redis connection pool nor switches sharing off."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    routes = """\
+- name: hot
+  match: {prefix: /hot}
+  rate_limit: {requests: 25, per: 3600, key: route, scope: shared}
+"""
+    top = f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n'
+    a = start_proxy(routes=routes, top=top)
+    b = start_proxy(routes=routes, top=top)
+    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=200)) as c:
+        urls = [f"{(a, b)[i % 2].url}/hot/{i}" for i in range(300)]
+        with ThreadPoolExecutor(100) as pool:
+            statuses = list(pool.map(lambda url: c.get(url).status_code, urls))
+    assert statuses.count(200) == 25 and statuses.count(429) == 275
+    for proxy in (a, b):
+        assert "unreachable" not in proxy.log.read_text()

@@ -91,3 +91,11 @@ def test_query_parameters_whose_names_say_secret_are_redacted_without_configurin
     assert all(value.endswith(REDACTED) for value in r.query(secrets).split("&"))
     harmless = "keyword=shoes&author=bob&page=2&sort=name"
     assert r.query(harmless) == harmless
+
+
+def test_free_text_loses_secret_query_values_and_keeps_prose():
+    r = Redactor()
+    text = r.text("check (idp /auth/check?key=SHARED&sig=SIGNED&realm=shop) failed")
+    assert "SHARED" not in text and "SIGNED" not in text and "realm=shop" in text
+    for prose in ("worker exit code=137", "sorted(items, key=len)", "consecutive=5 session=42"):
+        assert r.text(prose) == prose

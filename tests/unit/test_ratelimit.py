@@ -68,3 +68,19 @@ def test_a_table_held_near_the_cap_is_not_swept_at_every_new_key(monkeypatch):
     sweeps = sum(1 for a, b in zip(sizes, sizes[1:], strict=False) if b < a)
     assert sweeps == 2  # at 1000 keys, then 100 keys later: not at each new key
     assert max(sizes) == 1000 and sizes[-1] <= 1000
+
+
+def test_a_shared_budget_is_named_by_deployment_route_policy_and_key():
+    from proxy.filters.ratelimit import budget_id
+
+    policy = RateLimit(5, per=60.0, burst=5, key="header:x-api-key", scope="shared")
+    name = budget_id("http://monolith-a:8000", "api", policy, "h:sk_live_secret")
+    assert len(name) == 32 and "secret" not in name
+    assert name == budget_id("http://monolith-a:8000", "api", policy, "h:sk_live_secret")
+    others = {
+        budget_id("http://monolith-b:8000", "api", policy, "h:sk_live_secret"),  # deployment
+        budget_id("http://monolith-a:8000", "web", policy, "h:sk_live_secret"),  # route
+        budget_id("http://monolith-a:8000", "api", RateLimit(6, per=60.0, burst=5), "h:x"),
+        budget_id("http://monolith-a:8000", "api", policy, "h:another"),  # key
+    }
+    assert name not in others and len(others) == 4
