@@ -21,8 +21,22 @@ from acl.translator import (
     TranslatorLoadError,
 )
 
+_DIR_HELP = (
+    "translators directory (default: ./acl/translators when it exists, the one the proxy "
+    "loads for ./routes.yaml; else the built-in translators)"
+)
+
+
+def _directory(given: Path | None) -> Path:
+    """The folder the proxy would load for ./routes.yaml (`proxy.server.load_translators`)."""
+    if given is not None:
+        return given
+    local = Path("acl") / "translators"
+    return local if local.is_dir() else DEFAULT_DIRECTORY
+
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    args.dir = _directory(args.dir)
     try:
         translators = load_translators(args.dir)
     except TranslatorLoadError as exc:
@@ -84,6 +98,7 @@ def _read_sample(file: str) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    args.dir = _directory(args.dir)
     try:
         translators = load_translators(args.dir)
     except TranslatorLoadError as exc:
@@ -132,7 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_commands(acl: argparse.ArgumentParser) -> None:
     sub = acl.add_subparsers(dest="acl_command", required=True, metavar="{check,run}")
     check = sub.add_parser("check", help="load and validate every translator; exit 1 on problems")
-    check.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="translators directory")
+    check.add_argument("--dir", type=Path, default=None, help=_DIR_HELP)
     check.add_argument(
         "--samples", type=Path, metavar="DIR",
         help="also check to_legacy(to_new(x)) == x for each bidirectional translator NAME "
@@ -143,7 +158,7 @@ def _add_commands(acl: argparse.ArgumentParser) -> None:
     run.add_argument("name", help="translator name (file stem or registered name)")
     run.add_argument("file", help="JSON file with the sample, or - for stdin")
     run.add_argument("--to", choices=("new", "legacy"), required=True, help="target model")
-    run.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="translators directory")
+    run.add_argument("--dir", type=Path, default=None, help=_DIR_HELP)
     how = run.add_mutually_exclusive_group()
     how.add_argument("--request", dest="as_request", metavar="'METHOD /path?query'",
                      help="treat FILE as a legacy request body (with --to new)")  # fmt: skip

@@ -233,7 +233,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     def on_swap(old: Runtime, new: Runtime) -> None:
         for note in new.notes:
             log.warning("%s", note)
-        for key in ("listen", "admin", "limits"):
+        for key in ("listen", "admin", "limits", "shadow"):  # `shadow:` is the store's
             if getattr(old.config, key) != getattr(new.config, key):
                 log.warning(
                     "%s: `%s` changed; it takes effect at the next restart, the rest of the "

@@ -120,3 +120,29 @@ def test_check_samples_round_trip(tmp_path):
     (samples / "t.json").write_text(json.dumps([{"code": "ab", "n": 1}]))
     proc = _acl("check", "--dir", str(tmp_path), "--samples", str(samples))
     assert proc.returncode == 0 and "round trip t: 1/1 samples ok" in proc.stdout
+
+
+def test_check_reads_the_translators_beside_routes_yaml_by_default(tmp_path):
+    """The proxy loads ./acl/translators beside routes.yaml when it exists: so does
+    `acl check` without --dir (it checked the built-in ones, and said all was well)."""
+    local = tmp_path / "acl" / "translators"
+    local.mkdir(parents=True)
+    (local / "bad.yaml").write_text("record:\n  fields:\n    - {legacy: a, new: 'b[', type: x}\n")
+    proc = subprocess.run(
+        [PYTHON, "-m", "acl.cli", "check"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "bad.yaml" in proc.stderr, proc.stdout + proc.stderr
+    builtin = subprocess.run(
+        [PYTHON, "-m", "acl.cli", "check"],
+        cwd=tmp_path.parent,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert builtin.returncode == 0 and "2 translator(s) valid" in builtin.stdout, builtin.stderr
