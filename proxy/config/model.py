@@ -142,7 +142,8 @@ class ShadowPolicy:
     )  # array path -> key field: compare as a set keyed by that field
     case_insensitive: tuple[str, ...] = ()  # field paths compared case-insensitively
     ignore_list_order: bool = False
-    headers: tuple[str, ...] = ()  # allow-list of headers compared (lower-case)
+    # Allow-list of headers compared (lower-case); None: content-type only, () none at all.
+    headers: tuple[str, ...] | None = None
     concurrency: int = 16  # shadow requests in flight per route
     queue: int = 256  # shadow requests waiting per route; beyond: dropped and counted
 

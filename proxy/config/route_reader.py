@@ -634,9 +634,9 @@ class RouteReader:
                     "use primary-twice or another legacy upstream",
                 )
                 noise = "off"
-        headers: list[str] = []
+        headers: list[str] | None = None if f.get("headers") is None else []
         for value, _ in r.texts(f.get("headers"), f"{field}.headers", check=check_token):
-            if value.lower() not in headers:
+            if headers is not None and value.lower() not in headers:
                 headers.append(value.lower())
         return ShadowPolicy(
             sample=_num(
@@ -666,7 +666,7 @@ class RouteReader:
             ignore_list_order=r.boolean(
                 f.get("ignore_list_order"), f"{field}.ignore_list_order", default.ignore_list_order
             ),
-            headers=tuple(headers),
+            headers=None if headers is None else tuple(headers),
             concurrency=r.integer(
                 f.get("concurrency"), f"{field}.concurrency", default.concurrency, lo=1, hi=10_000
             ),

@@ -77,7 +77,7 @@ class Rules:
     unordered: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     case_insensitive: tuple[str, ...] = ()
     ignore_list_order: bool = False
-    headers: tuple[str, ...] = ()
+    headers: tuple[str, ...] | None = None  # None: DEFAULT_HEADERS
 
     @classmethod
     def from_policy(cls, policy: ShadowPolicy) -> Rules:
@@ -87,7 +87,7 @@ class Rules:
             unordered=MappingProxyType(dict(policy.unordered)),
             case_insensitive=tuple(policy.case_insensitive),
             ignore_list_order=bool(policy.ignore_list_order),
-            headers=tuple(h.lower() for h in policy.headers),
+            headers=None if policy.headers is None else tuple(h.lower() for h in policy.headers),
         )
 
 
@@ -102,7 +102,7 @@ class Differ:
         self._patterns = PatternSet(tagged)
         self._tolerance = float(rules.tolerance)
         self._ignore_order = rules.ignore_list_order
-        allowed = rules.headers or DEFAULT_HEADERS
+        allowed = DEFAULT_HEADERS if rules.headers is None else rules.headers
         self._headers = tuple(h.lower() for h in allowed if h.lower() not in IGNORED_HEADERS)
 
     # ---- JSON -----------------------------------------------------------------------------

@@ -181,6 +181,8 @@ def test_status_headers_and_ignored_headers():
     assert got == {("status", "value"), ("header:content-type", "value")}
     got = kinds(compare(p, c, Rules(headers=("etag", "date", "server"))).differences)
     assert got == {("status", "value"), ("header:etag", "value")}
+    got = kinds(compare(p, c, Rules(headers=())).differences)  # `headers: []`: none at all
+    assert got == {("status", "value")}
 
 
 def test_content_type_parameters_are_not_a_difference():
