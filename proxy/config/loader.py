@@ -103,7 +103,16 @@ def load_config(
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Problem(source, None, None, "", "file not found", "check the path (see --config)")]
+            [
+                Problem(
+                    source,
+                    None,
+                    None,
+                    "",
+                    "file not found",
+                    "check the path (`strangler check FILE`, `strangler serve -c FILE`)",
+                )
+            ]
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
@@ -607,7 +616,7 @@ def _check_copyable(text: str) -> str | None:
         # copied names are removed from every client request: these would break clients
         return (
             f"{text} comes from clients and the proxy; copied, it would be stripped from "
-            "every request: name a header of the check's own, e.g. X-Auth-User"
+            "every request: name a header of the check's own"
         )
     return None
 
