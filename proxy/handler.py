@@ -1135,6 +1135,7 @@ class ProxyHandler:
     ) -> web.Response:
         verdict = limited.verdict
         ex.status, ex.error = 429, "rate limited"
+        ex.side, ex.upstream = PROXY, ""  # answered here: no upstream was called
         answer = error_response(
             429,
             f"too many requests on route {ex.route_name}; retry after "
@@ -1201,6 +1202,7 @@ class ProxyHandler:
             why = "an answer too large" if too_big else f"status {resp.status}"
             return self._auth_unavailable(auth, why, ex, accept)
         ex.error = f"authentication check answered {resp.status}"
+        ex.side, ex.upstream = PROXY, upstream.name  # the check's answer; the target never saw it
         refusal = web.Response(status=resp.status, body=body if method != "HEAD" else None)
         for name, value in auth_filter.refusal_headers(answer):
             refusal.headers.add(name, value)
@@ -1226,6 +1228,7 @@ class ProxyHandler:
         upstream failed, never the check's path (its query may hold a key) or address."""
         path = auth.path.partition("?")[0]
         failure = UpstreamFailure(503, f"authentication check by upstream {auth.upstream} failed")
+        ex.side, ex.upstream = PROXY, auth.upstream
         self._warnings.warn(
             ("auth", ex.route_name),
             "route %s: authentication check %s %s failed: %s (request %s)",

@@ -51,3 +51,18 @@ def test_the_budget_survives_a_reload_that_keeps_the_policy(start_proxy):
     reloaded = httpx.post(proxy.admin + "/-/reload")
     assert reloaded.status_code == 200
     assert httpx.get(proxy.url + "/limited/x").status_code == 429
+
+
+def test_a_429_is_counted_on_the_proxy_side_not_on_legacy(start_proxy):
+    """`side` says who answered: a refused request never reached legacy."""
+    from proxy.telemetry.metrics import samples_from_text
+
+    proxy = start_proxy(routes=ROUTES, extra="telemetry: {metrics: true}\n")
+    assert [httpx.get(proxy.url + "/limited/x").status_code for _ in range(4)][-1] == 429
+    text = httpx.get(proxy.admin + "/metrics").text
+    counted = {
+        (labels["side"], labels["status_class"]): v
+        for name, labels, v in samples_from_text(text)
+        if name == "strangler_requests_total" and labels.get("route") == "limited"
+    }
+    assert counted == {("legacy", "2xx"): 3.0, ("proxy", "4xx"): 1.0}
