@@ -144,22 +144,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"strangler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the proxy")
-    p.add_argument("-c", "--config", default="routes.yaml")
-    p.add_argument("--host")
-    p.add_argument("--port", type=_bounded(0, 65535))
-    p.add_argument("--admin-port", type=_bounded(0, 65535))
-    p.add_argument("--workers", type=_bounded(1, 256), default=1)
+    p = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Serve the route table until SIGTERM/SIGINT (then drain in-flight "
+        "requests). Edits to the file are picked up live (also SIGHUP, POST /-/reload).",
+    )
+    p.add_argument("-c", "--config", default="routes.yaml", help="the route table (routes.yaml)")
+    p.add_argument("--host", help="listen address (overrides listen.host)")
+    p.add_argument(
+        "--port",
+        type=_bounded(0, 65535),
+        help="listen port, 0 for any free one (overrides listen.port)",
+    )
+    p.add_argument(
+        "--admin-port", type=_bounded(0, 65535), help="admin API port (overrides admin.port)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_bounded(1, 256),
+        default=1,
+        help="worker processes sharing the port (SO_REUSEPORT), one per core (1)",
+    )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("check", help="validate routes.yaml files; exit 1 listing every problem")
-    p.add_argument("files", nargs="*", default=["routes.yaml"], metavar="FILE")
+    p = sub.add_parser(
+        "check",
+        help="validate routes.yaml files; exit 1 listing every problem",
+        description="Validate route tables without starting anything: every problem with "
+        "file, line, route, field and fix (exit 1), warnings for settings that do nothing "
+        "or are risky, and a one-line summary when valid (exit 0).",
+    )
+    p.add_argument(
+        "files", nargs="*", default=["routes.yaml"], metavar="FILE", help="default: routes.yaml"
+    )
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("routes", help="print the effective route table")
-    p.add_argument("-c", "--config", default="routes.yaml")
+    p = sub.add_parser(
+        "routes",
+        help="print the effective route table",
+        description="The table as the proxy will use it: order, match, mode, who answers.",
+    )
+    p.add_argument("-c", "--config", default="routes.yaml", help="the route table (routes.yaml)")
     p.set_defaults(func=_cmd_routes)
 
     for module in ("proxy.shadow.cli", "acl.cli"):

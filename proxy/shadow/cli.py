@@ -60,7 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.add_argument("--route", action="append", help="only this route (repeatable)")
-    p.add_argument("--since", help="only comparisons since: 30m, 2h, 7d or an ISO time")
+    p.add_argument(
+        "--since",
+        help="only comparisons since: 30m, 2h, 7d, an ISO time (UTC unless it says) or "
+        "epoch seconds",
+    )
     p.add_argument(
         "--relative-threshold",
         type=_fraction,
@@ -76,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fail-under",
         type=_fraction,
-        help="exit 3 when the overall match rate is below this (for CI gates)",
+        help="exit 3 when the overall match rate is below this, 0..1 or a percentage like "
+        "99.5%% (for CI gates)",
     )
     p.set_defaults(func=run_report)
 
