@@ -137,10 +137,10 @@ class RouteReader:
         r = self.r
         field = f"routes[{i}]"
         if not isinstance(node, MappingNode):
-            r.report(
+            r.wrong(
                 node,
                 field,
-                "expected a route (a mapping), got something else",
+                "a route (a mapping)",
                 "start each route with `- name: ...` followed by `match:`",
             )
             return None

@@ -24,6 +24,7 @@ from proxy.config.problems import Problem, did_you_mean
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _SCALAR_TAGS = {STR, INT, FLOAT, BOOL, NULL, _TAG + "timestamp", _TAG + "binary"}
+_STANDARD_TAGS = _SCALAR_TAGS | {_TAG + "map", _TAG + "seq"}
 _ROUTE_INDEX = re.compile(r"^routes\[(\d+)\]")
 
 Fields = dict[str, Node]  # key -> value node of one YAML mapping
@@ -72,7 +73,11 @@ class Reader:
             route = self.route_names.get(int(m.group(1)))
         self.problems.append(Problem(self.source, line, route, field, message, fix))
 
-    def _wrong(self, node: Node, field: str, expected: str, fix: str | None) -> None:
+    def wrong(self, node: Node, field: str, expected: str, fix: str | None) -> None:
+        tag = getattr(node, "tag", "")
+        if tag and tag not in _STANDARD_TAGS:  # `!!python/object/apply:os.system [...]`
+            self.report(node, field, f"unsupported YAML tag {tag!r}", "remove the tag")
+            return
         self.report(node, field, f"expected {expected}, got {describe(node)}", fix)
 
     # -- containers ------------------------------------------------------------------
@@ -97,7 +102,7 @@ class Reader:
         """
         if not isinstance(node, MappingNode):
             hint = f"write {what or field} as `key: value` lines indented under it"
-            self._wrong(node, field, "a mapping", hint)
+            self.wrong(node, field, "a mapping", hint)
             return None
         if not self._standard_tag(node, field, _TAG + "map"):
             return None
@@ -169,14 +174,14 @@ class Reader:
             return [node]
         if isinstance(node, ScalarNode) and node.tag == NULL:
             return []
-        self._wrong(node, field, "a list", f"write {field.rsplit('.', 1)[-1]}: [a, b]")
+        self.wrong(node, field, "a list", f"write {field.rsplit('.', 1)[-1]}: [a, b]")
         return []
 
     # -- scalars ---------------------------------------------------------------------
 
     def _scalar_ok(self, node: Node, field: str, expected: str, fix: str | None) -> bool:
         if not isinstance(node, ScalarNode):
-            self._wrong(node, field, expected, fix)
+            self.wrong(node, field, expected, fix)
             return False
         if node.tag not in _SCALAR_TAGS:
             self.report(node, field, f"unsupported YAML tag {node.tag!r}", "remove the tag")
@@ -244,7 +249,7 @@ class Reader:
         if not self._scalar_ok(node, field, "a whole number", fix):
             return default
         if node.tag != INT:
-            self._wrong(node, field, "a whole number", _unquote_fix(node, fix))
+            self.wrong(node, field, "a whole number", _unquote_fix(node, fix))
             return default
         value = self._constructor.construct_yaml_int(node)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -281,7 +286,7 @@ class Reader:
         elif node.tag == FLOAT:
             value = self._constructor.construct_yaml_float(node)
         else:
-            self._wrong(node, field, "a number", _unquote_fix(node, fix))
+            self.wrong(node, field, "a number", _unquote_fix(node, fix))
             return default
         if not math.isfinite(value):
             self.report(node, field, f"{node.value} is not a finite number", fix)
@@ -299,7 +304,7 @@ class Reader:
         if not self._scalar_ok(node, field, "true or false", fix):
             return default
         if node.tag != BOOL:
-            self._wrong(node, field, "true or false", fix)
+            self.wrong(node, field, "true or false", fix)
             return default
         return bool(self._constructor.construct_yaml_bool(node))
 

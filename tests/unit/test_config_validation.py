@@ -460,6 +460,11 @@ CASES = [
         id="python-tag-is-just-a-wrong-type",
     ),
     pytest.param(
+        HEAD + 'grace_period: !!python/object/apply:os.system ["id"]\n', "grace_period",
+        "grace_period", None, "unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'",
+        "remove the tag", id="python-tag-on-a-list-is-named-not-a-wrong-type",
+    ),
+    pytest.param(
         HEAD + 'state: "redis://127.0.0.1:6379/0?prefx=app:"\n', "prefx", "state", None,
         "unknown option 'prefx' in 'redis://127.0.0.1:6379/0?prefx=app:' (did you mean "
         "'prefix'?)", None, id="state-url-unknown-option",
