@@ -115,15 +115,22 @@ def _cmd_routes(args: argparse.Namespace) -> int:
 
 
 def _answers(route: Any, default: str) -> str:
-    """Who answers the client, and where the target comes in."""
+    """Who answers the client, where the target comes in, and who is pinned elsewhere."""
     target = route.target or default
     if route.mode == "shadow":
-        return f"{default} (shadow: {target})"
-    if route.mode == "canary":
-        return f"{target} / {default}"
-    if route.mode == "extracted":
-        return target + (f" (fallback: {default})" if route.fallback else "")
-    return default
+        answer = f"{default} (shadow: {target})"
+    elif route.mode == "canary":
+        answer = f"{target} / {default}"
+    elif route.mode == "extracted":
+        answer = target + (f" (fallback: {default})" if route.fallback else "")
+    else:
+        answer = default
+    pins = route.tenants
+    if route.target and pins.extracted and route.mode != "extracted":
+        answer += f"; {target} for {', '.join(sorted(pins.extracted))}"
+    if route.target and pins.legacy and route.mode != "legacy":
+        answer += f"; {default} for {', '.join(sorted(pins.legacy))}"
+    return answer
 
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:

@@ -150,6 +150,10 @@ routes:
     mode: canary
     target: svc
     canary: {percent: 10}
+  - name: pilot
+    match: {prefix: /pilot}
+    target: svc
+    tenants: {extracted: [acme]}
 """
     )
     out = subprocess.run(
@@ -175,6 +179,8 @@ routes:
     beta = next(line for line in lines if line.startswith("beta "))
     assert "/beta/* [x-beta ~on|yes]" in beta and "canary 10%" in beta
     assert "svc / legacy" in beta  # who answers: the target for 10%, legacy for the rest
+    pilot = next(line for line in lines if line.startswith("pilot "))
+    assert "legacy; svc for acme" in pilot  # a legacy route with a pilot tenant
     assert lines[-1].split()[:2] == ["(default)", "*"] and "legacy" in lines[-1]
 
 
