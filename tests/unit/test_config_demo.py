@@ -139,6 +139,7 @@ upstreams:
   legacy: {url: "http://127.0.0.1:8000"}
   svc: {url: "http://127.0.0.1:8101"}
 default: legacy
+tenant: {header: X-Tenant-ID}
 routes:
   - name: item
     match: {path: "/api/items/{id}", methods: [GET], headers: {X-Tenant: acme}}
