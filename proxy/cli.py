@@ -56,14 +56,15 @@ def _check_one(path: Path) -> int:
     from proxy.server import load_runtime
 
     try:
-        runtime = load_runtime(path)
+        runtime = load_runtime(path, secrets=False)  # CI validating a file has no secrets
     except ConfigError as exc:
         for problem in exc.problems:
             print(str(problem))
         print(f"{path}: {len(exc.problems)} problem(s); the file was not accepted", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - anything else is still "not valid"
-        print(f"{path}: {exc}")
+        text = str(exc)
+        print(text if text.startswith(f"{path}:") else f"{path}: {text}")
         return 1
     config = runtime.config
     print(
@@ -71,8 +72,9 @@ def _check_one(path: Path) -> int:
         f"default {config.default}"
     )
     from proxy.config.loader import config_warnings
+    from proxy.runtime import missing_secrets
 
-    for warning in (*config_warnings(config), *runtime.notes):
+    for warning in (*config_warnings(config), *runtime.notes, *missing_secrets(config)):
         print(f"warning: {warning}")
     return 0
 

@@ -37,14 +37,17 @@ class Runtime:
         translators: Mapping[str, Any] | None = None,
         generation: int = 0,
         notes: tuple[str, ...] = (),
+        secrets: bool = True,
     ) -> Runtime:
+        """`secrets=False` (for `strangler check`, which runs where the production secrets
+        are not) builds everything but the keys read from the environment."""
         return cls(
             config=config,
             table=RouteTable(config.routes),
             trusted=parse_trusted(config.trusted_proxies),
             translators=translators or {},
             generation=generation,
-            tenant_key=_tenant_key(config),
+            tenant_key=_tenant_key(config) if secrets else None,
             notes=notes,
             client_drop=CLIENT_DROPPED.union(config.auth.copy) if config.auth else CLIENT_DROPPED,
         )
@@ -53,17 +56,24 @@ class Runtime:
         return self.translators.get(route.acl) if route.acl else None
 
 
-def _tenant_key(config: Config) -> bytes | None:
+def missing_secrets(config: Config) -> list[str]:
+    """What the proxy would refuse to start without: environment variables the file names
+    that are unset or empty (one message each)."""
     env = config.tenant.jwt_secret_env if config.tenant else None
-    if env is None:
-        return None
-    secret = os.environ.get(env)
-    if not secret:
-        raise ValueError(
-            f"{config.source}: tenant.jwt_secret_env names the environment variable {env!r}, "
-            "which is not set or empty; export it before starting the proxy"
-        )
-    return secret.encode()
+    if env is None or os.environ.get(env):
+        return []
+    return [
+        f"{config.source}: tenant.jwt_secret_env names the environment variable {env!r}, "
+        "which is not set or empty; export it before starting the proxy"
+    ]
+
+
+def _tenant_key(config: Config) -> bytes | None:
+    missing = missing_secrets(config)
+    if missing:
+        raise ValueError(missing[0])
+    env = config.tenant.jwt_secret_env if config.tenant else None
+    return os.environ[env].encode() if env else None
 
 
 class RuntimeHolder:

@@ -68,7 +68,7 @@ def load_translators(config_path: Path) -> tuple[Mapping[str, Any], list[Any]]:
     return _load(builtin) if builtin.is_dir() else ({}, [])
 
 
-def load_runtime(path: Path, generation: int = 0) -> Runtime:
+def load_runtime(path: Path, generation: int = 0, *, secrets: bool = True) -> Runtime:
     """routes.yaml (and its translators) → a ready `Runtime`, or an exception saying why.
 
     A translator file that fails to load refuses the table only when a route names a
@@ -86,7 +86,9 @@ def load_runtime(path: Path, generation: int = 0) -> Runtime:
             raise TranslatorLoadError(problems)
         notes = tuple(f"ACL translator not loaded (no route names it): {p}" for p in problems)
     config = load_config(path, translators=set(translators))
-    return Runtime.build(config, translators=translators, generation=generation, notes=notes)
+    return Runtime.build(
+        config, translators=translators, generation=generation, notes=notes, secrets=secrets
+    )
 
 
 @dataclass(frozen=True, slots=True)

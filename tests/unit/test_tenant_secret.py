@@ -60,3 +60,25 @@ def test_unverified_claims_are_warned_about():
 def test_secret_env_only_with_a_jwt_claim():
     with pytest.raises(ConfigError, match="jwt_secret_env only applies"):
         parse_config(BASE + "tenant: {header: X-Tenant-ID, jwt_secret_env: X}\n")
+
+
+def test_check_validates_a_file_whose_secret_is_not_here_and_warns(tmp_path, monkeypatch):
+    """CI validates routes.yaml without the production secret: `check` accepts the file and
+    warns that `serve` needs the variable; `serve` still refuses to start without it."""
+    import subprocess
+    import sys
+
+    from tests.support.procs import ROOT
+
+    monkeypatch.delenv("NOPE_SECRET", raising=False)
+    path = tmp_path / "routes.yaml"
+    path.write_text(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: NOPE_SECRET}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{path}: OK" in out.stdout
+    warning = next(line for line in out.stdout.splitlines() if "NOPE_SECRET" in line)
+    assert warning.startswith(f"warning: {path}: tenant.jwt_secret_env")
+    assert warning.count(str(path)) == 1
