@@ -82,8 +82,10 @@ def load_runtime(path: Path, generation: int = 0, *, secrets: bool = True) -> Ru
         from acl.translator import TranslatorLoadError
 
         named = {r.acl for r in load_config(path).routes if r.acl}
-        if named - set(translators):
-            raise TranslatorLoadError(problems)
+        broken = {Path(p.file).stem for p in problems}
+        if (named - set(translators)) & broken:  # a route needs one of the broken files
+            raise TranslatorLoadError([p for p in problems if Path(p.file).stem in named])
+        # Any other missing name is simply absent: `load_config` says so, per route.
         notes = tuple(f"ACL translator not loaded (no route names it): {p}" for p in problems)
     config = load_config(path, translators=set(translators))
     return Runtime.build(

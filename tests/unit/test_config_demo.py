@@ -129,6 +129,15 @@ def test_a_broken_translator_file_refuses_only_a_table_that_names_it(tmp_path):
     )
     bad = check()
     assert bad.returncode == 1 and "draft.yaml:" in bad.stdout + bad.stderr, bad.stdout
+    # A route naming a translator that simply is not there is told so, by route, while the
+    # unrelated broken draft stays a warning.
+    config.write_text(
+        head + "routes:\n  - {name: a, match: {prefix: /a}, target: svc, acl: customers}\n"
+    )
+    absent = check()
+    assert absent.returncode == 1
+    assert "route 'a': acl: unknown translator 'customers'" in absent.stdout, absent.stdout
+    assert "draft.yaml" not in absent.stdout.split("unknown translator")[0]
 
 
 def test_strangler_routes_prints_the_effective_table(tmp_path):
