@@ -61,7 +61,9 @@ class AuthAndTenantTests(SeededTestCase):
         self.assert_error(self.get("/api/customers/"), 404, "NOT_FOUND")
         response = self.send("post", "/api/products", {})
         self.assert_error(response, 405, "METHOD_NOT_ALLOWED")
-        self.assertEqual(response["Allow"], "GET")
+        self.assertEqual(response["Allow"], "GET, HEAD")  # HEAD wherever GET (RFC 9110)
+        head = self.client.head("/api/products", **ACME)
+        self.assertEqual(head.status_code, 200)
 
 
 class CustomerApiTests(SeededTestCase):
