@@ -159,9 +159,9 @@ class UpstreamCaller:
                     raise
                 last = failure
             else:
-                # A non-idempotent request that got an answer was processed: never resent.
                 if resp.status < 500:
                     return resp
+                # A non-idempotent request that got an answer was processed: never resent.
                 sent = method not in IDEMPOTENT_METHODS or out.body_may_have_left
                 if not guard.may_retry(method, sent, attempt, resp.status, None):
                     self._count_budget_refusal(guard, method, sent, attempt, resp.status, None)

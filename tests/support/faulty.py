@@ -238,7 +238,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="faulty")
     args = parser.parse_args()
-    web.run_app(build_app(args.name), host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(
+        build_app(args.name), host=args.host, port=args.port, print=None, access_log=None,
+        shutdown_timeout=0.2,  # stalls and hangs are not waited for at teardown
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -159,5 +159,10 @@ def make_app(name: str) -> web.Application:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     name = sys.argv[2] if len(sys.argv) > 2 else "upstream"
-    web.run_app(make_app(name), host="127.0.0.1", port=port, print=None, access_log=None)
+    # A test upstream stops at once: handlers still sleeping (a /slow call, a stall) are
+    # not waited for, or every module using one would pay seconds at teardown.
+    web.run_app(
+        make_app(name), host="127.0.0.1", port=port, print=None, access_log=None,
+        shutdown_timeout=0.2,
+    )  # fmt: skip
     json.dumps({})
