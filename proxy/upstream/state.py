@@ -26,7 +26,8 @@ is the upstream's name, '@' and a digest of its URL:
 `<prefix>{<u>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
 `<prefix>{<u>}:load` hash replica-id -> "active:retries:expires_ms",
 `<prefix>rl:<budget>` the next due time (µs) of one rate-limit budget, where `<budget>` is
-a digest of the route, its policy and the client's key (an API key is never stored).
+a digest of the deployment, the route, its policy and the client's key (an API key is never
+stored).
 """
 
 from __future__ import annotations
