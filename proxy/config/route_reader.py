@@ -362,15 +362,8 @@ class RouteReader:
         r = self.r
         if node is None or _null(node):
             return ()
-        if not isinstance(node, MappingNode):
-            r.report(
-                node,
-                field,
-                "expected a mapping of header name to value",
-                "write `response_headers: {X-Frame-Options: DENY, Server: null}`",
-            )
-            return ()
-        entries = r.keyed(node, field)
+        example = "write `response_headers: {X-Frame-Options: DENY, Server: null}`"
+        entries = self._header_entries(node, field, example)
         out: list[tuple[str, str | None]] = []
         for name, (key_node, value_node) in (entries or {}).items():
             hfield = f"{field}.{name}"
@@ -395,20 +388,22 @@ class RouteReader:
                 out.append((name, value))
         return tuple(out)
 
+    def _header_entries(
+        self, node: Node, field: str, example: str
+    ) -> dict[str, tuple[Node, Node]] | None:
+        """Header name -> (key node, value node); None, reported, when not a mapping."""
+        if not isinstance(node, MappingNode):
+            self.r.report(node, field, "expected a mapping of header name to value", example)
+            return None
+        return self.r.keyed(node, field)
+
     def _headers(self, node: Node | None, field: str) -> tuple[HeaderMatch, ...] | None:
         """None when something is wrong (the route is then not built)."""
         r = self.r
         if node is None or _null(node):
             return ()
-        if not isinstance(node, MappingNode):
-            r.report(
-                node,
-                field,
-                "expected a mapping of header name to value",
-                "write `headers: {X-Beta: \"1\"}` or `headers: {X-Beta: {regex: '.+'}}`",
-            )
-            return None
-        entries = r.keyed(node, field)
+        example = "write `headers: {X-Beta: \"1\"}` or `headers: {X-Beta: {regex: '.+'}}`"
+        entries = self._header_entries(node, field, example)
         if entries is None:
             return None
         out: list[HeaderMatch] = []

@@ -262,14 +262,7 @@ class UpstreamGuard:
         The budget is re-checked atomically by `slot(retry=True)`, which raises
         `RetryBudgetExhausted` if other requests took the last retry meanwhile.
         """
-        return retryable(
-            self.retry_policy,
-            method=method,
-            body_sent=body_sent,
-            attempt=attempt,
-            status=status,
-            error=error,
-        ) and within_budget(self.retry_policy, self.active, self.retries)
+        return self._allowed(method, body_sent, attempt, status, error) and self._has_budget()
 
     def retry_denied_by_budget(
         self,
@@ -280,6 +273,16 @@ class UpstreamGuard:
         error: BaseException | None,
     ) -> bool:
         """Whether the policy would retry attempt `attempt` and only the budget says no."""
+        return self._allowed(method, body_sent, attempt, status, error) and not self._has_budget()
+
+    def _allowed(
+        self,
+        method: str,
+        body_sent: bool,
+        attempt: int,
+        status: int | None,
+        error: BaseException | None,
+    ) -> bool:
         return retryable(
             self.retry_policy,
             method=method,
@@ -287,7 +290,10 @@ class UpstreamGuard:
             attempt=attempt,
             status=status,
             error=error,
-        ) and not within_budget(self.retry_policy, self.active, self.retries)
+        )
+
+    def _has_budget(self) -> bool:
+        return within_budget(self.retry_policy, self.active, self.retries)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1..), full jitter."""
