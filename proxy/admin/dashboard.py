@@ -15,7 +15,8 @@ from typing import Any
 
 from proxy.config.model import Config, Route
 
-SIDES = ("legacy", "extracted")
+SIDES = ("legacy", "extracted")  # who may serve a route: the traffic split
+PROXY_SIDE = "proxy"  # answered by the proxy itself: rate limits, auth refusals and failures
 BREAKER_NAMES = {0: "closed", 1: "half_open", 2: "open"}
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
@@ -104,7 +105,7 @@ def build_dashboard(
     def route_row(name: str, route: Route | None) -> dict[str, Any]:
         per_side = requests.get(name, {})
         sides = {}
-        for side in SIDES:
+        for side in (*SIDES, PROXY_SIDE):
             total, errors = per_side.get(side, [0.0, 0.0])
             sides[side] = {
                 "requests": int(total),
@@ -112,6 +113,7 @@ def build_dashboard(
                 "error_rate": _rate(errors, total),
             }
         total = sum(s["requests"] for s in sides.values())
+        served = sum(sides[side]["requests"] for side in SIDES)
         results = shadow.get(name, {})
         compared = sum(results.values())
         matched = results.get("match", 0.0)
@@ -126,7 +128,7 @@ def build_dashboard(
             "line": route.line if route else None,
             "requests": total,
             "sides": sides,
-            "split": {side: _rate(sides[side]["requests"], total) for side in SIDES},
+            "split": {side: _rate(sides[side]["requests"], served) for side in SIDES},
             "fallbacks": int(fallbacks.get(name, 0.0)),
             "shadow": {
                 "compared": int(compared),

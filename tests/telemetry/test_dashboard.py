@@ -37,6 +37,8 @@ def test_routes_show_mode_split_error_rates_and_shadow_match(telemetry):
     hit(t, "customers", "canary", "legacy", status=502, n=2)
     hit(t, "customers", "canary", "extracted", n=1)
     hit(t, "customers", "canary", "extracted", status=500, n=1)
+    hit(t, "customers", "canary", "proxy", status=503, n=3)  # the auth check is down
+    hit(t, "customers", "canary", "proxy", status=429, n=1)
     hit(t, "orders", "shadow", "legacy", n=4)
     for result, n in (("match", 7), ("mismatch", 2), ("noise", 1)):
         t.count("shadow_comparison", float(n), route="orders", result=result)
@@ -53,9 +55,11 @@ def test_routes_show_mode_split_error_rates_and_shadow_match(telemetry):
     c = routes["customers"]
     assert c["mode"] == "canary" and c["canary_percent"] == 25.0
     assert c["match"] == "/api/customers/{id}"
-    assert c["requests"] == 10
+    assert c["requests"] == 14
     assert c["sides"]["legacy"] == {"requests": 8, "errors": 2, "error_rate": 0.25}
     assert c["sides"]["extracted"] == {"requests": 2, "errors": 1, "error_rate": 0.5}
+    # What the proxy answered itself is shown apart, not hidden or folded into a side.
+    assert c["sides"]["proxy"] == {"requests": 4, "errors": 3, "error_rate": 0.75}
     assert c["split"] == {"legacy": 0.8, "extracted": 0.2}
     assert c["fallbacks"] == 1
     o = routes["orders"]

@@ -25,6 +25,7 @@ for (const tr of document.querySelectorAll('#routes tbody tr')) {
     mode: cell('mode').textContent, canary: cell('canary').textContent,
     shadow: cell('shadow').textContent, 'errors-legacy': cell('errors-legacy').textContent,
     'errors-extracted': cell('errors-extracted').textContent,
+    refused: cell('refused').textContent, 'refused-class': cell('refused').className,
     share: cell('split-cell').dataset.extractedShare,
   };
 }
@@ -86,12 +87,17 @@ def test_dashboard_renders_routes_and_follows_changes(monkeypatch):
         for _ in range(30):
             t.request_started()
             t.request_finished("customers", "extracted", "extracted", "GET", 500, 0.01, 1)
+        for _ in range(5):  # the auth check is down: the proxy answers 503 itself
+            t.request_started()
+            t.request_finished("customers", "extracted", "proxy", "GET", 503, 0.01, 1)
 
         def updated():
             r = rows(driver)
             return r if "invoices" in r and r["customers"]["mode"] == "extracted" else None
 
         after = wait_until(updated, timeout=15, what="the page to show the new config")
+        assert seen["customers"]["refused"] == "–"
+        assert after["customers"]["refused"] == "5" and "bad" in after["customers"]["refused-class"]
         assert after["invoices"]["mode"] == "legacy"
         assert after["customers"]["canary"] == "–"
         assert after["customers"]["share"] == "1.0000"  # the recent traffic is all extracted

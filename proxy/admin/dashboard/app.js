@@ -40,8 +40,9 @@
     const before = previous.routes.find((r) => r.name === route.name);
     if (!before) return null;
     const d = {};
-    for (const side of ["legacy", "extracted"]) {
-      const now = route.sides[side], then = before.sides[side];
+    for (const side of ["legacy", "extracted", "proxy"]) {
+      const none = { requests: 0, errors: 0 };
+      const now = route.sides[side] || none, then = before.sides[side] || none;
       const req = now.requests - then.requests, err = now.errors - then.errors;
       if (req < 0 || err < 0) return null; // counters reset: the proxy restarted
       d[side] = { requests: req, errors: err };
@@ -80,9 +81,21 @@
     }, s.requests || (d && d[side].requests) ? pct(rate, 2) : "–");
   }
 
+  // Answers the proxy gave itself (rate limits, auth refusals, an auth check that failed):
+  // counted apart from both sides, red when they are 5xx (the auth check is down).
+  function refusedCell(route, d) {
+    const s = route.sides.proxy || { requests: 0, errors: 0, error_rate: null };
+    const count = d ? d.proxy.requests : s.requests;
+    const errors = d ? d.proxy.errors : s.errors;
+    return el("td", {
+      class: `num refused ${rateClass(count ? errors / count : null, 0.01, 0.05)}`,
+      title: `${s.requests} answered by the proxy since start (429, auth refusals), ${s.errors} of them 5xx`,
+    }, count ? String(count) : "–");
+  }
+
   function routeRow(route) {
     const d = delta(route);
-    const rps = d ? (d.legacy.requests + d.extracted.requests) / d.seconds : null;
+    const rps = d ? (d.legacy.requests + d.extracted.requests + d.proxy.requests) / d.seconds : null;
     const sh = route.shadow;
     const shadowText = sh.compared
       ? `${pct(sh.match_rate)} of ${sh.compared}` + (sh.dropped ? ` (${sh.dropped} dropped)` : "")
@@ -99,6 +112,7 @@
         rps === null ? "–" : rps.toFixed(1)),
       errorCell(route, d, "legacy"),
       errorCell(route, d, "extracted"),
+      refusedCell(route, d),
       el("td", { class: "num fallbacks" }, route.fallbacks || "–"),
       el("td", {
         class: `num shadow ${rateClass(sh.match_rate === null ? null : 1 - sh.match_rate, 0.001, 0.01)}`,
