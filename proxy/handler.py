@@ -1117,10 +1117,8 @@ class ProxyHandler:
         state = self.caller.guards.state
         if state is not None:
             try:
-                # The monolith's URL tells deployments sharing one Redis database apart.
-                deployment = rt.config.upstreams[rt.config.default].url
                 waited = await state.take_budget(
-                    budget_id(deployment, route.name, policy, key), *gcra_terms(policy)
+                    budget_id(route.name, policy, key), *gcra_terms(policy)
                 )
             except SharedStateDown:
                 pass

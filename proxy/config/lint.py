@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy
+from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy, Timeouts
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -29,7 +29,14 @@ def config_warnings(config: Config) -> list[str]:
             out.append(f"{config.source}: upstreams.{name}: not used by any route or as default")
     for name, upstream in config.upstreams.items():
         t = upstream.timeout
-        if t.read is not None and t.total is not None and t.read > t.total:
+        # Only a `read` someone wrote: the default (30 s) stays the stall limit of a streamed
+        # upload, which `total` does not bound, even with a shorter `total`.
+        if (
+            t.read is not None
+            and t.total is not None
+            and t.read > t.total
+            and t.read != Timeouts().read
+        ):
             out.append(
                 f"{config.source}: upstreams.{name}.timeout: read ({t.read}s) exceeds total "
                 f"({t.total}s), so total is what limits a slow response"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import Node, ScalarNode
 
 from proxy.config.model import BreakerPolicy, BulkheadPolicy, RetryPolicy, Timeouts, Upstream
 from proxy.config.problems import Invalid
@@ -78,15 +78,6 @@ def read_upstream(r: Reader, name: str, node: Node, field: str) -> Upstream | No
         fix="write a host name like shop.example (a port may follow ':')",
     )
     timeout = read_policy(r, fields.get("timeout"), f"{field}.timeout", Timeouts(), TIMEOUT_SPEC)
-    # `total: 10` alone means a response may take 10 s, not that it may sit 30 s between
-    # reads: the default read timeout never exceeds the total one.
-    if (
-        not _sets(fields.get("timeout"), "read")
-        and timeout.total is not None
-        and timeout.read is not None
-        and timeout.read > timeout.total
-    ):
-        timeout = replace(timeout, read=timeout.total)
     retry = read_policy(r, fields.get("retry"), f"{field}.retry", RetryPolicy(), RETRY_SPEC)
     if retry.backoff_max < retry.backoff_base:
         node_ = fields.get("retry")
@@ -128,13 +119,6 @@ def _check_host_header(text: str) -> str | None:
     if port and not port.isdigit():
         return f"{text!r} has an invalid port"
     return check_hostname(host or text)
-
-
-def _sets(node: Node | None, key: str) -> bool:
-    """Whether a policy mapping in the file names `key` itself."""
-    if not isinstance(node, MappingNode):
-        return False
-    return any(isinstance(k, ScalarNode) and k.value == key for k, _ in node.value)
 
 
 def read_policy(r: Reader, node: Node | None, field: str, default: Any, spec: Spec) -> Any:

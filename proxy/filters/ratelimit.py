@@ -83,15 +83,15 @@ def verdict_for(policy: RateLimit, retry_after: float, reset: float) -> Verdict:
     return Verdict(retry_after=retry_after, limit=policy.burst, reset=reset)
 
 
-def budget_id(deployment: str, route: str, policy: RateLimit, key: str) -> str:
-    """A shared budget's name: the deployment (two sharing a Redis database keep apart),
-    the route, its policy (a changed limit starts afresh, as a reload does for local
-    limiters) and the key, digested so that an API key used as the key is never stored,
-    and a key of any length makes a name of fixed size."""
+def budget_id(route: str, policy: RateLimit, key: str) -> str:
+    """A shared budget's name: the route, its policy (a changed limit starts afresh, as a
+    reload does for local limiters) and the key, digested so that an API key used as the
+    key is never stored, and a key of any length makes a name of fixed size. Nothing
+    per-replica goes in (replicas may reach the monolith by different addresses):
+    deployments sharing one Redis database keep apart by the state URL's `?prefix=`."""
     material = "\0".join(
-        (deployment, route, str(policy.requests), repr(policy.per), str(policy.burst),
-         policy.key, key)
-    )  # fmt: skip
+        (route, str(policy.requests), repr(policy.per), str(policy.burst), policy.key, key)
+    )
     return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 

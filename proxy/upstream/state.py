@@ -26,8 +26,7 @@ is the upstream's name, '@' and a digest of its URL:
 `<prefix>{<u>}:window` hash of bucketed counters `s:<bucket>` / `f:<bucket>`,
 `<prefix>{<u>}:load` hash replica-id -> "active:retries:expires_ms",
 `<prefix>rl:<budget>` the next due time (µs) of one rate-limit budget, where `<budget>` is
-a digest of the deployment, the route, its policy and the client's key (an API key is never
-stored).
+a digest of the route, its policy and the client's key (an API key is never stored).
 """
 
 from __future__ import annotations
@@ -195,6 +194,7 @@ def split_prefix(url: str, default: str) -> tuple[str, str]:
 
 
 MAX_BUDGET_CALLS = 32  # concurrent rate-limit calls to Redis per process
+BUDGET_QUEUE_WAIT = 2.0  # seconds a request waits for its turn before counting locally
 
 
 class SharedStateDown(Exception):
@@ -397,24 +397,32 @@ class RedisState:
         """Spend one request of a shared rate-limit budget: None when it may pass, else
         (seconds to wait, seconds until the budget is whole). Raises `SharedStateDown` when
         Redis cannot say (the caller counts locally instead)."""
-        # At most `MAX_BUDGET_CALLS` requests ask Redis at once (a burst of clients waits
-        # its turn instead of exhausting the connection pool), and a request waits no longer
-        # than the state timeout in all. A request that gets no answer in time is counted
-        # here alone; whether Redis is down is the sync loop's call, so a burst cannot
-        # switch sharing off for the fleet.
+        # At most `MAX_BUDGET_CALLS` requests ask Redis at once: a burst of clients queues
+        # for its turn (the pool is not exhausted, and each call takes a fraction of a
+        # millisecond), and each call has the state timeout. A request whose call fails is
+        # counted here alone; whether Redis is down is the sync loop's call, so a burst
+        # cannot switch sharing off for the fleet. Only a queue that does not move for
+        # `BUDGET_QUEUE_WAIT` (Redis stalled) sends requests to the local count.
         if not self._healthy:
             raise SharedStateDown(self.url)
         try:
+            async with asyncio.timeout(BUDGET_QUEUE_WAIT):
+                await self._budget_calls.acquire()
+        except TimeoutError as exc:
+            self.budget_failures += 1
+            raise SharedStateDown(self.url) from exc
+        try:
             async with asyncio.timeout(self.timeout):
-                async with self._budget_calls:
-                    result = await self._gcra(
-                        keys=[f"{self.prefix}rl:{budget}"],
-                        args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
-                    )
+                result = await self._gcra(
+                    keys=[f"{self.prefix}rl:{budget}"],
+                    args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self.budget_failures += 1
             self.nudge()  # let the sync loop find out whether Redis is really gone
             raise SharedStateDown(self.url) from exc
+        finally:
+            self._budget_calls.release()
         if int(result[0]) == 1:
             return None
         return int(result[1]) / 1e6, int(result[2]) / 1e6

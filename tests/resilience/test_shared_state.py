@@ -350,3 +350,30 @@ async def test_two_deployments_on_one_redis_keep_their_breakers_apart(prefix: st
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_queue_of_budget_calls_is_answered_by_redis_not_counted_locally(
+    prefix: str, monkeypatch
+) -> None:
+    """One call at a time (instead of 32) and 2,000 requests at once: the queue takes far
+    longer than a call's timeout, yet every request gets Redis's verdict, so exactly the
+    budget passes. (Counting the queued ones locally let a burst through many times over.)"""
+    from proxy.upstream import state as state_mod
+
+    monkeypatch.setattr(state_mod, "MAX_BUDGET_CALLS", 1)
+    registry = GuardRegistry(config(SHARED_REDIS, 30.0), key_prefix=prefix, sync_interval=0.05)
+    await registry.start()
+    try:
+        store = registry.state
+        assert store is not None and store.healthy
+
+        async def one() -> bool:
+            try:
+                return await store.take_budget("burst", 60.0, 60.0 * 9) is None  # 10 per 10 min
+            except state_mod.SharedStateDown:
+                return False
+
+        verdicts = await asyncio.gather(*(one() for _ in range(2000)))
+        assert sum(verdicts) == 10 and store.budget_failures == 0
+    finally:
+        await registry.close()
