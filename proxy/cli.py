@@ -83,7 +83,7 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     from proxy.server import load_runtime
 
     try:
-        config = load_runtime(Path(args.config)).config
+        config = load_runtime(Path(args.config), secrets=False).config
     except Exception as exc:  # noqa: BLE001
         print(str(exc), file=sys.stderr)
         return 1

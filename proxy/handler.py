@@ -1190,6 +1190,10 @@ class ProxyHandler:
                 telemetry.attempt_finished(span, upstream.name, None, error=exc)
             why = "timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
             return self._auth_unavailable(auth, why, ex, accept)
+        except asyncio.CancelledError:  # the client left during the check
+            if telemetry is not None:
+                telemetry.attempt_finished(span, upstream.name, None, error="cancelled")
+            raise
         if telemetry is not None:
             telemetry.attempt_finished(span, upstream.name, resp.status)
         answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]

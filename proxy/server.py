@@ -81,10 +81,12 @@ def load_runtime(path: Path, generation: int = 0, *, secrets: bool = True) -> Ru
     if problems:
         from acl.translator import TranslatorLoadError
 
-        named = {r.acl for r in load_config(path).routes if r.acl}
-        broken = {Path(p.file).stem for p in problems}
-        if (named - set(translators)) & broken:  # a route needs one of the broken files
-            raise TranslatorLoadError([p for p in problems if Path(p.file).stem in named])
+        missing = {r.acl for r in load_config(path).routes if r.acl} - set(translators)
+        # The broken files that may hold a missing translator: a YAML file is named after
+        # its translator; a Python one registers any name, so it may hold any.
+        relevant = [p for p in problems if Path(p.file).stem in missing or p.file.endswith(".py")]
+        if missing and relevant:
+            raise TranslatorLoadError(relevant)
         # Any other missing name is simply absent: `load_config` says so, per route.
         notes = tuple(f"ACL translator not loaded (no route names it): {p}" for p in problems)
     config = load_config(path, translators=set(translators))

@@ -365,12 +365,22 @@ class RouteReader:
         example = "write `response_headers: {X-Frame-Options: DENY, Server: null}`"
         entries = self._header_entries(node, field, example)
         out: list[tuple[str, str | None]] = []
+        seen: set[str] = set()
         for name, (key_node, value_node) in (entries or {}).items():
             hfield = f"{field}.{name}"
             error = check_token(name)
             if error:
                 r.report(key_node, hfield, f"invalid header name: {error}", "fix the name")
                 continue
+            if name.lower() in seen:
+                r.report(
+                    key_node,
+                    hfield,
+                    f"header {name!r} appears twice (names ignore case)",
+                    "keep one value per header",
+                )
+                continue
+            seen.add(name.lower())
             if name.lower() in PROXY_OWNED_RESPONSE_HEADERS:
                 r.report(
                     key_node,
@@ -393,7 +403,7 @@ class RouteReader:
     ) -> dict[str, tuple[Node, Node]] | None:
         """Header name -> (key node, value node); None, reported, when not a mapping."""
         if not isinstance(node, MappingNode):
-            self.r.report(node, field, "expected a mapping of header name to value", example)
+            self.r.wrong(node, field, "a mapping of header name to value", example)
             return None
         return self.r.keyed(node, field)
 

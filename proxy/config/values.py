@@ -46,7 +46,7 @@ def check_token(text: str) -> str | None:
 def check_header_value(text: str) -> str | None:
     """A field value the proxy may send: visible ASCII, spaces and tabs inside (no CR, LF,
     NUL or other controls, which would split or corrupt the answer's head)."""
-    if _FIELD_VALUE.fullmatch(text):
+    if text == "" or _FIELD_VALUE.fullmatch(text):
         return None
     return f"{text!r} is not a valid header value (printable ASCII, no line breaks)"
 

@@ -300,6 +300,16 @@ def rewrite_response_headers(
     """An upstream answer's header fields with a route's `response_headers` applied: each
     named field replaced by the given value, or removed for None (pure)."""
     names = {name.lower().encode("latin-1") for name, _ in changes}
-    out = [(k, v) for k, v in raw if k.lower() not in names]
+    out = []
+    for k, v in raw:
+        lowered = k.lower()
+        if lowered in names:
+            continue
+        if lowered == b"connection":  # it may list a field the route sets: not any more
+            tokens = [t for t in v.split(b",") if t.strip().lower() not in names]
+            if not tokens:
+                continue
+            v = b",".join(tokens)
+        out.append((k, v))
     out += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in changes if v is not None]
     return out

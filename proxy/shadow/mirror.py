@@ -436,12 +436,15 @@ class ShadowMirror:
                     resp = await _maybe_await(self._translate_response(route, request, resp))
                 except Exception as exc:  # noqa: BLE001
                     raise TranslationFailed("translate_response", exc, resp) from exc
-            return resp
+            return as_route_answers(route, resp)
+
+        async def second_primary(upstream: str) -> CapturedResponse:
+            # marked like every shadow call, so the monolith can tell it from client traffic
+            return as_route_answers(route, await self._call(upstream, self._marked(request)))
 
         calls = [candidate()]
         if noise_up is not None:
-            # marked like every shadow call, so the monolith can tell it from client traffic
-            calls.append(self._call(noise_up, self._marked(request)))
+            calls.append(second_primary(noise_up))
         results = await asyncio.gather(*calls, return_exceptions=True)
         cand = results[0]
         second = results[1] if len(results) > 1 else None
@@ -618,3 +621,14 @@ _QS = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 def _plain(resp: CapturedResponse) -> bytes:
     body, err = decoded_body(resp)
     return b"" if err else body
+
+
+def as_route_answers(route: Route, resp: CapturedResponse) -> CapturedResponse:
+    """A shadow answer with the route's `response_headers` applied, as the primary's answer
+    already has them: what clients would see on either side is what is compared."""
+    if not route.response_headers:
+        return resp
+    names = {name.lower() for name, _ in route.response_headers}
+    kept = tuple((k, v) for k, v in resp.headers if k.lower() not in names)
+    added = tuple((n.lower(), v) for n, v in route.response_headers if v is not None)
+    return replace(resp, headers=kept + added)

@@ -46,6 +46,8 @@ def test_a_route_sets_and_removes_answer_fields_on_every_lane(start_proxy, lane)
         ("{'Bad Name': x}", "invalid header name"),
         ('{X-Split: "a\\r\\nInjected: 1"}', "not a valid header value"),
         ("[X-Frame-Options]", "expected a mapping of header name to value"),
+        ("{X-Frame-Options: DENY, x-frame-options: SAMEORIGIN}", "appears twice"),
+        ("!!omap [{X-A: b}]", "unsupported YAML tag"),
     ],
 )
 def test_response_headers_the_proxy_owns_or_cannot_send_are_refused(block, message):

@@ -409,3 +409,32 @@ async def test_a_full_queue_while_the_loop_runs_late_is_proxy_busy(rig, servers)
     assert set(mirror.snapshot()["routes"][0]["dropped"]) == {"proxy_busy"}
     mirror._idle.set()  # noqa: SLF001
     await mirror.close(timeout=0.2)
+
+
+def test_shadow_answers_get_the_routes_response_headers_before_comparing():
+    """The primary's answer already carries the route's `response_headers` (clients see
+    them whichever side answers): the candidate's must too, or every comparison of such a
+    header would be a difference no client could ever see."""
+    from proxy.config.model import Match, Route
+    from proxy.shadow.compare import Differ, Rules
+    from proxy.shadow.mirror import as_route_answers
+    from proxy.shadow.model import CapturedResponse
+
+    route = Route(
+        name="r", match=Match(prefix="/r"), mode="shadow", target="c",
+        response_headers=(("X-Frame-Options", "DENY"), ("X-Powered-By", None)),
+    )  # fmt: skip
+    primary = CapturedResponse(200, (("content-type", "text/plain"), ("x-frame-options", "DENY")))
+    candidate = CapturedResponse(
+        200,
+        (
+            ("content-type", "text/plain"),
+            ("x-powered-by", "PHP/5"),
+            ("X-Frame-Options", "SAMEORIGIN"),
+        ),
+    )
+    differ = Differ(Rules(headers=("x-frame-options", "x-powered-by")))
+    assert not differ.compare(primary, candidate).match
+    assert differ.compare(primary, as_route_answers(route, candidate)).match
+    plain = Route(name="p", match=Match(prefix="/p"))
+    assert as_route_answers(plain, candidate) is candidate

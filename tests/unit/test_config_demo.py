@@ -138,6 +138,12 @@ def test_a_broken_translator_file_refuses_only_a_table_that_names_it(tmp_path):
     assert absent.returncode == 1
     assert "route 'a': acl: unknown translator 'customers'" in absent.stdout, absent.stdout
     assert "draft.yaml" not in absent.stdout.split("unknown translator")[0]
+    # A Python translator registers any name: one that fails to import may be the missing
+    # one, so its error is shown rather than "unknown translator".
+    (folder / "orders_translator.py").write_text("import not_a_module_anywhere\n")
+    broken_py = check()
+    assert broken_py.returncode == 1
+    assert "orders_translator.py" in broken_py.stdout + broken_py.stderr, broken_py.stdout
 
 
 def test_strangler_routes_prints_the_effective_table(tmp_path):

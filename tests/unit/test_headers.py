@@ -200,3 +200,25 @@ def test_client_claims_reach_the_upstream_only_from_a_trusted_peer():
     ]
     kept = [h for h in forwarded(headers, trusted=True) if h[0] not in OURS]
     assert kept == [("Host", "h"), *CLAIMS, ("Accept", "*/*"), ("X-Request-ID", "rid")]
+
+
+def test_route_response_headers_replace_remove_and_survive_connection():
+    from proxy.filters.headers import rewrite_response_headers
+
+    raw = [
+        (b"Content-Type", b"application/json"),
+        (b"x-frame-options", b"SAMEORIGIN"),
+        (b"X-Frame-Options", b"ALLOW-FROM x"),
+        (b"X-Powered-By", b"PHP/5"),
+        (b"Connection", b"keep-alive, X-Frame-Options"),
+    ]
+    out = rewrite_response_headers(raw, (("X-Frame-Options", "DENY"), ("X-Powered-By", None)))
+    assert out == [
+        (b"Content-Type", b"application/json"),
+        (b"Connection", b"keep-alive"),  # it no longer lists the route's field
+        (b"X-Frame-Options", b"DENY"),
+    ]
+    only = rewrite_response_headers(
+        [(b"Connection", b"X-Frame-Options")], (("X-Frame-Options", "DENY"),)
+    )
+    assert only == [(b"X-Frame-Options", b"DENY")]
