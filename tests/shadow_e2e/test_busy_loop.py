@@ -31,7 +31,11 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         await asyncio.sleep(0.005)
 
 
-async def test_workers_wait_while_the_loop_is_late_and_resume_after(tmp_path):
+async def test_workers_wait_while_the_loop_is_late_and_resume_after(tmp_path, monkeypatch):
+    # Idle below 1.5 ms of lag instead of 0.5 ms (still under BUSY_LAG, so no flapping): in
+    # the whole suite's big test process, garbage collection alone kept the lag over 0.5 ms
+    # for 10 s once. What is tested is waiting while busy and resuming after.
+    monkeypatch.setattr("proxy.shadow.mirror.IDLE_LAG", 0.0015)
     port = free_port()
     upstreams = {"cand": Upstream(name="cand", url=f"http://127.0.0.1:{port}", port=port)}
     route = Route(
