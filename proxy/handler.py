@@ -828,13 +828,13 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             if not can_fallback:
                 raise
-            resp = await self._fall_back(rt, ex, failure, as_legacy or outgoing)
-            return _with_route_headers(ex.route, resp)
+            return await self._fall_back(rt, ex, failure, as_legacy or outgoing)
 
     async def _fall_back(
         self, rt: Runtime, ex: Exchange, failure: UpstreamFailure, outgoing: Outgoing
     ) -> UpstreamResponse:
-        """Legacy answers what the extracted side failed; raises if it fails too."""
+        """Legacy answers what the extracted side failed (with the route's response headers,
+        as any answer on the route); raises if it fails too."""
         self._warnings.warn(
             ("fallback", ex.route_name),
             "fallback to legacy on route %s: %s (request %s)",
@@ -846,7 +846,8 @@ class ProxyHandler:
             self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
         legacy = rt.config.upstreams[rt.config.default]
         ex.side, ex.upstream, ex.fallback_reason = LEGACY, legacy.name, failure.reason
-        return await self.caller.call(outgoing, legacy, ex.path, ex.query, ex, fallback=True)
+        resp = await self.caller.call(outgoing, legacy, ex.path, ex.query, ex, fallback=True)
+        return _with_route_headers(ex.route, resp)
 
     async def _translated(
         self,
@@ -919,9 +920,7 @@ class ProxyHandler:
                     )
                     if not can_fallback:
                         raise failure from None
-                    resp = _with_route_headers(
-                        ex.route, await self._fall_back(rt, ex, failure, original)
-                    )
+                    resp = await self._fall_back(rt, ex, failure, original)
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, accept)
         if ex.side == LEGACY:  # fell back: legacy already answers in the legacy model
@@ -1078,7 +1077,7 @@ class ProxyHandler:
             return None
         try:
             if route.rate_limit.shared:
-                await self._shared_rate_limit(rt, route, route.rate_limit, ex, headers)
+                await self._shared_rate_limit(route, route.rate_limit, ex, headers)
             else:
                 self._rate_limit(route, route.rate_limit, ex, headers)
         except RateLimited as limited:
@@ -1104,12 +1103,7 @@ class ProxyHandler:
             raise RateLimited(verdict)
 
     async def _shared_rate_limit(
-        self,
-        rt: Runtime,
-        route: Route,
-        policy: RateLimit,
-        ex: Exchange,
-        headers: list[tuple[str, str]],
+        self, route: Route, policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]
     ) -> None:
         """`_rate_limit` against the budget every replica spends (in the `state:` Redis);
         counted in this process alone while Redis cannot answer."""
