@@ -247,13 +247,30 @@ class ProxyHandler:
         started = time.perf_counter()
         return Exchange(request_id(client_headers.get("X-Request-ID")), method, "", None), started
 
-    def refused(self, status: int, reason: str, client: str | None, bytes_out: int = 0) -> None:
-        """A request aiohttp's parser refused (and answered): counted and logged as any
-        answer is, so malformed traffic shows in metrics and logs. Its target is not logged:
-        it is what was malformed, and may hold a secret."""
+    def refused(
+        self,
+        status: int,
+        reason: str,
+        client: str | None,
+        bytes_out: int = 0,
+        *,
+        route: Route | None = None,
+        method: str = "-",
+    ) -> None:
+        """A request refused before it ran (by aiohttp's parser, or a body that stalled):
+        counted and logged as any answer is, so malformed traffic shows in metrics and logs.
+        Its target is not logged: it may be what was malformed, and may hold a secret."""
         if self.telemetry is not None:
             self.telemetry.request_finished(
-                None, LEGACY, PROXY, "-", status, 0.0, bytes_out, client=client, error=reason
+                route.name if route is not None else None,
+                route.mode if route is not None else LEGACY,
+                PROXY,
+                method,
+                status,
+                0.0,
+                bytes_out,
+                client=client,
+                error=reason,
             )
 
     def _internal_error(self, ex: Exchange, exc: Exception, client_headers: Any) -> web.Response:

@@ -30,7 +30,8 @@ from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
-from proxy.filters.headers import peer_address
+from proxy.errors import error_response
+from proxy.filters.headers import peer_address, request_id
 from proxy.forward import BodyCapture, small_body
 from proxy.http1 import (
     CHUNKED,
@@ -202,6 +203,11 @@ class EdgeConnection(asyncio.Protocol):
             del self._buf[: self._pos]
             self._fed = max(0, self._fed - self._pos)
             self._pos = 0
+        if self._idle_since is not None and (self._waiting is not None or not self._buf):
+            # The first bytes of a request, or more of a body: the clock starts again, so a
+            # long idle keep-alive does not count against the request that ends it. A head
+            # still has to complete within the timeout of its first byte (slowloris).
+            self._idle_since = None
         self._buf += data
         if self.task is None and self.express is None:
             self._next()
@@ -418,9 +424,12 @@ class EdgeConnection(asyncio.Protocol):
 
     # -- idle connections ----------------------------------------------------------------------
 
-    # The clock starts when the connection starts waiting for a request and is not reset by
-    # bytes that do not complete one. One timer per connection, checked lazily: setting and
-    # cancelling a timer for every request cost more than the check when it fires.
+    # Three waits, one clock: for the first byte of a request (keep-alive), for the rest of
+    # its head (restarted by that first byte, not by the bytes that follow it: a slowloris
+    # trickles its head), and between two reads of a small body (nginx's
+    # `client_body_timeout`, as the aiohttp lane does for the bodies it streams). One timer
+    # per connection, checked lazily: setting and cancelling a timer for every request cost
+    # more than the check when it fires.
 
     def _arm_idle(self) -> None:
         if self._idle_since is None and not self._lost:
@@ -447,9 +456,39 @@ class EdgeConnection(asyncio.Protocol):
         if left > 0:
             self._idle = self._loop.call_later(left, self._idle_check)
             return
-        # No complete request within the idle timeout (a slowloris trickles its head): close.
-        if self.task is None and self.express is None:
-            self.transport.close()
+        if self.task is not None or self.express is not None:
+            return
+        if self._waiting is not None:
+            self._body_timed_out()
+            return
+        # No complete head within the idle timeout (a slowloris trickles its head): close.
+        self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        """A head is in and its body stopped arriving: 408 and close, as the aiohttp lane
+        answers a streamed body that stalls."""
+        assert self._waiting is not None
+        msg, pre, _, _ = self._waiting
+        self._waiting = None
+        self._version = (msg.version.major, msg.version.minor)
+        self._method = msg.method
+        self._keep_alive = False
+        timeout = self.listener.idle_timeout
+        route = pre.match.route if pre.match is not None else None
+        self.send_response(
+            error_response(
+                408,
+                f"the client sent no request body bytes for {timeout:g} s (limits.idle_timeout)",
+                route=route.name if route is not None else None,
+                request_id=request_id(msg.headers.get("X-Request-ID")),
+                accept=msg.headers.get("Accept"),
+                close=True,
+            )
+        )
+        self.listener.handler.refused(
+            408, "client body timeout", self.peer, route=route, method=msg.method
+        )
+        self.transport.close()
 
     def close_when_done(self) -> None:
         """Shutdown: close now when idle; otherwise after the response under way."""

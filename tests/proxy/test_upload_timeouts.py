@@ -6,6 +6,7 @@ stalled nor a malformed body counts against the upstream's breaker."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import threading
@@ -89,6 +90,51 @@ def test_a_client_that_stalls_mid_body_gets_408(stalling):
         # a client still sending gets the answer rather than a reset), then closes.
         assert resp.header("connection") == ["close"]
     assert httpx.get(f"http://127.0.0.1:{port}/after").status_code == 200
+
+
+SMALL = b"s" * 8192  # read whole by the fast lane before the request runs
+
+
+def test_a_small_body_sent_slowly_is_not_cut_while_bytes_keep_coming(stalling):
+    """The fast lane's clock is between reads of a body, not for the whole of it: a body
+    sent over 1.2 s, a piece every 0.15 s, passes a 0.5 s idle timeout."""
+    port, _ = stalling
+    with Wire(port, timeout=10) as w:
+        w.send(head(len(SMALL)))
+        for i in range(8):
+            time.sleep(0.15)  # the scenario: a slow client's pace
+            w.send(SMALL[i * 1024 : (i + 1) * 1024])
+        resp = w.response("POST")
+    assert resp.status == 200, resp.body
+    assert hashlib.sha256(SMALL).hexdigest().encode() in resp.body
+
+
+def test_keep_alive_idle_time_does_not_count_against_the_next_request(stalling):
+    """A connection idle for most of the timeout, then a request whose small body takes
+    most of it again: the idle wait ends with the request's first byte."""
+    port, _ = stalling
+    with Wire(port, timeout=10) as w:
+        assert w.send(head(2) + b"ok").response("POST").status == 200
+        time.sleep(0.35)  # idle keep-alive, under the 0.5 s timeout
+        w.send(head(len(SMALL)) + SMALL[:4096])
+        time.sleep(0.35)  # the body's second half comes late, still within 0.5 s of a read
+        w.send(SMALL[4096:])
+        resp = w.response("POST")
+    assert resp.status == 200, resp.body
+
+
+def test_a_small_body_that_stalls_gets_408_naming_the_route(stalling):
+    port, admin = stalling
+    with Wire(port, timeout=10) as w:
+        w.send(head(len(SMALL)) + SMALL[:100])
+        resp = w.response("POST")
+    assert resp.status == 408, resp.body
+    assert resp.header("connection") == ["close"]
+    body = json.loads(resp.body)
+    assert body["route"] == "svc" and "limits.idle_timeout" in body["message"], body
+    metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics").text
+    counted = 'method="POST",mode="extracted",route="svc",side="proxy",status_class="4xx"} 1.0'
+    assert counted in metrics, metrics
 
 
 def test_bad_client_bodies_do_not_open_the_upstream_breaker(stalling):
