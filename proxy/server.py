@@ -42,6 +42,7 @@ from proxy.telemetry import (
     remove_multiprocess_dir,
 )
 from proxy.telemetry.http import dashboard_routes, metrics_endpoint
+from proxy.telemetry.metrics import multiprocess_dir
 from proxy.upstream.registry import GuardRegistry
 from proxy.websocket import going_away
 
@@ -235,6 +236,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     handler = ProxyHandler(
         holder, pool, guards=guards, telemetry=telemetry, mirror=mirror, limits=config.limits
     )
+    telemetry.track_in_flight(lambda: handler.in_flight)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
         for note in new.notes:
@@ -323,6 +325,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     watcher = loop.create_task(reloader.watch(opts.watch_interval))
+    # Whichever worker is scraped reads the others' in-flight counts from their files.
+    publisher = loop.create_task(_publish_in_flight(telemetry)) if multiprocess_dir() else None
     for warning in (*_warnings(config), *runtime.notes):
         log.warning("%s", warning)
     log.info(
@@ -339,6 +343,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     log.info("draining: %d requests in flight, grace %.1fs", handler.in_flight, grace)
     server.close()  # stop accepting; established connections stay
     watcher.cancel()
+    if publisher is not None:
+        publisher.cancel()
 
     def grace_over() -> None:
         if handler.in_flight:
@@ -376,6 +382,12 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     telemetry.shutdown()
     log.info("stopped")
     return 0
+
+
+async def _publish_in_flight(telemetry: Telemetry, every: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        telemetry.publish_in_flight()
 
 
 def _open_shadow_store(config: Config, open_store: Callable[[Config], Any]) -> Any:

@@ -74,7 +74,8 @@ class Telemetry:
         self._configure_logs = configure_logs
         self.config = config
         self.redactor = Redactor(config.redact)
-        self.metrics: Metrics | None = Metrics() if config.metrics else None
+        self._in_flight: Callable[[], int] | None = None
+        self.metrics: Metrics | None = self._new_metrics() if config.metrics else None
         self.tracing = Tracing(
             config.traces,
             service_name=service_name,
@@ -90,6 +91,23 @@ class Telemetry:
             configure_logging(config.log_format, self.redactor, stream=log_stream)
 
     # -- configuration -------------------------------------------------------------------------
+
+    def _new_metrics(self) -> Metrics:
+        metrics = Metrics()
+        metrics.in_flight_source = self._in_flight
+        return metrics
+
+    def track_in_flight(self, source: Callable[[], int]) -> None:
+        """Where the in-flight gauge reads the requests being handled (the server's own
+        count, read at scrape time rather than kept per request)."""
+        self._in_flight = source
+        if self.metrics is not None:
+            self.metrics.in_flight_source = source
+
+    def publish_in_flight(self) -> None:
+        """Refresh this process's in-flight value for other workers' scrapes."""
+        if self.metrics is not None:
+            self.metrics.publish_in_flight()
 
     def reconfigure(self, config: Config) -> None:
         """Apply a (re)loaded config: route templates, redaction, log format, exporter."""
@@ -115,7 +133,7 @@ class Telemetry:
             self.tracing, stale = fresh, self.tracing
             stale.shutdown(wait=False)
         if tc.metrics and self.metrics is None:
-            self.metrics = Metrics()
+            self.metrics = self._new_metrics()
         elif not tc.metrics:
             self.metrics = None
         if self.metrics is not None:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -242,6 +242,10 @@ class Metrics:
         self._pending: dict[tuple, list] = {}  # key -> [count, sum, per-bucket counts]
         self._pending_events: dict[tuple, float] = {}
         self._open = 0
+        # The server's own count of requests in flight, read when the gauge is (scrape
+        # time, and `publish_in_flight`): nothing per request. Without one, `started` and
+        # `finished` keep the gauge.
+        self.in_flight_source: Callable[[], int] | None = None
         self._in_flight_inc = self.in_flight.inc
         self._in_flight_dec = self.in_flight.dec
 
@@ -294,8 +298,15 @@ class Metrics:
                 self._request_children[key] = children
         return children
 
+    def publish_in_flight(self) -> None:
+        """Set the in-flight gauge from `in_flight_source` (other workers' scrapes read
+        this process's value from its file: refreshed periodically in multiprocess mode)."""
+        if self.in_flight_source is not None:
+            self.in_flight.set(self.in_flight_source())
+
     def flush(self) -> None:
         """Hand the tallies to prometheus-client (before every read of the registry)."""
+        self.publish_in_flight()
         pending, self._pending = self._pending, {}
         for key, (count, total, buckets) in pending.items():
             counter, histogram = self._children(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import yaml
@@ -163,3 +164,39 @@ def test_the_admin_dashboard_follows_routes_yaml(tmp_path):
         assert rows(driver) == {"customers": "canary", "orders": "extracted", "invoices": "legacy"}
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard-e2e.png"))
+
+
+def test_requests_in_flight_are_gauged_in_each_worker_and_summed(tmp_path):
+    """`strangler_requests_in_flight` counts requests waiting on their upstream, in every
+    worker, as `/-/ready` does for the worker it asks."""
+    up_port, upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    doc = routes_doc(f"http://127.0.0.1:{up_port}", port, admin, [])
+    config.write_text(yaml.safe_dump(doc))
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    args = [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2"]
+    metrics = f"http://127.0.0.1:{admin}/metrics"
+    with (
+        upstream,
+        running(
+            args,
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            env={"PROMETHEUS_MULTIPROC_DIR": str(mp)},
+            stderr=subprocess.DEVNULL,
+        ),
+        ThreadPoolExecutor(8) as pool,
+    ):
+        # New connections each, so SO_REUSEPORT spreads them over both workers.
+        slow = [
+            pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow?s=4", timeout=20)
+            for _ in range(6)
+        ]
+
+        def gauge() -> float:
+            return total(httpx.get(metrics, timeout=10).text, "strangler_requests_in_flight")
+
+        wait_until(lambda: gauge() == 6, timeout=15, what="6 requests in flight")
+        assert all(f.result().status_code == 200 for f in slow)
+        wait_until(lambda: gauge() == 0, timeout=15, what="none in flight")
