@@ -13,13 +13,14 @@ import asyncio
 import errno
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from proxy.http1 import SERVER_NAME
 from proxy.listener import Listener, flushed
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
+from proxy.startup_signals import STARTUP_SIGNALS
 from proxy.telemetry import (
     Telemetry,
     mark_worker_dead,
@@ -106,6 +108,9 @@ class ServeOptions:
     workers: int = 1
     worker_index: int = 0
     supervisor_pid: int | None = None
+    # A supervised worker's restart-only settings (`RESTART_ONLY`), as the supervisor read
+    # them: a worker restarted after a crash must not listen where a later edit says.
+    pinned: Path | None = None
     watch_interval: float = 0.5
     fast_lane: bool = True  # plain requests served by proxy.listener; off: all by aiohttp
     express: bool = True  # the fast lane answers from upstream callbacks, without a task
@@ -241,7 +246,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     def on_swap(old: Runtime, new: Runtime) -> None:
         for note in new.notes:
             log.warning("%s", note)
-        for key in ("listen", "admin", "limits", "shadow"):  # `shadow:` is the store's
+        for key in RESTART_ONLY:  # `shadow:` is the store's
             if getattr(old.config, key) != getattr(new.config, key):
                 log.warning(
                     "%s: `%s` changed; it takes effect at the next restart, the rest of the "
@@ -324,6 +329,9 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         task.add_done_callback(reloading.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
+    if STARTUP_SIGNALS.hup:  # asked while this process was starting: reload now
+        STARTUP_SIGNALS.hup = False
+        reload_on_signal()
     watcher = loop.create_task(reloader.watch(opts.watch_interval))
     # Whichever worker is scraped reads the others' in-flight counts from their files.
     publisher = loop.create_task(_publish_in_flight(telemetry)) if multiprocess_dir() else None
@@ -465,6 +473,8 @@ def serve(opts: ServeOptions) -> int:
     except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1
         print(f"strangler: cannot start: {exc}", file=sys.stderr)
         return 1
+    if opts.pinned is not None:
+        runtime = _with_pinned(runtime, opts.pinned)
     if opts.workers > 1 and opts.supervisor_pid is None:
         port = opts.port if opts.port is not None else runtime.config.listen.port
         if port == 0:
@@ -481,7 +491,7 @@ def serve(opts: ServeOptions) -> int:
         except CannotListen as exc:
             print(f"strangler: {exc}", file=sys.stderr)
             return 1
-        return _supervise(opts)
+        return _supervise(opts, runtime.config)
     if opts.supervisor_pid is not None:
         _stop_with_supervisor(opts.supervisor_pid)
     try:
@@ -498,8 +508,33 @@ def serve(opts: ServeOptions) -> int:
             return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
 
 
+# The sections a running proxy applies only when it starts (see `run_worker`'s `on_swap`).
+RESTART_ONLY = ("listen", "admin", "limits", "shadow")
+
+
+def _with_pinned(runtime: Runtime, pinned: Path) -> Runtime:
+    with pinned.open("rb") as f:
+        sections = pickle.load(f)  # noqa: S301 - written by our supervisor, in its own dir
+    config = replace(runtime.config, **sections)
+    return Runtime.build(config, translators=runtime.translators, notes=runtime.notes)
+
+
+def _pin(config: Config, directory: str) -> Path:
+    path = Path(directory) / "pinned-settings.pickle"
+    with path.open("wb") as f:
+        pickle.dump({key: getattr(config, key) for key in RESTART_ONLY}, f)
+    return path
+
+
 def _ignore_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+# A worker that exits sooner than this after starting counts as failing to start: its next
+# restart waits 1, 2, 4 ... up to 30 s (a broken routes.yaml would otherwise mean a restart
+# loop as fast as Python starts, each printing the same error).
+QUICK_EXIT = 10.0
+MAX_RESTART_DELAY = 30.0
 
 
 def _stop_with_supervisor(supervisor_pid: int) -> None:
@@ -516,8 +551,11 @@ def _stop_with_supervisor(supervisor_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _supervise(opts: ServeOptions) -> int:
-    """Run `workers` worker processes on one port; forward reloads and shutdowns."""
+def _supervise(opts: ServeOptions, config: Config) -> int:
+    """Run `workers` worker processes on one port; forward reloads and shutdowns.
+
+    Workers run in a process group of their own, so a terminal's Ctrl-C reaches the
+    supervisor alone and each worker hears it once (forwarded): twice means "cut now"."""
     # Workers write their metrics to files in one directory; worker 0 serves the sum.
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     metrics_dir = prepare_multiprocess_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -529,6 +567,7 @@ def _supervise(opts: ServeOptions) -> int:
         base += ["--port", str(opts.port)]
     if opts.admin_port is not None:
         base += ["--admin-port", str(opts.admin_port)]
+    base += ["--pinned", str(_pin(config, metrics_dir))]
     me = os.getpid()
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
@@ -543,8 +582,14 @@ def _supervise(opts: ServeOptions) -> int:
         # SIGHUP ignored until the worker's loop handles it (an ignored signal survives
         # exec): a reload forwarded while a worker is still starting must not kill it. It
         # reads the file as it starts, and its watcher catches a later change.
-        return subprocess.Popen(args, env=env, preexec_fn=_ignore_sighup)  # noqa: PLW1509
+        started[i] = time.monotonic()
+        return subprocess.Popen(  # noqa: PLW1509
+            args, env=env, preexec_fn=_ignore_sighup, process_group=0
+        )
 
+    started = [0.0] * opts.workers
+    quick_exits = [0] * opts.workers  # in a row, per worker
+    due: list[float | None] = [None] * opts.workers  # when an exited worker is restarted
     workers = [spawn(i) for i in range(opts.workers)]
     stopping = failed = False
 
@@ -569,9 +614,24 @@ def _supervise(opts: ServeOptions) -> int:
                     log.error("worker %d cannot listen (see above); stopping", i)
                     forward(signal.SIGTERM, None)
                     failed = True
-                elif code is not None and not stopping:
-                    log.error("worker %d exited with %s; restarting it", i, code)
+                elif code is not None and not stopping and due[i] is None:
+                    now = time.monotonic()
+                    quick = now - started[i] < QUICK_EXIT
+                    quick_exits[i] = quick_exits[i] + 1 if quick else 0
+                    delay = min(MAX_RESTART_DELAY, 2.0 ** (quick_exits[i] - 1)) if quick else 0
+                    log.error(
+                        "worker %d exited with %s; restarting it%s",
+                        i,
+                        code,
+                        f" in {delay:g} s ({quick_exits[i]} quick exits in a row: see above)"
+                        if delay
+                        else "",
+                    )
                     mark_worker_dead(w.pid)
+                    due[i] = now + delay
+                when = due[i]
+                if when is not None and not stopping and time.monotonic() >= when:
+                    due[i] = None
                     workers[i] = spawn(i)
             if stopping and all(w.poll() is not None for w in workers):
                 break
@@ -580,6 +640,7 @@ def _supervise(opts: ServeOptions) -> int:
         for w in workers:
             if w.poll() is None:
                 w.kill()
+        Path(metrics_dir, "pinned-settings.pickle").unlink(missing_ok=True)
         if own_dir:
             remove_multiprocess_dir(metrics_dir)
     return 1 if failed else 0

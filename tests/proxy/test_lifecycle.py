@@ -356,3 +356,57 @@ def test_sigterm_while_starting_is_a_clean_exit(tmp_path):
         assert "stopped (SIGTERM) before serving" in err
     finally:
         stop(proc)
+
+
+def test_sighup_while_starting_reloads_once_serving(tmp_path, upstreams):
+    """SIGHUP's default action kills a process: one that arrives while the proxy loads its
+    table (systemd's ExecReload, a config sidecar) is held, and the reload it asks for runs
+    once the proxy serves."""
+    import os
+    import signal as signals
+    import subprocess
+    from pathlib import Path
+
+    from tests.proxy.conftest import base_config
+    from tests.support.procs import PYTHON, ROOT, free_port, stop
+
+    port, admin = free_port(), free_port()
+    text = base_config(upstreams, port, admin)
+    config = tmp_path / "routes.yaml"
+    os.mkfifo(config)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def reading_config() -> bool:  # blocked opening the FIFO
+            syscall = Path(f"/proc/{proc.pid}/syscall").read_text().split()[0]
+            return syscall in ("2", "257")  # open/openat
+
+        wait_until(reading_config, timeout=20, what="the proxy to start reading its config")
+        proc.send_signal(signals.SIGHUP)
+        with open(config, "w") as fifo:  # unblocks the proxy's read
+            fifo.write(text)
+        regular = tmp_path / "routes.yaml.new"
+        regular.write_text(text)
+        regular.replace(config)  # what the held reload reads
+        wait_until(
+            lambda: (
+                proc.poll() is not None or httpx.get(f"http://127.0.0.1:{admin}/-/ready").is_success
+            ),
+            timeout=20,
+            what="the proxy to serve",
+        )
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+
+        def reloaded_on_signal() -> bool:
+            history = httpx.get(f"http://127.0.0.1:{admin}/-/config").json()["history"]
+            return any(e["trigger"] == "signal" and e["ok"] for e in history)
+
+        wait_until(reloaded_on_signal, what="the held reload")
+    finally:
+        stop(proc)

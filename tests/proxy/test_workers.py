@@ -6,10 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 
 import httpx
 import pytest
 
+from proxy.telemetry.metrics import samples_from_text
 from tests.proxy.conftest import base_config
 from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
 
@@ -132,10 +135,10 @@ def test_workers_stop_when_their_supervisor_is_killed(start_proxy):
                 pass
 
 
-def handles_sighup(pid: int) -> bool:
-    with open(f"/proc/{pid}/status") as f:
-        caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
+def listening(p, workers: int, times: int = 1) -> bool:
+    """Each of `workers` workers has logged that it listens, `times` times (restarts)."""
+    log = p.log.read_text()
+    return all(log.count(f"strangler worker {i} listening") >= times for i in range(workers))
 
 
 def reloads_counted(admin: str) -> float:
@@ -152,8 +155,7 @@ def test_post_reload_reloads_each_worker_once(start_proxy):
     (not worker 0 a second time, which counted each failed reload one time too many)."""
     p = start_proxy(args=("--workers", "3"))
     wait_until(lambda: len(worker_pids(p.proc.pid)) == 3, what="three workers")
-    # Each worker reloads on SIGHUP once its loop handles it (until then it ignores it).
-    wait_until(lambda: all(handles_sighup(pid) for pid in worker_pids(p.proc.pid)))
+    wait_until(lambda: listening(p, 3), what="every worker to serve")
     before = reloads_counted(p.admin)
     assert httpx.post(p.admin + "/-/reload").status_code == 200
     wait_until(lambda: reloads_counted(p.admin) >= before + 3, what="every worker to reload")
@@ -223,3 +225,84 @@ def test_a_second_supervisor_cannot_share_the_port_through_reuseport(
     assert out.returncode == 1, out.stderr
     assert f"cannot listen for requests (listen) on 127.0.0.1:{port}" in out.stderr
     assert fresh_get(first.url + "/x").status_code == 200
+
+
+def test_ctrl_c_at_a_terminal_drains_every_worker(start_proxy):
+    """A terminal's Ctrl-C signals its whole foreground process group. The workers hear it
+    once, from their supervisor, so it drains: it is not the second Ctrl-C that cuts."""
+    p = start_proxy(extra="grace_period: 30\n", args=("--workers", "2"))
+    wait_until(lambda: len(worker_pids(p.proc.pid)) == 2, what="two workers")
+    wait_until(lambda: listening(p, 2), what="every worker to serve")
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            outcome["status"] = httpx.get(p.url + "/slow?s=2", timeout=20).status_code
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = type(exc).__name__
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+
+    def in_flight() -> float:  # in either worker (`/-/ready` tells worker 0's alone)
+        text = httpx.get(p.admin + "/metrics").text
+        return sum(v for n, _, v in samples_from_text(text) if n == "strangler_requests_in_flight")
+
+    wait_until(lambda: in_flight() >= 1, what="the request in flight")
+    os.killpg(p.proc.pid, signal.SIGINT)  # the supervisor leads the group `running` made
+    assert p.proc.wait(20) == 0
+    t.join(15)
+    assert outcome == {"status": 200}, outcome
+    assert "interrupted again" not in p.log.read_text()
+
+
+def test_a_restarted_worker_keeps_the_settings_its_siblings_run_with(start_proxy):
+    """`listen` waits for a restart; a worker the supervisor restarts after a crash is not a
+    restart of the proxy: it listens where its siblings do, not on the edited port."""
+    p = start_proxy(args=("--workers", "2"))
+    wait_until(lambda: len(worker_pids(p.proc.pid)) == 2, what="two workers")
+    wait_until(lambda: listening(p, 2), what="every worker to serve")
+    edited = free_port()
+    p.write_config(p.config.read_text().replace(f"port: {p.port}}}", f"port: {edited}}}"))
+    assert httpx.post(p.admin + "/-/reload").status_code == 200
+    wait_until(lambda: p.log.read_text().count("`listen` changed") >= 2, what="both reloads")
+    victim = min(worker_pids(p.proc.pid))
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        log = p.log.read_text()
+        return victim not in worker_pids(p.proc.pid) and log.count(" listening on http") == 3
+
+    wait_until(replaced, what="the supervisor to restart the worker, listening")
+    with pytest.raises(httpx.ConnectError):
+        fresh_get(f"http://127.0.0.1:{edited}/x")
+    assert all(fresh_get(p.url + "/x").status_code == 200 for _ in range(20))
+
+
+def test_a_worker_that_cannot_start_is_restarted_with_growing_delays(start_proxy):
+    """A worker that dies while routes.yaml is broken fails each restart the same way: the
+    supervisor waits longer each time rather than restarting it as fast as it can, and
+    restarts it once the file is fixed."""
+    p = start_proxy(args=("--workers", "2"))
+    wait_until(lambda: len(worker_pids(p.proc.pid)) == 2, what="two workers")
+    wait_until(lambda: listening(p, 2), what="every worker to serve")
+    good = p.config.read_text()
+    p.write_config(good.replace("mode: extracted", "mode: extracte", 1))
+    assert httpx.post(p.admin + "/-/reload").status_code == 422
+    killed = time.monotonic()
+    os.kill(min(worker_pids(p.proc.pid)), signal.SIGKILL)
+    wait_until(
+        lambda: p.log.read_text().count("cannot start") >= 3,
+        timeout=40,
+        what="three failed restarts",
+    )
+    assert time.monotonic() - killed >= 3.0  # waited 1 s, then 2 s (at least)
+    log = p.log.read_text()
+    assert "restarting it in 1 s (1 quick exits in a row" in log, log
+    assert "restarting it in 2 s (2 quick exits in a row" in log, log
+    assert fresh_get(p.url + "/x").status_code == 200  # the other worker serves on
+    p.write_config(good)
+    wait_until(
+        lambda: p.log.read_text().count(" listening on http") == 3, timeout=30, what="the restart"
+    )
+    assert len(worker_pids(p.proc.pid)) == 2
