@@ -114,7 +114,9 @@ class RouteTable:
         for route in ordered:
             m = route.match
             if m.path is not None and not is_template(m.path):
-                self._exact.setdefault(m.path, []).append(route)
+                # Keyed without a trailing `/`, as templates match: an upstream that serves
+                # `/login/` as `/login` must not get it past the route's auth and limits.
+                self._exact.setdefault(m.path.rstrip("/") or "/", []).append(route)
             elif m.path is not None:
                 self._add_template(route, m.path)
             elif m.prefix is not None:
@@ -174,7 +176,7 @@ class RouteTable:
         return None
 
     def _candidates(self, path: str) -> Iterator[tuple[Route, Mapping[str, str]]]:
-        exact = self._exact.get(path)
+        exact = self._exact.get(path.rstrip("/") or "/")
         if exact:
             for route in exact:
                 yield route, _EMPTY

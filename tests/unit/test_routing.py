@@ -34,6 +34,26 @@ def test_template_binds_params_one_segment_each():
     assert table.match("GET", "/api/customers") is None
 
 
+def test_exact_and_template_paths_both_claim_a_trailing_slash():
+    """Frameworks that serve `/api/login/` as `/api/login` (Express, Rails, Spring <= 5)
+    must not get it past the exact route's limits: exact paths match as templates do."""
+    table = RouteTable(
+        [
+            route("login", path="/api/login"),
+            route("item", path="/items/{id}"),
+            route("root", path="/"),
+        ]
+    )
+    assert names(table, "POST", "/api/login/") == "login"
+    assert names(table, "POST", "/api/login") == "login"
+    assert names(table, "GET", "/items/7/") == "item"
+    assert names(table, "GET", "/") == "root"
+    assert names(table, "POST", "/api/login/x") is None
+    assert names(table, "POST", "/api/loginx") is None
+    slashed = RouteTable([route("slashed", path="/api/login/")])
+    assert names(slashed, "POST", "/api/login") == "slashed"
+
+
 def test_prefix_is_segment_aligned():
     table = RouteTable([route("catalog", prefix="/api/products")])
     assert names(table, "GET", "/api/products") == "catalog"
