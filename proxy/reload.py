@@ -41,12 +41,13 @@ class ReloadEvent:
         }
 
 
-def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+def _fingerprint(path: Path) -> tuple[int, int, int, int] | None:
+    # ctime too: `chmod` fixing a file the last reload could not read changes nothing else.
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 class Reloader:
@@ -132,11 +133,12 @@ class Reloader:
         return event
 
     async def watch(self, interval: float = 0.5) -> None:
-        """Poll the file; reload when its inode, mtime or size changes."""
+        """Poll the file; reload when its inode, times or size change, or it disappears
+        (a failed reload then says so: logged, at `/-/config`, counted)."""
         while True:
             await asyncio.sleep(interval)
             current = _fingerprint(self.path)
-            if current is not None and current != self._seen:
+            if current != self._seen:
                 # Let a writer that truncates-then-writes finish before reading.
                 await asyncio.sleep(0.05)
                 if _fingerprint(self.path) != current:

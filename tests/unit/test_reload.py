@@ -65,3 +65,58 @@ async def test_a_failed_build_keeps_the_table_and_is_reported_to_each_waiter(tmp
     events = await asyncio.gather(*(reloader.reload_async("signal") for _ in range(3)))
     assert not any(e.ok for e in events) and "metods" in (events[0].error or "")
     assert holder.current is start and reloader.last_error == events[0].error
+
+
+def counting_build(calls: list[int]):
+    def build(path: Path, generation: int) -> Runtime:
+        calls.append(generation)
+        return Runtime.build(parse_config(path.read_text()), generation=generation)
+
+    return build
+
+
+async def watch_until(reloader: Reloader, done, timeout: float = 10.0) -> None:
+    watcher = asyncio.create_task(reloader.watch(interval=0.01))
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        watcher.cancel()
+
+
+async def test_the_watcher_retries_a_file_made_readable_by_chmod(tmp_path):
+    """A reload that could not read the file (mode 000, as a deploy script may leave it) is
+    retried once `chmod` fixes it, though its contents, size and mtime did not change."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(TEXT)
+    holder = RuntimeHolder(Runtime.build(parse_config(TEXT)))
+    calls: list[int] = []
+    build = counting_build(calls)
+
+    def unreadable(p: Path, generation: int) -> Runtime:  # what mode 000 does to non-root
+        if p.stat().st_mode & 0o777 == 0:
+            raise PermissionError(f"{p}: Permission denied")
+        return build(p, generation)
+
+    reloader = Reloader(path, holder, unreadable)
+    path.write_text(TEXT + "# edited\n")
+    path.chmod(0)
+    await watch_until(reloader, lambda: reloader.failures == 1)
+    path.chmod(0o644)
+    await watch_until(reloader, lambda: reloader.successes == 1)
+    assert holder.current.generation == 1 and reloader.last_error is None
+
+
+async def test_a_deleted_file_is_reported_and_its_return_reloaded(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(TEXT)
+    holder = RuntimeHolder(Runtime.build(parse_config(TEXT)))
+    reloader = Reloader(path, holder, counting_build([]))
+    path.unlink()  # `git checkout` of a branch without it
+    await watch_until(reloader, lambda: reloader.failures == 1)
+    assert "No such file" in (reloader.last_error or ""), reloader.last_error
+    assert holder.current.generation == 0  # the last good table keeps serving
+    path.write_text(TEXT)
+    await watch_until(reloader, lambda: reloader.successes == 1)
+    assert reloader.failures == 1  # reported once, not at every poll
