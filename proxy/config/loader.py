@@ -140,7 +140,9 @@ def load_config(
                 )
             ]
         ) from None
-    return parse_config(text, source, base_dir=file.resolve().parent, translators=translators)
+    # Not resolved: relative paths (the diff store) are beside the routes.yaml the user
+    # named, also when it is a symlink into a directory a ConfigMap update swaps and deletes.
+    return parse_config(text, source, base_dir=file.absolute().parent, translators=translators)
 
 
 def parse_config(
@@ -504,7 +506,7 @@ class _TableReader:
                 )
                 days = days_value if days_value is not None else days
         return ShadowStoreConfig(
-            store=resolve_store(store, self.base_dir.resolve()),
+            store=resolve_store(store, self.base_dir.absolute()),
             retention_count=count,
             retention_days=days,
         )

@@ -330,3 +330,23 @@ def test_top_level_x_keys_hold_shared_blocks_and_other_unknown_keys_stay_errors(
     assert parse_config(text).upstreams["legacy"].timeout.total == 7.0
     with pytest.raises(ConfigError, match="unknown key 'defaults'"):
         parse_config(text.replace("x-defaults", "defaults"))
+
+
+def test_relative_store_paths_stay_beside_a_symlinked_routes_yaml(tmp_path):
+    """A ConfigMap mounts `routes.yaml -> ..data/routes.yaml`, `..data` a link to a folder
+    each update replaces (and deletes): the diff store must not move into that folder."""
+    from proxy.config.loader import load_config
+    from proxy.shadow.store import default_store_url, sqlite_path
+
+    mount = tmp_path / "config"
+    version = mount / "..2026_11_26_v1"
+    version.mkdir(parents=True)
+    (version / "routes.yaml").write_text(
+        "version: 1\nupstreams: {legacy: {url: 'http://127.0.0.1:9'}}\n"
+        "shadow: {store: 'sqlite:///diffs.db'}\n"
+    )
+    (mount / "..data").symlink_to(version.name)
+    (mount / "routes.yaml").symlink_to("..data/routes.yaml")
+    config = load_config(mount / "routes.yaml")
+    assert sqlite_path(config.shadow.store or "") == mount / "diffs.db"
+    assert default_store_url(config.source) == f"sqlite:///{mount / 'strangler-shadow.db'}"

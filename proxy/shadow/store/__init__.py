@@ -17,7 +17,7 @@ __all__ = ["DiffStore", "SQLiteStore", "open_store", "store_from_config", "defau
 
 def default_store_url(config_source: str | Path) -> str:
     """`sqlite:///` + the absolute path of `strangler-shadow.db` beside routes.yaml."""
-    base = Path(config_source).resolve().parent
+    base = Path(config_source).absolute().parent
     return f"sqlite:///{base / DEFAULT_FILENAME}"
 
 
@@ -62,5 +62,5 @@ def store_from_config(config: Config, **kwargs: Any) -> DiffStore:
     url = config.shadow.store or default_store_url(config.source)
     kwargs.setdefault("retention_count", config.shadow.retention_count)
     kwargs.setdefault("retention_days", config.shadow.retention_days)
-    kwargs.setdefault("base_dir", Path(config.source).resolve().parent)
+    kwargs.setdefault("base_dir", Path(config.source).absolute().parent)
     return open_store(url, **kwargs)
