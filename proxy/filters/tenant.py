@@ -110,8 +110,10 @@ def _b64url(segment: str) -> bytes:
 def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> str | None:
     if not auth:
         return None
-    scheme, _, token = auth.strip().partition(" ")
-    token = token.strip()
+    # Any run of spaces and tabs after the scheme: the services behind (DRF's `split()`,
+    # most JWT middleware) accept `Bearer<TAB>token`, so a tenant pin must read it too.
+    scheme, _, token = auth.strip(" \t").replace("\t", " ").partition(" ")
+    token = token.strip(" ")
     if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN:
         return None
     parts = token.split(".")

@@ -57,6 +57,20 @@ def test_jwt_claim_unverified_without_key() -> None:
     assert extract_tenant(src, headers={}, host="") is None
 
 
+def test_the_token_is_read_however_the_services_behind_split_the_header() -> None:
+    """`Bearer<TAB>token` (or several spaces) is a valid token to DRF and most JWT
+    middleware: read as no tenant, it escaped the tenant's pin and its rate limit."""
+    src = TenantSource(jwt_claim="tid")
+    token = jwt({"tid": "globex"})
+    for value in (
+        f"Bearer\t{token}",
+        f"Bearer   {token}",
+        f"bearer \t {token} ",
+        f"\tBearer {token}",
+    ):
+        assert extract_tenant(src, headers={"Authorization": value}, host="") == "globex", value
+
+
 def test_a_token_of_deeply_nested_json_is_no_tenant_not_a_crash() -> None:
     """JSON nested thousands deep fits in the 8 KB token limit and overflows the decoder's
     recursion: it is a bad token (no tenant), not a 500 for whoever sends it."""
