@@ -42,6 +42,7 @@ from proxy.filters.headers import (
     peer_address,
     request_id,
     rewrite_response_headers,
+    routing_view,
 )
 from proxy.filters.ratelimit import (
     RateLimiter,
@@ -350,7 +351,9 @@ class ProxyHandler:
         path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host
         ex.path, ex.query = path, query
         try:
-            match = rt.table.match(request.method, path, host, request.headers)
+            match = rt.table.match(
+                request.method, path, host, _routing_headers(rt, raw_headers, request.transport)
+            )
         except AmbiguousPath as ambiguous:
             return error_response(
                 400, str(ambiguous), route=None, request_id=ex.request_id, accept=accept, close=True
@@ -517,7 +520,7 @@ class ProxyHandler:
 
     # -- the fast lane -------------------------------------------------------------------------
 
-    def preflight(self, msg: Any) -> Preflight | None:
+    def preflight(self, msg: Any, peer: str = "") -> Preflight | None:
         """Whether the fast lane may serve this parsed request head, and the stages' verdicts.
 
         Pure but for reading the current runtime. None sends the request (and its connection)
@@ -550,7 +553,13 @@ class ProxyHandler:
             return None
         rt = self.holder.current
         try:
-            match = rt.table.match(msg.method, edge.path, edge.host, client_headers)
+            names = rt.table.header_names
+            routed_on = (
+                routing_view(raw_headers, names, trusted=is_trusted(peer, rt.trusted))
+                if names
+                else _NO_HEADERS
+            )
+            match = rt.table.match(msg.method, edge.path, edge.host, routed_on)
         except AmbiguousPath:
             return None  # the aiohttp lane answers it
         return Preflight(rt, edge, match, raw_headers, content_length)
@@ -1416,6 +1425,17 @@ class _Express:
         first.slot.close(cancelled=True)
         ex.status = ex.status or 499
         self.handler._end(ex, self.begun[1], self.msg.headers)
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _routing_headers(rt: Runtime, raw_headers: list[tuple[str, str]], transport: Any) -> Any:
+    """What route `headers` conditions see (`routing_view`); nothing when none has one."""
+    names = rt.table.header_names
+    if not names:
+        return _NO_HEADERS
+    return routing_view(raw_headers, names, trusted=is_trusted(_peer(transport), rt.trusted))
 
 
 def _edge(

@@ -286,7 +286,7 @@ class EdgeConnection(asyncio.Protocol):
             return
         msg, payload = messages[0]
         try:
-            pre = self.listener.handler.preflight(msg)
+            pre = self.listener.handler.preflight(msg, self.peer)
         except Exception:  # a bug must not take the connection down: the other lane answers
             log.exception("fast lane: preflight failed; handing the connection to aiohttp")
             pre = None

@@ -105,6 +105,8 @@ class RouteTable:
         # Sort once: conditions first, then file order (the sort is stable).
         ordered = sorted(self.routes, key=_conditions_rank)
         self._conditions = {id(r): _Conditions(r.match) for r in self.routes}
+        # What any route's `headers` condition reads: requests are only searched for these.
+        self.header_names = frozenset(h.name for r in self.routes for h in r.match.headers)
         self._exact: dict[str, list[Route]] = {}
         self._trie = _Node()
         self._prefix: dict[str, list[Route]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy, Timeouts
+from proxy.filters.headers import CLIENT_CLAIMS, FORWARDING
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -132,6 +133,18 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
             "canary.sticky: ip hashes the peer address; behind a load balancer every client "
             "shares one address, so list the balancer in trusted_proxies"
         )
+    for cond in route.match.headers:
+        if config.auth is not None and cond.name in config.auth.copy:
+            out.append(
+                f"match.headers: {cond.name} is set by the auth check (auth.copy), which runs "
+                "after routing: the route would be chosen on the client's own value; route on "
+                "the path, or on a header the client sends"
+            )
+        elif cond.name in FORWARDING | CLIENT_CLAIMS and not config.trusted_proxies:
+            out.append(
+                f"match.headers: {cond.name} is only believed from trusted_proxies (a client's "
+                "own is replaced), and none is listed: this condition never holds"
+            )
     regex = route.match.regex
     if regex is not None and regex.lstrip("^")[:1].isalnum():
         out.append(

@@ -132,6 +132,31 @@ def peer_address(peername: object) -> str:
     return address
 
 
+def routing_view(
+    headers: Sequence[Header], names: frozenset[str], *, trusted: bool
+) -> dict[str, str]:
+    """The values of `names` (lower-case) that route `headers` conditions may see: only what
+    the upstream will receive. A header sent twice (which value would the upstream read?),
+    one `Connection` lists, and one the proxy drops or replaces for this client (forwarding
+    headers and client-address claims from an untrusted peer, method and URL overrides)
+    counts as absent: a route chosen on a value the upstream never sees is a route a
+    client picks for itself."""
+    listed: set[str] = set()
+    seen: dict[str, str | None] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "connection":
+            listed.update(t.strip().lower() for t in value.split(","))
+        elif lname in names and "_" not in name:
+            seen[lname] = None if lname in seen else value
+    dropped = _DROPPED_FROM_TRUSTED if trusted else _DROPPED_FROM_CLIENTS | FORWARDING
+    return {
+        n: v
+        for n, v in seen.items()
+        if v is not None and n not in listed and n not in dropped and n not in CLIENT_DROPPED
+    }
+
+
 def forward_headers(
     headers: Sequence[Header],
     *,

@@ -199,3 +199,36 @@ def test_ambiguous_paths_rejected(proxy):
     ]:
         raw = exchange(proxy.port, b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n")
         assert status_of(raw) == 400, (path, raw[:200])
+
+
+HEADER_ROUTES = """\
+- name: beta
+  match: {prefix: "/b", headers: {X-Beta: "1"}}
+  mode: extracted
+  target: svc
+- name: https-only
+  match: {prefix: "/s", headers: {X-Forwarded-Proto: https}}
+  mode: extracted
+  target: svc
+"""
+
+
+def test_a_header_condition_is_not_met_by_a_value_the_upstream_never_sees(start_proxy, client):
+    """A route chosen on a header the proxy then strips (listed in `Connection`, a spoofed
+    forwarding header) or on one of two values is a route the client picks for itself."""
+    p = start_proxy(routes=HEADER_ROUTES)
+    assert echo(client.get(p.url + "/b", headers={"X-Beta": "1"}))["server"] == "svc"
+    for headers in (
+        {"X-Beta": "1", "Connection": "X-Beta"},
+        [("X-Beta", "1"), ("X-Beta", "0")],
+    ):
+        assert echo(client.get(p.url + "/b", headers=headers))["server"] == "legacy", headers
+    spoofed = echo(client.get(p.url + "/s", headers={"X-Forwarded-Proto": "https"}))
+    assert spoofed["server"] == "legacy"
+    assert header_values(spoofed, "X-Forwarded-Proto") == ["http"]
+
+
+def test_a_trusted_proxys_forwarding_header_routes(start_proxy, client):
+    p = start_proxy(routes=HEADER_ROUTES, extra="trusted_proxies: [127.0.0.0/8]\n")
+    got = echo(client.get(p.url + "/s", headers={"X-Forwarded-Proto": "https"}))
+    assert got["server"] == "svc"

@@ -140,3 +140,25 @@ def test_a_rate_limit_key_the_client_chooses_is_pointed_out_and_the_auth_upstrea
     )
     found = warnings_for(text)
     assert len(found) == 1 and "route 'open'" in found[0] and "fresh budget" in found[0]
+
+
+def test_header_conditions_on_values_the_client_cannot_vouch_for():
+    """Routing runs before the auth check and believes forwarding headers only from
+    trusted proxies: conditions on those are pointed out."""
+    text = HEAD + (
+        "auth: {upstream: legacy, path: /check, copy: [X-Authenticated-Tenant]}\n"
+        "routes:\n  - name: t\n    match: {prefix: /t, headers: {X-Authenticated-Tenant: acme}}\n"
+        "    mode: extracted\n    target: customers\n"
+        "  - name: s\n    match: {prefix: /s, headers: {X-Forwarded-Proto: https}}\n"
+        "    mode: extracted\n    target: customers\n"
+    )
+    found = warnings_for(text)
+    assert any(
+        "'t': match.headers: x-authenticated-tenant is set by the auth check" in w for w in found
+    ), found
+    assert any(
+        "'s': match.headers: x-forwarded-proto is only believed from trusted_proxies" in w
+        for w in found
+    ), found
+    trusted = warnings_for(text + "trusted_proxies: [10.0.0.0/8]\n")
+    assert not any("only believed from trusted_proxies" in w for w in trusted), trusted

@@ -8,6 +8,7 @@ from proxy.filters.headers import (
     parse_trusted,
     peer_address,
     request_id,
+    routing_view,
 )
 
 
@@ -222,3 +223,23 @@ def test_route_response_headers_replace_remove_and_survive_connection():
         [(b"Connection", b"X-Frame-Options")], (("X-Frame-Options", "DENY"),)
     )
     assert only == [(b"X-Frame-Options", b"DENY")]
+
+
+def test_routing_sees_only_header_values_the_upstream_will_receive():
+    names = frozenset({"x-beta", "x-forwarded-proto", "x-real-ip", "x-http-method-override"})
+    plain = [("X-Beta", "1"), ("X-Forwarded-Proto", "https"), ("X-Real-IP", "10.0.0.1")]
+    assert routing_view(plain, names, trusted=False) == {"x-beta": "1"}
+    assert routing_view(plain, names, trusted=True) == {
+        "x-beta": "1",
+        "x-forwarded-proto": "https",
+        "x-real-ip": "10.0.0.1",
+    }
+    # Listed in Connection (dropped before forwarding), sent twice, an underscore twin, an
+    # override the proxy never forwards: none of them routes.
+    assert (
+        routing_view([("X-Beta", "1"), ("Connection", "close, X-Beta")], names, trusted=True) == {}
+    )
+    assert routing_view([("X-Beta", "1"), ("x-beta", "0")], names, trusted=True) == {}
+    assert routing_view([("X_Beta", "1")], names, trusted=True) == {}
+    assert routing_view([("X-HTTP-Method-Override", "DELETE")], names, trusted=True) == {}
+    assert routing_view([("X-Other", "1")], names, trusted=True) == {}
