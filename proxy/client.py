@@ -439,6 +439,11 @@ class ConnectionPool:
                         chunked=b"transfer-encoding: chunked" in head.lower(),
                         stall=t.read or t.total,
                     )
+                except _AnsweredEarly:
+                    # A final answer while the body was still going (a 401 or a 413 from a
+                    # server that reads no further): it is the response (RFC 9112 §9.6);
+                    # the rest of the body is not sent, so the connection is not reused.
+                    proto.force_close()
                 except _StaleConnection:
                     # The upstream stopped reading: it may have answered early (a 413, a
                     # 404 or a 200 from an app that never reads bodies, then a close, as
@@ -723,7 +728,8 @@ async def _send_stream(
         if proto.writing_paused:
             try:
                 async with asyncio.timeout(stall):
-                    await proto._drain_helper()  # noqa: SLF001 - aiohttp's flow-control wait
+                    if await _drained_or_answered(proto):
+                        raise _AnsweredEarly()
             except ConnectionError as exc:  # the upstream went away while we were writing
                 raise _StaleConnection() from exc
             except TimeoutError:
@@ -732,3 +738,48 @@ async def _send_stream(
                 ) from None
     if chunked and transport is not None and not transport.is_closing():
         transport.write(b"0\r\n\r\n")
+
+
+class _AnsweredEarly(Exception):
+    """The upstream gave its final answer before it took the whole request body."""
+
+
+def _final_answer_in(proto: ResponseHandler) -> bool:
+    return any(
+        message.code >= 200
+        for (message, _), _size in proto._buffer  # noqa: SLF001 - the parsed responses
+    )
+
+
+async def _drained_or_answered(proto: _UpstreamProtocol) -> bool:
+    """Wait until the upstream takes more of the body (False), or answers instead (True):
+    a server that refuses an upload and stops reading would otherwise hold it until the
+    read timeout, though its answer is already here."""
+    if _final_answer_in(proto):
+        return True
+    loop = proto._loop  # noqa: SLF001
+    drained = loop.create_task(proto._drain_helper())  # noqa: SLF001 - aiohttp's flow control
+    answered: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not answered.done():
+            answered.set_result(None)
+
+    interim = bool(proto._buffer)  # noqa: SLF001 - a 100 Continue already parsed
+    if not interim:
+        proto._notify = wake  # noqa: SLF001 - called when a response is parsed
+    try:
+        await asyncio.wait((drained, answered), return_when=asyncio.FIRST_COMPLETED)
+        if _final_answer_in(proto):
+            return True
+        if not drained.done():  # only an interim answer came: wait for the upstream to read
+            await drained
+        drained.result()  # raises ConnectionError when the upstream went away
+        return False
+    finally:
+        proto._notify = None  # noqa: SLF001
+        if drained.done():
+            if not drained.cancelled():
+                drained.exception()  # retrieved: an answer came as the connection went
+        else:
+            drained.cancel()

@@ -182,3 +182,59 @@ def test_an_upstream_that_stops_reading_the_body_times_out_after_the_read_timeou
         for conn in held:
             conn.close()
         listener.close()
+
+
+@contextmanager
+def answers_then_stops_reading(reply: bytes) -> Iterator[str]:
+    """An upstream that answers right after the request head, then neither reads the body
+    nor closes (until the test ends): its answer is the response, not a 504 later."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.1)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head and (piece := conn.recv(4096)):
+                head += piece
+            conn.sendall(reply)
+            held.append(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stopping.set()
+        t.join(5)
+        for conn in held:
+            conn.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("framing", [[], ["-H", "Transfer-Encoding: chunked"]])
+def test_an_answer_before_the_body_is_taken_is_relayed_at_once(tmp_path, framing):
+    """RFC 9112 §9.6: a client sending a body watches for a response meanwhile. A 403 sent
+    before the upstream reads any of an 8 MiB upload reaches the client, not a 504 after
+    the read timeout (nginx relays it too)."""
+    reply = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden"
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"b" * (8 << 20))
+    with answers_then_stops_reading(reply) as url:
+        port_of = int(url.rsplit(":", 1)[1])
+        ups = Upstreams(legacy=url, svc=url, legacy_port=port_of, svc_port=port_of)
+        with proxy(tmp_path, ups, "{connect: 1.0, read: 5.0, total: 60}", "") as (port, _):
+            out = subprocess.run(
+                ["/usr/bin/curl", "-sS", "-w", " %{http_code}", "--max-time", "30", "-H", "Expect:",
+                 *framing, "--data-binary", f"@{big}", f"http://127.0.0.1:{port}/svc/upload"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+    assert out.stdout == "forbidden 403", (out.stdout, out.stderr)
