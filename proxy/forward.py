@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +23,9 @@ from proxy.config.model import Upstream
 from proxy.errors import error_response
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 from proxy.upstream.guard import ClientFault
+
+if TYPE_CHECKING:
+    from proxy.shadow.memory import Hold
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -244,28 +247,62 @@ def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str 
 
 class BodyCapture:
     """A relayed response body kept for shadow comparison, up to `limit` bytes; past the
-    limit it is abandoned (a body too big to compare is not compared)."""
+    limit it is abandoned (a body too big to compare is not compared).
 
-    __slots__ = ("limit", "_parts", "_size", "abandoned")
+    With a `hold` (`proxy.shadow.memory.Hold`), every byte kept is taken from the shadow
+    side's memory budget as it arrives; when the budget has no room the capture is abandoned
+    too (`out_of_memory`), and an abandoned capture gives its bytes back at once. The client's
+    answer is relayed the same either way. Whoever ends up with the hold releases it:
+    `take_hold` hands it over with the body, `release` (idempotent) is for every other end.
+    """
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("limit", "_parts", "_size", "abandoned", "out_of_memory", "_hold")
+
+    def __init__(self, limit: int, hold: Hold | None = None) -> None:
         self.limit = limit
         self._parts: list[bytes] = []
         self._size = 0
         self.abandoned = False
+        self.out_of_memory = False  # abandoned because the shadow memory budget was full
+        self._hold = hold
 
     def add(self, chunk: bytes) -> None:
         if self.abandoned:
             return
         self._size += len(chunk)
         if self._size > self.limit:
-            self.abandoned, self._parts = True, []
+            self._abandon()
+        elif self._hold is not None and not self._hold.grow(len(chunk)):
+            self.out_of_memory = True
+            self._abandon()
         else:
             self._parts.append(chunk)
 
+    def _abandon(self) -> None:
+        self.abandoned = True
+        self.release()
+
     def body(self) -> bytes | None:
-        """The whole body, or None when it was abandoned."""
-        return None if self.abandoned else b"".join(self._parts)
+        """The whole body, or None when it was abandoned. The parts are let go of: the body
+        is the one copy kept from here on."""
+        if self.abandoned:
+            return None
+        body = b"".join(self._parts)
+        self._parts = [body]
+        return body
+
+    def take_hold(self) -> Hold | None:
+        """The hold on the body's bytes, handed over (this capture no longer releases it)."""
+        hold, self._hold = self._hold, None
+        return hold
+
+    def release(self) -> None:
+        """Done with the capture: let go of its bytes and give them back to the budget (the
+        hold, unless `take_hold` handed it over with the body). Idempotent."""
+        self._parts = []
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
 
 
 def is_small(method: str, status: int, length: bytes | None) -> bool:

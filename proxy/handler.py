@@ -484,7 +484,8 @@ class ProxyHandler:
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, accept)
 
-        capture = BodyCapture(_BUFFER_LIMIT) if shadowing else None
+        capture = self._capture() if shadowing else None
+        relayed = False
         try:
             out, sent = await relay(
                 request,
@@ -494,6 +495,7 @@ class ProxyHandler:
                 route=ex.route_name,
             )
             ex.bytes_out = sent
+            relayed = True
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
@@ -501,6 +503,8 @@ class ProxyHandler:
             raise
         finally:
             upstream_resp.release()
+            if capture is not None and not relayed:
+                capture.release()  # cut short or cancelled: nothing will be compared
         if capture is not None and route is not None:
             self._queue_shadow(
                 route,
@@ -680,11 +684,13 @@ class ProxyHandler:
             )
         except UpstreamFailure as failure:
             return self._failure_response(failure, ex, msg.headers.get("Accept"))
-        capture = BodyCapture(_BUFFER_LIMIT) if plan.shadowing else None
+        capture = self._capture() if plan.shadowing else None
+        relayed = False
         try:
             status, ex.bytes_out = await conn.relay(
                 upstream_resp, ex.request_id, capture=capture, route=ex.route_name
             )
+            relayed = True
         except (
             TimeoutError,
             aiohttp.ClientError,
@@ -696,6 +702,8 @@ class ProxyHandler:
             raise
         finally:
             upstream_resp.release()
+            if capture is not None and not relayed:
+                capture.release()  # cut short or cancelled: nothing will be compared
         if capture is not None:
             self._submit_shadow(pre, plan, body, upstream_resp, capture, call_started, ex)
         return Relayed(status)
@@ -992,6 +1000,12 @@ class ProxyHandler:
         payload = {**exc.to_json(), "route": ex.route_name, "request_id": ex.request_id}
         return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
 
+    def _capture(self) -> BodyCapture:
+        """Where a shadowed answer is kept while relayed, its bytes counted against the
+        mirror's memory budget (`shadow.max_memory`) as they arrive."""
+        hold = self.mirror.hold() if self.mirror is not None else None
+        return BodyCapture(_BUFFER_LIMIT, hold)
+
     def _submit_shadow(
         self,
         pre: Preflight,
@@ -1039,48 +1053,57 @@ class ProxyHandler:
         latency: float,
         ex: Exchange,
     ) -> None:
-        """Queue the shadow comparison of a relayed answer (unless its body was too big)."""
-        auth = self.holder.current.config.auth
-        if auth is not None and route.auth and primary.status in (401, 403):
-            # The monolith refused the client, and `auth` would have kept the request from
-            # the service: its answer to it (data for someone unauthenticated) is nothing to
-            # compare, and nothing to keep in the diff store.
-            if self.mirror is not None:
-                self.mirror.drop(route.name, "unauthenticated")
-            return
-        primary_body = capture.body()
-        if primary_body is None:  # the answer outgrew what is kept for comparing
-            if self.mirror is not None:
-                self.mirror.drop(route.name, "primary_too_large")
-            return
-        candidate_path = rewrite_path(route, path, params)
-        from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
+        """Queue the shadow comparison of a relayed answer (unless its body was too big, or
+        did not fit in the shadow memory budget). The capture's bytes go to the mirror with
+        the job, or back to the budget here."""
+        try:
+            auth = self.holder.current.config.auth
+            if auth is not None and route.auth and primary.status in (401, 403):
+                # The monolith refused the client, and `auth` would have kept the request from
+                # the service: its answer to it (data for someone unauthenticated) is nothing to
+                # compare, and nothing to keep in the diff store.
+                if self.mirror is not None:
+                    self.mirror.drop(route.name, "unauthenticated")
+                return
+            primary_body = capture.body()
+            if primary_body is None:  # the answer outgrew what is kept for comparing
+                if self.mirror is not None:
+                    reason = "memory_full" if capture.out_of_memory else "primary_too_large"
+                    self.mirror.drop(route.name, reason)
+                return
+            candidate_path = rewrite_path(route, path, params)
+            from proxy.shadow.model import CapturedResponse, ShadowRequest, headers_of
 
-        shadow_headers = [h for h in headers if h[0].lower() != "host"] + [("host", host_header)]
-        if self.telemetry is not None:
-            self.telemetry.inject(ex.span, shadow_headers)  # the shadow call joins the trace
-        shadow_request = ShadowRequest(
-            method=method,
-            path=path,
-            query=query,
-            headers=headers_of(shadow_headers),
-            body=body if isinstance(body, bytes) else b"",
-            candidate_path=candidate_path if candidate_path != path else None,
-        )
-        captured = CapturedResponse(
-            status=primary.status,
-            headers=headers_of(response_headers(primary).items()),
-            body=primary_body,
-            latency=latency,
-        )
-        self.mirror.submit(
-            route,
-            endpoint_template(route, path),
-            shadow_request,
-            captured,
-            ex.request_id,
-            admitted=True,
-        )
+            shadow_headers = [h for h in headers if h[0].lower() != "host"] + [
+                ("host", host_header)
+            ]
+            if self.telemetry is not None:
+                self.telemetry.inject(ex.span, shadow_headers)  # the shadow call joins the trace
+            shadow_request = ShadowRequest(
+                method=method,
+                path=path,
+                query=query,
+                headers=headers_of(shadow_headers),
+                body=body if isinstance(body, bytes) else b"",
+                candidate_path=candidate_path if candidate_path != path else None,
+            )
+            captured = CapturedResponse(
+                status=primary.status,
+                headers=headers_of(response_headers(primary).items()),
+                body=primary_body,
+                latency=latency,
+            )
+            self.mirror.submit(
+                route,
+                endpoint_template(route, path),
+                shadow_request,
+                captured,
+                ex.request_id,
+                admitted=True,
+                hold=capture.take_hold(),
+            )
+        finally:
+            capture.release()  # nothing left to give back if the mirror took the hold
 
     async def _admitted(
         self,
@@ -1410,7 +1433,7 @@ class _Express:
         finally:
             resp.release()
         if self.plan.shadowing and ex.status == resp.status:
-            capture = BodyCapture(_BUFFER_LIMIT)
+            capture = handler._capture()
             capture.add(body)
             handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
         handler._end(ex, self.begun[1], self.msg.headers)

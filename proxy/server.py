@@ -237,6 +237,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         primary_upstream=config.default,
         redact=config.telemetry.redact,
         count=telemetry.count,
+        max_memory=config.shadow.max_memory,
     )
     handler = ProxyHandler(
         holder, pool, guards=guards, telemetry=telemetry, mirror=mirror, limits=config.limits

@@ -73,6 +73,7 @@ _TOP_ELSEWHERE = {
     "store": "shadow",
     "retention_count": "shadow",
     "retention_days": "shadow",
+    "max_memory": "shadow",
     "traces": "telemetry",
     "metrics": "telemetry",
     "log_format": "telemetry",
@@ -91,6 +92,8 @@ LIMITS_SPEC: Spec = {
     "websocket_message": ("int", 1024, 1 << 30, False),
 }
 _TENANT_LABEL = "{tenant}"
+# `shadow.max_memory`: 64 KiB (small JSON answers only) to 64 GiB.
+MIN_SHADOW_MEMORY, MAX_SHADOW_MEMORY = 64 * 1024, 64 * 1024**3
 
 
 def load_config(
@@ -484,8 +487,11 @@ class _TableReader:
         store: str | None = None
         defaults = ShadowStoreConfig()
         count, days = defaults.retention_count, defaults.retention_days
+        max_memory = defaults.max_memory
         if node is not None:
-            fields = r.mapping(node, "shadow", ("store", "retention_count", "retention_days"))
+            fields = r.mapping(
+                node, "shadow", ("store", "retention_count", "retention_days", "max_memory")
+            )
             if fields is not None:
                 store = r.text(
                     fields.get("store"),
@@ -505,10 +511,18 @@ class _TableReader:
                     unit=" (days)",
                 )
                 days = days_value if days_value is not None else days
+                max_memory = r.integer(
+                    fields.get("max_memory"),
+                    "shadow.max_memory",
+                    max_memory,
+                    lo=MIN_SHADOW_MEMORY,
+                    hi=MAX_SHADOW_MEMORY,
+                )
         return ShadowStoreConfig(
             store=resolve_store(store, self.base_dir.absolute()),
             retention_count=count,
             retention_days=days,
+            max_memory=max_memory,
         )
 
     def _telemetry(self, node: Node | None) -> TelemetryConfig:

@@ -254,6 +254,9 @@ class ShadowStoreConfig:
     store: str | None = None
     retention_count: int = 100_000
     retention_days: float = 7.0
+    # Bytes of primary answers and request bodies held for shadow comparisons (relayed,
+    # queued, in flight) in one process, all routes together; beyond: dropped (`memory_full`).
+    max_memory: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,12 @@ _ROUTE_ELSEWHERE = {
     **{k: "tenants" for k in ("extracted",)},
     **{k: "shadow" for k in SHADOW_KEYS if k not in ("headers",)},
 }
+# Keys of the top-level `shadow:` section (one store, one memory budget per process) that a
+# route's `shadow:` does not take.
+_PROCESS_SHADOW_HINTS = {
+    k: f"shadow.{k} is for the whole process: set it in the top-level `shadow:` section"
+    for k in ("store", "retention_count", "retention_days", "max_memory")
+}
 TARGET_MODES = ("extracted", "canary", "shadow")
 # Fields `response_headers` may not touch: the proxy frames answers and manages connections.
 PROXY_OWNED_RESPONSE_HEADERS = frozenset(
@@ -616,7 +622,7 @@ class RouteReader:
         default = ShadowPolicy()
         if node is None:
             return default
-        f = r.mapping(node, field, SHADOW_KEYS)
+        f = r.mapping(node, field, SHADOW_KEYS, hints=_PROCESS_SHADOW_HINTS)
         if f is None:
             return default
         noise = r.text(f.get("noise"), f"{field}.noise", "off") or "off"

@@ -91,12 +91,14 @@ class Reader:
         required: Collection[str] = (),
         what: str = "",
         elsewhere: Mapping[str, str] | None = None,
+        hints: Mapping[str, str] | None = None,
         extensions: bool = False,
     ) -> Fields | None:
         """The key -> value nodes of a mapping with a fixed set of keys.
 
-        Unknown keys (with a did-you-mean, or where they belong per `elsewhere`), duplicate
-        keys and missing required keys are reported; merge keys (`<<: *x`) are honoured.
+        Unknown keys (with a did-you-mean, where they belong per `elsewhere`, or the fix
+        `hints` gives for them), duplicate keys and missing required keys are reported;
+        merge keys (`<<: *x`) are honoured.
         With `extensions`, keys starting with `x-` are ignored: a place for YAML anchors
         shared by several routes (docker-compose's extension fields).
         """
@@ -116,6 +118,8 @@ class Reader:
             if key not in allowed:
                 if elsewhere and key in elsewhere:
                     fix = f"it belongs under {elsewhere[key]}: write `{elsewhere[key]}: {{{key}: ...}}`"
+                elif hints and key in hints:
+                    fix = hints[key]
                 else:
                     fix = did_you_mean(key, allowed) or "allowed keys here: " + ", ".join(allowed)
                 self.report(key_node, prefix + key, f"unknown key {key!r}", fix)

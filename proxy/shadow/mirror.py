@@ -22,6 +22,7 @@ from typing import Any
 from proxy.config.model import SAFE_METHODS, Route
 
 from .compare import Differ, Rules, decoded_body
+from .memory import DEFAULT_MAX_MEMORY, Hold, ShadowMemory
 from .model import CapturedResponse, Comparison, Difference, DiffRecord, ShadowRequest
 from .redact import Redactor
 from .store.base import DiffStore
@@ -49,6 +50,8 @@ QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN, PROXY_BUSY 
     "candidate_down",
     "proxy_busy",  # the queue is full because shadow work yields to a lagging event loop
 )
+# The bytes held for comparisons waiting or under way (`shadow.max_memory`) are all taken.
+MEMORY_FULL = "memory_full"
 # A candidate that refuses connections this many times in a row is not called for DOWN_FOR
 # seconds (doubling while probes keep failing, up to DOWN_FOR_MAX): a failed connect costs the
 # proxy more CPU than a whole successful call, and that CPU is the primary path's.
@@ -83,6 +86,7 @@ class _Job:
     primary: CapturedResponse
     request_id: str
     ts: float
+    hold: Hold  # the budget's bytes for `request.body` and `primary.body`, released when done
 
 
 @dataclass(slots=True)
@@ -158,6 +162,12 @@ class ShadowMirror:
     one whose `candidate_path` (else `path`) is where the candidate is called, with the
     translated query, headers and body. `primary_upstream` is the legacy upstream
     (`Config.default`), used for `noise: primary-twice`.
+
+    `max_memory` bounds the bytes of primary answers and request bodies held for comparisons
+    in this process, on every route together (`shadow.max_memory`): captured while relayed
+    (`hold()`), queued, and in flight. A comparison that does not fit is dropped
+    (`memory_full`); its bytes, like those of every finished, failed or cancelled one, are
+    given back.
     """
 
     def __init__(
@@ -170,6 +180,7 @@ class ShadowMirror:
         primary_upstream: str = "legacy",
         redact: tuple[str, ...] | list[str] = (),
         timeout: float = 30.0,
+        max_memory: int = DEFAULT_MAX_MEMORY,
         count: Count | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
@@ -192,6 +203,7 @@ class ShadowMirror:
         self._differs: dict[str, tuple[object, Differ]] = {}
         self._stats: dict[str, _Stats] = {}
         self._closing = False
+        self.memory = ShadowMemory(max_memory)
         self.loop_lag = 0.0  # seconds, EWMA of the event loop's lateness
         self._probe: asyncio.Task | None = None
         self._idle = asyncio.Event()  # set while the loop keeps up; workers wait on it
@@ -230,7 +242,14 @@ class ShadowMirror:
         lane = self._lanes.get(route.name)
         if lane is not None and lane.queue.full():  # spare the handler buffering for nothing
             return self.drop(route.name, PROXY_BUSY if self.busy else QUEUE_FULL)
+        if not self.memory.room(content_length or 0):  # nor keeping an answer it cannot hold
+            return self.drop(route.name, MEMORY_FULL)
         return True
+
+    def hold(self) -> Hold:
+        """An empty hold on the shadow memory budget, for the handler's `BodyCapture`: the
+        primary's answer is counted as it is relayed, and the hold goes to `submit`."""
+        return self.memory.hold()
 
     def submit(
         self,
@@ -241,12 +260,17 @@ class ShadowMirror:
         request_id: str,
         *,
         admitted: bool = False,
+        hold: Hold | None = None,
     ) -> bool:
         """Queue a shadow comparison. Never blocks, never raises; False = not shadowed (counted).
 
         Safety rules are checked again even when `admitted`: an unsafe method is never shadowed
-        without `unsafe: dry-run`, and a body over `max_body` never is.
+        without `unsafe: dry-run`, and a body over `max_body` never is. The request's and the
+        primary's bodies must fit in the memory budget (`memory_full` otherwise): `hold` is what
+        is held for them already (the capture's), and is the mirror's from here on: released
+        when the comparison is done or not made.
         """
+        queued = False
         try:
             method = request.method.upper()
             if not admitted and not self._admit(route, method, len(request.body)):
@@ -264,16 +288,23 @@ class ShadowMirror:
             if self.candidate_down(route.target):
                 return self.drop(route.name, CANDIDATE_DOWN)
             lane = self._lane(route)
-            job = _Job(route, endpoint, request, primary, request_id, self._clock())
-            try:
-                lane.queue.put_nowait(job)
-            except asyncio.QueueFull:
+            if lane.queue.full():
                 return self.drop(route.name, PROXY_BUSY if self.busy else QUEUE_FULL)
+            if hold is None:
+                hold = self.memory.hold()
+            if not hold.grow(max(0, len(primary.body) + len(request.body) - hold.size)):
+                return self.drop(route.name, MEMORY_FULL)
+            job = _Job(route, endpoint, request, primary, request_id, self._clock(), hold)
+            lane.queue.put_nowait(job)
+            queued = True
             stats.enqueued += 1
             return True
         except Exception:  # noqa: BLE001 - never fail the client's request
             log.exception("shadow submit failed on route %s", getattr(route, "name", "?"))
             return False
+        finally:
+            if not queued and hold is not None:
+                hold.release()
 
     def drop(self, route_name: str, reason: str) -> bool:
         """Count a shadow call not made (also for the handler's own reasons, e.g. a chunked
@@ -386,6 +417,8 @@ class ShadowMirror:
                 self._route_stats(lane.name).results["error"] += 1
             finally:
                 lane.in_flight -= 1
+                job.hold.release()
+                del job  # its bodies are not kept alive while this worker waits for the next
 
     def differ(self, route: Route) -> Differ:
         """The route's compiled rules, rebuilt when a reload changes its policy."""
@@ -575,6 +608,7 @@ class ShadowMirror:
             "routes": routes,
             "store": self.store.stats(),
             "closing": self._closing,
+            "memory": self.memory.snapshot(),
             "loop": {
                 "lag_ms": round(self.loop_lag * 1000, 3),
                 "busy": self.busy,
@@ -604,7 +638,9 @@ class ShadowMirror:
                 await asyncio.gather(*pending, return_exceptions=True)
         for lane in lanes:
             while not lane.queue.empty():
-                if lane.queue.get_nowait() is not None:
+                job = lane.queue.get_nowait()
+                if job is not None:
+                    job.hold.release()
                     self.drop(lane.name, STOPPING)
         self._lanes.clear()
         self._retired.clear()

@@ -132,8 +132,9 @@ EVENTS: dict[str, Event] = {
     ),
     "shadow_drop": Event(
         "strangler_shadow_dropped_total",
-        "Shadow calls not made, by reason (queue_full, proxy_busy, primary_too_large, "
-        "unauthenticated, candidate_down, body_too_large, unsafe_method, stopping).",
+        "Shadow calls not made, by reason (queue_full, proxy_busy, memory_full, "
+        "primary_too_large, unauthenticated, candidate_down, body_too_large, unsafe_method, "
+        "stopping).",
         ("route", "reason"),
     ),
     "config_reload": Event(

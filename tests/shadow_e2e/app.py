@@ -5,8 +5,9 @@
 Resources answer deterministically (so a body seen through the proxy can be compared with the
 body fetched directly) after `--delay` seconds; `GET /-/counts` reports how many times each
 `METHOD path` was called and how many of those carried `X-Strangler-Shadow: 1`, so tests can
-prove who was called and how often. SIGTERM exits at once, even with requests in flight
-(a 2-second candidate must not hold up a test's teardown).
+prove who was called and how often. `GET /blobs/{size}` answers a JSON document of exactly
+`size` bytes (`blob_doc`), for tests about big answers. SIGTERM exits at once, even with
+requests in flight (a 2-second candidate must not hold up a test's teardown).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def item_doc(ident: int) -> dict:
 
 def item_status(ident: int) -> int:
     return 404 if ident % 7 == 0 else 200
+
+
+def blob_doc(size: int) -> bytes:
+    """The body of `GET /blobs/{size}`: `{"blob":"aaa…"}`, `size` bytes in all (at least 11)."""
+    return b'{"blob":"' + b"a" * max(0, size - 11) + b'"}'
 
 
 def make_app(name: str, delay: float) -> web.Application:
@@ -52,6 +58,17 @@ def make_app(name: str, delay: float) -> web.Application:
         ident = int(request.match_info["id"])
         return web.json_response(item_doc(ident), status=item_status(ident))
 
+    blobs: dict[int, bytes] = {}
+
+    async def blob(request: web.Request) -> web.Response:
+        record(request)
+        if delay:
+            await asyncio.sleep(delay)
+        size = int(request.match_info["size"])
+        if size not in blobs:
+            blobs[size] = blob_doc(size)
+        return web.Response(body=blobs[size], content_type="application/json")
+
     async def create(request: web.Request) -> web.Response:
         record(request)
         if delay:
@@ -70,6 +87,7 @@ def make_app(name: str, delay: float) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/-/counts", counts)
     app.router.add_get("/items/{id:\\d+}", item)
+    app.router.add_get("/blobs/{size:\\d+}", blob)
     app.router.add_post("/items", create)
     for method in ("PUT", "PATCH", "DELETE"):
         app.router.add_route(method, "/items/{id:\\d+}", change)

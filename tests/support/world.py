@@ -169,6 +169,7 @@ def start_catalog(
 class ProxyUrls:
     base: str
     admin: str
+    pid: int = 0  # the proxy's process (one worker: `serve` without --workers)
 
 
 # Forward authentication against the monolith's own token check (docs/routes.md, `auth`).
@@ -213,5 +214,5 @@ def start_proxy(tmp_path: Path, config: dict, stderr=None) -> Iterator[ProxyUrls
     base = f"http://127.0.0.1:{config['listen']['port']}"
     admin = f"http://127.0.0.1:{config['admin']['port']}"
     args = [PYTHON, "-m", "proxy.cli", "serve", "-c", str(path)]
-    with running(args, ready_url=f"{admin}/-/ready", stderr=stderr):
-        yield ProxyUrls(base, admin)
+    with running(args, ready_url=f"{admin}/-/ready", stderr=stderr) as proc:
+        yield ProxyUrls(base, admin, proc.pid)
