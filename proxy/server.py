@@ -44,7 +44,9 @@ from proxy.telemetry import (
     remove_multiprocess_dir,
 )
 from proxy.telemetry.http import dashboard_routes, metrics_endpoint
+from proxy.telemetry.logging import configure_logging
 from proxy.telemetry.metrics import multiprocess_dir
+from proxy.telemetry.redact import Redactor
 from proxy.upstream.registry import GuardRegistry
 from proxy.websocket import going_away
 
@@ -557,6 +559,10 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
 
     Workers run in a process group of their own, so a terminal's Ctrl-C reaches the
     supervisor alone and each worker hears it once (forwarded): twice means "cut now"."""
+    # Its lines (a worker restarted) in the workers' format, where log collectors read them.
+    configure_logging(
+        config.telemetry.log_format, Redactor(config.telemetry.redact), stream=sys.stdout
+    )
     # Workers write their metrics to files in one directory; worker 0 serves the sum.
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     metrics_dir = prepare_multiprocess_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -300,6 +301,9 @@ def test_a_worker_that_cannot_start_is_restarted_with_growing_delays(start_proxy
     log = p.log.read_text()
     assert "restarting it in 1 s (1 quick exits in a row" in log, log
     assert "restarting it in 2 s (2 quick exits in a row" in log, log
+    # The supervisor's lines come in the workers' format (JSON here), for log collectors.
+    restart = next(line for line in log.splitlines() if "exited with -9" in line)
+    assert json.loads(restart)["level"] == "error", restart
     assert fresh_get(p.url + "/x").status_code == 200  # the other worker serves on
     p.write_config(good)
     wait_until(
