@@ -27,7 +27,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stopped_while_starting)
     STARTUP_SIGNALS.hold()
-    from proxy.server import ServeOptions, serve
+    from proxy.server import PINNED_ENV, ServeOptions, serve
 
     return serve(
         ServeOptions(
@@ -40,7 +40,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             worker_index=args.worker_index,
             supervisor_pid=args.supervisor_pid,
-            pinned=Path(args.pinned) if args.pinned else None,
+            pinned=os.environ.get(PINNED_ENV) if args.supervisor_pid is not None else None,
             # Escape hatch: STRANGLER_FAST_LANE=0 serves every request through aiohttp.
             fast_lane=os.environ.get("STRANGLER_FAST_LANE", "1") != "0",
             # STRANGLER_EXPRESS=0 keeps a task per fast-lane request (for comparison).
@@ -181,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--pinned", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
-import pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from aiohttp import web
 
 from proxy.admin.api import AdminContext, build_admin_app
 from proxy.aiohttp_lane import EdgeServer
-from proxy.config.model import Config
+from proxy.config.model import Config, Endpoint, Limits, ShadowStoreConfig
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
 from proxy.http1 import SERVER_NAME
@@ -110,9 +110,9 @@ class ServeOptions:
     workers: int = 1
     worker_index: int = 0
     supervisor_pid: int | None = None
-    # A supervised worker's restart-only settings (`RESTART_ONLY`), as the supervisor read
-    # them: a worker restarted after a crash must not listen where a later edit says.
-    pinned: Path | None = None
+    # A supervised worker's restart-only settings (`RESTART_ONLY`, JSON), as the supervisor
+    # read them: a worker restarted after a crash must not listen where a later edit says.
+    pinned: str | None = None
     watch_interval: float = 0.5
     fast_lane: bool = True  # plain requests served by proxy.listener; off: all by aiohttp
     express: bool = True  # the fast lane answers from upstream callbacks, without a task
@@ -322,8 +322,25 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             raise CannotListen("the admin API (admin)", admin_host, admin_port, exc) from exc
         log.info("admin on http://%s:%d", admin_host, admin_port)
 
+    supervised = opts.supervisor_pid is not None
+    cut_now = asyncio.Event()
+
+    def second_interrupt() -> None:
+        # A person pressing Ctrl-C again does not want to wait for the grace period.
+        # (SIGTERM again stays graceful: scripts and orchestrators may repeat it.)
+        if stopping.is_set():
+            log.warning("interrupted again: cutting %d requests in flight now", handler.in_flight)
+        stopping.set()
+        cut_now.set()
+
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    if supervised:
+        # A terminal's Ctrl-C reaches the whole process group, workers included: the
+        # supervisor alone answers it, with SIGTERM (drain) and, pressed again, CUT_NOW.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        loop.add_signal_handler(CUT_NOW, second_interrupt)
+    else:
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
     reloading: set[asyncio.Task[Any]] = set()  # kept referenced until done
 
     def reload_on_signal() -> None:
@@ -366,15 +383,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
                 handler.in_flight,
             )
 
-    cut_now = asyncio.Event()
-
-    def second_interrupt() -> None:
-        # A person pressing Ctrl-C again does not want to wait for the grace period.
-        # (SIGTERM again stays graceful: scripts and orchestrators may repeat it.)
-        log.warning("interrupted again: cutting %d requests in flight now", handler.in_flight)
-        cut_now.set()
-
-    loop.add_signal_handler(signal.SIGINT, second_interrupt)
+    if not supervised:
+        loop.add_signal_handler(signal.SIGINT, second_interrupt)
     overdue = loop.call_later(grace, grace_over)
     # WebSockets live on past any grace period: just before the cut they get a proper
     # close (1001, going away) on both sides, not a bare TCP close.
@@ -476,7 +486,7 @@ def serve(opts: ServeOptions) -> int:
     except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1
         print(f"strangler: cannot start: {exc}", file=sys.stderr)
         return 1
-    if opts.pinned is not None:
+    if opts.pinned:
         runtime = _with_pinned(runtime, opts.pinned)
     if opts.workers > 1 and opts.supervisor_pid is None:
         port = opts.port if opts.port is not None else runtime.config.listen.port
@@ -515,22 +525,39 @@ def serve(opts: ServeOptions) -> int:
 RESTART_ONLY = ("listen", "admin", "limits", "shadow")
 
 
-def _with_pinned(runtime: Runtime, pinned: Path) -> Runtime:
-    with pinned.open("rb") as f:
-        sections = pickle.load(f)  # noqa: S301 - written by our supervisor, in its own dir
+PINNED_ENV = "STRANGLER_PINNED_SETTINGS"  # the supervisor's `RESTART_ONLY`, as JSON
+_PINNED_TYPES = {
+    "listen": Endpoint,
+    "admin": Endpoint,
+    "limits": Limits,
+    "shadow": ShadowStoreConfig,
+}
+# A supervised worker's "cut what is in flight now" (a second Ctrl-C at the supervisor).
+CUT_NOW = signal.SIGUSR2
+
+
+def _pin(config: Config) -> str:
+    """The restart-only sections as the supervisor read them, for its workers' environment
+    (not argv, which any local user can read: `shadow.store` may hold a Redis password)."""
+    return json.dumps({key: asdict(getattr(config, key)) for key in RESTART_ONLY})
+
+
+def _with_pinned(runtime: Runtime, pinned: str) -> Runtime:
+    try:
+        sections = {key: _PINNED_TYPES[key](**fields) for key, fields in json.loads(pinned).items()}
+    except (ValueError, TypeError, KeyError) as exc:  # not from our supervisor: say so, go on
+        log.warning("ignoring %s (%s): using routes.yaml's settings", PINNED_ENV, exc)
+        return runtime
     config = replace(runtime.config, **sections)
     return Runtime.build(config, translators=runtime.translators, notes=runtime.notes)
 
 
-def _pin(config: Config, directory: str) -> Path:
-    path = Path(directory) / "pinned-settings.pickle"
-    with path.open("wb") as f:
-        pickle.dump({key: getattr(config, key) for key in RESTART_ONLY}, f)
-    return path
-
-
-def _ignore_sighup() -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+def _worker_signals() -> None:
+    """A worker starts ignoring what its loop handles once it serves (an ignored signal
+    survives exec; Python then installs no KeyboardInterrupt for SIGINT): a reload or a
+    Ctrl-C that reaches a worker still starting must not kill it."""
+    for sig in (signal.SIGHUP, signal.SIGINT, CUT_NOW):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # A worker that exits sooner than this after starting counts as failing to start: its next
@@ -557,8 +584,8 @@ def _stop_with_supervisor(supervisor_pid: int) -> None:
 def _supervise(opts: ServeOptions, config: Config) -> int:
     """Run `workers` worker processes on one port; forward reloads and shutdowns.
 
-    Workers run in a process group of their own, so a terminal's Ctrl-C reaches the
-    supervisor alone and each worker hears it once (forwarded): twice means "cut now"."""
+    Workers ignore SIGINT (a terminal's Ctrl-C reaches them too): the supervisor turns
+    the first into SIGTERM for each (a drain) and a second into `CUT_NOW`."""
     # Its lines (a worker restarted) in the workers' format, where log collectors read them.
     configure_logging(
         config.telemetry.log_format, Redactor(config.telemetry.redact), stream=sys.stdout
@@ -574,7 +601,7 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
         base += ["--port", str(opts.port)]
     if opts.admin_port is not None:
         base += ["--admin-port", str(opts.admin_port)]
-    base += ["--pinned", str(_pin(config, metrics_dir))]
+    env[PINNED_ENV] = _pin(config)
     me = os.getpid()
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
@@ -586,13 +613,8 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
             "--supervisor-pid",
             str(me),
         ]
-        # SIGHUP ignored until the worker's loop handles it (an ignored signal survives
-        # exec): a reload forwarded while a worker is still starting must not kill it. It
-        # reads the file as it starts, and its watcher catches a later change.
         started[i] = time.monotonic()
-        return subprocess.Popen(  # noqa: PLW1509
-            args, env=env, preexec_fn=_ignore_sighup, process_group=0
-        )
+        return subprocess.Popen(args, env=env, preexec_fn=_worker_signals)  # noqa: PLW1509
 
     started = [0.0] * opts.workers
     quick_exits = [0] * opts.workers  # in a row, per worker
@@ -600,15 +622,22 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
     workers = [spawn(i) for i in range(opts.workers)]
     stopping = failed = False
 
+    interrupted = False
+
     def forward(sig: int, _frame: Any) -> None:
-        nonlocal stopping
+        nonlocal stopping, interrupted
+        send = sig
+        if sig == signal.SIGINT:
+            # The first Ctrl-C drains; another cuts what is still in flight.
+            send = CUT_NOW if interrupted else signal.SIGTERM
+            interrupted = True
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
         # SIGUSR1 comes from worker 0's `POST /-/reload`: it reloaded, the others must.
         targets = workers[1:] if sig == signal.SIGUSR1 else workers
         for w in targets:
             if w.poll() is None:
-                w.send_signal(signal.SIGHUP if sig == signal.SIGUSR1 else sig)
+                w.send_signal(signal.SIGHUP if sig == signal.SIGUSR1 else send)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
@@ -647,7 +676,6 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
         for w in workers:
             if w.poll() is None:
                 w.kill()
-        Path(metrics_dir, "pinned-settings.pickle").unlink(missing_ok=True)
         if own_dir:
             remove_multiprocess_dir(metrics_dir)
     return 1 if failed else 0

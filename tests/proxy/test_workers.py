@@ -244,17 +244,40 @@ def test_ctrl_c_at_a_terminal_drains_every_worker(start_proxy):
 
     t = threading.Thread(target=slow_request)
     t.start()
-
-    def in_flight() -> float:  # in either worker (`/-/ready` tells worker 0's alone)
-        text = httpx.get(p.admin + "/metrics").text
-        return sum(v for n, _, v in samples_from_text(text) if n == "strangler_requests_in_flight")
-
-    wait_until(lambda: in_flight() >= 1, what="the request in flight")
+    wait_until(lambda: in_flight(p) >= 1, what="the request in flight")
     os.killpg(p.proc.pid, signal.SIGINT)  # the supervisor leads the group `running` made
     assert p.proc.wait(20) == 0
     t.join(15)
     assert outcome == {"status": 200}, outcome
     assert "interrupted again" not in p.log.read_text()
+
+
+def in_flight(p) -> float:  # in any worker (`/-/ready` tells worker 0's alone)
+    text = httpx.get(p.admin + "/metrics").text
+    return sum(v for n, _, v in samples_from_text(text) if n == "strangler_requests_in_flight")
+
+
+def test_a_second_ctrl_c_at_a_terminal_cuts_the_workers_drain(start_proxy):
+    p = start_proxy(extra="grace_period: 30\n", args=("--workers", "2"))
+    wait_until(lambda: listening(p, 2), what="every worker to serve")
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            outcome["status"] = httpx.get(p.url + "/slow?s=25", timeout=40).status_code
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = type(exc).__name__
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    wait_until(lambda: in_flight(p) >= 1, what="the request in flight")
+    os.killpg(p.proc.pid, signal.SIGINT)
+    wait_until(lambda: p.log.read_text().count("draining:") == 2, what="both workers to drain")
+    os.killpg(p.proc.pid, signal.SIGINT)
+    assert p.proc.wait(15) == 0, "a second Ctrl-C must not wait for the 25 s request"
+    t.join(15)
+    assert "error" in outcome, outcome  # cut, not answered
+    assert "interrupted again: cutting 1 requests in flight now" in p.log.read_text()
 
 
 def test_a_restarted_worker_keeps_the_settings_its_siblings_run_with(start_proxy):
