@@ -1,8 +1,11 @@
-"""Remove secrets from what the diff store keeps: header values, JSON fields, text bodies.
+"""Remove secrets from what the diff store keeps: header values, JSON fields, text bodies,
+difference paths and endpoints.
 
-A key is sensitive when its normalised name (lower-case, without `-`/`_`) contains one of the
-names: `email_addr` is caught by `email`, `X-Api-Key` by `apikey`. Over-redacting a harmless
-field is the safe failure.
+What is secret is decided by the log redactor (`proxy.telemetry.redact`): the same names are
+secret in a log line, a query string and the store. The store adds personal and payment
+data (`PERSONAL`) and reads `telemetry.redact` names as parts: a key is sensitive when its
+normalised name (lower-case, without `-`/`_`) contains one, so `email_addr` is caught by
+`email`. Over-redacting a harmless field is the safe failure.
 """
 
 from __future__ import annotations
@@ -12,61 +15,34 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from proxy.telemetry.redact import secret_param
+from proxy.telemetry.redact import REDACTED
+from proxy.telemetry.redact import Redactor as TextRedactor
 
+from .endpoint import generalize_path
 from .model import Difference
 from .paths import keys_in_path
 
-DEFAULT_SENSITIVE = (
-    "authorization",
-    "cookie",
-    "email",
-    "token",
-    "password",
-    "passwd",
-    "secret",
-    "apikey",
-    "session",
-    "credential",
-    "privatekey",
-    # payment and identity data a diff store must not keep (PCI DSS forbids storing a CVV)
-    "cardnumber",
-    "creditcard",
-    "cvv",
-    "cvc",
-    "iban",
-    "ssn",
-    "otp",
-)
-REDACTED = "[REDACTED]"
+# Data a diff store must not keep besides credentials (PCI DSS forbids storing a CVV).
+PERSONAL = ("email", "cardnumber", "creditcard", "cvv", "cvc", "iban", "ssn", "otp")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-_BEARER = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=\-]{6,}")
-# `name=value` pairs in free text (URLs and query strings echoed in bodies); the value is
-# redacted when the name is sensitive (the configured names) or says it is a credential.
-_PAIR = re.compile(r"\b([A-Za-z0-9_.\-]+)=([^&\s\"'<]+)")
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace("-", "").replace("_", "")
+# `name=value` pairs anywhere in free text (not only after `?`/`&`): the store is stricter than
+# a log line, but only for names that are secret in prose (`key=len`, `code=137` stay).
+# `{value}` is `generalize_path`'s placeholder (`;jsessionid={value}`), not a value.
+_PAIR = re.compile(r"\b([A-Za-z0-9_.\-]++)=(?!\{value\})([^&\s\"'<]+)")
+# A keyed list element in a difference path: `$.sessions[session_id="abc"]`.
+_KEYED = re.compile(r"\[([A-Za-z_][\w\-]*)=(\"(?:[^\"\\]|\\.)*\"|[^\]]*)\]")
 
 
 class Redactor:
     """Configured with `Config.telemetry.redact` on top of the defaults."""
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
-        names = {_norm(n) for n in DEFAULT_SENSITIVE}
-        names.update(_norm(n) for n in extra if n)
-        self._names = tuple(sorted(names))
-        self._cache: dict[str, bool] = {}
+        extra = tuple(n for n in extra if n)
+        self._text = TextRedactor(extra, parts=PERSONAL + extra)
 
     def is_sensitive(self, key: str) -> bool:
-        hit = self._cache.get(key)
-        if hit is None:
-            norm = _norm(key)
-            hit = any(name in norm for name in self._names)
-            if len(self._cache) < 10_000:
-                self._cache[key] = hit
-        return hit
+        """Whether a JSON key or header called `key` must not be stored."""
+        return self._text.is_secret(key)
 
     def value(self, value: Any) -> Any:
         """A JSON value with every sensitive key's value replaced."""
@@ -82,20 +58,39 @@ class Redactor:
         return value
 
     def text(self, text: str) -> str:
-        """Free text: e-mail addresses, bearer/basic credentials and secret query params."""
+        """Free text: the log redactor's rules (credential headers and lines, auth schemes,
+        JWTs, secret pairs, HTML fields, query parameters), e-mail addresses, and `name=value`
+        pairs whose name is secret."""
         if "@" in text:
             text = _EMAIL.sub(REDACTED, text)
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        if "=" not in text:
+        text = self._text.text(text)
+        if "=" not in text or not self._text.mentions_secret(text):
             return text
         return _PAIR.sub(
             lambda m: (
                 f"{m.group(1)}={REDACTED}"
-                if self.is_sensitive(m.group(1)) or secret_param(m.group(1))
+                if self._text.is_secret(m.group(1), prose=True)
                 else m.group(0)
             ),
             text,
         )
+
+    def path(self, path: str) -> str:
+        """A stored difference path or field: values in it (a keyed element's key value, a
+        JWT or e-mail used as an object key) are data too."""
+        if "[" in path and "=" in path:
+            path = _KEYED.sub(
+                lambda m: (
+                    f'[{m.group(1)}="{REDACTED}"]' if self.is_sensitive(m.group(1)) else m.group(0)
+                ),
+                path,
+            )
+        return self.text(path)
+
+    def endpoint(self, endpoint: str) -> str:
+        """The stored endpoint: a template or generalised path (see `generalize_path`), with
+        whatever a caller's raw path still carries redacted."""
+        return "/".join(self.text(seg) for seg in generalize_path(endpoint).split("/"))
 
     def path_is_sensitive(self, path: str) -> bool:
         if path.startswith("header:"):
@@ -103,12 +98,14 @@ class Redactor:
         return any(self.is_sensitive(k) for k in keys_in_path(path))
 
     def difference(self, diff: Difference) -> Difference:
+        """The difference as stored: path, field and both values redacted."""
+        path, field = self.path(diff.path), self.path(diff.field)
         if self.path_is_sensitive(diff.path):
             p = REDACTED if diff.primary is not None else None
             c = REDACTED if diff.candidate is not None else None
-            return Difference(diff.path, diff.field, diff.kind, p, c)
+            return Difference(path, field, diff.kind, p, c)
         return Difference(
-            diff.path, diff.field, diff.kind, self.value(diff.primary), self.value(diff.candidate)
+            path, field, diff.kind, self.value(diff.primary), self.value(diff.candidate)
         )
 
     def body(self, body: bytes, kind: str, limit: int = 65_536) -> str | None:

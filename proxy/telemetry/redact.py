@@ -1,8 +1,9 @@
 """Keep secrets out of logs, spans and stored diffs.
 
 Everything that leaves the process for humans to read (log lines, span attributes, the shadow
-diff store) passes through one `Redactor`, so the list of secrets lives in one place: the
-built-in credentials (Authorization, cookies, API keys) plus `TelemetryConfig.redact`.
+diff store) passes through one `Redactor`, so what counts as a secret lives in one place:
+`secret_name` (names that say credential: `X-Api-Key`, `jwt`, `csrfmiddlewaretoken`...), the
+names looked for in free text (`DEFAULT_SECRETS`) plus `TelemetryConfig.redact`.
 Pure functions over plain data; no I/O.
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED]"
 
-# Header / field names that always carry credentials. Compared case-insensitively and with
-# "-" and "_" treated alike, so `X-Api-Key`, `x_api_key` and `X_API_KEY` are one name.
+# Names looked for inside free text (`retrying: password: x`, `x_api_key : v`, `cookie=v`),
+# case-insensitively and with "-" and "_" alike, so `X-Api-Key` and `X_API_KEY` are one name.
+# (Whether a given name is secret is `secret_name`, which covers all of these.)
 DEFAULT_SECRETS: frozenset[str] = frozenset(
     {
         "authorization",
@@ -42,22 +45,82 @@ DEFAULT_SECRETS: frozenset[str] = frozenset(
 
 # Whole-line credentials: everything after `Cookie:` up to the end of the line or quote.
 _LINE_SECRET = re.compile(
+    r"""(?=[aApPsScC])"""  # first letters, a fast path: most positions fail here
     r"""(?P<key>\b(?:proxy-authorization|authorization|set-cookie|cookie)["']?\s*[:=]\s*["']?)"""
     r"""[^\r\n"']+""",
     re.IGNORECASE,
 )
-# Credentials after an auth scheme; 8+ characters so prose like "Token is" stays readable.
-_SCHEME_TOKEN = re.compile(r"\b([Bb]earer|BEARER|Token|Basic|Digest)\s+[A-Za-z0-9._~+/=\-]{8,}")
+# Credentials after an auth scheme. A plain word after it is prose ("Basic usage", "Token
+# Ring"), not a credential: see `_scheme_token`.
+_SCHEME_TOKEN = re.compile(
+    r"(?=[bBtTdDnN])\b(bearer|token|basic|digest|negotiate|ntlm)([ \t]+)([A-Za-z0-9._~+/=\-]{6,})",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"(?:[A-Z]?[a-z]+|[A-Z]+)(?:-(?:[A-Z]?[a-z]+|[A-Z]+))*")
+# A JSON Web Token (JWS: three base64url parts, JWE: five); `eyJ` is base64 for `{"`.
+JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*){2,4}")
+# Header-like lines (`X-Api-Key: v`, as an upstream's error page echoes the request head),
+# JSON/JS-like pairs in text (`"jwt": "v"`, `session_id: 42`, `API key: v`) and HTML fields
+# (`<input name="csrfmiddlewaretoken" value="v">`, `<meta name="csrf-token" content="v">`):
+# redacted when `Redactor.is_secret` says the name is secret, so every rule for names applies.
+_HEADER_LINE = re.compile(r"(?m)^(?P<key>[ \t]*(?P<name>[A-Za-z][\w.-]*)[ \t]*:[ \t]*)\S[^\r\n]*")
+_NAMED_PAIR = re.compile(
+    r"""(?P<key>(?P<q1>["']?)(?<![\w.-])(?P<name>(?:[A-Za-z][\w.-]*+ )?[A-Za-z_][\w.-]*+)(?P=q1)"""
+    r"""[ \t]*:[ \t]*)"""
+    r"""(?:(?P<q>["'])(?:\\.|(?!(?P=q))[^\r\n])*(?P=q)|(?P<bare>[^\s,;'"<>{}\[\]]+))"""
+)
+_KEY_WORDS = frozenset({"key", "id"})  # `API key`, `access key`, `session id`
+_TAG = re.compile(r"<[A-Za-z][^<>]*?(?<![\w-])(?:name|id)[ \t]*=[^<>]*>")  # named elements
+_TAG_NAME = re.compile(r"""(?<![\w-])(?:name|id)[ \t]*=[ \t]*(["']?)([^"'\s<>]+)\1""")
+_TAG_VALUE = re.compile(
+    r"""(?P<key>(?<![\w-])(?:value|content)[ \t]*=[ \t]*)"""
+    r"""(?:(?P<q>["'])[^"'<>\r\n]+(?P=q)|[^\s"'<>]+)"""
+)
 
 
 def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-# Parts of a query parameter's name that say its value is a credential. Over-redacting a
-# harmless parameter is the safe failure; `key` and `sig` count only as whole names.
-_SECRET_PARTS = ("token", "secret", "passw", "apikey", "accesskey", "signature", "credential")
-_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "code", "session", "sessionid"})
+# What names are secret, for every consumer (log lines, query strings, the shadow diff store):
+# a name is compared lower-case without `-`/`_`. It is secret when it contains one of the
+# parts, or is one of the whole names: short words that are also parts of harmless names
+# (`keyboard`, `monkey`, `author`, `pin_hint`, `signing`). Over-redacting a harmless value is
+# the safe failure.
+_SECRET_PARTS = (
+    "token",
+    "secret",
+    "passw",
+    "apikey",
+    "accesskey",
+    "signature",
+    "credential",
+    "authorization",
+    "cookie",
+    "session",
+    "sessid",
+    "privatekey",
+    "csrf",
+    "xsrf",
+)
+_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "pin"})
+# `code` is a secret only as a query parameter (an OAuth authorization code in a redirect);
+# in a body `code` is an error or product code a diff must show.
+_PARAM_WHOLE = _SECRET_WHOLE | {"code"}
+
+
+def _compact(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+@lru_cache(maxsize=4096)
+def secret_name(name: str, *, whole_words: bool = True) -> bool:
+    """Whether a header, field or parameter called `name` carries a credential (pure).
+
+    `whole_words=False` checks the parts only, for `name=value` in prose, where `key=len`
+    and `pin=2` are ordinary words."""
+    norm = _compact(name)
+    return (whole_words and norm in _SECRET_WHOLE) or any(part in norm for part in _SECRET_PARTS)
 
 
 # A query parameter in free text (`...?key=V&sig=V`): only after '?' or '&', so prose and
@@ -66,37 +129,77 @@ _PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\
 
 
 def secret_param(name: str) -> bool:
-    """Whether a query parameter's name marks its value as a secret (pure)."""
-    norm = name.lower().replace("-", "").replace("_", "")
-    return norm in _SECRET_WHOLE or any(part in norm for part in _SECRET_PARTS)
+    """Whether a query parameter's name marks its value as a secret (pure): a secret name
+    (`secret_name`) or `code`."""
+    return secret_name(name) or _compact(name) in _PARAM_WHOLE
+
+
+def _named_value(m: re.Match[str]) -> str:
+    q = m.group("q")
+    if q:
+        return f"{m.group('key')}{m.group('ws')}{q}{REDACTED}{q}"
+    return f"{m.group('key')}{m.group('wc') or m.group('we') or ''}{REDACTED}"
+
+
+def _tag_value(m: re.Match[str]) -> str:
+    q = m.group("q") or ""
+    return f"{m.group('key')}{q}{REDACTED}{q}"
+
+
+def _scheme_token(m: re.Match[str]) -> str:
+    cred = m.group(3)
+    if len(cred) < 20 and _WORD.fullmatch(cred):  # "Basic usage", "Negotiate contracts"
+        return m.group(0)
+    return f"{m.group(1)}{m.group(2)}{REDACTED}"
 
 
 class Redactor:
-    """Replaces the values of secret names; built once per config, then shared read-only."""
+    """Replaces the values of secret names; built once per config, then shared (only its
+    cache of answers for names changes).
 
-    __slots__ = ("names", "_quoted", "_colon", "_equals")
+    Secret names are the built-in ones (`secret_name`), `extra` (`telemetry.redact`, whole
+    names) and, for the shadow store, names containing one of `parts` (personal data)."""
 
-    def __init__(self, extra: Iterable[str] = ()) -> None:
+    __slots__ = ("names", "_parts", "_needles", "_cache", "_named_in_text")
+
+    def __init__(self, extra: Iterable[str] = (), *, parts: Iterable[str] = ()) -> None:
         self.names: frozenset[str] = DEFAULT_SECRETS | {_norm(n) for n in extra if n.strip()}
+        self._parts = tuple(sorted({_compact(p) for p in parts if p.strip()}))
+        self._cache: dict[tuple[str, bool], bool] = {}
+        needles = set(_SECRET_PARTS) | _SECRET_WHOLE | set(self._parts)
+        needles |= {_compact(n) for n in self.names}
+        # a needle containing another adds nothing (`csrftoken` has `token`)
+        self._needles = tuple(sorted(n for n in needles if not any(o in n for o in needles - {n})))
         # Secrets named in free text (messages, tracebacks, query strings); names match with
-        # - or _ as separators. Three shapes, most specific first:
+        # - or _ as separators. Three shapes, in one pass:
         #   "name": "value" / name='value'   -> the whole quoted value
         #   name: value                       -> to the end of the line (header-like)
         #   name=value                        -> to the next & ; or space (query-string-like)
         names = "|".join(
             sorted((re.escape(n).replace(r"\-", "[-_]") for n in self.names), key=len, reverse=True)
         )
-        key = r"""["']?\b(?:""" + names + r""")\b["']?"""
-        flags = re.IGNORECASE
-        self._quoted = re.compile(
-            r"(?P<key>" + key + r"""\s*[:=]\s*)(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""", flags
+        first = "".join(sorted({c for n in self.names for c in (n[0].lower(), n[0].upper())}))
+        key = r"""(?=["'""" + re.escape(first) + r"""])["']?\b(?:""" + names + r""")\b["']?"""
+        self._named_in_text = re.compile(
+            r"(?P<key>" + key + r"""\s*(?:(?P<colon>:)|=))"""
+            r"""(?:(?P<ws>\s*)(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)"""
+            r"""|(?(colon)(?P<wc>[ \t]*)(?!["'\s])[^\r\n]+|(?P<we>\s*)(?!["'])[^&;\s"']*))""",
+            re.IGNORECASE,
         )
-        self._colon = re.compile(r"(?P<key>" + key + r"""\s*:[ \t]*)(?!["'\s])[^\r\n]+""", flags)
-        self._equals = re.compile(r"(?P<key>" + key + r"""\s*=\s*)(?!["'])[^&;\s"']*""", flags)
 
-    def is_secret(self, name: str) -> bool:
-        """Whether a header or field called `name` must never be shown."""
-        return _norm(name) in self.names
+    def is_secret(self, name: str, *, prose: bool = False) -> bool:
+        """Whether a header or field called `name` must never be shown. `prose`: the name was
+        met in free text (`key=len`, `Pin: 4`), where the short whole names do not count."""
+        hit = self._cache.get((name, prose))
+        if hit is None:
+            hit = (
+                _norm(name) in self.names
+                or secret_name(name, whole_words=not prose)
+                or any(part in _compact(name) for part in self._parts)
+            )
+            if len(self._cache) < 10_000:
+                self._cache[(name, prose)] = hit
+        return hit
 
     def headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
         """A copy of `headers` (a mapping or (name, value) pairs) with secret values replaced."""
@@ -120,22 +223,70 @@ class Redactor:
         return obj
 
     def text(self, text: str) -> str:
-        """Free text with `Bearer xyz` tokens and `secret=value` pairs scrubbed."""
+        """Free text with credentials scrubbed: `Bearer xyz`/`Negotiate xyz`, JWTs, the values
+        of secret names as headers (`Name: v`), pairs (`"name": "v"`, `name=v`), HTML fields
+        and query parameters. Never joins or splits lines."""
         if not text:
             return text
-        text = _LINE_SECRET.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
-        text = _SCHEME_TOKEN.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        text = self._quoted.sub(
-            lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}{m.group('q')}", text
-        )
-        text = self._colon.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
-        text = self._equals.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
-        # query parameters whose name says secret (`?key=`, `&sig=`, `&client_secret=`),
-        # as a query string is redacted (`query`).
-        return _PAIR.sub(
-            lambda m: m.group("key") + REDACTED if secret_param(m.group("name")) else m.group(0),
-            text,
-        )
+        # Each rule needs a `:`, `=`, a blank or `eyJ`, and the rules for names a secret name
+        # somewhere in the text: most strings and lines skip most rules.
+        colon, equals = ":" in text, "=" in text
+        named = (colon or equals) and self.mentions_secret(text)
+        if named:
+            text = _LINE_SECRET.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+        if " " in text or "\t" in text:
+            text = _SCHEME_TOKEN.sub(_scheme_token, text)
+        if "eyJ" in text:
+            text = JWT.sub(REDACTED, text)
+        if named:
+            text = self._named_in_text.sub(_named_value, text)
+            if colon:
+                text = _HEADER_LINE.sub(self._header_line, text)
+                text = _NAMED_PAIR.sub(self._named, text)
+            if equals and "<" in text:
+                text = _TAG.sub(self._tag, text)
+        if equals:
+            # query parameters whose name says secret (`?key=`, `&sig=`, `&client_secret=`),
+            # as a query string is redacted (`query`).
+            text = _PAIR.sub(
+                lambda m: (
+                    m.group("key") + REDACTED if secret_param(m.group("name")) else m.group(0)
+                ),
+                text,
+            )
+        return text
+
+    def mentions_secret(self, text: str) -> bool:
+        """Whether `text` holds a secret name anywhere (case, `-`, `_` and blanks aside): a
+        fast path, as every rule for names needs one."""
+        flat = text.lower().replace("-", "").replace("_", "").replace(" ", "")
+        return any(needle in flat for needle in self._needles)
+
+    def _header_line(self, m: re.Match[str]) -> str:
+        if not self.is_secret(m.group("name"), prose=True):
+            return m.group(0)
+        return f"{m.group('key')}{REDACTED}"
+
+    def _named(self, m: re.Match[str]) -> str:
+        # a quoted name (`"pin": 1234`) is a data key; a bare one may be a word of prose
+        prose = not m.group("q1")
+        first, _, last = m.group("name").rpartition(" ")
+        if first:  # `API key: v`, `session id: v`, `the X-Api-Key: v`; not `Token Ring: v`
+            secret = self.is_secret(last, prose=prose) or (
+                _compact(last) in _KEY_WORDS and self.is_secret(first + last, prose=True)
+            )
+        else:
+            secret = self.is_secret(last, prose=prose)
+        if not secret:
+            return m.group(0)
+        q = m.group("q") or ""
+        return f"{m.group('key')}{q}{REDACTED}{q}"
+
+    def _tag(self, m: re.Match[str]) -> str:
+        tag = m.group(0)
+        if not any(self.is_secret(n.group(2)) for n in _TAG_NAME.finditer(tag)):
+            return tag
+        return _TAG_VALUE.sub(_tag_value, tag)
 
     def body(self, body: bytes, content_type: str | None = None) -> bytes:
         """A JSON body with secret fields redacted; other bodies are returned text-scrubbed."""

@@ -80,9 +80,10 @@ def test_redaction_of_fields_headers_and_text():
     assert (d.primary, d.candidate) == (REDACTED, None)
     d = r.difference(Difference("$.c", "$.c", "value", {"email": "x@y.io", "n": 1}, None))
     assert d.primary == {"email": REDACTED, "n": 1}
-    assert r.text("Authorization: Bearer abcdef123456 ?token=zzz") == (
-        f"Authorization: Bearer {REDACTED} ?token={REDACTED}"
+    assert r.text("sent Bearer abcdef123456 ?token=zzz") == (
+        f"sent Bearer {REDACTED} ?token={REDACTED}"
     )
+    assert r.text("Authorization: Bearer abcdef123456") == f"Authorization: {REDACTED}"
     stored = r.body(b'{"email":"x@y.io","name":"n"}', "json")
     assert "x@y.io" not in stored and '"name": "n"' in stored
 

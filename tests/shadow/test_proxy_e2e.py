@@ -4,6 +4,7 @@ then `strangler report` over what it stored."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 
 import httpx
@@ -27,8 +28,14 @@ def test_proxy_shadows_compares_and_reports(tmp_path):
         "    target: items\n"
         "    shadow:\n"
         "      noise: primary-twice\n"
+        "  - name: echo\n"
+        "    match: {path: /echo}\n"
+        "    mode: shadow\n"
+        "    target: items\n"
         "shadow:\n"
         "  store: sqlite:///diffs.db\n"
+        "telemetry:\n"
+        "  redact: [X-Partner-Ref]\n"
     )
     app = [PYTHON, "-m", "tests.shadow.upstream_app", "--port"]
     with (
@@ -51,13 +58,20 @@ def test_proxy_shadows_compares_and_reports(tmp_path):
                 # the client always gets the primary's answer
                 assert resp.json()["price_with_tax"] == 21.64
                 assert resp.json()["email"].endswith("@example.com")
+            # an upstream page echoing the request head: the store keeps the lines, not the
+            # credentials (the client, of course, gets them back)
+            creds = {"Cookie": "sid=SIDSECRET123", "X-Api-Key": "APIKEYSECRET"}
+            creds["X-Partner-Ref"] = "REFSECRET"
+            echoed = client.get("/echo", headers=creds)
+            assert "APIKEYSECRET" in echoed.text
 
         def compared():
             snap = httpx.get(f"http://127.0.0.1:{admin}/-/shadow").json()
             routes = {r["route"]: r for r in snap["routes"]}
-            return routes.get("items", {}).get("compared") == 20 and routes["items"]
+            done = routes.get("echo", {}).get("compared") == 1
+            return done and routes.get("items", {}).get("compared") == 20 and routes["items"]
 
-        live = wait_until(compared, timeout=20, what="20 shadow comparisons")
+        live = wait_until(compared, timeout=20, what="21 shadow comparisons (20 items, 1 echo)")
         assert live["results"].get("mismatch", 0) + live["results"].get("noise", 0) == 20
         assert stop(proxy) == 0  # SIGTERM: the mirror flushes the store on the way out
 
@@ -69,7 +83,8 @@ def test_proxy_shadows_compares_and_reports(tmp_path):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    (ep,) = json.loads(out.stdout)["endpoints"]
+    endpoints = {ep["route"]: ep for ep in json.loads(out.stdout)["endpoints"]}
+    ep = endpoints["items"]
     assert ep["route"] == "items" and ep["method"] == "GET" and ep["samples"] == 20
     assert ep["noise_samples"] == 20
     assert {"$.trace_id", "$.generated_at"} <= set(ep["noise"])
@@ -81,3 +96,8 @@ def test_proxy_shadows_compares_and_reports(tmp_path):
     assert fields["$.email"]["example"]["primary"] == "[REDACTED]"
     assert ep["matches"] == 0
     assert "example.com" not in out.stdout
+    with sqlite3.connect(tmp_path / "diffs.db") as db:
+        (stored,) = db.execute("SELECT record FROM comparisons WHERE route = 'echo'").fetchone()
+    assert "X-Api-Key: [REDACTED]" in stored and "X-Partner-Ref: [REDACTED]" in stored
+    for secret in ("SIDSECRET123", "APIKEYSECRET", "REFSECRET"):
+        assert secret not in stored and secret not in out.stdout

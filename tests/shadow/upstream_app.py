@@ -63,6 +63,13 @@ def make_app(role: str) -> web.Application:
         body = await request.json()
         return web.json_response({"created": body, "role": role}, status=201)
 
+    async def echo(request: web.Request) -> web.Response:
+        """A debug page echoing the request head (per-response nonce): what the store must
+        not keep verbatim."""
+        await record(request)
+        head = "".join(f"{k}: {v}\n" for k, v in request.headers.items())
+        return web.Response(text=f"{role} {secrets.token_hex(4)}\n{head}")
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"calls": dict(calls), "shadow": dict(seen_shadow)})
 
@@ -72,6 +79,7 @@ def make_app(role: str) -> web.Application:
     app.router.add_get("/items/{id}", item)
     app.router.add_get("/v2/items/{id}", item)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/echo", echo)
     app.router.add_post("/items", create)
     return app
 

@@ -56,10 +56,10 @@ def test_configured_names_match_whatever_the_case_or_separator():
 
 def test_json_values_are_redacted_at_any_depth():
     r = Redactor(["email_addr"])
-    body = {"results": [{"cust_id": 1, "email_addr": "a@b.example", "auth": {"password": "pw"}}]}
+    body = {"results": [{"cust_id": 1, "email_addr": "a@b.example", "login": {"password": "pw"}}]}
     out = json.loads(r.body(json.dumps(body).encode(), "application/json"))
     assert out == {
-        "results": [{"cust_id": 1, "email_addr": REDACTED, "auth": {"password": REDACTED}}]
+        "results": [{"cust_id": 1, "email_addr": REDACTED, "login": {"password": REDACTED}}]
     }
     assert body["results"][0]["email_addr"] == "a@b.example"  # the input is untouched
 
@@ -99,3 +99,22 @@ def test_free_text_loses_secret_query_values_and_keeps_prose():
     assert "SHARED" not in text and "SIGNED" not in text and "realm=shop" in text
     for prose in ("worker exit code=137", "sorted(items, key=len)", "consecutive=5 session=42"):
         assert r.text(prose) == prose
+
+
+def test_logs_hide_the_fields_a_query_string_hides():
+    """`secret_name` is shared: a `jwt`, `signature` or `auth` field is as secret in a log line
+    as `?jwt=` in a query string (a whole `auth` object included)."""
+    r = Redactor()
+    doc = {"jwt": "j", "signature": "s", "auth": {"user": "u"}, "author": "bob", "code": "E1"}
+    assert r.value(doc) == {
+        "jwt": REDACTED,
+        "signature": REDACTED,
+        "auth": REDACTED,
+        "author": "bob",
+        "code": "E1",
+    }
+    assert r.query("code=c&author=bob") == f"code={REDACTED}&author=bob"
+    head = "GET / HTTP/1.1\nX-Session-Id: S1\nX-Amz-Signature: S2\nAccept: */*"
+    assert r.text(head) == (
+        f"GET / HTTP/1.1\nX-Session-Id: {REDACTED}\nX-Amz-Signature: {REDACTED}\nAccept: */*"
+    )
