@@ -751,31 +751,30 @@ def _final_answer_in(proto: ResponseHandler) -> bool:
     )
 
 
+def _resolver(future: asyncio.Future[None]) -> Callable[[], None]:
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
+
+
 async def _drained_or_answered(proto: _UpstreamProtocol) -> bool:
     """Wait until the upstream takes more of the body (False), or answers instead (True):
     a server that refuses an upload and stops reading would otherwise hold it until the
-    read timeout, though its answer is already here."""
-    if _final_answer_in(proto):
-        return True
+    read timeout, though its answer is already here. Interim answers (100, 103) do not
+    count: the wait goes on for what follows them."""
     loop = proto._loop  # noqa: SLF001
     drained = loop.create_task(proto._drain_helper())  # noqa: SLF001 - aiohttp's flow control
-    answered: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not answered.done():
-            answered.set_result(None)
-
-    interim = bool(proto._buffer)  # noqa: SLF001 - a 100 Continue already parsed
-    if not interim:
-        proto._notify = wake  # noqa: SLF001 - called when a response is parsed
     try:
-        await asyncio.wait((drained, answered), return_when=asyncio.FIRST_COMPLETED)
-        if _final_answer_in(proto):
-            return True
-        if not drained.done():  # only an interim answer came: wait for the upstream to read
-            await drained
-        drained.result()  # raises ConnectionError when the upstream went away
-        return False
+        while not _final_answer_in(proto):
+            answered: asyncio.Future[None] = loop.create_future()
+            proto._notify = _resolver(answered)  # noqa: SLF001 - at the upstream's next bytes
+            await asyncio.wait((drained, answered), return_when=asyncio.FIRST_COMPLETED)
+            if drained.done() and not _final_answer_in(proto):
+                drained.result()  # raises ConnectionError when the upstream went away
+                return False
+        return True
     finally:
         proto._notify = None  # noqa: SLF001
         if drained.done():

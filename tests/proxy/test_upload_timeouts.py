@@ -185,7 +185,7 @@ def test_an_upstream_that_stops_reading_the_body_times_out_after_the_read_timeou
 
 
 @contextmanager
-def answers_then_stops_reading(reply: bytes) -> Iterator[str]:
+def answers_then_stops_reading(*replies: bytes) -> Iterator[str]:
     """An upstream that answers right after the request head, then neither reads the body
     nor closes (until the test ends): its answer is the response, not a 504 later."""
     srv = socket.create_server(("127.0.0.1", 0))
@@ -205,7 +205,10 @@ def answers_then_stops_reading(reply: bytes) -> Iterator[str]:
             head = b""
             while b"\r\n\r\n" not in head and (piece := conn.recv(4096)):
                 head += piece
-            conn.sendall(reply)
+            for i, reply in enumerate(replies):
+                if i:
+                    time.sleep(0.2)  # the scenario: an interim answer, then the final one later
+                conn.sendall(reply)
             held.append(conn)
 
     t = threading.Thread(target=serve, daemon=True)
@@ -220,15 +223,21 @@ def answers_then_stops_reading(reply: bytes) -> Iterator[str]:
         srv.close()
 
 
-@pytest.mark.parametrize("framing", [[], ["-H", "Transfer-Encoding: chunked"]])
-def test_an_answer_before_the_body_is_taken_is_relayed_at_once(tmp_path, framing):
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("framing", "interim"),
+    [([], []), (["-H", "Transfer-Encoding: chunked"], []), ([], [EARLY_HINTS])],
+)
+def test_an_answer_before_the_body_is_taken_is_relayed_at_once(tmp_path, framing, interim):
     """RFC 9112 §9.6: a client sending a body watches for a response meanwhile. A 403 sent
-    before the upstream reads any of an 8 MiB upload reaches the client, not a 504 after
-    the read timeout (nginx relays it too)."""
+    before the upstream reads any of an 8 MiB upload (after a 103, or not) reaches the
+    client, not a 504 after the read timeout (nginx relays it too)."""
     reply = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden"
     big = tmp_path / "big.bin"
     big.write_bytes(b"b" * (8 << 20))
-    with answers_then_stops_reading(reply) as url:
+    with answers_then_stops_reading(*interim, reply) as url:
         port_of = int(url.rsplit(":", 1)[1])
         ups = Upstreams(legacy=url, svc=url, legacy_port=port_of, svc_port=port_of)
         with proxy(tmp_path, ups, "{connect: 1.0, read: 5.0, total: 60}", "") as (port, _):
