@@ -37,6 +37,7 @@ from proxy.errors import ALLOWED_METHODS, error_response, options_star_response
 from proxy.exchange import EXTRACTED, LEGACY, PROXY, Exchange, loggable_target
 from proxy.filters import auth as auth_filter
 from proxy.filters.headers import (
+    UPGRADE_HEADERS,
     forward_headers,
     is_trusted,
     peer_address,
@@ -82,7 +83,6 @@ log = logging.getLogger("strangler.proxy")
 _DECHUNK_LIMIT = 1024 * 1024  # chunked request bodies up to this are sent with a length
 _BUFFER_LIMIT = 8 * 1024 * 1024  # bodies buffered for replay (fallback) or translation (ACL)
 _REPLAY_LIMIT = 64 * 1024  # idempotent bodies up to this size are kept for retries
-_UPGRADE_KEEP = frozenset({"upgrade", "connection"})
 _PLAIN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PLAIN_BODY_LIMIT = 64 * 1024  # bodies up to this, with a Content-Length, take the fast lane
 
@@ -800,7 +800,7 @@ class ProxyHandler:
             request_id=ex.request_id,
             content_length=content_length,
             drop=rt.client_drop,
-            keep=_UPGRADE_KEEP if websocket else frozenset(),
+            keep=UPGRADE_HEADERS if websocket else frozenset(),
         )
         ex.tenant = extract_tenant(
             config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy, Timeouts
-from proxy.filters.headers import CLIENT_CLAIMS, FORWARDING
+from proxy.filters.headers import CLIENT_CLAIMS, FORWARDING, NEVER_FORWARDED
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -139,6 +139,11 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
                 f"match.headers: {cond.name} is set by the auth check (auth.copy), which runs "
                 "after routing: the route would be chosen on the client's own value; route on "
                 "the path, or on a header the client sends"
+            )
+        elif cond.name in NEVER_FORWARDED:
+            out.append(
+                f"match.headers: {cond.name} never reaches an upstream (the proxy drops it), "
+                "so routing does not see it either: this condition never holds"
             )
         elif cond.name in FORWARDING | CLIENT_CLAIMS and not config.trusted_proxies:
             out.append(

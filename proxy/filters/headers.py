@@ -132,6 +132,13 @@ def peer_address(peername: object) -> str:
     return address
 
 
+# What a WebSocket upgrade forwards although hop-by-hop (`forward_headers(keep=...)`): a
+# route may match `Upgrade: websocket`.
+UPGRADE_HEADERS = frozenset({"upgrade", "connection"})
+# Never forwarded from any client: a route condition on one can never hold.
+NEVER_FORWARDED = (HOP_BY_HOP - UPGRADE_HEADERS) | REQUEST_OVERRIDES | CLIENT_DROPPED
+
+
 def routing_view(
     headers: Sequence[Header], names: frozenset[str], *, trusted: bool
 ) -> dict[str, str]:
@@ -147,13 +154,15 @@ def routing_view(
         lname = name.lower()
         if lname == "connection":
             listed.update(t.strip().lower() for t in value.split(","))
-        elif lname in names and "_" not in name:
+        if lname in names and "_" not in name:
             seen[lname] = None if lname in seen else value
     dropped = _DROPPED_FROM_TRUSTED if trusted else _DROPPED_FROM_CLIENTS | FORWARDING
     return {
         n: v
         for n, v in seen.items()
-        if v is not None and n not in listed and n not in dropped and n not in CLIENT_DROPPED
+        if v is not None
+        and (n in UPGRADE_HEADERS or (n not in listed and n not in dropped))
+        and n not in CLIENT_DROPPED
     }
 
 

@@ -232,3 +232,23 @@ def test_a_trusted_proxys_forwarding_header_routes(start_proxy, client):
     p = start_proxy(routes=HEADER_ROUTES, extra="trusted_proxies: [127.0.0.0/8]\n")
     got = echo(client.get(p.url + "/s", headers={"X-Forwarded-Proto": "https"}))
     assert got["server"] == "svc"
+
+
+def test_a_websocket_route_chosen_by_its_upgrade_header(start_proxy):
+    """`Upgrade` and `Connection` are hop-by-hop, but an upgrade forwards them: a route
+    conditioned on `Upgrade: websocket` takes the handshake, plain requests go on."""
+    p = start_proxy(
+        routes="""\
+- name: sockets
+  match: {prefix: /ws, headers: {Upgrade: websocket}}
+  mode: extracted
+  target: svc
+"""
+    )
+
+    async def upstream_of_handshake() -> str:
+        async with aiohttp.ClientSession() as s, s.ws_connect(p.url + "/ws") as ws:
+            return ws._response.headers["X-Upstream"]
+
+    assert asyncio.run(upstream_of_handshake()) == "svc"
+    assert echo(httpx.get(p.url + "/ws/x"))["server"] == "legacy"

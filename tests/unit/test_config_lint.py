@@ -162,3 +162,17 @@ def test_header_conditions_on_values_the_client_cannot_vouch_for():
     ), found
     trusted = warnings_for(text + "trusted_proxies: [10.0.0.0/8]\n")
     assert not any("only believed from trusted_proxies" in w for w in trusted), trusted
+
+
+def test_header_conditions_on_headers_the_proxy_never_forwards():
+    text = HEAD + (
+        "routes:\n  - name: k\n    match: {prefix: /k, headers: {Keep-Alive: '5'}}\n"
+        "    mode: extracted\n    target: customers\n"
+        "  - name: w\n    match: {prefix: /w, headers: {Upgrade: websocket}}\n"
+        "    mode: extracted\n    target: customers\n"
+    )
+    found = warnings_for(text)
+    assert any("'k': match.headers: keep-alive never reaches an upstream" in w for w in found), (
+        found
+    )
+    assert not any("'w'" in w for w in found), found

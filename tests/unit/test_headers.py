@@ -243,3 +243,12 @@ def test_routing_sees_only_header_values_the_upstream_will_receive():
     assert routing_view([("X_Beta", "1")], names, trusted=True) == {}
     assert routing_view([("X-HTTP-Method-Override", "DELETE")], names, trusted=True) == {}
     assert routing_view([("X-Other", "1")], names, trusted=True) == {}
+
+
+def test_routing_sees_an_upgrades_own_hop_by_hop_headers():
+    names = frozenset({"upgrade", "connection", "keep-alive", "te"})
+    handshake = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Keep-Alive", "5")]
+    assert routing_view(handshake, names, trusted=False) == {
+        "upgrade": "websocket",
+        "connection": "Upgrade",
+    }
