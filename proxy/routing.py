@@ -251,8 +251,9 @@ def _literal_first_segment(regex: str) -> str | None:
 def _specificity_key(route: Route) -> tuple[int, str]:
     m = route.match
     if m.path is not None:
-        # normalize param names: /a/{id} and /a/{x} cover the same paths
-        return (0, re.sub(r"\{[^}]*\}", "{}", m.path))
+        # normalize param names (/a/{id} and /a/{x} cover the same paths) and a trailing
+        # slash (matched either way)
+        return (0, re.sub(r"\{[^}]*\}", "{}", m.path).rstrip("/") or "/")
     if m.regex is not None:
         return (2, m.regex)
     return (3, (m.prefix or "/").rstrip("/") or "/")

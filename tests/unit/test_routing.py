@@ -168,6 +168,9 @@ def test_root_prefix_catches_everything():
         (dict(prefix="/a"), dict(prefix="/a/b"), False),
         (dict(path="/a/{id}"), dict(prefix="/a"), False),
         (dict(prefix="/a", host="h"), dict(prefix="/a", host="h"), True),
+        (dict(path="/api/login"), dict(path="/api/login/"), True),  # matched either way
+        (dict(path="/a/{id}/"), dict(path="/a/{x}"), True),
+        (dict(path="/a"), dict(path="/a/b"), False),
     ],
 )
 def test_find_unreachable(first, second, unreachable):
