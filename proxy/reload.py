@@ -9,6 +9,7 @@ replaces the running table: the error is logged, kept for `GET /-/config`, and c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -50,6 +51,13 @@ def _fingerprint(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return None
+
+
 class Reloader:
     """Owns the swap; `build` turns a path into a `Runtime` or raises with a message."""
 
@@ -72,6 +80,7 @@ class Reloader:
         self.successes = 0
         self.last_error: str | None = None
         self._seen = _fingerprint(path)
+        self._loaded = _digest(path)  # the contents the running table was built from
         self._lock: asyncio.Lock | None = None
         self._asked = 0  # reload_async calls so far
         self._covered = 0  # calls answered by the last build (it started after them)
@@ -94,13 +103,18 @@ class Reloader:
             generation = self.holder.current.generation + 1
             loop = asyncio.get_running_loop()
             try:
-                new = await loop.run_in_executor(None, self.build, self.path, generation)
+                new, digest = await loop.run_in_executor(None, self._read_and_build, generation)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the last good table
                 event = self._finish(trigger, None, exc)
             else:
+                self._loaded = digest
                 event = self._finish(trigger, new, None)
             self._covered, self._last = covers, event
             return event
+
+    def _read_and_build(self, generation: int) -> tuple[Runtime, bytes | None]:
+        digest = _digest(self.path)
+        return self.build(self.path, generation), digest
 
     def _finish(self, trigger: str, new: Runtime | None, exc: Exception | None) -> ReloadEvent:
         old = self.holder.current
@@ -142,5 +156,11 @@ class Reloader:
                 # Let a writer that truncates-then-writes finish before reading.
                 await asyncio.sleep(0.05)
                 if _fingerprint(self.path) != current:
+                    continue
+                unchanged = self._loaded is not None and _digest(self.path) == self._loaded
+                if unchanged and self.last_error is None:
+                    # The same contents (a hard link, a touch, a chmod by config management):
+                    # nothing to rebuild, which for a big table is seconds of CPU.
+                    self._seen = current
                     continue
                 await self.reload_async("watch")

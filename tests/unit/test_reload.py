@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from proxy.config.loader import parse_config
-from proxy.reload import Reloader
+from proxy.reload import Reloader, _fingerprint
 from proxy.runtime import Runtime, RuntimeHolder
 
 TEXT = "version: 1\nupstreams: {legacy: 'http://127.0.0.1:9'}\n"
@@ -120,3 +120,24 @@ async def test_a_deleted_file_is_reported_and_its_return_reloaded(tmp_path):
     path.write_text(TEXT)
     await watch_until(reloader, lambda: reloader.successes == 1)
     assert reloader.failures == 1  # reported once, not at every poll
+
+
+async def test_the_same_contents_under_a_new_ctime_are_not_rebuilt(tmp_path):
+    """A hard link, a touch or a same-mode chmod (backup tools, config management) changes
+    the file's times, not its table: a 10 000-route file is not rebuilt for that."""
+    import os
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(TEXT)
+    holder = RuntimeHolder(Runtime.build(parse_config(TEXT)))
+    calls: list[int] = []
+    reloader = Reloader(path, holder, counting_build(calls))
+    os.link(path, tmp_path / "backup.yaml")
+    path.chmod(0o644)
+    os.utime(path)
+    started = _fingerprint(path)
+    await watch_until(reloader, lambda: reloader._seen == started)
+    assert calls == []
+    path.write_text(TEXT + "# edited\n")
+    await watch_until(reloader, lambda: reloader.successes == 1)
+    assert calls == [1]
