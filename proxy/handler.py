@@ -257,10 +257,15 @@ class ProxyHandler:
         *,
         route: Route | None = None,
         method: str = "-",
+        request_id: str | None = None,
+        path: str | None = None,
+        query: str | None = None,
+        duration_s: float = 0.0,
     ) -> None:
         """A request refused before it ran (by aiohttp's parser, or a body that stalled):
         counted and logged as any answer is, so malformed traffic shows in metrics and logs.
-        Its target is not logged: it may be what was malformed, and may hold a secret."""
+        A target the parser refused is not logged (it may be what was malformed, and may
+        hold a secret): `path` and `query` only come from a head the edge admitted."""
         if self.telemetry is not None:
             self.telemetry.request_finished(
                 route.name if route is not None else None,
@@ -268,10 +273,13 @@ class ProxyHandler:
                 PROXY,
                 method,
                 status,
-                0.0,
+                duration_s,
                 bytes_out,
                 client=client,
                 error=reason,
+                request_id=request_id,
+                path=path,
+                query=query,
             )
 
     def _internal_error(self, ex: Exchange, exc: Exception, client_headers: Any) -> web.Response:

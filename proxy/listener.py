@@ -475,18 +475,27 @@ class EdgeConnection(asyncio.Protocol):
         self._keep_alive = False
         timeout = self.listener.idle_timeout
         route = pre.match.route if pre.match is not None else None
-        self.send_response(
-            error_response(
-                408,
-                f"the client sent no request body bytes for {timeout:g} s (limits.idle_timeout)",
-                route=route.name if route is not None else None,
-                request_id=request_id(msg.headers.get("X-Request-ID")),
-                accept=msg.headers.get("Accept"),
-                close=True,
-            )
+        rid = request_id(msg.headers.get("X-Request-ID"))
+        answer = error_response(
+            408,
+            f"the client sent no request body bytes for {timeout:g} s (limits.idle_timeout)",
+            route=route.name if route is not None else None,
+            request_id=rid,
+            accept=msg.headers.get("Accept"),
+            close=True,
         )
+        self.send_response(answer)
         self.listener.handler.refused(
-            408, "client body timeout", self.peer, route=route, method=msg.method
+            408,
+            "client body timeout",
+            self.peer,
+            len(answer.body) if isinstance(answer.body, bytes) else 0,
+            route=route,
+            method=msg.method,
+            request_id=rid,
+            path=pre.edge.path,
+            query=pre.edge.query,
+            duration_s=timeout,  # at least: the wait since the body's last bytes
         )
         self.transport.close()
 

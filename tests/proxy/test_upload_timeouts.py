@@ -20,7 +20,7 @@ import pytest
 
 from tests.conformance.wire import Wire
 from tests.proxy.conftest import Upstreams, base_config
-from tests.support.procs import PYTHON, ROOT, free_port, running
+from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
 
 PIECE = b"u" * (32 * 1024)
 PIECES = 8  # 256 KiB: more than the fast lane reads whole, so it streams
@@ -42,12 +42,15 @@ def proxy(
     )
     path = tmp_path / "routes.yaml"
     path.write_text(config)
-    with running(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(path)],
-        ready_url=f"http://127.0.0.1:{admin}/-/ready",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
+    with (
+        (tmp_path / "proxy.log").open("w") as log,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(path)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            stdout=log,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        ),
     ):
         yield port, admin
 
@@ -123,10 +126,10 @@ def test_keep_alive_idle_time_does_not_count_against_the_next_request(stalling):
     assert resp.status == 200, resp.body
 
 
-def test_a_small_body_that_stalls_gets_408_naming_the_route(stalling):
+def test_a_small_body_that_stalls_gets_408_naming_the_route(stalling, tmp_path):
     port, admin = stalling
     with Wire(port, timeout=10) as w:
-        w.send(head(len(SMALL)) + SMALL[:100])
+        w.send(head(len(SMALL)).replace(b"upload ", b"upload?key=s3cret ") + SMALL[:100])
         resp = w.response("POST")
     assert resp.status == 408, resp.body
     assert resp.header("connection") == ["close"]
@@ -135,6 +138,19 @@ def test_a_small_body_that_stalls_gets_408_naming_the_route(stalling):
     metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics").text
     counted = 'method="POST",mode="extracted",route="svc",side="proxy",status_class="4xx"} 1.0'
     assert counted in metrics, metrics
+    # Its access line can be found by the request id the client got, with the path
+    # (and the query, redacted).
+    rid = resp.header("x-request-id")[0]
+
+    def access_line() -> dict | None:
+        for line in (tmp_path / "proxy.log").read_text().splitlines():
+            if f'"request_id":"{rid}"' in line:
+                return json.loads(line)
+        return None
+
+    line = wait_until(access_line, what="the 408's access line")
+    assert line["status"] == 408 and line["route"] == "svc" and line["path"] == "/svc/upload"
+    assert "s3cret" not in json.dumps(line) and line["duration_ms"] >= 500, line
 
 
 def test_bad_client_bodies_do_not_open_the_upstream_breaker(stalling):
