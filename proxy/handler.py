@@ -424,7 +424,7 @@ class ProxyHandler:
         # request body: stream unless something must see it whole or send it twice
         body: bytes | BodySource | None = None
         if request.body_exists:
-            idle = rt.config.limits.idle_timeout  # the client may pause its body this long
+            idle = self.limits.idle_timeout  # the client may pause its body this long (as at start)
             if edge.expect_continue:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             # A small body of an idempotent request is kept so a retry can send it again.
