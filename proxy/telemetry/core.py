@@ -173,7 +173,7 @@ class Telemetry:
         return tracing.start_server_span(
             headers,
             method,
-            path,
+            self.redactor.path(path) if ";" in path else path,
             route=name or DEFAULT_ROUTE,
             http_route=self._routes.get(name) if name else None,
             scheme=scheme,
@@ -283,7 +283,7 @@ class Telemetry:
             "side": side,
             "upstream": upstream,
             "method": method,
-            "path": path,
+            "path": self.redactor.path(path) if path and ";" in path else path,
             "status": status,
             "duration_ms": round(duration_s * 1000.0, 3),
             "bytes_out": bytes_out,

@@ -103,7 +103,7 @@ _SECRET_PARTS = (
     "csrf",
     "xsrf",
 )
-_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "pin"})
+_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "pin", "sid"})
 # `code` is a secret only as a query parameter (an OAuth authorization code in a redirect);
 # in a body `code` is an error or product code a diff must show.
 _PARAM_WHOLE = _SECRET_WHOLE | {"code"}
@@ -120,12 +120,17 @@ def secret_name(name: str, *, whole_words: bool = True) -> bool:
     `whole_words=False` checks the parts only, for `name=value` in prose, where `key=len`
     and `pin=2` are ordinary words."""
     norm = _compact(name)
-    return (whole_words and norm in _SECRET_WHOLE) or any(part in norm for part in _SECRET_PARTS)
+    if whole_words and (norm in _SECRET_WHOLE or norm.endswith(".sid")):  # Express's connect.sid
+        return True
+    return any(part in norm for part in _SECRET_PARTS)
 
 
 # A query parameter in free text (`...?key=V&sig=V`): only after '?' or '&', so prose and
 # tracebacks (`exit code=137`, `sorted(x, key=len)`) keep their words.
 _PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\s"'<>()]+""")
+
+
+_PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/]+)=)[^;/]*")
 
 
 def secret_param(name: str) -> bool:
@@ -303,6 +308,20 @@ class Redactor:
             return self.text(body.decode("utf-8")).encode()
         except UnicodeDecodeError:
             return body
+
+    def path(self, path: str) -> str:
+        """A path with the values of secret `;name=value` parameters replaced (Java servlet
+        containers put the session there: `/cart;jsessionid=...`)."""
+        if ";" not in path:
+            return path
+        return _PATH_PARAM.sub(
+            lambda m: (
+                f"{m.group('key')}{REDACTED}"
+                if self.is_secret(m.group("name")) or secret_param(m.group("name"))
+                else m.group(0)
+            ),
+            path,
+        )
 
     def query(self, query: str) -> str:
         """A URL query string with the values of secret parameters replaced: the configured

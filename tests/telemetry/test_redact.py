@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from hypothesis import assume, given
@@ -118,3 +119,29 @@ def test_logs_hide_the_fields_a_query_string_hides():
     assert r.text(head) == (
         f"GET / HTTP/1.1\nX-Session-Id: {REDACTED}\nX-Amz-Signature: {REDACTED}\nAccept: */*"
     )
+
+
+def test_session_ids_are_secret_in_queries_and_path_parameters():
+    """Servlet containers, PHP, ASP.NET and Express name their session cookies and URL
+    parameters differently: each is a secret wherever a log line or a span shows it."""
+    r = Redactor()
+    query = "jsessionid=A&PHPSESSID=B&sid=C&ASP.NET_SessionId=D&connect.sid=E&page=2&side=left"
+    assert r.query(query) == (
+        f"jsessionid={REDACTED}&PHPSESSID={REDACTED}&sid={REDACTED}"
+        f"&ASP.NET_SessionId={REDACTED}&connect.sid={REDACTED}&page=2&side=left"
+    )
+    assert r.path("/shop;jsessionid=S3CRET/cart;v=2") == f"/shop;jsessionid={REDACTED}/cart;v=2"
+    assert r.path("/plain/path") == "/plain/path"
+
+
+def test_the_access_line_and_the_span_hide_a_session_in_the_path():
+    from proxy.config.model import TelemetryConfig
+    from proxy.telemetry import Telemetry
+
+    stream = io.StringIO()
+    t = Telemetry(TelemetryConfig(metrics=False), log_stream=stream)
+    t.request_finished(
+        None, "legacy", "legacy", "GET", 200, 0.001, 0, path="/cart;jsessionid=S3CRET"
+    )
+    t.log.flush()
+    assert "S3CRET" not in stream.getvalue() and "/cart;jsessionid=" in stream.getvalue()
