@@ -24,13 +24,9 @@ from .paths import keys_in_path
 
 # Data a diff store must not keep besides credentials (PCI DSS forbids storing a CVV).
 PERSONAL = ("email", "cardnumber", "creditcard", "cvv", "cvc", "iban", "ssn", "otp")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-# `name=value` pairs anywhere in free text (not only after `?`/`&`): the store is stricter than
-# a log line, but only for names that are secret in prose (`key=len`, `code=137` stay).
-# `{value}` is `generalize_path`'s placeholder (`;jsessionid={value}`), not a value.
-_PAIR = re.compile(r"\b([A-Za-z0-9_.\-]++)=(?!\{value\})([^&\s\"'<]+)")
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]++@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # A keyed list element in a difference path: `$.sessions[session_id="abc"]`.
-_KEYED = re.compile(r"\[([A-Za-z_][\w\-]*)=(\"(?:[^\"\\]|\\.)*\"|[^\]]*)\]")
+_KEYED = re.compile(r"\[([A-Za-z_][\w\-]*+)=(\"(?:[^\"\\]|\\.)*+\"|[^\]\[]*+)\]")
 
 
 class Redactor:
@@ -58,22 +54,12 @@ class Redactor:
         return value
 
     def text(self, text: str) -> str:
-        """Free text: the log redactor's rules (credential headers and lines, auth schemes,
-        JWTs, secret pairs, HTML fields, query parameters), e-mail addresses, and `name=value`
-        pairs whose name is secret."""
+        """Free text: e-mail addresses, and the log redactor's rules (credential headers and
+        lines, auth schemes, JWTs, secret pairs and `name=value`, HTML fields, query
+        parameters)."""
         if "@" in text:
             text = _EMAIL.sub(REDACTED, text)
-        text = self._text.text(text)
-        if "=" not in text or not self._text.mentions_secret(text):
-            return text
-        return _PAIR.sub(
-            lambda m: (
-                f"{m.group(1)}={REDACTED}"
-                if self._text.is_secret(m.group(1), prose=True)
-                else m.group(0)
-            ),
-            text,
-        )
+        return self._text.text(text)
 
     def path(self, path: str) -> str:
         """A stored difference path or field: values in it (a keyed element's key value, a

@@ -58,7 +58,7 @@ _SCHEME_TOKEN = re.compile(
 )
 _WORD = re.compile(r"(?:[A-Z]?[a-z]+|[A-Z]+)(?:-(?:[A-Z]?[a-z]+|[A-Z]+))*")
 # A JSON Web Token (JWS: three base64url parts, JWE: five); `eyJ` is base64 for `{"`.
-JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*){2,4}")
+JWT = re.compile(r"(?<![\w.\-])eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+){2,4}+")
 # Header-like lines (`X-Api-Key: v`, as an upstream's error page echoes the request head),
 # JSON/JS-like pairs in text (`"jwt": "v"`, `session_id: 42`, `API key: v`) and HTML fields
 # (`<input name="csrfmiddlewaretoken" value="v">`, `<meta name="csrf-token" content="v">`):
@@ -67,10 +67,10 @@ _HEADER_LINE = re.compile(r"(?m)^(?P<key>[ \t]*(?P<name>[A-Za-z][\w.-]*)[ \t]*:[
 _NAMED_PAIR = re.compile(
     r"""(?P<key>(?P<q1>["']?)(?<![\w.-])(?P<name>(?:[A-Za-z][\w.-]*+ )?[A-Za-z_][\w.-]*+)(?P=q1)"""
     r"""[ \t]*:[ \t]*)"""
-    r"""(?:(?P<q>["'])(?:\\.|(?!(?P=q))[^\r\n])*(?P=q)|(?P<bare>[^\s,;'"<>{}\[\]]+))"""
+    r"""(?:(?P<q>["'])(?:\\.|(?!(?P=q))[^\r\n\\])*+(?P=q)|(?P<bare>[^\s,;'"<>{}\[\]]+))"""
 )
 _KEY_WORDS = frozenset({"key", "id"})  # `API key`, `access key`, `session id`
-_TAG = re.compile(r"<[A-Za-z][^<>]*?(?<![\w-])(?:name|id)[ \t]*=[^<>]*>")  # named elements
+_TAG = re.compile(r"<[A-Za-z][^<>]*+>")  # an element; `_tag` looks for a secret name in it
 _TAG_NAME = re.compile(r"""(?<![\w-])(?:name|id)[ \t]*=[ \t]*(["']?)([^"'\s<>]+)\1""")
 _TAG_VALUE = re.compile(
     r"""(?P<key>(?<![\w-])(?:value|content)[ \t]*=[ \t]*)"""
@@ -120,7 +120,7 @@ def secret_name(name: str, *, whole_words: bool = True) -> bool:
     `whole_words=False` checks the parts only, for `name=value` in prose, where `key=len`
     and `pin=2` are ordinary words."""
     norm = _compact(name)
-    if whole_words and (norm in _SECRET_WHOLE or norm.endswith(".sid")):  # Express's connect.sid
+    if norm.endswith(".sid") or (whole_words and norm in _SECRET_WHOLE):  # Express's connect.sid
         return True
     return any(part in norm for part in _SECRET_PARTS)
 
@@ -130,6 +130,11 @@ def secret_name(name: str, *, whole_words: bool = True) -> bool:
 _PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\s"'<>()]+""")
 
 
+# `name=value` anywhere in free text (`db_password=x` in a message), for names secret even
+# in prose; `{value}` is `generalize_path`'s placeholder (`;jsessionid={value}`).
+_PROSE_PAIR = re.compile(
+    r"""(?<![A-Za-z0-9_.\-])([A-Za-z_][A-Za-z0-9_.\-]*+)=(?!\{value\})([^&;\s"'<>()]+)"""
+)
 _PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/]+)=)[^;/]*")
 
 
@@ -178,8 +183,10 @@ class Redactor:
         # Secrets named in free text (messages, tracebacks, query strings); names match with
         # - or _ as separators. Three shapes, in one pass:
         #   "name": "value" / name='value'   -> the whole quoted value
-        #   name: value                       -> to the end of the line (header-like)
+        #   name: value                       -> to the end of the line (header-like; a
+        #                                        value may have blanks: over-redacting is safe)
         #   name=value                        -> to the next & ; or space (query-string-like)
+        # (Lines that start with a secret name are `_HEADER_LINE`'s: to the end of the line.)
         names = "|".join(
             sorted((re.escape(n).replace(r"\-", "[-_]") for n in self.names), key=len, reverse=True)
         )
@@ -187,8 +194,9 @@ class Redactor:
         key = r"""(?=["'""" + re.escape(first) + r"""])["']?\b(?:""" + names + r""")\b["']?"""
         self._named_in_text = re.compile(
             r"(?P<key>" + key + r"""\s*(?:(?P<colon>:)|=))"""
-            r"""(?:(?P<ws>\s*)(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)"""
-            r"""|(?(colon)(?P<wc>[ \t]*)(?!["'\s])[^\r\n]+|(?P<we>\s*)(?!["'])[^&;\s"']*))""",
+            r"""(?:(?P<ws>\s*)(?P<q>["'])(?:\\.|(?!(?P=q))[^\n\\])*+(?P=q)"""
+            r"""|(?(colon)(?P<wc>[ \t]*)(?!["'\s])[^\r\n]++"""
+            r"""|(?P<we>\s*)(?!["'])[^&;\s"']*+))""",
             re.IGNORECASE,
         )
 
@@ -250,6 +258,8 @@ class Redactor:
                 text = _NAMED_PAIR.sub(self._named, text)
             if equals and "<" in text:
                 text = _TAG.sub(self._tag, text)
+            if equals:
+                text = _PROSE_PAIR.sub(self._prose_pair, text)
         if equals:
             # query parameters whose name says secret (`?key=`, `&sig=`, `&client_secret=`),
             # as a query string is redacted (`query`).
@@ -286,6 +296,11 @@ class Redactor:
             return m.group(0)
         q = m.group("q") or ""
         return f"{m.group('key')}{q}{REDACTED}{q}"
+
+    def _prose_pair(self, m: re.Match[str]) -> str:
+        if not self.is_secret(m.group(1), prose=True):
+            return m.group(0)
+        return f"{m.group(1)}={REDACTED}"
 
     def _tag(self, m: re.Match[str]) -> str:
         tag = m.group(0)

@@ -98,7 +98,7 @@ def test_free_text_loses_secret_query_values_and_keeps_prose():
     r = Redactor()
     text = r.text("check (idp /auth/check?key=SHARED&sig=SIGNED&realm=shop) failed")
     assert "SHARED" not in text and "SIGNED" not in text and "realm=shop" in text
-    for prose in ("worker exit code=137", "sorted(items, key=len)", "consecutive=5 session=42"):
+    for prose in ("worker exit code=137", "sorted(items, key=len)", "consecutive=5 attempt=2"):
         assert r.text(prose) == prose
 
 
