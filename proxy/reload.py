@@ -157,10 +157,17 @@ class Reloader:
                 await asyncio.sleep(0.05)
                 if _fingerprint(self.path) != current:
                     continue
-                unchanged = self._loaded is not None and _digest(self.path) == self._loaded
-                if unchanged and self.last_error is None:
-                    # The same contents (a hard link, a touch, a chmod by config management):
-                    # nothing to rebuild, which for a big table is seconds of CPU.
+                # Only the ctime moved (a hard link, a chmod by config management) and the
+                # contents are the running table's: nothing to rebuild (seconds of CPU for a
+                # big table). A save or a `touch` moves the mtime and reloads, translators
+                # included, as the docs promise.
+                ctime_only = (
+                    self._seen is not None
+                    and current is not None
+                    and (current[:2] + current[3:] == self._seen[:2] + self._seen[3:])
+                )
+                unchanged = ctime_only and self._loaded is not None
+                if unchanged and _digest(self.path) == self._loaded and self.last_error is None:
                     self._seen = current
                     continue
                 await self.reload_async("watch")

@@ -142,8 +142,9 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
             )
         elif cond.name in NEVER_FORWARDED:
             out.append(
-                f"match.headers: {cond.name} never reaches an upstream (the proxy drops it), "
-                "so routing does not see it either: this condition never holds"
+                f"match.headers: {cond.name} is the proxy's to drop or set (an upstream never "
+                "gets the client's as sent), so routing does not see it: this condition never "
+                "holds"
             )
         elif cond.name in FORWARDING | CLIENT_CLAIMS and not config.trusted_proxies:
             out.append(

@@ -283,7 +283,7 @@ class Tracing:
             parent.span_id,
             parent.trace_state,
             method,
-            url,
+            self.redactor.path(url) if ";" in url else url,  # `;jsessionid=` is a secret
             upstream=upstream,
             attempt=attempt,
             fallback=fallback,
@@ -363,7 +363,7 @@ class Tracing:
             parent[1],
             state,
             method,
-            url,
+            self.redactor.path(url) if ";" in url else url,
             upstream=upstream,
             shadow=shadow,
             remote=True,

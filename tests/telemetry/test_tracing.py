@@ -327,3 +327,20 @@ def test_traceparent_and_tracestate_follow_the_w3c_parsing_rules():
     assert clean_tracestate("!!!not a tracestate;;;") is None
     assert clean_tracestate("Upper=1") is None  # keys are lower-case
     assert clean_tracestate(",".join(f"k{i}=v" for i in range(33))) is None  # over 32 members
+
+
+def test_a_session_in_the_path_stays_out_of_both_spans(traced):
+    """`;jsessionid=` is the session: neither the server span's `url.path` nor the upstream
+    call's `url.full` may carry it."""
+    t = traced()
+    route = make_config().routes[0]
+    span = t.start_server_span({}, "GET", "/cart;jsessionid=S3CRET", route)
+    child = t.attempt_started(
+        span, "GET", "http://127.0.0.1:8102/cart;jsessionid=S3CRET", upstream="customers"
+    )
+    t.attempt_finished(child, "customers", 200)
+    t.request_finished("customers", "extracted", "extracted", "GET", 200, 0.01, 1, span=span)
+    spans = traced.exporter.get_finished_spans()
+    attrs = [dict(s.attributes) for s in spans]
+    assert len(attrs) == 2 and "S3CRET" not in repr(attrs), attrs
+    assert any(a.get("url.full", "").endswith("/cart;jsessionid=[REDACTED]") for a in attrs)
