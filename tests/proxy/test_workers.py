@@ -228,23 +228,34 @@ def test_a_second_supervisor_cannot_share_the_port_through_reuseport(
     assert fresh_get(first.url + "/x").status_code == 200
 
 
-def test_ctrl_c_at_a_terminal_drains_every_worker(start_proxy):
-    """A terminal's Ctrl-C signals its whole foreground process group. The workers hear it
-    once, from their supervisor, so it drains: it is not the second Ctrl-C that cuts."""
-    p = start_proxy(extra="grace_period: 30\n", args=("--workers", "2"))
-    wait_until(lambda: len(worker_pids(p.proc.pid)) == 2, what="two workers")
-    wait_until(lambda: listening(p, 2), what="every worker to serve")
+def slow_request_in_flight(p, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
+    """GET /slow?s=`seconds` on a thread, once a worker counts it in flight (in any worker:
+    `/-/ready` tells worker 0's alone); the dict gets `status`, or `error` when cut."""
     outcome: dict[str, object] = {}
 
     def slow_request() -> None:
         try:
-            outcome["status"] = httpx.get(p.url + "/slow?s=2", timeout=20).status_code
+            url = f"{p.url}/slow?s={seconds}"
+            outcome["status"] = httpx.get(url, timeout=seconds + 15).status_code
         except Exception as exc:  # noqa: BLE001 - reported to the test
             outcome["error"] = type(exc).__name__
 
+    def in_flight() -> float:
+        text = httpx.get(p.admin + "/metrics").text
+        return sum(v for n, _, v in samples_from_text(text) if n == "strangler_requests_in_flight")
+
     t = threading.Thread(target=slow_request)
     t.start()
-    wait_until(lambda: in_flight(p) >= 1, what="the request in flight")
+    wait_until(lambda: in_flight() >= 1, what="the request in flight")
+    return t, outcome
+
+
+def test_ctrl_c_at_a_terminal_drains_every_worker(start_proxy):
+    """A terminal's Ctrl-C signals its whole foreground process group. The workers leave it
+    to their supervisor, which has them drain: it is not the second Ctrl-C that cuts."""
+    p = start_proxy(extra="grace_period: 30\n", args=("--workers", "2"))
+    wait_until(lambda: listening(p, 2), what="every worker to serve")
+    t, outcome = slow_request_in_flight(p, 2)
     os.killpg(p.proc.pid, signal.SIGINT)  # the supervisor leads the group `running` made
     assert p.proc.wait(20) == 0
     t.join(15)
@@ -252,25 +263,10 @@ def test_ctrl_c_at_a_terminal_drains_every_worker(start_proxy):
     assert "interrupted again" not in p.log.read_text()
 
 
-def in_flight(p) -> float:  # in any worker (`/-/ready` tells worker 0's alone)
-    text = httpx.get(p.admin + "/metrics").text
-    return sum(v for n, _, v in samples_from_text(text) if n == "strangler_requests_in_flight")
-
-
 def test_a_second_ctrl_c_at_a_terminal_cuts_the_workers_drain(start_proxy):
     p = start_proxy(extra="grace_period: 30\n", args=("--workers", "2"))
     wait_until(lambda: listening(p, 2), what="every worker to serve")
-    outcome: dict[str, object] = {}
-
-    def slow_request() -> None:
-        try:
-            outcome["status"] = httpx.get(p.url + "/slow?s=25", timeout=40).status_code
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            outcome["error"] = type(exc).__name__
-
-    t = threading.Thread(target=slow_request)
-    t.start()
-    wait_until(lambda: in_flight(p) >= 1, what="the request in flight")
+    t, outcome = slow_request_in_flight(p, 25)
     os.killpg(p.proc.pid, signal.SIGINT)
     wait_until(lambda: p.log.read_text().count("draining:") == 2, what="both workers to drain")
     os.killpg(p.proc.pid, signal.SIGINT)
