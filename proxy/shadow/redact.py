@@ -99,9 +99,11 @@ class Redactor:
         if not body:
             return ""
         if kind == "json":
+            if len(body) > 4 * limit:  # its redacted text could not fit: not worth the work
+                return None
             try:
                 doc = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return self.text(body[:limit].decode("utf-8", "replace"))
             text = json.dumps(self.value(doc), ensure_ascii=False)
             return text if len(text) <= limit else None

@@ -58,7 +58,9 @@ _SCHEME_TOKEN = re.compile(
 )
 _WORD = re.compile(r"(?:[A-Z]?[a-z]+|[A-Z]+)(?:-(?:[A-Z]?[a-z]+|[A-Z]+))*")
 # A JSON Web Token (JWS: three base64url parts, JWE: five); `eyJ` is base64 for `{"`.
-JWT = re.compile(r"(?<![\w.\-])eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+){2,4}+")
+# Not right after a `-` (nor inside a word): a run `eyJ-eyJ-...` would be scanned again from
+# each `eyJ` (quadratic); after a `.` (`v1.eyJ...`) the scan stops at the next dot.
+JWT = re.compile(r"(?<![\w\-])eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+){2,4}+")
 # Header-like lines (`X-Api-Key: v`, as an upstream's error page echoes the request head),
 # JSON/JS-like pairs in text (`"jwt": "v"`, `session_id: 42`, `API key: v`) and HTML fields
 # (`<input name="csrfmiddlewaretoken" value="v">`, `<meta name="csrf-token" content="v">`):
@@ -135,7 +137,7 @@ _PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\
 _PROSE_PAIR = re.compile(
     r"""(?<![A-Za-z0-9_.\-])([A-Za-z_][A-Za-z0-9_.\-]*+)=(?!\{value\})([^&;\s"'<>()]+)"""
 )
-_PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/]+)=)[^;/]*")
+_PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/?#]+)=)[^;/?#]*")
 
 
 def secret_param(name: str) -> bool:

@@ -17,6 +17,7 @@ ADVERSARIAL = {
     "unclosed quote, backslashes (JSON-like pair)": 'x "token": "' + "\\" * 80,
     "unclosed quote, backslashes (pair)": "x sid: '" + "\\" * 80,
     "JWT starts everywhere": "eyJ-" * (MIB // 4),
+    "JWT starts after every dot": "eyJ." * (MIB // 4),
     "an element that never closes": "password <a" + " id=" * (MIB // 4),
     "dotted words before a pair": "a." * (MIB // 2) + " password=x",
     "a long local part without a domain": "token " + "a" * MIB + "@",
@@ -42,6 +43,7 @@ def test_the_linear_rules_still_redact() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
     assert r.text(f"token={jwt}") == f"token={REDACTED}"
     assert r.text(f"got {jwt} back") == f"got {REDACTED} back"
+    assert r.text(f"v1.{jwt}") == f"v1.{REDACTED}"
     assert r.text('"token": "a\\"b" next') == f'"token": "{REDACTED}" next'
     assert REDACTED in r.text('<input type="hidden" name="csrfmiddlewaretoken" value="abc">')
     assert r.text("db_password=hunter2 AWS_SECRET_ACCESS_KEY=abcd") == (
