@@ -242,7 +242,7 @@ class ShadowMirror:
             return False
         if self.candidate_down(route.target):
             return self.drop(route.name, CANDIDATE_DOWN)
-        lane = self._lanes.get(route.name)
+        lane = self._current_lane(route)
         if lane is not None and lane.queue.full():  # spare the handler buffering for nothing
             return self.drop(route.name, PROXY_BUSY if self.busy else QUEUE_FULL)
         if not self.memory.room(content_length or 0):  # nor keeping an answer it cannot hold
@@ -359,13 +359,23 @@ class ShadowMirror:
             stats = self._stats[name] = _Stats()
         return stats
 
+    def _current_lane(self, route: Route) -> _Lane | None:
+        """The route's lane, unless a reload changed its concurrency or queue (then the next
+        `submit` starts a new one, and the old lane's full queue says nothing about it)."""
+        lane = self._lanes.get(route.name)
+        policy = route.shadow
+        if lane is None or lane.concurrency != max(1, int(policy.concurrency)):
+            return None
+        return lane if lane.queue.maxsize == max(1, int(policy.queue)) else None
+
     def _lane(self, route: Route) -> _Lane:
         policy = route.shadow
         concurrency = max(1, int(policy.concurrency))
         size = max(1, int(policy.queue))
+        current = self._current_lane(route)
+        if current is not None:
+            return current
         lane = self._lanes.get(route.name)
-        if lane is not None and lane.concurrency == concurrency and lane.queue.maxsize == size:
-            return lane
         if lane is not None:
             self._retire(lane)
         if self._probe is None:

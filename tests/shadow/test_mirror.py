@@ -438,3 +438,18 @@ def test_shadow_answers_get_the_routes_response_headers_before_comparing():
     assert differ.compare(primary, as_route_answers(route, candidate)).match
     plain = Route(name="p", match=Match(prefix="/p"))
     assert as_route_answers(plain, candidate) is candidate
+
+
+async def test_a_reload_that_resizes_a_full_lane_admits_into_the_new_one(rig):
+    """The old lane's full queue says nothing once a reload changed the route's concurrency:
+    `admit` lets the request through, and `submit` starts the new lane."""
+    make, sender, store = rig
+    mirror = make()
+    slow, req, primary = slow_shadow("slow", concurrency=1, queue=1)
+    while mirror.submit(slow, "/slow", req, primary, "fill"):
+        pass  # one in flight, one queued: full
+    assert mirror.admit(slow, "GET", None) is False
+    bigger, _, _ = slow_shadow("slow", concurrency=4, queue=8)
+    assert mirror.admit(bigger, "GET", None) is True
+    assert mirror.submit(bigger, "/slow", req, primary, "after", admitted=True) is True
+    await mirror.close(timeout=0.2)
