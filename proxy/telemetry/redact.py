@@ -73,10 +73,11 @@ _NAMED_PAIR = re.compile(
 )
 _KEY_WORDS = frozenset({"key", "id"})  # `API key`, `access key`, `session id`
 _TAG = re.compile(r"<[A-Za-z][^<>]*+>")  # an element; `_tag` looks for a secret name in it
-_TAG_NAME = re.compile(r"""(?<![\w-])(?:name|id)[ \t]*=[ \t]*(["']?)([^"'\s<>]+)\1""")
+_TAG_NAME = re.compile(r"""(?<![\w-])(?:name|id)[ \t]*=[ \t]*(["']?)([^"'\s<>]+)\1""", re.I)
 _TAG_VALUE = re.compile(
     r"""(?P<key>(?<![\w-])(?:value|content)[ \t]*=[ \t]*)"""
-    r"""(?:(?P<q>["'])[^"'<>\r\n]+(?P=q)|[^\s"'<>]+)"""
+    r"""(?:(?P<q>["'])[^"'<>\r\n]+(?P=q)|[^\s"'<>]+)""",
+    re.IGNORECASE,  # legacy pages write `<INPUT NAME=... VALUE=...>`
 )
 
 
@@ -135,7 +136,8 @@ _PAIR = re.compile(r"""(?P<key>(?<=[?&])(?P<name>[A-Za-z][\w.-]*)=)(?![\[])[^&;\
 # `name=value` anywhere in free text (`db_password=x` in a message), for names secret even
 # in prose; `{value}` is `generalize_path`'s placeholder (`;jsessionid={value}`).
 _PROSE_PAIR = re.compile(
-    r"""(?<![A-Za-z0-9_.\-])([A-Za-z_][A-Za-z0-9_.\-]*+)=(?!\{value\})([^&;\s"'<>()]+)"""
+    r"""(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*+)(?P<eq>[ \t]*+=[ \t]*+)"""
+    r"""(?!\{value\})(?:(?P<q>["'])(?:\\.|(?!(?P=q))[^\r\n\\])*+(?P=q)|[^&;\s"'<>()]++)"""
 )
 _PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/?#]+)=)[^;/?#]*")
 
@@ -300,9 +302,10 @@ class Redactor:
         return f"{m.group('key')}{q}{REDACTED}{q}"
 
     def _prose_pair(self, m: re.Match[str]) -> str:
-        if not self.is_secret(m.group(1), prose=True):
+        if not self.is_secret(m.group("name"), prose=True):
             return m.group(0)
-        return f"{m.group(1)}={REDACTED}"
+        q = m.group("q") or ""
+        return f"{m.group('name')}{m.group('eq')}{q}{REDACTED}{q}"
 
     def _tag(self, m: re.Match[str]) -> str:
         tag = m.group(0)

@@ -20,6 +20,8 @@ ADVERSARIAL = {
     "JWT starts after every dot": "eyJ." * (MIB // 4),
     "an element that never closes": "password <a" + " id=" * (MIB // 4),
     "dotted words before a pair": "a." * (MIB // 2) + " password=x",
+    "blanks before no equals sign": "password " + "a " * (MIB // 2) + "=",
+    "an unclosed quoted pair value": "password a = '" + "\\" * 80,
     "a long local part without a domain": "token " + "a" * MIB + "@",
     "header-like lines": ("X-Api-Key" + " " * 100 + "\n") * 5000,
 }
@@ -50,4 +52,13 @@ def test_the_linear_rules_still_redact() -> None:
         f"db_password={REDACTED} AWS_SECRET_ACCESS_KEY={REDACTED}"
     )
     assert r.text("connect.sid=s%3ASECRET") == f"connect.sid={REDACTED}"
+    # quoted keyword arguments, blanks around `=`, upper-case HTML
+    assert r.text("Settings(db_password='hunter2')") == f"Settings(db_password='{REDACTED}')"
+    assert r.text("secret_key = abcdef") == f"secret_key = {REDACTED}"
+    assert (
+        r.text('<INPUT NAME="CSRF_TOKEN" VALUE="S">')
+        == f'<INPUT NAME="CSRF_TOKEN" VALUE="{REDACTED}">'
+    )
+    for prose in ("x = 1", "sorted(x, key=len)", "if key == value", "exit code=137"):
+        assert r.text(prose) == prose
     assert StoreRedactor().text("mail a.b@example.com now") == f"mail {REDACTED} now"
