@@ -1177,6 +1177,8 @@ class ProxyHandler:
                 if waited is not None:
                     raise RateLimited(verdict_for(policy, *waited))
                 return
+        if self.telemetry is not None:
+            self.telemetry.count("rate_limit_local", route=route.name)
         self._local_limit(route, policy, key)
 
     def _limited_response(

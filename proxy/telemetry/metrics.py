@@ -137,6 +137,12 @@ EVENTS: dict[str, Event] = {
         "stopping).",
         ("route", "reason"),
     ),
+    "rate_limit_local": Event(
+        "strangler_rate_limit_local_total",
+        "Requests on a route with a shared rate limit counted by this process alone, Redis not "
+        "answering in time (or down): the fleet may pass a few more than the budget.",
+        ("route",),
+    ),
     "config_reload": Event(
         "strangler_config_reloads_total",
         "routes.yaml reloads, by result (ok, failed).",
