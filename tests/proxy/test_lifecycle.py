@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
 
-from tests.support.procs import wait_until
+from tests.proxy.conftest import base_config
+from tests.support.procs import PYTHON, ROOT, free_port, stop, wait_until
 
 MiB = 1024 * 1024
 
@@ -319,18 +325,10 @@ def test_a_slow_reader_gets_the_whole_answer_when_the_proxy_stops(
     assert proxy.proc.wait(20) == 0
 
 
-def test_sigterm_while_starting_is_a_clean_exit(tmp_path):
-    """A SIGTERM that arrives before the proxy listens (a rollout that changed its mind, a
-    slow start) stops it with 0, not death by signal (-15). The config is a FIFO nobody
-    writes yet, which holds the start at reading it."""
-    import os
-    import signal as signals
-    import subprocess
-    from pathlib import Path
-
-    from tests.support.procs import PYTHON, ROOT, stop
-
-    config = tmp_path / "routes.yaml"
+@contextmanager
+def starting_on_a_fifo(config: Path, early: int) -> Iterator[subprocess.Popen]:
+    """`strangler serve -c config`, `config` a FIFO nobody writes yet: the start is held at
+    reading it, past the point where the handler for signal `early` is installed."""
     os.mkfifo(config)
     proc = subprocess.Popen(
         [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
@@ -342,53 +340,37 @@ def test_sigterm_while_starting_is_a_clean_exit(tmp_path):
     try:
 
         def reading_config() -> bool:  # blocked opening the FIFO, past the early handler
-            fds = Path(f"/proc/{proc.pid}/fd")
             status = Path(f"/proc/{proc.pid}/status").read_text()
             mask = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
-            caught = int(mask.split()[1], 16) & (1 << (signals.SIGTERM - 1))
+            caught = int(mask.split()[1], 16) & (1 << (early - 1))
             syscall = Path(f"/proc/{proc.pid}/syscall").read_text().split()[0]
-            return bool(caught) and syscall in ("2", "257") and fds.exists()  # open/openat
+            return bool(caught) and syscall in ("2", "257")  # open/openat
 
         wait_until(reading_config, timeout=20, what="the proxy to start reading its config")
-        proc.send_signal(signals.SIGTERM)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def test_sigterm_while_starting_is_a_clean_exit(tmp_path):
+    """A SIGTERM that arrives before the proxy listens (a rollout that changed its mind, a
+    slow start) stops it with 0, not death by signal (-15)."""
+    with starting_on_a_fifo(tmp_path / "routes.yaml", signal.SIGTERM) as proc:
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "stopped (SIGTERM) before serving" in err
-    finally:
-        stop(proc)
 
 
 def test_sighup_while_starting_reloads_once_serving(tmp_path, upstreams):
     """SIGHUP's default action kills a process: one that arrives while the proxy loads its
     table (systemd's ExecReload, a config sidecar) is held, and the reload it asks for runs
     once the proxy serves."""
-    import os
-    import signal as signals
-    import subprocess
-    from pathlib import Path
-
-    from tests.proxy.conftest import base_config
-    from tests.support.procs import PYTHON, ROOT, free_port, stop
-
     port, admin = free_port(), free_port()
     text = base_config(upstreams, port, admin)
     config = tmp_path / "routes.yaml"
-    os.mkfifo(config)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def reading_config() -> bool:  # blocked opening the FIFO
-            syscall = Path(f"/proc/{proc.pid}/syscall").read_text().split()[0]
-            return syscall in ("2", "257")  # open/openat
-
-        wait_until(reading_config, timeout=20, what="the proxy to start reading its config")
-        proc.send_signal(signals.SIGHUP)
+    with starting_on_a_fifo(config, signal.SIGHUP) as proc:
+        proc.send_signal(signal.SIGHUP)
         with open(config, "w") as fifo:  # unblocks the proxy's read
             fifo.write(text)
         regular = tmp_path / "routes.yaml.new"
@@ -408,5 +390,3 @@ def test_sighup_while_starting_reloads_once_serving(tmp_path, upstreams):
             return any(e["trigger"] == "signal" and e["ok"] for e in history)
 
         wait_until(reloaded_on_signal, what="the held reload")
-    finally:
-        stop(proc)
