@@ -37,6 +37,9 @@ class EdgeRequest:
     host: str  # lower-case, without port or trailing dot: what routes match
     expect_continue: bool  # answer `100 Continue` before reading the body
     asterisk: bool = False  # `OPTIONS *`: answered by the proxy itself
+    # An OPTIONS request's `Max-Forwards` (RFC 9110 §7.6.2): 0 is answered by the proxy
+    # itself, more is forwarded one lower. None: absent, repeated or not a number.
+    max_forwards: int | None = None
 
 
 def admit(
@@ -73,7 +76,23 @@ def admit(
     expect = expectation(version, headers)
     if expect == "reject":
         raise Refused(417, "only 'Expect: 100-continue' is supported")
-    return EdgeRequest(path, target.query, host_header, host or "", expect == "continue")
+    return EdgeRequest(
+        path,
+        target.query,
+        host_header,
+        host or "",
+        expect == "continue",
+        max_forwards=_max_forwards(headers) if method == "OPTIONS" else None,
+    )
+
+
+def _max_forwards(headers: Sequence[Header]) -> int | None:
+    """The one `Max-Forwards` value; None when absent, repeated or not a decimal number
+    (forwarded as it came: RFC 9110 says nothing of a bad value, and no hop can act on it)."""
+    values = [v.strip() for k, v in headers if len(k) == 12 and k.lower() == "max-forwards"]
+    if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
+        return None
+    return int(values[0])
 
 
 # Memos of the two pure checks above, by their input: most traffic repeats a few hosts and a

@@ -96,7 +96,9 @@ def error_response(
 
 def options_star_response(request_id: str) -> web.Response:
     """The proxy's own answer to `OPTIONS *` (RFC 9110 §9.3.7): it concerns the server, not
-    a resource, so no upstream is asked; an asterisk target cannot be forwarded to a route."""
+    a resource, so no upstream is asked; an asterisk target cannot be forwarded to a route.
+    Also to an OPTIONS with `Max-Forwards: 0`, which makes the proxy its final recipient
+    (§7.6.2)."""
     return web.Response(
         status=200,
         headers={"Allow": ALLOWED_METHODS, "X-Request-ID": request_id},

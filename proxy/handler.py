@@ -354,7 +354,7 @@ class ProxyHandler:
             )
             ex.bytes_out = len(answer.body) if isinstance(answer.body, bytes) else 0
             return answer
-        if edge.asterisk:
+        if edge.asterisk or edge.max_forwards == 0:
             return options_star_response(ex.request_id)
         path, query, host_header, host = edge.path, edge.query, edge.host_header, edge.host
         ex.path, ex.query = path, query
@@ -561,7 +561,7 @@ class ProxyHandler:
             )
         except Refused:
             return None
-        if edge.asterisk or edge.expect_continue:
+        if edge.asterisk or edge.expect_continue or edge.max_forwards == 0:
             return None
         rt = self.holder.current
         try:
@@ -809,6 +809,7 @@ class ProxyHandler:
             content_length=content_length,
             drop=rt.client_drop,
             keep=UPGRADE_HEADERS if websocket else frozenset(),
+            max_forwards=edge.max_forwards,
         )
         ex.tenant = extract_tenant(
             config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key

@@ -177,6 +177,7 @@ def forward_headers(
     content_length: int | None = None,
     drop: frozenset[str] = frozenset(),
     keep: frozenset[str] = frozenset(),
+    max_forwards: int | None = None,
 ) -> list[Header]:
     """The client's headers as they go upstream, in one pass (order and repeats kept):
 
@@ -193,7 +194,8 @@ def forward_headers(
     * `X-Real-IP`, `True-Client-IP` and the other `CLIENT_CLAIMS` kept from a `trusted` peer
       only, and `REQUEST_OVERRIDES` (`X-Original-URL`, `X-HTTP-Method-Override`, ...) never:
       routing and the upstream must agree on the path and the method;
-    * `Via` extended at its end (RFC 9110 §7.6.3) or added, and `X-Request-ID` last.
+    * `Via` extended at its end (RFC 9110 §7.6.3) or added, and `X-Request-ID` last;
+    * `Max-Forwards` one lower when `max_forwards` is given (OPTIONS, RFC 9110 §7.6.2).
 
     `Content-Length` is kept even when `Connection` lists it: framing is the proxy's to
     redo, and a body sent chunked instead would reach a WSGI app (Django) empty.
@@ -239,6 +241,8 @@ def forward_headers(
             value = str(content_length)
         elif lname == "via":
             via = len(out)  # the last one: our entry goes at the end of the list
+        elif max_forwards is not None and lname == "max-forwards":
+            value = str(max_forwards - 1)
         out.append((name, value))
     xff.append(peer or "unknown")
     out.append(("X-Forwarded-For", ", ".join(xff)))

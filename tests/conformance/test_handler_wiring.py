@@ -63,6 +63,49 @@ def test_options_star_is_answered_by_the_proxy(e):
 
 
 @pytest.mark.parametrize(
+    "head",
+    [
+        b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\n\r\n",  # the fast lane's kind
+        b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\nTransfer-Encoding: chunked"
+        b"\r\n\r\n0\r\n\r\n",  # the aiohttp lane's
+    ],
+    ids=["plain", "chunked"],
+)
+def test_options_with_max_forwards_zero_is_answered_by_the_proxy(e, head):
+    """RFC 9110 §7.6.2: the hop that receives Max-Forwards: 0 is the final recipient."""
+    with Wire(e.port) as w:
+        resp = w.send(head).response("OPTIONS")
+        assert resp.status == 200 and "OPTIONS" in resp.header("allow")[0]
+        assert resp.header("x-request-id")
+        resp = w.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n").response()
+        assert resp.status == 200
+    assert [r.target for r in e.legacy.requests()] == ["/after"]
+
+
+@pytest.mark.parametrize(
+    ("request_head", "forwarded"),
+    [
+        (b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 5\r\n\r\n", ["4"]),
+        (b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 1\r\n\r\n", ["0"]),
+        (
+            b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ["2"],
+        ),
+        # Only OPTIONS (TRACE is refused at the edge) counts hops; a value nobody can act
+        # on passes as it came.
+        (b"GET /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: 5\r\n\r\n", ["5"]),
+        (b"OPTIONS /a HTTP/1.1\r\nHost: h\r\nMax-Forwards: x\r\n\r\n", ["x"]),
+    ],
+    ids=["options", "options-last-hop", "options-chunked", "get", "not-a-number"],
+)
+def test_max_forwards_is_decremented_on_options(e, request_head, forwarded):
+    method = request_head.split(b" ", 1)[0].decode()
+    _, received = forwarded_once(e, request_head, method)
+    assert received.header("max-forwards") == forwarded
+
+
+@pytest.mark.parametrize(
     ("target", "host", "upstream", "forwarded_host"),
     [
         (b"http://other.example/a?x=1", b"h", "svc", "other.example"),

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.edge import admit
 from proxy.errors import options_star_response
 from proxy.filters.headers import (
     expectation,
@@ -218,3 +219,27 @@ def test_options_star_answer():
 def test_unrelayable_responses(status, headers, problem):
     got = unrelayable(status, headers)
     assert (got is None) if problem is None else (problem in got)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "max_forwards"),
+    [
+        ("OPTIONS", [("Max-Forwards", "0")], 0),
+        ("OPTIONS", [("max-forwards", " 12 ")], 12),
+        ("OPTIONS", [], None),
+        ("OPTIONS", [("Max-Forwards", "1"), ("Max-Forwards", "2")], None),
+        ("OPTIONS", [("Max-Forwards", "-1")], None),
+        ("OPTIONS", [("Max-Forwards", "\u0661")], None),  # a digit to Python, not to HTTP
+        ("GET", [("Max-Forwards", "0")], None),
+    ],
+)
+def test_admit_reads_max_forwards_on_options(method, headers, max_forwards):
+    edge = admit(method, "/a", (1, 1), [("Host", "h"), *headers], ["h"], "GET")
+    assert edge.max_forwards == max_forwards
+
+
+def test_forward_headers_decrements_max_forwards_in_place():
+    out = forward_headers(
+        [("Host", "h"), ("Max-Forwards", "7"), ("Accept", "*/*")], **_FORWARDING, max_forwards=7
+    )
+    assert out[:3] == [("Host", "h"), ("Max-Forwards", "6"), ("Accept", "*/*")]
