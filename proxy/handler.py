@@ -10,6 +10,7 @@ module; this one only wires them and turns failures into the responses clients e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -51,6 +52,7 @@ from proxy.filters.ratelimit import (
     budget_id,
     gcra_terms,
     limit_key,
+    refusal_key,
     reset_header,
     retry_after_header,
     verdict_for,
@@ -835,9 +837,10 @@ class ProxyHandler:
         else:
             upstream, up_path = config.upstreams[config.default], edge.path
         ex.side, ex.upstream = side, upstream.name
-        # A request the auth check will see is counted after it (`_admitted`): refused ones
-        # then spend no budget, and a `header:` key can be one the check vouches for. A
-        # shared budget is awaited there too.
+        # A request the auth check will see is counted after it (`_admitted`): a refused
+        # one spends its address's refusal budget, never the tenant's or header's it names,
+        # and a `header:` key can be one the check vouches for. A shared budget is awaited
+        # there too.
         if (
             route is not None
             and route.rate_limit is not None
@@ -1126,18 +1129,28 @@ class ProxyHandler:
     ) -> web.Response | None:
         """The auth check (if the request gets one), then the route's rate limit: None when
         the request goes on."""
-        if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
-            uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
-            refusal = await self._authorize(rt, method, uri, headers, edge.host_header, ex, accept)
-            if refusal is not None:
-                return refusal
-        if route is None or route.rate_limit is None:
-            return None
+        policy = route.rate_limit if route is not None else None
         try:
-            if route.rate_limit.shared:
-                await self._shared_rate_limit(route, route.rate_limit, ex, headers)
+            if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
+                # Credential guessing is throttled: an address whose refused attempts spent
+                # the route's budget is not asked about again until it recovers.
+                if policy is not None:
+                    await self._spend(route, policy, refusal_key(ex.client), peek=True)
+                uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
+                refusal = await self._authorize(
+                    rt, method, uri, headers, edge.host_header, ex, accept
+                )
+                if refusal is not None:
+                    if policy is not None and refusal.status < 500:  # refused, not unavailable
+                        with contextlib.suppress(RateLimited):
+                            await self._spend(route, policy, refusal_key(ex.client))
+                    return refusal
+            if policy is None:
+                return None
+            if policy.shared:
+                await self._spend(route, policy, _limit_key(policy, ex, headers))
             else:
-                self._rate_limit(route, route.rate_limit, ex, headers)
+                self._rate_limit(route, policy, ex, headers)
         except RateLimited as limited:
             return self._limited_response(limited, ex, accept)
         return None
@@ -1150,27 +1163,29 @@ class ProxyHandler:
         checked request, the value the auth check vouched for)."""
         self._local_limit(route, policy, _limit_key(policy, ex, headers))
 
-    def _local_limit(self, route: Route, policy: RateLimit, key: str) -> None:
+    def _local_limit(
+        self, route: Route, policy: RateLimit, key: str, *, peek: bool = False
+    ) -> None:
         limiter = self.limiters.get((route.name, policy))
         if limiter is None:
             if len(self.limiters) > 1000:  # policies of long-gone tables
                 self.limiters.clear()
             limiter = self.limiters[(route.name, policy)] = RateLimiter(policy)
-        verdict = limiter.take(key, time.monotonic())
+        verdict = limiter.take(key, time.monotonic(), peek=peek)
         if verdict is not None:
             raise RateLimited(verdict)
 
-    async def _shared_rate_limit(
-        self, route: Route, policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]
+    async def _spend(
+        self, route: Route, policy: RateLimit, key: str, *, peek: bool = False
     ) -> None:
-        """`_rate_limit` against the budget every replica spends (in the `state:` Redis);
-        counted in this process alone while Redis cannot answer."""
-        key = _limit_key(policy, ex, headers)
-        state = self.caller.guards.state
+        """Count a request against `key`'s budget on the route (with `peek`, only look);
+        raise `RateLimited` past it. A `shared` budget is the one every replica spends (in
+        the `state:` Redis), counted in this process alone while Redis cannot answer."""
+        state = self.caller.guards.state if policy.shared else None
         if state is not None:
             try:
                 waited = await state.take_budget(
-                    budget_id(route.name, policy, key), *gcra_terms(policy)
+                    budget_id(route.name, policy, key), *gcra_terms(policy), peek=peek
                 )
             except SharedStateDown:
                 pass
@@ -1178,9 +1193,9 @@ class ProxyHandler:
                 if waited is not None:
                     raise RateLimited(verdict_for(policy, *waited))
                 return
-        if self.telemetry is not None:
+        if policy.shared and not peek and self.telemetry is not None:
             self.telemetry.count("rate_limit_local", route=route.name)
-        self._local_limit(route, policy, key)
+        self._local_limit(route, policy, key, peek=peek)
 
     def _limited_response(
         self, limited: RateLimited, ex: Exchange, accept: str | None

@@ -50,8 +50,8 @@ class RateLimiter:
         self.interval, self.tolerance = gcra_terms(policy)
         self._due: dict[str, float] = {}
 
-    def take(self, key: str, now: float) -> Verdict | None:
-        """None when the request may pass (and it is counted), else why not."""
+    def take(self, key: str, now: float, *, peek: bool = False) -> Verdict | None:
+        """None when the request may pass (and it is counted, unless `peek`), else why not."""
         due = self._due.get(key, now)
         if due < now:
             due = now
@@ -62,6 +62,8 @@ class RateLimiter:
                 limit=self.policy.burst,
                 reset=ahead,
             )
+        if peek:
+            return None
         if len(self._due) >= MAX_KEYS and key not in self._due:
             self._sweep(now)
         self._due[key] = due + self.interval
@@ -106,6 +108,13 @@ def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str
     if kind == "route":
         return "r"
     return "ip:" + (client or "unknown")
+
+
+def refusal_key(client: str) -> str:
+    """The bucket an address's refused authentication attempts count against: apart from
+    every `limit_key` (a refused client proves no tenant or header, and must not spend the
+    budget of one it merely names), and apart from its own successful requests."""
+    return "refused:" + (client or "unknown")
 
 
 def retry_after_header(verdict: Verdict) -> str:

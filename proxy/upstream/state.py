@@ -164,7 +164,8 @@ return {'denied', math.max(0, probe_at + open_for - now)}
 
 
 # GCRA (see proxy.filters.ratelimit) on Redis's clock, in microseconds: one key per budget
-# holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}.
+# holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}. An
+# interval of 0 asks without spending.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -173,6 +174,7 @@ local due = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if due < now then due = now end
 local ahead = due - now
 if ahead > tolerance then return {0, ahead - tolerance, ahead} end
+if interval == 0 then return {1} end
 local nxt = due + interval
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
 return {1}
@@ -392,11 +394,12 @@ class RedisState:
         return verdict, int(wait) / 1000.0
 
     async def take_budget(
-        self, budget: str, interval: float, tolerance: float
+        self, budget: str, interval: float, tolerance: float, *, peek: bool = False
     ) -> tuple[float, float] | None:
         """Spend one request of a shared rate-limit budget: None when it may pass, else
-        (seconds to wait, seconds until the budget is whole). Raises `SharedStateDown` when
-        Redis cannot say (the caller counts locally instead)."""
+        (seconds to wait, seconds until the budget is whole). With `peek`, only say whether
+        it would pass. Raises `SharedStateDown` when Redis cannot say (the caller counts
+        locally instead)."""
         # At most `MAX_BUDGET_CALLS` requests ask Redis at once: a burst of clients queues
         # for its turn (the pool is not exhausted, and each call takes a fraction of a
         # millisecond), and each call has the state timeout. A request whose call fails is
@@ -415,7 +418,7 @@ class RedisState:
             async with asyncio.timeout(self.timeout):
                 result = await self._gcra(
                     keys=[f"{self.prefix}rl:{budget}"],
-                    args=[max(1, round(interval * 1e6)), round(tolerance * 1e6)],
+                    args=[0 if peek else max(1, round(interval * 1e6)), round(tolerance * 1e6)],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             self.budget_failures += 1

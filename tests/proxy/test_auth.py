@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+import redis
 
 from tests.support.rawhttp import exchange, status_of
 
@@ -104,21 +107,28 @@ def test_a_refusal_is_the_checks_own_answer_and_the_service_is_not_called(proxy,
     assert "the check itself failed" not in broken.text
 
 
-def test_the_rate_limit_counts_after_the_check_and_keys_on_what_it_vouches_for(start_proxy):
-    """Refused requests spend no budget, and a `header:` key on a `copy` header reads the
-    check's value: a client forging other values gets no fresh budget."""
-    routes = (
+def limited_routes(rate_limit: str) -> str:
+    return (
         ROUTES
-        + """- name: limited
-  match: {prefix: /limited}
+        + f"""- name: limited
+  match: {{prefix: /limited}}
   mode: extracted
   target: svc
-  rate_limit: {requests: 1, per: 3600, burst: 2, key: "header:X-Auth-User"}
+  rate_limit: {rate_limit}
 """
     )
-    proxy = start_proxy(routes=routes, extra=AUTH)
-    bad = [httpx.get(proxy.url + "/limited/x", headers={"Authorization": "nope"}) for _ in range(3)]
-    assert [r.status_code for r in bad] == [401] * 3
+
+
+def test_the_rate_limit_counts_after_the_check_and_keys_on_what_it_vouches_for(start_proxy):
+    """A `header:` key on a `copy` header reads the check's value: a client forging other
+    values gets no fresh budget; and a refused attempt spends the address's refusal budget,
+    not the budget of the user it could not prove it was."""
+    proxy = start_proxy(
+        routes=limited_routes('{requests: 1, per: 3600, burst: 2, key: "header:X-Auth-User"}'),
+        extra=AUTH,
+    )
+    bad = httpx.get(proxy.url + "/limited/x", headers={"Authorization": "nope"})
+    assert bad.status_code == 401
     good = [
         httpx.get(
             proxy.url + "/limited/x",
@@ -127,6 +137,57 @@ def test_the_rate_limit_counts_after_the_check_and_keys_on_what_it_vouches_for(s
         for i in range(3)
     ]
     assert [r.status_code for r in good] == [200, 200, 429]
+
+
+@pytest.mark.parametrize("lane", ["express", "aiohttp"])
+@pytest.mark.parametrize("key", ["ip", "header:X-Auth-User", "route"])
+def test_credential_guessing_is_throttled_before_the_check(start_proxy, upstreams, lane, key):
+    """Refused attempts spend the address's budget on the route: past it, the check is not
+    asked at all, so a right guess gets the same 429 as a wrong one."""
+    proxy = start_proxy(
+        routes=limited_routes(f'{{requests: 1, per: 3600, burst: 3, key: "{key}"}}'), extra=AUTH
+    )
+
+    def attempt(token: str) -> int:
+        headers = {"Authorization": token}
+        if lane == "aiohttp":
+            return httpx.post(
+                proxy.url + "/limited/x", headers=headers, content=iter([b"hi"])
+            ).status_code
+        return httpx.get(proxy.url + "/limited/x", headers=headers).status_code
+
+    before = len(seen_by_check(upstreams))
+    assert [attempt(f"Bearer guess-{i}") for i in range(3)] == [401] * 3
+    assert len(seen_by_check(upstreams)) == before + 3
+    throttled = httpx.get(proxy.url + "/limited/x", headers={"Authorization": "Bearer good"})
+    assert throttled.status_code == 429, throttled.text
+    assert 3000 < int(throttled.headers["Retry-After"]) <= 3600
+    assert attempt("Bearer good") == 429
+    assert len(seen_by_check(upstreams)) == before + 3  # not asked once the budget was spent
+
+
+def test_refused_attempts_spend_one_budget_across_replicas(start_proxy, upstreams):
+    """With `scope: shared`, the refusal budget is the fleet's, like the route's budget."""
+    prefix = f"strangler-auth-{uuid.uuid4().hex[:10]}:"
+    top = AUTH + f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n'
+    routes = limited_routes("{requests: 1, per: 3600, burst: 2, scope: shared}")
+    a, b = start_proxy(routes=routes, extra=top), start_proxy(routes=routes, extra=top)
+    client = redis.Redis()
+    try:
+        guesses = [
+            httpx.get(p.url + "/limited/x", headers={"Authorization": f"Bearer guess-{i}"})
+            for i, p in enumerate([a, b, a])
+        ]
+        assert [r.status_code for r in guesses] == [401, 401, 429]
+        good = httpx.get(b.url + "/limited/x", headers={"Authorization": "Bearer good"})
+        assert good.status_code == 429
+        # In Redis, only the refusal budget: no request got past the check to spend another.
+        assert len(list(client.scan_iter(match=f"{prefix}rl:*"))) == 1
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 def test_legacy_and_opted_out_routes_are_not_checked(proxy, upstreams):

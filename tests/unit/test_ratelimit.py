@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from proxy.config.model import RateLimit
-from proxy.filters.ratelimit import MAX_KEYS, RateLimiter, limit_key, retry_after_header
+from proxy.filters.ratelimit import (
+    MAX_KEYS,
+    RateLimiter,
+    limit_key,
+    refusal_key,
+    retry_after_header,
+)
 
 
 def test_a_burst_then_the_steady_rate():
@@ -83,3 +89,20 @@ def test_a_shared_budget_is_named_by_route_policy_and_key():
         budget_id("api", policy, "h:another"),  # key
     }
     assert name not in others and len(others) == 3
+
+
+def test_peeking_spends_nothing():
+    limiter = RateLimiter(RateLimit(requests=1, per=10, burst=2))
+    assert all(limiter.take("a", 0.0, peek=True) is None for _ in range(5))
+    assert limiter.take("a", 0.0) is None and limiter.take("a", 0.0) is None
+    refused = limiter.take("a", 0.0, peek=True)
+    assert refused is not None and refused.retry_after == 10.0
+    assert limiter.take("a", 10.0, peek=True) is None  # recovered, and still unspent
+    assert limiter.take("a", 10.0) is None and limiter.take("a", 10.0) is not None
+
+
+def test_refusals_count_apart_from_every_request_key():
+    policy = RateLimit(requests=1, per=1, key="ip")
+    ordinary = limit_key(policy, client="10.0.0.1", tenant=None, header=None)
+    assert refusal_key("10.0.0.1") != ordinary
+    assert refusal_key("10.0.0.1") != refusal_key("10.0.0.2")
