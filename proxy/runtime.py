@@ -28,6 +28,9 @@ class Runtime:
     # Request headers no client may send upstream: the proxy's own, and those the
     # authentication check vouches for (`auth.copy`).
     client_drop: frozenset[str] = CLIENT_DROPPED
+    # Restart-only sections (`proxy.server.RESTART_ONLY`) the file changed since the process
+    # started: `config` still holds the values in force, the file's wait for a restart.
+    restart_pending: tuple[str, ...] = ()
 
     @classmethod
     def build(

@@ -219,6 +219,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     from proxy.shadow.store import store_from_config
 
     loop = asyncio.get_running_loop()
+    started = runtime.config  # the file's restart-only sections, as this process read them
+    runtime = replace(runtime, config=_with_flags(started, opts))
     holder = RuntimeHolder(runtime)
     config: Config = runtime.config
     pool = UpstreamPool()
@@ -249,14 +251,6 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     def on_swap(old: Runtime, new: Runtime) -> None:
         for note in new.notes:
             log.warning("%s", note)
-        for key in RESTART_ONLY:  # `shadow:` is the store's
-            if getattr(old.config, key) != getattr(new.config, key):
-                log.warning(
-                    "%s: `%s` changed; it takes effect at the next restart, the rest of the "
-                    "file is live now",
-                    new.config.source,
-                    key,
-                )
         keep = set(new.config.upstreams.values())
         loop.create_task(pool.retire(keep, grace=new.config.grace_period))
         guards.update(new.config)
@@ -276,7 +270,10 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             at=event.at,
         )
 
-    reloader = Reloader(opts.config_path, holder, load_runtime, on_swap=on_swap, on_event=on_event)
+    def build(path: Path, generation: int) -> Runtime:
+        return _keep_restart_only(load_runtime(path, generation), started, config)
+
+    reloader = Reloader(opts.config_path, holder, build, on_swap=on_swap, on_event=on_event)
     limits = config.limits
     low_level = EdgeServer(
         handler,
@@ -540,6 +537,39 @@ def _pin(config: Config) -> str:
     """The restart-only sections as the supervisor read them, for its workers' environment
     (not argv, which any local user can read: `shadow.store` may hold a Redis password)."""
     return json.dumps({key: asdict(getattr(config, key)) for key in RESTART_ONLY})
+
+
+def _with_flags(config: Config, opts: ServeOptions) -> Config:
+    """`listen` and `admin` as the command line overrode them: what the process binds."""
+    return replace(
+        config,
+        listen=Endpoint(
+            opts.host or config.listen.host,
+            opts.port if opts.port is not None else config.listen.port,
+        ),
+        admin=Endpoint(
+            opts.admin_host or config.admin.host,
+            opts.admin_port if opts.admin_port is not None else config.admin.port,
+        ),
+    )
+
+
+def _keep_restart_only(new: Runtime, started: Config, running: Config) -> Runtime:
+    """A reloaded runtime with the restart-only sections the process runs with, so that
+    `/-/config` shows what is in force; what the file changed in them (against `started`,
+    the file as this process read it) is named in `restart_pending` and logged."""
+    pending = tuple(k for k in RESTART_ONLY if getattr(new.config, k) != getattr(started, k))
+    notes = tuple(
+        f"{new.config.source}: `{key}` changed; it takes effect at the next restart, the rest "
+        "of the file is live now"
+        for key in pending
+    )
+    return replace(
+        new,
+        config=replace(new.config, **{key: getattr(running, key) for key in RESTART_ONLY}),
+        notes=new.notes + notes,
+        restart_pending=pending,
+    )
 
 
 def _with_pinned(runtime: Runtime, pinned: str) -> Runtime:

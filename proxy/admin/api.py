@@ -64,6 +64,7 @@ def config_view(ctx: AdminContext) -> dict[str, Any]:
         "reloads": {"ok": ctx.reloader.successes, "failed": ctx.reloader.failures},
         "history": history,
         "config": _redacted(_jsonable(rt.config), redactor),
+        "restart_pending": list(rt.restart_pending),
     }
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.proxy.conftest import base_config
-from tests.support.procs import PYTHON, ROOT, free_port, stop, wait_until
+from tests.support.procs import PYTHON, ROOT, free_port, running, stop, wait_until
 
 MiB = 1024 * 1024
 
@@ -119,6 +119,56 @@ def test_invalid_file_keeps_last_good_table_and_shows_error(proxy, client):
     assert (
         client.get(proxy.url + "/api/items/1").json()["server"] == "svc"
     )  # old table still serves
+
+
+def test_the_config_view_shows_what_runs_and_what_waits_for_a_restart(start_proxy, client):
+    """After a reload, `/-/config` shows the restart-only sections in force (not the file's
+    new ones) and names them in `restart_pending`; the rest of the file is live."""
+    proxy = start_proxy(extra="limits: {idle_timeout: 30}\n")
+    text = proxy.config.read_text()
+    assert client.get(proxy.url + "/api/items/1").json()["server"] == "svc"
+    edited = (
+        text.replace(f"port: {proxy.port}", f"port: {free_port()}")
+        .replace("idle_timeout: 30", "idle_timeout: 7")
+        .replace("mode: extracted", "mode: legacy", 1)
+    )
+    proxy.write_config(edited)
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/config").json()["generation"] > 0, what="the reload"
+    )
+    view = httpx.get(proxy.admin + "/-/config").json()
+    assert view["restart_pending"] == ["listen", "limits"]
+    assert view["config"]["listen"]["port"] == proxy.port
+    assert view["config"]["limits"]["idle_timeout"] == 30
+    assert client.get(proxy.url + "/api/items/1").json()["server"] == "legacy"  # live
+    wait_until(
+        lambda: "`listen` changed; it takes effect at the next restart" in proxy.log.read_text()
+    )
+    proxy.write_config(text.replace("mode: extracted", "mode: legacy", 1))  # edits undone
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/config").json()["generation"] > 1, what="the reload"
+    )
+    assert httpx.get(proxy.admin + "/-/config").json()["restart_pending"] == []
+
+
+def test_the_config_view_shows_the_addresses_the_command_line_chose(tmp_path, upstreams):
+    port, admin = free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(base_config(upstreams, free_port(), free_port()))  # both overridden
+    with (
+        (tmp_path / "proxy.log").open("w") as out,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--port", str(port)]
+            + ["--admin-port", str(admin)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        ),
+    ):
+        view = httpx.get(f"http://127.0.0.1:{admin}/-/config").json()
+        assert (view["config"]["listen"]["port"], view["config"]["admin"]["port"]) == (port, admin)
+        assert view["restart_pending"] == []
 
 
 def slow_request_in_flight(proxy, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
