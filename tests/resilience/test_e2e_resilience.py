@@ -152,6 +152,29 @@ def test_dead_target_gets_bounded_attempts_then_fast_503_with_retry_after(
         assert svc["counters"]["breaker_open"] >= 1
 
 
+def test_the_retry_budget_alone_caps_amplification_of_sequential_requests(
+    start_proxy, world
+) -> None:
+    """With a breaker that does not trip (ratio only, a high bar, as docs/resilience.md
+    suggests for the monolith), the retry budget alone must hold a dead target to 1.2x its
+    clients' requests: one client after another is never concurrent, so a budget of
+    concurrent retries alone let every request be retried (2x)."""
+    policy = SVC_POLICY.replace(
+        "breaker: {consecutive_failures: 5, open_for: 30}",
+        "breaker: {consecutive_failures: 100000, min_requests: 100000}",
+    )
+    p = start_proxy(svc=policy, routes=EXTRACTED)
+    world.svc.set("status", status=503)
+    requests = 60
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        assert {c.get(f"/items/{i}").status_code for i in range(requests)} == {503}
+    attempts = world.svc.attempts()
+    assert attempts <= 1.2 * requests, f"{attempts} upstream attempts for {requests} requests"
+    assert attempts > requests  # some were retried: the budget is not zero
+    window = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]["retries"]["window"]
+    assert window["requests"] == requests and window["retries"] == attempts - requests
+
+
 def test_fallback_hides_a_dead_extracted_service_from_get_clients(start_proxy, world) -> None:
     routes = EXTRACTED.replace("target: svc", "target: svc\n  fallback: legacy")
     p = start_proxy(svc=SVC_POLICY, routes=routes)
@@ -253,10 +276,14 @@ def test_a_body_that_fails_before_it_is_complete_fails_the_attempt(start_proxy, 
             assert r.status_code == 200 and r.json()["server"] == "legacy", (fault, r.text)
         world.svc.set("ok")
         assert c.get("/safe/1").json()["server"] == "extracted"  # the breaker is not open yet
+        before = world.svc.attempts()
 
         world.svc.set("cut")
-        # Failed attempts, two per request (one retry): the fifth opens the breaker.
-        assert [c.get(f"/items/{i}").status_code for i in range(3)] == [502, 502, 502]
+        # Four requests since the success: the first is retried, then the retry budget
+        # (3 retries over the last 10 s, the /safe ones included) is spent, so one attempt
+        # each: the fifth failed attempt opens the breaker.
+        assert [c.get(f"/items/{i}").status_code for i in range(4)] == [502] * 4
+        assert world.svc.attempts() - before == 5
         snap = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]
         assert snap["breaker"]["state"] == "open", snap
         attempts = world.svc.attempts()
