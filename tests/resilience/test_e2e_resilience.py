@@ -3,10 +3,13 @@ hiding it from GET clients, bulkheads isolating upstreams, breaker state on /-/u
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
+from tests.support.procs import wait_until
 
 SVC_POLICY = """\
 timeout: {connect: 1.0, read: 2.0, total: 5.0}
@@ -214,6 +217,37 @@ def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
         world.svc.set("ok")
         for f in hanging:
             f.result()
+
+
+def test_a_queued_request_whose_client_left_as_its_slot_came_never_holds_it(
+    start_proxy, world
+) -> None:
+    """A holds the only slot, B waits in the queue; both clients leave at once. A's slot
+    is handed to B just as B is cancelled: B must pass it on (or, if it was sent before
+    its client's leaving was seen, be cancelled there), not go on with nobody to answer
+    and hold the bulkhead until the upstream's read timeout (Python 3.11's `wait_for`
+    returned the slot and swallowed the cancellation)."""
+    svc = SVC_POLICY.replace("read: 2.0, total: 5.0", "read: 30, total: 60")
+    svc += "bulkhead: {max_concurrent: 1, max_queued: 1, queue_timeout: 20}\n"
+    p = start_proxy(svc=svc, routes=EXTRACTED)
+    host, port = p.url.removeprefix("http://").split(":")
+    for round_ in range(5):
+        assert httpx.get(f"{p.url}/items/warm", timeout=10).status_code == 200  # idle conn
+        before = world.svc.attempts()
+        request = b"GET /items/%d HTTP/1.1\r\nHost: x\r\nX-Fault: hang\r\n\r\n"
+        a = socket.create_connection((host, int(port)))
+        a.sendall(request % 1)
+        wait_until(lambda n=before + 1: world.svc.attempts() == n, timeout=5, what="A sent")
+        b = socket.create_connection((host, int(port)))
+        b.sendall(request % 2)
+        wait_until(lambda: upstream(p, "svc")["queued"] == 1, timeout=5, what="B queued")
+        a.close()
+        b.close()
+        wait_until(
+            lambda: upstream(p, "svc")["in_flight"] == 0 and upstream(p, "svc")["queued"] == 0,
+            timeout=5,
+            what=f"every slot given back (round {round_})",
+        )
 
 
 def test_open_breaker_survives_a_reload_unless_its_policy_changes(start_proxy, world) -> None:

@@ -22,6 +22,7 @@ from proxy.upstream import (
     RetryBudgetExhausted,
     UpstreamGuard,
 )
+from proxy.upstream.bulkhead import Bulkhead
 
 
 class Clock:
@@ -352,3 +353,21 @@ def test_replaced_guards_are_not_kept_without_a_store_to_sync_them() -> None:
     registry.update(config(*(Upstream(name=u.name, url=u.url, breaker=idle) for u in ups),
                            state="redis://127.0.0.1:1/0"))  # fmt: skip
     assert registry._retired == []  # noqa: SLF001 - nothing in flight: nothing to keep
+
+
+async def test_a_waiter_cancelled_as_its_slot_arrives_passes_the_slot_on() -> None:
+    """The slot is handed over and the waiter's task cancelled (its client left) before it
+    runs again: the cancellation wins and the slot is freed, not kept by a request nobody
+    waits for (Python 3.11's `wait_for` returned the result and dropped the cancel)."""
+    bulkhead = Bulkhead(BulkheadPolicy(max_concurrent=1, max_queued=2, queue_timeout=5.0))
+    await bulkhead.acquire()
+    waiting = asyncio.create_task(bulkhead.acquire())
+    while bulkhead.queued < 1:
+        await asyncio.sleep(0)
+    bulkhead.release()  # handed to `waiting`...
+    waiting.cancel()  # ...as its client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (bulkhead.in_flight, bulkhead.queued) == (0, 0)
+    await bulkhead.acquire()  # the slot is free for the next request
+    assert bulkhead.in_flight == 1
