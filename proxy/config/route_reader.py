@@ -8,7 +8,7 @@ match because an earlier, at-least-as-general route takes all their requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import fields as dataclass_fields
 from types import MappingProxyType
 
@@ -39,6 +39,7 @@ from proxy.config.values import (
     normalize_host,
 )
 from proxy.config.yamlread import NULL, Reader, line_of
+from proxy.filters.tenant import TENANT_RE
 from proxy.routing import find_unreachable
 
 ROUTE_KEYS = (
@@ -597,8 +598,9 @@ class RouteReader:
         fields = r.mapping(node, field, ("extracted", "legacy"))
         if fields is None:
             return TenantPins()
-        extracted = r.texts(fields.get("extracted"), f"{field}.extracted")
-        legacy = r.texts(fields.get("legacy"), f"{field}.legacy")
+        check, fix = self._pin_check(), "write the tenant id exactly as requests carry it"
+        extracted = r.texts(fields.get("extracted"), f"{field}.extracted", check=check, fix=fix)
+        legacy = r.texts(fields.get("legacy"), f"{field}.legacy", check=check, fix=fix)
         both = {t for t, _ in extracted} & {t for t, _ in legacy}
         for tenant, item in legacy:
             if tenant in both:
@@ -616,6 +618,27 @@ class RouteReader:
             extracted=frozenset(t for t, _ in extracted) - both,
             legacy=frozenset(t for t, _ in legacy) - both,
         )
+
+    def _pin_check(self) -> Callable[[str], str | None]:
+        """A pinned tenant the proxy can never read from a request would silently pin no
+        one (`big corp`, or `BigCorp` when the tenant is a lower-case host label)."""
+        from_host = self.tenant is not None and self.tenant.host is not None
+
+        def check(text: str) -> str | None:
+            if not TENANT_RE.fullmatch(text):
+                return (
+                    f"tenant {text!r} can never match: a tenant id is 1-64 letters, digits, "
+                    "'.', '_' or '-', starting with a letter or digit (anything else is read "
+                    "as no tenant)"
+                )
+            if from_host and not HOST_TENANT_RE.fullmatch(text):
+                return (
+                    f"tenant {text!r} can never match: tenant.host reads one lower-case DNS "
+                    f"label from the Host name (letters, digits and '-'), such as {_label(text)!r}"
+                )
+            return None
+
+        return check
 
     def _shadow(self, node: Node | None, field: str, target: str | None) -> ShadowPolicy:
         r = self.r
@@ -757,6 +780,14 @@ def _check_limit_key(text: str) -> str | None:
     if sep and kind == "header":
         return None if check_token(name) is None else f"{name!r} is not a valid header name"
     return f"unknown rate limit key {text!r}"
+
+
+HOST_TENANT_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _label(text: str) -> str:
+    """A tenant id as a Host name label could carry it (for the fix in a message)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "acme"
 
 
 def _check_sticky(text: str) -> str | None:

@@ -67,14 +67,20 @@ class Bulkhead:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.policy.queue_timeout)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot arrived just as we gave up: pass it on
-            else:
-                waiter.cancel()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            # Not `wait_for`: on Python 3.11 it returns the result of a future that completed
+            # as the task was being cancelled, swallowing the cancellation, so a request whose
+            # client left just as a slot was handed to it went on to the upstream anyway and
+            # held the slot until the upstream's timeout.
+            async with asyncio.timeout(self.policy.queue_timeout):
+                try:
+                    await waiter
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():
+                        self.release()  # the slot arrived just as we gave up: pass it on
+                    else:
+                        waiter.cancel()
+                    raise
+        except TimeoutError:
             self.rejected += 1
             raise BulkheadFull(
                 self.name,

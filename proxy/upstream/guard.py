@@ -22,9 +22,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from proxy.config.model import Upstream
-from proxy.upstream.breaker import Breaker, Clock, Ticket
+from proxy.upstream.breaker import Breaker, Clock, Ticket, Window
 from proxy.upstream.bulkhead import Bulkhead, BulkheadFull, Rejected
-from proxy.upstream.retry import backoff, budget_allowance, retryable, within_budget
+from proxy.upstream.retry import (
+    RETRY_WINDOW,
+    backoff,
+    budget_allowance,
+    retryable,
+    window_allowance,
+    within_budget,
+    within_window,
+)
 
 # What `breaker.failures: gateway` counts (Envoy's consecutive_gateway_failure).
 GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -105,6 +113,9 @@ class UpstreamGuard:
         self.bulkhead = Bulkhead(upstream.bulkhead, upstream.name)
         self.gateway_only = upstream.breaker.failures == "gateway"
         self.retries_active = 0
+        # Attempts admitted over the last RETRY_WINDOW s: "successes" are requests (first
+        # attempts), "failures" retries; the budget over time compares the two.
+        self.sent = Window(RETRY_WINDOW)
         self.shared: SharedBreaker | None = None
         self.delta = Delta()
         # Load on the same upstream in other replicas, as of the last sync.
@@ -134,6 +145,7 @@ class UpstreamGuard:
             self.breaker.release(ticket)
             return None
         self.counters["admitted"] += 1
+        self.sent.add(self.clock(), True)
         slot = Slot(self, False)
         slot.ticket = ticket
         return slot
@@ -156,6 +168,15 @@ class UpstreamGuard:
                     f"retry budget spent: {self.retries} retries active, "
                     f"{budget_allowance(self.retry_policy, self.active)} allowed",
                 )
+            requests, retried = self.sent.totals(self.clock())
+            if not within_window(self.retry_policy, requests, retried):
+                self.counters["retry_budget"] += 1
+                raise RetryBudgetExhausted(
+                    self.name,
+                    f"retry budget spent: {retried} retries for {requests} requests in the "
+                    f"last {RETRY_WINDOW:g}s, {window_allowance(self.retry_policy, requests)} "
+                    "allowed",
+                )
             self.retries_active += 1
         try:
             ticket = await self._breaker_ticket()
@@ -171,6 +192,7 @@ class UpstreamGuard:
                 self.retries_active -= 1
             raise
         self.counters["admitted"] += 1
+        self.sent.add(self.clock(), not retry)
         return ticket
 
     async def _breaker_ticket(self) -> Ticket:
@@ -293,7 +315,10 @@ class UpstreamGuard:
         )
 
     def _has_budget(self) -> bool:
-        return within_budget(self.retry_policy, self.active, self.retries)
+        if not within_budget(self.retry_policy, self.active, self.retries):
+            return False
+        requests, retried = self.sent.totals(self.clock())
+        return within_window(self.retry_policy, requests, retried)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1..), full jitter."""
@@ -303,6 +328,7 @@ class UpstreamGuard:
     def snapshot(self) -> dict:
         """For `GET /-/upstreams`: plain data, safe to serialise as JSON."""
         ok, bad = self.breaker.window.totals(self.clock())
+        requests, retried = self.sent.totals(self.clock())
         return {
             "name": self.name,
             "breaker": {
@@ -322,6 +348,12 @@ class UpstreamGuard:
             "retries": {
                 "active": self.retries,
                 "allowed": budget_allowance(self.retry_policy, self.active),
+                "window": {
+                    "seconds": RETRY_WINDOW,
+                    "requests": requests,
+                    "retries": retried,
+                    "allowed": window_allowance(self.retry_policy, requests),
+                },
             },
             "fleet": {"active": self.others_active, "retries": self.others_retries},
             "shared": bool(self.shared is not None and self.shared.healthy),

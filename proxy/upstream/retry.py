@@ -3,9 +3,18 @@
 A retry is only safe when repeating the request cannot do something twice: the method is
 idempotent, or not one byte of the request was sent (the connection was refused or reset
 before the body went out). The retry budget keeps retries from multiplying load on an
-upstream that is already failing: at most `budget_percent`% of the active requests may be
-retries at any moment, but always at least `budget_min_concurrent` (Envoy's defaults are
-20% and 3), so a quiet upstream can still retry.
+upstream that is already failing, in two ways that both must allow a retry:
+
+- at once (Envoy's `retry_budget`): at most `budget_percent`% of the active requests may be
+  retries at any moment, but always at least `budget_min_concurrent`;
+- over time (Finagle's and Linkerd's `RetryBudget`): at most `budget_percent`% of the
+  requests of the last `RETRY_WINDOW` seconds may have been retried, but always at least
+  `budget_min_concurrent`. This is what caps amplification: sequential requests are never
+  concurrent, so without it every failed one would be retried and a dead upstream would get
+  twice the traffic its clients send.
+
+With the defaults (20%, 3) a quiet upstream can still retry its occasional failure, and a
+failing one gets at most max(N + 3, 1.2 N) attempts for N requests in any 10 seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +43,21 @@ def budget_allowance(policy: RetryPolicy, active_requests: int) -> int:
 def within_budget(policy: RetryPolicy, active_requests: int, active_retries: int) -> bool:
     """Whether one more retry fits next to `active_retries` already running."""
     return active_retries < budget_allowance(policy, active_requests)
+
+
+RETRY_WINDOW = 10.0  # seconds over which retries are compared with requests (Finagle's ttl)
+
+
+def window_allowance(policy: RetryPolicy, requests: int) -> int:
+    """Retries allowed over the last `RETRY_WINDOW` seconds, which saw `requests` requests
+    (first attempts)."""
+    by_share = math.floor(max(0, requests) * policy.budget_percent / 100.0)
+    return max(policy.budget_min_concurrent, by_share)
+
+
+def within_window(policy: RetryPolicy, requests: int, retries: int) -> bool:
+    """Whether one more retry fits next to the `retries` already sent in the window."""
+    return retries < window_allowance(policy, requests)
 
 
 def retryable(

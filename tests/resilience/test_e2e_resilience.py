@@ -3,10 +3,13 @@ hiding it from GET clients, bulkheads isolating upstreams, breaker state on /-/u
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
+from tests.support.procs import wait_until
 
 SVC_POLICY = """\
 timeout: {connect: 1.0, read: 2.0, total: 5.0}
@@ -152,6 +155,29 @@ def test_dead_target_gets_bounded_attempts_then_fast_503_with_retry_after(
         assert svc["counters"]["breaker_open"] >= 1
 
 
+def test_the_retry_budget_alone_caps_amplification_of_sequential_requests(
+    start_proxy, world
+) -> None:
+    """With a breaker that does not trip (ratio only, a high bar, as docs/resilience.md
+    suggests for the monolith), the retry budget alone must hold a dead target to 1.2x its
+    clients' requests: one client after another is never concurrent, so a budget of
+    concurrent retries alone let every request be retried (2x)."""
+    policy = SVC_POLICY.replace(
+        "breaker: {consecutive_failures: 5, open_for: 30}",
+        "breaker: {consecutive_failures: 100000, min_requests: 100000}",
+    )
+    p = start_proxy(svc=policy, routes=EXTRACTED)
+    world.svc.set("status", status=503)
+    requests = 60
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        assert {c.get(f"/items/{i}").status_code for i in range(requests)} == {503}
+    attempts = world.svc.attempts()
+    assert attempts <= 1.2 * requests, f"{attempts} upstream attempts for {requests} requests"
+    assert attempts > requests  # some were retried: the budget is not zero
+    window = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]["retries"]["window"]
+    assert window["requests"] == requests and window["retries"] == attempts - requests
+
+
 def test_fallback_hides_a_dead_extracted_service_from_get_clients(start_proxy, world) -> None:
     routes = EXTRACTED.replace("target: svc", "target: svc\n  fallback: legacy")
     p = start_proxy(svc=SVC_POLICY, routes=routes)
@@ -191,6 +217,37 @@ def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
         world.svc.set("ok")
         for f in hanging:
             f.result()
+
+
+def test_a_queued_request_whose_client_left_as_its_slot_came_never_holds_it(
+    start_proxy, world
+) -> None:
+    """A holds the only slot, B waits in the queue; both clients leave at once. A's slot
+    is handed to B just as B is cancelled: B must pass it on (or, if it was sent before
+    its client's leaving was seen, be cancelled there), not go on with nobody to answer
+    and hold the bulkhead until the upstream's read timeout (Python 3.11's `wait_for`
+    returned the slot and swallowed the cancellation)."""
+    svc = SVC_POLICY.replace("read: 2.0, total: 5.0", "read: 30, total: 60")
+    svc += "bulkhead: {max_concurrent: 1, max_queued: 1, queue_timeout: 20}\n"
+    p = start_proxy(svc=svc, routes=EXTRACTED)
+    host, port = p.url.removeprefix("http://").split(":")
+    for round_ in range(5):
+        assert httpx.get(f"{p.url}/items/warm", timeout=10).status_code == 200  # idle conn
+        before = world.svc.attempts()
+        request = b"GET /items/%d HTTP/1.1\r\nHost: x\r\nX-Fault: hang\r\n\r\n"
+        a = socket.create_connection((host, int(port)))
+        a.sendall(request % 1)
+        wait_until(lambda n=before + 1: world.svc.attempts() == n, timeout=5, what="A sent")
+        b = socket.create_connection((host, int(port)))
+        b.sendall(request % 2)
+        wait_until(lambda: upstream(p, "svc")["queued"] == 1, timeout=5, what="B queued")
+        a.close()
+        b.close()
+        wait_until(
+            lambda: upstream(p, "svc")["in_flight"] == 0 and upstream(p, "svc")["queued"] == 0,
+            timeout=5,
+            what=f"every slot given back (round {round_})",
+        )
 
 
 def test_open_breaker_survives_a_reload_unless_its_policy_changes(start_proxy, world) -> None:
@@ -253,10 +310,14 @@ def test_a_body_that_fails_before_it_is_complete_fails_the_attempt(start_proxy, 
             assert r.status_code == 200 and r.json()["server"] == "legacy", (fault, r.text)
         world.svc.set("ok")
         assert c.get("/safe/1").json()["server"] == "extracted"  # the breaker is not open yet
+        before = world.svc.attempts()
 
         world.svc.set("cut")
-        # Failed attempts, two per request (one retry): the fifth opens the breaker.
-        assert [c.get(f"/items/{i}").status_code for i in range(3)] == [502, 502, 502]
+        # Four requests since the success: the first is retried, then the retry budget
+        # (3 retries over the last 10 s, the /safe ones included) is spent, so one attempt
+        # each: the fifth failed attempt opens the breaker.
+        assert [c.get(f"/items/{i}").status_code for i in range(4)] == [502] * 4
+        assert world.svc.attempts() - before == 5
         snap = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]
         assert snap["breaker"]["state"] == "open", snap
         attempts = world.svc.attempts()

@@ -22,6 +22,7 @@ from proxy.upstream import (
     RetryBudgetExhausted,
     UpstreamGuard,
 )
+from proxy.upstream.bulkhead import Bulkhead
 
 
 class Clock:
@@ -170,7 +171,10 @@ async def test_cancelled_probe_is_neither_success_nor_failure() -> None:
 
 
 async def test_retry_budget_is_enforced_at_admission() -> None:
-    guard = UpstreamGuard(upstream(retry=RetryPolicy(retries=5, budget_min_concurrent=2)))
+    clock = Clock()
+    guard = UpstreamGuard(
+        upstream(retry=RetryPolicy(retries=5, budget_min_concurrent=2)), clock=clock
+    )
     release = asyncio.Event()
     retries = []
 
@@ -192,11 +196,60 @@ async def test_retry_budget_is_enforced_at_admission() -> None:
     release.set()
     await asyncio.gather(*retries)
     assert guard.retries_active == 0
+    # None running, but the two were sent within the last 10 s with no requests around
+    # them: the budget over time (at least 2, 20% of requests) is spent too.
+    assert not guard.may_retry("GET", True, 1, 503, None)
+    clock.now += 10
     assert guard.may_retry("GET", True, 1, 503, None)
     assert not guard.may_retry("POST", True, 1, 503, None)
     assert guard.may_retry("POST", False, 1, None, ConnectionRefusedError())
     snap = guard.snapshot()
-    assert snap["retries"] == {"active": 0, "allowed": 2}
+    assert snap["retries"] == {
+        "active": 0,
+        "allowed": 2,
+        "window": {"seconds": 10.0, "requests": 0, "retries": 0, "allowed": 2},
+    }
+
+
+async def test_retry_budget_over_time_caps_sequential_retries_at_20_percent() -> None:
+    """Retries one after another are never concurrent: the budget over the last 10 s is what
+    keeps a dead upstream from getting two attempts per request (Finagle's RetryBudget)."""
+    clock = Clock()
+    guard = UpstreamGuard(
+        upstream(
+            retry=RetryPolicy(retries=1),
+            breaker=BreakerPolicy(consecutive_failures=0, min_requests=0),
+        ),
+        clock=clock,
+    )
+    attempts = 0
+    for _ in range(100):
+        attempt = 1
+        while True:
+            try:
+                async with guard.slot(retry=attempt > 1) as slot:
+                    attempts += 1
+                    slot.done(status=503)
+            except RetryBudgetExhausted:
+                break
+            if not guard.may_retry("GET", True, attempt, 503, None):
+                break
+            attempt += 1
+        clock.now += 0.01
+    assert attempts == 120, attempts  # 20 retries: 20% of 100 requests, not 100
+    snap = guard.snapshot()["retries"]["window"]
+    assert snap == {"seconds": 10.0, "requests": 100, "retries": 20, "allowed": 20}
+    assert guard.counters["retry_budget"] == 0  # may_retry said no before any admission
+
+    clock.now += 10  # the window has moved on: a quiet upstream may retry again
+    assert guard.may_retry("GET", True, 1, 503, None)
+    for _ in range(3):  # and at least `budget_min_concurrent` times, whatever the share
+        async with guard.slot(retry=True) as slot:
+            slot.done(status=200)
+    assert not guard.may_retry("GET", True, 1, 503, None)
+    with pytest.raises(RetryBudgetExhausted, match="3 retries for 0 requests in the last 10s"):
+        async with guard.slot(retry=True):
+            pass
 
 
 async def test_budget_grows_with_active_requests() -> None:
@@ -300,3 +353,21 @@ def test_replaced_guards_are_not_kept_without_a_store_to_sync_them() -> None:
     registry.update(config(*(Upstream(name=u.name, url=u.url, breaker=idle) for u in ups),
                            state="redis://127.0.0.1:1/0"))  # fmt: skip
     assert registry._retired == []  # noqa: SLF001 - nothing in flight: nothing to keep
+
+
+async def test_a_waiter_cancelled_as_its_slot_arrives_passes_the_slot_on() -> None:
+    """The slot is handed over and the waiter's task cancelled (its client left) before it
+    runs again: the cancellation wins and the slot is freed, not kept by a request nobody
+    waits for (Python 3.11's `wait_for` returned the result and dropped the cancel)."""
+    bulkhead = Bulkhead(BulkheadPolicy(max_concurrent=1, max_queued=2, queue_timeout=5.0))
+    await bulkhead.acquire()
+    waiting = asyncio.create_task(bulkhead.acquire())
+    while bulkhead.queued < 1:
+        await asyncio.sleep(0)
+    bulkhead.release()  # handed to `waiting`...
+    waiting.cancel()  # ...as its client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (bulkhead.in_flight, bulkhead.queued) == (0, 0)
+    await bulkhead.acquire()  # the slot is free for the next request
+    assert bulkhead.in_flight == 1

@@ -253,6 +253,21 @@ CASES = [
         id="pins-overlap",
     ),
     pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    tenants:\n      legacy: [acme, big corp]\n", HEAD + TENANT),
+        "legacy: [acme, big corp]", "routes[0].tenants.legacy[1]", "r",
+        "tenant 'big corp' can never match", "exactly as requests carry it",
+        id="pin-not-a-tenant-id",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    tenants: {extracted: BigCorp_EU}\n",
+               HEAD + "tenant: {host: '{tenant}.shop.example'}\n"),
+        "extracted: BigCorp_EU", "routes[0].tenants.extracted", "r",
+        "(letters, digits and '-'), such as 'bigcorp-eu'", "exactly as requests carry it",
+        id="pin-never-a-host-label",
+    ),
+    pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    tenants: {extracted: [acme]}\n",
                HEAD + TENANT),
         "tenants:", "routes[0].tenants.extracted", "r", "need a target to be sent to",
