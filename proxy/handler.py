@@ -795,9 +795,17 @@ class ProxyHandler:
         # filters
         trusted = is_trusted(peer, rt.trusted)
         ex.client = _client_ip(client_headers, peer, trusted)
-        if self.telemetry is not None:
-            ex.span = self.telemetry.start_server_span(
-                client_headers, method, edge.path, route, client_address=ex.client or None
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.tracing.enabled:
+            ex.span = telemetry.start_server_span(
+                client_headers,
+                method,
+                edge.path,
+                route,
+                scheme=scheme,
+                server_address=edge.host or None,
+                server_port=_host_port(edge.host_header, scheme),
+                client_address=ex.client or None,
             )
         headers = forward_headers(
             raw_headers,
@@ -1506,6 +1514,14 @@ def _cookies(client_headers: Any) -> Mapping[str, str]:
 
     parsed = parse_cookie_header(client_headers.get("Cookie", ""))
     return MappingProxyType({name: morsel.value for name, morsel in parsed})
+
+
+def _host_port(host_header: str, scheme: str) -> int:
+    """The port the client addressed (`Host: name:port`), else the scheme's default."""
+    _, colon, port = host_header.rpartition(":")
+    if colon and 0 < len(port) <= 5 and port.isdigit():
+        return int(port)
+    return 443 if scheme == "https" else 80
 
 
 def _peer(transport: Any) -> str:
