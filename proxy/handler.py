@@ -295,7 +295,12 @@ class ProxyHandler:
                 route=ex.route_name,
             )
         else:
-            log.exception("internal error on route %s (request %s)", ex.route_name, ex.request_id)
+            log.exception(
+                "internal error on route %s (request %s)",
+                ex.route_name,
+                ex.request_id,
+                extra={"fields": ex.log_ids()},
+            )
         return error_response(
             500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
         )
@@ -795,6 +800,7 @@ class ProxyHandler:
         # filters
         trusted = is_trusted(peer, rt.trusted)
         ex.client = _client_ip(client_headers, peer, trusted)
+        ex.client_headers = client_headers
         telemetry = self.telemetry
         if telemetry is not None and telemetry.tracing.enabled:
             ex.span = telemetry.start_server_span(
@@ -891,6 +897,7 @@ class ProxyHandler:
             ex.route_name,
             failure.reason,
             ex.request_id,
+            fields=ex.log_ids(),
         )
         if self.telemetry is not None:
             self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
@@ -1011,7 +1018,11 @@ class ProxyHandler:
             )
             return _set_route_headers(ex.route, answer)
         log.error(
-            "ACL translation failed on route %s: %s (request %s)", ex.route_name, exc, ex.request_id
+            "ACL translation failed on route %s: %s (request %s)",
+            ex.route_name,
+            exc,
+            ex.request_id,
+            extra={"fields": ex.log_ids()},
         )
         payload = {**exc.to_json(), "route": ex.route_name, "request_id": ex.request_id}
         return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
@@ -1052,7 +1063,11 @@ class ProxyHandler:
                 ex,
             )
         except Exception:  # noqa: BLE001
-            log.exception("shadow: queuing the comparison failed (request %s)", ex.request_id)
+            log.exception(
+                "shadow: queuing the comparison failed (request %s)",
+                ex.request_id,
+                extra={"fields": ex.log_ids()},
+            )
 
     def _queue_shadow(
         self,
@@ -1281,6 +1296,7 @@ class ProxyHandler:
             ex.route_name,
             exc,
             ex.request_id,
+            extra={"fields": ex.log_ids()},
         )
         ex.status, ex.error = 502, f"mid-response: {exc!r}"
 
@@ -1300,6 +1316,7 @@ class ProxyHandler:
             path,
             why,
             ex.request_id,
+            fields=ex.log_ids(),
         )
         return self._failure_response(failure, ex, accept, warn=False)
 
@@ -1314,6 +1331,7 @@ class ProxyHandler:
                 ex.route_name,
                 failure.reason,
                 ex.request_id,
+                fields=ex.log_ids(),
             )
         extra = None
         if failure.retry_after is not None:
