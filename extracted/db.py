@@ -8,9 +8,11 @@ connection, so the event loop never blocks on I/O and no two transactions interl
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,21 +47,60 @@ def parse_db_url(url: str) -> tuple[str, str]:
     return "sqlite", url
 
 
-class Tx:
-    """A connection inside a transaction (or autocommit), with dict rows."""
+# The first word of a statement, as OpenTelemetry's `db.operation.name` and span name.
+_OPERATIONS = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "WITH", "PRAGMA"}
+)
 
-    def __init__(self, conn: Any, dialect: str):
-        self._conn, self.dialect = conn, dialect
+
+@contextmanager
+def query_span(tracer: Any, system: str, sql: str) -> Iterator[None]:
+    """A CLIENT span for one statement, child of the request's span (OpenTelemetry database
+    conventions): `db.system.name`, `db.operation.name` and `db.query.text`, the statement
+    with its placeholders; the parameters (customer data) are never recorded."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    words = sql.split(None, 1)
+    operation = words[0].upper() if words else ""
+    attributes = {"db.system.name": system, "db.query.text": sql}
+    if operation in _OPERATIONS:
+        attributes["db.operation.name"] = operation
+    with tracer.start_as_current_span(
+        operation if operation in _OPERATIONS else system,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            raise
+
+
+class Tx:
+    """A connection inside a transaction (or autocommit), with dict rows. With a `tracer`
+    (the service traces requests) each statement is a span."""
+
+    def __init__(self, conn: Any, dialect: str, tracer: Any = None):
+        self._conn, self.dialect, self._tracer = conn, dialect, tracer
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
+    def _cursor(self, sql: str, params: Sequence[Any]) -> Any:
+        if self._tracer is None:
+            return self._conn.execute(self._sql(sql), tuple(params))
+        with query_span(self._tracer, self.dialect, sql):
+            return self._conn.execute(self._sql(sql), tuple(params))
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = self._conn.execute(self._sql(sql), tuple(params))
-        return cur.rowcount
+        return self._cursor(sql, params).rowcount
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        cur = self._conn.execute(self._sql(sql), tuple(params))
+        cur = self._cursor(sql, params)
         return [dict(row) for row in cur.fetchall()]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict | None:
@@ -67,6 +108,13 @@ class Tx:
         return rows[0] if rows else None
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._tracer is None:
+            self._executemany(sql, rows)
+            return
+        with query_span(self._tracer, self.dialect, sql):
+            self._executemany(sql, rows)
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.dialect == "postgresql":
             with self._conn.cursor() as cur:
                 cur.executemany(self._sql(sql), rows)
@@ -80,6 +128,9 @@ class Database:
         self.dialect, self._target = parse_db_url(url)
         self._conn: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        # An OpenTelemetry tracer when the service traces (extracted.web.build_app sets it):
+        # statements run in transactions started from a request become its child spans.
+        self.tracer: Any = None
 
     # --- synchronous API (runs on the calling thread; use from the worker or from scripts) --
 
@@ -104,7 +155,7 @@ class Database:
         conn = self._connect()
         conn.execute("BEGIN")
         try:
-            result = fn(Tx(conn, self.dialect))
+            result = fn(Tx(conn, self.dialect, self.tracer))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -156,9 +207,10 @@ class Database:
 
     async def transaction(self, fn: Callable[[Tx], T], *, rollback: bool = False) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self.transaction_sync(fn, rollback=rollback)
-        )
+        call = lambda: self.transaction_sync(fn, rollback=rollback)  # noqa: E731
+        if self.tracer is not None:  # the request's span is the statements' parent
+            return await loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
+        return await loop.run_in_executor(self._executor, call)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -65,6 +65,7 @@ def build_app(
     tracer = setup_tracing(service)
     if tracer is not None:
         middlewares.insert(0, tracing_middleware(tracer))
+        db.tracer = tracer
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[DB_KEY] = db
     app["service"] = service

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.config.model import Route
 from proxy.telemetry.spans import Span
+from proxy.telemetry.tracing import trace_id_from_headers
 
 LEGACY = "legacy"
 EXTRACTED = "extracted"
@@ -39,6 +41,20 @@ class Exchange:
     span: Span | None = None
     error: str | None = None
     client: str = ""
+    # The client's headers, read only when a log line needs the trace id of a request that
+    # has no span (tracing off: the id of the client's `traceparent`).
+    client_headers: Any = None
+
+    def log_ids(self) -> dict[str, str | None]:
+        """`request_id` and `trace_id` for a log line about this request (`extra=`)."""
+        span = self.span
+        if span is not None:
+            trace_id: str | None = span.trace_hex()
+        elif self.client_headers is not None:
+            trace_id = trace_id_from_headers(self.client_headers)
+        else:
+            trace_id = None
+        return {"request_id": self.request_id, "trace_id": trace_id}
 
     @property
     def route_name(self) -> str:

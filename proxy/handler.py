@@ -297,7 +297,12 @@ class ProxyHandler:
                 route=ex.route_name,
             )
         else:
-            log.exception("internal error on route %s (request %s)", ex.route_name, ex.request_id)
+            log.exception(
+                "internal error on route %s (request %s)",
+                ex.route_name,
+                ex.request_id,
+                extra={"fields": ex.log_ids()},
+            )
         return error_response(
             500, "internal proxy error", route=ex.route_name, request_id=ex.request_id
         )
@@ -797,9 +802,18 @@ class ProxyHandler:
         # filters
         trusted = is_trusted(peer, rt.trusted)
         ex.client = _client_ip(client_headers, peer, trusted)
-        if self.telemetry is not None:
-            ex.span = self.telemetry.start_server_span(
-                client_headers, method, edge.path, route, client_address=ex.client or None
+        ex.client_headers = client_headers
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.tracing.enabled:
+            ex.span = telemetry.start_server_span(
+                client_headers,
+                method,
+                edge.path,
+                route,
+                scheme=scheme,
+                server_address=edge.host or None,
+                server_port=_host_port(edge.host_header, scheme),
+                client_address=ex.client or None,
             )
         headers = forward_headers(
             raw_headers,
@@ -887,6 +901,7 @@ class ProxyHandler:
             ex.route_name,
             failure.reason,
             ex.request_id,
+            fields=ex.log_ids(),
         )
         if self.telemetry is not None:
             self.telemetry.count("fallback", route=ex.route_name, reason=failure.label)
@@ -1007,7 +1022,11 @@ class ProxyHandler:
             )
             return _set_route_headers(ex.route, answer)
         log.error(
-            "ACL translation failed on route %s: %s (request %s)", ex.route_name, exc, ex.request_id
+            "ACL translation failed on route %s: %s (request %s)",
+            ex.route_name,
+            exc,
+            ex.request_id,
+            extra={"fields": ex.log_ids()},
         )
         payload = {**exc.to_json(), "route": ex.route_name, "request_id": ex.request_id}
         return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
@@ -1048,7 +1067,11 @@ class ProxyHandler:
                 ex,
             )
         except Exception:  # noqa: BLE001
-            log.exception("shadow: queuing the comparison failed (request %s)", ex.request_id)
+            log.exception(
+                "shadow: queuing the comparison failed (request %s)",
+                ex.request_id,
+                extra={"fields": ex.log_ids()},
+            )
 
     def _queue_shadow(
         self,
@@ -1289,6 +1312,7 @@ class ProxyHandler:
             ex.route_name,
             exc,
             ex.request_id,
+            extra={"fields": ex.log_ids()},
         )
         ex.status, ex.error = 502, f"mid-response: {exc!r}"
 
@@ -1308,6 +1332,7 @@ class ProxyHandler:
             path,
             why,
             ex.request_id,
+            fields=ex.log_ids(),
         )
         return self._failure_response(failure, ex, accept, warn=False)
 
@@ -1322,6 +1347,7 @@ class ProxyHandler:
                 ex.route_name,
                 failure.reason,
                 ex.request_id,
+                fields=ex.log_ids(),
             )
         extra = None
         if failure.retry_after is not None:
@@ -1522,6 +1548,14 @@ def _cookies(client_headers: Any) -> Mapping[str, str]:
 
     parsed = parse_cookie_header(client_headers.get("Cookie", ""))
     return MappingProxyType({name: morsel.value for name, morsel in parsed})
+
+
+def _host_port(host_header: str, scheme: str) -> int:
+    """The port the client addressed (`Host: name:port`), else the scheme's default."""
+    _, colon, port = host_header.rpartition(":")
+    if colon and 0 < len(port) <= 5 and port.isdigit():
+        return int(port)
+    return 443 if scheme == "https" else 80
 
 
 def _peer(transport: Any) -> str:

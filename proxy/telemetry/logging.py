@@ -300,7 +300,10 @@ class ThrottledWarnings:
         self._last: dict[Any, float] = {}
         self._held: dict[Any, int] = {}
 
-    def warn(self, key: Any, message: str, *args: Any) -> None:
+    def warn(
+        self, key: Any, message: str, *args: Any, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        """`fields` (the request's `request_id` and `trace_id`) become fields of the line."""
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.every:
@@ -314,4 +317,4 @@ class ThrottledWarnings:
         if held:
             message += " (and %d more like it in the last %.0fs)"
             args = (*args, held, now - last if last is not None else self.every)
-        self.logger.warning(message, *args)
+        self.logger.warning(message, *args, extra={"fields": fields} if fields else None)

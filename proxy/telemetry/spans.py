@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.span import TraceState
@@ -29,9 +29,12 @@ STATUS_ERROR = 2
 AttrValue = str | int | float | bool
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
-# A W3C tracestate is a list of key=value members in printable ASCII; anything else (control
-# characters, non-ASCII) is dropped rather than forwarded upstream or exported.
-_TRACESTATE_OK = re.compile(r"[\x20-\x7e]{1,512}")
+# A W3C tracestate is a list of key=value members in printable ASCII (tabs allowed around
+# members); anything else (control characters, non-ASCII) is dropped rather than forwarded
+# upstream or exported. 32 members of at most 256 + 1 + 256 characters, plus separators and
+# blanks, bound what is worth parsing at all.
+_TRACESTATE_OK = re.compile(r"[\t\x20-\x7e]+")
+_TRACESTATE_MAX_INPUT = 32 * 520
 # key = simple-key / multi-tenant-key; value = 1-256 printable chars, no ',' or '=', not
 # ending in a space.
 _TRACESTATE_MEMBER = re.compile(
@@ -40,22 +43,44 @@ _TRACESTATE_MEMBER = re.compile(
 )
 
 
-def clean_tracestate(value: str | None) -> str | None:
-    """The client's `tracestate` if it is a valid W3C list to carry on: printable, at most
-    512 characters and 32 members, each `key=value` with a key of the spec's form (empty
-    members are allowed and dropped). Anything else is discarded whole, as the spec says
-    of a malformed `tracestate`."""
+def clean_tracestate(value: str | Iterable[str] | None) -> str | None:
+    """The client's `tracestate` if it is a valid W3C list to carry on, else None.
+
+    `value` is the header's value, or the values of all its fields: several `tracestate`
+    fields are one list, joined in order with commas (RFC 9110 5.3). Each member must be
+    `key=value` with a key of the spec's form (empty members are allowed and dropped), no key
+    may appear twice, and there may be at most 32 members; printable ASCII only. Anything
+    else is discarded whole, as the spec says of a malformed `tracestate`. A valid list over
+    512 characters is shortened as the spec asks: members longer than 128 characters go
+    first, then members from the end.
+    """
     if not value:
         return None
-    value = value.strip()
-    if not _TRACESTATE_OK.fullmatch(value):
+    if not isinstance(value, str):
+        value = ",".join(value)
+        if not value:
+            return None
+    if len(value) > _TRACESTATE_MAX_INPUT or not _TRACESTATE_OK.fullmatch(value):
         return None
-    members = [m.strip() for m in value.split(",") if m.strip()]
+    members = [m.strip(" \t") for m in value.split(",")]
+    members = [m for m in members if m]
     if not members or len(members) > 32:
         return None
-    if not all(_TRACESTATE_MEMBER.fullmatch(m) for m in members):
-        return None
-    return ",".join(members)
+    keys = set()
+    for m in members:
+        if not _TRACESTATE_MEMBER.fullmatch(m):
+            return None
+        key = m.partition("=")[0]
+        if key in keys:
+            return None
+        keys.add(key)
+    joined = ",".join(members)
+    if len(joined) <= 512:
+        return joined
+    members = [m for m in members if len(m) <= 128]
+    while members and sum(map(len, members)) + len(members) - 1 > 512:
+        members.pop()
+    return ",".join(members) or None
 
 
 def new_trace_id() -> int:

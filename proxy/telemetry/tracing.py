@@ -92,9 +92,35 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
+def header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header `name` (lower-case), in order: a CIMultiDict's fields, or a plain
+    dict's differently-cased keys."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return getall(name, [])
+    return [v for k, v in headers.items() if k.lower() == name]
+
+
+def client_parent(headers: Mapping[str, str]) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) of the client's `traceparent`; None when it is absent,
+    malformed, or sent more than once (W3C: two `traceparent` fields are invalid, a new
+    trace starts)."""
+    value = header(headers, "traceparent")
+    if value is None:
+        return None
+    if len(header_values(headers, "traceparent")) != 1:
+        return None
+    return _parse(value)
+
+
+def client_tracestate(headers: Mapping[str, str]) -> str | None:
+    """The client's `tracestate`, all its fields as one list (see `clean_tracestate`)."""
+    return clean_tracestate(header_values(headers, "tracestate"))
+
+
 def trace_id_from_headers(headers: Mapping[str, str]) -> str | None:
     """The caller's trace id (for log lines) without creating any span."""
-    parsed = _parse(header(headers, "traceparent"))
+    parsed = client_parent(headers)
     return f"{parsed[0]:032x}" if parsed else None
 
 
@@ -182,12 +208,12 @@ class Tracing:
         sink = self._sink
         if sink is None:
             return None
-        parent = _parse(header(headers, "traceparent"))
+        parent = client_parent(headers)
         parent_id = 0
         state = None
         if parent is not None:
             trace_id, parent_id, flags = parent
-            state = clean_tracestate(header(headers, "tracestate"))
+            state = client_tracestate(headers)
             if not flags & 1:
                 return Unsampled(trace_id, new_span_id(), state)
         else:
@@ -347,16 +373,18 @@ class Tracing:
         sink = self._sink
         if sink is None:
             return None
-        value = state = None
+        parents: list[str] = []
+        states: list[str] = []
         for k, v in headers:
             lower = k.lower()
             if lower == "traceparent":
-                value = v
+                parents.append(v)
             elif lower == "tracestate":
-                state = clean_tracestate(v)
-        parent = _parse(value)
+                states.append(v)
+        parent = _parse(parents[0]) if len(parents) == 1 else None
         if parent is None or not parent[2] & 1:
             return None
+        state = clean_tracestate(states)
         return self._client_span(
             sink,
             parent[0],

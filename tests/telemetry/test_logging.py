@@ -279,3 +279,56 @@ def test_throttled_warnings_say_how_many_were_held_back(monkeypatch, caplog):
         "upstream down (request 4) (and 3 more like it in the last 11s)",
         "other (request 5)",
     ]
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["exporter-none", "exporter-otlp"])
+def test_a_failing_upstreams_warning_line_carries_the_requests_ids(tmp_path, traced):
+    """A real proxy in front of a closed port: the warning about the 502 has the same
+    `request_id` and `trace_id` fields as the request's access line (with tracing off, the
+    trace id of the client's `traceparent`), not only the request id inside its message."""
+    import subprocess
+
+    import httpx
+
+    from tests.support.procs import PYTHON, free_port, running
+    from tests.telemetry.otlp_sink import otlp_sink
+
+    dead, port, admin = free_port(), free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{dead}", retry: {{retries: 0}}}}
+default: legacy
+routes: []
+telemetry: {{log_format: json}}
+"""
+    )
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    out = tmp_path / "stdout"
+    with otlp_sink() as (collector, _), out.open("w") as stdout:
+        if traced:
+            traces = f"traces: {{exporter: otlp, endpoint: '{collector}', sample: 1.0}}, "
+            config.write_text(
+                config.read_text().replace("{log_format", "{" + traces + "log_format")
+            )
+        with running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        ):
+            resp = httpx.get(
+                f"http://127.0.0.1:{port}/x",
+                headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+                timeout=10,
+            )
+            assert resp.status_code == 502
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    (access,) = [x for x in lines if x["logger"] == "strangler.access"]
+    (warning,) = [x for x in lines if x["level"] == "warning" and "unreachable" in x["msg"]]
+    assert access["trace_id"] == trace  # the client's trace: joined, or continued by the span
+    assert warning["request_id"] == access["request_id"] == resp.headers["X-Request-ID"]
+    assert warning["trace_id"] == access["trace_id"]
