@@ -97,6 +97,19 @@ def test_rare_differences_are_below_threshold_and_match():
     assert ep["matches"] == 9_999
 
 
+def test_a_field_differing_in_many_elements_counts_once_per_sample_by_kind_too():
+    """`count`, `kinds` and `examples` are per sample, as `samples` and `matches` are: a
+    page whose three prices differ is one sample with a differing price, not three."""
+    page = [d(f"$.items[{i}].price", "$.items[*].price", p=i, c=i + 1) for i in range(3)]
+    gone = d("$.items[2].price", "$.items[*].price", kind="missing", c=None)
+    records = [rec(0, diffs=page), rec(1, diffs=[*page[:2], gone]), rec(2)]
+    (ep,) = build_report(records)["endpoints"]
+    (price,) = ep["fields"]
+    assert (ep["samples"], ep["matches"], price["count"]) == (3, 1, 2)
+    assert price["kinds"] == {"value": 2, "missing": 1}
+    assert [e["request_id"] for e in price["examples"]] == ["r0", "r1"]
+
+
 def test_grouping_and_filters():
     records = [
         rec(1, route="a", endpoint="/x/{id}"),
