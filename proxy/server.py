@@ -414,8 +414,12 @@ async def _publish_in_flight(telemetry: Telemetry, every: float = 1.0) -> None:
 def _open_shadow_store(config: Config, open_store: Callable[[Config], Any]) -> Any:
     """The diff store, or `CannotStart` naming it and the fix (a read-only config folder
     is the usual cause: the default store is a file beside routes.yaml)."""
+    from proxy.shadow.store import StoreUnusable
+
     try:
         return open_store(config)
+    except StoreUnusable as exc:  # says what is wrong with which file, and the fix
+        raise CannotStart(f"{exc} (in {config.source})") from None
     except Exception as exc:  # noqa: BLE001 - sqlite3, OSError, redis URL errors alike
         from proxy.config.values import redact_url
         from proxy.shadow.store import default_store_url

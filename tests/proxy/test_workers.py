@@ -186,6 +186,23 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
     assert "restarting" not in out.stderr + out.stdout
 
 
+def test_a_damaged_shadow_store_is_named_once_with_the_fix(tmp_path, upstreams):
+    """Not \"cannot open … cannot open …\" with two contradicting fixes: the file, what is
+    wrong with it and what to do, once."""
+    from tests.proxy.conftest import DEFAULT_ROUTES
+
+    config = tmp_path / "routes.yaml"
+    config.write_text(base_config(upstreams, free_port(), free_port(), DEFAULT_ROUTES))
+    store = tmp_path / "strangler-shadow.db"  # the default store, beside routes.yaml
+    store.write_bytes(b"\x00garbage" * 1000)
+    out = serve_until_it_exits(config)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"the shadow diff store '{store}' is not a SQLite database" in out.stderr
+    assert "move it aside" in out.stderr and str(config) in out.stderr
+    assert out.stderr.count("shadow diff store") == 1, out.stderr
+
+
 def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstreams):
     config = tmp_path / "routes.yaml"
     config.write_text(base_config(upstreams, free_port(), free_port()))

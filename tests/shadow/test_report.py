@@ -239,6 +239,33 @@ def test_cli_reads_the_store_named_in_routes_yaml(tmp_path):
     assert "no comparisons stored for route 'payments'" in empty.stderr
 
 
+def test_cli_names_the_file_and_the_fix_when_the_store_or_the_output_is_unusable(tmp_path):
+    """A damaged store, a file that is no diff store and an output path that cannot be
+    written: one line naming the file and what to do, exit 1, no traceback."""
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"this is not sqlite\n" * 300)
+    out = cli("--store", str(damaged), "--format", "json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(damaged) in out.stderr and "not a SQLite database" in out.stderr
+    assert "move it aside" in out.stderr
+
+    blank = tmp_path / "blank.db"
+    blank.touch()  # an empty file is an empty SQLite database: no comparisons table
+    out = cli("--store", str(blank))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(blank) in out.stderr and "not a diff store written by `strangler serve`" in (
+        out.stderr
+    )
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.write([make_record("orders", i, "x") for i in range(2)])
+    store.close()
+    target = tmp_path / "no-such-folder" / "report.html"
+    out = cli("--store", str(tmp_path / "s.db"), "--format", "html", "-o", str(target))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot write -o {target}" in out.stderr and "writable path" in out.stderr
+
+
 def test_two_replicas_writing_to_redis_make_one_report():
     prefix = f"strangler-test-{uuid.uuid4().hex[:12]}:"
     url = f"redis://127.0.0.1:6379/0?prefix={prefix}"

@@ -22,6 +22,10 @@ log = logging.getLogger("strangler.shadow.store")
 _WARN_EVERY = 60.0  # seconds between repeated warnings about the same failing store
 
 
+class StoreUnusable(OSError):
+    """The store cannot be used; the message names it, the cause and the fix."""
+
+
 class DiffStore(ABC):
     """Append-only store of comparisons with bounded retention (count and age)."""
 
