@@ -147,6 +147,25 @@ def test_text_rendering():
     assert "No comparisons recorded" in render_text(build_report([]))
 
 
+def test_text_report_escapes_control_characters_from_stored_values():
+    """Values come from upstream answers: a newline must not break the table, and an escape
+    sequence (clear screen, colours, carriage return overwriting the line) must not reach
+    the reader's terminal."""
+    hostile = "\x1b[2J\x1b[31mALL GOOD\rfake\x9b1m"
+    records = [
+        rec(0, diffs=[d("$.note", p="line one\nline two", c=hostile), d("line:3", p="a\tb")]),
+        rec(1, diffs=[d('$["k\x1b[0m"]', p=1, c=2)], noise=("$.t\x07",)),
+    ]
+    text = render_text(build_report(records))
+    assert not any(ch in text for ch in "\x1b\r\t\x07\x9b"), repr(text)
+    assert "line one\\nline two -> \\u001b[2J\\u001b[31mALL GOOD\\rfake" in text
+    assert '$["k\\u001b[0m"]' in text and "$.t\\u0007" in text
+    assert all(
+        line.startswith(("Shadow", "1", "2", " ", "customers")) or not line
+        for line in text.splitlines()
+    )  # every line is one of the report's own
+
+
 def test_parse_since():
     now = 1_000_000.0
     assert parse_since("30m", now) == now - 1800
