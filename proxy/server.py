@@ -231,8 +231,13 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     await guards.start()
     sender = HttpSender(lambda: holder.current.config.upstreams)
     translate_request, translate_response = _shadow_translators(holder)
+    # With a shadow route the store is opened now, so a store that cannot be used stops the
+    # start with its reason. Without one (yet) it is created at the first comparison a
+    # reload's shadow route makes: a proxy that shadows nothing needs no writable folder
+    # beside routes.yaml (a ConfigMap is read-only) and leaves no file there.
+    shadowing = any(route.mode == "shadow" for route in config.routes)
     mirror = ShadowMirror(
-        _open_shadow_store(config, store_from_config),
+        _open_shadow_store(config, lambda c: store_from_config(c, lazy=not shadowing)),
         send=telemetry.traced_shadow_sender(sender),
         translate_request=translate_request,
         translate_response=translate_response,

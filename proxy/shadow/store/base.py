@@ -38,8 +38,12 @@ class DiffStore(ABC):
         flush_interval: float = 0.2,
         max_pending: int = 10_000,
         readonly: bool = False,
+        lazy: bool = False,
     ) -> None:
         self.readonly = readonly  # report readers: never create, write or prune
+        # Create the backend's file at the first write, not now (a proxy with no shadow route
+        # yet needs no store, nor a writable folder for one); failures are then counted.
+        self.lazy = lazy
         self.retention_count = int(retention_count)
         self.retention_days = float(retention_days)
         self._batch_size = batch_size

@@ -51,6 +51,12 @@ class SQLiteStore(DiffStore):
                     "points elsewhere"
                 )
             return
+        self._created = False
+        if not self.lazy:
+            self._create()
+
+    def _create(self) -> None:
+        """The file, WAL mode and the table (once; at the first write when `lazy`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         try:
@@ -58,6 +64,7 @@ class SQLiteStore(DiffStore):
             conn.commit()
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
+        self._created = True
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -100,6 +107,8 @@ class SQLiteStore(DiffStore):
         )
 
     def _write_batch(self, records: list[DiffRecord]) -> None:
+        if not self._created:
+            self._create()
         conn = self._conn()
         rows = [
             (
@@ -127,6 +136,8 @@ class SQLiteStore(DiffStore):
             )
 
     def _prune(self, now: float) -> None:
+        if not self._created:
+            return  # nothing written yet: no file to prune
         conn = self._conn()
         with conn:
             conn.execute("DELETE FROM comparisons WHERE ts < ?", (self._cutoff(now),))
