@@ -233,8 +233,13 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     await guards.start()
     sender = HttpSender(lambda: holder.current.config.upstreams)
     translate_request, translate_response = _shadow_translators(holder)
+    # With a shadow route the store is opened now, so a store that cannot be used stops the
+    # start with its reason. Without one (yet) it is created at the first comparison a
+    # reload's shadow route makes: a proxy that shadows nothing needs no writable folder
+    # beside routes.yaml (a ConfigMap is read-only) and leaves no file there.
+    shadowing = any(route.mode == "shadow" for route in config.routes)
     mirror = ShadowMirror(
-        _open_shadow_store(config, store_from_config),
+        _open_shadow_store(config, lambda c: store_from_config(c, lazy=not shadowing)),
         send=telemetry.traced_shadow_sender(sender),
         translate_request=translate_request,
         translate_response=translate_response,
@@ -411,8 +416,12 @@ async def _publish_in_flight(telemetry: Telemetry, every: float = 1.0) -> None:
 def _open_shadow_store(config: Config, open_store: Callable[[Config], Any]) -> Any:
     """The diff store, or `CannotStart` naming it and the fix (a read-only config folder
     is the usual cause: the default store is a file beside routes.yaml)."""
+    from proxy.shadow.store import StoreUnusable
+
     try:
         return open_store(config)
+    except StoreUnusable as exc:  # says what is wrong with which file, and the fix
+        raise CannotStart(f"{exc} (in {config.source})") from None
     except Exception as exc:  # noqa: BLE001 - sqlite3, OSError, redis URL errors alike
         from proxy.config.values import redact_url
         from proxy.shadow.store import default_store_url

@@ -19,7 +19,7 @@ from .noise import ABSOLUTE_THRESHOLD, RELATIVE_THRESHOLD
 from .report.build import build_report
 from .report.html import render_html
 from .report.text import render_text
-from .store import open_store, store_from_config
+from .store import StoreUnusable, open_store, store_from_config
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -147,6 +147,9 @@ def run_report(args: argparse.Namespace) -> int:
             relative=args.relative_threshold,
             absolute=args.absolute_threshold,
         )
+    except StoreUnusable as exc:  # names the file and the fix
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001
         print(f"strangler report: cannot read the diff store: {exc}", file=sys.stderr)
         return 1
@@ -159,7 +162,15 @@ def run_report(args: argparse.Namespace) -> int:
     else:
         text = render_text(report)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(
+                f"strangler report: cannot write -o {args.output}: {exc.strerror or exc}; "
+                "choose a writable path (its folder must exist)",
+                file=sys.stderr,
+            )
+            return 1
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -51,6 +51,9 @@ DEFAULT_HEADERS = ("content-type",)
 MAX_DECOMPRESSED = 32 * 1024 * 1024
 MAX_TEXT_LINES = 20_000
 MAX_EXAMPLE_CHARS = 2_000
+# Order detection pairs elements one by one only under a numeric tolerance, for at most
+# this many differing positions (quadratic).
+MAX_TOLERANT_PAIRING = 64
 
 _IGNORE, _CI = "ignore", "ci"
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -138,7 +141,11 @@ class Differ:
                 if a != b and not (ci and a.casefold() == b.casefold()):
                     self._add(out, path, "value", a, b)
             elif ta is float or ta is int:
-                if a != b and not (self._tolerance and abs(a - b) <= self._tolerance):
+                if (
+                    a != b
+                    and not (self._tolerance and abs(a - b) <= self._tolerance)
+                    and (a == a or b == b)  # NaN (Python's json reads it) equals NaN here
+                ):
                     self._add(out, path, "value", a, b)
             elif a != b:
                 self._add(out, path, "value", a, b)
@@ -218,10 +225,10 @@ class Differ:
             if len(out) > before:
                 differing.append(i)
         # Same elements in another order: the differing positions hold the same multiset
-        # (at least two positions must differ for that; equal positions cancel out).
-        if len(differing) > 1 and _canonical_multiset([a[i] for i in differing]) == (
-            _canonical_multiset([b[i] for i in differing])
-        ):
+        # (at least two positions must differ for that; equal positions cancel out), equal
+        # as the route's rules see them (an ignored `etag` or a case-insensitive name in each
+        # element must not turn a reordering into value differences).
+        if len(differing) > 1 and self._same_multiset(a, b, differing, state, ci):
             del out[mark:]
             self._add(out, path, "order", a, b)
 
@@ -234,9 +241,9 @@ class Differ:
         whichever side is called primary."""
         groups: dict[str, tuple[list[int], list[int]]] = {}
         for i, va in enumerate(a):
-            groups.setdefault(_canonical(va), ([], []))[0].append(i)
+            groups.setdefault(self._element_key(va, i, state, ci), ([], []))[0].append(i)
         for j, vb in enumerate(b):
-            groups.setdefault(_canonical(vb), ([], []))[1].append(j)
+            groups.setdefault(self._element_key(vb, j, state, ci), ([], []))[1].append(j)
         left_a: list[int] = []
         left_b: list[int] = []
         for ia, jb in groups.values():
@@ -252,6 +259,94 @@ class Differ:
             path.append(i)
             self._walk(a[i], b[j], path, child, cci, out)
             path.pop()
+
+    # ---- equality as the rules see it (for order detection) -----------------------------
+
+    def _element_key(self, value: Any, index: int, state: tuple, ci: bool) -> str:
+        """A list element's canonical text under the rules, at position `index`."""
+        if not state:
+            return self._canon_text(value, state, ci)
+        child, ignored, cci = self._child(state, index, ci)
+        return "" if ignored else self._canon_text(value, child, cci)
+
+    def _canon_text(self, value: Any, state: tuple, ci: bool) -> str:
+        if not state and not ci and not _has_float(value):
+            return _canonical(value)  # no rule applies below: the plain canonical form
+        return json.dumps(self._canon(value, state, ci), sort_keys=True, separators=(",", ":"))
+
+    def _canon(self, value: Any, state: tuple, ci: bool) -> Any:
+        """`value` as the rules compare it: ignored fields dropped, case-insensitive strings
+        folded, `1.0` as `1`, and arrays whose order does not count (`ignore_list_order`,
+        `unordered`) sorted. Two values with equal canonical forms have no differences
+        (numeric tolerance aside, which `_same` handles)."""
+        t = type(value)
+        if t is dict:
+            out = {}
+            for key, item in value.items():
+                child, ignored, cci = self._child(state, key, ci)
+                if not ignored:
+                    out[key] = self._canon(item, child, cci)
+            return out
+        if t is list:
+            keyed = None
+            if state:
+                for tag in self._patterns.accepted(state):
+                    if type(tag) is tuple and tag[0] == "unordered":
+                        keyed = tag[1]
+                        break
+            items = []
+            for i, item in enumerate(value):
+                seg: Segment = i
+                if keyed is not None and type(item) is dict:
+                    kv = item.get(keyed)
+                    if kv is not None and not isinstance(kv, dict | list):
+                        seg = Keyed(keyed, kv)
+                child, ignored, cci = self._child(state, seg, ci)
+                if not ignored:
+                    items.append(self._canon(item, child, cci))
+            if keyed is not None or self._ignore_order:
+                items.sort(key=lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")))
+            return items
+        if t is str:
+            return value.casefold() if ci else value
+        if t is float:
+            if value != value:
+                return "NaN"
+            if value.is_integer() and abs(value) < 2**53:
+                return int(value)
+        return value
+
+    def _same(self, a: Any, b: Any, index: int, state: tuple, ci: bool) -> bool:
+        """No difference between two elements under the rules (tolerance included)."""
+        if state:
+            state, ignored, ci = self._child(state, index, ci)
+            if ignored:
+                return True
+        scratch: list[Difference] = []
+        self._walk(a, b, [], state, ci, scratch)
+        return not scratch
+
+    def _same_multiset(
+        self, a: list, b: list, positions: list[int], state: tuple, ci: bool
+    ) -> bool:
+        """Do `a` and `b` hold equal elements (as the rules see them) at these positions,
+        in some order?"""
+        left = sorted(self._element_key(a[i], i, state, ci) for i in positions)
+        right = sorted(self._element_key(b[i], i, state, ci) for i in positions)
+        if left == right:
+            return True
+        if not self._tolerance or len(positions) > MAX_TOLERANT_PAIRING:
+            return False
+        # Numbers within tolerance have no canonical form: pair elements one by one.
+        unused = list(positions)
+        for i in positions:
+            for n, j in enumerate(unused):
+                if self._same(a[i], b[j], i, state, ci):
+                    del unused[n]
+                    break
+            else:
+                return False
+        return True
 
     def _walk_keyed(
         self, a: list, b: list, key: str, path: list, state: tuple, ci: bool, out: list
@@ -354,8 +449,16 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _canonical_multiset(items: list) -> list[str]:
-    return sorted(_canonical(v) for v in items)
+def _has_float(value: Any) -> bool:
+    """Any float inside (`1.0` and `1` are one number; NaN equals NaN)?"""
+    t = type(value)
+    if t is float:
+        return True
+    if t is dict:
+        return any(_has_float(v) for v in value.values())
+    if t is list:
+        return any(_has_float(v) for v in value)
+    return False
 
 
 def _index_by(items: list, key: str) -> dict | None:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import textwrap
 import threading
 import time
 
@@ -16,6 +17,13 @@ import pytest
 from proxy.telemetry.metrics import samples_from_text
 from tests.proxy.conftest import base_config
 from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
+
+SHADOW_ROUTE = """\
+- name: shadowed
+  match: {prefix: "/api/shadowed"}
+  mode: shadow
+  target: svc
+"""
 
 
 def fresh_get(url: str) -> httpx.Response:
@@ -175,7 +183,8 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
 
     config = tmp_path / "routes.yaml"
     extra = 'shadow: {store: "sqlite:////proc/strangler-nope/shadow.db"}\n'
-    config.write_text(base_config(upstreams, free_port(), free_port(), DEFAULT_ROUTES, extra))
+    routes = DEFAULT_ROUTES + SHADOW_ROUTE  # without one the store is made at the first diff
+    config.write_text(base_config(upstreams, free_port(), free_port(), routes, extra))
     out = serve_until_it_exits(config, "--workers", workers)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
@@ -184,6 +193,94 @@ def test_a_shadow_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(
     )
     assert "set `shadow.store`" in out.stderr
     assert "restarting" not in out.stderr + out.stdout
+
+
+def test_a_damaged_shadow_store_is_named_once_with_the_fix(tmp_path, upstreams):
+    """Not \"cannot open … cannot open …\" with two contradicting fixes: the file, what is
+    wrong with it and what to do, once."""
+    from tests.proxy.conftest import DEFAULT_ROUTES
+
+    config = tmp_path / "routes.yaml"
+    routes = DEFAULT_ROUTES + SHADOW_ROUTE
+    config.write_text(base_config(upstreams, free_port(), free_port(), routes))
+    store = tmp_path / "strangler-shadow.db"  # the default store, beside routes.yaml
+    store.write_bytes(b"\x00garbage" * 1000)
+    out = serve_until_it_exits(config)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"the shadow diff store '{store}' is not a SQLite database" in out.stderr
+    assert "move it aside" in out.stderr and str(config) in out.stderr
+    assert out.stderr.count("shadow diff store") == 1, out.stderr
+
+
+def shadow_snapshot(admin: str) -> dict:
+    return httpx.get(admin + "/-/shadow", timeout=5).json()
+
+
+def test_without_a_shadow_route_the_store_is_made_at_the_first_comparison(tmp_path, start_proxy):
+    """A proxy that shadows nothing neither creates the default store beside routes.yaml nor
+    needs that folder writable (a ConfigMap is read-only); a reload that adds a shadow route
+    creates it with the first comparison, and `strangler report` reads it."""
+    p = start_proxy()
+    assert httpx.get(p.url + "/api/items/1").status_code == 200
+    store = tmp_path / "strangler-shadow.db"
+    assert not store.exists()
+
+    p.write_config(
+        p.config.read_text().replace(
+            "routes:\n", "routes:\n" + textwrap.indent(SHADOW_ROUTE, "  "), 1
+        )
+    )
+    wait_until(
+        lambda: (
+            httpx.get(p.url + "/api/shadowed/1").json()["server"] == "legacy"
+            and any(
+                r["route"] == "shadowed" and r["compared"]
+                for r in shadow_snapshot(p.admin)["routes"]
+            )
+        ),
+        what="a comparison on the reloaded shadow route",
+    )
+    wait_until(lambda: shadow_snapshot(p.admin)["store"]["written"] >= 1, what="a stored diff")
+    out = subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "report", "-c", str(p.config), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [e["route"] for e in json.loads(out.stdout)["endpoints"]] == ["shadowed"]
+
+
+def test_a_store_that_cannot_be_made_does_not_stop_a_proxy_without_shadow_routes(
+    tmp_path, start_proxy
+):
+    """Where the default store would go there is something else (a read-only folder as
+    well): the proxy still serves; once a reload adds a shadow route, its diffs are lost and
+    counted (`failed`, `last_error` naming the file), never its requests."""
+    blocker = tmp_path / "strangler-shadow.db"
+    blocker.mkdir()  # sqlite cannot open a directory, even for root
+    p = start_proxy()
+    assert httpx.get(p.url + "/api/items/1").status_code == 200
+
+    p.write_config(
+        p.config.read_text().replace(
+            "routes:\n", "routes:\n" + textwrap.indent(SHADOW_ROUTE, "  "), 1
+        )
+    )
+    wait_until(
+        lambda: (
+            httpx.get(p.url + "/api/shadowed/1").status_code == 200
+            and shadow_snapshot(p.admin)["store"]["failed"] >= 1
+        ),
+        what="a diff the store could not write",
+    )
+    store = shadow_snapshot(p.admin)["store"]
+    assert str(blocker) in store["last_error"], store
+    for _ in range(5):
+        resp = httpx.get(p.url + "/api/shadowed/2")
+        assert resp.status_code == 200 and resp.json()["server"] == "legacy"
 
 
 def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstreams):

@@ -73,6 +73,44 @@ def test_ignore_list_order_still_reports_changed_elements():
     ]
 
 
+def test_list_order_is_judged_by_the_rules_of_its_elements():
+    """Items that differ only where a rule says not to look (an ignored `etag`, a
+    case-insensitive name, 1.0 for 1, a number within tolerance) are the same items: in
+    another order they are one `order` difference, not value differences in every field,
+    and `ignore_list_order` absorbs them."""
+    a = {"items": [{"id": 1, "name": "Ann", "etag": "a1"}, {"id": 2, "name": "bob", "etag": "a2"}]}
+    b = {"items": [{"id": 2, "name": "BOB", "etag": "b2"}, {"id": 1, "name": "ann", "etag": "b1"}]}
+    rules = Rules(ignore=("$.items[*].etag",), case_insensitive=("$.items[*].name",))
+    (d,) = diff_json(a, b, rules)
+    assert (d.path, d.field, d.kind) == ("$.items", "$.items", "order")
+    (d,) = diff_json(b, a, rules)
+    assert (d.path, d.kind) == ("$.items", "order")
+    ordered = Rules(
+        ignore=("$.items[*].etag",), case_insensitive=("$.items[*].name",), ignore_list_order=True
+    )
+    assert diff_json(a, b, ordered) == []
+    # a real change among reordered items is still reported, at the element that changed
+    b["items"][1]["name"] = "Anne"
+    assert [(d.path, d.kind) for d in diff_json(a, b, ordered)] == [("$.items[0].name", "value")]
+
+    (d,) = diff_json({"l": [1.0, 2]}, {"l": [2.0, 1]})
+    assert (d.path, d.kind) == ("$.l", "order")
+    (d,) = diff_json({"l": [1.0, 2.5]}, {"l": [2.501, 1.001]}, Rules(tolerance=0.01))
+    assert (d.path, d.kind) == ("$.l", "order")
+    nested = Rules(unordered=MappingProxyType({"$.l[*].tags": "k"}))
+    x = {"l": [{"n": 1, "tags": [{"k": "a"}, {"k": "b"}]}, {"n": 2, "tags": []}]}
+    y = {"l": [{"n": 2, "tags": []}, {"n": 1, "tags": [{"k": "b"}, {"k": "a"}]}]}
+    (d,) = diff_json(x, y, nested)
+    assert (d.path, d.kind) == ("$.l", "order")
+
+
+def test_nan_equals_nan():
+    """Python's json reads NaN: a document holding one diffed with itself is still empty."""
+    doc = json.loads('{"x": NaN, "l": [NaN, 1], "o": {"y": NaN}}')
+    assert diff_json(doc, doc) == []
+    assert kinds(diff_json({"x": float("nan")}, {"x": 1.0})) == {("$.x", "value")}
+
+
 def test_ignore_paths_with_wildcards_and_deep():
     a = {"generated_at": 1, "items": [{"etag": "a", "v": 1}, {"etag": "b", "v": 2}]}
     b = {"generated_at": 2, "items": [{"etag": "x", "v": 1}, {"etag": "y", "v": 3}]}

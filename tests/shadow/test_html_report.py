@@ -69,9 +69,8 @@ def test_json_lines_carry_paths():
     assert lines[0] == ("$", "{") and lines[-1] == ("$", "}")
 
 
-def test_html_report_in_headless_chromium(tmp_path):
-    page = tmp_path / "report.html"
-    page.write_text(render_html(sample_report()), encoding="utf-8")
+def chromium(tmp_path) -> webdriver.Chrome:
+    """Headless Chromium through the Debian chromium-driver."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in (
@@ -86,7 +85,13 @@ def test_html_report_in_headless_chromium(tmp_path):
         "--window-size=1400,1800",
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def test_html_report_in_headless_chromium(tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(render_html(sample_report()), encoding="utf-8")
+    driver = chromium(tmp_path)
     try:
         driver.get(page.as_uri())
         assert driver.title == "Strangler shadow report"
@@ -131,5 +136,66 @@ def test_html_report_in_headless_chromium(tmp_path):
         shot = artifacts / "shadow-report.png"
         assert driver.save_screenshot(str(shot))
         assert os.path.getsize(shot) > 10_000
+    finally:
+        driver.quit()
+
+
+def test_text_pairs_highlight_each_side_in_its_own_line_numbers(tmp_path):
+    """`line:N` differences count the primary's lines. After a line removed above, the
+    candidate's changed line is one higher up and its added line further down: those are
+    highlighted on the candidate side, not the unchanged line that happens to be number N."""
+    text = (("content-type", "text/plain; charset=utf-8"),)
+    p = CapturedResponse(200, text, b"alpha\nDELETED\nbeta\ngamma\ndelta\n", 0.01)
+    c = CapturedResponse(200, text, b"alpha\nbeta\nGAMMA\ndelta\nEXTRA\n", 0.02)
+    cmp = Differ(Rules()).compare(p, c)
+    assert [(d.path, d.kind) for d in cmp.differences] == [
+        ("line:2", "missing"),
+        ("line:4", "value"),
+        ("line:6", "extra"),
+    ]
+    rec = DiffRecord(
+        ts=1_700_000_000.0,
+        route="pages",
+        method="GET",
+        endpoint="/about",
+        request_id="pages-1",
+        primary_status=200,
+        candidate_status=200,
+        primary_latency=p.latency,
+        candidate_latency=c.latency,
+        differences=cmp.differences,
+        noise=None,
+        body_kind=cmp.body_kind,
+        primary_body=p.body.decode(),
+        candidate_body=c.body.decode(),
+    )
+    page = tmp_path / "text-report.html"
+    page.write_text(render_html(build_report([rec])), encoding="utf-8")
+    driver = chromium(tmp_path)
+    try:
+        driver.get(page.as_uri())
+        example = driver.find_element(By.CSS_SELECTOR, "details.example[open]")
+
+        def marked(side: str) -> list[tuple[str, str]]:
+            lines = example.find_elements(By.CSS_SELECTOR, f".side.{side} .line")
+            return [
+                (line.text, line.get_attribute("class").replace("line", "").strip())
+                for line in lines
+            ]
+
+        assert marked("primary") == [
+            ("alpha", ""),
+            ("DELETED", "del"),
+            ("beta", ""),
+            ("gamma", "chg"),
+            ("delta", ""),
+        ]
+        assert marked("candidate") == [
+            ("alpha", ""),
+            ("beta", ""),
+            ("GAMMA", "chg"),
+            ("delta", ""),
+            ("EXTRA", "add"),
+        ]
     finally:
         driver.quit()

@@ -97,6 +97,19 @@ def test_rare_differences_are_below_threshold_and_match():
     assert ep["matches"] == 9_999
 
 
+def test_a_field_differing_in_many_elements_counts_once_per_sample_by_kind_too():
+    """`count`, `kinds` and `examples` are per sample, as `samples` and `matches` are: a
+    page whose three prices differ is one sample with a differing price, not three."""
+    page = [d(f"$.items[{i}].price", "$.items[*].price", p=i, c=i + 1) for i in range(3)]
+    gone = d("$.items[2].price", "$.items[*].price", kind="missing", c=None)
+    records = [rec(0, diffs=page), rec(1, diffs=[*page[:2], gone]), rec(2)]
+    (ep,) = build_report(records)["endpoints"]
+    (price,) = ep["fields"]
+    assert (ep["samples"], ep["matches"], price["count"]) == (3, 1, 2)
+    assert price["kinds"] == {"value": 2, "missing": 1}
+    assert [e["request_id"] for e in price["examples"]] == ["r0", "r1"]
+
+
 def test_grouping_and_filters():
     records = [
         rec(1, route="a", endpoint="/x/{id}"),
@@ -132,6 +145,25 @@ def test_text_rendering():
     assert "samples 3  matches 0 (0.0%)" in text
     assert "$.total" in text and "0 -> 1" in text
     assert "No comparisons recorded" in render_text(build_report([]))
+
+
+def test_text_report_escapes_control_characters_from_stored_values():
+    """Values come from upstream answers: a newline must not break the table, and an escape
+    sequence (clear screen, colours, carriage return overwriting the line) must not reach
+    the reader's terminal."""
+    hostile = "\x1b[2J\x1b[31mALL GOOD\rfake\x9b1m"
+    records = [
+        rec(0, diffs=[d("$.note", p="line one\nline two", c=hostile), d("line:3", p="a\tb")]),
+        rec(1, diffs=[d('$["k\x1b[0m"]', p=1, c=2)], noise=("$.t\x07",)),
+    ]
+    text = render_text(build_report(records))
+    assert not any(ch in text for ch in "\x1b\r\t\x07\x9b"), repr(text)
+    assert "line one\\nline two -> \\u001b[2J\\u001b[31mALL GOOD\\rfake" in text
+    assert '$["k\\u001b[0m"]' in text and "$.t\\u0007" in text
+    assert all(
+        line.startswith(("Shadow", "1", "2", " ", "customers")) or not line
+        for line in text.splitlines()
+    )  # every line is one of the report's own
 
 
 def test_parse_since():
@@ -224,6 +256,33 @@ def test_cli_reads_the_store_named_in_routes_yaml(tmp_path):
     empty = cli("--store", str(tmp_path / "data" / "diffs.db"), "--route", "payments")
     assert empty.returncode == 0
     assert "no comparisons stored for route 'payments'" in empty.stderr
+
+
+def test_cli_names_the_file_and_the_fix_when_the_store_or_the_output_is_unusable(tmp_path):
+    """A damaged store, a file that is no diff store and an output path that cannot be
+    written: one line naming the file and what to do, exit 1, no traceback."""
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"this is not sqlite\n" * 300)
+    out = cli("--store", str(damaged), "--format", "json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(damaged) in out.stderr and "not a SQLite database" in out.stderr
+    assert "move it aside" in out.stderr
+
+    blank = tmp_path / "blank.db"
+    blank.touch()  # an empty file is an empty SQLite database: no comparisons table
+    out = cli("--store", str(blank))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(blank) in out.stderr and "not a diff store written by `strangler serve`" in (
+        out.stderr
+    )
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.write([make_record("orders", i, "x") for i in range(2)])
+    store.close()
+    target = tmp_path / "no-such-folder" / "report.html"
+    out = cli("--store", str(tmp_path / "s.db"), "--format", "html", "-o", str(target))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot write -o {target}" in out.stderr and "writable path" in out.stderr
 
 
 def test_two_replicas_writing_to_redis_make_one_report():

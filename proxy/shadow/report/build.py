@@ -94,16 +94,23 @@ class _Endpoint:
         self.primary_latency.append(rec.primary_latency)
         if rec.candidate_latency is not None:
             self.candidate_latency.append(rec.candidate_latency)
+        # A field, and each kind of difference at it, counts once per sample (`count`,
+        # `kinds`), as matches do: a list whose 40 prices differ is one sample with a
+        # differing price, not 40. Examples come from different samples too.
         counted: set[str] = set()
+        kinds_counted: set[tuple[str, str]] = set()
         for d in rec.differences:
             f = self.fields.get(d.field)
             if f is None:
                 f = self.fields[d.field] = _Field()
-            if d.field not in counted:
+            first = d.field not in counted
+            if first:
                 f.count += 1
                 counted.add(d.field)
-            f.kinds[d.kind] += 1
-            if len(f.examples) < MAX_EXAMPLES:
+            if (d.field, d.kind) not in kinds_counted:
+                f.kinds[d.kind] += 1
+                kinds_counted.add((d.field, d.kind))
+            if first and len(f.examples) < MAX_EXAMPLES:
                 f.examples.append(
                     {
                         "path": d.path,

@@ -7,6 +7,7 @@ on the candidate side. Everything from the store is escaped: bodies are untruste
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from html import escape
@@ -145,12 +146,41 @@ def _covered(path: str, targets: dict[str, str]) -> str | None:
     return None
 
 
-def _side(body: str | None, kind: str, diffs: list[dict[str, Any]], side: str) -> str:
+def text_marks(primary: str, candidate: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Highlights for two text bodies, each side in its own line numbers.
+
+    The differences' `line:N` paths count the primary's lines; on the candidate side a line
+    removed or added above shifts them, so the candidate's lines are aligned again here
+    (as the comparator aligned them): changed lines `chg` on both sides, removed ones `del`
+    on the primary side, added ones `add` on the candidate side."""
+    a, b = primary.splitlines(), candidate.splitlines()
+    left: dict[str, str] = {}
+    right: dict[str, str] = {}
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op in ("replace", "delete"):
+            for i in range(i1, i2):
+                left[f"line:{i + 1}"] = "chg" if op == "replace" else "del"
+        if op in ("replace", "insert"):
+            for j in range(j1, j2):
+                right[f"line:{j + 1}"] = "chg" if op == "replace" else "add"
+    return left, right
+
+
+def _side(
+    body: str | None,
+    kind: str,
+    diffs: list[dict[str, Any]],
+    side: str,
+    text_targets: dict[str, str] | None = None,
+) -> str:
     if body is None:
         return '<div class="empty">body not kept (binary, too large or no answer)</div>'
     if body == "":
         return '<div class="empty">empty body</div>'
     targets: dict[str, str] = {}
+    if text_targets is not None:
+        targets, diffs = text_targets, []
     for d in diffs:
         k = d["kind"]
         if side == "primary" and k == "extra":
@@ -237,6 +267,14 @@ def _endpoint(ep: dict[str, Any], index: int) -> str:
         parts.append(f'<h3>Noise (not counted)</h3><ul class="noise">{items}</ul>')
     for i, pair in enumerate(ep["pairs"]):
         diffs = pair["differences"]
+        marks: tuple[dict[str, str], dict[str, str]] | tuple[None, None] = (None, None)
+        if (
+            pair["body_kind"] == "text"
+            and pair["primary_body"]
+            and pair["candidate_body"]
+            and any(d["path"].startswith("line:") for d in diffs)
+        ):
+            marks = text_marks(pair["primary_body"], pair["candidate_body"])
         cand_status = pair["candidate_status"] if pair["candidate_status"] is not None else "error"
         rows = "".join(
             f"<tr><td class=mono>{escape(d['path'])}</td><td>{escape(d['kind'])}</td>"
@@ -252,9 +290,10 @@ def _endpoint(ep: dict[str, Any], index: int) -> str:
             f"<th>Candidate</th></tr>{rows}</table>"
             '<div class="pair">'
             f'<div class="side primary"><h4>primary · {pair["primary_status"]}</h4>'
-            f"{_side(pair['primary_body'], pair['body_kind'], diffs, 'primary')}</div>"
+            f"{_side(pair['primary_body'], pair['body_kind'], diffs, 'primary', marks[0])}</div>"
             f'<div class="side candidate"><h4>candidate · {escape(str(cand_status))}</h4>'
-            f"{_side(pair['candidate_body'], pair['body_kind'], diffs, 'candidate')}</div>"
+            f"{_side(pair['candidate_body'], pair['body_kind'], diffs, 'candidate', marks[1])}"
+            "</div>"
             "</div></details>"
         )
     parts.append("</section>")

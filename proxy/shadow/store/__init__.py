@@ -7,12 +7,19 @@ from typing import Any
 
 from proxy.config.model import Config
 
-from .base import DiffStore
+from .base import DiffStore, StoreUnusable
 from .sqlite import SQLiteStore
 
 DEFAULT_FILENAME = "strangler-shadow.db"
 
-__all__ = ["DiffStore", "SQLiteStore", "open_store", "store_from_config", "default_store_url"]
+__all__ = [
+    "DiffStore",
+    "SQLiteStore",
+    "StoreUnusable",
+    "open_store",
+    "store_from_config",
+    "default_store_url",
+]
 
 
 def default_store_url(config_source: str | Path) -> str:

@@ -22,6 +22,10 @@ log = logging.getLogger("strangler.shadow.store")
 _WARN_EVERY = 60.0  # seconds between repeated warnings about the same failing store
 
 
+class StoreUnusable(OSError):
+    """The store cannot be used; the message names it, the cause and the fix."""
+
+
 class DiffStore(ABC):
     """Append-only store of comparisons with bounded retention (count and age)."""
 
@@ -34,8 +38,12 @@ class DiffStore(ABC):
         flush_interval: float = 0.2,
         max_pending: int = 10_000,
         readonly: bool = False,
+        lazy: bool = False,
     ) -> None:
         self.readonly = readonly  # report readers: never create, write or prune
+        # Create the backend's file at the first write, not now (a proxy with no shadow route
+        # yet needs no store, nor a writable folder for one); failures are then counted.
+        self.lazy = lazy
         self.retention_count = int(retention_count)
         self.retention_days = float(retention_days)
         self._batch_size = batch_size

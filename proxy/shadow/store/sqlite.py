@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import DiffRecord
-from .base import DiffStore
+from .base import DiffStore, StoreUnusable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS comparisons (
@@ -51,10 +51,20 @@ class SQLiteStore(DiffStore):
                     "points elsewhere"
                 )
             return
+        self._created = False
+        if not self.lazy:
+            self._create()
+
+    def _create(self) -> None:
+        """The file, WAL mode and the table (once; at the first write when `lazy`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
-        conn.executescript(_SCHEMA)
-        conn.commit()
+        try:
+            conn.executescript(_SCHEMA)
+            conn.commit()
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        self._created = True
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -64,14 +74,41 @@ class SQLiteStore(DiffStore):
                 _wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
-                raise OSError(
-                    f"cannot open the shadow diff store {str(self.path)!r}: {exc}; set "
-                    "shadow.store in routes.yaml to a writable sqlite:///path or redis:// URL"
-                ) from exc
+                raise self._unusable(exc) from None
             self._local.conn = conn
         return conn
 
+    def _unusable(self, exc: sqlite3.Error) -> StoreUnusable:
+        """What is wrong with the file, naming it and the fix."""
+        where = str(self.path)
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text
+        ):
+            return StoreUnusable(
+                f"the shadow diff store {where!r} is not a SQLite database, or a damaged one "
+                f"({text}); move it aside (the proxy starts a new one at its next start) or "
+                "point shadow.store / --store at the right file"
+            )
+        if "no such table" in text:
+            return StoreUnusable(
+                f"{where!r} holds no shadow comparisons ({text}): it is not a diff store "
+                "written by `strangler serve`; point shadow.store / --store at the proxy's "
+                "store (by default strangler-shadow.db beside routes.yaml)"
+            )
+        if self.readonly:
+            return StoreUnusable(
+                f"cannot read the shadow diff store {where!r}: {text}; check the file's "
+                "permissions, or point shadow.store / --store at the proxy's store"
+            )
+        return StoreUnusable(
+            f"cannot open the shadow diff store {where!r}: {text}; set shadow.store in "
+            "routes.yaml to a writable sqlite:///path or redis:// URL"
+        )
+
     def _write_batch(self, records: list[DiffRecord]) -> None:
+        if not self._created:
+            self._create()
         conn = self._conn()
         rows = [
             (
@@ -99,6 +136,8 @@ class SQLiteStore(DiffStore):
             )
 
     def _prune(self, now: float) -> None:
+        if not self._created:
+            return  # nothing written yet: no file to prune
         conn = self._conn()
         with conn:
             conn.execute("DELETE FROM comparisons WHERE ts < ?", (self._cutoff(now),))
@@ -126,8 +165,18 @@ class SQLiteStore(DiffStore):
         sql += " ORDER BY id"
         conn = sqlite3.connect(str(self.path), timeout=10.0)
         try:
-            for (text,) in conn.execute(sql, args):
-                yield DiffRecord.loads(text)
+            try:
+                rows = conn.execute(sql, args)
+            except sqlite3.Error as exc:
+                raise self._unusable(exc) from None
+            while True:
+                try:
+                    row = rows.fetchone()
+                except sqlite3.Error as exc:
+                    raise self._unusable(exc) from None
+                if row is None:
+                    return
+                yield DiffRecord.loads(row[0])
         finally:
             conn.close()
 
