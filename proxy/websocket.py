@@ -59,9 +59,8 @@ class HandshakeResponse(aiohttp.ClientResponse):
         response = await super().start(connection)
         if self.status != 101 and 300 <= self.status <= 599:
             try:
-                body, too_big = await asyncio.wait_for(
-                    buffer_prefix(self.content, REFUSAL_BODY_LIMIT), 10.0
-                )
+                async with asyncio.timeout(10.0):  # not wait_for: it can swallow a cancel
+                    body, too_big = await buffer_prefix(self.content, REFUSAL_BODY_LIMIT)
             except (TimeoutError, aiohttp.ClientError):
                 return response
             if not too_big:

@@ -126,6 +126,12 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
         out.append(f"canary settings have no effect in mode {mode!r}")
     if mode != "shadow" and route.shadow != ShadowPolicy():
         out.append(f"shadow settings have no effect in mode {mode!r}")
+    if mode == "canary" and route.canary == CanaryPolicy() and not route.tenants.extracted:
+        # (A route staged with `canary: {percent: 0, sticky: ...}` is set up on purpose.)
+        out.append(
+            "canary.percent is 0 (also when left out) and no tenant is pinned to extracted: "
+            "nothing reaches the target; set canary.percent (say 5) or list tenants.extracted"
+        )
     if mode == "shadow" and route.shadow.sample == 0:
         out.append("shadow.sample is 0: nothing is shadowed")
     if route.canary.sticky == "ip" and mode == "canary" and not config.trusted_proxies:

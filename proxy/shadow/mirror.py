@@ -451,7 +451,10 @@ class ShadowMirror:
         return replace(request, headers=headers)
 
     async def _call(self, upstream: str, request: ShadowRequest) -> CapturedResponse:
-        return await asyncio.wait_for(self._send(upstream, request), self._timeout)
+        # Not wait_for: on Python 3.11 it can return a result that arrived as the worker was
+        # cancelled (shutdown), and the cancellation is lost.
+        async with asyncio.timeout(self._timeout):
+            return await self._send(upstream, request)
 
     async def _process(self, job: _Job) -> None:
         route, request, primary = job.route, job.request, job.primary

@@ -176,3 +176,19 @@ def test_header_conditions_on_headers_the_proxy_never_forwards():
         "'k': match.headers: keep-alive is the proxy's to drop or set" in w for w in found
     ), found
     assert not any("'w'" in w for w in found), found
+
+
+def test_a_canary_that_sends_nobody_to_the_target():
+    canary = (
+        "routes:\n  - name: c\n    match: {prefix: /c}\n    mode: canary\n    target: customers\n"
+    )
+    found = warnings_for(HEAD + canary)
+    assert found == [
+        "routes.yaml:6: route 'c': canary.percent is 0 (also when left out) and no tenant is "
+        "pinned to extracted: nothing reaches the target; set canary.percent (say 5) or list "
+        "tenants.extracted"
+    ]
+    staged = canary + "    canary: {percent: 0, sticky: tenant}\n"
+    assert warnings_for(HEAD + "tenant: {header: X-Tenant-ID}\n" + staged) == []
+    pinned = canary + "    tenants: {extracted: [acme]}\n"
+    assert warnings_for(HEAD + "tenant: {header: X-Tenant-ID}\n" + pinned) == []
