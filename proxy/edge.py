@@ -86,13 +86,23 @@ def admit(
     )
 
 
+# The largest `Max-Forwards` the proxy forwards (RFC 9110 §7.6.2 lets a hop forward "the
+# lesser of" the value less one and its own maximum): no chain of proxies is this long, and a
+# value of thousands of digits is never handed to `int` (past 4300 digits it raises).
+MAX_FORWARDS = 2**31 - 1
+
+
 def _max_forwards(headers: Sequence[Header]) -> int | None:
     """The one `Max-Forwards` value; None when absent, repeated or not a decimal number
-    (forwarded as it came: RFC 9110 says nothing of a bad value, and no hop can act on it)."""
+    (forwarded as it came: RFC 9110 says nothing of a bad value, and no hop can act on it).
+    A huge one counts as `MAX_FORWARDS` + 1, so `MAX_FORWARDS` is what goes on."""
     values = [v.strip() for k, v in headers if len(k) == 12 and k.lower() == "max-forwards"]
     if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
         return None
-    return int(values[0])
+    digits = values[0].lstrip("0")
+    if len(digits) > 10:
+        return MAX_FORWARDS + 1
+    return min(int(digits or "0"), MAX_FORWARDS + 1)
 
 
 # Memos of the two pure checks above, by their input: most traffic repeats a few hosts and a

@@ -1156,17 +1156,22 @@ class ProxyHandler:
         try:
             if auth_filter.applies(rt.config.auth, route, ex.side == EXTRACTED):
                 # Credential guessing is throttled: an address whose refused attempts spent
-                # the route's budget is not asked about again until it recovers.
+                # the route's budget is not asked about again until it recovers. Each check
+                # takes one attempt from that budget before it is asked, and gets it back
+                # unless refused: looking first and spending after a refusal let a client's
+                # concurrent guesses all pass the look (100 at once: 67 checks, burst 3).
+                reserved: bool | None = None
                 if policy is not None:
-                    await self._spend(route, policy, refusal_key(ex.client), peek=True)
+                    reserved = await self._spend(route, policy, refusal_key(ex.client))
                 uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
                 refusal = await self._authorize(
                     rt, method, uri, headers, edge.host_header, ex, accept
                 )
+                # Accepted, or the check unavailable (5xx): not a refused attempt.
+                if reserved is not None and (refusal is None or refusal.status >= 500):
+                    assert route is not None and policy is not None
+                    await self._give_back(route, policy, refusal_key(ex.client), reserved)
                 if refusal is not None:
-                    if policy is not None and refusal.status < 500:  # refused, not unavailable
-                        with contextlib.suppress(RateLimited):
-                            await self._spend(route, policy, refusal_key(ex.client))
                     return refusal
             if policy is None:
                 return None
@@ -1186,39 +1191,54 @@ class ProxyHandler:
         checked request, the value the auth check vouched for)."""
         self._local_limit(route, policy, _limit_key(policy, ex, headers))
 
-    def _local_limit(
-        self, route: Route, policy: RateLimit, key: str, *, peek: bool = False
-    ) -> None:
+    def _limiter(self, route: Route, policy: RateLimit) -> RateLimiter:
         limiter = self.limiters.get((route.name, policy))
         if limiter is None:
             if len(self.limiters) > 1000:  # policies of long-gone tables
                 self.limiters.clear()
             limiter = self.limiters[(route.name, policy)] = RateLimiter(policy)
-        verdict = limiter.take(key, time.monotonic(), peek=peek)
+        return limiter
+
+    def _local_limit(self, route: Route, policy: RateLimit, key: str) -> None:
+        verdict = self._limiter(route, policy).take(key, time.monotonic())
         if verdict is not None:
             raise RateLimited(verdict)
 
-    async def _spend(
-        self, route: Route, policy: RateLimit, key: str, *, peek: bool = False
-    ) -> None:
-        """Count a request against `key`'s budget on the route (with `peek`, only look);
-        raise `RateLimited` past it. A `shared` budget is the one every replica spends (in
-        the `state:` Redis), counted in this process alone while Redis cannot answer."""
+    async def _spend(self, route: Route, policy: RateLimit, key: str) -> bool:
+        """Count a request against `key`'s budget on the route; raise `RateLimited` past
+        it. A `shared` budget is the one every replica spends (in the `state:` Redis),
+        counted in this process alone while Redis cannot answer. True when Redis counted
+        it (where `_give_back` must return it)."""
         state = self.caller.guards.state if policy.shared else None
         if state is not None:
             try:
                 waited = await state.take_budget(
-                    budget_id(route.name, policy, key), *gcra_terms(policy), peek=peek
+                    budget_id(route.name, policy, key), *gcra_terms(policy)
                 )
             except SharedStateDown:
                 pass
             else:
                 if waited is not None:
                     raise RateLimited(verdict_for(policy, *waited))
-                return
-        if policy.shared and not peek and self.telemetry is not None:
+                return True
+        if policy.shared and self.telemetry is not None:
             self.telemetry.count("rate_limit_local", route=route.name)
-        self._local_limit(route, policy, key, peek=peek)
+        self._local_limit(route, policy, key)
+        return False
+
+    async def _give_back(self, route: Route, policy: RateLimit, key: str, shared: bool) -> None:
+        """Return the request `_spend` counted against `key` (in Redis when `shared`, else
+        in this process); a give-back Redis cannot take leaves the request spent."""
+        if not shared:
+            self._limiter(route, policy).give_back(key, time.monotonic())
+            return
+        state = self.caller.guards.state
+        if state is None:
+            return
+        with contextlib.suppress(SharedStateDown):
+            await state.take_budget(
+                budget_id(route.name, policy, key), *gcra_terms(policy), give_back=True
+            )
 
     def _limited_response(
         self, limited: RateLimited, ex: Exchange, accept: str | None

@@ -50,8 +50,8 @@ class RateLimiter:
         self.interval, self.tolerance = gcra_terms(policy)
         self._due: dict[str, float] = {}
 
-    def take(self, key: str, now: float, *, peek: bool = False) -> Verdict | None:
-        """None when the request may pass (and it is counted, unless `peek`), else why not."""
+    def take(self, key: str, now: float) -> Verdict | None:
+        """None when the request may pass (and it is counted), else why not."""
         due = self._due.get(key, now)
         if due < now:
             due = now
@@ -62,12 +62,21 @@ class RateLimiter:
                 limit=self.policy.burst,
                 reset=ahead,
             )
-        if peek:
-            return None
         if len(self._due) >= MAX_KEYS and key not in self._due:
             self._sweep(now)
         self._due[key] = due + self.interval
         return None
+
+    def give_back(self, key: str, now: float) -> None:
+        """Undo one `take` that let a request pass (a reservation that was not used)."""
+        due = self._due.get(key)
+        if due is None:
+            return
+        due -= self.interval
+        if due <= now:
+            del self._due[key]
+        else:
+            self._due[key] = due
 
     def _sweep(self, now: float) -> None:
         """Forget expired keys; if that is not enough to get under `_LOW_MARK`, forget the

@@ -164,17 +164,25 @@ return {'denied', math.max(0, probe_at + open_for - now)}
 
 
 # GCRA (see proxy.filters.ratelimit) on Redis's clock, in microseconds: one key per budget
-# holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}. An
-# interval of 0 asks without spending.
+# holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}. A
+# negative interval gives back one request taken earlier (always {1}).
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if due < now then due = now end
+if interval < 0 then
+  local back = due + interval
+  if back <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.floor((back - now) / 1000) + 1)
+  end
+  return {1}
+end
 local ahead = due - now
 if ahead > tolerance then return {0, ahead - tolerance, ahead} end
-if interval == 0 then return {1} end
 local nxt = due + interval
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
 return {1}
@@ -394,12 +402,12 @@ class RedisState:
         return verdict, int(wait) / 1000.0
 
     async def take_budget(
-        self, budget: str, interval: float, tolerance: float, *, peek: bool = False
+        self, budget: str, interval: float, tolerance: float, *, give_back: bool = False
     ) -> tuple[float, float] | None:
         """Spend one request of a shared rate-limit budget: None when it may pass, else
-        (seconds to wait, seconds until the budget is whole). With `peek`, only say whether
-        it would pass. Raises `SharedStateDown` when Redis cannot say (the caller counts
-        locally instead)."""
+        (seconds to wait, seconds until the budget is whole). With `give_back`, return one
+        request an earlier call spent (None). Raises `SharedStateDown` when Redis cannot say
+        (the caller counts locally instead)."""
         # At most `MAX_BUDGET_CALLS` requests ask Redis at once: a burst of clients queues
         # for its turn (the pool is not exhausted, and each call takes a fraction of a
         # millisecond), and each call has the state timeout. A request whose call fails is
@@ -414,11 +422,15 @@ class RedisState:
         except TimeoutError as exc:
             self.budget_failures += 1
             raise SharedStateDown(self.url) from exc
+        step = max(1, round(interval * 1e6))
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self._gcra(
                     keys=[f"{self.prefix}rl:{budget}"],
-                    args=[0 if peek else max(1, round(interval * 1e6)), round(tolerance * 1e6)],
+                    args=[
+                        -step if give_back else step,
+                        round(tolerance * 1e6),
+                    ],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             self.budget_failures += 1

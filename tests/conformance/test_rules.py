@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.edge import admit
+from proxy.edge import MAX_FORWARDS, admit
 from proxy.errors import options_star_response
 from proxy.filters.headers import (
     expectation,
@@ -231,6 +231,11 @@ def test_unrelayable_responses(status, headers, problem):
         ("OPTIONS", [("Max-Forwards", "-1")], None),
         ("OPTIONS", [("Max-Forwards", "\u0661")], None),  # a digit to Python, not to HTTP
         ("GET", [("Max-Forwards", "0")], None),
+        ("OPTIONS", [("Max-Forwards", "0007")], 7),
+        # Huge values (past 4300 digits `int` raises) are capped, as RFC 9110 §7.6.2 allows.
+        ("OPTIONS", [("Max-Forwards", "9" * 5000)], MAX_FORWARDS + 1),
+        ("OPTIONS", [("Max-Forwards", "0" * 5000 + "3")], 3),
+        ("OPTIONS", [("Max-Forwards", "99999999999")], MAX_FORWARDS + 1),
     ],
 )
 def test_admit_reads_max_forwards_on_options(method, headers, max_forwards):

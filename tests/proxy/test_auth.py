@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -188,6 +189,63 @@ def test_refused_attempts_spend_one_budget_across_replicas(start_proxy, upstream
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def _concurrent_guesses(urls: list[str], n: int) -> list[int]:
+    """`n` wrong guesses in flight at once from one address, spread over `urls`."""
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=n)) as c:
+            answers = await asyncio.gather(
+                *(
+                    c.get(urls[i % len(urls)], headers={"Authorization": f"Bearer guess-{i}"})
+                    for i in range(n)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    return asyncio.run(run())
+
+
+def _shared_state(extra: str) -> tuple[str, str]:
+    prefix = f"strangler-auth-{uuid.uuid4().hex[:10]}:"
+    return extra + f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n', prefix
+
+
+def _forget(prefix: str) -> None:
+    client = redis.Redis()
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.mark.parametrize("scope", ["local", "shared"])
+def test_concurrent_guesses_get_no_more_checks_than_the_budget(start_proxy, upstreams, scope):
+    """Guesses sent at once cannot all slip past the budget while none has been refused
+    yet: each check takes its attempt before it is asked (looking first and spending after
+    the refusal let 67 of 100 concurrent guesses reach the check, for a burst of 3); an
+    accepted check gives its attempt back (in Redis for a shared budget)."""
+    extra, prefix = _shared_state(AUTH) if scope == "shared" else (AUTH, "")
+    policy = '{requests: 1, per: 3600, burst: 3, key: "header:X-Auth-User"' + (
+        ", scope: shared}" if prefix else "}"
+    )
+    proxies = [start_proxy(routes=limited_routes(policy), extra=extra)]
+    if prefix:  # two replicas spend one budget
+        proxies.append(start_proxy(routes=limited_routes(policy), extra=extra))
+    try:
+        before = len(seen_by_check(upstreams))
+        accepted = [
+            httpx.get(p.url + "/limited/x", headers={"Authorization": "Bearer good"})
+            for p in (proxies * 3)[:3]
+        ]
+        assert [a.status_code for a in accepted] == [200] * 3
+        codes = _concurrent_guesses([p.url + "/limited/x" for p in proxies], 60)
+        assert sorted(codes) == [401] * 3 + [429] * 57
+        assert len(seen_by_check(upstreams)) == before + 3 + 3
+    finally:
+        if prefix:
+            _forget(prefix)
 
 
 def test_legacy_and_opted_out_routes_are_not_checked(proxy, upstreams):

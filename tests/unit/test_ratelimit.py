@@ -91,14 +91,17 @@ def test_a_shared_budget_is_named_by_route_policy_and_key():
     assert name not in others and len(others) == 3
 
 
-def test_peeking_spends_nothing():
+def test_giving_back_undoes_one_take():
     limiter = RateLimiter(RateLimit(requests=1, per=10, burst=2))
-    assert all(limiter.take("a", 0.0, peek=True) is None for _ in range(5))
     assert limiter.take("a", 0.0) is None and limiter.take("a", 0.0) is None
-    refused = limiter.take("a", 0.0, peek=True)
-    assert refused is not None and refused.retry_after == 10.0
-    assert limiter.take("a", 10.0, peek=True) is None  # recovered, and still unspent
-    assert limiter.take("a", 10.0) is None and limiter.take("a", 10.0) is not None
+    assert limiter.take("a", 0.0) is not None
+    limiter.give_back("a", 0.0)
+    assert limiter.take("a", 0.0) is None and limiter.take("a", 0.0) is not None
+    limiter.give_back("a", 0.0)
+    limiter.give_back("a", 0.0)
+    limiter.give_back("a", 0.0)  # more than was taken: the budget is whole, not more
+    assert [limiter.take("a", 0.0) for _ in range(3)][2] is not None
+    limiter.give_back("unknown", 0.0)  # nothing taken: nothing to give
 
 
 def test_refusals_count_apart_from_every_request_key():
