@@ -1164,9 +1164,19 @@ class ProxyHandler:
                 if policy is not None:
                     reserved = await self._spend(route, policy, refusal_key(ex.client))
                 uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
-                refusal = await self._authorize(
-                    rt, method, uri, headers, edge.host_header, ex, accept
-                )
+                try:
+                    refusal = await self._authorize(
+                        rt, method, uri, headers, edge.host_header, ex, accept
+                    )
+                except asyncio.CancelledError:
+                    # The client left during the check: no refused attempt. (A Redis count
+                    # stays spent: a cancelled task cannot wait for the give-back.)
+                    if reserved is False:
+                        assert route is not None and policy is not None
+                        self._limiter(route, policy).give_back(
+                            refusal_key(ex.client), time.monotonic()
+                        )
+                    raise
                 # Accepted, or the check unavailable (5xx): not a refused attempt.
                 if reserved is not None and (refusal is None or refusal.status >= 500):
                     assert route is not None and policy is not None

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import httpx
 import pytest
 import redis
 
+from tests.support.procs import wait_until
 from tests.support.rawhttp import exchange, status_of
 
 AUTH = """\
@@ -165,6 +167,23 @@ def test_credential_guessing_is_throttled_before_the_check(start_proxy, upstream
     assert 3000 < int(throttled.headers["Retry-After"]) <= 3600
     assert attempt("Bearer good") == 429
     assert len(seen_by_check(upstreams)) == before + 3  # not asked once the budget was spent
+
+
+def test_a_client_that_leaves_during_its_check_spends_no_attempt(start_proxy, upstreams):
+    proxy = start_proxy(
+        routes=limited_routes('{requests: 1, per: 3600, burst: 1, key: "header:X-Auth-User"}'),
+        extra=AUTH,
+    )
+    before = len(seen_by_check(upstreams))
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.sendall(b"GET /limited/x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer slow\r\n\r\n")
+        wait_until(lambda: len(seen_by_check(upstreams)) > before, what="the check to be asked")
+    wait_until(
+        lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] == 0,
+        what="the proxy to see the client leave",
+    )
+    ok = httpx.get(proxy.url + "/limited/x", headers={"Authorization": "Bearer good"})
+    assert ok.status_code == 200, ok.text
 
 
 def test_refused_attempts_spend_one_budget_across_replicas(start_proxy, upstreams):

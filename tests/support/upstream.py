@@ -126,6 +126,9 @@ async def auth_check(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "/login"})
     if credential == "Bearer broken":
         return web.Response(status=500, text="the check itself failed")
+    if credential == "Bearer slow":  # answers once the caller gives up (or in a minute)
+        await asyncio.sleep(60)
+        return web.Response(status=204, headers={"X-Auth-User": "alice"})
     return web.json_response(
         {"error": "who are you?"}, status=401, headers={"WWW-Authenticate": 'Bearer realm="x"'}
     )
