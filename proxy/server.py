@@ -587,8 +587,10 @@ def _with_pinned(runtime: Runtime, pinned: str) -> Runtime:
     except (ValueError, TypeError, KeyError) as exc:  # not from our supervisor: say so, go on
         log.warning("ignoring %s (%s): using routes.yaml's settings", PINNED_ENV, exc)
         return runtime
-    config = replace(runtime.config, **sections)
-    return Runtime.build(config, translators=runtime.translators, notes=runtime.notes)
+    # The file may have changed since the supervisor read it (a worker restarted after an
+    # edit): what differs is pending, as after a reload.
+    pinned_config = replace(runtime.config, **sections)
+    return _keep_restart_only(runtime, pinned_config, pinned_config)
 
 
 def _worker_signals() -> None:

@@ -383,7 +383,7 @@ def test_a_restarted_worker_keeps_the_settings_its_siblings_run_with(start_proxy
     p.write_config(p.config.read_text().replace(f"port: {p.port}}}", f"port: {edited}}}"))
     assert httpx.post(p.admin + "/-/reload").status_code == 200
     wait_until(lambda: p.log.read_text().count("`listen` changed") >= 2, what="both reloads")
-    victim = min(worker_pids(p.proc.pid))
+    victim = worker_with_index(p.proc.pid, 0)  # the one serving the admin port
     os.kill(victim, signal.SIGKILL)
 
     def replaced() -> bool:
@@ -394,6 +394,19 @@ def test_a_restarted_worker_keeps_the_settings_its_siblings_run_with(start_proxy
     with pytest.raises(httpx.ConnectError):
         fresh_get(f"http://127.0.0.1:{edited}/x")
     assert all(fresh_get(p.url + "/x").status_code == 200 for _ in range(20))
+    # Its view says so too: the port in force, and the edit still waiting for a restart.
+    view = wait_until(lambda: fresh_get(p.admin + "/-/config").json(), what="the admin port")
+    assert view["config"]["listen"]["port"] == p.port
+    assert view["restart_pending"] == ["listen"]
+
+
+def worker_with_index(supervisor: int, index: int) -> int:
+    for pid in worker_pids(supervisor):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+        if args[args.index(b"--worker-index") + 1] == str(index).encode():
+            return pid
+    raise AssertionError(f"no worker {index} under {supervisor}")
 
 
 def test_a_worker_that_cannot_start_is_restarted_with_growing_delays(start_proxy):
