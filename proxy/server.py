@@ -295,6 +295,9 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane, express=opts.express)
     sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
     port = sock.getsockname()[1]  # the one the system chose, for port 0
+    if port != config.listen.port:  # `/-/config` shows the port in use (and so do reloads)
+        config = replace(config, listen=Endpoint(config.listen.host, port))
+        holder.current = replace(holder.current, config=config)
     server = await loop.create_server(listener, sock=sock, backlog=1024)
 
     stopping = asyncio.Event()

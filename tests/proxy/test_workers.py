@@ -307,6 +307,8 @@ def test_port_0_logs_the_port_it_got_and_is_refused_with_workers(tmp_path, upstr
         port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0].rstrip('",'))
         assert port != 0
         assert httpx.get(f"http://127.0.0.1:{port}/x").status_code == 200
+        view = httpx.get(f"http://127.0.0.1:{admin}/-/config").json()
+        assert view["config"]["listen"]["port"] == port
 
 
 def test_a_second_supervisor_cannot_share_the_port_through_reuseport(
