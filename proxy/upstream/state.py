@@ -368,7 +368,11 @@ class RedisState:
             return  # the local breaker moved while we were away: it syncs that next time
         local = breaker.state
         if state == "open":
-            breaker.force_open(remaining)
+            if remaining > 0 or local != "half_open":
+                breaker.force_open(remaining)
+            # else the open period is over here and in Redis, and nobody probes yet: the
+            # next request asks for the probe (reopening at 0 s would only move this
+            # breaker's generation, and drop the verdict of a probe being granted now)
         elif state == "closed" and local != "closed":
             breaker.force_close()
         elif state == "half_open" and local == "closed":

@@ -377,3 +377,52 @@ async def test_a_queue_of_budget_calls_is_answered_by_redis_not_counted_locally(
         assert sum(verdicts) == 10 and store.budget_failures == 0
     finally:
         await registry.close()
+
+
+async def test_a_fleet_waiting_for_its_probe_reports_no_flapping(prefix: str) -> None:
+    """Once the open period is over, a replica that asks for the probe and is denied (or
+    only syncs, without traffic) stays open in its reports: the fleet's breaker went
+    closed -> open -> half_open -> closed once, and the metrics must say just that, not
+    open -> half_open -> open every sync and every denied ask."""
+    seen: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}
+
+    def registry(name: str) -> GuardRegistry:
+        def on_transition(upstream: str, old: str, new: str) -> None:
+            if upstream == "x":
+                seen[name].append((old, new))
+
+        return GuardRegistry(
+            config(SHARED_REDIS, 0.3),
+            key_prefix=prefix,
+            sync_interval=0.02,
+            on_transition=on_transition,
+        )
+
+    a, b = registry("a"), registry("b")
+    await a.start()
+    await b.start()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        over = time.monotonic() + 0.3  # open_for, on Redis's clock too
+        syncs = b.state.syncs
+        await eventually(
+            lambda: time.monotonic() > over + 0.1 and b.state.syncs > syncs + 10,
+            5,
+            "syncs after the open period",
+        )
+        assert b.snapshot()["x"]["breaker"]["state"] == "open"
+        async with a.get("x").slot() as probe:  # the fleet's one probe
+            assert probe.probe
+            for _ in range(3):
+                with pytest.raises(BreakerOpen):
+                    async with b.get("x").slot():
+                        pass
+                b.get("x").breaker.force_open(0.0)  # ask again now, not in a second
+            probe.done(status=200)
+        await eventually(lambda: b.get("x").breaker.state == "closed", 3, "B closes too")
+        assert seen["a"] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        assert seen["b"] == [("closed", "open"), ("open", "closed")]
+    finally:
+        await a.close()
+        await b.close()
