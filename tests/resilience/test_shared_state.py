@@ -426,3 +426,35 @@ async def test_a_fleet_waiting_for_its_probe_reports_no_flapping(prefix: str) ->
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_denied_second_probe_keeps_the_replicas_first_one(prefix: str) -> None:
+    """`half_open_probes: 2`, one probe out in each replica: A asking for a third is denied,
+    and the verdict of the probe A already sent still closes the fleet's breaker."""
+    breaker = BreakerPolicy(consecutive_failures=3, open_for=0.3, half_open_probes=2)
+    ups = {"x": Upstream(name="x", url="http://127.0.0.1:1", breaker=breaker)}
+    cfg = Config(version=1, upstreams=MappingProxyType(ups), routes=(), state=SHARED_REDIS)
+    a = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.02)
+    b = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.02)
+    await a.start()
+    await b.start()
+    held = b.get("x").slot()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        await eventually(lambda: a.get("x").breaker.state != "open", 3, "probe time")
+        async with a.get("x").slot() as first:
+            assert first.probe
+            await eventually(lambda: b.get("x").breaker.state != "open", 3, "B's turn")
+            await held.__aenter__()  # the fleet's second probe: B's, still out
+            assert held.probe
+            with pytest.raises(BreakerOpen):  # none left for A
+                async with a.get("x").slot():
+                    pass
+            first.done(status=200)
+        await eventually(lambda: b.get("x").breaker.state == "closed", 3, "A's verdict")
+    finally:
+        if held.ticket is not None:
+            held.close(cancelled=True)
+        await a.close()
+        await b.close()
