@@ -43,7 +43,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from proxy.config.values import redact_url
@@ -318,7 +317,7 @@ class RedisState:
                     )
                 async with asyncio.timeout(self.timeout * 5):
                     results = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self._lost(exc, guards)
             return False
         self._regained(guards)
@@ -391,7 +390,7 @@ class RedisState:
                         int(max(60.0, 4 * (p.open_for + p.window)) * 1000),
                     ],
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self._lost(exc, list(self.guards()))
             return "granted", 0.0  # local decision stands
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
@@ -424,7 +423,7 @@ class RedisState:
                     keys=[f"{self.prefix}rl:{budget}"],
                     args=[0 if peek else max(1, round(interval * 1e6)), round(tolerance * 1e6)],
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self.budget_failures += 1
             self.nudge()  # let the sync loop find out whether Redis is really gone
             raise SharedStateDown(self.url) from exc
