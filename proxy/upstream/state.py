@@ -417,6 +417,9 @@ class RedisState:
         except TimeoutError as exc:
             self.budget_failures += 1
             raise SharedStateDown(self.url) from exc
+        if not self._healthy:  # found down while this request queued: do not ask it again
+            self._budget_calls.release()
+            raise SharedStateDown(self.url)
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self._gcra(

@@ -458,3 +458,34 @@ async def test_a_denied_second_probe_keeps_the_replicas_first_one(prefix: str) -
             held.close(cancelled=True)
         await a.close()
         await b.close()
+
+
+async def test_a_queue_of_budget_calls_stops_asking_a_redis_found_down() -> None:
+    """Redis stalls (SIGSTOP) under a burst of 640 shared rate-limit calls: 32 at a time,
+    each waiting the state timeout, the last would wait 2 s. Once the sync loop finds
+    Redis down, the calls still queued are counted locally at once, as the docs say."""
+    from proxy.upstream import state as state_mod
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    registry = GuardRegistry(config(url, 30.0), key_prefix="t:", sync_interval=0.05)
+    with own_redis(port) as server:
+        await registry.start()
+        try:
+            store = registry.state
+            assert store is not None and store.healthy
+            server.send_signal(signal.SIGSTOP)
+            try:
+
+                async def one() -> None:
+                    with pytest.raises(state_mod.SharedStateDown):
+                        await store.take_budget("burst", 60.0, 60.0 * 9)
+
+                await asyncio.gather(*(one() for _ in range(640)))
+                assert not store.healthy
+                # Calls that reached the stalled Redis: those before the sync loop noticed.
+                assert store.budget_failures < 320, store.budget_failures
+            finally:
+                server.send_signal(signal.SIGCONT)
+        finally:
+            await registry.close()
