@@ -199,6 +199,10 @@ REDIS_URL_OPTIONS = ("prefix", *URL_QUERY_ARGUMENT_PARSERS, "ssl_cert_reqs", "ss
                      "ssl_certfile", "ssl_keyfile", "client_name", "username", "password")  # fmt: skip
 
 
+_CERT_REQS = ("none", "optional", "required")
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
 def check_redis_url(text: str) -> str | None:
     """`redis://host[:port][/db][?options]` or `rediss://...`: everything redis-py would
     only refuse when it first connects (an unknown option, a bad value) is refused here."""
@@ -225,6 +229,16 @@ def check_redis_url(text: str) -> str | None:
         if key not in REDIS_URL_OPTIONS:
             hint = did_you_mean(key, REDIS_URL_OPTIONS) or "known: " + ", ".join(REDIS_URL_OPTIONS)
             return f"unknown option {key!r} in {shown!r} ({hint})"
+        # redis-py hands ssl_* to a plain connection too, which fails with a TypeError at
+        # the first connect (a proxy that does not start, a reload that stops sharing).
+        if key.startswith("ssl_") and parts.scheme != "rediss":
+            return f"option {key} in {shown!r} is for TLS: write rediss:// (or remove {key})"
+        if key == "ssl_cert_reqs" and value not in _CERT_REQS:
+            return (
+                f"option ssl_cert_reqs={value!r} in {shown!r} is not one of {', '.join(_CERT_REQS)}"
+            )
+        if key in _TLS_FILES and not Path(value).is_file():
+            return f"option {key} in {shown!r} names {value!r}, which is not a file"
         if key in URL_QUERY_ARGUMENT_PARSERS:
             try:
                 URL_QUERY_ARGUMENT_PARSERS[key](value)

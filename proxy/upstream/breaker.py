@@ -91,14 +91,33 @@ class Breaker:
         self._state: State = "closed"
         self._open_until = 0.0
         self.transitions: deque[tuple[float, State]] = deque(maxlen=32)
+        # With a shared store (Redis) the fleet grants probes: while `gate()` says so, an
+        # open breaker whose time is up moves to half-open quietly (not reported), and is
+        # reported by `announce()` once a probe is really sent. A replica whose probe the
+        # fleet denies goes back to open without a word: else every replica would report
+        # open -> half_open -> open each time it asked (and every sync, without traffic),
+        # a flapping breaker in the metrics that the fleet never had.
+        self.gate: Callable[[], bool] | None = None
+        self.reported: State = "closed"  # the last state told to `on_transition`
 
     # -- reading -------------------------------------------------------------------------
     @property
     def state(self) -> State:
         """The current state; an open breaker whose time is up reads as half-open."""
         if self._state == "open" and self.clock() >= self._open_until:
-            self._move("half_open")
+            self._move("half_open", quiet=self.gate is not None and self.gate())
         return self._state
+
+    @property
+    def shown_state(self) -> State:
+        """The state as reported (metrics, `GET /-/upstreams`): a breaker waiting for the
+        fleet's grant of a probe still reads as open."""
+        self.state  # noqa: B018 - an open breaker whose time is up moves on
+        return self.reported
+
+    def announce(self) -> None:
+        """Report a quiet move (see `gate`) now that a probe is sent."""
+        self._report(self._state)
 
     def retry_after(self) -> float:
         """Seconds until an open breaker admits a probe (0 when not open)."""
@@ -176,13 +195,21 @@ class Breaker:
         if self._state != "closed":
             self._move("closed")
 
-    def _move(self, state: State) -> None:
-        old, self._state = self._state, state
+    def _move(self, state: State, *, quiet: bool = False) -> None:
+        self._state = state
         self.generation += 1
         self.probes = 0
         if state == "closed":
             self.consecutive = 0
             self.window.clear()
+        if not quiet:
+            self._report(state)
+
+    def _report(self, state: State) -> None:
+        old = self.reported
+        if old == state:
+            return  # back where the last report left it (a denied probe): nothing happened
+        self.reported = state
         self.transitions.append((self.clock(), state))
         if self.on_transition is not None:
             try:

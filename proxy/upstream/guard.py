@@ -110,6 +110,8 @@ class UpstreamGuard:
             if on_transition is None
             else (lambda old, new: on_transition(self.name, old, new)),
         )
+        # The fleet grants probes while the shared store answers (see `Breaker.gate`).
+        self.breaker.gate = lambda: self.shared is not None and self.shared.healthy
         self.bulkhead = Bulkhead(upstream.bulkhead, upstream.name)
         self.gateway_only = upstream.breaker.failures == "gateway"
         self.retries_active = 0
@@ -209,16 +211,21 @@ class UpstreamGuard:
                 ticket = self.breaker.try_acquire()
             elif verdict == "denied":
                 self.breaker.release(ticket)
-                # Another replica's probe is out: ask again soon rather than when Redis
-                # would forget it, since its verdict usually comes within a second.
-                self.breaker.force_open(min(max(remaining, 0.05), 1.0))
                 ticket = None
+                if self.breaker.probes == 0:
+                    # Another replica's probe is out: ask again soon rather than when Redis
+                    # would forget it, since its verdict usually comes within a second.
+                    # (With a probe of ours out, its verdict decides: reopening here would
+                    # make this replica drop it, and the fleet wait for it until open_for.)
+                    self.breaker.force_open(min(max(remaining, 0.05), 1.0))
+        if ticket is not None and ticket.probe:
+            self.breaker.announce()  # a probe is sent: the breaker is half-open for real
         if ticket is None:
             self.counters["breaker_open"] += 1
             wait = self.breaker.retry_after()
             raise BreakerOpen(
                 self.name,
-                f"circuit breaker is {self.breaker.state}; next probe in {wait:.1f}s",
+                f"circuit breaker is {self.breaker.shown_state}; next probe in {wait:.1f}s",
                 retry_after=max(1.0, float(math.ceil(wait))),
             )
         return ticket
@@ -332,7 +339,7 @@ class UpstreamGuard:
         return {
             "name": self.name,
             "breaker": {
-                "state": self.breaker.state,
+                "state": self.breaker.shown_state,
                 "retry_after": round(self.breaker.retry_after(), 3),
                 "consecutive_failures": self.breaker.consecutive,
                 "window": {"successes": ok, "failures": bad},

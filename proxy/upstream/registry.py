@@ -110,7 +110,7 @@ class GuardRegistry:
 
     def states(self) -> dict[str, str]:
         """Upstream -> breaker state, this process's live view (for the dashboard)."""
-        return {name: guard.breaker.state for name, guard in sorted(self.guards.items())}
+        return {name: guard.breaker.shown_state for name, guard in sorted(self.guards.items())}
 
     async def start(self) -> None:
         """Connect the shared store if `state:` is set; never fails if Redis is down."""

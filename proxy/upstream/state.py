@@ -43,7 +43,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from proxy.config.values import redact_url
@@ -326,7 +325,7 @@ class RedisState:
                     )
                 async with asyncio.timeout(self.timeout * 5):
                     results = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self._lost(exc, guards)
             return False
         self._regained(guards)
@@ -376,7 +375,11 @@ class RedisState:
             return  # the local breaker moved while we were away: it syncs that next time
         local = breaker.state
         if state == "open":
-            breaker.force_open(remaining)
+            if remaining > 0 or local != "half_open":
+                breaker.force_open(remaining)
+            # else the open period is over here and in Redis, and nobody probes yet: the
+            # next request asks for the probe (reopening at 0 s would only move this
+            # breaker's generation, and drop the verdict of a probe being granted now)
         elif state == "closed" and local != "closed":
             breaker.force_close()
         elif state == "half_open" and local == "closed":
@@ -395,7 +398,7 @@ class RedisState:
                         int(max(60.0, 4 * (p.open_for + p.window)) * 1000),
                     ],
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self._lost(exc, list(self.guards()))
             return "granted", 0.0  # local decision stands
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
@@ -422,6 +425,9 @@ class RedisState:
         except TimeoutError as exc:
             self.budget_failures += 1
             raise SharedStateDown(self.url) from exc
+        if not self._healthy:  # found down while this request queued: do not ask it again
+            self._budget_calls.release()
+            raise SharedStateDown(self.url)
         step = max(1, round(interval * 1e6))
         try:
             async with asyncio.timeout(self.timeout):
@@ -432,7 +438,7 @@ class RedisState:
                         round(tolerance * 1e6),
                     ],
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
             self.budget_failures += 1
             self.nudge()  # let the sync loop find out whether Redis is really gone
             raise SharedStateDown(self.url) from exc

@@ -377,3 +377,115 @@ async def test_a_queue_of_budget_calls_is_answered_by_redis_not_counted_locally(
         assert sum(verdicts) == 10 and store.budget_failures == 0
     finally:
         await registry.close()
+
+
+async def test_a_fleet_waiting_for_its_probe_reports_no_flapping(prefix: str) -> None:
+    """Once the open period is over, a replica that asks for the probe and is denied (or
+    only syncs, without traffic) stays open in its reports: the fleet's breaker went
+    closed -> open -> half_open -> closed once, and the metrics must say just that, not
+    open -> half_open -> open every sync and every denied ask."""
+    seen: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}
+
+    def registry(name: str) -> GuardRegistry:
+        def on_transition(upstream: str, old: str, new: str) -> None:
+            if upstream == "x":
+                seen[name].append((old, new))
+
+        return GuardRegistry(
+            config(SHARED_REDIS, 0.3),
+            key_prefix=prefix,
+            sync_interval=0.02,
+            on_transition=on_transition,
+        )
+
+    a, b = registry("a"), registry("b")
+    await a.start()
+    await b.start()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        over = time.monotonic() + 0.3  # open_for, on Redis's clock too
+        syncs = b.state.syncs
+        await eventually(
+            lambda: time.monotonic() > over + 0.1 and b.state.syncs > syncs + 10,
+            5,
+            "syncs after the open period",
+        )
+        assert b.snapshot()["x"]["breaker"]["state"] == "open"
+        async with a.get("x").slot() as probe:  # the fleet's one probe
+            assert probe.probe
+            for _ in range(3):
+                with pytest.raises(BreakerOpen):
+                    async with b.get("x").slot():
+                        pass
+                b.get("x").breaker.force_open(0.0)  # ask again now, not in a second
+            probe.done(status=200)
+        await eventually(lambda: b.get("x").breaker.state == "closed", 3, "B closes too")
+        assert seen["a"] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        assert seen["b"] == [("closed", "open"), ("open", "closed")]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_denied_second_probe_keeps_the_replicas_first_one(prefix: str) -> None:
+    """`half_open_probes: 2`, one probe out in each replica: A asking for a third is denied,
+    and the verdict of the probe A already sent still closes the fleet's breaker."""
+    breaker = BreakerPolicy(consecutive_failures=3, open_for=0.3, half_open_probes=2)
+    ups = {"x": Upstream(name="x", url="http://127.0.0.1:1", breaker=breaker)}
+    cfg = Config(version=1, upstreams=MappingProxyType(ups), routes=(), state=SHARED_REDIS)
+    a = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.02)
+    b = GuardRegistry(cfg, key_prefix=prefix, sync_interval=0.02)
+    await a.start()
+    await b.start()
+    held = b.get("x").slot()
+    try:
+        await fail(a.get("x"), 3)
+        await eventually(lambda: b.get("x").breaker.state == "open", 3, "shared trip")
+        await eventually(lambda: a.get("x").breaker.state != "open", 3, "probe time")
+        async with a.get("x").slot() as first:
+            assert first.probe
+            await eventually(lambda: b.get("x").breaker.state != "open", 3, "B's turn")
+            await held.__aenter__()  # the fleet's second probe: B's, still out
+            assert held.probe
+            with pytest.raises(BreakerOpen):  # none left for A
+                async with a.get("x").slot():
+                    pass
+            first.done(status=200)
+        await eventually(lambda: b.get("x").breaker.state == "closed", 3, "A's verdict")
+    finally:
+        if held.ticket is not None:
+            held.close(cancelled=True)
+        await a.close()
+        await b.close()
+
+
+async def test_a_queue_of_budget_calls_stops_asking_a_redis_found_down() -> None:
+    """Redis stalls (SIGSTOP) under a burst of 640 shared rate-limit calls: 32 at a time,
+    each waiting the state timeout, the last would wait 2 s. Once the sync loop finds
+    Redis down, the calls still queued are counted locally at once, as the docs say."""
+    from proxy.upstream import state as state_mod
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    registry = GuardRegistry(config(url, 30.0), key_prefix="t:", sync_interval=0.05)
+    with own_redis(port) as server:
+        await registry.start()
+        try:
+            store = registry.state
+            assert store is not None and store.healthy
+            server.send_signal(signal.SIGSTOP)
+            try:
+
+                async def one() -> None:
+                    with pytest.raises(state_mod.SharedStateDown):
+                        await store.take_budget("burst", 60.0, 60.0 * 9)
+
+                await asyncio.gather(*(one() for _ in range(640)))
+                assert not store.healthy
+                # Calls that reached the stalled Redis: those before the sync loop noticed.
+                assert store.budget_failures < 320, store.budget_failures
+            finally:
+                server.send_signal(signal.SIGCONT)
+        finally:
+            await registry.close()

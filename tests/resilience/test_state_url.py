@@ -72,3 +72,43 @@ async def test_reachability_lines_say_each_change_without_flooding(caplog, monke
         assert "reachable again" in said()[2] and "(17 more changes in between)" in said()[2]
     finally:
         await store.client.aclose()
+
+
+def test_tls_options_are_checked_where_the_file_says_them(tmp_path) -> None:
+    """redis-py passes ssl_* to a plain connection too, and only fails (TypeError) at the
+    first connect; a bad ssl_cert_reqs or a missing CA file likewise. All refused here."""
+    from proxy.config.values import check_redis_url
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    assert check_redis_url(f"rediss://:pw@h:6380/0?ssl_ca_certs={ca}") is None
+    assert check_redis_url("rediss://h:6380/0?ssl_cert_reqs=none") is None
+    problem = check_redis_url("redis://:pw@h:6379/0?ssl_cert_reqs=none")
+    assert problem is not None and "write rediss://" in problem and "pw" not in problem
+    assert "is for TLS" in (check_redis_url("redis://h/0?ssl_check_hostname=false") or "")
+    assert "none, optional, required" in (check_redis_url("rediss://h/0?ssl_cert_reqs=bogus") or "")
+    missing = check_redis_url(f"rediss://h/0?ssl_ca_certs={tmp_path}/nope.pem")
+    assert missing is not None and "nope.pem" in missing and "not a file" in missing
+
+
+async def test_a_client_that_cannot_even_connect_does_not_stop_the_proxy(caplog) -> None:
+    """Whatever the Redis client raises (here the TypeError of an ssl_* option on a plain
+    redis:// URL, had it got past the check), the guards start, stay local, and say why."""
+    from types import MappingProxyType
+
+    from proxy.config.model import Config, Upstream
+    from proxy.upstream import GuardRegistry
+
+    caplog.set_level("WARNING", logger="strangler.upstream.state")
+    url = "redis://:pw@127.0.0.1:1/0?ssl_cert_reqs=none"
+    ups = {"x": Upstream(name="x", url="http://127.0.0.1:1")}
+    registry = GuardRegistry(
+        Config(version=1, upstreams=MappingProxyType(ups), routes=(), state=url)
+    )
+    await registry.start()  # raised TypeError, and `strangler serve` exited
+    try:
+        assert registry.state is not None and not registry.state.healthy
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert "unreachable (TypeError" in line and ":***@" in line
+    finally:
+        await registry.close()
