@@ -304,6 +304,7 @@ class _Param:
 class _QueryMap:
     params: Mapping[str, _Param]
     unmapped: str  # pass | drop | reject
+    repeated: str = "last"  # a mapped parameter given twice: last | first | all
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,9 +541,12 @@ class DeclarativeTranslator:
         pag = self.pagination if ep is not None and ep.response == "page" else None
         page_args: dict[str, str] = {}
         qmap = self.query
+        if qmap is not None and qmap.repeated != "all":
+            query = _one_of_each(query, qmap.params, qmap.repeated == "last")
         for key, value in query:
             if pag is not None and key in (pag.page, pag.page_size):
-                page_args[key] = value
+                if key not in page_args or qmap is None or qmap.repeated != "first":
+                    page_args[key] = value
                 continue
             if qmap is None:
                 out.append((key, value))
@@ -654,7 +658,8 @@ class DeclarativeTranslator:
         if type(total) is not int:
             what = "missing" if total is MISSING else f"expected integer, got {_type_name(total)}"
             raise _Fail((env_new["total"],), what)
-        args = dict(req.query)
+        first = self.query is not None and self.query.repeated == "first"
+        args = dict(reversed(req.query)) if first else dict(req.query)
         try:
             page = int(args.get(pag.page, 1))
             size = int(args.get(pag.page_size, pag.default_page_size))
@@ -707,6 +712,24 @@ class DeclarativeTranslator:
                 )
             return ResponseMessage(status, _without_length(resp.headers), body)
         return resp
+
+
+def _one_of_each(
+    query: tuple[tuple[str, str], ...], mapped: Mapping[str, _Param], last: bool
+) -> tuple[tuple[str, str], ...]:
+    """Only one occurrence (the last, or the first) of each mapped parameter. A legacy
+    framework reads one value of `status=A&status=I` (Django, Rails and PHP the last), and
+    the service may read another (aiohttp the first): forwarding both would answer a filter
+    the client did not get from the monolith, silently."""
+    seen: dict[str, int] = {}
+    for i, (key, _) in enumerate(query):
+        if key in mapped and (last or key not in seen):
+            seen[key] = i
+    if len(seen) == sum(1 for key, _ in query if key in mapped):
+        return query  # nothing repeated
+    return tuple(
+        pair for i, pair in enumerate(query) if pair[0] not in mapped or seen[pair[0]] == i
+    )
 
 
 def _without_length(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:

@@ -137,6 +137,42 @@ CASES: dict[str, Callable[[str], str]] = {
 }
 
 
+def _is_cased(c: str) -> bool:
+    return c.isupper() or c.islower() or c.istitle()
+
+
+def _per_char(func: Callable[[str], str], text: str, back: Callable[[str], str]) -> str:
+    """`func(text)` one character at a time (str.title's word rule for `title`), keeping
+    each character whose re-cased form does not come back to it under `back`."""
+    out: list[str] = []
+    after_cased = False
+    for c in text:
+        if func is str.title:
+            t = c.lower() if after_cased else c.title()
+            after_cased = _is_cased(c)
+        else:
+            t = func(c)
+        out.append(t if back(t) == c else c)
+    return "".join(out)
+
+
+def lossless_case(func: Callable[[str], str], back: Callable[[str], str]) -> Callable[[str], str]:
+    """`func` for a value in the other side's form (`back(text) == text`), such that
+    `back(result) == text` always holds. `str.title` then `str.upper` loses characters whose
+    case pair is not one character: the Turkish `İ` (`"ÇİFTÇİ".title()` is `"Çi̇ftçi̇"`, which
+    upper-cases to `I` + a combining dot), the capital `ẞ`, the Kelvin and Ohm signs. Those
+    keep their legacy spelling (`"Çİftçİ"`) rather than coming back as other characters."""
+
+    def apply(text: str) -> str:
+        out = func(text)
+        if back(out) == text or back(text) != text:
+            return out
+        out = _per_char(func, text, back)
+        return out if back(out) == text else text
+
+    return apply
+
+
 @converter("split")
 def split(args: Any) -> Codec:
     """`"DOE, Jane"` <-> `{family: "Doe", given: "Jane"}`: legacy joins parts with a separator,
@@ -184,6 +220,8 @@ def split(args: Any) -> Codec:
                     f"split.case.{part}.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}"
                 )
             table[part] = CASES[name]
+        # Legacy -> new must come back: re-case to new only as far as legacy re-cases back.
+        new_case[part] = lossless_case(new_case[part], legacy_case[part])
     example = sep.join(f"<{p}>" for p in parts)
     n = len(parts) - 1
 
@@ -381,8 +419,8 @@ def case(args: Any) -> Codec:
         if name not in CASES:
             raise ArgumentError(f"case.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}")
         funcs[side] = CASES[name]
-    lower_fn, new_fn = funcs["legacy"], funcs["new"]
-    return Codec(lambda v: new_fn(_need_str(v, "text")), lambda v: lower_fn(_need_str(v, "text")))
+    legacy_fn, new_fn = funcs["legacy"], lossless_case(funcs["new"], funcs["legacy"])
+    return Codec(lambda v: new_fn(_need_str(v, "text")), lambda v: legacy_fn(_need_str(v, "text")))
 
 
 # --- JMESPath functions for `compute:` expressions -----------------------------------------

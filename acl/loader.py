@@ -54,7 +54,7 @@ FIELD_KEYS = {
     "read_only", "invalid_message", "strip",
 }  # fmt: skip
 ENDPOINT_KEYS = {"legacy", "new", "methods", "request", "response", "query", "require"}
-QUERY_KEYS = {"params", "unmapped"}
+QUERY_KEYS = {"params", "unmapped", "repeated"}
 PARAM_KEYS = {"legacy", "new", "values", "invalid_message"}
 PAGINATION_KEYS = {"legacy", "new"}
 PAGE_LEGACY_KEYS = {"page", "page_size", "default_page_size", "max_page_size", "envelope",
@@ -394,6 +394,15 @@ def _parse_query(chk: _Checker, node: Any, names: dict[str, str]) -> _QueryMap |
         chk.add(
             node, "unmapped", f"query.unmapped: unknown policy {unmapped!r}", "pass|drop|reject"
         )
+    repeated = node.get("repeated", "last")
+    if repeated not in ("last", "first", "all"):
+        chk.add(
+            node,
+            "repeated",
+            f"query.repeated: unknown policy {repeated!r}",
+            "last (the value Django, Rails and PHP read), first, or all (forward every one)",
+        )
+        repeated = "last"
     params: dict[str, _Param] = {}
     raw = node.get("params", [])
     if not isinstance(raw, list):
@@ -419,7 +428,8 @@ def _parse_query(chk: _Checker, node: Any, names: dict[str, str]) -> _QueryMap |
         invalid = p.get("invalid_message")
         params[legacy] = _Param(legacy, new, values, invalid if isinstance(invalid, str) else None)
         names.setdefault(new, legacy)
-    return _QueryMap(params, unmapped if unmapped in ("pass", "drop", "reject") else "pass")
+    policy = unmapped if unmapped in ("pass", "drop", "reject") else "pass"
+    return _QueryMap(params, policy, repeated)
 
 
 def _parse_pagination(chk: _Checker, node: Any, names: dict[str, str]) -> _Pagination | None:

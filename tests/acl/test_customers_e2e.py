@@ -141,6 +141,13 @@ def test_list_pages_filters_and_orderings(pair):
         {"ordering": "name", "page_size": "100", "page": "2"},
         {"city": "Nowhere"},
         {"unknown_param": "1"},
+        # Repeated parameters: the monolith (Django) reads the last one.
+        [("status", "A"), ("status", "I")],
+        [("status", "bogus"), ("status", "A")],
+        [("ordering", "id"), ("ordering", "-id"), ("page_size", "5")],
+        [("city", "Nowhere"), ("city", city)],
+        [("q", "zzzz"), ("q", fragment)],
+        [("page", "1"), ("page", "2"), ("page_size", "3"), ("page_size", "4")],
     ]
     for params in cases:
         same(pair, "GET", "/api/customers", params=params)
@@ -225,6 +232,11 @@ def test_writes_create_update_patch_delete(pair):
     assert status == 200 and patched["addr_city"] == "X" and patched["addr_line1"] == "2 Vine Rd"
     same(pair, "PATCH", f"/api/customers/{cust_id}", json={"status_cd": "A", "phone_no": ""})
     same(pair, "GET", "/api/customers", params={"q": "strangler"})
+    # A Turkish family name: what the client wrote is what it reads back, on both sides.
+    turkish = {"cust_nm": "ÇİFTÇİ, Ayşe", "email_addr": "ayse@example.com"}
+    status, body = same(pair, "PATCH", f"/api/customers/{cust_id}", json=turkish)
+    assert status == 200 and body["cust_nm"] == "ÇİFTÇİ, Ayşe"
+    same(pair, "GET", f"/api/customers/{cust_id}")
     status, _ = same(pair, "DELETE", f"/api/customers/{cust_id}")
     assert status == 204
     assert same(pair, "GET", f"/api/customers/{cust_id}")[0] == 404

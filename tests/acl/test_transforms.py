@@ -54,6 +54,28 @@ def test_split_and_join_with_case(make_translator):
     assert t.to_legacy({"name": {"given": "Jane", "family": "McDoe"}}) == {"cust_nm": "MCDOE, Jane"}
 
 
+def test_case_conversions_never_change_what_the_legacy_side_reads_back(make_translator):
+    """`title` then `upper` is not the identity for every upper-case text ("ÇİFTÇİ" would
+    come back with a dotless I and a combining dot): such characters keep their spelling."""
+    t = make_translator("""
+        record:
+          fields:
+            - {legacy: city, new: city, convert: {case: {legacy: upper, new: title}}}
+            - legacy: nm
+              new: name
+              convert: {split: {separator: ", ", parts: [family, given],
+                                case: {family: {legacy: upper, new: title}}}}
+    """)
+    new = t.to_new({"city": "İZMİR", "nm": "ÇİFTÇİ, Ali"})
+    assert new == {"city": "İzmİr", "name": {"family": "Çİftçİ", "given": "Ali"}}
+    assert t.to_legacy(new) == {"city": "İZMİR", "nm": "ÇİFTÇİ, Ali"}
+    assert t.to_new({"city": "PARIS", "nm": "DOE, Jane"})["city"] == "Paris"
+    assert t.to_new({"city": "paris", "nm": "doe, Jane"}) == {  # not legacy form: as before
+        "city": "Paris",
+        "name": {"family": "Doe", "given": "Jane"},
+    }
+
+
 def test_cents_string_to_decimal(make_translator):
     t = make_translator("""
         record:
@@ -202,6 +224,38 @@ def test_query_and_path_translation(make_translator):
     assert ("city", "Springfield") in query and all(k != "junk" for k, _ in query)
     detail = t.request_to_new(RequestMessage("GET", "/api/things/42"), {})
     assert detail.path == "/v2/things/42"
+
+
+def test_a_repeated_query_parameter_is_read_once_as_the_monolith_reads_it(make_translator):
+    """Django reads the last `status` of `status=A&status=I`; the service (aiohttp) would
+    read the first of two `active` values, a different filter. Only the last is sent (or the
+    first, with `repeated: first`); `repeated: all` forwards every one."""
+    t = make_translator(PAGED)
+    query = (
+        ("status", "A"), ("ordering", "name"), ("city", "X"), ("status", "I"),
+        ("ordering", "-name"), ("page", "9"), ("page", "2"), ("page_size", "5"),
+    )  # fmt: skip
+    req = RequestMessage("GET", "/api/things", query)
+    out = t.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["false"]
+    assert [v for k, v in out if k == "order_by"] == ["-family"]
+    assert _cursor_offset(dict(out)["cursor"]) == 5
+    resp = ResponseMessage(200, (), {"items": [], "next_cursor": None, "total_count": 0})
+    assert t.response_to_legacy(resp, req).body["page"] == 2
+    # An invalid value the monolith would not read does not fail the request either.
+    both = RequestMessage("GET", "/api/things", (("status", "bogus"), ("status", "A")))
+    assert dict(t.request_to_new(both, {}).query)["active"] == "true"
+
+    first = make_translator(
+        PAGED.replace("unmapped: drop", "unmapped: drop\n      repeated: first")
+    )
+    out = first.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["true"]
+    assert _cursor_offset(dict(out)["cursor"]) == 40
+    assert first.response_to_legacy(resp, req).body["page"] == 9
+    every = make_translator(PAGED.replace("unmapped: drop", "unmapped: drop\n      repeated: all"))
+    out = every.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["true", "false"]
 
 
 def test_error_mapping_to_legacy_shape(make_translator):
