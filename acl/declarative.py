@@ -396,8 +396,10 @@ class DeclarativeTranslator:
         messages: Mapping[str, str],
         invalid_request: _InvalidRequest | None,
         options: jmespath.Options,
+        legacy_json: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.legacy_json = legacy_json  # json.dumps options for legacy bodies (acl.wire)
         self.source = source
         self.description = description
         self.bidirectional = bidirectional
@@ -515,6 +517,17 @@ class DeclarativeTranslator:
         )
 
     def _raise_invalid(self, invalid: list[_Fail], req: RequestMessage) -> None:
+        if self.record is not None and len(invalid) > 1:
+            # A body's problems in the order a monolith's validation visits them: keys it
+            # does not know first (in the body's order), then its fields as `record.fields`
+            # declares them, a missing required one in its place. Query problems stay first.
+            rank = {s.src[0]: i for i, s in enumerate(self.record.forward) if s.src}
+            invalid = sorted(
+                invalid,
+                key=lambda f: (
+                    (-2,) if f.root != "$" else (rank.get(f.keys[0], -1),) if f.keys else (-1,)
+                ),
+            )
         first = invalid[0]
         if self.invalid_request is None:
             raise TranslationError(self.name, REQUEST_TO_NEW, first.path, first.message)
@@ -543,6 +556,10 @@ class DeclarativeTranslator:
         qmap = self.query
         if qmap is not None and qmap.repeated != "all":
             query = _one_of_each(query, qmap.params, qmap.repeated == "last")
+        # Problems are listed as the monolith lists them, whatever the client's order: the
+        # page arguments first, then the parameters in the order `query.params` declares.
+        page_invalid: list[_Fail] = []
+        param_invalid: list[_Fail] = []
         for key, value in query:
             if pag is not None and key in (pag.page, pag.page_size):
                 if key not in page_args or qmap is None or qmap.repeated != "first":
@@ -556,7 +573,7 @@ class DeclarativeTranslator:
                 if qmap.unmapped == "pass":
                     out.append((key, value))
                 elif qmap.unmapped == "reject":
-                    invalid.append(_Fail((key,), "unknown query parameter", root="query"))
+                    param_invalid.append(_Fail((key,), "unknown query parameter", root="query"))
                 continue
             if param.values is not None:
                 mapped = param.values.get(value)
@@ -564,20 +581,31 @@ class DeclarativeTranslator:
                     message = param.invalid_message or (
                         f"unknown value {value!r}; expected one of {', '.join(param.values)}"
                     )
-                    invalid.append(_Fail((key,), fill(message, value), root="query"))
+                    param_invalid.append(_Fail((key,), fill(message, value), root="query"))
                     continue
                 value = mapped
             out.append((param.new, value))
         if pag is not None:
-            page = self._int_param(page_args, pag.page, 1, 1, None, pag, invalid)
+            page = self._int_param(page_args, pag.page, 1, 1, None, pag, page_invalid)
             size = self._int_param(
-                page_args, pag.page_size, pag.default_page_size, 1, pag.max_page_size, pag, invalid
+                page_args,
+                pag.page_size,
+                pag.default_page_size,
+                1,
+                pag.max_page_size,
+                pag,
+                page_invalid,
             )
             if page is not None and size is not None:
                 offset = (page - 1) * size
                 if offset:
                     out.append((pag.cursor, encode_cursor(offset, pag.cursor_key)))
                 out.append((pag.limit, str(size)))
+        if param_invalid and qmap is not None:
+            rank = {name: i for i, name in enumerate(qmap.params)}
+            param_invalid.sort(key=lambda f: rank.get(f.keys[0], len(rank)))
+        invalid.extend(page_invalid)
+        invalid.extend(param_invalid)
         return tuple(out)
 
     @staticmethod

@@ -157,8 +157,8 @@ def _per_char(func: Callable[[str], str], text: str, back: Callable[[str], str])
 
 
 def lossless_case(func: Callable[[str], str], back: Callable[[str], str]) -> Callable[[str], str]:
-    """`func` for a value in the other side's form (`back(text) == text`), such that
-    `back(result) == text` always holds. `str.title` then `str.upper` loses characters whose
+    """`func` for a value in the other side's form (`back(text) == text`, `back` a casing,
+    not `keep`), such that `back(result) == text` always holds. `str.title` then `str.upper` loses characters whose
     case pair is not one character: the Turkish `İ` (`"ÇİFTÇİ".title()` is `"Çi̇ftçi̇"`, which
     upper-cases to `I` + a combining dot), the capital `ẞ`, the Kelvin and Ohm signs. Those
     keep their legacy spelling (`"Çİftçİ"`) rather than coming back as other characters."""
@@ -220,8 +220,10 @@ def split(args: Any) -> Codec:
                     f"split.case.{part}.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}"
                 )
             table[part] = CASES[name]
-        # Legacy -> new must come back: re-case to new only as far as legacy re-cases back.
-        new_case[part] = lossless_case(new_case[part], legacy_case[part])
+        # Legacy -> new must come back: re-case to new only as far as legacy re-cases back
+        # (a legacy side that keeps any case promises no way back to check against).
+        if spec.get("legacy", "keep") != "keep":
+            new_case[part] = lossless_case(new_case[part], legacy_case[part])
     example = sep.join(f"<{p}>" for p in parts)
     n = len(parts) - 1
 
@@ -419,7 +421,9 @@ def case(args: Any) -> Codec:
         if name not in CASES:
             raise ArgumentError(f"case.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}")
         funcs[side] = CASES[name]
-    legacy_fn, new_fn = funcs["legacy"], lossless_case(funcs["new"], funcs["legacy"])
+    legacy_fn, new_fn = funcs["legacy"], funcs["new"]
+    if args.get("legacy", "keep") != "keep":  # see split: only a casing legacy side comes back
+        new_fn = lossless_case(new_fn, legacy_fn)
     return Codec(lambda v: new_fn(_need_str(v, "text")), lambda v: legacy_fn(_need_str(v, "text")))
 
 

@@ -46,7 +46,7 @@ BODY_KINDS_RESPONSE = ("pass", "record", "page")
 
 TOP_KEYS = {
     "name", "description", "bidirectional", "record", "endpoints", "query", "pagination",
-    "errors", "legacy_extras", "messages", "invalid_request", "field_names",
+    "errors", "legacy_extras", "messages", "invalid_request", "field_names", "legacy_json",
 }  # fmt: skip
 RECORD_KEYS = {"fields", "unmapped", "drop", "request_unmapped", "unknown_message"}
 FIELD_KEYS = {
@@ -514,6 +514,42 @@ def _parse_errors(chk: _Checker, node: Any) -> tuple[_ErrorRule, ...]:
     return tuple(out)
 
 
+LEGACY_JSON_KEYS = {"separators", "ensure_ascii"}
+
+
+def _parse_legacy_json(chk: _Checker, doc: Any) -> dict[str, Any] | None:
+    """`legacy_json: {separators: [", ", ": "], ensure_ascii: true}`: how the monolith writes
+    JSON (that one is Django's JsonResponse), so translated answers match it byte for byte."""
+    if "legacy_json" not in doc:
+        return None
+    node = doc["legacy_json"]
+    fix = "e.g. legacy_json: {separators: [', ', ': '], ensure_ascii: true} (Python's json.dumps)"
+    if not isinstance(node, dict):
+        chk.add(doc, "legacy_json", "legacy_json must be a mapping", fix)
+        return None
+    if not chk.keys(node, LEGACY_JSON_KEYS, "legacy_json"):
+        return None
+    style: dict[str, Any] = {}
+    if "separators" in node:
+        seps = node["separators"]
+        if not (
+            isinstance(seps, list)
+            and len(seps) == 2
+            and all(isinstance(x, str) and x.strip() in (",", ":") for x in seps)
+            and [x.strip() for x in seps] == [",", ":"]
+        ):
+            chk.add(node, "separators", "legacy_json.separators must be [ITEM, KEY] like "
+                    "[', ', ': '] or [',', ':']", fix)  # fmt: skip
+        else:
+            style["separators"] = tuple(seps)
+    if "ensure_ascii" in node:
+        if not isinstance(node["ensure_ascii"], bool):
+            chk.add(node, "ensure_ascii", "legacy_json.ensure_ascii must be true or false", fix)
+        else:
+            style["ensure_ascii"] = node["ensure_ascii"]
+    return style
+
+
 def load_declarative(path: Path) -> DeclarativeTranslator:
     """Load and check one YAML translator; TranslatorLoadError lists every problem in it."""
     chk = _Checker(str(path))
@@ -596,6 +632,7 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
                     str(node.get("required_message", "missing required field")),
                     malformed,
                 )
+    legacy_json = _parse_legacy_json(chk, doc)
     if chk.problems:
         raise TranslatorLoadError(chk.problems)
     return DeclarativeTranslator(
@@ -612,4 +649,5 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
         messages=messages,
         invalid_request=invalid_request,
         options=options,
+        legacy_json=legacy_json,
     )

@@ -107,8 +107,22 @@ def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any
         return None, str(exc)  # json's own words, as the monolith quotes them
 
 
-def encode_body(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+COMPACT: Mapping[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+def legacy_style(translator: Any) -> Mapping[str, Any]:
+    """The json.dumps options a translator declares for legacy bodies (`legacy_json`)."""
+    return getattr(translator, "legacy_json", None) or COMPACT
+
+
+def encode_body(body: Any, style: Mapping[str, Any] | None = None) -> bytes:
+    """`body` as JSON bytes, compact UTF-8 unless `style` (json.dumps options) says otherwise.
+    A lone surrogate (`"\\ud800"` is valid JSON text) has no UTF-8 form: it stays escaped."""
+    options = {**COMPACT, **(style or {})}
+    try:
+        return json.dumps(body, **options).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, **{**options, "ensure_ascii": True}).encode("ascii")
 
 
 def _with_json_headers(headers: Headers, length: int) -> Headers:
@@ -178,12 +192,18 @@ def translate_response(
     out = translator.response_to_legacy(original, legacy_request)
     if out.body is original.body:
         return WireResponse(out.status, out.headers, raw)
-    body = b"" if out.body is None else encode_body(out.body)
+    body = b"" if out.body is None else encode_body(out.body, legacy_style(translator))
     return WireResponse(out.status, _with_json_headers(out.headers, len(body)), body)
 
 
-def error_response(exc: TranslationError) -> WireResponse:
+def error_response(
+    exc: TranslationError, translator: Any = None, extra: Mapping[str, Any] | None = None
+) -> WireResponse:
     """The answer for a failed translation: 502 naming translator, direction and field path
-    (or, for input the monolith itself would refuse, the monolith's own 4xx answer)."""
-    body = encode_body(exc.to_json())
+    (or, for input the monolith itself would refuse, the monolith's own 4xx answer), written
+    as the translator's monolith writes JSON. `extra` keys are added to a 502's body."""
+    payload = exc.to_json()
+    if extra and exc.status == 502 and isinstance(payload, dict):
+        payload = {**payload, **extra}
+    body = encode_body(payload, legacy_style(translator))
     return WireResponse(exc.status, _with_json_headers((), len(body)), body)

@@ -9,6 +9,7 @@ sides, so the two databases stay in step and later reads compare them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -338,3 +339,61 @@ def test_head_is_answered_as_the_monolith_answers_it(pair):
             assert (new.status_code, new.content) == (old.status_code, b""), path
             assert new.headers["content-type"] == old.headers["content-type"], path
             assert int(new.headers["content-length"]) == len(got.content), path
+
+
+_NOISE_VALUES = re.compile(rb'"(generated_at|trace_id)": "[^"]*"')
+
+
+def test_answers_are_the_bytes_the_monolith_sends(pair):
+    """Not only equal JSON: the same bytes (Django writes `", "` and `\\u00fc` escapes), so
+    Content-Length and the body give nothing away; the noise values aside. That includes
+    answers the ACL itself writes: a query it rejects, the service's 422 and 404 mapped."""
+    with httpx.Client(timeout=20.0, headers=legacy_headers("acme")) as client:
+        calls = [
+            ("GET", "/api/customers?page_size=3&ordering=-name", None),
+            ("GET", "/api/customers/1", None),
+            ("GET", "/api/customers/987654", None),
+            ("GET", "/api/customers?status=bogus&page=0", None),
+            ("POST", "/api/customers", {"status_cd": "X", "cust_nm": "doe", "zz": 1}),
+            ("PUT", "/api/customers/1", {"phone_no": 5, "zz": 1, "status_cd": "Q"}),
+            ("POST", "/api/customers", {"cust_nm": "DOE, Ann", "email_addr": "not-an-email"}),
+            ("PATCH", "/api/customers/1", {"addr_zip": "1"}),
+        ]
+        for method, path, body in calls:
+            kwargs = {"json": body} if body is not None else {}
+            old = client.request(method, pair.legacy + path, **kwargs)
+            new = client.request(method, pair.extracted + path, **kwargs)
+            where = f"{method} {path}"
+            assert new.status_code == old.status_code, where
+            assert new.headers["content-type"] == old.headers["content-type"], where
+            assert _NOISE_VALUES.sub(b"", new.content) == _NOISE_VALUES.sub(b"", old.content), (
+                f"{where}:\n{old.content[:300]!r}\n{new.content[:300]!r}"
+            )
+        # Non-ASCII text: escaped as Django escapes it. Ids and creation times differ.
+        body = {"cust_nm": "MÜLLER, Jürgen", "email_addr": "jm@example.com"}
+        old = client.post(pair.legacy + "/api/customers", json=body)
+        new = client.post(pair.extracted + "/api/customers", json=body)
+        try:
+            assert old.status_code == new.status_code == 201
+            assert rb'"M\u00dcLLER, J\u00fcrgen"' in old.content
+
+            def normal(resp: httpx.Response) -> bytes:
+                text = _NOISE_VALUES.sub(b"", resp.content)
+                text = re.sub(rb'"created_ts": "\d+"', b"", text)
+                return re.sub(rb'"cust_id": \d+', b"", text)
+
+            assert normal(new) == normal(old)
+        finally:
+            client.delete(pair.legacy + f"/api/customers/{old.json()['cust_id']}")
+            client.delete(pair.extracted + f"/api/customers/{new.json()['cust_id']}")
+
+
+def test_a_lone_surrogate_in_a_client_body_is_no_proxy_error(pair):
+    """`"\\ud800"` is valid JSON text with no UTF-8 form: the translated body keeps it
+    escaped instead of failing the proxy's own encoding (an 'internal proxy error')."""
+    raw = b'{"cust_nm": "DOE, Jane", "email_addr": "j@example.com", "addr_city": "\\ud800"}'
+    with httpx.Client(timeout=20.0, headers=legacy_headers("acme")) as client:
+        old = client.post(pair.legacy + "/api/customers", content=raw)
+        new = client.post(pair.extracted + "/api/customers", content=raw)
+    assert b"internal proxy error" not in new.content, new.text
+    assert new.status_code == old.status_code  # neither can store it: both fail alike

@@ -267,3 +267,26 @@ def test_an_error_rule_that_cannot_evaluate_is_a_translation_error():
     )
     assert (err.direction, err.path) == ("response_to_legacy", "$")
     assert err.message.startswith("errors[1].legacy_body failed:")
+
+
+def test_legacy_json_and_query_repeated_are_checked(tmp_path):
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields: [{legacy: a, new: b}]\n"
+        "legacy_json: {separators: [';', '='], ensure_ascii: yes please, indent: 2}\n"
+        "query:\n  repeated: newest\n",
+    )
+    by_message = {p.message: p for p in problems}
+    assert by_message["unknown key `indent` in legacy_json"].line == 3
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields: [{legacy: a, new: b}]\n"
+        "legacy_json: {separators: [';', '='], ensure_ascii: 1}\n"
+        "query:\n  repeated: newest\n",
+    )
+    found = {p.message: p for p in problems}
+    seps = found["legacy_json.separators must be [ITEM, KEY] like [', ', ': '] or [',', ':']"]
+    assert seps.line == 3 and "json.dumps" in seps.fix
+    assert found["legacy_json.ensure_ascii must be true or false"].line == 3
+    repeated = found["query.repeated: unknown policy 'newest'"]
+    assert repeated.line == 5 and repeated.fix.startswith("last")

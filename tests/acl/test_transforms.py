@@ -6,7 +6,9 @@ import base64
 import json
 import re
 
-from acl import RequestMessage, ResponseMessage
+import pytest
+
+from acl import RequestMessage, RequestRejected, ResponseMessage
 
 
 def test_rename_both_ways(make_translator):
@@ -256,6 +258,38 @@ def test_a_repeated_query_parameter_is_read_once_as_the_monolith_reads_it(make_t
     every = make_translator(PAGED.replace("unmapped: drop", "unmapped: drop\n      repeated: all"))
     out = every.request_to_new(req, {}).query
     assert [v for k, v in out if k == "active"] == ["true", "false"]
+
+
+def test_problems_are_listed_in_the_order_the_monolith_lists_them(make_translator):
+    """Query: page arguments, then parameters as `query.params` declares them. Body: unknown
+    keys, then fields as `record.fields` declares them. Not the client's order."""
+    t = make_translator(
+        PAGED.replace("unmapped: drop", "unmapped: reject")
+        + """
+    invalid_request:
+      body: "fields"
+    """
+    )
+    req = RequestMessage("GET", "/api/things", (("zz", "1"), ("ordering", "x"), ("status", "Q"),
+                                                ("page_size", "0"), ("page", "a")))  # fmt: skip
+    with pytest.raises(RequestRejected) as info:
+        t.request_to_new(req, {})
+    assert list(info.value.body) == ["page", "page_size", "status", "ordering", "zz"]
+    body = make_translator("""
+        record:
+          request_unmapped: reject
+          fields:
+            - {legacy: a, new: a, type: string}
+            - {legacy: b, new: b, type: string}
+            - {legacy: c, new: c, type: string}
+        endpoints:
+          - {legacy: /x, new: /x, methods: [POST], request: record, require: [a, b, c]}
+        invalid_request:
+          body: "fields"
+    """)
+    with pytest.raises(RequestRejected) as info:
+        body.request_to_new(RequestMessage("POST", "/x", body={"c": 1, "zz": 1, "a": 2}), {})
+    assert list(info.value.body) == ["zz", "a", "b", "c"]
 
 
 def test_error_mapping_to_legacy_shape(make_translator):
