@@ -305,6 +305,13 @@ def _time_format(spec: Any, side: str) -> tuple[Callable[[str], datetime], Calla
             d = datetime.strptime(text, fmt)
             return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d
 
+        try:  # a bad directive (`%Q`) is written as is, and only the first read fails
+            parse(datetime(2001, 2, 3).strftime(fmt))
+        except ValueError as exc:
+            raise ArgumentError(
+                f"timestamp.{side}: {fmt!r} does not read back what it writes ({exc})",
+                "use strftime directives (%Y %m %d %H %M %S ...), or compact / iso8601",
+            ) from None
         return parse, lambda d: d.strftime(fmt), f"strftime {fmt!r}"
     raise ArgumentError(
         f"timestamp.{side}: unknown format {spec!r}",

@@ -31,6 +31,7 @@ from acl.functions import (
     CONVERTERS,
     ArgumentError,
     Codec,
+    ConversionError,
     ExprContext,
     known_function_names,
     make_options,
@@ -267,6 +268,7 @@ def _parse_record(
         elif invalid is not None and not isinstance(invalid, str):
             chk.add(rule, "invalid_message", f"{rwhere}.invalid_message must be a string or "
                     "{type: MESSAGE, value: MESSAGE}")  # fmt: skip
+        _check_defaults(chk, rule, rwhere, defaults, codec, type_name, flags["nullable"], each)
         lpath, npath = paths["legacy"], paths["new"]
         names.setdefault(".".join(npath), lpath[-1])
         common = dict(
@@ -301,6 +303,44 @@ def _parse_record(
     record.request_unmapped = request_unmapped
     record.unknown_message = str(node.get("unknown_message", "unknown field"))
     return record
+
+
+def _check_defaults(
+    chk: _Checker,
+    rule: dict,
+    where: str,
+    defaults: dict[str, Any],
+    codec: Codec | None,
+    type_name: str,
+    nullable: bool,
+    each: RecordMap | None,
+) -> None:
+    """A default must translate as a value of its side would, or every record missing the
+    field fails at run time: found here instead, by `strangler check`."""
+    check = TYPES.get(type_name)
+    seen: set[str] = set()  # one plain `default:` serves both sides: say it once
+    for side, value in defaults.items():
+        if value is MISSING or each is not None or (codec is None and repr(value) in seen):
+            continue
+        seen.add(repr(value))
+        if value is None:
+            if not nullable:
+                chk.add(rule, "default", f"{where}.default ({side}) is null but the field is "
+                        "not nullable", "mark it nullable: true, or give a value")  # fmt: skip
+            continue
+        legacy_value = value
+        if codec is not None:
+            try:
+                converted = (codec.to_new if side == "legacy" else codec.to_legacy)(value)
+            except ConversionError as exc:
+                chk.add(rule, "default", f"{where}.default ({side}) {value!r} does not convert: "
+                        f"{exc}", f"give a {side}-side value the converter accepts")  # fmt: skip
+                continue
+            legacy_value = value if side == "legacy" else converted
+        if check is not None and not check(legacy_value):
+            chk.add(rule, "default", f"{where}.default {value!r} is {_type_name(legacy_value)} on "
+                    f"the legacy side, not the declared {type_name}",
+                    f"give a {type_name} (quote numbers meant as text)")  # fmt: skip
 
 
 _TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(int))?\}")

@@ -290,3 +290,28 @@ def test_legacy_json_and_query_repeated_are_checked(tmp_path):
     assert found["legacy_json.ensure_ascii must be true or false"].line == 3
     repeated = found["query.repeated: unknown policy 'newest'"]
     assert repeated.line == 5 and repeated.fix.startswith("last")
+
+
+def test_defaults_and_strftime_patterns_that_fail_at_run_time_fail_at_load(tmp_path):
+    """Each of these loaded before and failed every record missing the field (a 502), or
+    every timestamp (a pattern with a bad directive writes it as is and cannot read it)."""
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields:\n"
+        "    - {legacy: a, new: b, type: string, default: 5}\n"
+        "    - {legacy: c, new: d, default: null}\n"
+        "    - {legacy: e, new: f, convert: {enum: {A: true}}, default: {new: maybe}}\n"
+        "    - {legacy: g, new: h, convert: {timestamp: {legacy: '%Y%m%d%Q', new: iso8601}}}\n"
+        "    - {legacy: i, new: j, type: string, default: ''}\n"
+        "    - {legacy: k, new: l, convert: {cents: {as: string}}, default: {legacy: '0', new: '0.00'}}\n",
+    )
+    got = [(p.line, p.message) for p in problems]
+    assert got == [
+        (3, "record.fields[0].default 5 is integer on the legacy side, not the declared string"),
+        (4, "record.fields[1].default (legacy) is null but the field is not nullable"),
+        (5, "record.fields[2].default (new) 'maybe' does not convert: unknown enum value "
+            "'maybe'; expected one of True"),
+        (6, "record.fields[3].convert.timestamp: timestamp.legacy: '%Y%m%d%Q' does not read "
+            "back what it writes ('Q' is a bad directive in format '%Y%m%d%Q')"),
+    ]  # fmt: skip
+    assert "quote numbers" in problems[0].fix and "nullable: true" in problems[1].fix
