@@ -653,6 +653,15 @@ class DeclarativeTranslator:
                     f"the service answered a {kind} endpoint with a body the ACL cannot read "
                     f"({resp.unparsed}); it must answer JSON",
                 )
+            if 200 <= resp.status < 300 and resp.status not in (204, 205):
+                # An empty 200 or 201 where the monolith sends the record or the page.
+                raise TranslationError(
+                    self.name,
+                    RESPONSE_TO_LEGACY,
+                    "$",
+                    f"the service answered a {kind} endpoint {resp.status} with no body; "
+                    f"it must answer the {kind} as JSON",
+                )
             return resp
         try:
             if kind == "page":

@@ -376,7 +376,15 @@ def cents(args: Any) -> Codec:
         if not _INT_TEXT.fullmatch(text):
             raise ConversionError(f"expected integer cents like '1999', got {text!r}")
         amount = Decimal(int(text)).scaleb(-2)
-        return float(amount) if as_number else f"{amount:.2f}"
+        if not as_number:
+            return f"{amount:.2f}"
+        number = float(amount)
+        if Decimal(repr(number)) != amount:  # a double holds ~15 digits: no silent rounding
+            raise ConversionError(
+                f"{text!r} cents is not exact as a JSON number ({number!r}); "
+                "use cents: {as: string} for amounts this large"
+            )
+        return number
 
     def to_legacy(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -315,3 +315,27 @@ def test_defaults_and_strftime_patterns_that_fail_at_run_time_fail_at_load(tmp_p
             "back what it writes ('Q' is a bad directive in format '%Y%m%d%Q')"),
     ]  # fmt: skip
     assert "quote numbers" in problems[0].fix and "nullable: true" in problems[1].fix
+
+
+def test_an_empty_success_where_the_monolith_sends_a_record_is_a_502(make_translator):
+    """A 200 or 201 with no body on a record or page endpoint would reach the legacy client
+    as an empty success: a wrong answer. A 204 (DELETE) stays what it is."""
+    t = make_translator(
+        RECORD
+        + """
+    endpoints:
+      - {legacy: "/c/{id}", new: "/v1/c/{id}", methods: [GET], response: record}
+      - {legacy: /c, new: /v1/c, methods: [POST], request: record, response: record}
+      - {legacy: "/c/{id}", new: "/v1/c/{id}", methods: [DELETE]}
+    """
+    )
+    for method, path, status in (("GET", "/c/1", 200), ("POST", "/c", 201)):
+        err = _error(
+            lambda m=method, p=path, s=status: t.response_to_legacy(
+                ResponseMessage(s, (), None), RequestMessage(m, p)
+            )
+        )
+        assert (err.status, err.direction, err.path) == (502, "response_to_legacy", "$")
+        assert f"endpoint {status} with no body" in err.message
+    gone = ResponseMessage(204, (), None)
+    assert t.response_to_legacy(gone, RequestMessage("DELETE", "/c/1")) is gone

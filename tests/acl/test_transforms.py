@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from acl import RequestMessage, RequestRejected, ResponseMessage
+from acl import RequestMessage, RequestRejected, ResponseMessage, TranslationError
 
 
 def test_rename_both_ways(make_translator):
@@ -76,6 +76,26 @@ def test_case_conversions_never_change_what_the_legacy_side_reads_back(make_tran
         "city": "Paris",
         "name": {"family": "Doe", "given": "Jane"},
     }
+
+
+def test_cents_as_a_json_number_is_exact_or_refused(make_translator):
+    """A double holds about 15 digits: 123456789012345678 cents as a number would be
+    1234567890123456.8, silently. `as: string` carries any amount."""
+    t = make_translator("""
+        record:
+          fields:
+            - {legacy: n, new: n, convert: {cents: {as: number}}}
+            - {legacy: s, new: s, convert: {cents: {as: string}}}
+    """)
+    big = "123456789012345678"
+    with pytest.raises(TranslationError) as info:
+        t.to_new({"n": big, "s": big})
+    assert info.value.path == "$.n" and "not exact as a JSON number" in info.value.message
+    assert t.to_new({"n": "99999999999999", "s": big}) == {
+        "n": 999999999999.99,
+        "s": "1234567890123456.78",
+    }
+    assert t.to_legacy(t.to_new({"n": "5", "s": big})) == {"n": "5", "s": big}
 
 
 def test_cents_string_to_decimal(make_translator):
@@ -340,7 +360,7 @@ def test_non_json_bodies_pass_through_untouched(make_translator):
     req = RequestMessage("POST", "/x", (), (("content-length", "3"),), None)
     out = t.request_to_new(req, {})
     assert out.body is None and out.headers == req.headers and out.path == "/y"
-    resp = ResponseMessage(200, (("content-length", "5"),), None)
+    resp = ResponseMessage(204, (("content-length", "0"),), None)
     assert t.response_to_legacy(resp, req) is resp
     # A JSON body that changes loses its stale Content-Length.
     changed = t.request_to_new(
