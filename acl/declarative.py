@@ -333,6 +333,7 @@ class _Endpoint:
     query: bool
     require: tuple[str, ...] = ()  # legacy fields a request body must carry
     new_pattern: re.Pattern[str] | None = None  # to accept a path the route already rewrote
+    int_params: frozenset[str] = frozenset()  # `{id:int}`: read as a number, "007" is 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,11 +444,11 @@ class DeclarativeTranslator:
         for ep in self.endpoints:
             m = ep.pattern.fullmatch(path)
             if m and (ep.methods is None or method in ep.methods):
-                return ep, m.groupdict()
+                return ep, _canonical(m.groupdict(), ep.int_params)
         for ep in self.endpoints:  # the route's `rewrite` may have run first
             m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
             if m and (ep.methods is None or method in ep.methods):
-                return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
+                return ep, {**_canonical(m.groupdict(), ep.int_params), _ALREADY_NEW: "1"}
         raise NoEndpoint(
             self.name,
             direction,
@@ -749,6 +750,15 @@ class DeclarativeTranslator:
                 )
             return ResponseMessage(status, _without_length(resp.headers), body)
         return resp
+
+
+def _canonical(params: dict[str, str], int_params: frozenset[str]) -> dict[str, str]:
+    """`{id:int}` values as the number they are (`007` -> `7`), as a legacy framework's int
+    path converter reads them: in the new path and in error messages alike."""
+    for name in int_params:
+        if name in params:
+            params[name] = str(int(params[name]))
+    return params
 
 
 def _one_of_each(

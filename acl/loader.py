@@ -421,6 +421,7 @@ def _parse_endpoints(
                 query,
                 tuple(require),
                 _template_regex(new),
+                frozenset(m.group(1) for m in _TEMPLATE_PARAM.finditer(legacy) if m.group(2)),
             )
         )
     return tuple(out)

@@ -90,15 +90,18 @@ def _decoded(headers: Headers, raw: bytes) -> tuple[bytes | None, str | None]:
 # (`curl -d` sends form-urlencoded), so on the request side the ACL does too.
 
 
-def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any, str | None]:
+def read_body(
+    headers: Headers, raw: bytes, any_type: bool = False, decode: bool = True
+) -> tuple[Any, str | None]:
     """(parsed JSON, None), or (None, why not) for a non-empty body that is not JSON-typed
     (unless `any_type`) or not valid JSON, or (None, None) for an empty body. A translator
-    that needs a record refuses an unparsed body; others forward the raw bytes untouched."""
+    that needs a record refuses an unparsed body; others forward the raw bytes untouched.
+    `decode`: undo a gzip or deflate Content-Encoding first (services' answers)."""
     if not raw:
         return None, None
     if not any_type and _content_type(headers) and not is_json(headers):
         return None, f"Content-Type {_content_type(headers)} is not JSON"
-    plain, why = _decoded(headers, raw)
+    plain, why = _decoded(headers, raw) if decode else (raw, None)
     if plain is None:
         return None, why
     try:
@@ -145,7 +148,10 @@ def request_message(
     """The RequestMessage for a request as received (query string raw, body bytes)."""
     hdrs = _headers(headers)
     method = method.upper()
-    body, unparsed = read_body(hdrs, raw, any_type=method in WRITE_METHODS)
+    # As the monolith reads a request: its bytes as they came. Django does not undo a
+    # client's Content-Encoding, so a gzip body is malformed JSON there; decoding it here
+    # would let the service create what the monolith refuses.
+    body, unparsed = read_body(hdrs, raw, any_type=method in WRITE_METHODS, decode=False)
     return RequestMessage(
         method,
         path,

@@ -9,6 +9,7 @@ sides, so the two databases stay in step and later reads compare them.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -172,6 +173,11 @@ def test_detail_and_not_found(pair):
         same(pair, "GET", f"/api/customers/{customer['cust_id']}")
     status, body = same(pair, "GET", "/api/customers/987654")
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    # Django's int converter reads 007 as 7: the record, and the 404's words, alike.
+    first = page["results"][0]["cust_id"]
+    assert same(pair, "GET", f"/api/customers/00{first}")[1]["cust_id"] == first
+    status, body = same(pair, "GET", "/api/customers/00987654")
+    assert "cust_id=987654 " in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -213,6 +219,13 @@ def test_missing_tenant_and_malformed_json(pair):
     status, body = same(
         pair, "POST", "/api/customers", content=b"{not json",
         headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 400 and body["error"]["message"].startswith("Malformed JSON body")
+    # A gzip body: Django does not decode a request's Content-Encoding, nor does the ACL.
+    zipped = gzip.compress(b'{"cust_nm": "GZIP, Gus", "email_addr": "gus@example.com"}')
+    status, body = same(
+        pair, "POST", "/api/customers", content=zipped,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )  # fmt: skip
     assert status == 400 and body["error"]["message"].startswith("Malformed JSON body")
 

@@ -246,6 +246,8 @@ def test_query_and_path_translation(make_translator):
     assert ("city", "Springfield") in query and all(k != "junk" for k, _ in query)
     detail = t.request_to_new(RequestMessage("GET", "/api/things/42"), {})
     assert detail.path == "/v2/things/42"
+    padded = t.request_to_new(RequestMessage("GET", "/api/things/0042"), {"id": "0042"})
+    assert padded.path == "/v2/things/42"  # `{id:int}` is a number, as Django's <int:id>
 
 
 def test_a_repeated_query_parameter_is_read_once_as_the_monolith_reads_it(make_translator):
