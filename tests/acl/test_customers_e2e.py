@@ -326,14 +326,15 @@ def test_the_extracted_side_really_is_the_service(pair):
 
 def test_shadow_mode_finds_no_differences_through_the_acl(pair):
     """In shadow mode the client gets the monolith's answer and the service's translated
-    answer is diffed against it: with the ACL in place there is nothing to report.
-    (Requests the ACL itself rejects, like `status=bogus`, never reach the candidate; the
-    mirror records those as ACL errors today, so they are left out here.)"""
+    answer is diffed against it: with the ACL in place there is nothing to report. A request
+    the ACL itself rejects (`status=bogus`) never reaches the candidate: the ACL's answer,
+    the monolith's own, is the extracted side's answer, and is compared."""
     with httpx.Client(base_url=pair.shadow, headers=legacy_headers("acme"), timeout=20) as c:
         page = c.get("/api/customers", params={"page_size": "5"}).json()
         calls = [("/api/customers", {"page": "2", "page_size": "10", "ordering": "-name"}),
                  ("/api/customers", {"status": "I"}),
-                 ("/api/customers/987654", {})]  # fmt: skip
+                 ("/api/customers/987654", {}),
+                 ("/api/customers", {"status": "bogus", "page": "0"})]  # fmt: skip
         calls += [(f"/api/customers/{r['cust_id']}", {}) for r in page["results"]]
         for path, params in calls:
             assert c.get(path, params=params).status_code in (200, 400, 404)
