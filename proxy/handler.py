@@ -1020,11 +1020,13 @@ class ProxyHandler:
 
         ex.error = str(exc)
         rejected = isinstance(exc, RequestRejected)
-        if not rejected:
+        if not rejected:  # the operator's line names the file too (the client's does not)
             log.error(
-                "ACL translation failed on route %s: %s (request %s)",
+                "ACL translation failed on route %s: %s (translator %s from %s; request %s)",
                 ex.route_name,
                 exc,
+                getattr(translator, "name", "?"),
+                getattr(translator, "source", "?"),
                 ex.request_id,
                 extra={"fields": ex.log_ids()},
             )
