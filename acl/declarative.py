@@ -304,6 +304,7 @@ class _Param:
 class _QueryMap:
     params: Mapping[str, _Param]
     unmapped: str  # pass | drop | reject
+    repeated: str = "last"  # a mapped parameter given twice: last | first | all
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +333,7 @@ class _Endpoint:
     query: bool
     require: tuple[str, ...] = ()  # legacy fields a request body must carry
     new_pattern: re.Pattern[str] | None = None  # to accept a path the route already rewrote
+    int_params: frozenset[str] = frozenset()  # `{id:int}`: read as a number, "007" is 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +397,10 @@ class DeclarativeTranslator:
         messages: Mapping[str, str],
         invalid_request: _InvalidRequest | None,
         options: jmespath.Options,
+        legacy_json: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.legacy_json = legacy_json  # json.dumps options for legacy bodies (acl.wire)
         self.source = source
         self.description = description
         self.bidirectional = bidirectional
@@ -440,11 +444,11 @@ class DeclarativeTranslator:
         for ep in self.endpoints:
             m = ep.pattern.fullmatch(path)
             if m and (ep.methods is None or method in ep.methods):
-                return ep, m.groupdict()
+                return ep, _canonical(m.groupdict(), ep.int_params)
         for ep in self.endpoints:  # the route's `rewrite` may have run first
             m = ep.new_pattern.fullmatch(path) if ep.new_pattern else None
             if m and (ep.methods is None or method in ep.methods):
-                return ep, {**m.groupdict(), _ALREADY_NEW: "1"}
+                return ep, {**_canonical(m.groupdict(), ep.int_params), _ALREADY_NEW: "1"}
         raise NoEndpoint(
             self.name,
             direction,
@@ -514,6 +518,17 @@ class DeclarativeTranslator:
         )
 
     def _raise_invalid(self, invalid: list[_Fail], req: RequestMessage) -> None:
+        if self.record is not None and len(invalid) > 1:
+            # A body's problems in the order a monolith's validation visits them: keys it
+            # does not know first (in the body's order), then its fields as `record.fields`
+            # declares them, a missing required one in its place. Query problems stay first.
+            rank = {s.src[0]: i for i, s in enumerate(self.record.forward) if s.src}
+            invalid = sorted(
+                invalid,
+                key=lambda f: (
+                    (-2,) if f.root != "$" else (rank.get(f.keys[0], -1),) if f.keys else (-1,)
+                ),
+            )
         first = invalid[0]
         if self.invalid_request is None:
             raise TranslationError(self.name, REQUEST_TO_NEW, first.path, first.message)
@@ -540,9 +555,16 @@ class DeclarativeTranslator:
         pag = self.pagination if ep is not None and ep.response == "page" else None
         page_args: dict[str, str] = {}
         qmap = self.query
+        if qmap is not None and qmap.repeated != "all":
+            query = _one_of_each(query, qmap.params, qmap.repeated == "last")
+        # Problems are listed as the monolith lists them, whatever the client's order: the
+        # page arguments first, then the parameters in the order `query.params` declares.
+        page_invalid: list[_Fail] = []
+        param_invalid: list[_Fail] = []
         for key, value in query:
             if pag is not None and key in (pag.page, pag.page_size):
-                page_args[key] = value
+                if key not in page_args or qmap is None or qmap.repeated != "first":
+                    page_args[key] = value
                 continue
             if qmap is None:
                 out.append((key, value))
@@ -552,7 +574,7 @@ class DeclarativeTranslator:
                 if qmap.unmapped == "pass":
                     out.append((key, value))
                 elif qmap.unmapped == "reject":
-                    invalid.append(_Fail((key,), "unknown query parameter", root="query"))
+                    param_invalid.append(_Fail((key,), "unknown query parameter", root="query"))
                 continue
             if param.values is not None:
                 mapped = param.values.get(value)
@@ -560,20 +582,31 @@ class DeclarativeTranslator:
                     message = param.invalid_message or (
                         f"unknown value {value!r}; expected one of {', '.join(param.values)}"
                     )
-                    invalid.append(_Fail((key,), fill(message, value), root="query"))
+                    param_invalid.append(_Fail((key,), fill(message, value), root="query"))
                     continue
                 value = mapped
             out.append((param.new, value))
         if pag is not None:
-            page = self._int_param(page_args, pag.page, 1, 1, None, pag, invalid)
+            page = self._int_param(page_args, pag.page, 1, 1, None, pag, page_invalid)
             size = self._int_param(
-                page_args, pag.page_size, pag.default_page_size, 1, pag.max_page_size, pag, invalid
+                page_args,
+                pag.page_size,
+                pag.default_page_size,
+                1,
+                pag.max_page_size,
+                pag,
+                page_invalid,
             )
             if page is not None and size is not None:
                 offset = (page - 1) * size
                 if offset:
                     out.append((pag.cursor, encode_cursor(offset, pag.cursor_key)))
                 out.append((pag.limit, str(size)))
+        if param_invalid and qmap is not None:
+            rank = {name: i for i, name in enumerate(qmap.params)}
+            param_invalid.sort(key=lambda f: rank.get(f.keys[0], len(rank)))
+        invalid.extend(page_invalid)
+        invalid.extend(param_invalid)
         return tuple(out)
 
     @staticmethod
@@ -621,6 +654,15 @@ class DeclarativeTranslator:
                     f"the service answered a {kind} endpoint with a body the ACL cannot read "
                     f"({resp.unparsed}); it must answer JSON",
                 )
+            if 200 <= resp.status < 300 and resp.status not in (204, 205):
+                # An empty 200 or 201 where the monolith sends the record or the page.
+                raise TranslationError(
+                    self.name,
+                    RESPONSE_TO_LEGACY,
+                    "$",
+                    f"the service answered a {kind} endpoint {resp.status} with no body; "
+                    f"it must answer the {kind} as JSON",
+                )
             return resp
         try:
             if kind == "page":
@@ -654,7 +696,8 @@ class DeclarativeTranslator:
         if type(total) is not int:
             what = "missing" if total is MISSING else f"expected integer, got {_type_name(total)}"
             raise _Fail((env_new["total"],), what)
-        args = dict(req.query)
+        first = self.query is not None and self.query.repeated == "first"
+        args = dict(reversed(req.query)) if first else dict(req.query)
         try:
             page = int(args.get(pag.page, 1))
             size = int(args.get(pag.page_size, pag.default_page_size))
@@ -707,6 +750,33 @@ class DeclarativeTranslator:
                 )
             return ResponseMessage(status, _without_length(resp.headers), body)
         return resp
+
+
+def _canonical(params: dict[str, str], int_params: frozenset[str]) -> dict[str, str]:
+    """`{id:int}` values as the number they are (`007` -> `7`), as a legacy framework's int
+    path converter reads them: in the new path and in error messages alike."""
+    for name in int_params:
+        if name in params:
+            params[name] = str(int(params[name]))
+    return params
+
+
+def _one_of_each(
+    query: tuple[tuple[str, str], ...], mapped: Mapping[str, _Param], last: bool
+) -> tuple[tuple[str, str], ...]:
+    """Only one occurrence (the last, or the first) of each mapped parameter. A legacy
+    framework reads one value of `status=A&status=I` (Django, Rails and PHP the last), and
+    the service may read another (aiohttp the first): forwarding both would answer a filter
+    the client did not get from the monolith, silently."""
+    seen: dict[str, int] = {}
+    for i, (key, _) in enumerate(query):
+        if key in mapped and (last or key not in seen):
+            seen[key] = i
+    if len(seen) == sum(1 for key, _ in query if key in mapped):
+        return query  # nothing repeated
+    return tuple(
+        pair for i, pair in enumerate(query) if pair[0] not in mapped or seen[pair[0]] == i
+    )
 
 
 def _without_length(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:

@@ -137,6 +137,42 @@ CASES: dict[str, Callable[[str], str]] = {
 }
 
 
+def _is_cased(c: str) -> bool:
+    return c.isupper() or c.islower() or c.istitle()
+
+
+def _per_char(func: Callable[[str], str], text: str, back: Callable[[str], str]) -> str:
+    """`func(text)` one character at a time (str.title's word rule for `title`), keeping
+    each character whose re-cased form does not come back to it under `back`."""
+    out: list[str] = []
+    after_cased = False
+    for c in text:
+        if func is str.title:
+            t = c.lower() if after_cased else c.title()
+            after_cased = _is_cased(c)
+        else:
+            t = func(c)
+        out.append(t if back(t) == c else c)
+    return "".join(out)
+
+
+def lossless_case(func: Callable[[str], str], back: Callable[[str], str]) -> Callable[[str], str]:
+    """`func` for a value in the other side's form (`back(text) == text`, `back` a casing,
+    not `keep`), such that `back(result) == text` always holds. `str.title` then `str.upper` loses characters whose
+    case pair is not one character: the Turkish `İ` (`"ÇİFTÇİ".title()` is `"Çi̇ftçi̇"`, which
+    upper-cases to `I` + a combining dot), the capital `ẞ`, the Kelvin and Ohm signs. Those
+    keep their legacy spelling (`"Çİftçİ"`) rather than coming back as other characters."""
+
+    def apply(text: str) -> str:
+        out = func(text)
+        if back(out) == text or back(text) != text:
+            return out
+        out = _per_char(func, text, back)
+        return out if back(out) == text else text
+
+    return apply
+
+
 @converter("split")
 def split(args: Any) -> Codec:
     """`"DOE, Jane"` <-> `{family: "Doe", given: "Jane"}`: legacy joins parts with a separator,
@@ -184,6 +220,10 @@ def split(args: Any) -> Codec:
                     f"split.case.{part}.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}"
                 )
             table[part] = CASES[name]
+        # Legacy -> new must come back: re-case to new only as far as legacy re-cases back
+        # (a legacy side that keeps any case promises no way back to check against).
+        if spec.get("legacy", "keep") != "keep":
+            new_case[part] = lossless_case(new_case[part], legacy_case[part])
     example = sep.join(f"<{p}>" for p in parts)
     n = len(parts) - 1
 
@@ -265,6 +305,13 @@ def _time_format(spec: Any, side: str) -> tuple[Callable[[str], datetime], Calla
             d = datetime.strptime(text, fmt)
             return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d
 
+        try:  # a bad directive (`%Q`) is written as is, and only the first read fails
+            parse(datetime(2001, 2, 3).strftime(fmt))
+        except ValueError as exc:
+            raise ArgumentError(
+                f"timestamp.{side}: {fmt!r} does not read back what it writes ({exc})",
+                "use strftime directives (%Y %m %d %H %M %S ...), or compact / iso8601",
+            ) from None
         return parse, lambda d: d.strftime(fmt), f"strftime {fmt!r}"
     raise ArgumentError(
         f"timestamp.{side}: unknown format {spec!r}",
@@ -329,7 +376,15 @@ def cents(args: Any) -> Codec:
         if not _INT_TEXT.fullmatch(text):
             raise ConversionError(f"expected integer cents like '1999', got {text!r}")
         amount = Decimal(int(text)).scaleb(-2)
-        return float(amount) if as_number else f"{amount:.2f}"
+        if not as_number:
+            return f"{amount:.2f}"
+        number = float(amount)
+        if Decimal(repr(number)) != amount:  # a double holds ~15 digits: no silent rounding
+            raise ConversionError(
+                f"{text!r} cents is not exact as a JSON number ({number!r}); "
+                "use cents: {as: string} for amounts this large"
+            )
+        return number
 
     def to_legacy(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -381,8 +436,10 @@ def case(args: Any) -> Codec:
         if name not in CASES:
             raise ArgumentError(f"case.{side}: unknown case {name!r}", f"one of {', '.join(CASES)}")
         funcs[side] = CASES[name]
-    lower_fn, new_fn = funcs["legacy"], funcs["new"]
-    return Codec(lambda v: new_fn(_need_str(v, "text")), lambda v: lower_fn(_need_str(v, "text")))
+    legacy_fn, new_fn = funcs["legacy"], funcs["new"]
+    if args.get("legacy", "keep") != "keep":  # see split: only a casing legacy side comes back
+        new_fn = lossless_case(new_fn, legacy_fn)
+    return Codec(lambda v: new_fn(_need_str(v, "text")), lambda v: legacy_fn(_need_str(v, "text")))
 
 
 # --- JMESPath functions for `compute:` expressions -----------------------------------------

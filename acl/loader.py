@@ -31,6 +31,7 @@ from acl.functions import (
     CONVERTERS,
     ArgumentError,
     Codec,
+    ConversionError,
     ExprContext,
     known_function_names,
     make_options,
@@ -46,7 +47,7 @@ BODY_KINDS_RESPONSE = ("pass", "record", "page")
 
 TOP_KEYS = {
     "name", "description", "bidirectional", "record", "endpoints", "query", "pagination",
-    "errors", "legacy_extras", "messages", "invalid_request", "field_names",
+    "errors", "legacy_extras", "messages", "invalid_request", "field_names", "legacy_json",
 }  # fmt: skip
 RECORD_KEYS = {"fields", "unmapped", "drop", "request_unmapped", "unknown_message"}
 FIELD_KEYS = {
@@ -54,7 +55,7 @@ FIELD_KEYS = {
     "read_only", "invalid_message", "strip",
 }  # fmt: skip
 ENDPOINT_KEYS = {"legacy", "new", "methods", "request", "response", "query", "require"}
-QUERY_KEYS = {"params", "unmapped"}
+QUERY_KEYS = {"params", "unmapped", "repeated"}
 PARAM_KEYS = {"legacy", "new", "values", "invalid_message"}
 PAGINATION_KEYS = {"legacy", "new"}
 PAGE_LEGACY_KEYS = {"page", "page_size", "default_page_size", "max_page_size", "envelope",
@@ -267,6 +268,7 @@ def _parse_record(
         elif invalid is not None and not isinstance(invalid, str):
             chk.add(rule, "invalid_message", f"{rwhere}.invalid_message must be a string or "
                     "{type: MESSAGE, value: MESSAGE}")  # fmt: skip
+        _check_defaults(chk, rule, rwhere, defaults, codec, type_name, flags["nullable"], each)
         lpath, npath = paths["legacy"], paths["new"]
         names.setdefault(".".join(npath), lpath[-1])
         common = dict(
@@ -301,6 +303,44 @@ def _parse_record(
     record.request_unmapped = request_unmapped
     record.unknown_message = str(node.get("unknown_message", "unknown field"))
     return record
+
+
+def _check_defaults(
+    chk: _Checker,
+    rule: dict,
+    where: str,
+    defaults: dict[str, Any],
+    codec: Codec | None,
+    type_name: str,
+    nullable: bool,
+    each: RecordMap | None,
+) -> None:
+    """A default must translate as a value of its side would, or every record missing the
+    field fails at run time: found here instead, by `strangler check`."""
+    check = TYPES.get(type_name)
+    seen: set[str] = set()  # one plain `default:` serves both sides: say it once
+    for side, value in defaults.items():
+        if value is MISSING or each is not None or (codec is None and repr(value) in seen):
+            continue
+        seen.add(repr(value))
+        if value is None:
+            if not nullable:
+                chk.add(rule, "default", f"{where}.default ({side}) is null but the field is "
+                        "not nullable", "mark it nullable: true, or give a value")  # fmt: skip
+            continue
+        legacy_value = value
+        if codec is not None:
+            try:
+                converted = (codec.to_new if side == "legacy" else codec.to_legacy)(value)
+            except ConversionError as exc:
+                chk.add(rule, "default", f"{where}.default ({side}) {value!r} does not convert: "
+                        f"{exc}", f"give a {side}-side value the converter accepts")  # fmt: skip
+                continue
+            legacy_value = value if side == "legacy" else converted
+        if check is not None and not check(legacy_value):
+            chk.add(rule, "default", f"{where}.default {value!r} is {_type_name(legacy_value)} on "
+                    f"the legacy side, not the declared {type_name}",
+                    f"give a {type_name} (quote numbers meant as text)")  # fmt: skip
 
 
 _TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(int))?\}")
@@ -381,6 +421,7 @@ def _parse_endpoints(
                 query,
                 tuple(require),
                 _template_regex(new),
+                frozenset(m.group(1) for m in _TEMPLATE_PARAM.finditer(legacy) if m.group(2)),
             )
         )
     return tuple(out)
@@ -394,6 +435,15 @@ def _parse_query(chk: _Checker, node: Any, names: dict[str, str]) -> _QueryMap |
         chk.add(
             node, "unmapped", f"query.unmapped: unknown policy {unmapped!r}", "pass|drop|reject"
         )
+    repeated = node.get("repeated", "last")
+    if repeated not in ("last", "first", "all"):
+        chk.add(
+            node,
+            "repeated",
+            f"query.repeated: unknown policy {repeated!r}",
+            "last (the value Django, Rails and PHP read), first, or all (forward every one)",
+        )
+        repeated = "last"
     params: dict[str, _Param] = {}
     raw = node.get("params", [])
     if not isinstance(raw, list):
@@ -419,7 +469,8 @@ def _parse_query(chk: _Checker, node: Any, names: dict[str, str]) -> _QueryMap |
         invalid = p.get("invalid_message")
         params[legacy] = _Param(legacy, new, values, invalid if isinstance(invalid, str) else None)
         names.setdefault(new, legacy)
-    return _QueryMap(params, unmapped if unmapped in ("pass", "drop", "reject") else "pass")
+    policy = unmapped if unmapped in ("pass", "drop", "reject") else "pass"
+    return _QueryMap(params, policy, repeated)
 
 
 def _parse_pagination(chk: _Checker, node: Any, names: dict[str, str]) -> _Pagination | None:
@@ -504,6 +555,42 @@ def _parse_errors(chk: _Checker, node: Any) -> tuple[_ErrorRule, ...]:
     return tuple(out)
 
 
+LEGACY_JSON_KEYS = {"separators", "ensure_ascii"}
+
+
+def _parse_legacy_json(chk: _Checker, doc: Any) -> dict[str, Any] | None:
+    """`legacy_json: {separators: [", ", ": "], ensure_ascii: true}`: how the monolith writes
+    JSON (that one is Django's JsonResponse), so translated answers match it byte for byte."""
+    if "legacy_json" not in doc:
+        return None
+    node = doc["legacy_json"]
+    fix = "e.g. legacy_json: {separators: [', ', ': '], ensure_ascii: true} (Python's json.dumps)"
+    if not isinstance(node, dict):
+        chk.add(doc, "legacy_json", "legacy_json must be a mapping", fix)
+        return None
+    if not chk.keys(node, LEGACY_JSON_KEYS, "legacy_json"):
+        return None
+    style: dict[str, Any] = {}
+    if "separators" in node:
+        seps = node["separators"]
+        if not (
+            isinstance(seps, list)
+            and len(seps) == 2
+            and all(isinstance(x, str) and x.strip() in (",", ":") for x in seps)
+            and [x.strip() for x in seps] == [",", ":"]
+        ):
+            chk.add(node, "separators", "legacy_json.separators must be [ITEM, KEY] like "
+                    "[', ', ': '] or [',', ':']", fix)  # fmt: skip
+        else:
+            style["separators"] = tuple(seps)
+    if "ensure_ascii" in node:
+        if not isinstance(node["ensure_ascii"], bool):
+            chk.add(node, "ensure_ascii", "legacy_json.ensure_ascii must be true or false", fix)
+        else:
+            style["ensure_ascii"] = node["ensure_ascii"]
+    return style
+
+
 def load_declarative(path: Path) -> DeclarativeTranslator:
     """Load and check one YAML translator; TranslatorLoadError lists every problem in it."""
     chk = _Checker(str(path))
@@ -586,6 +673,7 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
                     str(node.get("required_message", "missing required field")),
                     malformed,
                 )
+    legacy_json = _parse_legacy_json(chk, doc)
     if chk.problems:
         raise TranslatorLoadError(chk.problems)
     return DeclarativeTranslator(
@@ -602,4 +690,5 @@ def load_declarative(path: Path) -> DeclarativeTranslator:
         messages=messages,
         invalid_request=invalid_request,
         options=options,
+        legacy_json=legacy_json,
     )

@@ -80,12 +80,17 @@ def load_translators_reporting(
             _import_module(py)
         except Exception as exc:  # noqa: BLE001 - reported with file and line
             tb = traceback.extract_tb(exc.__traceback__)
-            line = next((f.lineno for f in reversed(tb) if f.filename == str(py)), 0) or 0
+            here = py.resolve()  # the traceback names it absolute; `py` may be relative
+            line = next((f.lineno for f in reversed(tb) if Path(f.filename) == here), 0) or 0
             if isinstance(exc, SyntaxError) and exc.lineno:
                 line = exc.lineno
             problems.append(
                 LoadProblem(str(py), line, f"import failed: {type(exc).__name__}: {exc}")
             )
+            # What it registered before failing is half a translator (its converters or
+            # functions may be missing): not loaded, so a route naming it is refused.
+            for name in [n for n, (_, o) in PYTHON_TRANSLATORS.items() if o == str(here)]:
+                del PYTHON_TRANSLATORS[name]
     translators: dict[str, Translator] = {}
     origins: dict[str, str] = {}
     for yml in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):

@@ -164,6 +164,9 @@ class BaseTranslator:
 
     name: str = ""
     bidirectional: bool = True
+    # How the monolith writes JSON: json.dumps options (`separators`, `ensure_ascii`) for the
+    # bodies acl.wire writes to legacy clients; None writes compact UTF-8.
+    legacy_json: Mapping[str, Any] | None = None
 
     def request_to_new(self, req: RequestMessage, params: Mapping[str, str]) -> RequestMessage:
         return req

@@ -90,15 +90,18 @@ def _decoded(headers: Headers, raw: bytes) -> tuple[bytes | None, str | None]:
 # (`curl -d` sends form-urlencoded), so on the request side the ACL does too.
 
 
-def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any, str | None]:
+def read_body(
+    headers: Headers, raw: bytes, any_type: bool = False, decode: bool = True
+) -> tuple[Any, str | None]:
     """(parsed JSON, None), or (None, why not) for a non-empty body that is not JSON-typed
     (unless `any_type`) or not valid JSON, or (None, None) for an empty body. A translator
-    that needs a record refuses an unparsed body; others forward the raw bytes untouched."""
+    that needs a record refuses an unparsed body; others forward the raw bytes untouched.
+    `decode`: undo a gzip or deflate Content-Encoding first (services' answers)."""
     if not raw:
         return None, None
     if not any_type and _content_type(headers) and not is_json(headers):
         return None, f"Content-Type {_content_type(headers)} is not JSON"
-    plain, why = _decoded(headers, raw)
+    plain, why = _decoded(headers, raw) if decode else (raw, None)
     if plain is None:
         return None, why
     try:
@@ -107,8 +110,22 @@ def read_body(headers: Headers, raw: bytes, any_type: bool = False) -> tuple[Any
         return None, str(exc)  # json's own words, as the monolith quotes them
 
 
-def encode_body(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+COMPACT: Mapping[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+def legacy_style(translator: Any) -> Mapping[str, Any]:
+    """The json.dumps options a translator declares for legacy bodies (`legacy_json`)."""
+    return getattr(translator, "legacy_json", None) or COMPACT
+
+
+def encode_body(body: Any, style: Mapping[str, Any] | None = None) -> bytes:
+    """`body` as JSON bytes, compact UTF-8 unless `style` (json.dumps options) says otherwise.
+    A lone surrogate (`"\\ud800"` is valid JSON text) has no UTF-8 form: it stays escaped."""
+    options = {**COMPACT, **(style or {})}
+    try:
+        return json.dumps(body, **options).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, **{**options, "ensure_ascii": True}).encode("ascii")
 
 
 def _with_json_headers(headers: Headers, length: int) -> Headers:
@@ -131,7 +148,10 @@ def request_message(
     """The RequestMessage for a request as received (query string raw, body bytes)."""
     hdrs = _headers(headers)
     method = method.upper()
-    body, unparsed = read_body(hdrs, raw, any_type=method in WRITE_METHODS)
+    # As the monolith reads a request: its bytes as they came. Django does not undo a
+    # client's Content-Encoding, so a gzip body is malformed JSON there; decoding it here
+    # would let the service create what the monolith refuses.
+    body, unparsed = read_body(hdrs, raw, any_type=method in WRITE_METHODS, decode=False)
     return RequestMessage(
         method,
         path,
@@ -178,12 +198,18 @@ def translate_response(
     out = translator.response_to_legacy(original, legacy_request)
     if out.body is original.body:
         return WireResponse(out.status, out.headers, raw)
-    body = b"" if out.body is None else encode_body(out.body)
+    body = b"" if out.body is None else encode_body(out.body, legacy_style(translator))
     return WireResponse(out.status, _with_json_headers(out.headers, len(body)), body)
 
 
-def error_response(exc: TranslationError) -> WireResponse:
+def error_response(
+    exc: TranslationError, translator: Any = None, extra: Mapping[str, Any] | None = None
+) -> WireResponse:
     """The answer for a failed translation: 502 naming translator, direction and field path
-    (or, for input the monolith itself would refuse, the monolith's own 4xx answer)."""
-    body = encode_body(exc.to_json())
+    (or, for input the monolith itself would refuse, the monolith's own 4xx answer), written
+    as the translator's monolith writes JSON. `extra` keys are added to a 502's body."""
+    payload = exc.to_json()
+    if extra and exc.status == 502 and isinstance(payload, dict):
+        payload = {**payload, **extra}
+    body = encode_body(payload, legacy_style(translator))
     return WireResponse(exc.status, _with_json_headers((), len(body)), body)

@@ -47,6 +47,15 @@ def parse_db_url(url: str) -> tuple[str, str]:
     return "sqlite", url
 
 
+# OFFSET beyond any table, and within SQL's 64-bit integers: a page number or cursor past it
+# (`page=10**30`) is a page after the last, empty, as for any offset past the end, not a 500.
+MAX_OFFSET = 2**62
+
+
+def _unicode_upper(text: object) -> object:
+    return text.upper() if isinstance(text, str) else text
+
+
 # The first word of a statement, as OpenTelemetry's `db.operation.name` and span name.
 _OPERATIONS = frozenset(
     {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "WITH", "PRAGMA"}
@@ -140,6 +149,9 @@ class Database:
                 Path(self._target).parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self._target, isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
+                # SQLite's upper() folds ASCII only; queries that must upper-case as the
+                # monolith stored its text (Python's str.upper) call this instead.
+                conn.create_function("unicode_upper", 1, _unicode_upper, deterministic=True)
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA busy_timeout = 5000")
             else:

@@ -55,6 +55,12 @@ async def health(request: web.Request) -> web.Response:
     return dump({"status": "ok", "db": "ok", "service": request.app["service"]})
 
 
+# The monolith's limit (Django's DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MiB): a body it would read
+# and judge field by field must not meet a service refusing it unread (a 413 in the service's
+# own error shape); the customers translator maps a bigger body's 413 to the monolith's shape.
+MAX_BODY = 2_621_440
+
+
 def build_app(
     service: str,
     db: Database,
@@ -66,7 +72,7 @@ def build_app(
     if tracer is not None:
         middlewares.insert(0, tracing_middleware(tracer))
         db.tracer = tracer
-    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[DB_KEY] = db
     app["service"] = service
     app.router.add_get("/health", health)

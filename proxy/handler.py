@@ -954,7 +954,7 @@ class ProxyHandler:
             finally:
                 resp.release()
         except TranslationError as exc:
-            return self._translation_failure(exc, ex)
+            return self._translation_failure(exc, ex, translator)
         # The translator may route the call itself; otherwise the route's `rewrite` applies.
         new_path = wire.path if wire.path != ex.path else up_path
         # Translation needs the plain body.
@@ -1001,7 +1001,7 @@ class ProxyHandler:
         try:
             legacy = translate_response(translator, resp.status, resp_headers, raw, legacy_request)
         except TranslationError as exc:
-            return self._translation_failure(exc, ex)
+            return self._translation_failure(exc, ex, translator)
         out = web.Response(status=legacy.status, body=legacy.body)  # HEAD: its size, no body
         for k, v in legacy.headers:
             if k.lower() != "content-length":
@@ -1011,25 +1011,35 @@ class ProxyHandler:
         ex.bytes_out = len(legacy.body) if method != "HEAD" else 0
         return out
 
-    def _translation_failure(self, exc: Any, ex: Exchange) -> web.Response:
-        """502 naming translator, direction and field path; or the monolith's own 4xx answer."""
+    def _translation_failure(self, exc: Any, ex: Exchange, translator: Any) -> web.Response:
+        """502 naming translator, direction and field path; or the monolith's own 4xx answer.
+        Either is written as the monolith writes JSON (the translator's `legacy_json`), typed
+        as translated answers are (`application/json`, no charset parameter)."""
         from acl.translator import RequestRejected
+        from acl.wire import error_response as acl_error_response
 
         ex.error = str(exc)
-        if isinstance(exc, RequestRejected):  # answered as the monolith would: its headers too
-            answer = web.json_response(
-                exc.to_json(), status=exc.status, headers={"X-Request-ID": ex.request_id}
+        rejected = isinstance(exc, RequestRejected)
+        if not rejected:  # the operator's line names the file too (the client's does not)
+            log.error(
+                "ACL translation failed on route %s: %s (translator %s from %s; request %s)",
+                ex.route_name,
+                exc,
+                getattr(translator, "name", "?"),
+                getattr(translator, "source", "?"),
+                ex.request_id,
+                extra={"fields": ex.log_ids()},
             )
-            return _set_route_headers(ex.route, answer)
-        log.error(
-            "ACL translation failed on route %s: %s (request %s)",
-            ex.route_name,
-            exc,
-            ex.request_id,
-            extra={"fields": ex.log_ids()},
-        )
-        payload = {**exc.to_json(), "route": ex.route_name, "request_id": ex.request_id}
-        return web.json_response(payload, status=502, headers={"X-Request-ID": ex.request_id})
+        extra = {"route": ex.route_name, "request_id": ex.request_id}
+        wire = acl_error_response(exc, translator, extra)
+        answer = web.Response(status=wire.status, body=wire.body)
+        for k, v in wire.headers:
+            if k.lower() != "content-length":
+                answer.headers[k] = v
+        answer.headers["X-Request-ID"] = ex.request_id
+        if rejected:  # answered as the monolith would: its headers too
+            _set_route_headers(ex.route, answer)
+        return answer
 
     def _capture(self) -> BodyCapture:
         """Where a shadowed answer is kept while relayed, its bytes counted against the

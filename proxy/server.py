@@ -187,7 +187,7 @@ def _shadow_translators(holder: RuntimeHolder) -> tuple[Any, Any]:
                 translator, req.method, req.path, req.query, req.headers, req.body, params
             )
         except RequestRejected as rejected:  # the monolith's own answer to this input
-            answer = error_response(rejected)
+            answer = error_response(rejected, translator)
             raise CandidateAnswered(
                 CapturedResponse(answer.status, headers_of(answer.headers), answer.body)
             ) from rejected

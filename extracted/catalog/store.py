@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extracted.db import Tx
+from extracted.db import MAX_OFFSET, Tx
 
 COLUMNS = ("id", "tenant", "sku", "name", "price_cents", "tax_rate")
 _COLS = ", ".join(COLUMNS)
@@ -12,7 +12,7 @@ def list_page(tx: Tx, tenant: str, limit: int, offset: int) -> tuple[list[dict],
     total = tx.one("SELECT COUNT(*) AS n FROM products WHERE tenant = ?", (tenant,))["n"]
     rows = tx.all(
         f"SELECT {_COLS} FROM products WHERE tenant = ? ORDER BY id LIMIT ? OFFSET ?",
-        (tenant, limit, offset),
+        (tenant, limit, min(offset, MAX_OFFSET)),
     )
     return rows, total
 

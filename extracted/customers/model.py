@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from extracted.db import MAX_OFFSET
+
 FieldErrors = list[dict[str, str]]
 
 WRITABLE = ("name", "email", "phone", "address", "active")
@@ -206,7 +208,7 @@ def parse_list_query(query: Mapping[str, str]) -> tuple[ListQuery | None, FieldE
     return ListQuery(limit, offset, active, query.get("city"), query.get("q") or None, order_by), []
 
 
-def list_sql(tenant: str, q: ListQuery) -> tuple[str, list, str, list]:
+def list_sql(tenant: str, q: ListQuery, dialect: str = "sqlite") -> tuple[str, list, str, list]:
     """(WHERE clause, params, ORDER BY ... LIMIT ... OFFSET clause, params) for a list page."""
     where, params = ["tenant = ?"], [tenant]
     if q.active is not None:
@@ -216,12 +218,18 @@ def list_sql(tenant: str, q: ListQuery) -> tuple[str, list, str, list]:
         where.append("city = ?")
         params.append(q.city)
     if q.q:
-        escaped = q.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        # The same haystack as the monolith's `cust_nm` ("FAMILY, Given"), case-insensitively.
-        where.append("lower(family_name || ', ' || given_name) LIKE ? ESCAPE '\\'")
+        escaped = q.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # The monolith's haystack, `cust_nm` ("FAMILY, Given"), matched as Django's icontains
+        # matches it on the same database: on SQLite, LIKE folds ASCII letters only
+        # (`müller` does not find `MÜLLER`, `İNCE` finds `İNCE`); on PostgreSQL, UPPER on
+        # both sides folds every script. `unicode_upper` is Python's str.upper (extracted.db).
+        if dialect == "postgresql":
+            where.append("upper(upper(family_name) || ', ' || given_name) LIKE upper(?)")
+        else:
+            where.append("(unicode_upper(family_name) || ', ' || given_name) LIKE ? ESCAPE '\\'")
         params.append(f"%{escaped}%")
     order = f"ORDER BY {', '.join(ORDERINGS[q.order_by])} LIMIT ? OFFSET ?"
-    return " AND ".join(where), params, order, [q.limit, q.offset]
+    return " AND ".join(where), params, order, [q.limit, min(q.offset, MAX_OFFSET)]
 
 
 def next_cursor(q: ListQuery, returned: int, total: int) -> str | None:

@@ -11,7 +11,7 @@ _UPDATABLE = [c for c in model.COLUMNS if c not in ("id", "tenant", "created_at"
 
 
 def list_page(tx: Tx, tenant: str, q: model.ListQuery) -> tuple[list[dict], int]:
-    where, params, order, page_params = model.list_sql(tenant, q)
+    where, params, order, page_params = model.list_sql(tenant, q, tx.dialect)
     total = tx.one(f"SELECT COUNT(*) AS n FROM customers WHERE {where}", params)["n"]
     rows = tx.all(f"SELECT {_COLS} FROM customers WHERE {where} {order}", params + page_params)
     return rows, total

@@ -155,7 +155,9 @@ def _list_params(
 
 def _paged(qs: QuerySet, page: lf.PageRequest, serialize: Callable) -> dict:
     total = qs.count()
-    rows = qs[page.offset : page.offset + page.page_size]
+    # An offset past SQL's 64-bit integers (`page=10**30`) is a page after the last: empty,
+    # as for any page past the end, not an OverflowError.
+    rows = qs[page.offset : page.offset + page.page_size] if page.offset < 2**62 else []
     return {
         "page": page.page,
         "page_size": page.page_size,

@@ -9,6 +9,8 @@ sides, so the two databases stay in step and later reads compare them.
 
 from __future__ import annotations
 
+import gzip
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,8 +18,9 @@ from datetime import datetime
 
 import httpx
 import pytest
+import yaml
 
-from tests.support.procs import wait_until
+from tests.support.procs import ROOT, wait_until
 from tests.support.world import (
     MONOLITH_AUTH,
     legacy_headers,
@@ -28,13 +31,9 @@ from tests.support.world import (
 )
 
 NOISE = ("generated_at", "trace_id")
-# What Django's security middleware adds to every answer (as the demo routes.yaml sets it).
-MONOLITH_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+# What the monolith puts on every answer (Django's security middleware, gunicorn's Server),
+# as the demo's routes.yaml sets it on the routes a service may answer.
+MONOLITH_HEADERS = yaml.safe_load((ROOT / "routes.yaml").read_text())["x-monolith-headers"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,14 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
         proxies = {}
         shadow = {"sample": 1.0, "ignore": ["$.generated_at", "$.trace_id"], "unsafe": "skip"}
         for name, mode in (("legacy", "legacy"), ("extracted", "extracted"), ("shadow", "shadow")):
+            headers = {} if mode == "legacy" else MONOLITH_HEADERS  # the monolith's own there
             routes = [
                 {"name": "customers-list", "match": {"path": "/api/customers"}, "mode": mode,
                  "target": "customers", "acl": "customers", "shadow": shadow,
-                 "response_headers": MONOLITH_HEADERS},
+                 "response_headers": headers},
                 {"name": "customer-detail", "match": {"path": "/api/customers/{id}"},
                  "mode": mode, "target": "customers", "acl": "customers", "shadow": shadow,
-                 "response_headers": MONOLITH_HEADERS},
+                 "response_headers": headers},
             ]  # fmt: skip
             where = tmp / name
             where.mkdir()
@@ -96,7 +96,8 @@ def same(pair: Pair, method: str, path: str, **kwargs) -> tuple[int, object]:
     old_body, new_body = _body(old), _body(new)
     where = f"{method} {path} {kwargs.get('params') or ''}"
     assert new.status_code == old.status_code, f"{where}: {old.text[:300]} vs {new.text[:300]}"
-    for name in MONOLITH_HEADERS:  # browsers see the same protections on both sides
+    # Nothing tells them apart (but Django types even a 204's absent body text/html).
+    for name in [*MONOLITH_HEADERS, "Server"] + (["Content-Type"] if old.content else []):
         assert new.headers.get(name) == old.headers.get(name), f"{where}: {name}"
     if isinstance(old_body, dict) and old.status_code < 300:
         for key in NOISE:  # present on both sides, values free to differ
@@ -131,6 +132,7 @@ def test_list_pages_filters_and_orderings(pair):
         {"page": "2", "page_size": "7"},
         {"page": "3", "page_size": "100"},
         {"page": "999"},
+        {"page": str(10**30)},  # past SQL's integers: an empty page on both sides, not a 500
         {"status": "I"},
         {"status": "A", "city": city},
         {"q": fragment},
@@ -141,6 +143,13 @@ def test_list_pages_filters_and_orderings(pair):
         {"ordering": "name", "page_size": "100", "page": "2"},
         {"city": "Nowhere"},
         {"unknown_param": "1"},
+        # Repeated parameters: the monolith (Django) reads the last one.
+        [("status", "A"), ("status", "I")],
+        [("status", "bogus"), ("status", "A")],
+        [("ordering", "id"), ("ordering", "-id"), ("page_size", "5")],
+        [("city", "Nowhere"), ("city", city)],
+        [("q", "zzzz"), ("q", fragment)],
+        [("page", "1"), ("page", "2"), ("page_size", "3"), ("page_size", "4")],
     ]
     for params in cases:
         same(pair, "GET", "/api/customers", params=params)
@@ -164,6 +173,11 @@ def test_detail_and_not_found(pair):
         same(pair, "GET", f"/api/customers/{customer['cust_id']}")
     status, body = same(pair, "GET", "/api/customers/987654")
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    # Django's int converter reads 007 as 7: the record, and the 404's words, alike.
+    first = page["results"][0]["cust_id"]
+    assert same(pair, "GET", f"/api/customers/00{first}")[1]["cust_id"] == first
+    status, body = same(pair, "GET", "/api/customers/00987654")
+    assert "cust_id=987654 " in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -207,6 +221,13 @@ def test_missing_tenant_and_malformed_json(pair):
         headers={"Content-Type": "application/json"},
     )  # fmt: skip
     assert status == 400 and body["error"]["message"].startswith("Malformed JSON body")
+    # A gzip body: Django does not decode a request's Content-Encoding, nor does the ACL.
+    zipped = gzip.compress(b'{"cust_nm": "GZIP, Gus", "email_addr": "gus@example.com"}')
+    status, body = same(
+        pair, "POST", "/api/customers", content=zipped,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )  # fmt: skip
+    assert status == 400 and body["error"]["message"].startswith("Malformed JSON body")
 
 
 def test_writes_create_update_patch_delete(pair):
@@ -225,6 +246,14 @@ def test_writes_create_update_patch_delete(pair):
     assert status == 200 and patched["addr_city"] == "X" and patched["addr_line1"] == "2 Vine Rd"
     same(pair, "PATCH", f"/api/customers/{cust_id}", json={"status_cd": "A", "phone_no": ""})
     same(pair, "GET", "/api/customers", params={"q": "strangler"})
+    # A Turkish family name: what the client wrote is what it reads back, on both sides.
+    turkish = {"cust_nm": "ÇİFTÇİ, Ayşe", "email_addr": "ayse@example.com"}
+    status, body = same(pair, "PATCH", f"/api/customers/{cust_id}", json=turkish)
+    assert status == 200 and body["cust_nm"] == "ÇİFTÇİ, Ayşe"
+    same(pair, "GET", f"/api/customers/{cust_id}")
+    # Searching non-ASCII names finds what the monolith finds (SQLite: ASCII letters fold).
+    for q in ("ÇİFTÇİ", "çi̇ftçi̇", "çİftçİ", "ayşe", "AYŞE", "İ", "ftç, ay"):
+        same(pair, "GET", "/api/customers", params={"q": q})
     status, _ = same(pair, "DELETE", f"/api/customers/{cust_id}")
     assert status == 204
     assert same(pair, "GET", f"/api/customers/{cust_id}")[0] == 404
@@ -246,6 +275,7 @@ def test_write_validation_errors(pair):
         {**valid, "phone_no": 5},
         {**valid, "favourite": "red"},
         {**valid, "addr_city": "c" * 201},
+        {**valid, "addr_line1": "x" * (1536 * 1024)},  # bigger than the service once took
         ["not", "an", "object"],
     ):
         status, answer = same(pair, "POST", "/api/customers", json=body)
@@ -258,6 +288,14 @@ def test_write_validation_errors(pair):
     ):
         status, answer = same(pair, method, target, json=body)
         assert status == 400, answer
+    # Over the monolith's own 2.5 MiB: Django answers a bare HTML 400, the ACL the same
+    # status in the monolith's JSON error envelope (not the service's 413 shape).
+    huge = {**valid, "addr_line1": "x" * (3 * 1024 * 1024)}
+    with httpx.Client(timeout=20.0, headers=legacy_headers("acme")) as client:
+        old = client.post(pair.legacy + "/api/customers", json=huge)
+        new = client.post(pair.extracted + "/api/customers", json=huge)
+    assert old.status_code == new.status_code == 400
+    assert new.json() == {"error": {"code": "VALIDATION", "message": "Request body too large."}}
     # Nothing above changed the customer on either side.
     same(pair, "GET", target)
 
@@ -288,14 +326,15 @@ def test_the_extracted_side_really_is_the_service(pair):
 
 def test_shadow_mode_finds_no_differences_through_the_acl(pair):
     """In shadow mode the client gets the monolith's answer and the service's translated
-    answer is diffed against it: with the ACL in place there is nothing to report.
-    (Requests the ACL itself rejects, like `status=bogus`, never reach the candidate; the
-    mirror records those as ACL errors today, so they are left out here.)"""
+    answer is diffed against it: with the ACL in place there is nothing to report. A request
+    the ACL itself rejects (`status=bogus`) never reaches the candidate: the ACL's answer,
+    the monolith's own, is the extracted side's answer, and is compared."""
     with httpx.Client(base_url=pair.shadow, headers=legacy_headers("acme"), timeout=20) as c:
         page = c.get("/api/customers", params={"page_size": "5"}).json()
         calls = [("/api/customers", {"page": "2", "page_size": "10", "ordering": "-name"}),
                  ("/api/customers", {"status": "I"}),
-                 ("/api/customers/987654", {})]  # fmt: skip
+                 ("/api/customers/987654", {}),
+                 ("/api/customers", {"status": "bogus", "page": "0"})]  # fmt: skip
         calls += [(f"/api/customers/{r['cust_id']}", {}) for r in page["results"]]
         for path, params in calls:
             assert c.get(path, params=params).status_code in (200, 400, 404)
@@ -326,3 +365,61 @@ def test_head_is_answered_as_the_monolith_answers_it(pair):
             assert (new.status_code, new.content) == (old.status_code, b""), path
             assert new.headers["content-type"] == old.headers["content-type"], path
             assert int(new.headers["content-length"]) == len(got.content), path
+
+
+_NOISE_VALUES = re.compile(rb'"(generated_at|trace_id)": "[^"]*"')
+
+
+def test_answers_are_the_bytes_the_monolith_sends(pair):
+    """Not only equal JSON: the same bytes (Django writes `", "` and `\\u00fc` escapes), so
+    Content-Length and the body give nothing away; the noise values aside. That includes
+    answers the ACL itself writes: a query it rejects, the service's 422 and 404 mapped."""
+    with httpx.Client(timeout=20.0, headers=legacy_headers("acme")) as client:
+        calls = [
+            ("GET", "/api/customers?page_size=3&ordering=-name", None),
+            ("GET", "/api/customers/1", None),
+            ("GET", "/api/customers/987654", None),
+            ("GET", "/api/customers?status=bogus&page=0", None),
+            ("POST", "/api/customers", {"status_cd": "X", "cust_nm": "doe", "zz": 1}),
+            ("PUT", "/api/customers/1", {"phone_no": 5, "zz": 1, "status_cd": "Q"}),
+            ("POST", "/api/customers", {"cust_nm": "DOE, Ann", "email_addr": "not-an-email"}),
+            ("PATCH", "/api/customers/1", {"addr_zip": "1"}),
+        ]
+        for method, path, body in calls:
+            kwargs = {"json": body} if body is not None else {}
+            old = client.request(method, pair.legacy + path, **kwargs)
+            new = client.request(method, pair.extracted + path, **kwargs)
+            where = f"{method} {path}"
+            assert new.status_code == old.status_code, where
+            assert new.headers["content-type"] == old.headers["content-type"], where
+            assert _NOISE_VALUES.sub(b"", new.content) == _NOISE_VALUES.sub(b"", old.content), (
+                f"{where}:\n{old.content[:300]!r}\n{new.content[:300]!r}"
+            )
+        # Non-ASCII text: escaped as Django escapes it. Ids and creation times differ.
+        body = {"cust_nm": "MÜLLER, Jürgen", "email_addr": "jm@example.com"}
+        old = client.post(pair.legacy + "/api/customers", json=body)
+        new = client.post(pair.extracted + "/api/customers", json=body)
+        try:
+            assert old.status_code == new.status_code == 201
+            assert rb'"M\u00dcLLER, J\u00fcrgen"' in old.content
+
+            def normal(resp: httpx.Response) -> bytes:
+                text = _NOISE_VALUES.sub(b"", resp.content)
+                text = re.sub(rb'"created_ts": "\d+"', b"", text)
+                return re.sub(rb'"cust_id": \d+', b"", text)
+
+            assert normal(new) == normal(old)
+        finally:
+            client.delete(pair.legacy + f"/api/customers/{old.json()['cust_id']}")
+            client.delete(pair.extracted + f"/api/customers/{new.json()['cust_id']}")
+
+
+def test_a_lone_surrogate_in_a_client_body_is_no_proxy_error(pair):
+    """`"\\ud800"` is valid JSON text with no UTF-8 form: the translated body keeps it
+    escaped instead of failing the proxy's own encoding (an 'internal proxy error')."""
+    raw = b'{"cust_nm": "DOE, Jane", "email_addr": "j@example.com", "addr_city": "\\ud800"}'
+    with httpx.Client(timeout=20.0, headers=legacy_headers("acme")) as client:
+        old = client.post(pair.legacy + "/api/customers", content=raw)
+        new = client.post(pair.extracted + "/api/customers", content=raw)
+    assert b"internal proxy error" not in new.content, new.text
+    assert new.status_code == old.status_code  # neither can store it: both fail alike

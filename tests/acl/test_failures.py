@@ -267,3 +267,75 @@ def test_an_error_rule_that_cannot_evaluate_is_a_translation_error():
     )
     assert (err.direction, err.path) == ("response_to_legacy", "$")
     assert err.message.startswith("errors[1].legacy_body failed:")
+
+
+def test_legacy_json_and_query_repeated_are_checked(tmp_path):
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields: [{legacy: a, new: b}]\n"
+        "legacy_json: {separators: [';', '='], ensure_ascii: yes please, indent: 2}\n"
+        "query:\n  repeated: newest\n",
+    )
+    by_message = {p.message: p for p in problems}
+    assert by_message["unknown key `indent` in legacy_json"].line == 3
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields: [{legacy: a, new: b}]\n"
+        "legacy_json: {separators: [';', '='], ensure_ascii: 1}\n"
+        "query:\n  repeated: newest\n",
+    )
+    found = {p.message: p for p in problems}
+    seps = found["legacy_json.separators must be [ITEM, KEY] like [', ', ': '] or [',', ':']"]
+    assert seps.line == 3 and "json.dumps" in seps.fix
+    assert found["legacy_json.ensure_ascii must be true or false"].line == 3
+    repeated = found["query.repeated: unknown policy 'newest'"]
+    assert repeated.line == 5 and repeated.fix.startswith("last")
+
+
+def test_defaults_and_strftime_patterns_that_fail_at_run_time_fail_at_load(tmp_path):
+    """Each of these loaded before and failed every record missing the field (a 502), or
+    every timestamp (a pattern with a bad directive writes it as is and cannot read it)."""
+    problems = _load_problems(
+        tmp_path,
+        "record:\n  fields:\n"
+        "    - {legacy: a, new: b, type: string, default: 5}\n"
+        "    - {legacy: c, new: d, default: null}\n"
+        "    - {legacy: e, new: f, convert: {enum: {A: true}}, default: {new: maybe}}\n"
+        "    - {legacy: g, new: h, convert: {timestamp: {legacy: '%Y%m%d%Q', new: iso8601}}}\n"
+        "    - {legacy: i, new: j, type: string, default: ''}\n"
+        "    - {legacy: k, new: l, convert: {cents: {as: string}}, default: {legacy: '0', new: '0.00'}}\n",
+    )
+    got = [(p.line, p.message) for p in problems]
+    assert got == [
+        (3, "record.fields[0].default 5 is integer on the legacy side, not the declared string"),
+        (4, "record.fields[1].default (legacy) is null but the field is not nullable"),
+        (5, "record.fields[2].default (new) 'maybe' does not convert: unknown enum value "
+            "'maybe'; expected one of True"),
+        (6, "record.fields[3].convert.timestamp: timestamp.legacy: '%Y%m%d%Q' does not read "
+            "back what it writes ('Q' is a bad directive in format '%Y%m%d%Q')"),
+    ]  # fmt: skip
+    assert "quote numbers" in problems[0].fix and "nullable: true" in problems[1].fix
+
+
+def test_an_empty_success_where_the_monolith_sends_a_record_is_a_502(make_translator):
+    """A 200 or 201 with no body on a record or page endpoint would reach the legacy client
+    as an empty success: a wrong answer. A 204 (DELETE) stays what it is."""
+    t = make_translator(
+        RECORD
+        + """
+    endpoints:
+      - {legacy: "/c/{id}", new: "/v1/c/{id}", methods: [GET], response: record}
+      - {legacy: /c, new: /v1/c, methods: [POST], request: record, response: record}
+      - {legacy: "/c/{id}", new: "/v1/c/{id}", methods: [DELETE]}
+    """
+    )
+    for method, path, status in (("GET", "/c/1", 200), ("POST", "/c", 201)):
+        err = _error(
+            lambda m=method, p=path, s=status: t.response_to_legacy(
+                ResponseMessage(s, (), None), RequestMessage(m, p)
+            )
+        )
+        assert (err.status, err.direction, err.path) == (502, "response_to_legacy", "$")
+        assert f"endpoint {status} with no body" in err.message
+    gone = ResponseMessage(204, (), None)
+    assert t.response_to_legacy(gone, RequestMessage("DELETE", "/c/1")) is gone

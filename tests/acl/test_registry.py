@@ -14,6 +14,9 @@ from acl import (
     TranslatorLoadError,
     load_translators,
 )
+from acl.registry import (
+    load_translators_reporting,
+)
 
 
 def test_shipped_translators_load_and_satisfy_the_protocol():
@@ -67,6 +70,18 @@ def test_python_translator_import_error_is_reported_with_line(tmp_path):
     assert problem.message == "import failed: RuntimeError: boom"
 
 
+def test_import_error_line_from_a_relative_directory(tmp_path, monkeypatch):
+    """`strangler acl check` reads `./acl/translators`: a relative path, still the line."""
+    folder = tmp_path / "acl" / "translators"
+    folder.mkdir(parents=True)
+    (folder / "broken2.py").write_text("import acl\n\n\nraise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TranslatorLoadError) as info:
+        load_translators("acl/translators")
+    [problem] = info.value.problems
+    assert str(problem).startswith("acl/translators/broken2.py:4: import failed")
+
+
 def test_python_translator_missing_methods_and_name_clash(tmp_path):
     (tmp_path / "odd.py").write_text(
         textwrap.dedent("""
@@ -94,3 +109,16 @@ def test_missing_directory(tmp_path):
     with pytest.raises(TranslatorLoadError) as info:
         load_translators(tmp_path / "nope")
     assert "not a directory" in str(info.value)
+
+
+def test_a_python_file_that_fails_after_registering_loads_no_translator(tmp_path):
+    """Registered, then failed: half a translator is not one (the proxy refuses a route
+    naming it, with the file and line) rather than serving it."""
+    (tmp_path / "half.py").write_text(
+        "from acl import BaseTranslator, register\n\n\n"
+        "@register('half')\nclass Half(BaseTranslator):\n    name = 'half'\n\n\n"
+        "raise RuntimeError('boom')\n"
+    )
+    translators, problems = load_translators_reporting(tmp_path)
+    assert "half" not in translators
+    assert [(p.line, p.message) for p in problems] == [(9, "import failed: RuntimeError: boom")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from acl import RequestMessage, ResponseMessage, load_translators
@@ -46,3 +46,30 @@ def test_customer_page_round_trip(customers, page, page_size):
         "total": len(customers) + 1000,
         "results": customers,
     }
+
+
+# Any family name the monolith accepts: upper-case as Python upper-cases, no comma or space.
+any_family = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp", "Cn")),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: s == s.upper() and "," not in s and not any(c.isspace() for c in s))
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_family)
+@example("ÇİFTÇİ")  # Turkish: "İ".title() is "i" + a combining dot
+@example("GROẞ")  # the capital sharp s title-cases to ß, which upper-cases to SS
+@example("\u212aELVIN")  # the Kelvin sign title-cases to a plain k
+def test_every_legacy_family_name_comes_back_as_it_was_sent(family):
+    """A name the service keeps title-cased must upper-case back to the very characters the
+    legacy client sent, or the client reads back another name than it wrote."""
+    customer = {
+        "cust_id": 1, "cust_nm": f"{family}, Ali", "email_addr": "a@b.co", "phone_no": "",
+        "addr_line1": "", "addr_city": "", "addr_zip": "", "status_cd": "A",
+        "created_ts": "20240102030405", "tenant_id": "acme",
+    }  # fmt: skip
+    new = CUSTOMERS.to_new(customer)
+    assert CUSTOMERS.to_legacy(new) == customer
+    if family.title().upper() == family:  # where title case is lossless, it is used
+        assert new["name"]["family"] == family.title()

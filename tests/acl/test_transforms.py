@@ -6,7 +6,9 @@ import base64
 import json
 import re
 
-from acl import RequestMessage, ResponseMessage
+import pytest
+
+from acl import RequestMessage, RequestRejected, ResponseMessage, TranslationError
 
 
 def test_rename_both_ways(make_translator):
@@ -52,6 +54,48 @@ def test_split_and_join_with_case(make_translator):
         "given": "Mary Ann",
     }
     assert t.to_legacy({"name": {"given": "Jane", "family": "McDoe"}}) == {"cust_nm": "MCDOE, Jane"}
+
+
+def test_case_conversions_never_change_what_the_legacy_side_reads_back(make_translator):
+    """`title` then `upper` is not the identity for every upper-case text ("ÇİFTÇİ" would
+    come back with a dotless I and a combining dot): such characters keep their spelling."""
+    t = make_translator("""
+        record:
+          fields:
+            - {legacy: city, new: city, convert: {case: {legacy: upper, new: title}}}
+            - legacy: nm
+              new: name
+              convert: {split: {separator: ", ", parts: [family, given],
+                                case: {family: {legacy: upper, new: title}}}}
+    """)
+    new = t.to_new({"city": "İZMİR", "nm": "ÇİFTÇİ, Ali"})
+    assert new == {"city": "İzmİr", "name": {"family": "Çİftçİ", "given": "Ali"}}
+    assert t.to_legacy(new) == {"city": "İZMİR", "nm": "ÇİFTÇİ, Ali"}
+    assert t.to_new({"city": "PARIS", "nm": "DOE, Jane"})["city"] == "Paris"
+    assert t.to_new({"city": "paris", "nm": "doe, Jane"}) == {  # not legacy form: as before
+        "city": "Paris",
+        "name": {"family": "Doe", "given": "Jane"},
+    }
+
+
+def test_cents_as_a_json_number_is_exact_or_refused(make_translator):
+    """A double holds about 15 digits: 123456789012345678 cents as a number would be
+    1234567890123456.8, silently. `as: string` carries any amount."""
+    t = make_translator("""
+        record:
+          fields:
+            - {legacy: n, new: n, convert: {cents: {as: number}}}
+            - {legacy: s, new: s, convert: {cents: {as: string}}}
+    """)
+    big = "123456789012345678"
+    with pytest.raises(TranslationError) as info:
+        t.to_new({"n": big, "s": big})
+    assert info.value.path == "$.n" and "not exact as a JSON number" in info.value.message
+    assert t.to_new({"n": "99999999999999", "s": big}) == {
+        "n": 999999999999.99,
+        "s": "1234567890123456.78",
+    }
+    assert t.to_legacy(t.to_new({"n": "5", "s": big})) == {"n": "5", "s": big}
 
 
 def test_cents_string_to_decimal(make_translator):
@@ -202,6 +246,72 @@ def test_query_and_path_translation(make_translator):
     assert ("city", "Springfield") in query and all(k != "junk" for k, _ in query)
     detail = t.request_to_new(RequestMessage("GET", "/api/things/42"), {})
     assert detail.path == "/v2/things/42"
+    padded = t.request_to_new(RequestMessage("GET", "/api/things/0042"), {"id": "0042"})
+    assert padded.path == "/v2/things/42"  # `{id:int}` is a number, as Django's <int:id>
+
+
+def test_a_repeated_query_parameter_is_read_once_as_the_monolith_reads_it(make_translator):
+    """Django reads the last `status` of `status=A&status=I`; the service (aiohttp) would
+    read the first of two `active` values, a different filter. Only the last is sent (or the
+    first, with `repeated: first`); `repeated: all` forwards every one."""
+    t = make_translator(PAGED)
+    query = (
+        ("status", "A"), ("ordering", "name"), ("city", "X"), ("status", "I"),
+        ("ordering", "-name"), ("page", "9"), ("page", "2"), ("page_size", "5"),
+    )  # fmt: skip
+    req = RequestMessage("GET", "/api/things", query)
+    out = t.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["false"]
+    assert [v for k, v in out if k == "order_by"] == ["-family"]
+    assert _cursor_offset(dict(out)["cursor"]) == 5
+    resp = ResponseMessage(200, (), {"items": [], "next_cursor": None, "total_count": 0})
+    assert t.response_to_legacy(resp, req).body["page"] == 2
+    # An invalid value the monolith would not read does not fail the request either.
+    both = RequestMessage("GET", "/api/things", (("status", "bogus"), ("status", "A")))
+    assert dict(t.request_to_new(both, {}).query)["active"] == "true"
+
+    first = make_translator(
+        PAGED.replace("unmapped: drop", "unmapped: drop\n      repeated: first")
+    )
+    out = first.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["true"]
+    assert _cursor_offset(dict(out)["cursor"]) == 40
+    assert first.response_to_legacy(resp, req).body["page"] == 9
+    every = make_translator(PAGED.replace("unmapped: drop", "unmapped: drop\n      repeated: all"))
+    out = every.request_to_new(req, {}).query
+    assert [v for k, v in out if k == "active"] == ["true", "false"]
+
+
+def test_problems_are_listed_in_the_order_the_monolith_lists_them(make_translator):
+    """Query: page arguments, then parameters as `query.params` declares them. Body: unknown
+    keys, then fields as `record.fields` declares them. Not the client's order."""
+    t = make_translator(
+        PAGED.replace("unmapped: drop", "unmapped: reject")
+        + """
+    invalid_request:
+      body: "fields"
+    """
+    )
+    req = RequestMessage("GET", "/api/things", (("zz", "1"), ("ordering", "x"), ("status", "Q"),
+                                                ("page_size", "0"), ("page", "a")))  # fmt: skip
+    with pytest.raises(RequestRejected) as info:
+        t.request_to_new(req, {})
+    assert list(info.value.body) == ["page", "page_size", "status", "ordering", "zz"]
+    body = make_translator("""
+        record:
+          request_unmapped: reject
+          fields:
+            - {legacy: a, new: a, type: string}
+            - {legacy: b, new: b, type: string}
+            - {legacy: c, new: c, type: string}
+        endpoints:
+          - {legacy: /x, new: /x, methods: [POST], request: record, require: [a, b, c]}
+        invalid_request:
+          body: "fields"
+    """)
+    with pytest.raises(RequestRejected) as info:
+        body.request_to_new(RequestMessage("POST", "/x", body={"c": 1, "zz": 1, "a": 2}), {})
+    assert list(info.value.body) == ["zz", "a", "b", "c"]
 
 
 def test_error_mapping_to_legacy_shape(make_translator):
@@ -252,7 +362,7 @@ def test_non_json_bodies_pass_through_untouched(make_translator):
     req = RequestMessage("POST", "/x", (), (("content-length", "3"),), None)
     out = t.request_to_new(req, {})
     assert out.body is None and out.headers == req.headers and out.path == "/y"
-    resp = ResponseMessage(200, (("content-length", "5"),), None)
+    resp = ResponseMessage(204, (("content-length", "0"),), None)
     assert t.response_to_legacy(resp, req) is resp
     # A JSON body that changes loses its stale Content-Length.
     changed = t.request_to_new(

@@ -8,7 +8,13 @@ import pytest
 
 from acl import TranslationError, load_translators
 from acl.translator import RequestRejected
-from acl.wire import error_response, request_message, translate_request, translate_response
+from acl.wire import (
+    encode_body,
+    error_response,
+    request_message,
+    translate_request,
+    translate_response,
+)
 
 CUSTOMERS = load_translators()["customers"]
 JSON = (("Content-Type", "application/json; charset=utf-8"), ("Content-Length", "99"))
@@ -160,3 +166,27 @@ def test_a_compressed_answer_too_big_to_decode_is_a_502():
     headers = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
     with pytest.raises(TranslationError, match="decodes to more than"):
         translate_response(CUSTOMERS, 200, headers, bomb, legacy_req)
+
+
+def test_legacy_bodies_are_written_as_the_monolith_writes_json():
+    """customers.yaml declares Django's JsonResponse style: `", "`, `": "`, ASCII escapes."""
+    new = {"id": 3, "name": {"given": "Jürgen", "family": "Müller"}, "email": "j@x.io",
+           "phone": "", "address": {"line1": "", "city": "", "postal_code": ""},
+           "active": True, "created_at": "2024-01-02T03:04:05Z", "tenant": "acme"}  # fmt: skip
+    req = request_message("GET", "/api/customers/3", None, (), b"")
+    out = translate_response(CUSTOMERS, 200, JSON, json.dumps(new).encode(), req)
+    assert out.body.startswith(b'{"cust_id": 3, "cust_nm": "M\\u00dcLLER, J\\u00fcrgen", ')
+    assert dict(out.headers)["Content-Length"] == str(len(out.body))
+    rejected = RequestRejected(
+        "customers", "request_to_new", "$", "x", status=400, body={"a": [1, "é"]}
+    )
+    assert error_response(rejected, CUSTOMERS).body == b'{"a": [1, "\\u00e9"]}'
+    assert error_response(rejected).body == '{"a":[1,"é"]}'.encode()  # no translator: compact
+
+
+def test_a_lone_surrogate_stays_escaped_instead_of_failing_the_encoding():
+    """`"\\ud800"` parses to a str with no UTF-8 form; written back, it stays escaped."""
+    assert encode_body({"a": "\ud800é"}) == b'{"a":"\\ud800\\u00e9"}'
+    raw = b'{"cust_nm": "DOE, Jane", "email_addr": "j@x.io", "addr_city": "\\ud800"}'
+    out = translate_request(CUSTOMERS, "POST", "/api/customers", None, JSON, raw)
+    assert json.loads(out.body)["address"] == {"city": "\ud800"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.support.procs import wait_until
+
 ACL_ROUTE = """\
 - name: customer-detail
   match: {path: "/api/customers/{id}"}
@@ -31,6 +33,15 @@ def test_untranslatable_service_answer_is_a_502_naming_translator_direction_and_
     assert error["path"].startswith("$")
     # and the proxy still serves
     assert httpx.get(p.url + "/other").status_code == 200
+    # The operator's log line says the same and which file to fix (the client's body does
+    # not: it must not show the server's layout).
+    line = wait_until(
+        lambda: next((x for x in p.log.read_text().splitlines() if "acl-1" in x), None),
+        timeout=10,
+        what="the ACL failure's log line",
+    )
+    assert "customers (response_to_legacy) at $" in line
+    assert "acl/translators/customers.yaml" in line and "acl/translators" not in resp.text
 
 
 def test_request_the_monolith_would_reject_gets_the_monolith_answer(start_proxy):
