@@ -36,6 +36,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             config_path=Path(args.config).absolute(),
             host=args.host,
             port=args.port,
+            admin_host=args.admin_host,
             admin_port=args.admin_port,
             workers=args.workers,
             worker_index=args.worker_index,
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(0, 65535),
         help="listen port, 0 for any free one (overrides listen.port)",
     )
+    p.add_argument("--admin-host", help="admin API address (overrides admin.host)")
     p.add_argument(
         "--admin-port", type=_bounded(0, 65535), help="admin API port (overrides admin.port)"
     )

@@ -643,6 +643,8 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
         base += ["--host", opts.host]
     if opts.port is not None:
         base += ["--port", str(opts.port)]
+    if opts.admin_host:
+        base += ["--admin-host", opts.admin_host]
     if opts.admin_port is not None:
         base += ["--admin-port", str(opts.admin_port)]
     env[PINNED_ENV] = _pin(config)

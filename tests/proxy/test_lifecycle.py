@@ -171,6 +171,30 @@ def test_the_config_view_shows_the_addresses_the_command_line_chose(tmp_path, up
         assert view["restart_pending"] == []
 
 
+def test_admin_host_on_the_command_line_binds_the_admin_api_there(tmp_path, upstreams):
+    """docs/proxy.md names `--admin-host` with `--host`, `--port` and `--admin-port`; with
+    `--workers` the supervisor hands it to the worker that serves the admin API."""
+    admin = free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(base_config(upstreams, free_port(), free_port()))  # admin on 127.0.0.1
+    with (
+        (tmp_path / "proxy.log").open("w") as out,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config), "--workers", "2"]
+            + ["--admin-host", "127.0.0.2", "--admin-port", str(admin)],
+            ready_url=f"http://127.0.0.2:{admin}/-/ready",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        ),
+    ):
+        view = httpx.get(f"http://127.0.0.2:{admin}/-/config").json()
+        assert view["config"]["admin"] == {"host": "127.0.0.2", "port": admin}
+        assert view["restart_pending"] == []
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{admin}/-/ready")
+
+
 def slow_request_in_flight(proxy, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
     """GET /slow?s=`seconds` on a thread, once the proxy counts it in flight; the dict gets
     `status`, or `error` (the exception's name) when the request was cut."""
