@@ -5,7 +5,8 @@ Steps (each idempotent, so the demo runs twice in a row): migrate + seed the mon
 database, start it under gunicorn, backfill the customers service's database from the
 monolith's API, seed the catalog, start both services, start the proxy with routes.yaml, wait
 until everything answers its health check, print what to try, and stop everything on Ctrl-C
-or SIGTERM. State lives in var/demo/ (logs in var/demo/logs/).
+or SIGTERM (or when the monolith or the proxy exits; an extracted service that stops leaves
+the rest running, to show fallback). State lives in var/demo/ (logs in var/demo/logs/).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TENANTS = ("acme", "globex", "initech")
+# The extracted services: the demo keeps running when one stops, so fallback can be tried.
+SERVICES = ("customers", "catalog")
 DEFAULT_PORTS = {"legacy": 8000, "customers": 8101, "catalog": 8102, "proxy": 8080, "admin": 8081}
 
 
@@ -93,7 +96,9 @@ class Demo:
                     f"last lines of {child.log}:\n" + "\n".join(tail)
                 )
             if healthy(child.health):
-                print(f"  {child.name}: healthy at {child.health}", flush=True)
+                print(
+                    f"  {child.name}: healthy at {child.health} (pid {child.proc.pid})", flush=True
+                )
                 return
             time.sleep(0.05)
         if not self.stopping.is_set():
@@ -258,12 +263,22 @@ def main(argv: list[str] | None = None) -> int:
         print(banner(ports, routes, var), flush=True)
         if args.once:
             return 0
+        gone: set[str] = set()
         while not demo.stopping.wait(0.5):
             for child in demo.children:
-                if child.proc.poll() is not None:
-                    print(f"demo: {child.name} exited with {child.proc.returncode}; "
-                          f"see {child.log}. Stopping.", file=sys.stderr)  # fmt: skip
-                    return 1
+                if child.name in gone or child.proc.poll() is None:
+                    continue
+                if child.name in SERVICES:
+                    # What `fallback: legacy` is for: the demo goes on without the service.
+                    gone.add(child.name)
+                    print(f"demo: {child.name} exited with {child.proc.returncode} (see "
+                          f"{child.log}); still running without it: routes with "
+                          "`fallback: legacy` are answered by the monolith. Ctrl-C stops "
+                          "everything.", file=sys.stderr, flush=True)  # fmt: skip
+                    continue
+                print(f"demo: {child.name} exited with {child.proc.returncode}; "
+                      f"see {child.log}. Stopping.", file=sys.stderr)  # fmt: skip
+                return 1
         return 0
     finally:
         print("Stopping:", flush=True)

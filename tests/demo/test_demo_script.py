@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
@@ -95,6 +96,22 @@ def test_demo_runs_twice_in_a_row_and_stops_on_sigterm(tmp_path):
                 f"http://127.0.0.1:{ports['proxy']}/api/customers/1", headers=headers
             )
             assert customer.status_code == 200 and customer.json()["cust_id"] == 1
+            # An extracted service that stops leaves the demo running (fallback is to be
+            # tried there): the monolith still answers through the proxy.
+            pid = re.search(r"customers: healthy at \S+ \(pid (\d+)\)", out.read_text())
+            assert pid, out.read_text()
+            os.kill(int(pid.group(1)), signal.SIGTERM)
+            wait_until(
+                lambda: "customers exited" in out.read_text() or proc.poll() is not None,
+                what="the demo to notice",
+            )
+            assert "still running without it" in out.read_text(), out.read_text()
+            assert proc.poll() is None, out.read_text()
+            customer = httpx.get(
+                f"http://127.0.0.1:{ports['proxy']}/api/customers/1", headers=headers
+            )
+            assert customer.status_code == 200 and customer.json()["cust_id"] == 1
+            assert proc.poll() is None, out.read_text()
             os.kill(proc.pid, signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, out.read_text()
         finally:
