@@ -146,3 +146,19 @@ def test_check_reads_the_translators_beside_routes_yaml_by_default(tmp_path):
         timeout=60,
     )
     assert builtin.returncode == 0 and "2 translator(s) valid" in builtin.stdout, builtin.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`strangler acl run ... | head -3`: the pipe closes before the output is written."""
+    sample = tmp_path / "customer.json"
+    sample.write_text(json.dumps(LEGACY))
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "proxy.cli", "acl", "run", "customers", "--to", "new", str(sample)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes anything
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    assert proc.returncode == 1
