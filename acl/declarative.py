@@ -756,8 +756,8 @@ def _canonical(params: dict[str, str], int_params: frozenset[str]) -> dict[str, 
     """`{id:int}` values as the number they are (`007` -> `7`), as a legacy framework's int
     path converter reads them: in the new path and in error messages alike."""
     for name in int_params:
-        if name in params:
-            params[name] = str(int(params[name]))
+        if name in params:  # ASCII digits (`[0-9]+`): no int(), which refuses 4300+ digits
+            params[name] = params[name].lstrip("0") or "0"
     return params
 
 
