@@ -44,6 +44,8 @@ TYPES: dict[str, Callable[[Any], bool]] = {
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 _ALREADY_NEW = "\0already-new"
+# The largest offset a page cursor carries: past every table, within SQL's 64-bit integers.
+MAX_CURSOR_OFFSET = 2**63 - 1
 
 
 class _Fail(Exception):
@@ -598,7 +600,10 @@ class DeclarativeTranslator:
                 page_invalid,
             )
             if page is not None and size is not None:
-                offset = (page - 1) * size
+                # A page past any table is an empty page there (`page=10**4299` is still a
+                # number the monolith reads); its offset, past what JSON writes (4300
+                # digits), is capped to one as far past the end.
+                offset = min((page - 1) * size, MAX_CURSOR_OFFSET)
                 if offset:
                     out.append((pag.cursor, encode_cursor(offset, pag.cursor_key)))
                 out.append((pag.limit, str(size)))
@@ -756,8 +761,8 @@ def _canonical(params: dict[str, str], int_params: frozenset[str]) -> dict[str, 
     """`{id:int}` values as the number they are (`007` -> `7`), as a legacy framework's int
     path converter reads them: in the new path and in error messages alike."""
     for name in int_params:
-        if name in params:
-            params[name] = str(int(params[name]))
+        if name in params:  # ASCII digits (`[0-9]+`): no int(), which refuses 4300+ digits
+            params[name] = params[name].lstrip("0") or "0"
     return params
 
 

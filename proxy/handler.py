@@ -55,6 +55,7 @@ from proxy.filters.ratelimit import (
     refusal_key,
     reset_header,
     retry_after_header,
+    unpaid,
     verdict_for,
 )
 from proxy.filters.tenant import extract_tenant
@@ -177,6 +178,8 @@ class ProxyHandler:
         self.idle.set()
         self.websockets: set[Any] = set()  # open proxied WebSockets, closed with 1001 at stop
         self.limiters: dict[tuple[str, RateLimit], RateLimiter] = {}  # survive reloads
+        # Give-backs to Redis of clients that left during their auth check (see `_admitted`).
+        self._give_backs: set[asyncio.Task[None]] = set()
         self._warnings = ThrottledWarnings(log)  # per-request warnings, per route and kind
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -1171,26 +1174,34 @@ class ProxyHandler:
                 # unless refused: looking first and spending after a refusal let a client's
                 # concurrent guesses all pass the look (100 at once: 67 checks, burst 3).
                 reserved: bool | None = None
+                taken_at = 0.0
                 if policy is not None:
                     reserved = await self._spend(route, policy, refusal_key(ex.client))
+                    taken_at = time.monotonic()
                 uri = edge.path if edge.query is None else f"{edge.path}?{edge.query}"
                 try:
                     refusal = await self._authorize(
                         rt, method, uri, headers, edge.host_header, ex, accept
                     )
                 except asyncio.CancelledError:
-                    # The client left during the check: no refused attempt. (A Redis count
-                    # stays spent: a cancelled task cannot wait for the give-back.)
-                    if reserved is False:
+                    # The client left during the check: no refused attempt. A cancelled
+                    # task cannot wait for Redis: the give-back goes on in a task of its own.
+                    if reserved is not None:
                         assert route is not None and policy is not None
-                        self._limiter(route, policy).give_back(
-                            refusal_key(ex.client), time.monotonic()
-                        )
+                        key = refusal_key(ex.client)
+                        if reserved:
+                            task = asyncio.get_running_loop().create_task(
+                                self._give_back(route, policy, key, True, taken_at)
+                            )
+                            self._give_backs.add(task)
+                            task.add_done_callback(self._give_backs.discard)
+                        else:
+                            self._give_back_here(route, policy, key, taken_at)
                     raise
                 # Accepted, or the check unavailable (5xx): not a refused attempt.
                 if reserved is not None and (refusal is None or refusal.status >= 500):
                     assert route is not None and policy is not None
-                    await self._give_back(route, policy, refusal_key(ex.client), reserved)
+                    await self._give_back(route, policy, refusal_key(ex.client), reserved, taken_at)
                 if refusal is not None:
                     return refusal
             if policy is None:
@@ -1246,19 +1257,32 @@ class ProxyHandler:
         self._local_limit(route, policy, key)
         return False
 
-    async def _give_back(self, route: Route, policy: RateLimit, key: str, shared: bool) -> None:
-        """Return the request `_spend` counted against `key` (in Redis when `shared`, else
-        in this process); a give-back Redis cannot take leaves the request spent."""
+    async def _give_back(
+        self, route: Route, policy: RateLimit, key: str, shared: bool, taken_at: float
+    ) -> None:
+        """Return the request `_spend` counted against `key` at `taken_at` (in Redis when
+        `shared`, else in this process), less what time has paid back since (`unpaid`); a
+        give-back Redis cannot take leaves the request spent."""
         if not shared:
-            self._limiter(route, policy).give_back(key, time.monotonic())
+            self._give_back_here(route, policy, key, taken_at)
             return
         state = self.caller.guards.state
-        if state is None:
+        interval, tolerance = gcra_terms(policy)
+        amount = unpaid(interval, time.monotonic() - taken_at)
+        if state is None or amount <= 0:
             return
         with contextlib.suppress(SharedStateDown):
             await state.take_budget(
-                budget_id(route.name, policy, key), *gcra_terms(policy), give_back=True
+                budget_id(route.name, policy, key), interval, tolerance, give_back=amount
             )
+
+    def _give_back_here(self, route: Route, policy: RateLimit, key: str, taken_at: float) -> None:
+        """`_give_back` for a request this process counted."""
+        limiter = self._limiter(route, policy)
+        now = time.monotonic()
+        amount = unpaid(limiter.interval, now - taken_at)
+        if amount > 0:
+            limiter.give_back(key, now, amount)
 
     def _limited_response(
         self, limited: RateLimited, ex: Exchange, accept: str | None

@@ -67,12 +67,14 @@ class RateLimiter:
         self._due[key] = due + self.interval
         return None
 
-    def give_back(self, key: str, now: float) -> None:
-        """Undo one `take` that let a request pass (a reservation that was not used)."""
+    def give_back(self, key: str, now: float, amount: float | None = None) -> None:
+        """Undo one `take` that let a request pass (a reservation that was not used):
+        `amount` seconds of it, at most one interval (what time has not paid back yet,
+        see `unpaid`)."""
         due = self._due.get(key)
         if due is None:
             return
-        due -= self.interval
+        due -= self.interval if amount is None else min(amount, self.interval)
         if due <= now:
             del self._due[key]
         else:
@@ -87,6 +89,15 @@ class RateLimiter:
         if len(live) > _LOW_MARK:
             live = dict(sorted(live.items(), key=lambda kv: kv[1])[len(live) - _LOW_MARK :])
         self._due = live
+
+
+def unpaid(interval: float, held: float) -> float:
+    """What is left to give back of a request taken `held` seconds ago: time pays a taken
+    request back at one interval per interval, so one held that long is paid already, and
+    giving its whole interval back then would erase a request taken since (a client holding
+    slow checks would get twice its refusal budget). Exact for a budget that was whole when
+    it was taken, less than owed for one already partly spent (never more)."""
+    return interval - max(0.0, held)
 
 
 def verdict_for(policy: RateLimit, retry_after: float, reset: float) -> Verdict:

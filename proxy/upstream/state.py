@@ -164,7 +164,7 @@ return {'denied', math.max(0, probe_at + open_for - now)}
 
 # GCRA (see proxy.filters.ratelimit) on Redis's clock, in microseconds: one key per budget
 # holding its theoretical arrival time. Returns {1} when allowed, else {0, wait, ahead}. A
-# negative interval gives back one request taken earlier (always {1}).
+# negative interval gives back that much of a request taken earlier (always {1}).
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -405,12 +405,21 @@ class RedisState:
         return verdict, int(wait) / 1000.0
 
     async def take_budget(
-        self, budget: str, interval: float, tolerance: float, *, give_back: bool = False
+        self,
+        budget: str,
+        interval: float,
+        tolerance: float,
+        *,
+        give_back: float | None = None,
     ) -> tuple[float, float] | None:
         """Spend one request of a shared rate-limit budget: None when it may pass, else
-        (seconds to wait, seconds until the budget is whole). With `give_back`, return one
-        request an earlier call spent (None). Raises `SharedStateDown` when Redis cannot say
-        (the caller counts locally instead)."""
+        (seconds to wait, seconds until the budget is whole). With `give_back`, return that
+        many seconds (at most `interval`) of one request an earlier call spent (None).
+        Raises `SharedStateDown` when Redis cannot say (the caller counts locally instead)."""
+        if give_back is not None:
+            give_back = min(give_back, interval)
+            if round(give_back * 1e6) <= 0:
+                return None  # paid back by time already: nothing to return
         # At most `MAX_BUDGET_CALLS` requests ask Redis at once: a burst of clients queues
         # for its turn (the pool is not exhausted, and each call takes a fraction of a
         # millisecond), and each call has the state timeout. A request whose call fails is
@@ -428,13 +437,13 @@ class RedisState:
         if not self._healthy:  # found down while this request queued: do not ask it again
             self._budget_calls.release()
             raise SharedStateDown(self.url)
-        step = max(1, round(interval * 1e6))
+        step = max(1, round(interval * 1e6)) if give_back is None else round(give_back * 1e6)
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self._gcra(
                     keys=[f"{self.prefix}rl:{budget}"],
                     args=[
-                        -step if give_back else step,
+                        step if give_back is None else -step,
                         round(tolerance * 1e6),
                     ],
                 )

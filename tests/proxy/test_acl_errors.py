@@ -54,3 +54,33 @@ def test_request_the_monolith_would_reject_gets_the_monolith_answer(start_proxy)
     resp = httpx.get(p.url + "/api/customers?status=bogus", headers={"X-Tenant-ID": "acme"})
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "VALIDATION"
+
+
+def test_int_path_value_of_thousands_of_digits_is_not_a_500(start_proxy):
+    # `{id:int}` values are read as numbers ("007" is 7); one of more than 4300 digits is
+    # more than int() reads: it must reach the service canonical, not fail the proxy.
+    p = start_proxy(routes=ACL_ROUTE, extra="tenant: {header: X-Tenant-ID}\n")
+    digits = "0" * 10 + "7" * 5000
+    resp = httpx.get(
+        p.url + f"/api/customers/{digits}", headers={"X-Tenant-ID": "acme"}, timeout=10
+    )
+    assert resp.status_code != 500, resp.text
+    assert "internal proxy error" not in resp.text
+    assert "Traceback" not in p.log.read_text()
+
+
+def test_page_number_of_thousands_of_digits_is_not_a_500(start_proxy):
+    # The monolith reads page=10**4299 - 1 (int() takes 4300 digits) as a page past the
+    # end; its offset is more digits than JSON writes into the service's cursor.
+    p = start_proxy(
+        routes=ACL_ROUTE.replace('"/api/customers/{id}"', '"/api/customers"'),
+        extra="tenant: {header: X-Tenant-ID}\n",
+    )
+    resp = httpx.get(
+        p.url + "/api/customers",
+        params={"page": "9" * 4300, "page_size": "100"},
+        headers={"X-Tenant-ID": "acme"},
+        timeout=10,
+    )
+    assert resp.status_code != 500, resp.text
+    assert "Traceback" not in p.log.read_text()

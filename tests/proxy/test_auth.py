@@ -169,11 +169,14 @@ def test_credential_guessing_is_throttled_before_the_check(start_proxy, upstream
     assert len(seen_by_check(upstreams)) == before + 3  # not asked once the budget was spent
 
 
-def test_a_client_that_leaves_during_its_check_spends_no_attempt(start_proxy, upstreams):
-    proxy = start_proxy(
-        routes=limited_routes('{requests: 1, per: 3600, burst: 1, key: "header:X-Auth-User"}'),
-        extra=AUTH,
+@pytest.mark.parametrize("scope", ["local", "shared"])
+def test_a_client_that_leaves_during_its_check_spends_no_attempt(start_proxy, upstreams, scope):
+    # Shared: the give-back to Redis outlives the cancelled request (it stayed spent).
+    extra, prefix = _shared_state(AUTH) if scope == "shared" else (AUTH, "")
+    policy = '{requests: 1, per: 3600, burst: 1, key: "header:X-Auth-User"' + (
+        ", scope: shared}" if prefix else "}"
     )
+    proxy = start_proxy(routes=limited_routes(policy), extra=extra)
     before = len(seen_by_check(upstreams))
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
         sock.sendall(b"GET /limited/x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer slow\r\n\r\n")
@@ -182,8 +185,62 @@ def test_a_client_that_leaves_during_its_check_spends_no_attempt(start_proxy, up
         lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] == 0,
         what="the proxy to see the client leave",
     )
-    ok = httpx.get(proxy.url + "/limited/x", headers={"Authorization": "Bearer good"})
-    assert ok.status_code == 200, ok.text
+    try:
+        wait_until(
+            lambda: (
+                httpx.get(
+                    proxy.url + "/limited/x", headers={"Authorization": "Bearer good"}
+                ).status_code
+                == 200
+            ),
+            timeout=3,
+            what="the attempt given back",
+        )
+    finally:
+        if prefix:
+            _forget(prefix)
+
+
+@pytest.mark.parametrize("scope", ["local", "shared"])
+def test_a_late_give_back_returns_no_attempt_time_already_returned(start_proxy, upstreams, scope):
+    """An attempt held by a check that outlasts the budget's interval was already paid back
+    by the time that passed: giving the whole interval back after that erased a later
+    refusal, and a client holding slow checks (or leaving them) got twice the guesses."""
+    extra, prefix = _shared_state(AUTH) if scope == "shared" else (AUTH, "")
+    policy = '{requests: 1, per: 2, burst: 1, key: "header:X-Auth-User"' + (
+        ", scope: shared}" if prefix else "}"
+    )
+    proxy = start_proxy(routes=limited_routes(policy), extra=extra)
+    url = proxy.url + "/limited/x"
+    try:
+        before = len(seen_by_check(upstreams))
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+            sock.sendall(
+                b"GET /limited/x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer slow\r\n\r\n"
+            )
+            wait_until(lambda: len(seen_by_check(upstreams)) > before, what="the slow check")
+            # The held attempt is paid back by time (one interval, 2 s): a guess is allowed
+            # and refused, and spends the budget for the next 2 s.
+            guess = wait_until(
+                lambda: (
+                    r
+                    if (r := httpx.get(url, headers={"Authorization": "Bearer g1"})).status_code
+                    != 429
+                    else None
+                ),
+                timeout=5,
+                what="the held attempt to be paid back by time",
+            )
+            assert guess.status_code == 401
+        wait_until(
+            lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] == 0,
+            what="the proxy to see the client leave",
+        )
+        again = httpx.get(url, headers={"Authorization": "Bearer g2"})
+        assert again.status_code == 429, "the late give-back erased the refused guess"
+    finally:
+        if prefix:
+            _forget(prefix)
 
 
 def test_refused_attempts_spend_one_budget_across_replicas(start_proxy, upstreams):

@@ -9,6 +9,7 @@ from proxy.filters.ratelimit import (
     limit_key,
     refusal_key,
     retry_after_header,
+    unpaid,
 )
 
 
@@ -102,6 +103,17 @@ def test_giving_back_undoes_one_take():
     limiter.give_back("a", 0.0)  # more than was taken: the budget is whole, not more
     assert [limiter.take("a", 0.0) for _ in range(3)][2] is not None
     limiter.give_back("unknown", 0.0)  # nothing taken: nothing to give
+
+
+def test_a_late_give_back_returns_only_what_time_has_not():
+    """Taken at 0, refused one taken at 12 (interval 10): given back at 15, the first was
+    paid by time at 10 and returning it whole erased the refusal (a 2nd guess at 15)."""
+    limiter = RateLimiter(RateLimit(requests=1, per=10, burst=1))
+    assert limiter.take("a", 0.0) is None
+    assert limiter.take("a", 12.0) is None
+    limiter.give_back("a", 15.0, unpaid(limiter.interval, 15.0))
+    assert limiter.take("a", 15.0) is not None
+    assert unpaid(10.0, 4.0) == 6.0 and unpaid(10.0, 11.0) < 0
 
 
 def test_refusals_count_apart_from_every_request_key():
