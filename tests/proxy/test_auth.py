@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 
+from proxy.telemetry.metrics import samples_from_text
 from tests.support.procs import wait_until
 from tests.support.rawhttp import exchange, status_of
 
@@ -283,6 +284,16 @@ def _concurrent_guesses(urls: list[str], n: int) -> list[int]:
     return asyncio.run(run())
 
 
+def local_counts(proxy, route: str) -> float:
+    """`strangler_rate_limit_local_total` for `route`: requests the replica counted alone."""
+    text = httpx.get(f"{proxy.admin}/metrics").text
+    return sum(
+        v
+        for n, labels, v in samples_from_text(text)
+        if n == "strangler_rate_limit_local_total" and labels.get("route") == route
+    )
+
+
 def _shared_state(extra: str) -> tuple[str, str]:
     prefix = f"strangler-auth-{uuid.uuid4().hex[:10]}:"
     return extra + f'state: "redis://127.0.0.1:6379/0?prefix={prefix}"\n', prefix
@@ -317,8 +328,13 @@ def test_concurrent_guesses_get_no_more_checks_than_the_budget(start_proxy, upst
         ]
         assert [a.status_code for a in accepted] == [200] * 3
         codes = _concurrent_guesses([p.url + "/limited/x" for p in proxies], 60)
-        assert sorted(codes) == [401] * 3 + [429] * 57
-        assert len(seen_by_check(upstreams)) == before + 3 + 3
+        # A shared budget whose Redis call timed out (a starved loop) is counted by its
+        # process alone, as documented: each replica that had to may let its own burst by.
+        alone = sum(1 for p in proxies if local_counts(p, "limited") > 0)
+        refused = codes.count(401)
+        assert codes.count(429) == 60 - refused
+        assert refused == 3 if alone == 0 else 3 <= refused <= 3 + 3 * alone, (codes, alone)
+        assert len(seen_by_check(upstreams)) == before + 3 + refused
     finally:
         if prefix:
             _forget(prefix)
