@@ -398,6 +398,9 @@ def render_html(report: dict[str, Any], body_budget: int = MAX_PAGE_BODIES) -> s
     body += "".join(_endpoint(ep, i, pairs) for i, ep in enumerate(report["endpoints"]))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        # No scripts, no fetches, whatever a stored body holds (they are escaped besides).
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>Strangler shadow report</title>"
         f"<style>{_CSS}</style></head><body>"
