@@ -64,7 +64,12 @@ def error_response(
     close: bool = False,
 ) -> web.Response:
     """An error from the proxy itself (not relayed from an upstream)."""
-    extra = {"X-Request-ID": request_id, "Cache-Control": "no-store", **(headers or {})}
+    extra = {
+        "X-Request-ID": request_id,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        **(headers or {}),
+    }
     if close:
         extra["Connection"] = "close"
     if wants_html(accept):
@@ -75,6 +80,9 @@ def error_response(
             f"<p>route: {html.escape(route or '-')}<br>request id: {html.escape(request_id)}</p>"
             "</body></html>"
         )
+        # The page quotes the request (its message, the request id); it is escaped, and on the
+        # application's origin nothing in it may load or run should that ever slip.
+        extra.setdefault("Content-Security-Policy", "default-src 'none'")
         resp = web.Response(status=status, text=body, content_type="text/html", headers=extra)
     else:
         payload = {

@@ -16,8 +16,11 @@ from tests.support.procs import free_port, wait_http
 
 
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    """A headless Chromium, quit afterwards (its profile lives in a temporary directory)."""
+def chromium(*extra_args: str) -> Iterator[webdriver.Chrome]:
+    """A headless Chromium, quit afterwards (its profile lives in a temporary directory).
+
+    The page's console is kept (`driver.get_log("browser")`); `extra_args` are more switches,
+    such as `--host-resolver-rules=MAP evil.test 127.0.0.1` for a cross-site page."""
     with tempfile.TemporaryDirectory(prefix="strangler-chromium-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
@@ -31,8 +34,10 @@ def chromium() -> Iterator[webdriver.Chrome]:
             "--disable-sync",
             "--window-size=1400,900",
             f"--user-data-dir={profile}",
+            *extra_args,
         ):
             options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
         try:
             yield driver

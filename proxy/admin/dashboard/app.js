@@ -6,8 +6,10 @@
 (function () {
   const body = document.body;
   const source = body.dataset.source || "/-/dashboard.json";
-  const interval = Number(new URLSearchParams(location.search).get("interval")) ||
-    Number(body.dataset.interval) || 2000;
+  // At least 200 ms: a link to `?interval=1` would otherwise have an operator's tab poll the
+  // admin port, which shares worker 0's event loop with proxied traffic, without pause.
+  const interval = Math.max(200, Number(new URLSearchParams(location.search).get("interval")) ||
+    Number(body.dataset.interval) || 2000);
   let previous = null; // the last payload, to turn cumulative counts into rates
 
   function el(tag, attrs, ...children) {
@@ -16,6 +18,8 @@
       if (value === null || value === undefined) continue;
       if (key === "class") node.className = value;
       else if (key === "title") node.title = value;
+      // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+      else if (key === "style") node.style.cssText = value;
       else node.setAttribute(key, value);
     }
     for (const child of children) {

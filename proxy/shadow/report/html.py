@@ -15,6 +15,12 @@ from typing import Any
 
 from ..paths import Keyed, format_path
 
+# Room for example bodies in the page, in characters of their rendered HTML: past this a report
+# with thousands of endpoints (a prefix route sees one per distinct path word) took a minute
+# to open in Chromium. Each endpoint's first pair is given room before anyone's second,
+# endpoints with the most mismatches first; a pair left out keeps its table of differences.
+MAX_PAGE_BODIES = 8_000_000
+
 _KEYED_NAME = re.compile(r"\[([A-Za-z_][A-Za-z0-9_\-]*)=")
 
 _CSS = """
@@ -28,6 +34,8 @@ header .meta { margin: 0; color: #d0d7de; }
 main { padding: 16px 24px 48px; max-width: 1600px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 16px;
           margin: 0 0 16px; }
+/* Lay out only the endpoints on screen: a page of 2,000 took a minute to open without. */
+section.endpoint { content-visibility: auto; contain-intrinsic-size: auto 800px; }
 h2 { font-size: 16px; margin: 0 0 8px; }
 h3 { font-size: 14px; margin: 12px 0 6px; }
 table { border-collapse: collapse; width: 100%; }
@@ -54,7 +62,7 @@ code, pre, .mono { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas,
 .line.add { background: #dafbe1; }
 .line mark { background: transparent; color: inherit; font-weight: 700; }
 .absent { color: var(--mute); }
-.empty { color: var(--mute); font-style: italic; padding: 4px 8px; }
+.empty, .omitted { color: var(--mute); font-style: italic; padding: 4px 8px; }
 details > summary { cursor: pointer; color: #0969da; }
 .diffs td { font-size: 12px; }
 """
@@ -135,15 +143,31 @@ def json_lines(doc: Any, keyed_names: frozenset[str] = frozenset()) -> list[tupl
     return out
 
 
-def _covered(path: str, targets: dict[str, str]) -> str | None:
-    """The highlight class when `path` is a differing path or lies inside one."""
-    hit = targets.get(path)
-    if hit:
-        return hit
-    for target, cls in targets.items():
-        if target != "$" and path.startswith(target) and path[len(target)] in ".[":
-            return cls
-    return None
+class _Targets:
+    """Highlight classes by differing path, looked up for each line of a body.
+
+    A line is highlighted when its path is a differing path or lies inside one (a prefix
+    ending before `.` or `[`); among several enclosing ones, the first given wins. Looked up
+    through the line's own prefixes (as many as it is deep), never by scanning every
+    difference: a body whose 3,000 elements all differ has 3,000 targets and 10,000 lines."""
+
+    def __init__(self, targets: dict[str, str]) -> None:
+        self.exact = targets
+        self.ranked = {t: (i, cls) for i, (t, cls) in enumerate(targets.items()) if t != "$"}
+
+    def __bool__(self) -> bool:
+        return bool(self.exact)
+
+    def cls(self, path: str) -> str | None:
+        hit = self.exact.get(path)
+        if hit:
+            return hit
+        best: tuple[int, str] | None = None
+        for k, ch in enumerate(path):
+            found = self.ranked.get(path[:k]) if ch in ".[" else None
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
+        return best[1] if best else None
 
 
 def text_marks(primary: str, candidate: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -200,8 +224,9 @@ def _side(
     if kind != "json":
         lines = [(f"line:{i}", text) for i, text in enumerate(body.splitlines(), 1)]
     rendered = []
+    lookup = _Targets(targets)
     for path, text in lines:
-        cls = _covered(path, targets) if targets else None
+        cls = lookup.cls(path) if lookup else None
         if cls:
             rendered.append(
                 f'<span class="line {cls}" data-path="{escape(path)}"><mark>{escape(text)}'
@@ -215,7 +240,55 @@ def _side(
 # ---- page -------------------------------------------------------------------------------------
 
 
-def _endpoint(ep: dict[str, Any], index: int) -> str:
+def _pair_html(pair: dict[str, Any]) -> str:
+    """An example pair's two bodies side by side, differing lines highlighted."""
+    diffs = pair["differences"]
+    marks: tuple[dict[str, str], dict[str, str]] | tuple[None, None] = (None, None)
+    if (
+        pair["body_kind"] == "text"
+        and pair["primary_body"]
+        and pair["candidate_body"]
+        and any(d["path"].startswith("line:") for d in diffs)
+    ):
+        marks = text_marks(pair["primary_body"], pair["candidate_body"])
+    cand_status = pair["candidate_status"] if pair["candidate_status"] is not None else "error"
+    return (
+        '<div class="pair">'
+        f'<div class="side primary"><h4>primary · {escape(str(pair["primary_status"]))}</h4>'
+        f"{_side(pair['primary_body'], pair['body_kind'], diffs, 'primary', marks[0])}</div>"
+        f'<div class="side candidate"><h4>candidate · {escape(str(cand_status))}</h4>'
+        f"{_side(pair['candidate_body'], pair['body_kind'], diffs, 'candidate', marks[1])}"
+        "</div></div>"
+    )
+
+
+def rendered_pairs(endpoints: list[dict[str, Any]], budget: int) -> dict[tuple[int, int], str]:
+    """The side-by-side HTML of the example pairs the page has room for, by (endpoint index,
+    pair index): `budget` characters in all, given round by round (every endpoint's first
+    pair, then every second one...), endpoints with the most mismatches first in a round. A
+    pair too big for what is left is passed over for smaller ones; a pair not reached is
+    never rendered (so a report of 100,000 endpoints costs no more than the budget)."""
+    order = sorted(range(len(endpoints)), key=lambda i: (-endpoints[i]["mismatches"], i))
+    out: dict[tuple[int, int], str] = {}
+    misses = 0
+    rounds = max((len(ep["pairs"]) for ep in endpoints), default=0)
+    for n in range(rounds):
+        for i in order:
+            pairs = endpoints[i]["pairs"]
+            if n >= len(pairs):
+                continue
+            html = _pair_html(pairs[n])
+            if len(html) > budget:
+                misses += 1
+                if misses >= 20:  # the page is as good as full
+                    return out
+                continue
+            budget -= len(html)
+            out[(i, n)] = html
+    return out
+
+
+def _endpoint(ep: dict[str, Any], index: int, pairs: dict[tuple[int, int], str]) -> str:
     title = f"{ep['method']} {ep['endpoint']}"
     parts = [
         f'<section class="endpoint" id="ep-{index}" data-route="{escape(ep["route"])}"'
@@ -267,40 +340,32 @@ def _endpoint(ep: dict[str, Any], index: int) -> str:
         parts.append(f'<h3>Noise (not counted)</h3><ul class="noise">{items}</ul>')
     for i, pair in enumerate(ep["pairs"]):
         diffs = pair["differences"]
-        marks: tuple[dict[str, str], dict[str, str]] | tuple[None, None] = (None, None)
-        if (
-            pair["body_kind"] == "text"
-            and pair["primary_body"]
-            and pair["candidate_body"]
-            and any(d["path"].startswith("line:") for d in diffs)
-        ):
-            marks = text_marks(pair["primary_body"], pair["candidate_body"])
-        cand_status = pair["candidate_status"] if pair["candidate_status"] is not None else "error"
         rows = "".join(
             f"<tr><td class=mono>{escape(d['path'])}</td><td>{escape(d['kind'])}</td>"
             f"<td>{_val(d['primary'], d['kind'] == 'extra')}</td>"
             f"<td>{_val(d['candidate'], d['kind'] == 'missing')}</td></tr>"
             for d in diffs[:50]
         )
+        bodies = pairs.get((index, i))
+        if bodies is None:
+            bodies = (
+                '<p class="omitted">Bodies not shown: the page has room for about '
+                f"{MAX_PAGE_BODIES // 1_000_000} MB of example bodies. "
+                f"<code>--route {escape(ep['route'])}</code> or <code>--since</code> "
+                "narrows the report; <code>--format json</code> has every pair.</p>"
+            )
         open_attr = " open" if i == 0 else ""
         parts.append(
             f'<details class="example"{open_attr}><summary>Example {i + 1}: request '
             f"<code>{escape(pair['request_id'])}</code> ({len(diffs)} differences)</summary>"
             f'<table class="diffs"><tr><th>Path</th><th>Kind</th><th>Primary</th>'
-            f"<th>Candidate</th></tr>{rows}</table>"
-            '<div class="pair">'
-            f'<div class="side primary"><h4>primary · {pair["primary_status"]}</h4>'
-            f"{_side(pair['primary_body'], pair['body_kind'], diffs, 'primary', marks[0])}</div>"
-            f'<div class="side candidate"><h4>candidate · {escape(str(cand_status))}</h4>'
-            f"{_side(pair['candidate_body'], pair['body_kind'], diffs, 'candidate', marks[1])}"
-            "</div>"
-            "</div></details>"
+            f"<th>Candidate</th></tr>{rows}</table>{bodies}</details>"
         )
     parts.append("</section>")
     return "".join(parts)
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: dict[str, Any], body_budget: int = MAX_PAGE_BODIES) -> str:
     totals = report["totals"]
     filters = report["filters"]
     meta = f"generated {escape(report['generated_at'] or '')} · {totals['samples']} samples"
@@ -329,9 +394,13 @@ def render_html(report: dict[str, Any]) -> str:
         if report["endpoints"]
         else '<section id="routes"><p>No comparisons recorded.</p></section>'
     )
-    body += "".join(_endpoint(ep, i) for i, ep in enumerate(report["endpoints"]))
+    pairs = rendered_pairs(report["endpoints"], body_budget)
+    body += "".join(_endpoint(ep, i, pairs) for i, ep in enumerate(report["endpoints"]))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        # No scripts, no fetches, whatever a stored body holds (they are escaped besides).
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>Strangler shadow report</title>"
         f"<style>{_CSS}</style></head><body>"
