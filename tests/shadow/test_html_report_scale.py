@@ -6,33 +6,61 @@ sees thousands of distinct paths (one endpoint each), are ordinary during a migr
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 
 from proxy.shadow.report.build import build_report
-from proxy.shadow.report.html import render_html
+from proxy.shadow.report.html import _Targets, render_html
 from tests.shadow.test_html_report import record
 from tests.telemetry.browser import chromium
 
 
-def test_a_list_differing_in_every_element_renders_in_seconds():
-    """Each line of a body was checked against every differing path: 2,600 differing prices
-    in a 64 KiB body took about a minute per pair (five pairs per endpoint)."""
-    primary = {"items": [{"id": j, "v": j} for j in range(2600)]}
-    candidate = {"items": [{"id": j, "v": j + 1} for j in range(2600)]}
+def test_a_list_differing_in_every_element_is_highlighted_everywhere():
+    n = 2600
+    primary = {"items": [{"id": j, "v": j} for j in range(n)]}
+    candidate = {"items": [{"id": j, "v": j + 1} for j in range(n)]}
     rec = record("catalog", 0, primary, candidate)
-    assert len(rec.differences) == 2600
-    report = build_report([replace(rec, request_id=f"r{i}") for i in range(5)])
-    started = time.perf_counter()
-    page = render_html(report)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 10, f"rendering took {elapsed:.1f} s"
-    # Every differing value is still highlighted, on both sides of every pair.
-    assert page.count('<span class="line chg" data-path="$.items[2599].v">') == 10
-    assert page.count('class="line chg"') == 5 * 2 * 2600
+    assert len(rec.differences) == n
+    page = render_html(build_report([replace(rec, request_id=f"r{i}") for i in range(5)]))
+    # Every differing value is highlighted, on both sides of every pair.
+    assert page.count(f'<span class="line chg" data-path="$.items[{n - 1}].v">') == 10
+    assert page.count('class="line chg"') == 5 * 2 * n
+
+
+class _CountingDict(dict):
+    lookups = 0
+
+    def get(self, key, default=None):
+        type(self).lookups += 1
+        return super().get(key, default)
+
+
+def _covered_by_scanning(path: str, targets: dict[str, str]) -> str | None:
+    """The rule as first written: the line's own path, else the first enclosing target."""
+    if targets.get(path):
+        return targets[path]
+    for target, cls in targets.items():
+        if target != "$" and path.startswith(target) and path[len(target)] in ".[":
+            return cls
+    return None
+
+
+def test_a_lines_highlight_is_looked_up_through_its_own_prefixes():
+    """Each line of a body was checked against every differing path (a list whose 2,600
+    elements all differ took 40-50 s for five pairs). Now the lookups per line are bounded
+    by its depth, whatever the number of differences (counted, not timed)."""
+    targets = {f"$.items[{j}].v": "chg" for j in range(3000)}
+    targets |= {"$.meta": "add", "$.items[7]": "del", "$.items[7].v": "chg"}
+    lookup = _Targets(targets)
+    _CountingDict.lookups = 0
+    lookup.ranked = _CountingDict(lookup.ranked)
+    paths = [f"$.items[{j}].{k}" for j in range(3000) for k in ("id", "v")]
+    paths += ["$.meta.a[0].b", "$.metadata", "$.items[7].id", "$.items[70].v", "$", "$.x"]
+    for path in paths:
+        assert lookup.cls(path) == _covered_by_scanning(path, targets), path
+    assert _CountingDict.lookups <= sum(path.count(".") + path.count("[") for path in paths)
 
 
 def many_endpoints(n: int) -> dict:
@@ -50,7 +78,7 @@ def many_endpoints(n: int) -> dict:
     return build_report(records)
 
 
-def test_a_report_of_2000_endpoints_opens_in_chromium_in_seconds(tmp_path):
+def test_a_report_of_2000_endpoints_stays_bounded_and_opens_in_chromium(tmp_path):
     report = many_endpoints(2000)
     page = tmp_path / "big-report.html"
     html = render_html(report)
@@ -58,14 +86,11 @@ def test_a_report_of_2000_endpoints_opens_in_chromium_in_seconds(tmp_path):
     # Example bodies are bounded in all (8 MB); the rest of the page is ~4 KB per endpoint.
     assert len(html) < 8_000_000 + 2000 * 5_000, f"{len(html) / 1e6:.1f} MB"
     with chromium() as driver:
-        driver.set_page_load_timeout(30)
-        started = time.perf_counter()
+        driver.set_page_load_timeout(90)  # a bound for a hung page, not a speed test
         try:
             driver.get(page.as_uri())
         except TimeoutException:
-            raise AssertionError("a 2,000-endpoint report did not open in 30 s") from None
-        elapsed = time.perf_counter() - started
-        assert elapsed < 20, f"opening took {elapsed:.1f} s"
+            raise AssertionError("a 2,000-endpoint report did not open in 90 s") from None
         sections = driver.find_elements(By.CSS_SELECTOR, "section.endpoint")
         assert len(sections) == 2000
         # The endpoint failing most shows its bodies; some others say where theirs are.
