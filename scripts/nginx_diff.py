@@ -39,7 +39,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -598,13 +598,29 @@ def hand_cases() -> list[Case]:
         ("conn keep-alive", H + (("Connection", "keep-alive"),)),
         ("conn close", H + (("Connection", "close"),)),
         ("conn CLOSE", H + (("Connection", "CLOSE"),)),
-        ("conn multi", H + (("Connection", "keep-alive, X-A"), ("Connection", "X-B"),
-                            ("X-A", "1"), ("X-B", "1"), ("X-C", "1"))),  # fmt: skip
+        (
+            "conn multi",
+            H
+            + (
+                ("Connection", "keep-alive, X-A"),
+                ("Connection", "X-B"),
+                ("X-A", "1"),
+                ("X-B", "1"),
+                ("X-C", "1"),
+            ),
+        ),  # fmt: skip
         ("conn cookie", H + (("Connection", "Cookie"), ("Cookie", "a=1"))),
         ("conn host", H + (("Connection", "Host"),)),
         ("conn authz", H + (("Connection", "Authorization"), ("Authorization", "Bearer x"))),
-        ("upgrade h2c", H + (("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
-                             ("HTTP2-Settings", "AAMAAABkAAQAAP__"))),  # fmt: skip
+        (
+            "upgrade h2c",
+            H
+            + (
+                ("Connection", "Upgrade, HTTP2-Settings"),
+                ("Upgrade", "h2c"),
+                ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ),
+        ),  # fmt: skip
         ("upgrade foo", H + (("Connection", "upgrade"), ("Upgrade", "foo/1"))),
         ("proxy-conn", H + (("Proxy-Connection", "keep-alive"),)),
         ("proxy-authz", H + (("Proxy-Authorization", "Basic x"),)),
@@ -669,26 +685,42 @@ def hand_cases() -> list[Case]:
         ("te identity", H + (("Transfer-Encoding", "identity"),), B),
         ("te identity,chunked", H + (("Transfer-Encoding", "identity, chunked"),), chunked(B)),
         ("te chunked,chunked", H + (("Transfer-Encoding", "chunked, chunked"),), chunked(B)),
-        ("te two", H + (("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")),
-         chunked(B)),  # fmt: skip
+        (
+            "te two",
+            H + (("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")),
+            chunked(B),
+        ),  # fmt: skip
         ("te empty", H + (("Transfer-Encoding", ""),), B),
         ("chunk ext", H + (("Transfer-Encoding", "chunked"),), chunked(B, ext=b";a=b")),
-        ("chunk ext quoted", H + (("Transfer-Encoding", "chunked"),),
-         chunked(B, ext=b';a="b c"')),  # fmt: skip
+        (
+            "chunk ext quoted",
+            H + (("Transfer-Encoding", "chunked"),),
+            chunked(B, ext=b';a="b c"'),
+        ),  # fmt: skip
         ("chunk ext bws", H + (("Transfer-Encoding", "chunked"),), chunked(B, ext=b" ; a=b")),
         ("chunk ext bare", H + (("Transfer-Encoding", "chunked"),), chunked(B, ext=b";a")),
-        ("chunk trailers", H + (("Transfer-Encoding", "chunked"),),
-         chunked(B, trailers=b"X-T: 1\r\n")),  # fmt: skip
-        ("chunk 2 trailers", H + (("Transfer-Encoding", "chunked"),),
-         chunked(B, trailers=b"X-T: 1\r\nX-U: 2\r\n")),  # fmt: skip
-        ("chunk upper hex", H + (("Transfer-Encoding", "chunked"),),
-         b"B\r\nhello world\r\n0\r\n\r\n"),  # fmt: skip
-        ("chunk zeros", H + (("Transfer-Encoding", "chunked"),),
-         b"000b\r\nhello world\r\n00\r\n\r\n"),  # fmt: skip
-        ("chunk big one", H + (("Transfer-Encoding", "chunked"),), chunked(b"x" * 70000,
-                                                                           (70000,))),
-        ("chunk many small", H + (("Transfer-Encoding", "chunked"),), chunked(b"y" * 3000,
-                                                                              (1,))),
+        (
+            "chunk trailers",
+            H + (("Transfer-Encoding", "chunked"),),
+            chunked(B, trailers=b"X-T: 1\r\n"),
+        ),  # fmt: skip
+        (
+            "chunk 2 trailers",
+            H + (("Transfer-Encoding", "chunked"),),
+            chunked(B, trailers=b"X-T: 1\r\nX-U: 2\r\n"),
+        ),  # fmt: skip
+        (
+            "chunk upper hex",
+            H + (("Transfer-Encoding", "chunked"),),
+            b"B\r\nhello world\r\n0\r\n\r\n",
+        ),  # fmt: skip
+        (
+            "chunk zeros",
+            H + (("Transfer-Encoding", "chunked"),),
+            b"000b\r\nhello world\r\n00\r\n\r\n",
+        ),  # fmt: skip
+        ("chunk big one", H + (("Transfer-Encoding", "chunked"),), chunked(b"x" * 70000, (70000,))),
+        ("chunk many small", H + (("Transfer-Encoding", "chunked"),), chunked(b"y" * 3000, (1,))),
         ("chunk empty body", H + (("Transfer-Encoding", "chunked"),), b"0\r\n\r\n"),
         ("chunk bad size", H + (("Transfer-Encoding", "chunked"),), b"zz\r\nhello\r\n0\r\n\r\n"),
         ("chunk overrun", H + (("Transfer-Encoding", "chunked"),), b"3\r\nhello\r\n0\r\n\r\n"),
@@ -696,14 +728,21 @@ def hand_cases() -> list[Case]:
         ("cl 64k", H + (("Content-Length", "65536"),), b"z" * 65536),
         ("cl 64k+1", H + (("Content-Length", "65537"),), b"z" * 65537),
         ("cl 1m", H + (("Content-Length", str(1 << 20)),), b"q" * (1 << 20)),
-        ("chunk 1m+", H + (("Transfer-Encoding", "chunked"),),
-         chunked(b"w" * ((1 << 20) + 10), (65536,))),  # fmt: skip
+        (
+            "chunk 1m+",
+            H + (("Transfer-Encoding", "chunked"),),
+            chunked(b"w" * ((1 << 20) + 10), (65536,)),
+        ),  # fmt: skip
     ]
     for name, headers, body in framings:
         add(Case(f"framing POST {name}", req("POST", "/f", headers, body)))
     add(Case("framing GET cl body", req("GET", "/f", H + (("Content-Length", "3"),), b"abc")))
-    add(Case("framing DELETE chunked", req("DELETE", "/f", H + (("Transfer-Encoding",
-                                                                 "chunked"),), chunked(B))))
+    add(
+        Case(
+            "framing DELETE chunked",
+            req("DELETE", "/f", H + (("Transfer-Encoding", "chunked"),), chunked(B)),
+        )
+    )
     add(Case("framing HEAD cl body", req("HEAD", "/f", H + (("Content-Length", "3"),), b"abc"),
              ["HEAD"]))  # fmt: skip
     # versions and keep-alive
@@ -717,18 +756,30 @@ def hand_cases() -> list[Case]:
                            version="HTTP/1.0")))  # fmt: skip
     add(Case("1.0 head", req("HEAD", "/v", H, version="HTTP/1.0"), ["HEAD"]))
     # Expect
-    add(Case("expect 100 post", req("POST", "/e", H + (("Expect", "100-continue"),
-                                                       ("Content-Length", "3")), b"abc")))
-    add(Case("expect 100 post wait", [req("POST", "/e", H + (("Expect", "100-continue"),
-                                                             ("Content-Length", "3"))), b"abc"]))
+    add(
+        Case(
+            "expect 100 post",
+            req("POST", "/e", H + (("Expect", "100-continue"), ("Content-Length", "3")), b"abc"),
+        )
+    )
+    add(
+        Case(
+            "expect 100 post wait",
+            [req("POST", "/e", H + (("Expect", "100-continue"), ("Content-Length", "3"))), b"abc"],
+        )
+    )
     add(Case("expect 100 chunked", req("POST", "/e", H + (("Expect", "100-continue"),
                                                           ("Transfer-Encoding", "chunked")),
                                        chunked(B))))  # fmt: skip
     add(Case("expect 100 1.0", req("POST", "/e", H + (("Expect", "100-continue"),
                                                       ("Content-Length", "3")), b"abc",
                                    version="HTTP/1.0")))  # fmt: skip
-    add(Case("expect 100 CL0", req("POST", "/e", H + (("Expect", "100-Continue"),
-                                                      ("Content-Length", "0")))))
+    add(
+        Case(
+            "expect 100 CL0",
+            req("POST", "/e", H + (("Expect", "100-Continue"), ("Content-Length", "0"))),
+        )
+    )
     # pipelining
     g = req("GET", "/p1")
     p = req("POST", "/p2", H + (("Content-Length", "3"),), b"abc")
@@ -746,10 +797,25 @@ def hand_cases() -> list[Case]:
     add(Case("pipe get bad", g + b"GET / HTTP/1.1\r\nHost: h\r\nX-A : 1\r\n\r\n"))
     add(Case("pipe 10", g * 10))
     add(Case("pipe split", [g[:10], g[10:] + g[:5], g[5:]]))
-    add(Case("pipe cl+te after get", g + req("POST", "/s", H + (("Content-Length", "4"),
-         ("Transfer-Encoding", "chunked")), b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")))
-    add(Case("pipe expect then get", req("POST", "/e", H + (("Expect", "100-continue"),
-                                                            ("Content-Length", "3")), b"abc") + g))
+    add(
+        Case(
+            "pipe cl+te after get",
+            g
+            + req(
+                "POST",
+                "/s",
+                H + (("Content-Length", "4"), ("Transfer-Encoding", "chunked")),
+                b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+            ),
+        )
+    )
+    add(
+        Case(
+            "pipe expect then get",
+            req("POST", "/e", H + (("Expect", "100-continue"), ("Content-Length", "3")), b"abc")
+            + g,
+        )
+    )
     # early close / half-close
     add(Case("half-close after get", g, half_close=True))
     add(Case("half-close after post", p, half_close=True))
@@ -789,8 +855,8 @@ def resp_cases() -> list[Case]:
         "204 body": b"HTTP/1.1 204 No Content\r\n\r\nhello",
         "204 plain": b"HTTP/1.1 204 No Content\r\n\r\n",
         "204 chunked": b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "304 body": b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\nhello",
-        "304 cl": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n",
+        "304 body": b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\nhello',
+        "304 cl": b'HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: "x"\r\n\r\n',
         "205 body": b"HTTP/1.1 205 Reset\r\nContent-Length: 3\r\n\r\nabc",
         "cl dup same": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
         "cl dup differ": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
@@ -860,7 +926,9 @@ def resp_cases() -> list[Case]:
         + chunked(b"C" * 300000, (65536,)),
         "big close": b"HTTP/1.0 200 OK\r\n\r\n" + b"D" * 300000,
         "header 9k": b"HTTP/1.1 200 OK\r\nX-L: " + b"l" * 9000 + b"\r\nContent-Length: 2\r\n\r\nok",
-        "header 20k": b"HTTP/1.1 200 OK\r\nX-L: " + b"l" * 20000 + b"\r\nContent-Length: 2\r\n\r\nok",
+        "header 20k": b"HTTP/1.1 200 OK\r\nX-L: "
+        + b"l" * 20000
+        + b"\r\nContent-Length: 2\r\n\r\nok",
         "location": b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n",
         "date server": b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nServer: up\r\n"
         b"Content-Length: 2\r\n\r\nok",
@@ -1044,10 +1112,16 @@ def run_case(port: int, ups: Upstreams, side: str, case: Case) -> dict:
         time.sleep(0.3)
         state = "client-closed"
     else:
-        methods = case.methods or [
-            m.decode("latin-1")
-            for m in re.findall(rb"(?:^|\n)([A-Za-z-]+) [^ \r\n]* HTTP/1\.[01]\r\n", b"".join(pieces))
-        ] or [pieces[0].split(b" ", 1)[0].decode("latin-1")]
+        methods = (
+            case.methods
+            or [
+                m.decode("latin-1")
+                for m in re.findall(
+                    rb"(?:^|\n)([A-Za-z-]+) [^ \r\n]* HTTP/1\.[01]\r\n", b"".join(pieces)
+                )
+            ]
+            or [pieces[0].split(b" ", 1)[0].decode("latin-1")]
+        )
         for m in methods:
             r = cl.response(m)
             responses.append(r)
@@ -1115,6 +1189,7 @@ def compare(name: str, a: dict, b: dict) -> list[str]:
     for f in b["forwarded"]:
         if route_of(f["target"]) != f["up"]:
             diffs.append(f"STRANGLER ROUTE MISMATCH {f['target']} reached {f['up']}")
+
     def key(r: dict) -> tuple:
         # the proxies' own error pages differ by design: compare their status only
         return (r["status"], r["body"] if r["status"] < 400 else "", r["error"] != "")
@@ -1129,9 +1204,8 @@ def compare(name: str, a: dict, b: dict) -> list[str]:
         if x["headers"] != y["headers"] and x["status"] == y["status"] and x["status"] < 400:
             hx, hy = set(map(tuple, x["headers"])), set(map(tuple, y["headers"]))
             diffs.append(f"client headers ngx-only={sorted(hx - hy)} str-only={sorted(hy - hx)}")
-        if x["error"] or y["error"]:
-            if x["error"] != y["error"]:
-                diffs.append(f"client error ngx={x['error']!r} str={y['error']!r}")
+        if (x["error"] or y["error"]) and x["error"] != y["error"]:
+            diffs.append(f"client error ngx={x['error']!r} str={y['error']!r}")
     if a["state"] != b["state"]:
         diffs.append(f"conn ngx={a['state']} str={b['state']}")
     if b["upstream_errors"]:
@@ -1203,7 +1277,9 @@ def main() -> int:
                 if p.poll() is not None:
                     print(f"!! process {p.args[0]} died ({p.returncode}) at {case.name}")
                     return 2
-        print(f"{len(cases)} cases, {sum(bool(r['diffs']) for r in results)} differ; logs in {work}")
+        print(
+            f"{len(cases)} cases, {sum(bool(r['diffs']) for r in results)} differ; logs in {work}"
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     finally:
