@@ -99,8 +99,7 @@ class EdgeRequestHandler(RequestHandler):
             # The body's last bytes, with those parsed just before them: "\r\n0\r\n\r\n"
             # ends a body without trailer fields, wherever the cut between reads fell.
             if not (
-                _NO_TRAILERS.search(tail + data)
-                or (fresh and _NO_TRAILERS_AT_START.match(data))
+                _NO_TRAILERS.search(tail + data) or (fresh and _NO_TRAILERS_AT_START.match(data))
             ):
                 self._trailers_seen(body, queued)
                 return
