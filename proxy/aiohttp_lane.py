@@ -81,6 +81,13 @@ class EdgeRequestHandler(RequestHandler):
             else:
                 end = data.find(b"\r\n\r\n", start)
                 end = size if end < 0 else end + 4
+                if start == 0 and self._tail:
+                    # An empty line begun at the end of the last read ends in this one:
+                    # cut after it (where a chunked body may end; see `_parse`).
+                    carry = self._tail[-3:]
+                    straddle = (carry + data[:3]).find(b"\r\n\r\n")
+                    if straddle >= 0:
+                        end = straddle + 4 - len(carry)
                 self._measure_request_line(data, start, end)
             self._parse(data[start:end] if start or end < size else data)
             start = end

@@ -268,6 +268,7 @@ def nginx_conf(work: Path, port: int, legacy: int, svc: int) -> Path:
                 uwsgi_temp_path {work}/uwsgi;
                 scgi_temp_path {work}/scgi;
                 client_max_body_size 100m;
+                client_body_buffer_size 16m;
                 upstream legacy {{ server 127.0.0.1:{legacy}; keepalive 16; }}
                 upstream svc {{ server 127.0.0.1:{svc}; keepalive 16; }}
                 server {{
@@ -381,7 +382,7 @@ class Client:
         try:
             self.sock.sendall(data)
         except OSError:
-            self.eof = True
+            pass  # the peer closed: what it sent before is still there to read
 
     def line(self, deadline: float) -> bytes | None:
         while b"\n" not in self.buf:
@@ -1221,6 +1222,7 @@ def main() -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--json", default="")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--hold", type=float, default=0, help="only start both proxies for N s")
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="ngxdiff-"))
@@ -1252,6 +1254,10 @@ def main() -> int:
         )
         wait_port(ngx_port, procs[0])
         wait_port(str_port, procs[1])
+        if args.hold:
+            print(f"nginx {ngx_port} strangler {str_port}", flush=True)
+            time.sleep(args.hold)
+            return 0
         cases = (
             hand_cases()
             + resp_cases()

@@ -367,6 +367,24 @@ def test_a_request_pipelined_after_a_crlf_ended_chunked_body_is_answered(e, body
     assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
 
 
+@pytest.mark.parametrize("cut", [b"0\r\n\r", b"0\r\n", b"0\r"], ids=["cr", "crlf", "zero-cr"])
+def test_a_chunked_body_whose_end_is_cut_between_reads_keeps_the_connection(e, cut):
+    """The last chunk's empty line split between two reads, the next request in the second:
+    the body ended without trailer fields, so both requests are answered (as nginx does)."""
+    with Wire(e.port) as w:
+        w.send(CHUNKED + BIG_CHUNK + b"5\r\nhello\r\n" + cut)
+        # Once "hello" is upstream, the proxy has read up to the cut.
+        wait_until(lambda: any(c.raw.endswith(b"hello\r\n") for c in e.legacy.conns))
+        rest = b"0\r\n\r\n"[len(cut) :]
+        w.send(rest + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = w.response("POST")
+        assert first.status == 200 and first.header("connection") == []
+        second = w.response()
+        assert second.status == 200 and b'"target": "/next"' in second.body
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
+
+
 @pytest.mark.parametrize(
     "trailer", [b"Authorization: Bearer evil", b"0: evil"], ids=["field", "zero"]
 )
