@@ -1,7 +1,7 @@
 """Differential testing of Strangler against nginx as the reference reverse proxy.
 
-    PYTHONPATH=. .venv/bin/python scripts/nginx_diff.py [--seed N] [--random N] [--only SUBSTR]
-                                                         [--json out.json]
+    PYTHONPATH=. .venv/bin/python scripts/nginx_diff.py [--seed N] [--random N] [--split N]
+                                  [--only SUBSTR] [--json out.json] [--verbose] [--hold S]
 
 Starts, on ephemeral ports, a raw recording upstream (asyncio, in a thread: it keeps the
 exact bytes each proxy sent, splits them into requests with a lenient parser and answers
@@ -10,7 +10,8 @@ each with an echo or with a scripted raw reply), nginx (Debian nginx-light; one 
 `strangler serve`, both in front of that upstream (each proxy has its own pair of
 listeners, `legacy` and `svc`; `/svc` and `/svc/...` go to `svc` on both proxies).
 
-Every case (hand-picked edge cases, then `--random` seeded random ones) is sent on a raw
+Every case (hand-picked edge cases, `--random` seeded random requests, and `--split`
+valid pipelines of every body framing cut into reads at random offsets) is sent on a raw
 socket to each proxy in turn. For each proxy the harness records what the upstream received
 (method, target, body, end-to-end headers without those a proxy adds: Via, X-Forwarded-*,
 Forwarded, X-Request-ID, X-Real-IP, Connection, Keep-Alive, framing headers) and what the
@@ -20,7 +21,8 @@ and a note when a Strangler-forwarded path would route differently than the upst
 reached (`svc` owns `/svc`). Nothing is judged automatically: nginx is lax in places and
 docs/proxy.md ("Conformance decisions") lists where Strangler refuses on purpose.
 
-Needs `nginx` on PATH. Takes about a minute for the default case set.
+`--hold S` only starts both proxies (ports printed) for S seconds, for probing by hand.
+Needs `nginx` on PATH. The default set (about 780 cases) takes a few minutes.
 """
 
 from __future__ import annotations
