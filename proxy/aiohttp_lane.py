@@ -22,6 +22,11 @@ log = logging.getLogger("strangler")
 # extensions), the empty line, and the line break before the last chunk in view.
 _NO_TRAILERS = re.compile(rb"\r\n0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
 _NO_TRAILERS_AT_START = re.compile(rb"0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
+# How much of what was parsed before is kept for that check: a read is parsed in pieces
+# cut at empty lines (and reads are cut anywhere), so a body whose data ends with CRLF (a
+# multipart form) puts its last chunk at the start of a piece, with the line break before
+# it at the end of the one before.
+_TAIL = 256
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -45,7 +50,14 @@ class EdgeRequestHandler(RequestHandler):
       waiting for bytes that never come.
     """
 
-    __slots__ = ("_chunked_body", "_body_fresh", "trailer_body", "_line_len", "_head_ended")
+    __slots__ = (
+        "_chunked_body",
+        "_body_fresh",
+        "trailer_body",
+        "_line_len",
+        "_head_ended",
+        "_tail",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,6 +66,7 @@ class EdgeRequestHandler(RequestHandler):
         self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
         self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
         self._head_ended = False  # the last bytes parsed ended a head
+        self._tail = b""  # the last bytes parsed (up to _TAIL), for the end-of-body check
 
     def data_received(self, data: bytes) -> None:
         if self.trailer_body is not None:
@@ -68,6 +81,13 @@ class EdgeRequestHandler(RequestHandler):
             else:
                 end = data.find(b"\r\n\r\n", start)
                 end = size if end < 0 else end + 4
+                if start == 0 and self._tail:
+                    # An empty line begun at the end of the last read ends in this one:
+                    # cut after it (where a chunked body may end; see `_parse`).
+                    carry = self._tail[-3:]
+                    straddle = (carry + data[:3]).find(b"\r\n\r\n")
+                    if straddle >= 0:
+                        end = straddle + 4 - len(carry)
                 self._measure_request_line(data, start, end)
             self._parse(data[start:end] if start or end < size else data)
             start = end
@@ -78,9 +98,16 @@ class EdgeRequestHandler(RequestHandler):
         super().data_received(data)
         messages = self._messages
         body = self._chunked_body
+        tail = self._tail
+        if data:
+            self._tail = data[-_TAIL:] if len(data) >= _TAIL else (tail + data)[-_TAIL:]
         if body is not None and body.is_eof():
             self._chunked_body = None
-            if not (_NO_TRAILERS.search(data) or (fresh and _NO_TRAILERS_AT_START.match(data))):
+            # The body's last bytes, with those parsed just before them: "\r\n0\r\n\r\n"
+            # ends a body without trailer fields, wherever the cut between reads fell.
+            if not (
+                _NO_TRAILERS.search(tail + data) or (fresh and _NO_TRAILERS_AT_START.match(data))
+            ):
                 self._trailers_seen(body, queued)
                 return
         for msg, payload in itertools.islice(messages, queued, None):

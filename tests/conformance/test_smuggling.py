@@ -326,10 +326,19 @@ def test_a_trailer_after_an_early_answer_still_ends_the_connection(e):
     assert_serving(e)
 
 
+# A multipart form ends its data with CRLF, so its last chunk's data and the chunk's own
+# CRLF make an empty line just before the last chunk.
+MULTIPART = b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nv\r\n--b--\r\n"
+CRLF_ENDED = [
+    b"%x\r\n" % len(MULTIPART) + MULTIPART + b"\r\n0\r\n\r\n",
+    b"3\r\na\r\n\r\n0;x=y\r\n\r\n",
+]
+
+
 @pytest.mark.parametrize(
     "body",
-    [b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n", b"5;ext=1\r\nhello\r\n00;x\r\n\r\n"],
-    ids=["body", "empty", "extensions"],
+    [b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n", b"5;ext=1\r\nhello\r\n00;x\r\n\r\n", *CRLF_ENDED],
+    ids=["body", "empty", "extensions", "multipart", "crlf-data"],
 )
 def test_a_chunked_body_without_trailers_keeps_the_connection(e, body):
     with Wire(e.port) as w:
@@ -339,6 +348,61 @@ def test_a_chunked_body_without_trailers_keeps_the_connection(e, body):
         assert second.status == 200 and b'"target": "/next"' in second.body
     got = e.legacy.assert_clean()
     assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
+
+
+@pytest.mark.parametrize("body", CRLF_ENDED, ids=["multipart", "crlf-data"])
+def test_a_request_pipelined_after_a_crlf_ended_chunked_body_is_answered(e, body):
+    """The aiohttp lane parses a read a head at a time, cutting it at each empty line: a
+    chunked body whose data ends with CRLF put its last chunk alone at the start of a cut,
+    where it was taken for a trailer section the proxy could not see whole. The request
+    was answered with `Connection: close` and the one pipelined behind it dropped; nginx
+    answers both."""
+    with Wire(e.port) as w:
+        w.send(CHUNKED + body + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = w.response("POST")
+        assert first.status == 200 and first.header("connection") == []
+        second = w.response()
+        assert second.status == 200 and b'"target": "/next"' in second.body
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
+
+
+@pytest.mark.parametrize("cut", [b"0\r\n\r", b"0\r\n", b"0\r"], ids=["cr", "crlf", "zero-cr"])
+def test_a_chunked_body_whose_end_is_cut_between_reads_keeps_the_connection(e, cut):
+    """The last chunk's empty line split between two reads, the next request in the second:
+    the body ended without trailer fields, so both requests are answered (as nginx does)."""
+    with Wire(e.port) as w:
+        w.send(CHUNKED + BIG_CHUNK + b"5\r\nhello\r\n" + cut)
+        # Once "hello" is upstream, the proxy has read up to the cut.
+        wait_until(lambda: any(c.raw.endswith(b"hello\r\n") for c in e.legacy.conns))
+        rest = b"0\r\n\r\n"[len(cut) :]
+        w.send(rest + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = w.response("POST")
+        assert first.status == 200 and first.header("connection") == []
+        second = w.response()
+        assert second.status == 200 and b'"target": "/next"' in second.body
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
+
+
+@pytest.mark.parametrize(
+    "trailer", [b"Authorization: Bearer evil", b"0: evil"], ids=["field", "zero"]
+)
+def test_trailers_after_crlf_ended_chunk_data_still_end_the_connection(e, trailer):
+    """The check that sees a body's end across cuts must not take trailer fields for the
+    empty line after the last chunk."""
+    with Wire(e.port) as w:
+        w.send(
+            CHUNKED
+            + b"3\r\na\r\n\r\n0\r\n"
+            + trailer
+            + b"\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        assert w.response("POST").status == 200
+        assert w.closed()
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.target) for r in got] == [("POST", "/a")]
+    assert all(b"evil" not in c.raw for c in e.legacy.conns)
 
 
 # Bigger than the fast lane reads whole: such a request is served by the aiohttp lane.
