@@ -51,6 +51,25 @@ def test_http09_simple_request_gets_no_answer_and_is_not_forwarded(e):
     assert e.legacy.requests() == []
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /a HTTP/2.0\r\nHost: h\r\n\r\n",
+        b"GET /a HTTP/0.9\r\nHost: h\r\n\r\n",
+        b"GET /a\r\n\r\n",  # no version, then an empty line: llhttp reads HTTP/0.9
+    ],
+    ids=["http2", "http09-with-headers", "no-version"],
+)
+def test_an_unsupported_version_is_refused_in_http11(e, data):
+    """The 505 is written in the version the proxy speaks: `HTTP/2.0 505` or `HTTP/0.9 505`
+    (aiohttp's echo of the request's version) is no HTTP/1.x answer a client can read."""
+    with Wire(e.port) as w:
+        w.send(data)
+        assert w.closed(timeout=5)
+    assert w.raw.startswith(b"HTTP/1.1 505 "), w.raw[:80]
+    assert e.legacy.requests() == []
+
+
 def test_long_but_legal_request_line_is_served(e):
     target = "/" + "a" * 7900
     _, got = forwarded_once(e, f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
