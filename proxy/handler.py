@@ -406,7 +406,7 @@ class ProxyHandler:
         if websocket:
             from proxy.websocket import proxy_websocket
 
-            return await proxy_websocket(
+            answer = await proxy_websocket(
                 request,
                 self.pool,
                 upstream,
@@ -418,6 +418,9 @@ class ProxyHandler:
                 max_message=self.limits.websocket_message,
                 open_sessions=self.websockets,
             )
+            if isinstance(answer, web.Response) and isinstance(answer.body, bytes):
+                ex.bytes_out = len(answer.body)  # a refused upgrade's answer
+            return answer
 
         translator = rt.translator_for(route) if (route and ex.side == EXTRACTED) else None
         can_fallback = (

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from proxy.config.model import Upstream
 from proxy.errors import error_response
@@ -147,18 +147,30 @@ def accepted_upgrade_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[s
 _UNSENDABLE_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
 
 
-def close_frame(code: int | None, reason: str) -> tuple[int, bytes]:
+def close_frame(code: int | None, reason: str, lost: int = 1011) -> tuple[int, bytes]:
     """The Close frame to pass on for one the other side sent (or a connection it lost).
 
     The code and reason travel end to end (a client may act on an application's 4xxx code
     and its text). A code that may not appear on the wire (none given, 1005, an abnormal
-    1006) becomes 1000 without a reason, or 1011 when the connection was lost; reasons are
-    cut to the 123 bytes a control frame can carry.
+    1006) becomes 1000 without a reason, or `lost` when the connection was lost (1011 for
+    an upstream that vanished, 1001 for a client); reasons are cut to the 123 bytes a
+    control frame can carry.
     """
     if code is None or code in _UNSENDABLE_CLOSE_CODES or not 1000 <= code <= 4999:
-        return (1011 if code in (1006, 1015) else 1000), b""
+        return (lost if code in (1006, 1015) else 1000), b""
     data = reason.encode("utf-8")[:123]
     return code, data.decode("utf-8", "ignore").encode("utf-8")
+
+
+# How long a close being passed on may take once the client's connection is gone.
+_PASS_CLOSE = 1.0
+
+
+def handshake_timeout(upstream: Upstream) -> float | None:
+    """The longest a WebSocket handshake with `upstream` may take: `timeout.connect`, then
+    `timeout.read` (or `timeout.total`) for the answer; None when neither bounds it."""
+    wait = [t for t in (upstream.timeout.read, upstream.timeout.total) if t is not None]
+    return upstream.timeout.connect + min(wait) if wait else None
 
 
 def handshake_problem(
@@ -239,17 +251,21 @@ async def proxy_websocket(
     session = pool.websocket_session()
     _refusal.set(None)
     try:
-        upstream_ws = await session.ws_connect(
-            url,
-            headers=send_headers,
-            protocols=protocols,
-            autoping=False,
-            # The upstream's Close is answered with what the client answers (its own code
-            # echoed), after the client answered it, not at once with aiohttp's 1000.
-            autoclose=False,
-            timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
-            max_msg_size=max_message,
-        )
+        # The upstream's timeouts bound the handshake as they bound any request (aiohttp's
+        # own would wait 5 minutes for an upstream that never answers); once switched, a
+        # session lasts as long as both sides keep it.
+        async with asyncio.timeout(handshake_timeout(upstream)):
+            upstream_ws = await session.ws_connect(
+                url,
+                headers=send_headers,
+                protocols=protocols,
+                autoping=False,
+                # The upstream's Close is answered with what the client answers (its own
+                # code echoed), after the client answered it, not at once with aiohttp's 1000.
+                autoclose=False,
+                timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+                max_msg_size=max_message,
+            )
     except aiohttp.WSServerHandshakeError as exc:
         kept = _refusal.get()
         body = kept[1] if kept is not None and kept[0] == exc.status else None
@@ -285,7 +301,15 @@ async def proxy_websocket(
             route=ex.route_name,
             request_id=ex.request_id,
         )
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except TimeoutError:
+        ex.status = 504
+        return error_response(
+            504,
+            f"upstream {upstream.name} did not answer the WebSocket upgrade in time",
+            route=ex.route_name,
+            request_id=ex.request_id,
+        )
+    except (aiohttp.ClientError, OSError) as exc:
         return error_response(
             502,
             f"upstream {upstream.name} unreachable: {exc.__class__.__name__}",
@@ -306,6 +330,9 @@ async def proxy_websocket(
         for name, value in accepted_upgrade_headers(list(handshake.headers.items())):
             client_ws.headers.add(name, value)
     await client_ws.prepare(request)
+    # The 101 is sent: that is the answer, however the session ends (aiohttp cancels this
+    # handler once the client's connection closes, which every session's end does).
+    ex.status = 101
     session_pair = (client_ws, upstream_ws)
     if open_sessions is not None:
         open_sessions.add(session_pair)
@@ -334,13 +361,17 @@ async def proxy_websocket(
                     # The frame's own code: by now `close_code` may hold the 1000 that
                     # aiohttp's automatic close reply sent back.
                     code, reason = msg.data, msg.extra or ""
+                elif msg.type == WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                    # What this side was closed with (1009 for a message over the limit,
+                    # 1007 for invalid UTF-8, 1002): `close_code` says 1006 by now.
+                    code = msg.data.code
                 break
         if closing:
             return False
         closing.append(src)  # before any await: the other pump now stays out of it
         if code is None:
             code = src.close_code  # type: ignore[attr-defined]
-        code, message = close_frame(code, reason)
+        code, message = close_frame(code, reason, lost=1001 if src is client_ws else 1011)
         await dst.close(code=code, message=message)  # type: ignore[attr-defined]
         if not src.closed:  # type: ignore[attr-defined]
             await src.close(code=code, message=message)  # type: ignore[attr-defined]
@@ -360,6 +391,12 @@ async def proxy_websocket(
     finally:
         if open_sessions is not None:
             open_sessions.discard(session_pair)
+        if closing:
+            # A close is being passed on. aiohttp cancels this handler as soon as the
+            # client's connection closes, which the proxy's own close of the client side
+            # does (a message over the limit, invalid UTF-8): let the pump send that code
+            # upstream rather than cut it short with 1001.
+            await asyncio.wait(tasks, timeout=_PASS_CLOSE)
         for t in tasks:
             if not t.done():
                 t.cancel()

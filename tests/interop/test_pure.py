@@ -16,6 +16,7 @@ def test_codes_that_may_not_be_sent_are_replaced():
     assert close_frame(None, "") == (1000, b"")
     assert close_frame(1005, "x") == (1000, b"")
     assert close_frame(1006, "") == (1011, b"")
+    assert close_frame(1006, "", lost=1001) == (1001, b"")  # a client that vanished
     assert close_frame(0, "") == (1000, b"")
     assert close_frame(5000, "x") == (1000, b"")
 

@@ -112,6 +112,21 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def ws_record(request: web.Request) -> web.WebSocketResponse:
+    """Echoes, and records the code of the Close frame it receives (`/ws-closes`)."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+    request.app["ws_closes"].append(ws.close_code)
+    return ws
+
+
+async def ws_closes(request: web.Request) -> web.Response:
+    return web.json_response(request.app["ws_closes"])
+
+
 async def auth_check(request: web.Request) -> web.Response:
     """An identity provider for forward authentication: `Bearer good` is alice, `Bearer
     login` is sent to a login page, anything else is refused. It records what it was
@@ -142,6 +157,7 @@ def make_app(name: str) -> web.Application:
     app = web.Application(client_max_size=1024**4)
     app["name"] = name
     app["auth_seen"] = []
+    app["ws_closes"] = []
     app.router.add_get("/auth/check", auth_check)
     app.router.add_get("/auth/seen", auth_seen)
     app.router.add_get("/bytes", download)
@@ -155,6 +171,8 @@ def make_app(name: str) -> web.Application:
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/hop", hop)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws-record", ws_record)
+    app.router.add_get("/ws-closes", ws_closes)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
