@@ -163,7 +163,7 @@ def close_frame(code: int | None, reason: str, lost: int = 1011) -> tuple[int, b
 
 
 # How long a close being passed on may take once the client's connection is gone.
-_PASS_CLOSE = 1.0
+_PASS_CLOSE = 0.5
 
 
 def handshake_timeout(upstream: Upstream) -> float | None:
