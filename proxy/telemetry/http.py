@@ -69,8 +69,13 @@ def dashboard_routes(
             headers={"Content-Type": "application/json", **_NO_STORE},
         )
 
+    async def no_icon(_: web.Request) -> web.Response:
+        # Browsers ask for it on their own; a 404 is an error in every dashboard console.
+        return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
     return [
         web.get("/", index),
         web.get("/dashboard/{name}", static),
         web.get("/-/dashboard.json", data),
+        web.get("/favicon.ico", no_icon),
     ]

@@ -64,6 +64,8 @@ def test_the_dashboard_works_under_its_content_security_policy(tmp_path):
             assert headers.get("X-Content-Type-Options") == "nosniff", path
             assert headers.get("X-Frame-Options") == "DENY", path
             assert headers.get("Cross-Origin-Resource-Policy") == "same-origin", path
+        # Browsers ask for an icon on their own: a 404 would be a console error.
+        assert httpx.get(base + "/favicon.ico", timeout=10).status_code == 204
         # Traffic for the split bar (the demo's upstreams are not running: 502s from legacy).
         for _ in range(3):
             httpx.get(f"http://127.0.0.1:{port}/api/products", timeout=10)
