@@ -57,6 +57,7 @@ class EdgeRequestHandler(RequestHandler):
         "_line_len",
         "_head_ended",
         "_tail",
+        "_backlog",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -67,15 +68,24 @@ class EdgeRequestHandler(RequestHandler):
         self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
         self._head_ended = False  # the last bytes parsed ended a head
         self._tail = b""  # the last bytes parsed (up to _TAIL), for the end-of-body check
+        self._backlog = b""  # read but not yet given to the parser: it holds bytes of its own
 
     def data_received(self, data: bytes) -> None:
         if self.trailer_body is not None:
             return  # see the class docstring: nothing after trailer fields
         if not data:  # aiohttp resuming its paused parser (`resume_reading`)
-            self._parse(data)
-            return
+            self._parse(data)  # what the parser kept of the last piece
+            data, self._backlog = self._backlog, b""
+        elif self._backlog:
+            data, self._backlog = self._backlog + data, b""
         start, size = 0, len(data)
         while start < size and self.trailer_body is None:
+            if self._parser_holding():
+                # The parser stopped mid-piece and would keep whatever it is fed next, to
+                # parse it later in one go: a body's end and what follows would no longer
+                # be parsed a piece at a time. The rest waits here until it resumes.
+                self._backlog = data[start:]
+                return
             if self._upgraded or self._payload_parser is not None or self._close:
                 end = size  # not HTTP messages any more (or ignored): as aiohttp does
             else:
@@ -110,8 +120,14 @@ class EdgeRequestHandler(RequestHandler):
             ):
                 self._trailers_seen(body, queued)
                 return
-        for msg, payload in itertools.islice(messages, queued, None):
-            if getattr(msg, "chunked", False) and not payload.is_eof():
+        for index, (msg, payload) in enumerate(itertools.islice(messages, queued, None)):
+            if getattr(msg, "chunked", False):
+                if payload.is_eof():
+                    # Head and end of a chunked body parsed at once: where its end fell
+                    # (trailers or not) cannot be seen. Should not happen (see
+                    # `_parser_holding`); if it does, nothing after it is parsed.
+                    self._trailers_seen(payload, queued + index + 1)
+                    return
                 self._chunked_body, self._body_fresh = payload, True
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             error = messages[-1][0].exc
@@ -123,6 +139,11 @@ class EdgeRequestHandler(RequestHandler):
                 body = self._current_request.content if self._current_request else None
             if body is not None and not body.is_eof():
                 body.set_exception(error)
+
+    def _parser_holding(self) -> bool:
+        """Whether aiohttp's parser paused (a body over its buffer's limit, or a full queue
+        of requests) and so keeps the bytes it is given instead of parsing them."""
+        return self._reading_paused or len(self._messages) >= self._max_msg_queue_size
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """A client's malformed request is one line, not an ERROR with two tracebacks per

@@ -409,6 +409,29 @@ def test_trailers_after_crlf_ended_chunk_data_still_end_the_connection(e, traile
 STREAMED = H + b"Content-Length: %d\r\n\r\n" % (70 * 1024) + b"x" * (70 * 1024)
 
 
+def test_trailers_behind_a_full_queue_of_pipelined_requests_still_end_the_connection(e):
+    """32 queued requests pause aiohttp's parser between two of them, and it then keeps
+    what it is fed to parse later: a Content-Length body and the request behind it in one
+    piece put it a request behind, so a chunked request's head and end were parsed in one
+    go and never checked for trailer fields. The next request got the trailer's
+    `Authorization` (the aiohttp bug in the class docstring of `EdgeRequestHandler`)."""
+    get = b"GET /g HTTP/1.1\r\nHost: h\r\n\r\n"
+    data = CHUNKED + b"0\r\n\r\n" + get * 31
+    data += b"POST /c HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx" + get
+    data += CHUNKED + b"5\r\nhello\r\n0\r\nAuthorization: Bearer evil\r\n\r\n"
+    data += b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    with Wire(e.port) as w:
+        w.send(data)
+        for _ in range(34):
+            assert w.response().status == 200
+        last = w.response("POST")
+        assert last.status == 200 and last.header("connection") == ["close"]
+        assert w.closed()
+    got = e.legacy.assert_clean()
+    assert [r.target for r in got][-1] == "/a" and len(got) == 35
+    assert all(b"evil" not in c.raw for c in e.legacy.conns)
+
+
 def test_a_request_pipelined_before_a_malformed_one_is_answered_first(e):
     """llhttp drops every message it parsed in a read when it meets an error later in that
     read: the valid request must still get its own answer, then the 400 (RFC 9112 §9.3.2),
