@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 import yaml
 from aiohttp import web
 
@@ -200,3 +201,43 @@ def test_a_link_cannot_make_the_dashboard_poll_without_pause():
         time.sleep(window)  # a rate is measured over a time window
         polls = len(hits) - start
         assert polls <= window / 0.2 + 2, f"{polls} polls in {window} s"
+
+
+# Records each timer's delay as app.js asks for it (before the page's own scripts run).
+RECORD_DELAYS = """window.__delays = [];
+const setTimer = window.setTimeout;
+window.setTimeout = function (f, delay, ...args) {
+  window.__delays.push(String(delay));
+  return setTimer(f, delay, ...args);
+};"""
+
+
+@pytest.mark.parametrize("asked", ["Infinity", "4294967297", "-Infinity", "1e400"])
+def test_no_interval_in_a_link_gets_past_the_polling_floor(asked):
+    """A timer's delay is a 32-bit integer: `?interval=Infinity` (0 ms) or 4294967297
+    (2**32 + 1, so 1 ms) passed `Math.max(200, ...)` and polled without pause. The delay
+    app.js asks for is checked, not a rate."""
+
+    async def data(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "generated_at": "-",
+                "now": time.time(),
+                "config": {"version": 1, "source": "-", "default": "legacy"},
+                "routes": [],
+                "upstreams": [],
+                "reloads": [],
+                "shadow_report_url": "/-/shadow",
+            }
+        )
+
+    page = [r for r in dashboard_routes(lambda: None, None) if r.path != "/-/dashboard.json"]
+    with dashboard_server([*page, web.get("/-/dashboard.json", data)]) as base, chromium() as d:
+        d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_DELAYS})
+        d.get(base + "/?interval=" + asked)
+        delays = wait_until(
+            lambda: d.execute_script("return window.__delays.length && window.__delays"),
+            timeout=15,
+            what="the first poll's timer",
+        )
+    assert all(200 <= float(delay) <= 2**31 - 1 for delay in delays), delays

@@ -7,9 +7,12 @@
   const body = document.body;
   const source = body.dataset.source || "/-/dashboard.json";
   // At least 200 ms: a link to `?interval=1` would otherwise have an operator's tab poll the
-  // admin port, which shares worker 0's event loop with proxied traffic, without pause.
-  const interval = Math.max(200, Number(new URLSearchParams(location.search).get("interval")) ||
-    Number(body.dataset.interval) || 2000);
+  // admin port, which shares worker 0's event loop with proxied traffic, without pause. At
+  // most an hour: a timer's delay is a 32-bit integer, so `Infinity` waits 0 ms and
+  // 4294967297 (2**32 + 1) waits 1 ms.
+  const asked = Number(new URLSearchParams(location.search).get("interval")) ||
+    Number(body.dataset.interval) || 2000;
+  const interval = Number.isFinite(asked) ? Math.min(Math.max(200, asked), 3600000) : 2000;
   let previous = null; // the last payload, to turn cumulative counts into rates
 
   function el(tag, attrs, ...children) {
