@@ -173,36 +173,6 @@ def test_a_page_of_another_site_can_neither_frame_nor_reload_the_admin_port(tmp_
         }
 
 
-def test_a_link_cannot_make_the_dashboard_poll_without_pause():
-    """`?interval=1` from a link had an operator's tab poll the admin port (worker 0's event
-    loop, shared with proxied traffic) hundreds of times a second."""
-    hits = []
-
-    async def data(_: web.Request) -> web.Response:
-        hits.append(time.monotonic())
-        return web.json_response(
-            {
-                "generated_at": "-",
-                "now": time.time(),
-                "config": {"version": 1, "source": "-", "default": "legacy"},
-                "routes": [],
-                "upstreams": [],
-                "reloads": [],
-                "shadow_report_url": "/-/shadow",
-            }
-        )
-
-    page = [r for r in dashboard_routes(lambda: None, None) if r.path != "/-/dashboard.json"]
-    with dashboard_server([*page, web.get("/-/dashboard.json", data)]) as base, chromium() as d:
-        d.get(base + "/?interval=1")
-        wait_until(lambda: d.find_element("id", "status").text == "live", timeout=15, what="live")
-        start = len(hits)
-        window = 2.0
-        time.sleep(window)  # a rate is measured over a time window
-        polls = len(hits) - start
-        assert polls <= window / 0.2 + 2, f"{polls} polls in {window} s"
-
-
 # Records each timer's delay as app.js asks for it (before the page's own scripts run).
 RECORD_DELAYS = """window.__delays = [];
 const setTimer = window.setTimeout;
@@ -212,11 +182,12 @@ window.setTimeout = function (f, delay, ...args) {
 };"""
 
 
-@pytest.mark.parametrize("asked", ["Infinity", "4294967297", "-Infinity", "1e400"])
+@pytest.mark.parametrize("asked", ["1", "0", "Infinity", "4294967297", "-Infinity", "1e400"])
 def test_no_interval_in_a_link_gets_past_the_polling_floor(asked):
-    """A timer's delay is a 32-bit integer: `?interval=Infinity` (0 ms) or 4294967297
-    (2**32 + 1, so 1 ms) passed `Math.max(200, ...)` and polled without pause. The delay
-    app.js asks for is checked, not a rate."""
+    """`?interval=1` from a link had an operator's tab poll the admin port (worker 0's event
+    loop, shared with proxied traffic) hundreds of times a second; and a timer's delay is a
+    32-bit integer: `?interval=Infinity` (0 ms) or 4294967297 (2**32 + 1, so 1 ms) passed
+    `Math.max(200, ...)`. The delay app.js asks for is checked, not a rate."""
 
     async def data(_: web.Request) -> web.Response:
         return web.json_response(
