@@ -237,7 +237,7 @@ def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str 
             # through as another field, and relayed next to the proxy's own framing it
             # would tell a lenient client or cache a second length.
             return "upstream sent whitespace between a header field name and its colon"
-        if name.lower() == b"transfer-encoding":
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
             for coding in value.decode("latin-1").split(","):
                 coding = coding.strip().lower()
                 if coding and coding != "chunked":

@@ -13,7 +13,7 @@ Values are passed byte for byte: nothing is decoded and encoded again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.filters.headers import HOP_BY_HOP
 
@@ -30,8 +30,9 @@ CHUNKED = "chunked"  # chunked transfer coding (HTTP/1.1 only)
 UNTIL_CLOSE = "close"  # the body ends when the connection does (HTTP/1.0)
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
+    # A named tuple rather than a frozen dataclass: as immutable, and made for a sixth of
+    # the cost (a frozen dataclass sets each field through `object.__setattr__`).
     data: bytes
     framing: str
     keep_alive: bool
@@ -55,7 +56,7 @@ def connection_listed(raw_headers: Sequence[RawHeader]) -> frozenset[bytes]:
 
 
 # What each header name means to `response_head`; any other name is passed on as it is.
-_DROP, _ID, _LENGTH, _DATE, _SERVER_NAME, _CONNECTION = range(6)
+_DROP, _ID, _LENGTH, _DATE, _SERVER_NAME, _CONNECTION, _PASS = range(7)  # _PASS: any other
 _ROLE = {name: _DROP for name in HOP_BY_HOP_BYTES} | {
     b"x-request-id": _ID,
     b"content-length": _LENGTH,
@@ -65,6 +66,49 @@ _ROLE = {name: _DROP for name in HOP_BY_HOP_BYTES} | {
 }
 # `Connection` values that name no other header (nearly every response carries one).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"upgrade"})
+# Roles by the name as sent, for the names most responses carry (in the spellings servers
+# use): `_ROLE` of the lower-cased name, without lower-casing it. Names not here are
+# lower-cased and looked up in `_ROLE`.
+_COMMON = (
+    b"Content-Type",
+    b"Content-Length",
+    b"Content-Encoding",
+    b"Content-Language",
+    b"Content-Disposition",
+    b"Content-Security-Policy",
+    b"Date",
+    b"Server",
+    b"Connection",
+    b"Keep-Alive",
+    b"Transfer-Encoding",
+    b"X-Request-ID",
+    b"X-Request-Id",
+    b"ETag",
+    b"Etag",
+    b"Last-Modified",
+    b"Accept-Ranges",
+    b"Cache-Control",
+    b"Expires",
+    b"Pragma",
+    b"Vary",
+    b"Set-Cookie",
+    b"Location",
+    b"Allow",
+    b"Age",
+    b"Access-Control-Allow-Origin",
+    b"Access-Control-Allow-Credentials",
+    b"Strict-Transport-Security",
+    b"Referrer-Policy",
+    b"Cross-Origin-Opener-Policy",
+    b"X-Frame-Options",
+    b"X-Content-Type-Options",
+)
+_ROLE_AS_SENT = {
+    spelling: _ROLE.get(spelling.lower(), _PASS)
+    for name in _COMMON
+    for spelling in (name, name.lower())
+}
+_STATUS_LINES: dict[tuple[tuple[int, int], int, str], bytes] = {}  # status lines by their parts
 
 
 def response_head(
@@ -85,19 +129,32 @@ def response_head(
     actually stay open after this response (not after a close-delimited body). `listed`:
     the names `Connection` lists, when already known.
     """
-    empty = must_be_empty(method, status)
-    out: list[bytes] = [
-        b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))
-    ]
+    empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200  # must_be_empty
+    key = (version, status, reason)
+    status_line = _STATUS_LINES.get(key)
+    if status_line is None:
+        status_line = b"HTTP/%d.%d %d %s\r\n" % (
+            *version,
+            status,
+            reason.encode("utf-8", "surrogateescape"),
+        )
+        if len(reason) <= 64:  # (a reason can be as long as a header line)
+            if len(_STATUS_LINES) >= 1024:
+                _STATUS_LINES.clear()
+            _STATUS_LINES[key] = status_line
+    out: list[bytes] = [status_line]
     has_id = has_date = has_server = False
     length: bytes | None = None
+    role_as_sent = _ROLE_AS_SENT.get
     role_of = _ROLE.get
+    extend = out.extend  # name, ": ", value, CR LF as four parts: fewer objects than concatenating
     for name, value in raw_headers:
-        lname = name.lower()
-        if listed is not None and lname in listed:
+        role = role_as_sent(name)
+        if role is None:
+            role = role_of(name.lower(), _PASS)
+        if listed is not None and name.lower() in listed:
             continue
-        role = role_of(lname)
-        if role is not None:
+        if role != _PASS:
             if role == _DROP:
                 continue
             if role == _CONNECTION:
@@ -130,7 +187,7 @@ def response_head(
                 has_date = True
             else:
                 has_server = True
-        out.append(name + b": " + value + b"\r\n")
+        extend((name, b": ", value, b"\r\n"))
     if not has_id and request_id is not None:
         out.append(b"X-Request-ID: " + request_id + b"\r\n")
     if empty:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from proxy.config.model import Config, Route, TelemetryConfig
-from proxy.telemetry.logging import RequestLog, configure_logging
+from proxy.telemetry.logging import RequestLog, configure_logging, json_access_fields
 from proxy.telemetry.metrics import CONTENT_TYPE, DEFAULT_ROUTE, Metrics
 from proxy.telemetry.redact import Redactor
 from proxy.telemetry.spans import Span
@@ -275,6 +275,35 @@ class Telemetry:
                 request_id=request_id,
                 error=error,
             )
+        if path and ";" in path:
+            path = self.redactor.path(path)
+        log = self.log
+        handler = log.json_direct()
+        if handler is not None:
+            # The usual case (JSON lines to a stream): the line written from the values, with
+            # neither the dict below nor its generic encoding (the same bytes).
+            encoded = json_access_fields(
+                request_id,
+                trace_id,
+                route_label,
+                mode,
+                side,
+                upstream,
+                method,
+                path,
+                status,
+                round(duration_s * 1000.0, 3),
+                bytes_out,
+                tenant,
+                self.redactor.query(query) if query else None,
+                bytes_in,
+                client,
+                fallback,
+                None if error is None else self._error_text(error),
+            )
+            if encoded is not None:
+                log.write_json(handler, encoded)
+                return
         fields: dict[str, Any] = {
             "request_id": request_id,
             "trace_id": trace_id,
@@ -283,7 +312,7 @@ class Telemetry:
             "side": side,
             "upstream": upstream,
             "method": method,
-            "path": self.redactor.path(path) if path and ";" in path else path,
+            "path": path,
             "status": status,
             "duration_ms": round(duration_s * 1000.0, 3),
             "bytes_out": bytes_out,
@@ -298,12 +327,14 @@ class Telemetry:
         if fallback is not None:
             fields["fallback"] = fallback
         if error is not None:
-            fields["error"] = (
-                type(error).__qualname__
-                if isinstance(error, BaseException)
-                else self.redactor.text(str(error))
-            )
-        self.log.access(fields)
+            fields["error"] = self._error_text(error)
+        log.access(fields)
+
+    def _error_text(self, error: BaseException | str) -> str:
+        """An access line's `error`: an exception's class name, or the text redacted."""
+        if isinstance(error, BaseException):
+            return type(error).__qualname__
+        return self.redactor.text(str(error))
 
     def exchange_finished(self, ex: Any, duration_s: float) -> None:
         """`request_finished` from the handler's per-request record (`proxy.handler.Exchange`).

@@ -248,6 +248,84 @@ def test_fast_and_slow_access_paths_write_the_same_line(make, log_format):
     assert extra.stream.getvalue() == "request\n"  # the other handler got the record too
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("r1", None, "default", "legacy", "legacy", None, "GET", None, 200, 0.1, 0, None),
+        ("r2", "0af7", "a b", "canary", "extracted", "up", "POST", "/p;x=1", 502, 12.345, 9, "t"),
+        ('é\u2028"\\', "\x00\n", "ü", "m", "s", "ü", "GET", "/ä", 404, 1e-05, 7, "ß"),
+        ("r3", None, "d", "m", "s", None, "GET", "/", 200, 123456789.0, 10**20, None),
+    ],
+)
+@pytest.mark.parametrize(
+    "extras",
+    [
+        (None, None, None, None, None),
+        ("a=1&b=é", 12, "10.0.0.1", "status 503", "ValueError"),
+        (None, 0, None, "timeout", None),
+        ("q", None, "", None, 'upstream said "no"\n'),
+    ],
+)
+def test_direct_json_access_fields_are_the_encoders_bytes(values, extras):
+    """`json_access_fields` writes what `_json_encode` writes for the dict
+    `request_finished` builds (the fast path skips the dict)."""
+    from proxy.telemetry.logging import _json_encode, json_access_fields
+
+    keys = ("request_id", "trace_id", "route", "mode", "side", "upstream", "method", "path")
+    keys += ("status", "duration_ms", "bytes_out", "tenant")
+    fields = dict(zip(keys, values, strict=True))
+    for name, value in zip(
+        ("query", "bytes_in", "client", "fallback", "error"), extras, strict=True
+    ):
+        if value is not None:
+            fields[name] = value
+    assert json_access_fields(*values, *extras) == _json_encode(fields)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"status": True}, {"status": 200.0}, {"duration_ms": float("nan")}, {"bytes_in": "12"}],
+)
+def test_direct_json_access_fields_leave_odd_values_to_the_encoder(odd):
+    from proxy.telemetry.logging import json_access_fields
+
+    values = dict(status=200, duration_ms=0.5, bytes_out=1, bytes_in=None, route="r")
+    values.update(odd)
+    args = ("id", None, values["route"], "m", "s", None, "GET", "/", values["status"])
+    args += (values["duration_ms"], values["bytes_out"], None, None, values["bytes_in"])
+    assert json_access_fields(*args, None, None, None) is None
+    # ... and text that is not a string is too
+    assert (
+        json_access_fields(
+            "id",
+            None,
+            7,
+            "m",
+            "s",
+            None,
+            "GET",
+            "/",
+            200,
+            0.5,
+            1,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        is None
+    )
+
+
+def test_odd_access_values_still_log_the_encoders_line(make):
+    t, out = make()
+    t.request_finished("customers", "legacy", "legacy", "GET", True, 0.004, 12, tenant=7)
+    (line,) = json_lines(out)
+    assert line["status"] is True and line["tenant"] == 7
+
+
 def test_access_lines_can_be_silenced_without_losing_errors(make):
     t, out = make()
     access = logging.getLogger("strangler.access")

@@ -56,3 +56,21 @@ def test_framing_by_status_method_and_version():
     assert old.keep_alive is False and b"Transfer-Encoding" not in old.data
     closing = head([(b"Content-Length", b"0")], keep_alive=False)
     assert b"Connection: close" in closing.data and closing.keep_alive is False
+
+
+def test_any_spelling_of_a_name_has_the_same_role():
+    """Common names are looked up as sent (`_ROLE_AS_SENT`), others lower-cased: every
+    spelling must come out the same."""
+    spellings = [
+        (b"Content-Length", b"content-length", b"CONTENT-LENGTH", b"Content-length"),
+        (b"X-Request-ID", b"x-request-id", b"X-Request-Id", b"X-REQUEST-ID"),
+        (b"Server", b"server", b"SERVER"),
+        (b"Date", b"date", b"DATE"),
+        (b"Keep-Alive", b"keep-alive", b"KEEP-ALIVE"),
+        (b"Connection", b"connection", b"CONNECTION"),
+    ]
+    for group in spellings:
+        heads = [
+            head([(name, b"2"), (b"Content-Length", b"2")], rid=b"r").data.lower() for name in group
+        ]
+        assert len(set(heads)) == 1, group
