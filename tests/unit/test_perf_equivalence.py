@@ -1,0 +1,291 @@
+"""Property tests: the fast access-line writer and the response head builder write what
+the code before them wrote (1ca36c4: `json_access_fields`; 65ef8b9: `response_head`)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.filters.headers import HOP_BY_HOP
+from proxy.http1 import CHUNKED, EMPTY, LENGTH, UNTIL_CLOSE, response_head
+from proxy.telemetry.logging import json_access_fields
+
+# -- (1) the access line ------------------------------------------------------------------
+
+_ODD = '\x00\x01\x1f\x7f\x80\x9f\u2028\u2029\ud800\udfff\udc80"\\/\b\f\n\r\t\ufeff\uffff'
+_text = st.one_of(
+    st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None)),
+    st.text(st.sampled_from(_ODD + "aé€😀")),
+    st.builds(
+        lambda s, n: s * n, st.text(st.sampled_from(_ODD + "ab"), min_size=1), st.integers(1, 3000)
+    ),
+)
+
+
+class _Str(str):
+    def __str__(self) -> str:  # the encoder must not call it
+        return "other"
+
+
+class _Enum(enum.StrEnum):
+    A = 'a\u2028"'
+
+
+class _Int(int):
+    def __repr__(self) -> str:
+        return "other"
+
+
+_ints = st.one_of(st.integers(), st.integers(-(2**70), 2**70), st.sampled_from([0, -1, 10**100]))
+_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([-0.0, 0.0, 1e-7, 1e16, 1e308, 5e-324, 0.1, float("nan"), -math.inf]),
+)
+_any = st.one_of(
+    st.none(),
+    _text,
+    _text.map(_Str),
+    st.just(_Enum.A),
+    st.booleans(),
+    _ints,
+    _ints.map(_Int),
+    _floats,
+    st.binary(max_size=4),
+    st.tuples(st.text(max_size=3), st.integers(0, 65535)),
+)
+_text_or_none = st.one_of(st.none(), _text)
+
+_KEYS = ("request_id", "trace_id", "route", "mode", "side", "upstream", "method", "path")
+_KEYS += ("status", "duration_ms", "bytes_out", "tenant")
+_EXTRA = ("query", "bytes_in", "client", "fallback", "error")
+
+
+def _old_line(values: Sequence[object], extras: Sequence[object]) -> str:
+    """What `request_finished` wrote before 1ca36c4: its dict through `json.dumps`."""
+    fields = dict(zip(_KEYS, values, strict=True))
+    for name, value in zip(_EXTRA, extras, strict=True):
+        if value is not None:
+            fields[name] = value
+    return json.dumps(fields, separators=(",", ":"), default=str)
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    st.tuples(*[st.one_of(_text_or_none, _any) for _ in range(8)]),
+    st.one_of(st.integers(100, 599), _any),
+    st.one_of(_floats, _any),
+    st.one_of(_ints, _any),
+    st.one_of(_text_or_none, _any),
+    st.tuples(
+        st.one_of(_text_or_none, _any),
+        st.one_of(st.none(), _ints, _any),
+        st.one_of(_text_or_none, _any),
+        st.one_of(_text_or_none, _any),
+        st.one_of(_text_or_none, _any),
+    ),
+)
+def test_access_fields_are_json_dumps_of_the_fields(
+    text8, status, duration, bytes_out, tenant, extras
+):
+    values = (*text8, status, duration, bytes_out, tenant)
+    try:
+        old = _old_line(values, extras)
+    except ValueError:  # an int of more digits than int() prints: it failed before, too
+        old = None
+    try:
+        new = json_access_fields(*values, *extras)
+    except ValueError:
+        assert old is None
+        return
+    if new is None:
+        return  # the dict and the encoder, as before
+    assert new == old
+    json.loads(new)  # one valid JSON object
+    assert "\n" not in new and "\u2028" not in new and "\ud800" not in new
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(*[_text for _ in range(8)]), _text, st.tuples(*[_text_or_none for _ in range(5)]))
+def test_access_fields_of_text_are_always_written_directly(text8, tenant, extras):
+    """The usual case (text, an int status, a finite float): never the slow path."""
+    extras = (extras[0], 12, *extras[2:])
+    values = (*text8, 200, 1.5, 7, tenant)
+    new = json_access_fields(*values, *extras)
+    assert new == _old_line(values, extras)
+    assert json.loads(new)["path"] == text8[7]
+
+
+# -- (3) the response head ----------------------------------------------------------------
+
+_HOP = tuple(name.encode() for name in HOP_BY_HOP)
+_OLD_ROLE_NAMES = (b"x-request-id", b"content-length", b"date", b"server", b"connection")
+_NAMES = (
+    *_OLD_ROLE_NAMES,
+    *_HOP,
+    b"transfer-encoding",
+    b"keep-alive",
+    b"content-type",
+    b"etag",
+    b"set-cookie",
+    b"x-foo",
+    b"x-request-idx",
+)
+
+
+def _case(name: bytes, flips: list[bool]) -> bytes:
+    return bytes(
+        c ^ 0x20 if flip and (0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A) else c
+        for c, flip in zip(name, flips + [False] * len(name), strict=False)
+    )
+
+
+_spelled = st.one_of(
+    st.sampled_from(_NAMES).map(lambda n: n.title()),
+    st.sampled_from(_NAMES),
+    st.sampled_from([b"X-Request-ID", b"X-Request-Id", b"ETag", b"Etag", b"CONTENT-LENGTH"]),
+    st.builds(_case, st.sampled_from(_NAMES), st.lists(st.booleans(), max_size=30)),
+)
+_value = st.one_of(
+    st.sampled_from(
+        [
+            b"close",
+            b"keep-alive",
+            b"Keep-Alive",
+            b"upgrade",
+            b"x-foo",
+            b"X-Foo, date",
+            b"content-length",
+            b"Server",
+            b"12",
+            b" 3 ",
+            b"chunked",
+            b"",
+            b"x-request-id",
+        ]
+    ),
+    st.binary(max_size=8).filter(lambda v: b"\r" not in v and b"\n" not in v),
+)
+_headers = st.lists(st.tuples(_spelled, _value), max_size=12)
+_reason = st.one_of(
+    st.sampled_from(["OK", "", "Not Modified", "No Content", "Early Hints", "\udcff x", "é"]),
+    st.text(max_size=80).filter(lambda r: "\r" not in r and "\n" not in r),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([(1, 0), (1, 1)]),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+    st.one_of(st.sampled_from([100, 101, 103, 200, 204, 304, 404, 502]), st.integers(100, 599)),
+    _reason,
+    _headers,
+    st.one_of(st.none(), st.sampled_from([b"rid-1", b"X"])),
+    st.booleans(),
+)
+def test_response_head_is_the_old_builders(version, method, status, reason, headers, rid, keep):
+    for _ in range(2):  # the second time from the memoized status line
+        new = response_head(
+            version, method, status, reason, headers, rid, keep_alive=keep, date=b"D"
+        )
+        old = _old_response_head(
+            version, method, status, reason, headers, rid, keep_alive=keep, date=b"D"
+        )
+        assert (new.data, new.framing, new.keep_alive) == old
+
+
+# The builder as it was before 65ef8b9 (`git show 65ef8b9^:proxy/http1.py`), its result a tuple.
+_DROP, _ID, _LEN, _DATE, _SRV, _CONN = range(6)
+_ROLE = {name: _DROP for name in _HOP} | {
+    b"x-request-id": _ID,
+    b"content-length": _LEN,
+    b"date": _DATE,
+    b"server": _SRV,
+    b"connection": _CONN,
+}
+
+
+def _listed(raw_headers):
+    names = set()
+    for name, value in raw_headers:
+        if name.lower() == b"connection":
+            for part in value.split(b","):
+                part = part.strip().lower()
+                if part:
+                    names.add(part)
+    return frozenset(names)
+
+
+def _old_response_head(
+    version, method, status, reason, raw_headers, request_id, *, keep_alive, date, listed=None
+):
+    from proxy.http1 import _SERVER
+
+    empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+    out = [b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))]
+    has_id = has_date = has_server = False
+    length = None
+    for name, value in raw_headers:
+        lname = name.lower()
+        if listed is not None and lname in listed:
+            continue
+        role = _ROLE.get(lname)
+        if role is not None:
+            if role == _DROP:
+                continue
+            if role == _CONN:
+                if listed is None and value.lower() not in (b"keep-alive", b"upgrade"):
+                    return _old_response_head(
+                        version,
+                        method,
+                        status,
+                        reason,
+                        raw_headers,
+                        request_id,
+                        keep_alive=keep_alive,
+                        date=date,
+                        listed=_listed(raw_headers),
+                    )
+                continue
+            if role == _ID:
+                if request_id is not None:
+                    if not has_id:
+                        has_id = True
+                        out.append(b"X-Request-ID: " + request_id + b"\r\n")
+                    continue
+            elif role == _LEN:
+                if status in (204, 304) or status < 200 or length is not None:
+                    continue
+                length = value.strip()
+            elif role == _DATE:
+                has_date = True
+            else:
+                has_server = True
+        out.append(name + b": " + value + b"\r\n")
+    if not has_id and request_id is not None:
+        out.append(b"X-Request-ID: " + request_id + b"\r\n")
+    if empty:
+        framing = EMPTY
+    elif length is not None:
+        framing = LENGTH
+    elif version >= (1, 1):
+        framing = CHUNKED
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    if not has_date:
+        out.append(b"Date: " + date + b"\r\n")
+    if not has_server:
+        out.append(b"Server: " + _SERVER + b"\r\n")
+    if keep_alive:
+        if version == (1, 0):
+            out.append(b"Connection: keep-alive\r\n")
+    elif version >= (1, 1):
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out), framing, keep_alive
