@@ -577,6 +577,12 @@ class ConnectionPool:
                 if 100 <= message.code < 200 and message.code != 101:
                     if message.code != 100 and on_interim is not None:
                         await on_interim(message.code, message.reason, message.raw_headers)
+                    if not proto._buffer and proto.transport is not None:  # noqa: SLF001
+                        # aiohttp stops the read timeout at every message without a body,
+                        # an interim one too: the wait for the final answer is timed again
+                        # (from the interim answer), or an upstream that sends 103 and
+                        # stalls holds the request forever when `total` is off.
+                        proto.start_timeout()
                     continue
                 if isinstance(proto, _UpstreamProtocol):
                     proto.forget_parser_if_chunked(message)
