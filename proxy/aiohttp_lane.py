@@ -58,6 +58,8 @@ class EdgeRequestHandler(RequestHandler):
         "_head_ended",
         "_tail",
         "_backlog",
+        "_last_body",
+        "_last_length",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +71,11 @@ class EdgeRequestHandler(RequestHandler):
         self._head_ended = False  # the last bytes parsed ended a head
         self._tail = b""  # the last bytes parsed (up to _TAIL), for the end-of-body check
         self._backlog = b""  # read but not yet given to the parser: it holds bytes of its own
+        # The body of the request parsed last. Not the handler's view (`_messages`,
+        # `_current_request`): a request leaves the queue a loop step before its handler
+        # starts, and a read in between is no part of any request there.
+        self._last_body: Any = None
+        self._last_length: int | None = None  # its Content-Length (None: chunked, or none)
 
     def data_received(self, data: bytes) -> None:
         if self.trailer_body is not None:
@@ -91,6 +98,9 @@ class EdgeRequestHandler(RequestHandler):
             else:
                 end = data.find(b"\r\n\r\n", start)
                 end = size if end < 0 else end + 4
+                left = self._body_left()
+                if 0 < left < end - start:
+                    end = start + left  # the body ends here: what follows is a head
                 if start == 0 and self._tail:
                     # An empty line begun at the end of the last read ends in this one:
                     # cut after it (where a chunked body may end; see `_parse`).
@@ -121,6 +131,8 @@ class EdgeRequestHandler(RequestHandler):
                 self._trailers_seen(body, queued)
                 return
         for index, (msg, payload) in enumerate(itertools.islice(messages, queued, None)):
+            if not isinstance(msg, _ErrInfo):
+                self._last_body, self._last_length = payload, _content_length(msg)
             if getattr(msg, "chunked", False):
                 if payload.is_eof():
                     # Head and end of a chunked body parsed at once: where its end fell
@@ -131,12 +143,7 @@ class EdgeRequestHandler(RequestHandler):
                 self._chunked_body, self._body_fresh = payload, True
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             error = messages[-1][0].exc
-            # The body cut short: the request being handled, or one queued behind it (its
-            # head came in the same read).
-            if len(messages) > 1:
-                body = messages[-2][1]
-            else:
-                body = self._current_request.content if self._current_request else None
+            body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
                 body.set_exception(error)
 
@@ -193,11 +200,17 @@ class EdgeRequestHandler(RequestHandler):
                 self._line_len = -1
         self._head_ended = data.endswith(b"\r\n\r\n", start, end)
 
+    def _body_left(self) -> int:
+        """Bytes of the Content-Length body being parsed still to come (0: none, or
+        chunked: a chunked body's end is an empty line, where pieces are cut anyway)."""
+        body, length = self._last_body, self._last_length
+        if length is None or body is None or body.is_eof():
+            return 0
+        return length - body.total_bytes
+
     def _body_pending(self) -> bool:
-        if self._messages:
-            return not self._messages[-1][1].is_eof()
-        current = self._current_request
-        return current is not None and not current.content.is_eof()
+        body = self._last_body
+        return body is not None and not body.is_eof()
 
     def _refusal_status(self, exc: HttpProcessingError, status: int) -> int:
         """llhttp says 400 for every limit: a request line over `limits.max_request_line`
@@ -226,6 +239,14 @@ class EdgeRequestHandler(RequestHandler):
         handling = current is not None and current.content is body
         if not handling and all(payload is not body for _, payload in self._messages):
             self.close()  # its request was already answered: close now
+
+
+def _content_length(msg: Any) -> int | None:
+    if getattr(msg, "chunked", False):
+        return None
+    value = msg.headers.get("Content-Length")
+    # llhttp refused a value over 2**64 already; the length check keeps int() cheap anyway.
+    return int(value) if value is not None and value.isdigit() and len(value) < 21 else None
 
 
 def parser_reason(exc: HttpProcessingError) -> str:

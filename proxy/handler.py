@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -150,7 +150,7 @@ class ExpressConnection(PlainConnection, Protocol):
 
     def express_done(self) -> None: ...
 
-    def escalate(self, work: Awaitable[None]) -> None: ...
+    def escalate(self, work: Coroutine[Any, Any, None]) -> None: ...
 
 
 class ProxyHandler:
@@ -1516,7 +1516,7 @@ class _Express:
         self.body = body
         self.msg = msg
 
-    def finish(self, first: Started | None) -> Awaitable[None]:
+    def finish(self, first: Started | None) -> Coroutine[Any, Any, None]:
         """The rest of the request as a task would run it (`first`: the attempt under way)."""
         handler, conn, pre, body, plan = self.handler, self.conn, self.pre, self.body, self.plan
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -157,6 +157,7 @@ class EdgeConnection(asyncio.Protocol):
         "_method",
         "_accept",
         "_keep_alive",
+        "_work",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -182,6 +183,7 @@ class EdgeConnection(asyncio.Protocol):
         self._method = "GET"
         self._accept: str | None = None
         self._keep_alive = True
+        self._work: Coroutine[Any, Any, None] | None = None  # what self.task runs
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -224,6 +226,11 @@ class EdgeConnection(asyncio.Protocol):
         self._stop_idle()
         if self.task is not None:
             self.task.cancel()  # the client went away: release the upstream
+            # A task cancelled before its first step never runs `_serve`, so the work it was
+            # given is never awaited: closed here, it is not reported (RuntimeWarning).
+            work = self._work
+            if work is not None:
+                self.task.add_done_callback(lambda _: work.close())
         if self.express is not None:
             express, self.express = self.express, None
             express.cancel()
@@ -330,7 +337,7 @@ class EdgeConnection(asyncio.Protocol):
             self.express = _STARTING
             self._loop.call_soon(self._express_start, msg, pre, body)
             return
-        self.task = self._loop.create_task(self._serve(handler.serve_plain(self, msg, pre, body)))
+        self._spawn(handler.serve_plain(self, msg, pre, body))
 
     def _express_start(self, msg: Any, pre: Any, body: bytes) -> None:
         if self.express is not _STARTING:
@@ -338,11 +345,13 @@ class EdgeConnection(asyncio.Protocol):
         self.express = None
         handler = self.listener.handler
         if not handler.serve_express(self, msg, pre, body):
-            self.task = self._loop.create_task(
-                self._serve(handler.serve_plain(self, msg, pre, body))
-            )
+            self._spawn(handler.serve_plain(self, msg, pre, body))
 
-    async def _serve(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._work = work
+        self.task = self._loop.create_task(self._serve(work))
+
+    async def _serve(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
             if self._write_paused and not self._lost:
@@ -355,7 +364,7 @@ class EdgeConnection(asyncio.Protocol):
             log.exception("fast lane: request failed after its response began")
             self.abort()
         finally:
-            self.task = None
+            self.task = self._work = None
         self._wake()
         self._after()
 
@@ -380,16 +389,16 @@ class EdgeConnection(asyncio.Protocol):
         """The express request was answered: on to the next, once the client reads."""
         self.express = None
         if self._write_paused and not self._lost:
-            self.task = self._loop.create_task(self._serve(self._drained()))
+            self._spawn(self._drained())
             return
         self._wake()
         self._after()
 
-    def escalate(self, work: Awaitable[None]) -> None:
+    def escalate(self, work: Coroutine[Any, Any, None]) -> None:
         """The express request goes on as a task (`_serve`), as a fast-lane request does."""
         self.express = None
         self.listener.escalated += 1
-        self.task = self._loop.create_task(self._serve(work))
+        self._spawn(work)
 
     def busy_waiter(self) -> asyncio.Future[None] | None:
         """For shutdown: what to wait on while a request is in flight here."""
