@@ -12,7 +12,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
@@ -176,6 +176,10 @@ class EdgeRequestHandler(RequestHandler):
         if isinstance(exc, HttpProcessingError) and status != 500:
             status = self._refusal_status(exc, status)
             message = f"{status} {_phrase(status)}: {parser_reason(exc)}\n"
+        if request is not None:
+            # aiohttp answers a request it could not parse as HTTP/1.0 (its stand-in for
+            # the request has that version); a client of this HTTP/1.1 server reads 1.1.
+            answer_in_http11(request)
         manager = self._manager
         on_refused = getattr(manager.request_handler, "refused", None) if manager else None
         if on_refused is not None:
@@ -239,6 +243,18 @@ class EdgeRequestHandler(RequestHandler):
         handling = current is not None and current.content is body
         if not handling and all(payload is not body for _, payload in self._messages):
             self.close()  # its request was already answered: close now
+
+
+def answer_in_http11(request: web.BaseRequest) -> None:
+    """aiohttp writes a status line in the request's version: a 505 for `HTTP/2.0` or
+    `HTTP/0.9` would begin `HTTP/2.0 505`, which no client reads as HTTP/1.x, and a request
+    it could not parse is answered `HTTP/1.0`. A server answers in the version it speaks
+    (RFC 9110 §6.2), as nginx does."""
+    try:  # `version` is aiohttp's cached property over `_version`
+        request._version = HttpVersion11  # noqa: SLF001
+        request._cache.pop("version", None)  # noqa: SLF001
+    except AttributeError:  # another aiohttp: the echoed version stays
+        pass
 
 
 def _content_length(msg: Any) -> int | None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from proxy.aiohttp_lane import answer_in_http11
 from proxy.client import Interim, UpstreamProtocolError, UpstreamResponse
 from proxy.config.model import (
     IDEMPOTENT_METHODS,
@@ -354,7 +355,7 @@ class ProxyHandler:
         except Refused as refused:
             ex.side = PROXY
             if refused.status == 505:
-                _answer_in_http11(request)
+                answer_in_http11(request)
             answer = error_response(
                 refused.status,
                 refused.message,
@@ -1608,17 +1609,6 @@ def _edge(
         ALLOWED_METHODS,
     )
     return raw_headers, edge
-
-
-def _answer_in_http11(request: web.BaseRequest) -> None:
-    """aiohttp writes a status line in the request's version: a 505 for `HTTP/2.0` or
-    `HTTP/0.9` would begin `HTTP/2.0 505`, which no client reads as HTTP/1.x. A server
-    answers in the version it speaks (RFC 9110 §6.2)."""
-    try:  # `version` is aiohttp's cached property over `_version`
-        request._version = aiohttp.HttpVersion11  # noqa: SLF001
-        request._cache.pop("version", None)  # noqa: SLF001
-    except AttributeError:  # another aiohttp: the echoed version stays (still a 505)
-        pass
 
 
 def _cookies(client_headers: Any) -> Mapping[str, str]:

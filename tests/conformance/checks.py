@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from tests.conformance.conftest import Edge
 from tests.conformance.recorder import Received
 from tests.conformance.wire import ProtocolViolation, Response, Wire
@@ -42,12 +44,26 @@ def forwarded_once(e: Edge, data: bytes, method: str = "GET") -> tuple[Response,
 
 
 def wait_upstream_quiet(e: Edge) -> None:
-    """Wait until every upstream connection that saw bytes has been closed."""
+    """Wait until the proxy has no request in flight, every upstream connection that saw
+    bytes has been closed, and the upstream has read everything it was sent (a request
+    the proxy cut may reach the upstream after the client saw its connection close)."""
     wait_until(
-        lambda: all(c.done for c in e.legacy.conns if c.raw),
+        lambda: in_flight(e) == 0,
+        timeout=10,
+        what="the proxy to finish the request",
+    )
+    wait_until(
+        lambda: all(c.done for c in e.legacy.conns if c.raw) and e.legacy.settled(),
         timeout=10,
         what="the proxy to close its upstream connection",
     )
+
+
+def in_flight(e: Edge) -> float:
+    """The proxy's own count of requests in flight (its metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{e.admin_port}/metrics", timeout=5).text
+    line = next(x for x in text.splitlines() if x.startswith("strangler_requests_in_flight "))
+    return float(line.split()[1])
 
 
 def assert_refused(e: Edge, data: bytes, statuses: tuple[int, ...] = (400, 414, 431)) -> None:
@@ -60,6 +76,10 @@ def assert_refused(e: Edge, data: bytes, statuses: tuple[int, ...] = (400, 414, 
             assert not w.raw.startswith(b"HTTP/1.1 2"), w.raw[:200]
         else:
             assert resp.status in statuses, (resp.status, resp.body[:200])
+            # In the version this server speaks (aiohttp wrote its parser's refusals as
+            # HTTP/1.0), saying it closes the connection.
+            assert w.raw.startswith(b"HTTP/1.1 "), w.raw[:80]
+            assert resp.header("connection") == ["close"], resp.headers
             assert w.closed(), f"connection left open after {resp.status}"
     assert e.legacy.requests() == [] and e.svc.requests() == [], "garbage was forwarded"
     assert_serving(e)

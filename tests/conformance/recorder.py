@@ -13,6 +13,7 @@ can make the upstream lie about framing in ways no HTTP library would.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import threading
@@ -46,6 +47,8 @@ class Conn:
     requests: list[Received] = field(default_factory=list)
     error: str | None = None
     done: bool = False  # the connection is closed
+    partial: bool = False  # bytes of a request arrived, its end has not (yet)
+    sock: socket.socket | None = None
 
 
 @dataclass
@@ -75,14 +78,33 @@ class Recorder:
         with self.lock:
             return [c.error for c in self.conns if c.error]
 
+    def settled(self) -> bool:
+        """No open connection is in the middle of a request or has bytes not read yet (a
+        connection the proxy closed is readable until its end is read)."""
+        with self.lock:
+            live = [c for c in self.conns if not c.done]
+        for c in live:
+            if c.partial:
+                return False
+            try:
+                readable, _, _ = select.select([c.sock], [], [], 0)
+            except (OSError, ValueError):  # closed meanwhile: done
+                continue
+            if readable:
+                return False
+        return True
+
     def clear(self) -> None:
-        """Forget what was recorded; pooled connections stay open and keep recording."""
+        """Forget what was recorded; pooled connections stay open and keep recording. A
+        connection left in the middle of a request is forgotten too: the proxy never sends
+        another request on it, and its end (the proxy cutting it, maybe only now) is the
+        last test's business."""
         with self.lock:
             for c in self.conns:
                 c.raw.clear()
                 c.requests.clear()
                 c.error = None
-            self.conns[:] = [c for c in self.conns if not c.done]
+            self.conns[:] = [c for c in self.conns if not c.done and not c.partial]
             self.scripts.clear()
 
     def script(
@@ -108,7 +130,7 @@ class Recorder:
             return None
 
     def _serve_conn(self, sock: socket.socket) -> None:
-        conn = Conn()
+        conn = Conn(sock=sock)
         with self.lock:
             self.conns.append(conn)
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
@@ -122,6 +144,7 @@ class Recorder:
                     data = sock.recv(65536)
                     with self.lock:
                         conn.raw += data
+                        conn.partial = conn.partial or bool(data)
                     if not data:
                         if h.their_state not in (h11.IDLE, h11.DONE, h11.MUST_CLOSE):
                             conn.error = f"connection closed mid-request ({h.their_state})"
@@ -152,6 +175,7 @@ class Recorder:
                     current.body = bytes(body)
                     with self.lock:
                         conn.requests.append(current)
+                        conn.partial = False
                     script = self._next_script()
                     if script is not None:
                         sock.sendall(script.reply)
