@@ -55,6 +55,7 @@ class EdgeRequestHandler(RequestHandler):
         "_body_fresh",
         "trailer_body",
         "_line_len",
+        "_line_start",
         "_head_ended",
         "_tail",
         "_backlog",
@@ -68,6 +69,7 @@ class EdgeRequestHandler(RequestHandler):
         self._body_fresh = False  # the next bytes parsed are its first
         self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
         self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
+        self._line_start = b""  # its first bytes: enough to tell a HEAD request
         self._head_ended = False  # the last bytes parsed ended a head
         self._tail = b""  # the last bytes parsed (up to _TAIL), for the end-of-body check
         self._backlog = b""  # read but not yet given to the parser: it holds bytes of its own
@@ -180,6 +182,10 @@ class EdgeRequestHandler(RequestHandler):
             # aiohttp answers a request it could not parse as HTTP/1.0 (its stand-in for
             # the request has that version); a client of this HTTP/1.1 server reads 1.1.
             answer_in_http11(request)
+            if self._line_start == b"HEAD ":
+                # Its stand-in is no HEAD request either: the answer would carry a body,
+                # which a client reading a HEAD response takes for the next response.
+                _stand_in_for_head(request)
         manager = self._manager
         on_refused = getattr(manager.request_handler, "refused", None) if manager else None
         if on_refused is not None:
@@ -196,8 +202,10 @@ class EdgeRequestHandler(RequestHandler):
             self._head_ended = True
             return
         if self._head_ended:
-            self._line_len, self._head_ended = 0, False
+            self._line_len, self._head_ended, self._line_start = 0, False, b""
         if self._line_len >= 0:
+            if len(self._line_start) < 5:
+                self._line_start += data[start : min(end, start + 5 - len(self._line_start))]
             newline = data.find(b"\n", start, end)
             self._line_len += (end if newline < 0 else newline) - start
             if newline >= 0 and self._line_len <= self.max_line_size:
@@ -254,6 +262,14 @@ def answer_in_http11(request: web.BaseRequest) -> None:
         request._version = HttpVersion11  # noqa: SLF001
         request._cache.pop("version", None)  # noqa: SLF001
     except AttributeError:  # another aiohttp: the echoed version stays
+        pass
+
+
+def _stand_in_for_head(request: web.BaseRequest) -> None:
+    try:  # `method` is aiohttp's cached property over `_method`
+        request._method = "HEAD"  # noqa: SLF001
+        request._cache.pop("method", None)  # noqa: SLF001
+    except AttributeError:  # another aiohttp: the body is written (the connection closes)
         pass
 
 

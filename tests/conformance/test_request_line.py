@@ -219,3 +219,23 @@ def test_a_body_before_on_the_connection_does_not_change_414_or_431(e, body, aft
         first = w.send(head).send(body).response("POST")
         second = w.send(after).response()
     assert (first.status, second.status) == (200, status)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HEAD / HTTP/1.1\r\nX-A : b\r\nHost: h\r\n\r\n",
+        b"HEAD /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+    ],
+    ids=["bad-field-name", "url-too-long", "field-too-long"],
+)
+def test_a_refused_head_request_gets_no_body(e, data):
+    """The answer to HEAD has no body (RFC 9110 §9.3.2), refusals of the parser included:
+    aiohttp answered the request it could not parse as a GET, body and all."""
+    with Wire(e.port) as w:
+        resp = w.send(data).response("HEAD")
+        assert resp.status in (400, 414, 431)
+        assert w.closed()
+    assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]
+    assert e.legacy.requests() == []
