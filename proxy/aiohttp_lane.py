@@ -226,7 +226,9 @@ class EdgeRequestHandler(RequestHandler):
             self._line_len += (end if newline < 0 else newline) - start
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
-        self._head_ended = data.endswith(b"\r\n\r\n", start, end)
+        # The empty line may have begun in the bytes parsed before (a read cut inside it).
+        last = data[max(start, end - 4) : end]
+        self._head_ended = (self._tail[-3:] + last)[-4:] == b"\r\n\r\n"
 
     def _body_left(self) -> int:
         """Bytes of the Content-Length body being parsed still to come (0: none, or
