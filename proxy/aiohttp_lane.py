@@ -96,21 +96,23 @@ class EdgeRequestHandler(RequestHandler):
                 self._backlog = data[start:]
                 return
             if self._upgraded or self._payload_parser is not None or self._close:
-                end = size  # not HTTP messages any more (or ignored): as aiohttp does
-            else:
-                end = data.find(b"\r\n\r\n", start)
-                end = size if end < 0 else end + 4
-                left = self._body_left()
-                if 0 < left < end - start:
-                    end = start + left  # the body ends here: what follows is a head
-                if start == 0 and self._tail:
-                    # An empty line begun at the end of the last read ends in this one:
-                    # cut after it (where a chunked body may end; see `_parse`).
-                    carry = self._tail[-3:]
-                    straddle = (carry + data[:3]).find(b"\r\n\r\n")
-                    if straddle >= 0:
-                        end = straddle + 4 - len(carry)
-                self._measure_request_line(data, start, end)
+                # Not HTTP messages any more (or ignored): aiohttp keeps them (see
+                # `finish_response`) or drops them. Not parsed, so no part of `_tail`.
+                super().data_received(data[start:] if start else data)
+                return
+            end = data.find(b"\r\n\r\n", start)
+            end = size if end < 0 else end + 4
+            left = self._body_left()
+            if 0 < left < end - start:
+                end = start + left  # the body ends here: what follows is a head
+            if start == 0 and self._tail:
+                # An empty line begun at the end of the last read ends in this one:
+                # cut after it (where a chunked body may end; see `_parse`).
+                carry = self._tail[-3:]
+                straddle = (carry + data[:3]).find(b"\r\n\r\n")
+                if straddle >= 0:
+                    end = straddle + 4 - len(carry)
+            self._measure_request_line(data, start, end)
             self._parse(data[start:end] if start or end < size else data)
             start = end
 
@@ -148,6 +150,28 @@ class EdgeRequestHandler(RequestHandler):
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
                 body.set_exception(error)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """An upgrade the handler declined (no 101): what came after its request is HTTP
+        again. aiohttp feeds all of it to its parser in one go, past the trailer check
+        (a trailer field pipelined behind a refused WebSocket handshake reached the next
+        request); here it is parsed as any read is, a piece at a time."""
+        if (
+            self._upgraded
+            and not self._messages
+            and self._payload_parser is None
+            and self._parser is not None
+        ):  # aiohttp's own condition for taking the upgrade back (`finish_response`)
+            self._parser.set_upgraded(False)
+            self._upgraded = False
+            tail, self._message_tail = self._message_tail, b""
+            if tail:
+                self.data_received(tail)
+            if self._buffer_paused and len(self._messages) < self._max_msg_queue_size:
+                self._resume_reading_if_drained()  # the tail held reading off
+        return await super().finish_response(request, resp, start_time)
 
     def _parser_holding(self) -> bool:
         """Whether aiohttp's parser paused (a body over its buffer's limit, or a full queue
@@ -210,7 +234,9 @@ class EdgeRequestHandler(RequestHandler):
             self._line_len += (end if newline < 0 else newline) - start
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
-        self._head_ended = data.endswith(b"\r\n\r\n", start, end)
+        # The empty line may have begun in the bytes parsed before (a read cut inside it).
+        last = data[max(start, end - 4) : end]
+        self._head_ended = (self._tail[-3:] + last)[-4:] == b"\r\n\r\n"
 
     def _body_left(self) -> int:
         """Bytes of the Content-Length body being parsed still to come (0: none, or

@@ -308,6 +308,25 @@ def test_a_trailer_field_never_reaches_the_next_request_on_the_connection(e, tra
     assert_serving(e)
 
 
+def test_a_trailer_field_behind_a_declined_upgrade_never_reaches_the_next_request(e):
+    """aiohttp parses what follows a WebSocket handshake only once the handler declined it
+    (here the upstream answers 200, not 101), and then all at once, past the lane's check
+    for trailer fields: a trailer `Authorization` reached the request after it."""
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    evil = CHUNKED + b"5\r\nhello\r\n0\r\nAuthorization: Bearer evil\r\n\r\n"
+    with Wire(e.port) as w:
+        w.send(upgrade + evil + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert w.response().status == 502  # the upstream refused the upgrade
+        second = w.response("POST")
+        assert second.status == 200 and second.header("connection") == ["close"]
+        assert w.closed()
+    assert all(b"evil" not in c.raw and b"/next" not in c.raw for c in e.legacy.conns)
+    assert_serving(e)
+
+
 def test_a_trailer_after_an_early_answer_still_ends_the_connection(e):
     """The upstream refuses before it reads the body; the body, with trailer fields,
     comes anyway (and is read to be dropped, if the answer went first): the connection

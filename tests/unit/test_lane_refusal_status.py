@@ -65,3 +65,27 @@ async def test_body_read_before_its_handler_starts_is_not_a_request_line(
     rest = [body + after] if together else [body, after]
     out = await answer([HEAD % len(body), *rest])
     assert STATUS.findall(out) == [b"200", b"%d" % status]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3], ids=["lf", "crlf", "lf-crlf"])
+async def test_a_head_whose_empty_line_is_cut_between_reads_ends_where_it_ends(cut):
+    """The last bytes of a head's empty line come in the next read, with a request whose
+    URL is too long: that head ended in the read's first piece, so the long line after it
+    is measured (414), not taken for the rest of the line before (431)."""
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        return web.Response(text="ok")
+
+    server = EdgeServer(handler)
+    proto = server()
+    transport = Transport()
+    proto.connection_made(transport)
+    first = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    proto.data_received(first[:-cut])
+    proto.data_received(first[-cut:] + b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    async with asyncio.timeout(30):  # a guard against a hang, not a measure
+        while len(STATUS.findall(transport.out)) < 2 and not transport.closing:
+            await asyncio.sleep(0.001)
+    proto.connection_lost(None)
+    await server.shutdown(0)
+    assert STATUS.findall(transport.out) == [b"200", b"414"]
