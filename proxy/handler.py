@@ -114,6 +114,11 @@ class PlainPlan:
     shadowing: bool  # the mirror admitted a shadow copy of this request
 
 
+class CutMidResponse(Exception):
+    """An upstream failed while its answer was being relayed (a reset, a truncated or
+    malformed body, a read timeout): logged and counted as a 502, the client connection cut."""
+
+
 @dataclass(slots=True)
 class Relayed:
     """A response the fast lane already wrote to the client."""
@@ -242,6 +247,13 @@ class ProxyHandler:
             ex.status, ex.error = exc.status, str(exc)
             return error_response(
                 exc.status, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
+            )
+        except CutMidResponse:
+            # The upstream failed after the head went out: `_cut_mid_response` logged it and
+            # set the 502, and the client connection is cut, so this answer is never written.
+            # Not an internal error: the proxy did what it must.
+            return error_response(
+                502, "bad_gateway", route=ex.route_name, request_id=ex.request_id, close=True
             )
         except Exception as exc:
             return self._internal_error(ex, exc, client_headers)
@@ -524,7 +536,7 @@ class ProxyHandler:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
             abort_connection(request)
-            raise
+            raise CutMidResponse from exc
         finally:
             upstream_resp.release()
             if capture is not None and not relayed:
@@ -723,7 +735,7 @@ class ProxyHandler:
         ) as exc:
             self._cut_mid_response(ex, exc)
             conn.abort()
-            raise
+            raise CutMidResponse from exc
         finally:
             upstream_resp.release()
             if capture is not None and not relayed:

@@ -86,6 +86,20 @@ async def endless(request: web.Request) -> web.StreamResponse:
     return resp  # pragma: no cover - never reached
 
 
+async def dies(request: web.Request) -> web.StreamResponse:
+    """A chunked answer whose server dies after two chunks (a worker killed mid-stream,
+    as gunicorn's timeout kills one): the connection is reset, the body never ends."""
+    await request.read()
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await resp.prepare(request)
+    await resp.write(b"first;" * 20_000)
+    await resp.write(b"second;")
+    await asyncio.sleep(0.01)
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
 async def hang(request: web.Request) -> web.Response:
     """Answers only after 30 s; counts the requests whose caller went away first."""
     stats = request.app["stats"]
@@ -220,6 +234,7 @@ def make_app() -> web.Application:
     app.router.add_get("/ai/ws", websocket)
     app.router.add_get("/ai/ws-record", ws_recorder)
     app.router.add_get("/ai/hang", hang)
+    app.router.add_route("*", "/ai/dies", dies)
     app.router.add_get("/ai/ws-auth", ws_auth)
     app.router.add_get("/ai/ws-redirect", ws_redirect)
     app.router.add_get("/ai/ws-followed", ws_followed)

@@ -4,6 +4,7 @@ proxy must let the upstream know, keep serving, and never leave a client waiting
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -201,3 +202,37 @@ def test_a_websocket_client_vanishing_is_going_away_for_the_upstream(stack):
             what="the upstream WebSocket to be closed",
         )
         assert _stats(stack)["ws_closes"][-1] == [1001, ""]
+
+
+def _access_lines(stack, request_ids: set[str]) -> list[dict]:
+    lines = [json.loads(t) for t in stack.log.read_text().splitlines() if t.startswith("{")]
+    return [line for line in lines if line.get("request_id") in request_ids]
+
+
+def test_an_upstream_dying_mid_answer_is_a_502_in_the_log_not_an_internal_error(stack):
+    """The head went out, then the upstream died: the client's connection is cut (no final
+    chunk), and the access line and metrics say 502, the upstream's failure. It was logged
+    as an 'internal proxy error' with a traceback and counted as a 500, on both lanes."""
+    ids = set()
+    for method, body in (("GET", None), ("POST", b"p" * 100_000)):  # fast lane, aiohttp lane
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(method, stack.url + "/ai/dies", content=body) as resp,
+        ):
+            assert resp.status_code == 200
+            ids.add(resp.headers["X-Request-ID"])
+            try:
+                data = resp.read()
+            except httpx.RemoteProtocolError:
+                pass  # the truncation is visible to the client
+            else:
+                raise AssertionError(f"a cut answer looked complete ({len(data)} bytes)")
+
+    def finished() -> list[dict]:
+        lines = _access_lines(stack, ids)
+        return lines if sum(line.get("msg") == "request" for line in lines) == 2 else []
+
+    lines = wait_until(finished, timeout=5, what="both access lines")
+    assert [line["status"] for line in lines if line["msg"] == "request"] == [502, 502], lines
+    assert not [line for line in lines if line["msg"] == "internal proxy error"], lines
+    stack.alive()
