@@ -126,6 +126,9 @@ class _UpstreamProtocol(ResponseHandler):
     # fails to parse begins at the response's first byte (`_salvage` may re-read it).
     _at_start = False
     _feeding: bytes | None = None
+    # Seconds the upstream's last response said this connection may stay idle and still
+    # be used (`Keep-Alive: timeout=N`, less a second), None: it said nothing.
+    keep_idle: float | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._at_start:
@@ -239,6 +242,12 @@ class _UpstreamProtocol(ResponseHandler):
             total = self._total = _Deadline(self)
         return total.arm(timeout)
 
+    def response_taken(self, message: Any) -> None:
+        """What a response's head tells about the connection it came on."""
+        self.forget_parser_if_chunked(message)
+        hint = message.headers.get("Keep-Alive")
+        self.keep_idle = None if hint is None else keep_alive_limit(hint)
+
     def forget_parser_if_chunked(self, message: Any) -> None:
         """A chunked response may end in trailer fields, and aiohttp's C parser (3.14) keeps
         the last one pending past the message's end: a parser used again would add it to
@@ -351,7 +360,7 @@ class Pending:
         """The response `complete` showed, off the connection (as `finish` would return it)."""
         proto = self.proto
         (message, payload), _ = proto._buffer.popleft()  # noqa: SLF001
-        proto.forget_parser_if_chunked(message)
+        proto.response_taken(message)
         return UpstreamResponse(
             message.code, message.reason, message.raw_headers, payload, proto, pool, self.deadline
         )
@@ -362,6 +371,21 @@ class Pending:
         if self.deadline is not None:
             self.deadline.cancel()
         self.proto.abort()
+
+
+def keep_alive_limit(value: str) -> float | None:
+    """How long a connection may idle in the pool by an upstream's `Keep-Alive: timeout=N`
+    (RFC 2068 §19.7.1.1, sent by Node.js, Apache and others): a second less than N, as
+    undici does, so that a request is not sent just as the upstream closes the connection
+    (a POST then fails: it is not retried). None: no timeout given, `timeout.idle` rules."""
+    for part in value.split(","):
+        name, _, arg = part.partition("=")
+        if name.strip().lower() == "timeout":
+            arg = arg.strip().strip('"')
+            if arg.isdigit() and len(arg) <= 9:
+                return max(0.0, int(arg) - 1.0)
+            return None
+    return None
 
 
 class ConnectionPool:
@@ -390,7 +414,10 @@ class ConnectionPool:
         idle_limit = self.upstream.timeout.idle
         while self._idle:
             proto, since = self._idle.pop()
-            if now - since < idle_limit and proto.is_connected() and not proto.should_close:
+            limit = getattr(proto, "keep_idle", None)
+            if limit is None or limit > idle_limit:
+                limit = idle_limit
+            if now - since < limit and proto.is_connected() and not proto.should_close:
                 return proto
             proto.close()
         return None
@@ -585,7 +612,7 @@ class ConnectionPool:
                         proto.start_timeout()
                     continue
                 if isinstance(proto, _UpstreamProtocol):
-                    proto.forget_parser_if_chunked(message)
+                    proto.response_taken(message)
                 break
         except BaseException:
             if deadline is not None:
