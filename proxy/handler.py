@@ -1396,7 +1396,9 @@ class ProxyHandler:
             ex.request_id,
             extra={"fields": ex.log_ids()},
         )
-        ex.status, ex.error = 502, f"mid-response: {exc!r}"
+        # What it would have been before the head went out: a read that timed out is 504.
+        timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)
+        ex.status, ex.error = 504 if timed_out else 502, f"mid-response: {exc!r}"
 
     def _auth_unavailable(
         self, auth: Any, why: str, ex: Exchange, accept: str | None

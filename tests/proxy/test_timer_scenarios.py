@@ -6,6 +6,7 @@ answers, mid-body, and nothing is left behind when connections come and go."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.support.procs import wait_until
 from tests.support.single import single_upstream_proxy
 
 
@@ -21,7 +23,8 @@ class Scripted:
     """An HTTP/1.1 upstream on a thread's event loop; what it does depends on the path:
     /ok answers; /hang never answers; /103hang sends 103 Early Hints and no more;
     /trickle sends a 20-byte body a byte every `trickle` s; /half sends half a body and
-    stops; /early answers 413 without reading a POST body and closes."""
+    stops; /bighalf sends the head and 200 KB of a 400 KB body (more than is read whole
+    before relaying) and stops; /early answers 413 without reading a POST body and closes."""
 
     def __init__(self, trickle: float = 0.1) -> None:
         self.trickle = trickle
@@ -65,6 +68,12 @@ class Scripted:
                         await writer.drain()
                         await asyncio.sleep(self.trickle)
                         writer.write(b"t")
+                elif path.startswith(b"/bighalf"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 400000\r\n\r\n")
+                    writer.write(b"b" * 200_000)
+                    await writer.drain()
+                    await reader.read()
+                    return
                 elif path.startswith(b"/half"):
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
                     await reader.read()
@@ -106,10 +115,16 @@ def _length(head: bytes) -> int:
 
 
 @contextmanager
-def scripted(tmp_path, timeout: str, trickle: float = 0.1) -> Iterator[tuple[Scripted, int, int]]:
+def scripted(
+    tmp_path, timeout: str, trickle: float = 0.1, stdout=None
+) -> Iterator[tuple[Scripted, int, int]]:
     up = Scripted(trickle)
     try:
-        with single_upstream_proxy(tmp_path, up.port, timeout=timeout) as (port, admin, _proc):
+        with single_upstream_proxy(tmp_path, up.port, timeout=timeout, stdout=stdout) as (
+            port,
+            admin,
+            _proc,
+        ):
             yield up, port, admin
     finally:
         up.close()
@@ -204,3 +219,32 @@ def test_a_body_that_stops_is_cut_at_read(tmp_path):
         assert status == 504, body
         assert took >= 0.4
         assert _get(sock, rest, "/ok")[:2] == (200, b"ok")
+
+
+def test_a_body_that_stops_after_its_head_was_relayed_is_a_504_in_the_log(tmp_path):
+    """Past the head, a stalled body can only be cut; the access line still says what
+    happened: the upstream's read timed out (504), as before the head (it said 502, the
+    status of an upstream that failed)."""
+    log = tmp_path / "proxy.log"
+    with (
+        log.open("w") as out,
+        scripted(tmp_path, "{read: 0.4, total: null}", stdout=out) as (_up, port, _),
+        _connect(port) as sock,
+    ):
+        sock.sendall(b"GET /bighalf HTTP/1.1\r\nHost: h\r\n\r\n")
+        got = bytearray()
+        while chunk := sock.recv(65536):  # until the proxy cuts the connection
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert len(got.partition(b"\r\n\r\n")[2]) < 400_000
+
+        def access_line() -> dict | None:
+            for text in log.read_text().splitlines():
+                if text.startswith("{"):
+                    line = json.loads(text)
+                    if line.get("msg") == "request" and line.get("path") == "/bighalf":
+                        return line
+            return None
+
+        line = wait_until(access_line, timeout=10, what="the access line")
+    assert line["status"] == 504, line

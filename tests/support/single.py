@@ -18,9 +18,11 @@ def single_upstream_proxy(
     name: str = "routes",
     env: dict[str, str] | None = None,
     timeout: str | None = None,
+    stdout=None,
 ) -> Iterator[tuple[int, int, subprocess.Popen]]:
     """`strangler serve` with `default: legacy` pointing at `upstream_port` and no retries
-    (`timeout`: the upstream's `timeout` mapping, as YAML); yields the proxy port, the admin
+    (`timeout`: the upstream's `timeout` mapping, as YAML; `stdout`: where its log lines
+    go); yields the proxy port, the admin
     port and the process once it is ready."""
     port, admin = free_port(), free_port()
     config = workdir / f"{name}.yaml"
@@ -39,5 +41,6 @@ routes: []
         [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
         ready_url=f"http://127.0.0.1:{admin}/-/ready",
         env=env,
+        stdout=stdout,
     ) as proc:
         yield port, admin, proc
