@@ -833,7 +833,7 @@ class ProxyHandler:
                 route,
                 scheme=scheme,
                 server_address=edge.host or None,
-                server_port=_host_port(edge.host_header, scheme),
+                host_header=edge.host_header,
                 client_address=ex.client or None,
             )
         headers = forward_headers(
@@ -1632,14 +1632,6 @@ def _cookies(client_headers: Any) -> Mapping[str, str]:
 
     parsed = parse_cookie_header(client_headers.get("Cookie", ""))
     return MappingProxyType({name: morsel.value for name, morsel in parsed})
-
-
-def _host_port(host_header: str, scheme: str) -> int:
-    """The port the client addressed (`Host: name:port`), else the scheme's default."""
-    _, colon, port = host_header.rpartition(":")
-    if colon and 0 < len(port) <= 5 and port.isdigit():
-        return int(port)
-    return 443 if scheme == "https" else 80
 
 
 def _peer(transport: Any) -> str:

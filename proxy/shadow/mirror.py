@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.config.model import SAFE_METHODS, Route
+from proxy.config.model import SAFE_METHODS, Route, ShadowPolicy
 
 from .compare import Differ, Rules, decoded_body
 from .memory import DEFAULT_MAX_MEMORY, Hold, ShadowMemory
@@ -102,6 +102,9 @@ class _Lane:
     queue: asyncio.Queue
     workers: list[asyncio.Task] = field(default_factory=list)
     in_flight: int = 0
+    # The route's `shadow` policy last found to fit this lane: while the route carries that
+    # very object, the lane is current without comparing sizes (`ShadowMirror._current_lane`).
+    policy: ShadowPolicy | None = None
 
 
 @dataclass(slots=True)
@@ -363,10 +366,17 @@ class ShadowMirror:
         """The route's lane, unless a reload changed its concurrency or queue (then the next
         `submit` starts a new one, and the old lane's full queue says nothing about it)."""
         lane = self._lanes.get(route.name)
-        policy = route.shadow
-        if lane is None or lane.concurrency != max(1, int(policy.concurrency)):
+        if lane is None:
             return None
-        return lane if lane.queue.maxsize == max(1, int(policy.queue)) else None
+        policy = route.shadow
+        if lane.policy is policy:  # every request but the first after a (re)load
+            return lane
+        if lane.concurrency != max(1, int(policy.concurrency)):
+            return None
+        if lane.queue.maxsize != max(1, int(policy.queue)):
+            return None
+        lane.policy = policy
+        return lane
 
     def _lane(self, route: Route) -> _Lane:
         policy = route.shadow
@@ -380,7 +390,7 @@ class ShadowMirror:
             self._retire(lane)
         if self._probe is None:
             self._probe = asyncio.get_running_loop().create_task(self._lag_probe())
-        lane = _Lane(route.name, concurrency, asyncio.Queue(maxsize=size))
+        lane = _Lane(route.name, concurrency, asyncio.Queue(maxsize=size), policy=policy)
         lane.workers = [
             asyncio.get_running_loop().create_task(
                 self._worker(lane), name=f"shadow-{route.name}-{i}"

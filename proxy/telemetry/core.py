@@ -163,6 +163,7 @@ class Telemetry:
         scheme: str = "http",
         server_address: str | None = None,
         server_port: int | None = None,
+        host_header: str | None = None,
         client_address: str | None = None,
     ) -> Span | None:
         """The request's server span, or None when tracing is off (nothing is created)."""
@@ -179,6 +180,7 @@ class Telemetry:
             scheme=scheme,
             server_address=server_address,
             server_port=server_port,
+            host_header=host_header,
             client_address=client_address,
         )
 

@@ -105,23 +105,39 @@ def client_parent(headers: Mapping[str, str]) -> tuple[int, int, int] | None:
     """(trace id, parent span id, flags) of the client's `traceparent`; None when it is absent,
     malformed, or sent more than once (W3C: two `traceparent` fields are invalid, a new
     trace starts)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # a request's headers: presence and count in one lookup
+        values = getall("traceparent", None)
+        if values is None or len(values) != 1:
+            return None
+        return _parse(values[0])
     value = header(headers, "traceparent")
-    if value is None:
-        return None
-    if len(header_values(headers, "traceparent")) != 1:
+    if value is None or len(header_values(headers, "traceparent")) != 1:
         return None
     return _parse(value)
 
 
 def client_tracestate(headers: Mapping[str, str]) -> str | None:
     """The client's `tracestate`, all its fields as one list (see `clean_tracestate`)."""
-    return clean_tracestate(header_values(headers, "tracestate"))
+    getall = getattr(headers, "getall", None)
+    values = (
+        getall("tracestate", ()) if getall is not None else header_values(headers, "tracestate")
+    )
+    return clean_tracestate(values[0] if len(values) == 1 else values)
 
 
 def trace_id_from_headers(headers: Mapping[str, str]) -> str | None:
     """The caller's trace id (for log lines) without creating any span."""
     parsed = client_parent(headers)
     return f"{parsed[0]:032x}" if parsed else None
+
+
+def host_port(host_header: str, scheme: str) -> int:
+    """The port the client addressed (`Host: name:port`), else the scheme's default."""
+    _, colon, port = host_header.rpartition(":")
+    if colon and 0 < len(port) <= 5 and port.isdigit():
+        return int(port)
+    return 443 if scheme == "https" else 80
 
 
 def set_header(headers: MutableMapping[str, str], name: str, value: str) -> None:
@@ -197,9 +213,13 @@ class Tracing:
         scheme: str = "http",
         server_address: str | None = None,
         server_port: int | None = None,
+        host_header: str | None = None,
         client_address: str | None = None,
     ) -> Span | None:
         """The span for one proxied request, child of the client's `traceparent` if any.
+
+        `server.port` is `server_port`, else the port of `host_header` (the client's `Host`,
+        the scheme's default port without one): read only for a span that is recorded.
 
         Sampling follows the client's sampled flag when it sent a traceparent, else `sample`.
         An unsampled request gets a bare id pair (no recording at all) that still carries
@@ -238,6 +258,8 @@ class Tracing:
             attrs["strangler.route"] = route
         if server_address:
             attrs["server.address"] = server_address
+        if server_port is None and host_header is not None:
+            server_port = host_port(host_header, scheme)
         if server_port:
             attrs["server.port"] = server_port
         if client_address:

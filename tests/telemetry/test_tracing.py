@@ -345,3 +345,52 @@ def test_a_session_in_the_path_stays_out_of_both_spans(traced):
     assert [a["url.full"] for a in attrs if "url.full" in a] == [
         "http://127.0.0.1:8102/cart;jsessionid=[REDACTED]"  # the query is never in it
     ]
+
+
+@pytest.mark.parametrize(
+    ("host_header", "scheme", "server_port", "expected"),
+    [
+        ("shop.example:8443", "http", None, 8443),
+        ("shop.example", "http", None, 80),
+        ("shop.example", "https", None, 443),
+        ("[::1]:9000", "http", None, 9000),
+        ("[::1]", "https", None, 443),
+        ("shop.example:123456", "http", None, 80),  # not a port
+        ("shop.example:8443", "http", 7, 7),  # an explicit server_port wins
+    ],
+)
+def test_server_port_is_the_port_of_the_host_header(
+    traced, host_header, scheme, server_port, expected
+):
+    """The handler hands over the client's Host; `server.port` is read from it only for a
+    span that is recorded (an unsampled request pays nothing for it)."""
+    t = traced()
+    span = t.start_server_span(
+        {},
+        "GET",
+        "/x",
+        None,
+        scheme=scheme,
+        server_address="shop.example",
+        server_port=server_port,
+        host_header=host_header,
+    )
+    t.request_finished(None, "legacy", "legacy", "GET", 200, 0.001, 0, span=span)
+    (server,) = traced.exporter.get_finished_spans()
+    assert server.attributes["server.port"] == expected
+    assert server.attributes["url.scheme"] == scheme
+
+
+def test_an_unsampled_request_reads_no_port_from_the_host_header(traced):
+    """`host_header` is read only once the span is recorded."""
+
+    class Unreadable(str):
+        def rpartition(self, sep):  # what reading the port would call
+            raise AssertionError("the Host header was parsed for an unsampled request")
+
+    t = traced(sample=0.0)
+    span = t.start_server_span({}, "GET", "/x", None, host_header=Unreadable("a:1"))
+    assert span is not None and not span.is_recording()
+    recorded = traced(sample=1.0)
+    with pytest.raises(AssertionError, match="parsed"):
+        recorded.start_server_span({}, "GET", "/x", None, host_header=Unreadable("a:1"))
