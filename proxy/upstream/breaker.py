@@ -46,9 +46,14 @@ class Window:
 
     def add(self, now: float, ok: bool, count: int = 1) -> None:
         index = int(now // self.width)
-        if not self.buckets or self.buckets[-1][0] != index:
-            self.buckets.append([index, 0, 0])
-        self.buckets[-1][1 if ok else 2] += count
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == index:
+            # The usual case, once per request: nothing to trim in the bucket of the last
+            # trim (it happened when this bucket began).
+            buckets[-1][1 if ok else 2] += count
+            return
+        buckets.append([index, 0, 0])
+        buckets[-1][1 if ok else 2] += count
         self._trim(index)
 
     def totals(self, now: float) -> tuple[int, int]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from proxy.config.model import BreakerPolicy
-from proxy.upstream.breaker import Breaker
+from proxy.upstream.breaker import WINDOW_BUCKETS, Breaker, Window
 
 
 class Clock:
@@ -137,3 +140,30 @@ def test_late_results_from_before_a_transition_are_ignored() -> None:
     assert b.state == "closed"
     b.on_result(slow, ok=False)  # an old failure does not count against the new period
     assert b.consecutive == 0 and b.state == "closed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 5, allow_nan=False), st.booleans(), st.integers(1, 3)),
+        max_size=60,
+    ),
+    st.floats(0.5, 10, allow_nan=False),
+)
+def test_window_totals_count_what_fell_in_the_buckets_still_kept(steps, span):
+    """`Window.add` skips trimming within the bucket of its last trim (once per request):
+    its totals stay what a window that trims on every add reports."""
+    window = Window(span)
+    kept: list[tuple[int, bool, int]] = []  # (bucket index, ok, count): the reference
+    now = 0.0
+    for gap, ok, count in steps:
+        now += gap
+        index = int(now // window.width)
+        window.add(now, ok, count)
+        kept.append((index, ok, count))
+        kept = [k for k in kept if k[0] >= index - WINDOW_BUCKETS + 1]
+        expected = (
+            sum(c for _, good, c in kept if good),
+            sum(c for _, good, c in kept if not good),
+        )
+        assert window.totals(now) == expected
