@@ -1553,7 +1553,18 @@ class _Express:
             return
         handler, ex = self.handler, self.ex
         upstream = self.plan.upstream
-        resp = first.pending.take(handler.pool.pool(upstream))
+        try:
+            resp = first.pending.take(handler.pool.pool(upstream))
+        except Exception as exc:  # noqa: BLE001 - a callback's error would leave all waiting
+            # Nothing reached the client; without this, it waited for ever, and the slot and
+            # the in-flight count were never given back.
+            first.pending.abandon()
+            first.slot.done(error=exc)
+            first.slot.close()
+            self.conn.send_response(handler._internal_error(ex, exc, self.msg.headers))
+            handler._end(ex, self.begun[1], self.msg.headers)
+            self.conn.express_done()
+            return
         try:
             if handler.telemetry is not None:
                 handler.telemetry.attempt_finished(first.span, upstream.name, resp.status)
