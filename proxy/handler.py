@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -117,6 +117,12 @@ class PlainPlan:
 class CutMidResponse(Exception):
     """An upstream failed while its answer was being relayed (a reset, a truncated or
     malformed body, a read timeout): logged and counted as a 502, the client connection cut."""
+
+
+_T = TypeVar("_T")
+
+# What a relay raises when its upstream fails after the answer's head went out.
+_MID_RESPONSE = (TimeoutError, aiohttp.ClientError, ConnectionResetError, UpstreamProtocolError)
 
 
 @dataclass(slots=True)
@@ -496,7 +502,11 @@ class ProxyHandler:
             return await self._translated(
                 request.method,
                 request.headers.get("Accept"),
-                lambda resp: relay(request, resp, {"X-Request-ID": ex.request_id}),
+                lambda resp: self._relay_or_cut(
+                    relay(request, resp, {"X-Request-ID": ex.request_id}),
+                    ex,
+                    lambda: abort_connection(request),
+                ),
                 rt,
                 translator,
                 upstream,
@@ -532,7 +542,7 @@ class ProxyHandler:
             )
             ex.bytes_out = sent
             relayed = True
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+        except _MID_RESPONSE as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
             abort_connection(request)
@@ -630,8 +640,10 @@ class ProxyHandler:
             match = pre.match
 
             async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
-                status, sent = await conn.relay(
-                    resp, ex.request_id, capture=None, route=ex.route_name
+                status, sent = await self._relay_or_cut(
+                    conn.relay(resp, ex.request_id, capture=None, route=ex.route_name),
+                    ex,
+                    conn.abort,
                 )
                 return Relayed(status), sent
 
@@ -727,12 +739,7 @@ class ProxyHandler:
                 upstream_resp, ex.request_id, capture=capture, route=ex.route_name
             )
             relayed = True
-        except (
-            TimeoutError,
-            aiohttp.ClientError,
-            ConnectionResetError,
-            UpstreamProtocolError,
-        ) as exc:
+        except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             conn.abort()
             raise CutMidResponse from exc
@@ -1385,6 +1392,19 @@ class ProxyHandler:
         refusal.headers["X-Request-ID"] = ex.request_id
         ex.bytes_out = len(body)
         return refusal
+
+    async def _relay_or_cut(
+        self, relaying: Awaitable[_T], ex: Exchange, abort: Callable[[], None]
+    ) -> _T:
+        """A relay whose failure after the head went out cuts the client connection (what
+        `_handle` and `_plain_call` do around theirs): for the legacy answers an ACL route
+        passes on untranslated."""
+        try:
+            return await relaying
+        except _MID_RESPONSE as exc:
+            self._cut_mid_response(ex, exc)
+            abort()
+            raise CutMidResponse from exc
 
     def _cut_mid_response(self, ex: Exchange, exc: BaseException) -> None:
         """An upstream failed after the answer's head was sent: the connection gets cut."""
