@@ -146,6 +146,7 @@ class PlainConnection(Protocol):
         *,
         capture: BodyCapture | None,
         route: str | None,
+        ex: Exchange | None = None,
     ) -> tuple[int, int]: ...
 
     def send_response(self, resp: web.Response) -> None: ...
@@ -503,7 +504,7 @@ class ProxyHandler:
                 request.method,
                 request.headers.get("Accept"),
                 lambda resp: self._relay_or_cut(
-                    relay(request, resp, {"X-Request-ID": ex.request_id}),
+                    relay(request, resp, {"X-Request-ID": ex.request_id}, ex=ex),
                     ex,
                     lambda: abort_connection(request),
                 ),
@@ -539,6 +540,7 @@ class ProxyHandler:
                 {"X-Request-ID": ex.request_id},
                 capture=capture,
                 route=ex.route_name,
+                ex=ex,
             )
             ex.bytes_out = sent
             relayed = True
@@ -641,7 +643,7 @@ class ProxyHandler:
 
             async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
                 status, sent = await self._relay_or_cut(
-                    conn.relay(resp, ex.request_id, capture=None, route=ex.route_name),
+                    conn.relay(resp, ex.request_id, capture=None, route=ex.route_name, ex=ex),
                     ex,
                     conn.abort,
                 )
@@ -736,7 +738,7 @@ class ProxyHandler:
         relayed = False
         try:
             status, ex.bytes_out = await conn.relay(
-                upstream_resp, ex.request_id, capture=capture, route=ex.route_name
+                upstream_resp, ex.request_id, capture=capture, route=ex.route_name, ex=ex
             )
             relayed = True
         except _MID_RESPONSE as exc:
