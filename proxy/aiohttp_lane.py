@@ -27,6 +27,7 @@ _NO_TRAILERS_AT_START = re.compile(rb"0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
 # multipart form) puts its last chunk at the start of a piece, with the line break before
 # it at the end of the one before.
 _TAIL = 256
+_LINE_BREAK = b"\r\n"  # as ints: a byte of either
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -227,11 +228,19 @@ class EdgeRequestHandler(RequestHandler):
             return
         if self._head_ended:
             self._line_len, self._head_ended, self._line_start = 0, False, b""
-        if self._line_len >= 0:
+        line_from = start
+        if self._line_len == 0:
+            # Empty lines before a request line are no part of it (RFC 9112 §2.2; llhttp
+            # skips them): `\r\nHEAD /` is a HEAD request, and its line is measured alone.
+            while line_from < end and data[line_from] in _LINE_BREAK:
+                line_from += 1
+        if self._line_len >= 0 and line_from < end:
             if len(self._line_start) < 5:
-                self._line_start += data[start : min(end, start + 5 - len(self._line_start))]
-            newline = data.find(b"\n", start, end)
-            self._line_len += (end if newline < 0 else newline) - start
+                self._line_start += data[
+                    line_from : min(end, line_from + 5 - len(self._line_start))
+                ]
+            newline = data.find(b"\n", line_from, end)
+            self._line_len += (end if newline < 0 else newline) - line_from
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
         # The empty line may have begun in the bytes parsed before (a read cut inside it).

@@ -382,7 +382,9 @@ def keep_alive_limit(value: str) -> float | None:
         name, _, arg = part.partition("=")
         if name.strip().lower() == "timeout":
             arg = arg.strip().strip('"')
-            if arg.isdigit() and len(arg) <= 9:
+            # ASCII digits only: `isdigit` is true of `²` too, which int() refuses (a
+            # ValueError in the express path's read callback left its client waiting).
+            if arg.isascii() and arg.isdigit() and len(arg) <= 9:
                 return max(0.0, int(arg) - 1.0)
             return None
     return None

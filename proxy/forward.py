@@ -25,6 +25,7 @@ from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 from proxy.upstream.guard import ClientFault
 
 if TYPE_CHECKING:
+    from proxy.exchange import Exchange
     from proxy.shadow.memory import Hold
 
 # aiohttp adds these unless told not to; a proxy must not invent request headers.
@@ -401,11 +402,14 @@ async def relay(
     *,
     capture: BodyCapture | None = None,
     route: str | None = None,
+    ex: Exchange | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Stream an upstream response to the client; returns it and the body bytes sent.
 
     With `capture`, the body is also kept for shadow comparison. `route` names the route
-    in the proxy's own error answers (see `small_body`).
+    in the proxy's own error answers (see `small_body`). `ex`: its `bytes_out` says what a
+    streamed body handed to the client's transport even when the relay fails part-way
+    (the upstream dies, the client leaves), for the access line.
     """
     whole = await small_body(
         upstream_resp,
@@ -436,17 +440,27 @@ async def relay(
         out.force_close()
     await out.prepare(request)
     sent = 0
-    if request.method != "HEAD":
-        content = upstream_resp.content
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            if capture is not None:
-                capture.add(chunk)
-            await out.write(chunk)
-            sent += len(chunk)
-    await out.write_eof()
+    try:
+        if request.method != "HEAD":
+            content = upstream_resp.content
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                if capture is not None:
+                    capture.add(chunk)
+                try:
+                    await out.write(chunk)
+                except asyncio.CancelledError:
+                    # Only its drain waits, after the chunk went to the transport (a write
+                    # refused by a closing transport raises before it, and is not counted).
+                    sent += len(chunk)
+                    raise
+                sent += len(chunk)
+        await out.write_eof()
+    finally:
+        if ex is not None:
+            ex.bytes_out = sent
     return out, sent
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -119,6 +119,12 @@ class CutMidResponse(Exception):
     malformed body, a read timeout): logged and counted as a 502, the client connection cut."""
 
 
+_T = TypeVar("_T")
+
+# What a relay raises when its upstream fails after the answer's head went out.
+_MID_RESPONSE = (TimeoutError, aiohttp.ClientError, ConnectionResetError, UpstreamProtocolError)
+
+
 @dataclass(slots=True)
 class Relayed:
     """A response the fast lane already wrote to the client."""
@@ -140,6 +146,7 @@ class PlainConnection(Protocol):
         *,
         capture: BodyCapture | None,
         route: str | None,
+        ex: Exchange | None = None,
     ) -> tuple[int, int]: ...
 
     def send_response(self, resp: web.Response) -> None: ...
@@ -496,7 +503,11 @@ class ProxyHandler:
             return await self._translated(
                 request.method,
                 request.headers.get("Accept"),
-                lambda resp: relay(request, resp, {"X-Request-ID": ex.request_id}),
+                lambda resp: self._relay_or_cut(
+                    relay(request, resp, {"X-Request-ID": ex.request_id}, ex=ex),
+                    ex,
+                    lambda: abort_connection(request),
+                ),
                 rt,
                 translator,
                 upstream,
@@ -529,10 +540,11 @@ class ProxyHandler:
                 {"X-Request-ID": ex.request_id},
                 capture=capture,
                 route=ex.route_name,
+                ex=ex,
             )
             ex.bytes_out = sent
             relayed = True
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+        except _MID_RESPONSE as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
             abort_connection(request)
@@ -630,8 +642,10 @@ class ProxyHandler:
             match = pre.match
 
             async def relay_legacy(resp: UpstreamResponse) -> tuple[Relayed, int]:
-                status, sent = await conn.relay(
-                    resp, ex.request_id, capture=None, route=ex.route_name
+                status, sent = await self._relay_or_cut(
+                    conn.relay(resp, ex.request_id, capture=None, route=ex.route_name, ex=ex),
+                    ex,
+                    conn.abort,
                 )
                 return Relayed(status), sent
 
@@ -724,15 +738,10 @@ class ProxyHandler:
         relayed = False
         try:
             status, ex.bytes_out = await conn.relay(
-                upstream_resp, ex.request_id, capture=capture, route=ex.route_name
+                upstream_resp, ex.request_id, capture=capture, route=ex.route_name, ex=ex
             )
             relayed = True
-        except (
-            TimeoutError,
-            aiohttp.ClientError,
-            ConnectionResetError,
-            UpstreamProtocolError,
-        ) as exc:
+        except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             conn.abort()
             raise CutMidResponse from exc
@@ -1386,6 +1395,19 @@ class ProxyHandler:
         ex.bytes_out = len(body)
         return refusal
 
+    async def _relay_or_cut(
+        self, relaying: Awaitable[_T], ex: Exchange, abort: Callable[[], None]
+    ) -> _T:
+        """A relay whose failure after the head went out cuts the client connection (what
+        `_handle` and `_plain_call` do around theirs): for the legacy answers an ACL route
+        passes on untranslated."""
+        try:
+            return await relaying
+        except _MID_RESPONSE as exc:
+            self._cut_mid_response(ex, exc)
+            abort()
+            raise CutMidResponse from exc
+
     def _cut_mid_response(self, ex: Exchange, exc: BaseException) -> None:
         """An upstream failed after the answer's head was sent: the connection gets cut."""
         log.warning(
@@ -1555,7 +1577,18 @@ class _Express:
             return
         handler, ex = self.handler, self.ex
         upstream = self.plan.upstream
-        resp = first.pending.take(handler.pool.pool(upstream))
+        try:
+            resp = first.pending.take(handler.pool.pool(upstream))
+        except Exception as exc:  # noqa: BLE001 - a callback's error would leave all waiting
+            # Nothing reached the client; without this, it waited for ever, and the slot and
+            # the in-flight count were never given back.
+            first.pending.abandon()
+            first.slot.done(error=exc)
+            first.slot.close()
+            self.conn.send_response(handler._internal_error(ex, exc, self.msg.headers))
+            handler._end(ex, self.begun[1], self.msg.headers)
+            self.conn.express_done()
+            return
         try:
             if handler.telemetry is not None:
                 handler.telemetry.attempt_finished(first.span, upstream.name, resp.status)

@@ -557,13 +557,15 @@ class EdgeConnection(asyncio.Protocol):
         *,
         capture: BodyCapture | None,
         route: str | None,
+        ex: Any = None,
     ) -> tuple[int, int]:
         """Relay an upstream response; returns the status sent and the body bytes sent.
 
         As `proxy.forward.relay` does for the aiohttp lane: a small body of known length is
         read whole and sent with its head in one write; anything else streams, chunked
         when its length is unknown. With `capture`, the body is also kept for shadow
-        comparison.
+        comparison. `ex` (`proxy.exchange.Exchange`): its `bytes_out` says what a streamed
+        body handed to the transport even when the relay fails part-way.
         """
         whole = await small_body(
             upstream_resp, self._method, route=route, request_id=request_id, accept=self._accept
@@ -583,21 +585,25 @@ class EdgeConnection(asyncio.Protocol):
         sent = 0
         chunked = head.framing == CHUNKED
         content = upstream_resp.content
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            if capture is not None:
-                capture.add(chunk)
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                if capture is not None:
+                    capture.add(chunk)
+                if chunked:
+                    self._write_all((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    self._write(chunk)
+                sent += len(chunk)
+                if self._write_paused:
+                    await self._drained()
             if chunked:
-                self._write_all((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-            else:
-                self._write(chunk)
-            sent += len(chunk)
-            if self._write_paused:
-                await self._drained()
-        if chunked:
-            self._write(b"0\r\n\r\n")
+                self._write(b"0\r\n\r\n")
+        finally:
+            if ex is not None:  # cut short: the access line still says what went out
+                ex.bytes_out = sent
         return status, sent
 
     def send_whole(self, upstream_resp: UpstreamResponse, body: bytes, request_id: str) -> None:

@@ -239,3 +239,51 @@ def test_a_refused_head_request_gets_no_body(e, data):
         assert w.closed()
     assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]
     assert e.legacy.requests() == []
+
+
+_REFUSED_HEAD = b"HEAD / HTTP/1.1\r\nX-A : b\r\nHost: h\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"\r\n" + _REFUSED_HEAD, 400),
+        (b"\n" + _REFUSED_HEAD, 400),
+        (b"\r\n\r\n\n" + _REFUSED_HEAD, 400),
+        (b"\r\nHEAD /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+        (b"\r\nGET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    ],
+    ids=["crlf", "lf", "three-empty-lines", "head-url-too-long", "get-url-too-long"],
+)
+def test_empty_lines_before_a_refused_request_line_are_no_part_of_it(e, data, status):
+    """RFC 9112 §2.2: empty lines before a request line are ignored, and llhttp does: a
+    refused HEAD behind one is still a HEAD (no body in its answer), and a long request
+    line behind one is still a request line (414, not 431). The edge took the empty line
+    for the request line: its HEAD check saw `\r\nHEA`, and the line was measured done."""
+    with Wire(e.port) as w:
+        method = "HEAD" if b"HEAD" in data[:9] else "GET"
+        resp = w.send(data).response(method)
+        assert resp.status == status
+        assert w.closed()
+    if method == "HEAD":
+        assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]
+    assert e.legacy.requests() == []
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+    ],
+    ids=["small-body", "chunked-body", "large-body"],
+)
+def test_a_refused_head_request_after_a_body_and_an_empty_line_gets_no_body(e, first):
+    """A client that ends a body with a stray CRLF (as old browsers did after a POST) and
+    pipelines a HEAD the parser refuses: the refusal has no body."""
+    with Wire(e.port) as w:
+        assert w.send(first + b"\r\n" + _REFUSED_HEAD).response("POST").status == 200
+        assert w.response("HEAD").status == 400
+        assert w.closed()
+    assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]

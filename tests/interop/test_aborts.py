@@ -236,3 +236,63 @@ def test_an_upstream_dying_mid_answer_is_a_502_in_the_log_not_an_internal_error(
     assert [line["status"] for line in lines if line["msg"] == "request"] == [502, 502], lines
     assert not [line for line in lines if line["msg"] == "internal proxy error"], lines
     stack.alive()
+
+
+def test_an_answer_cut_mid_body_logs_the_bytes_that_went_out(stack):
+    """`bytes_out` in the access line counts the body bytes handed to the client, also when
+    the answer is cut: the upstream dying mid-body (it said 0 though 120 kB had reached the
+    client), on both lanes."""
+    received: dict[str, int] = {}
+    for method, body in (("GET", None), ("POST", b"p" * 100_000)):  # fast lane, aiohttp lane
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(method, stack.url + "/ai/dies", content=body) as resp,
+        ):
+            rid = resp.headers["X-Request-ID"]
+            got = 0
+            try:
+                for piece in resp.iter_bytes():
+                    got += len(piece)
+            except httpx.RemoteProtocolError:
+                pass
+            received[rid] = got
+
+    def finished() -> list[dict]:
+        lines = [x for x in _access_lines(stack, set(received)) if x["msg"] == "request"]
+        return lines if len(lines) == 2 else []
+
+    for line in wait_until(finished, timeout=5, what="both access lines"):
+        assert line["status"] == 502, line
+        # what the client read went out, and no more than the upstream sent
+        assert 0 < received[line["request_id"]] <= line["bytes_out"] <= 120_007, line
+
+
+def test_a_client_leaving_mid_download_is_logged_with_the_bytes_that_went_out(stack):
+    """A client that leaves an endless download after its first bytes: the access line's
+    `bytes_out` says what was handed to it (it said 0), on both lanes (a body of 70 kB
+    sends the request to the aiohttp lane)."""
+    requests = {
+        "leaves-fast-lane": b"GET /ai/endless HTTP/1.0\r\nHost: x\r\nX-Request-ID: %s\r\n\r\n",
+        "leaves-aiohttp-lane": b"GET /ai/endless HTTP/1.0\r\nHost: x\r\nX-Request-ID: %s\r\n"
+        b"Content-Length: 70000\r\n\r\n" + b"g" * 70000,
+    }
+    received: dict[str, int] = {}
+    for rid, request in requests.items():
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
+            sock.sendall(request.replace(b"%s", rid.encode()))
+            data = b""
+            while b"\r\n\r\n" not in data or data.endswith(b"\r\n\r\n"):
+                piece = sock.recv(65536)
+                assert piece, data
+                data += piece
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+            received[rid] = len(body)
+
+    def finished() -> list[dict]:
+        lines = [x for x in _access_lines(stack, set(requests)) if x["msg"] == "request"]
+        return lines if len(lines) == 2 else []
+
+    for line in wait_until(finished, timeout=10, what="both access lines"):
+        assert 0 < received[line["request_id"]] <= line["bytes_out"], (received, line)
+    stack.alive()

@@ -3,6 +3,8 @@ names the translator, the direction and the field path; never a 500 or a wrong a
 
 from __future__ import annotations
 
+import textwrap
+
 import httpx
 
 from tests.support.procs import wait_until
@@ -84,3 +86,68 @@ def test_page_number_of_thousands_of_digits_is_not_a_500(start_proxy):
     )
     assert resp.status_code != 500, resp.text
     assert "Traceback" not in p.log.read_text()
+
+
+def test_a_legacy_answer_cut_mid_body_on_an_acl_route_cuts_the_connection(tmp_path):
+    """A path the translator does not cover goes to the monolith, whose answer is relayed
+    untranslated. When the monolith dies mid-body, the client's connection is cut and the
+    access line says 502: no error page written after the body's first bytes (a 500, on a
+    connection kept open, read by the client as more of the body), on both lanes."""
+    import json
+    import socket
+    import subprocess
+
+    from tests.support.faulty import faulty
+    from tests.support.procs import PYTHON, ROOT, free_port, running
+
+    with faulty("legacy") as legacy:
+        port, admin = free_port(), free_port()
+        config = tmp_path / "routes.yaml"
+        config.write_text(
+            f"version: 1\nlisten: {{host: 127.0.0.1, port: {port}}}\n"
+            f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
+            "upstreams:\n"
+            f'  legacy: {{url: "http://127.0.0.1:{legacy.port}", retry: {{retries: 0}}}}\n'
+            f'  svc: {{url: "http://127.0.0.1:{free_port()}", retry: {{retries: 0}}}}\n'
+            "default: legacy\ntenant: {header: X-Tenant-ID}\n"
+            "telemetry: {traces: {exporter: none}, log_format: json}\n"
+            "routes:\n" + textwrap.indent(ACL_ROUTE, "  ")
+        )
+        log = tmp_path / "proxy.log"
+        head = b"/api/customers/abc HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: acme\r\nX-Fault: reset\r\n"
+        requests = {
+            "acl-cut-fast-lane": b"GET " + head + b"X-Request-ID: acl-cut-fast-lane\r\n\r\n",
+            "acl-cut-aiohttp-lane": b"POST " + head + b"X-Request-ID: acl-cut-aiohttp-lane\r\n"
+            b"Content-Length: 70000\r\n\r\n" + b"a" * 70000,
+        }
+        with (
+            log.open("w") as out,
+            running(
+                [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+                ready_url=f"http://127.0.0.1:{admin}/-/ready",
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            ),
+        ):
+            for request in requests.values():
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(request)
+                    data = b""
+                    try:
+                        while piece := sock.recv(65536):  # until the proxy cuts the connection
+                            data += piece
+                    except ConnectionResetError:
+                        pass
+                assert data.startswith(b"HTTP/1.1 200"), data[:200]
+                assert b"HTTP/1.1 5" not in data, data[-400:]  # no answer after the body
+                assert len(data.partition(b"\r\n\r\n")[2]) < 100_000  # and it is short
+
+            def access_lines() -> list[dict]:
+                lines = [json.loads(t) for t in log.read_text().splitlines() if t[:1] == "{"]
+                found = [x for x in lines if x.get("request_id") in requests]
+                return found if sum(x["msg"] == "request" for x in found) == 2 else []
+
+            lines = wait_until(access_lines, timeout=10, what="both access lines")
+    assert [x["status"] for x in lines if x["msg"] == "request"] == [502, 502], lines
+    assert not [x for x in lines if x["msg"] == "internal proxy error"], lines

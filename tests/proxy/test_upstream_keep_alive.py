@@ -30,6 +30,8 @@ from tests.support.procs import PYTHON, free_port, running
         ("timeout=soon", None),
         ("timeout=-3", None),
         ("timeout=" + "9" * 5000, None),
+        ("timeout=\u00b2", None),  # a digit to isdigit(), not to int()
+        ("timeout=\u0665", None),  # an Arabic-Indic 5: int() reads it, HTTP does not
         ("", None),
     ],
 )
@@ -83,7 +85,12 @@ class Upstream:
         assert not self.accepter.is_alive()
 
 
-HINTS = {"one-second": "timeout=1", "thirty-seconds": "timeout=30, max=100", "none": "max=100"}
+HINTS = {
+    "one-second": "timeout=1",
+    "thirty-seconds": "timeout=30, max=100",
+    "none": "max=100",
+    "not-a-number": "timeout=\u00b2",  # sent as UTF-8; read as no timeout given
+}
 
 
 def test_an_upstream_keep_alive_timeout_bounds_reuse(tmp_path):
@@ -127,4 +134,5 @@ def test_an_upstream_keep_alive_timeout_bounds_reuse(tmp_path):
         "one-second": 3,
         "thirty-seconds": 1,
         "none": 1,
+        "not-a-number": 1,
     }
