@@ -162,6 +162,10 @@ class EdgeRequestHandler(RequestHandler):
                 self._chunked_body, self._body_fresh = payload, True
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             error = messages[-1][0].exc
+            if isinstance(error, LineTooLong):
+                # Judged now, on the line just parsed: the answer is written later, when
+                # more (a line of garbage behind it) may have been measured.
+                error.refusal_status = 414 if self._line_len > self.max_line_size else 431
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
                 body.set_exception(error)
@@ -298,6 +302,9 @@ class EdgeRequestHandler(RequestHandler):
         is 414 and header fields over theirs are 431 (RFC 9110 §15.5.15, RFC 6585 §5), so
         a client can tell a long URL from a bad request."""
         if isinstance(exc, LineTooLong):
+            pinned = getattr(exc, "refusal_status", None)  # see `_parse`
+            if pinned is not None:
+                return int(pinned)
             return 414 if self._line_len > self.max_line_size else 431
         if str(exc.message).startswith("Too many headers"):
             return 431
