@@ -16,6 +16,8 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from proxy.linger import Lingering, unread_bytes
+
 log = logging.getLogger("strangler")
 
 # The end of a chunked body without trailer fields: the last chunk ("0", maybe with
@@ -49,6 +51,10 @@ class EdgeRequestHandler(RequestHandler):
       handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
       *after* the current request, leaving the handler that streams the body upstream
       waiting for bytes that never come.
+
+    And a connection that ends after an answer while the client may still be sending (it
+    did not ask for the close, or sent more than was parsed) gets a lingering close
+    (`proxy.linger`): see `_linger_on_close`.
     """
 
     __slots__ = (
@@ -62,6 +68,9 @@ class EdgeRequestHandler(RequestHandler):
         "_backlog",
         "_last_body",
         "_last_length",
+        "_dropped",
+        "_refused",
+        "_asked_close",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -79,10 +88,16 @@ class EdgeRequestHandler(RequestHandler):
         # starts, and a read in between is no part of any request there.
         self._last_body: Any = None
         self._last_length: int | None = None  # its Content-Length (None: chunked, or none)
+        self._dropped = False  # bytes arrived that nothing will parse (closing)
+        self._refused = False  # the parser refused a request (400/414/431/505)
+        self._asked_close = False  # the request answered last said it is the last
 
     def data_received(self, data: bytes) -> None:
-        if self.trailer_body is not None:
-            return  # see the class docstring: nothing after trailer fields
+        if self.trailer_body is not None or self._close or self._force_close:
+            if data:
+                self._dropped = True  # the client is still sending: see `_linger_on_close`
+            if self.trailer_body is not None:
+                return  # see the class docstring: nothing after trailer fields
         if not data:  # aiohttp resuming its paused parser (`resume_reading`)
             self._parse(data)  # what the parser kept of the last piece
             data, self._backlog = self._backlog, b""
@@ -148,6 +163,10 @@ class EdgeRequestHandler(RequestHandler):
                 self._chunked_body, self._body_fresh = payload, True
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             error = messages[-1][0].exc
+            if isinstance(error, LineTooLong):
+                # Judged now, on the line just parsed: the answer is written later, when
+                # more (a line of garbage behind it) may have been measured.
+                error.refusal_status = 414 if self._line_len > self.max_line_size else 431
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
                 body.set_exception(error)
@@ -172,7 +191,34 @@ class EdgeRequestHandler(RequestHandler):
                 self.data_received(tail)
             if self._buffer_paused and len(self._messages) < self._max_msg_queue_size:
                 self._resume_reading_if_drained()  # the tail held reading off
-        return await super().finish_response(request, resp, start_time)
+        answered = await super().finish_response(request, resp, start_time)
+        if not resp.keep_alive or self._close or self._force_close:
+            self._asked_close = not request.keep_alive and not self._refused
+            if resp.status != 101:  # (a WebSocket session that ended is no HTTP any more)
+                self._linger_on_close()
+        return answered
+
+    def _linger_on_close(self) -> None:
+        """This connection ends after the answer under way: aiohttp's own `transport.close()`
+        then gives it a lingering close, when the client may still be sending. Only such a
+        connection pays for the stand-in transport (`_LingerOnClose`)."""
+        transport = self.transport
+        if transport is None or isinstance(transport, _LingerOnClose):
+            return
+        lingering = getattr(self._manager, "lingering", None)
+        if lingering is not None:
+            self.transport = _LingerOnClose(self, transport, lingering)
+
+    def should_linger(self, transport: Any) -> bool:
+        """Whether the client may still be sending: it did not ask for the close (trailer
+        fields, a refusal, the server stopping), or sent more than was answered."""
+        return (
+            not self._asked_close
+            or self._dropped
+            or bool(self._messages or self._backlog or self._message_tail)
+            or self._body_pending()
+            or unread_bytes(transport) > 0
+        )
 
     def _parser_holding(self) -> bool:
         """Whether aiohttp's parser paused (a body over its buffer's limit, or a full queue
@@ -200,6 +246,7 @@ class EdgeRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         """The parser's answer without the bytes it quotes: they may be a secret header
         value (a token over the size limit), and the client has no use for an echo."""
+        self._refused = True  # the client did not ask for the close that follows
         if isinstance(exc, HttpProcessingError) and status != 500:
             status = self._refusal_status(exc, status)
             message = f"{status} {_phrase(status)}: {parser_reason(exc)}\n"
@@ -264,6 +311,9 @@ class EdgeRequestHandler(RequestHandler):
         is 414 and header fields over theirs are 431 (RFC 9110 §15.5.15, RFC 6585 §5), so
         a client can tell a long URL from a bad request."""
         if isinstance(exc, LineTooLong):
+            pinned = getattr(exc, "refusal_status", None)  # see `_parse`
+            if pinned is not None:
+                return int(pinned)
             return 414 if self._line_len > self.max_line_size else 431
         if str(exc.message).startswith("Too many headers"):
             return 431
@@ -337,8 +387,52 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+class _LingerOnClose:
+    """The transport of an aiohttp-lane connection that is about to end: aiohttp's own
+    `close()` at the end of `RequestHandler.start` becomes a lingering close (the handler
+    is detached, as when a connection is lost, and `proxy.linger` takes the transport).
+    A forced close (the connection lost, the shutdown's cut, a request still running)
+    stays a plain close. Everything else is the transport's own."""
+
+    __slots__ = ("_handler", "_transport", "_lingering")
+
+    def __init__(self, handler: EdgeRequestHandler, transport: Any, lingering: Lingering) -> None:
+        self._handler = handler
+        self._transport = transport
+        self._lingering = lingering
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def close(self) -> None:
+        handler, transport = self._handler, self._transport
+        task = handler._task_handler  # noqa: SLF001
+        if (
+            transport.is_closing()
+            or (task is not None and not task.done())  # cut mid-request (or lost)
+            or handler._manager is None  # noqa: SLF001 - the connection was lost already
+            or not handler.should_linger(transport)
+        ):
+            transport.close()
+            return
+        handler.transport = None  # detached: aiohttp forgets the connection, as if lost
+        handler.connection_lost(None)
+        self._lingering.close(transport)
+
+
 class EdgeServer(web.Server):
     """aiohttp's low-level server with `EdgeRequestHandler` for each connection."""
+
+    def __init__(self, *args: Any, lingering: Lingering | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections closed while the client may still be sending (`proxy.linger`).
+        self.lingering = lingering if lingering is not None else Lingering()
 
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)

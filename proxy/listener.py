@@ -13,6 +13,11 @@ Heads are parsed by aiohttp's own C (llhttp) parser with the listener's limits, 
 lanes accept exactly the same bytes, and a head either parser dislikes is answered by
 the aiohttp lane, with the same refusal it always gave (tests/proxy/test_fast_lane.py
 holds the two lanes to the same bytes on the wire).
+
+A connection that ends after an answer while the client may still be sending (pipelined
+requests behind `Connection: close`, a 408, the server stopping) is not closed outright
+but handed to `proxy.linger` (a lingering close), so the client's further bytes do not
+turn the close into a reset that costs it the answer.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from proxy.http1 import (
     response_head,
     serialize,
 )
+from proxy.linger import Lingering, unread_bytes
 
 log = logging.getLogger("strangler.listener")
 
@@ -60,9 +66,12 @@ class Listener:
         *,
         fast_lane: bool = True,
         express: bool = True,
+        lingering: Lingering | None = None,
     ) -> None:
         self.handler = handler  # proxy.handler.ProxyHandler
         self.fallback = fallback
+        # Connections closed while the client may still be sending (`proxy.linger`).
+        self.lingering = lingering if lingering is not None else Lingering()
         self.fast_lane = fast_lane
         self.express = express  # the fast lane answers from callbacks when it can
         self.idle_timeout = limits.idle_timeout
@@ -84,6 +93,9 @@ class Listener:
             "fast_requests": self.fast_requests,
             "escalated_requests": self.escalated,
             "handed_off_connections": self.handed_off,
+            # Lingering closes (`proxy.linger`, both lanes): begun, and lingering now.
+            "lingering_closes": self.lingering.started,
+            "lingering_connections": len(self.lingering.connections),
         }
 
     def __call__(self) -> asyncio.Protocol:
@@ -157,6 +169,7 @@ class EdgeConnection(asyncio.Protocol):
         "_method",
         "_accept",
         "_keep_alive",
+        "_asked_close",
         "_work",
     )
 
@@ -183,6 +196,7 @@ class EdgeConnection(asyncio.Protocol):
         self._method = "GET"
         self._accept: str | None = None
         self._keep_alive = True
+        self._asked_close = False  # the request being answered said it is the last
         self._work: Coroutine[Any, Any, None] | None = None  # what self.task runs
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -327,6 +341,7 @@ class EdgeConnection(asyncio.Protocol):
         self._method = msg.method
         self._accept = msg.headers.get("Accept")
         self._keep_alive = not msg.should_close and not self.listener.closing
+        self._asked_close = msg.should_close
         self.listener.fast_requests += 1
         handler = self.listener.handler
         if self.listener.express:
@@ -373,7 +388,7 @@ class EdgeConnection(asyncio.Protocol):
         if self._lost:
             return
         if not self._keep_alive or self.listener.closing:
-            self.transport.close()
+            self._close_after_answer()
             return
         if self._read_paused:
             self._read_paused = False
@@ -481,7 +496,7 @@ class EdgeConnection(asyncio.Protocol):
         self._waiting = None
         self._version = (msg.version.major, msg.version.minor)
         self._method = msg.method
-        self._keep_alive = False
+        self._keep_alive = self._asked_close = False
         timeout = self.listener.idle_timeout
         route = pre.match.route if pre.match is not None else None
         rid = request_id(msg.headers.get("X-Request-ID"))
@@ -506,7 +521,22 @@ class EdgeConnection(asyncio.Protocol):
             query=pre.edge.query,
             duration_s=timeout,  # at least: the wait since the body's last bytes
         )
-        self.transport.close()
+        self._close_after_answer()  # the rest of the body may still be on its way
+
+    def _close_after_answer(self) -> None:
+        """Close after the last answer: at once when the client asked for that and sent
+        nothing more (it expects the close); otherwise with a lingering close
+        (`proxy.linger`), as the client may still be sending and a plain close would answer
+        its bytes with a reset, which can cost it the answer."""
+        transport = self.transport
+        if self._asked_close and self._pos >= len(self._buf) and not unread_bytes(transport):
+            transport.close()
+            return
+        self._lost = True  # the connection is no longer this protocol's
+        self._stop_idle()
+        self.listener.connections.discard(self)
+        self._buf, self._pos, self._fed, self._waiting = bytearray(), 0, 0, None
+        self.listener.lingering.close(transport)
 
     def close_when_done(self) -> None:
         """Shutdown: close now when idle; otherwise after the response under way."""

@@ -33,6 +33,7 @@ from proxy.config.model import Config, Endpoint, Limits, ShadowStoreConfig
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
 from proxy.http1 import SERVER_NAME
+from proxy.linger import Lingering
 from proxy.listener import Listener, flushed
 from proxy.reload import Reloader, ReloadEvent
 from proxy.runtime import Runtime, RuntimeHolder
@@ -280,6 +281,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
 
     reloader = Reloader(opts.config_path, holder, build, on_swap=on_swap, on_event=on_event)
     limits = config.limits
+    lingering = Lingering()  # connections closed while the client may still send (both lanes)
     low_level = EdgeServer(
         handler,
         handler_cancellation=True,
@@ -289,10 +291,18 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
         auto_decompress=False,
         access_log=None,
         keepalive_timeout=limits.idle_timeout,
+        lingering=lingering,
     )
     host = opts.host or config.listen.host
     port = opts.port if opts.port is not None else config.listen.port
-    listener = Listener(handler, low_level, limits, fast_lane=opts.fast_lane, express=opts.express)
+    listener = Listener(
+        handler,
+        low_level,
+        limits,
+        fast_lane=opts.fast_lane,
+        express=opts.express,
+        lingering=lingering,
+    )
     sock = _listen_socket(host, port, reuse_port=opts.workers > 1)
     port = sock.getsockname()[1]  # the one the system chose, for port 0
     if port != config.listen.port:  # `/-/config` shows the port in use (and so do reloads)
@@ -455,6 +465,10 @@ async def drain(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
+    # Lingering closes (proxy/linger.py) end with the grace period at the latest, those
+    # that begin as the requests in flight are answered included.
+    lingering: Lingering = listener.lingering
+    lingering.stop_by(deadline)
     # aiohttp closes each connection once its handler is done, with the answer's last
     # bytes maybe still queued: they are written before the process leaves.
     transports = [c.transport for c in low_level.connections]
@@ -472,12 +486,22 @@ async def drain(
         waiting.cancel()
     if stopping in done:
         await flushed(transports, deadline)
+        if cut_now is None:
+            await lingering.closed()
+        else:
+            cutting = asyncio.ensure_future(cut_now.wait())
+            closed = asyncio.ensure_future(lingering.closed())
+            await asyncio.wait({cutting, closed}, return_when=asyncio.FIRST_COMPLETED)
+            cutting.cancel()
+            closed.cancel()
+        lingering.abort()
         return
     await asyncio.gather(stopping, return_exceptions=True)
     for conn in low_level.connections:
         conn.force_close()
     for edge_conn in list(listener.connections):
         edge_conn.abort()
+    lingering.abort()
 
 
 def _warnings(config: Config) -> list[str]:

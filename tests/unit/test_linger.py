@@ -1,0 +1,105 @@
+"""`proxy.linger`: a lingering close's limits, in one process on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from proxy import linger
+from proxy.linger import Lingering
+
+ANSWER = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _Answers(asyncio.Protocol):
+    """Answers at once and hands the connection to `lingering`, as the lanes do."""
+
+    def __init__(self, lingering: Lingering) -> None:
+        self.lingering = lingering
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(ANSWER)  # type: ignore[attr-defined]
+        self.lingering.close(transport)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Lingering, int]]:
+    lingering = Lingering()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Answers(lingering), "127.0.0.1", 0)
+    try:
+        yield lingering, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        lingering.abort()
+        await server.wait_closed()
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def _answer_and_end(reader: asyncio.StreamReader) -> bytes:
+    """Everything up to the end of the stream (a reset counts as an end here)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        return b"reset"
+
+
+async def test_the_answer_then_the_end_of_the_stream_while_the_client_writes(served) -> None:
+    lingering, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"x" * 100_000)
+    assert await _answer_and_end(reader) == ANSWER  # a FIN after the answer, no reset
+    await _until(lambda: len(lingering.connections) == 1 and lingering.started == 1)
+    conn = next(iter(lingering.connections))
+    writer.write(b"y" * 1000)  # discarded
+    await _until(lambda: conn.discarded == 101_000)
+    writer.close()  # the client closes: so does the proxy
+    await _until(lambda: not lingering.connections)
+    assert conn._timer is None  # noqa: SLF001 - no timer outlives the connection
+
+
+async def test_too_many_bytes_end_the_lingering(served, monkeypatch) -> None:
+    monkeypatch.setattr(linger, "LINGER_BYTES", 10_000)
+    lingering, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await _answer_and_end(reader) == ANSWER
+    await _until(lambda: len(lingering.connections) == 1)
+    writer.write(b"x" * 50_000)
+    await _until(lambda: not lingering.connections)  # closed by the proxy, not the client
+    writer.close()
+
+
+async def test_a_quiet_client_ends_the_lingering(served, monkeypatch) -> None:
+    monkeypatch.setattr(linger, "LINGER_TIMEOUT", 0.05)
+    lingering, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await _answer_and_end(reader) == ANSWER
+    await _until(lambda: lingering.started == 1 and not lingering.connections)
+    writer.close()
+
+
+async def test_a_shutdown_ends_the_lingering_at_its_deadline(served) -> None:
+    """The client neither closes nor stops writing: a shutdown whose grace is over closes
+    the connection anyway, and one that begins lingering afterwards ends at once."""
+    lingering, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await _answer_and_end(reader) == ANSWER
+    await _until(lambda: len(lingering.connections) == 1)
+    loop = asyncio.get_running_loop()
+    lingering.stop_by(loop.time())
+    await asyncio.wait_for(lingering.closed(), 10)
+    assert not lingering.connections
+    late_reader, late_writer = await asyncio.open_connection("127.0.0.1", port)
+    await _until(lambda: lingering.started == 2)
+    await asyncio.wait_for(lingering.closed(), 10)
+    writer.close()
+    late_writer.close()
