@@ -394,12 +394,15 @@ class _LingerOnClose:
     A forced close (the connection lost, the shutdown's cut, a request still running)
     stays a plain close. Everything else is the transport's own."""
 
-    __slots__ = ("_handler", "_transport", "_lingering")
+    __slots__ = ("_handler", "_transport", "_lingering", "_since")
 
     def __init__(self, handler: EdgeRequestHandler, transport: Any, lingering: Lingering) -> None:
         self._handler = handler
         self._transport = transport
         self._lingering = lingering
+        # The answer's end: aiohttp may first read a body the handler left unread (up to
+        # its own `lingering_time`), and that time counts against `LINGER_TIME`.
+        self._since = handler._loop.time()  # noqa: SLF001
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -423,7 +426,7 @@ class _LingerOnClose:
             return
         handler.transport = None  # detached: aiohttp forgets the connection, as if lost
         handler.connection_lost(None)
-        self._lingering.close(transport)
+        self._lingering.close(transport, since=self._since)
 
 
 class EdgeServer(web.Server):

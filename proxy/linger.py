@@ -54,11 +54,13 @@ class Lingering:
         self.started = 0  # lingering closes begun since the worker started
         self._idle: asyncio.Future[None] | None = None
 
-    def close(self, transport: Any) -> None:
-        """Take over `transport` (its answer written or queued) and close it lingering."""
+    def close(self, transport: Any, since: float | None = None) -> None:
+        """Take over `transport` (its answer written or queued) and close it lingering.
+        `since` (loop time): when the answer ended, if the connection was kept (read from)
+        after it; `LINGER_TIME` counts from then."""
         if transport.is_closing():
             return
-        LingeringClose(self, transport).begin()
+        LingeringClose(self, transport, since).begin()
 
     def _gone(self, conn: LingeringClose) -> None:
         self.connections.discard(conn)
@@ -91,13 +93,13 @@ class LingeringClose(asyncio.Protocol):
 
     __slots__ = ("registry", "transport", "_loop", "_timer", "_end", "_last", "discarded")
 
-    def __init__(self, registry: Lingering, transport: Any) -> None:
+    def __init__(self, registry: Lingering, transport: Any, since: float | None = None) -> None:
         self.registry = registry
         self.transport = transport
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         now = self._loop.time()
-        self._end = now + LINGER_TIME
+        self._end = (now if since is None else min(since, now)) + LINGER_TIME
         self._last = now  # when bytes last arrived
         self.discarded = 0
 

@@ -103,3 +103,52 @@ async def test_a_shutdown_ends_the_lingering_at_its_deadline(served) -> None:
     await asyncio.wait_for(lingering.closed(), 10)
     writer.close()
     late_writer.close()
+
+
+async def test_aiohttps_own_read_of_an_unread_body_counts_against_the_lingering_time(
+    monkeypatch,
+) -> None:
+    """A handler answers without reading a body the client is still sending: aiohttp
+    first reads (and drops) it for its own `lingering_time`, keeping the connection, and
+    only then closes it, which on the aiohttp lane begins a lingering close. That time is
+    part of `LINGER_TIME` ("10 s in all", docs/proxy.md): the lingering close was given a
+    fresh 10 s after aiohttp's (20 s in all by default)."""
+    from aiohttp import web
+
+    from proxy.aiohttp_lane import EdgeServer
+
+    ends: list[float] = []
+    begin = linger.LingeringClose.begin
+
+    def recording_begin(self: linger.LingeringClose) -> None:
+        ends.append(self._end)  # noqa: SLF001
+        begin(self)
+
+    monkeypatch.setattr(linger.LingeringClose, "begin", recording_begin)
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        resp = web.Response(status=400, text="no\n")
+        resp.force_close()
+        return resp
+
+    lingering = Lingering()
+    server = EdgeServer(handler, lingering=lingering, lingering_time=0.2)
+    loop = asyncio.get_running_loop()
+    listening = await loop.create_server(server, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        answered = loop.time()  # the answer had ended before this
+        assert head.startswith(b"HTTP/1.1 400 ")
+        # aiohttp reads the rest of the body for 0.2 s, then the lingering close begins.
+        await _until(lambda: lingering.started == 1, timeout=30)
+        assert ends and ends[0] <= answered + linger.LINGER_TIME
+    finally:
+        writer.close()
+        await _until(lambda: not lingering.connections, timeout=30)
+        listening.close()
+        lingering.abort()
+        await server.shutdown(0)
+        await listening.wait_closed()
