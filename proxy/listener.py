@@ -340,8 +340,10 @@ class EdgeConnection(asyncio.Protocol):
         self._version = (msg.version.major, msg.version.minor)
         self._method = msg.method
         self._accept = msg.headers.get("Accept")
-        self._keep_alive = not msg.should_close and not self.listener.closing
-        self._asked_close = msg.should_close
+        if msg.should_close:  # the client's last request: set only here (none follows it)
+            self._keep_alive, self._asked_close = False, True
+        else:
+            self._keep_alive = not self.listener.closing
         self.listener.fast_requests += 1
         handler = self.listener.handler
         if self.listener.express:
