@@ -209,11 +209,12 @@ class EdgeRequestHandler(RequestHandler):
         if lingering is not None:
             self.transport = _LingerOnClose(self, transport, lingering)
 
-    def should_linger(self, transport: Any) -> bool:
-        """Whether the client may still be sending: it did not ask for the close (trailer
-        fields, a refusal, the server stopping), or sent more than was answered."""
+    def should_linger(self, transport: Any, *, stopping: bool = False) -> bool:
+        """Whether the client may still be sending: it did not expect the close (trailer
+        fields, a refusal; not when it asked for it, nor when the proxy is `stopping`: its
+        answer said `Connection: close`), or sent more than was answered."""
         return (
-            not self._asked_close
+            not (self._asked_close or stopping)
             or self._dropped
             or bool(self._messages or self._backlog or self._message_tail)
             or self._body_pending()
@@ -420,7 +421,7 @@ class _LingerOnClose:
             transport.is_closing()
             or (task is not None and not task.done())  # cut mid-request (or lost)
             or handler._manager is None  # noqa: SLF001 - the connection was lost already
-            or not handler.should_linger(transport)
+            or not handler.should_linger(transport, stopping=self._lingering.deadline is not None)
         ):
             transport.close()
             return

@@ -13,7 +13,7 @@ So such a connection is not closed but handed to `LingeringClose`, as nginx does
 after the answer), and what the client still sends is read and discarded until the
 client closes, nothing arrives for `LINGER_TIMEOUT`, `LINGER_TIME` has passed in all, or
 more than `LINGER_BYTES` were discarded; only then is it closed. A graceful shutdown
-ends the lingering at its grace deadline (`Lingering.shutdown`).
+ends the lingering at its grace deadline (`Lingering.stop_by`).
 """
 
 from __future__ import annotations

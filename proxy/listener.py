@@ -526,12 +526,15 @@ class EdgeConnection(asyncio.Protocol):
         self._close_after_answer()  # the rest of the body may still be on its way
 
     def _close_after_answer(self) -> None:
-        """Close after the last answer: at once when the client asked for that and sent
-        nothing more (it expects the close); otherwise with a lingering close
+        """Close after the last answer: at once when the client asked for that, or the proxy
+        is stopping, and it sent nothing more (it expects the close); otherwise with a lingering close
         (`proxy.linger`), as the client may still be sending and a plain close would answer
         its bytes with a reset, which can cost it the answer."""
         transport = self.transport
-        if self._asked_close and self._pos >= len(self._buf) and not unread_bytes(transport):
+        # The client expects the close: it asked for it, or the proxy is stopping (its
+        # answer said `Connection: close`; nginx closes such connections at once too).
+        expected = self._asked_close or self.listener.lingering.deadline is not None
+        if expected and self._pos >= len(self._buf) and not unread_bytes(transport):
             transport.close()
             return
         self._lost = True  # the connection is no longer this protocol's

@@ -152,3 +152,64 @@ async def test_aiohttps_own_read_of_an_unread_body_counts_against_the_lingering_
         lingering.abort()
         await server.shutdown(0)
         await listening.wait_closed()
+
+
+class _FastHandler:
+    """What the fast lane asks of `ProxyHandler`, answering every request with 200."""
+
+    def preflight(self, msg, peer):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(content_length=None)
+
+    async def serve_plain(self, conn, msg, pre, body, **_) -> None:
+        conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+
+async def _last_answer_while_stopping(server_factory, lingering: Lingering) -> bytes:
+    """A keep-alive request answered after a shutdown began (`stop_by`), its client holding
+    its socket and sending nothing more: what it reads up to the end of the stream."""
+    loop = asyncio.get_running_loop()
+    listening = await loop.create_server(server_factory, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    lingering.stop_by(loop.time() + 30)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /k HTTP/1.1\r\nHost: h\r\n\r\n")
+        return await _answer_and_end(reader)
+    finally:
+        writer.close()
+        listening.close()
+        lingering.abort()
+        await listening.wait_closed()
+
+
+@pytest.mark.parametrize("lane", ["fast", "aiohttp"])
+async def test_a_last_answer_while_stopping_with_nothing_behind_it_is_closed_at_once(lane):
+    """The proxy is stopping: its answer says `Connection: close`, and a client that sent
+    nothing more expects the close (as nginx closes such a connection at once). Lingering
+    kept it up to `LINGER_TIMEOUT` (5 s) for a client that holds its socket, which every
+    rolling restart paid per kept-alive client."""
+    from aiohttp import web
+
+    from proxy.aiohttp_lane import EdgeServer
+    from proxy.config.model import Limits
+    from proxy.listener import Listener
+
+    lingering = Lingering()
+    if lane == "fast":
+        listener = Listener(_FastHandler(), lambda: None, Limits(), express=False)
+        listener.lingering = lingering
+        listener.closing = True  # as `Listener.shutdown` says
+        factory = listener
+    else:
+
+        async def handler(request: web.BaseRequest) -> web.Response:
+            resp = web.Response(text="ok")
+            resp.force_close()  # as the proxy answers while it stops
+            return resp
+
+        factory = EdgeServer(handler, lingering=lingering)
+    got = await _last_answer_while_stopping(factory, lingering)
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"ok")
+    assert lingering.started == 0
