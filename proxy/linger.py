@@ -45,6 +45,13 @@ def unread_bytes(transport: Any) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
+def _unsent(transport: Any) -> int:
+    try:
+        return int(transport.get_write_buffer_size())
+    except (AttributeError, RuntimeError):
+        return 0
+
+
 class Lingering:
     """The connections lingering in one worker: counted, and ended by a shutdown."""
 
@@ -149,11 +156,25 @@ class LingeringClose(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.registry._gone(self)  # noqa: SLF001
+        transport = self.transport
         if abort:
-            self.transport.abort()
-        elif not self.transport.is_closing():
-            self.transport.close()
+            self.registry._gone(self)  # noqa: SLF001
+            transport.abort()
+            return
+        if not transport.is_closing():
+            transport.close()
+        deadline = self.registry.deadline
+        if deadline is not None and _unsent(transport):
+            # The proxy is stopping and a slow reader still has answer bytes to take: the
+            # shutdown waits for them (`connection_lost` ends this) until its deadline, as
+            # it waits for any connection's last bytes, then cuts.
+            self._timer = self._loop.call_at(deadline, self._cut)
+            return
+        self.registry._gone(self)  # noqa: SLF001
+
+    def _cut(self) -> None:
+        self._timer = None
+        self.finish(abort=True)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 

@@ -213,3 +213,45 @@ async def test_a_last_answer_while_stopping_with_nothing_behind_it_is_closed_at_
     got = await _last_answer_while_stopping(factory, lingering)
     assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"ok")
     assert lingering.started == 0
+
+
+BIG = 32 * 1024 * 1024  # far more than loopback socket buffers hold: the rest stays queued
+
+
+class _BigAnswer(asyncio.Protocol):
+    def __init__(self, lingering: Lingering) -> None:
+        self.lingering = lingering
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)  # type: ignore[attr-defined]
+        transport.write(b"a" * BIG)  # type: ignore[attr-defined]
+        self.lingering.close(transport)
+
+
+async def test_a_shutdown_waits_for_the_answer_a_slow_reader_still_has_to_take(monkeypatch):
+    """While the proxy stops, a lingering close that ends (here: the client was quiet) with
+    answer bytes still queued stays counted until they are written, as any connection's
+    last bytes are waited for within the grace period: the process left with them unsent."""
+    monkeypatch.setattr(linger, "LINGER_TIMEOUT", 0.1)
+    lingering = Lingering()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _BigAnswer(lingering), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lingering.stop_by(loop.time() + 60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**16)
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        conn = next(iter(lingering.connections))
+        # The quiet time ends the lingering; the answer is not all written yet.
+        await _until(lambda: conn.transport.is_closing())
+        closed = asyncio.ensure_future(lingering.closed())
+        await asyncio.sleep(0)
+        assert not closed.done()  # the shutdown still waits: bytes of the answer are queued
+        body = await asyncio.wait_for(reader.read(), 30)
+        await asyncio.wait_for(closed, 30)
+        assert head.startswith(b"HTTP/1.1 200 ") and len(body) == BIG
+    finally:
+        writer.close()
+        server.close()
+        lingering.abort()
+        await server.wait_closed()
