@@ -116,7 +116,8 @@ class PlainPlan:
 
 class CutMidResponse(Exception):
     """An upstream failed while its answer was being relayed (a reset, a truncated or
-    malformed body, a read timeout): logged and counted as a 502, the client connection cut."""
+    malformed body, a read timeout): logged and counted as a 502 (504 for the timeout),
+    the client connection cut."""
 
 
 _T = TypeVar("_T")
@@ -257,7 +258,8 @@ class ProxyHandler:
             )
         except CutMidResponse:
             # The upstream failed after the head went out: `_cut_mid_response` logged it and
-            # set the 502, and the client connection is cut, so this answer is never written.
+            # set the 502 (or 504), and the client connection is cut, so this answer is never
+            # written.
             # Not an internal error: the proxy did what it must.
             return error_response(
                 502, "bad_gateway", route=ex.route_name, request_id=ex.request_id, close=True
