@@ -395,6 +395,12 @@ def last_on_connection(request: web.BaseRequest) -> bool:
     return answers_last is not None and answers_last(request)
 
 
+class ClientGone(ConnectionResetError):
+    """The client's connection failed under a write of its answer: the client left, the
+    upstream did not fail (the access line says 499, and no upstream is blamed). Still a
+    ConnectionResetError for code that only wants to know the connection is gone."""
+
+
 async def relay(
     request: web.BaseRequest,
     upstream_resp: UpstreamResponse,
@@ -438,9 +444,12 @@ async def relay(
         upstream_resp.header(b"content-length") is None and request.version < aiohttp.HttpVersion11
     ) or last_on_connection(request):
         out.force_close()
-    await out.prepare(request)
     sent = 0
     try:
+        try:
+            await out.prepare(request)
+        except ConnectionResetError as exc:
+            raise ClientGone(str(exc)) from exc
         if request.method != "HEAD":
             content = upstream_resp.content
             while True:
@@ -456,8 +465,13 @@ async def relay(
                     # refused by a closing transport raises before it, and is not counted).
                     sent += len(chunk)
                     raise
+                except ConnectionResetError as exc:  # the client's side (a read's is not)
+                    raise ClientGone(str(exc)) from exc
                 sent += len(chunk)
-        await out.write_eof()
+        try:
+            await out.write_eof()
+        except ConnectionResetError as exc:
+            raise ClientGone(str(exc)) from exc
     finally:
         if ex is not None:
             ex.bytes_out = sent

@@ -64,6 +64,7 @@ from proxy.forward import (
     BodyCapture,
     BodySource,
     ClientBodyError,
+    ClientGone,
     UpstreamPool,
     abort_connection,
     buffer_prefix,
@@ -255,6 +256,14 @@ class ProxyHandler:
             ex.status, ex.error = exc.status, str(exc)
             return error_response(
                 exc.status, str(exc), route=ex.route_name, request_id=ex.request_id, close=True
+            )
+        except ClientGone:
+            # The client left as its answer was being written (found by a write, before
+            # the connection's loss cancelled this): 499, as a cancel would say. The answer
+            # below goes nowhere.
+            ex.status = 499
+            return error_response(
+                502, "client_gone", route=ex.route_name, request_id=ex.request_id, close=True
             )
         except CutMidResponse:
             # The upstream failed after the head went out: `_cut_mid_response` logged it and
@@ -546,6 +555,9 @@ class ProxyHandler:
             )
             ex.bytes_out = sent
             relayed = True
+        except ClientGone:
+            ex.status = 499  # the client left as its answer was written: no upstream failed
+            raise
         except _MID_RESPONSE as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
@@ -743,6 +755,9 @@ class ProxyHandler:
                 upstream_resp, ex.request_id, capture=capture, route=ex.route_name, ex=ex
             )
             relayed = True
+        except ClientGone:
+            ex.status = 499  # the client left as its answer was written: no upstream failed
+            raise
         except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             conn.abort()
@@ -1405,6 +1420,9 @@ class ProxyHandler:
         passes on untranslated."""
         try:
             return await relaying
+        except ClientGone:
+            ex.status = 499  # the client left as its answer was written: no upstream failed
+            raise
         except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             abort()

@@ -37,7 +37,7 @@ from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
 from proxy.errors import error_response
 from proxy.filters.headers import peer_address, request_id
-from proxy.forward import BodyCapture, small_body
+from proxy.forward import BodyCapture, ClientGone, small_body
 from proxy.http1 import (
     CHUNKED,
     EMPTY,
@@ -250,7 +250,7 @@ class EdgeConnection(asyncio.Protocol):
             express.cancel()
             self._wake()
         if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("client connection lost"))
+            self._drain.set_exception(ClientGone("client connection lost"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -662,17 +662,17 @@ class EdgeConnection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self._lost:
-            raise ConnectionResetError("client connection lost")
+            raise ClientGone("client connection lost")
         self.transport.write(data)
 
     def _write_all(self, parts: Sequence[bytes]) -> None:
         if self._lost:
-            raise ConnectionResetError("client connection lost")
+            raise ClientGone("client connection lost")
         self.transport.writelines(parts)
 
     async def _drained(self) -> None:
         if self._lost:
-            raise ConnectionResetError("client connection lost")
+            raise ClientGone("client connection lost")
         self._drain = self._loop.create_future()
         try:
             await self._drain
