@@ -556,8 +556,7 @@ class ProxyHandler:
             ex.bytes_out = sent
             relayed = True
         except ClientGone:
-            ex.status = 499  # the client left as its answer was written: no upstream failed
-            raise
+            raise  # the client left, no upstream failed (`_run` says 499)
         except _MID_RESPONSE as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
             self._cut_mid_response(ex, exc)
@@ -756,8 +755,7 @@ class ProxyHandler:
             )
             relayed = True
         except ClientGone:
-            ex.status = 499  # the client left as its answer was written: no upstream failed
-            raise
+            raise  # the client left, no upstream failed (`_run` says 499)
         except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             conn.abort()
@@ -1421,8 +1419,7 @@ class ProxyHandler:
         try:
             return await relaying
         except ClientGone:
-            ex.status = 499  # the client left as its answer was written: no upstream failed
-            raise
+            raise  # the client left, no upstream failed (`_run` says 499)
         except _MID_RESPONSE as exc:
             self._cut_mid_response(ex, exc)
             abort()
