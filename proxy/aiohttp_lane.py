@@ -12,8 +12,9 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.linger import Lingering, unread_bytes
@@ -430,6 +431,22 @@ class _LingerOnClose:
         self._lingering.close(transport, since=self._since)
 
 
+class Http10Writer(StreamWriter):
+    """The payload writer for an HTTP/1.0 request's answer. aiohttp frames the body for
+    the request's version (no chunked coding: a body of unknown length ends with the
+    connection) and writes the status line in it too; this one says `HTTP/1.1`, the version
+    the server speaks (RFC 9110 §2.5; nginx does the same), with the framing left as it is.
+    A 1.1 answer is persistent unless it says otherwise, so one that keeps no connection
+    says `Connection: close` (aiohttp leaves it out, 1.0's default)."""
+
+    async def write_headers(self, status_line: str, headers: Any) -> None:
+        if status_line.startswith("HTTP/1.0 "):
+            status_line = "HTTP/1.1 " + status_line[9:]
+            if hdrs.CONNECTION not in headers:
+                headers[hdrs.CONNECTION] = "close"
+        await super().write_headers(status_line, headers)
+
+
 class EdgeServer(web.Server):
     """aiohttp's low-level server with `EdgeRequestHandler` for each connection."""
 
@@ -440,3 +457,10 @@ class EdgeServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        if message.version == HttpVersion10:  # (also aiohttp's stand-in for what it refused)
+            writer = Http10Writer(protocol, self._loop)
+        return super()._make_request(message, payload, protocol, writer, task)

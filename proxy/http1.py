@@ -5,7 +5,9 @@ every response of the other lane, so a client cannot tell which lane answered it
 headers dropped, `X-Request-ID` replacing the upstream's, `Content-Length` kept from the
 upstream (and dropped where RFC 9110 forbids it), chunked framing for a body of unknown
 length to an HTTP/1.1 client and a close-delimited one for HTTP/1.0, `Date` and `Server`
-when the upstream sent none, and `Connection` where the version's default does not hold.
+when the upstream sent none, and `Connection` where 1.1's default does not hold. The
+status line says `HTTP/1.1` whatever the request's version (RFC 9110 §2.5; the other lane's
+writer does the same, `proxy.aiohttp_lane.Http10Writer`).
 Unlike aiohttp, no default `Content-Type`: a proxy passes the upstream's, or its absence.
 Values are passed byte for byte: nothing is decoded and encoded again.
 """
@@ -108,7 +110,7 @@ _ROLE_AS_SENT = {
     for name in _COMMON
     for spelling in (name, name.lower())
 }
-_STATUS_LINES: dict[tuple[tuple[int, int], int, str], bytes] = {}  # status lines by their parts
+_STATUS_LINES: dict[tuple[int, str], bytes] = {}  # status lines by their parts
 
 
 def response_head(
@@ -130,11 +132,10 @@ def response_head(
     the names `Connection` lists, when already known.
     """
     empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200  # must_be_empty
-    key = (version, status, reason)
+    key = (status, reason)
     status_line = _STATUS_LINES.get(key)
     if status_line is None:
-        status_line = b"HTTP/%d.%d %d %s\r\n" % (
-            *version,
+        status_line = b"HTTP/1.1 %d %s\r\n" % (
             status,
             reason.encode("utf-8", "surrogateescape"),
         )
@@ -207,7 +208,7 @@ def response_head(
     if keep_alive:
         if version == (1, 0):
             out.append(b"Connection: keep-alive\r\n")
-    elif version >= (1, 1):
+    else:  # (an HTTP/1.0 client reads a 1.1 answer as persistent unless it says otherwise)
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return ResponseHead(b"".join(out), framing, keep_alive)

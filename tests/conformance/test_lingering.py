@@ -266,7 +266,7 @@ def test_no_lingering_when_the_client_asked_for_the_close_and_sent_nothing_more(
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-            assert data.startswith(b"HTTP/1.1 200 ") or data.startswith(b"HTTP/1.0 200 ")
+            assert data.startswith(b"HTTP/1.1 200 ")
     after = lanes(e)
     assert after["lingering_closes"] == before
     assert after["lingering_connections"] == 0

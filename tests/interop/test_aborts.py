@@ -90,7 +90,7 @@ def test_http10_keep_alive_with_an_unknown_length_ends_by_closing(stack):
             data = _read_until_close(sock)
         head, _, body = data.partition(b"\r\n\r\n")
         lower = head.lower()
-        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert head.startswith(b"HTTP/1.1 200"), head
         assert b"transfer-encoding" not in lower and b"keep-alive" not in lower, (path, head)
         assert body, path
 
@@ -286,7 +286,7 @@ def test_a_client_leaving_mid_download_is_logged_with_the_bytes_that_went_out(st
                 assert piece, data
                 data += piece
             head, _, body = data.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+            assert head.startswith(b"HTTP/1.1 200"), head
             received[rid] = len(body)
 
     def finished() -> list[dict]:

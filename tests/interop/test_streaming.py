@@ -152,7 +152,7 @@ def test_event_stream_to_an_http10_client_is_flushed_as_produced(stack):
             for line in piece.split(b"\n"):
                 if line.startswith(b"data: "):
                     lags.append(time.time() - json.loads(line[6:])["t"])
-    assert data.startswith(b"HTTP/1.0 200")
+    assert data.startswith(b"HTTP/1.1 200")
     assert len(lags) == 6 and max(lags) < 0.25, lags
 
 

@@ -200,7 +200,8 @@ def test_response_head_is_the_old_builders(version, method, status, reason, head
         assert (new.data, new.framing, new.keep_alive) == old
 
 
-# The builder as it was before 65ef8b9 (`git show 65ef8b9^:proxy/http1.py`), its result a tuple.
+# The builder as it was before 65ef8b9 (`git show 65ef8b9^:proxy/http1.py`), its result a tuple;
+# since then every status line says HTTP/1.1, and a close is said to 1.0 clients too.
 _DROP, _ID, _LEN, _DATE, _SRV, _CONN = range(6)
 _ROLE = {name: _DROP for name in _HOP} | {
     b"x-request-id": _ID,
@@ -228,7 +229,7 @@ def _old_response_head(
     from proxy.http1 import _SERVER
 
     empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-    out = [b"HTTP/%d.%d %d %s\r\n" % (*version, status, reason.encode("utf-8", "surrogateescape"))]
+    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("utf-8", "surrogateescape"))]
     has_id = has_date = has_server = False
     length = None
     for name, value in raw_headers:
@@ -287,7 +288,7 @@ def _old_response_head(
     if keep_alive:
         if version == (1, 0):
             out.append(b"Connection: keep-alive\r\n")
-    elif version >= (1, 1):
+    else:
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return b"".join(out), framing, keep_alive
