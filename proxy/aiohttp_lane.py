@@ -454,13 +454,37 @@ class EdgeServer(web.Server):
         super().__init__(*args, **kwargs)
         # Connections closed while the client may still be sending (`proxy.linger`).
         self.lingering = lingering if lingering is not None else Lingering()
+        self._build_request = self.request_factory  # aiohttp's, or an application's
+        self.request_factory = self._make_edge_request
 
     def __call__(self) -> RequestHandler:
         return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
-    def _make_request(
+    def _make_edge_request(
         self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
     ) -> web.BaseRequest:
         if message.version == HttpVersion10:  # (also aiohttp's stand-in for what it refused)
             writer = Http10Writer(protocol, self._loop)
-        return super()._make_request(message, payload, protocol, writer, task)
+        return self._build_request(message, payload, protocol, writer, task)
+
+
+class EdgeAppRunner(web.AppRunner):
+    """An `aiohttp.web.Application`'s runner whose connections get the edge's handling
+    (`EdgeServer`): the admin port's. aiohttp's own would quote the bytes it refuses
+    (a token in an oversized `Authorization` header) in a `HTTP/1.0` answer, with a body
+    even for HEAD, and call every limit a 400."""
+
+    def __init__(
+        self, app: web.Application, *, lingering: Lingering | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._lingering = lingering
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # the application started, as aiohttp does it
+        return EdgeServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            lingering=self._lingering,
+            **self._kwargs,
+        )

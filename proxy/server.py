@@ -28,7 +28,7 @@ import aiohttp.web_response
 from aiohttp import web
 
 from proxy.admin.api import AdminContext, build_admin_app
-from proxy.aiohttp_lane import EdgeServer
+from proxy.aiohttp_lane import EdgeAppRunner, EdgeServer
 from proxy.config.model import Config, Endpoint, Limits, ShadowStoreConfig
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
@@ -329,7 +329,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
             supervisor_pid=opts.supervisor_pid,
             loopback=admin_host in ("127.0.0.1", "::1", "localhost"),
         )
-        admin_runner = web.AppRunner(build_admin_app(ctx), access_log=None)
+        admin_runner = EdgeAppRunner(build_admin_app(ctx), lingering=lingering, access_log=None)
         await admin_runner.setup()
         try:
             await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=False).start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.proxy.conftest import base_config
+from tests.support.rawhttp import exchange, status_of
 
 ROUTES = """\
 - name: partner
@@ -46,3 +47,31 @@ def test_metrics_switched_off_is_a_404_not_an_empty_scrape(start_proxy, upstream
     assert httpx.post(p.admin + "/-/reload").status_code == 200
     on = httpx.get(p.admin + "/metrics")
     assert on.status_code == 200 and "strangler_requests_total" in on.text
+
+
+def test_admin_port_refuses_malformed_requests_without_echoing_them(start_proxy):
+    # The admin port's parser refusals are the proxy port's: 414/431 for the limits, no
+    # quoted bytes (an oversized token is a secret), HTTP/1.1 and a close, no body to HEAD.
+    p = start_proxy()
+    token = b"Bearer ADMINSECRET" + b"x" * 9000
+    cases = [
+        (b"GET /-/health HTTP/1.1\r\nHost: localhost\r\nAuthorization: " + token, 431),
+        (b"GET /-/health?k=ADMINSECRET" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost", 414),
+        (b"GET /-/health HTTP/1.1\r\nHost: localhost\r\nX-Key\x01: ADMINSECRET", 400),
+        (b"ADMINSECRET\x01 / HTTP/1.1\r\nHost: localhost", 400),
+    ]
+    for request, status in cases:
+        answer = exchange(p.admin_port, request + b"\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert status_of(answer) == status, (request[:40], answer[:200])
+        assert answer.startswith(b"HTTP/1.1 ") and b"\r\nConnection: close" in head, answer
+        assert b"ADMINSECRET" not in answer, answer
+        assert body.startswith(b"%d " % status), body
+    answer = exchange(
+        p.admin_port, b"HEAD /-/health HTTP/1.1\r\nHost: localhost\r\nX\x01: y\r\n\r\n"
+    )
+    assert status_of(answer) == 400 and answer.endswith(b"\r\n\r\n"), answer  # the head alone
+    # The port keeps serving, and an HTTP/1.0 client gets a 1.1 answer it can read.
+    answer = exchange(p.admin_port, b"GET /-/health HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer
+    assert httpx.get(p.admin + "/-/health").status_code == 200
