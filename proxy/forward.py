@@ -257,7 +257,7 @@ class BodyCapture:
     `take_hold` hands it over with the body, `release` (idempotent) is for every other end.
     """
 
-    __slots__ = ("limit", "_parts", "_size", "abandoned", "out_of_memory", "_hold")
+    __slots__ = ("limit", "_parts", "_size", "abandoned", "out_of_memory", "failed", "_hold")
 
     def __init__(self, limit: int, hold: Hold | None = None) -> None:
         self.limit = limit
@@ -265,6 +265,7 @@ class BodyCapture:
         self._size = 0
         self.abandoned = False
         self.out_of_memory = False  # abandoned because the shadow memory budget was full
+        self.failed = False  # abandoned because the client got the proxy's answer instead
         self._hold = hold
 
     def add(self, chunk: bytes) -> None:
@@ -282,6 +283,12 @@ class BodyCapture:
     def _abandon(self) -> None:
         self.abandoned = True
         self.release()
+
+    def fail(self) -> None:
+        """The upstream's answer was replaced by the proxy's own (a 502 or 504: it was faulty,
+        or failed before its small body was whole): there is no primary answer to compare."""
+        self.failed = True
+        self._abandon()
 
     def body(self) -> bytes | None:
         """The whole body, or None when it was abandoned. The parts are let go of: the body
@@ -425,6 +432,8 @@ async def relay(
         accept=request.headers.get("Accept"),
     )
     if isinstance(whole, web.Response):
+        if capture is not None:
+            capture.fail()
         return whole, 0
     headers = response_headers(upstream_resp)
     headers.update(extra_headers)

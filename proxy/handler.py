@@ -77,6 +77,7 @@ from proxy.forward import (
 from proxy.routing import AmbiguousPath, RouteMatch
 from proxy.runtime import Runtime, RuntimeHolder
 from proxy.shadow.endpoint import endpoint_template
+from proxy.shadow.mirror import CLIENT_GONE, PRIMARY_FAILED
 from proxy.telemetry.logging import ThrottledWarnings
 from proxy.telemetry.tracing import Tracing
 from proxy.upstream.caller import Outgoing, Started, UpstreamCaller, UpstreamFailure
@@ -540,10 +541,13 @@ class ProxyHandler:
                 outgoing, upstream, up_path, query, rt, ex, can_fallback
             )
         except UpstreamFailure as failure:
+            if shadowing:
+                self._shadow_lost(ex, PRIMARY_FAILED)
             return self._failure_response(failure, ex, accept)
 
         capture = self._capture() if shadowing else None
         relayed = False
+        lost = CLIENT_GONE  # why no comparison, if the relay does not end
         try:
             out, sent = await relay(
                 request,
@@ -559,6 +563,7 @@ class ProxyHandler:
             raise  # the client left, no upstream failed (`_run` says 499)
         except _MID_RESPONSE as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
+            lost = PRIMARY_FAILED
             self._cut_mid_response(ex, exc)
             abort_connection(request)
             raise CutMidResponse from exc
@@ -566,6 +571,7 @@ class ProxyHandler:
             upstream_resp.release()
             if capture is not None and not relayed:
                 capture.release()  # cut short or cancelled: nothing will be compared
+                self._shadow_lost(ex, lost)
         if capture is not None and route is not None:
             self._queue_shadow(
                 route,
@@ -746,9 +752,12 @@ class ProxyHandler:
                 started=started,
             )
         except UpstreamFailure as failure:
+            if plan.shadowing:
+                self._shadow_lost(ex, PRIMARY_FAILED)
             return self._failure_response(failure, ex, msg.headers.get("Accept"))
         capture = self._capture() if plan.shadowing else None
         relayed = False
+        lost = CLIENT_GONE  # why no comparison, if the relay does not end
         try:
             status, ex.bytes_out = await conn.relay(
                 upstream_resp, ex.request_id, capture=capture, route=ex.route_name, ex=ex
@@ -757,6 +766,7 @@ class ProxyHandler:
         except ClientGone:
             raise  # the client left, no upstream failed (`_run` says 499)
         except _MID_RESPONSE as exc:
+            lost = PRIMARY_FAILED
             self._cut_mid_response(ex, exc)
             conn.abort()
             raise CutMidResponse from exc
@@ -764,6 +774,7 @@ class ProxyHandler:
             upstream_resp.release()
             if capture is not None and not relayed:
                 capture.release()  # cut short or cancelled: nothing will be compared
+                self._shadow_lost(ex, lost)
         if capture is not None:
             self._submit_shadow(pre, plan, body, upstream_resp, capture, call_started, ex)
         return Relayed(status)
@@ -1092,6 +1103,13 @@ class ProxyHandler:
         hold = self.mirror.hold() if self.mirror is not None else None
         return BodyCapture(_BUFFER_LIMIT, hold)
 
+    def _shadow_lost(self, ex: Exchange, reason: str) -> None:
+        """An admitted comparison that cannot be made (the primary gave no whole answer, or
+        the client left before it had one): counted as dropped, so that every request
+        sampled in shows up in the shadow report."""
+        if self.mirror is not None and ex.route_name is not None:
+            self.mirror.drop(ex.route_name, reason)
+
     def _submit_shadow(
         self,
         pre: Preflight,
@@ -1156,9 +1174,14 @@ class ProxyHandler:
                     self.mirror.drop(route.name, "unauthenticated")
                 return
             primary_body = capture.body()
-            if primary_body is None:  # the answer outgrew what is kept for comparing
+            if primary_body is None:  # the answer outgrew what is kept, or never came whole
                 if self.mirror is not None:
-                    reason = "memory_full" if capture.out_of_memory else "primary_too_large"
+                    if capture.failed:
+                        reason = PRIMARY_FAILED
+                    elif capture.out_of_memory:
+                        reason = "memory_full"
+                    else:
+                        reason = "primary_too_large"
                     self.mirror.drop(route.name, reason)
                 return
             candidate_path = rewrite_path(route, path, params)
@@ -1618,10 +1641,13 @@ class _Express:
             self.conn.send_response(handler._internal_error(ex, exc, self.msg.headers))
         finally:
             resp.release()
-        if self.plan.shadowing and ex.status == resp.status:
-            capture = handler._capture()
-            capture.add(body)
-            handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
+        if self.plan.shadowing:
+            if ex.status == resp.status:
+                capture = handler._capture()
+                capture.add(body)
+                handler._submit_shadow(self.pre, self.plan, self.body, resp, capture, first.at, ex)
+            else:  # the answer failed on the way out (an internal error was sent instead)
+                handler._shadow_lost(ex, PRIMARY_FAILED)
         handler._end(ex, self.begun[1], self.msg.headers)
         self.conn.express_done()
 

@@ -606,6 +606,8 @@ class EdgeConnection(asyncio.Protocol):
             upstream_resp, self._method, route=route, request_id=request_id, accept=self._accept
         )
         if isinstance(whole, web.Response):
+            if capture is not None:
+                capture.fail()
             self.send_response(whole)
             return whole.status, 0
         status = upstream_resp.status

@@ -55,6 +55,9 @@ QUEUE_FULL, BODY_TOO_LARGE, UNSAFE_METHOD, STOPPING, CANDIDATE_DOWN, PROXY_BUSY 
 )
 # The bytes held for comparisons waiting or under way (`shadow.max_memory`) are all taken.
 MEMORY_FULL = "memory_full"
+# The handler's: the primary failed (no answer, or one cut short), or the client left
+# before its answer was whole; either way there is nothing to compare.
+PRIMARY_FAILED, CLIENT_GONE = "primary_failed", "client_gone"
 # A candidate that refuses connections this many times in a row is not called for DOWN_FOR
 # seconds (doubling while probes keep failing, up to DOWN_FOR_MAX): a failed connect costs the
 # proxy more CPU than a whole successful call, and that CPU is the primary path's.

@@ -134,7 +134,7 @@ EVENTS: dict[str, Event] = {
         "strangler_shadow_dropped_total",
         "Shadow calls not made, by reason (queue_full, proxy_busy, memory_full, "
         "primary_too_large, unauthenticated, candidate_down, body_too_large, unsafe_method, "
-        "stopping).",
+        "stopping, primary_failed, client_gone).",
         ("route", "reason"),
     ),
     "rate_limit_local": Event(

@@ -4,7 +4,8 @@ Run it as a process (`python -m tests.support.faulty --port P --name extracted`)
 `faulty()` context manager, which does that on an ephemeral port and stops it afterwards.
 
 Faults, set for the next `count` requests (or all) with `POST /-/faults`, or for a single
-request with an `X-Fault` header (`X-Fault: status=503`, `hang`, `slow=0.2`, `reset`, `refuse`):
+request with an `X-Fault` header (`X-Fault: status=503`, `hang`, `slow=0.2`, `reset`, `refuse`,
+`cut=LENGTH`, `stall=LENGTH`):
 
 - `ok`      200 with JSON describing what arrived (name, attempt number, method, path, body size)
 - `status`  answer `status` (e.g. 503 bursts: `{"mode": "status", "status": 503, "count": 5}`)
@@ -13,6 +14,7 @@ request with an `X-Fault` header (`X-Fault: status=503`, `hang`, `slow=0.2`, `re
 - `reset`   send headers and part of a large body (100 kB), then reset the connection
 - `cut`     send headers and part of a body (`length`, 2 kB by default), then reset
 - `stall`   send headers and part of a body, then nothing for `delay` seconds
+- `coded`   answer with a transfer coding a proxy cannot relay (`gzip, chunked`)
 - `slow`    wait `delay` seconds, then answer 200
 
 `GET /-/stats` counts attempts (per method and path, plus request body bytes received);
@@ -34,7 +36,7 @@ from aiohttp import web
 
 from tests.support.procs import PYTHON, free_port, running
 
-MODES = ("ok", "status", "refuse", "hang", "reset", "slow", "cut", "stall")
+MODES = ("ok", "status", "refuse", "hang", "reset", "slow", "cut", "stall", "coded")
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Fault:
             return cls(mode="status", status=int(arg or 503))
         if mode in ("slow", "hang"):
             return cls.parse({"mode": mode, **({"delay": arg} if arg else {})})
+        if mode in ("cut", "stall"):  # `stall=100000`: a body too big to be read whole first
+            return cls.parse({"mode": mode, **({"length": arg} if arg else {})})
         return cls.parse({"mode": mode})
 
 
@@ -146,7 +150,11 @@ def build_app(name: str) -> web.Application:
             raise asyncio.CancelledError
         if fault.mode == "slow":
             await asyncio.sleep(fault.delay)
-        if fault.mode in ("cut", "stall"):  # a small body that never completes
+        if fault.mode == "coded" and transport is not None:  # no response aiohttp would write
+            transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+            transport.close()
+            raise asyncio.CancelledError
+        if fault.mode in ("cut", "stall"):  # a body that never completes
             resp = web.StreamResponse(status=200, headers={"Content-Length": str(fault.length)})
             await resp.prepare(request)
             await resp.write(b'{"partial": "')
