@@ -84,6 +84,13 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         return await self.content.read()
 
+    def discard(self) -> None:
+        """Close the connection, whatever was read of the body: the answer is not one to
+        relay, and its connection is not one to trust with another request."""
+        if self._proto is not None:
+            self._proto.force_close()
+        self.release()
+
     def release(self) -> None:
         """Give the connection back when the body was read to its end; otherwise close it."""
         if self._deadline is not None:

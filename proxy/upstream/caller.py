@@ -23,7 +23,7 @@ from proxy.client import (
 )
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 from proxy.exchange import Exchange
-from proxy.forward import BodySource, UpstreamPool, is_small, upstream_target
+from proxy.forward import BodySource, UpstreamPool, is_small, unrelayable, upstream_target
 from proxy.upstream.bulkhead import Rejected
 from proxy.upstream.guard import RetryBudgetExhausted, Slot, UpstreamGuard
 from proxy.upstream.registry import GuardRegistry
@@ -293,6 +293,13 @@ class UpstreamCaller:
             sending = pool.request(out.method, target, send_headers, data, out.interim)
         try:
             resp = await sending
+            problem = unrelayable(resp.status, resp.raw_headers)
+            if problem is not None:
+                # A failed attempt like any other invalid answer (counted by the breaker,
+                # retried or fallen back from when safe), not a 502 made after it counted
+                # as answered.
+                resp.discard()
+                raise UpstreamProtocolError(problem)
             if not resp.content.is_eof() and is_small(
                 out.method, resp.status, resp.header(b"content-length")
             ):

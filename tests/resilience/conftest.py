@@ -54,10 +54,11 @@ def reset_world(world: World) -> World:
 
 @pytest.fixture
 def start_proxy(tmp_path: Path, reset_world: World) -> Iterator[Callable[..., Proxy]]:
-    """start(upstream_extra=..., routes=..., top=...) -> Proxy; stopped after the test."""
+    """start(svc=..., routes=..., top=..., legacy=...) -> Proxy; stopped after the test
+    (`svc`: lines added to the svc upstream; `legacy`: flow-style fields added to legacy's)."""
     contexts = []
 
-    def start(*, svc: str = "", routes: str, top: str = "") -> Proxy:
+    def start(*, svc: str = "", routes: str, top: str = "", legacy: str = "") -> Proxy:
         port, admin_port = free_port(), free_port()
         w = reset_world
         text = textwrap.dedent(
@@ -66,7 +67,7 @@ def start_proxy(tmp_path: Path, reset_world: World) -> Iterator[Callable[..., Pr
             listen: {{host: 127.0.0.1, port: {port}}}
             admin: {{host: 127.0.0.1, port: {admin_port}}}
             upstreams:
-              legacy: {{url: "{w.legacy.url}"}}
+              legacy: {{url: "{w.legacy.url}"{", " + legacy if legacy else ""}}}
               other: {{url: "{w.other.url}"}}
               svc:
                 url: "{w.svc.url}"

@@ -193,6 +193,27 @@ def test_fallback_hides_a_dead_extracted_service_from_get_clients(start_proxy, w
         assert world.legacy.stats()["by_method"].get("POST") is None
 
 
+def test_an_answer_that_cannot_be_relayed_is_a_failed_attempt(start_proxy, world) -> None:
+    """`Transfer-Encoding: gzip, chunked` cannot be passed on: the attempt failed as an
+    invalid answer does, so a GET is retried and then falls back, the breaker counts it,
+    and a POST (never re-sent) gets the 502. It used to count as answered, and the 502
+    came after: no fallback, and a breaker that never opened on it."""
+    routes = EXTRACTED.replace("target: svc", "target: svc\n  fallback: legacy")
+    p = start_proxy(svc=SVC_POLICY, routes=routes)
+    world.svc.set("coded")
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        r = c.get("/items/1")
+        assert r.status_code == 200 and r.json()["server"] == "legacy", r.text
+        assert world.svc.attempts() == 2  # retried once, then legacy
+        r = c.post("/items", content=b"{}")
+        assert r.status_code == 502 and "gzip" in r.json()["message"], r.text
+        assert world.svc.attempts() == 3 and world.legacy.stats()["by_method"].get("POST") is None
+        for i in range(3):
+            assert c.get(f"/items/{i}").json()["server"] == "legacy"
+    snap = httpx.get(f"{p.admin}/-/upstreams", timeout=5).json()["svc"]
+    assert snap["breaker"]["state"] == "open", snap
+
+
 def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
     start_proxy, world
 ) -> None:
