@@ -329,10 +329,13 @@ class RouteReader:
             return re.compile(pattern)
         except re.error as exc:
             where = f" at position {exc.pos}" if exc.pos is not None else ""
+            # As the pattern reads, not its repr: `\d` shown as `\\d` looks like a quoting
+            # mistake that is not there.
+            shown = f"'{pattern}'" if pattern.isprintable() else repr(pattern)
             self.r.report(
                 node,
                 field,
-                f"invalid regex {pattern!r}: {exc.msg}{where}",
+                f"invalid regex {shown}: {exc.msg}{where}",
                 "fix the pattern; in YAML, single-quote regexes so backslashes stay literal",
             )
             return None
