@@ -184,7 +184,9 @@ class Reader:
         self.report(node, field, f"unsupported YAML tag {node.tag!r}", "remove the tag")
         return False
 
-    def sequence(self, node: Node, field: str, *, scalar_ok: bool = False) -> list[Node]:
+    def sequence(
+        self, node: Node, field: str, *, scalar_ok: bool = False, fix: str | None = None
+    ) -> list[Node]:
         """The items of a list; `scalar_ok` lets a single value stand for a list of one."""
         if isinstance(node, SequenceNode):
             return list(node.value) if self._standard_tag(node, field, _TAG + "seq") else []
@@ -192,7 +194,7 @@ class Reader:
             return [node]
         if isinstance(node, ScalarNode) and node.tag == NULL:
             return []
-        self.wrong(node, field, "a list", f"write {field.rsplit('.', 1)[-1]}: [a, b]")
+        self.wrong(node, field, "a list", fix or f"write {field.rsplit('.', 1)[-1]}: [a, b]")
         return []
 
     # -- scalars ---------------------------------------------------------------------

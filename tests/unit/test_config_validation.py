@@ -222,6 +222,22 @@ CASES = [
     ),
     pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    canary: {sticky: 'header X-User-Id'}\n"),
+        "header X-User-Id", "routes[0].canary.sticky", "r", "did you mean 'header:X-User-Id'?",
+        "header:NAME", id="sticky-colon-mistyped",
+    ),
+    pytest.param(
+        HEAD + "routes:\n  name: r\n  match: {prefix: /a}\n", "routes:", "routes", None,
+        "expected a list, got a mapping", "start each route with `- `", id="routes-not-a-list",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: extracted\n    target: customers\n"
+               "    timeout: {total: 5}\n"),
+        "timeout:", "routes[0].timeout", "r", "unknown key 'timeout'",
+        "set per upstream: under `upstreams: {NAME: {timeout: ...}}`", id="timeout-on-a-route",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
                "    canary: {sticky: cookie}\n"),
         "sticky: cookie", "routes[0].canary.sticky", "r", "'cookie' needs the cookie's name",
         "cookie:NAME", id="sticky-cookie-without-name",
@@ -406,7 +422,7 @@ CASES = [
     ),
     pytest.param(
         HEAD + "routes: {name: r}\n", "routes: {name", "routes", None,
-        "expected a list, got a mapping", "routes: [a, b]", id="routes-is-a-mapping",
+        "expected a list, got a mapping", "`- name: ...`", id="routes-is-a-mapping",
     ),
     pytest.param(
         routes("  - name: r\n    match:\n      prefix: /a\n      headers: {Host: x.example}\n"),
