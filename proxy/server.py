@@ -255,7 +255,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     telemetry.track_in_flight(lambda: handler.in_flight)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
-        for note in new.notes:
+        # As at start: a reload that brings a setting with no effect says so.
+        for note in (*_warnings(new.config), *new.notes):
             log.warning("%s", note)
         keep = set(new.config.upstreams.values())
         loop.create_task(pool.retire(keep, grace=new.config.grace_period))
