@@ -49,6 +49,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"{len(translators)} translator(s) valid in {args.dir}")
     if args.samples is None:
         return 0
+    if not args.samples.is_dir():
+        # A mistyped folder must not pass as "every round trip ok": nothing was checked.
+        print(f"--samples {args.samples}: not a directory; give the folder holding NAME.json "
+              "sample files (a JSON array of legacy records each)", file=sys.stderr)  # fmt: skip
+        return 1
     failures = 0
     for name, t in sorted(translators.items()):
         sample_file = args.samples / f"{name}.json"
@@ -90,7 +95,18 @@ def _round_trip_failures(translator: Any, records: list) -> list[tuple[int, str]
 
 
 def _read_sample(file: str) -> Any:
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    """The JSON in FILE (or stdin); a file that cannot be read is one line, exit 1, no
+    traceback."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"{file}: no such file; give a JSON file, or - for stdin") from None
+    except IsADirectoryError:
+        raise SystemExit(f"{file}: is a directory; give a JSON file, or - for stdin") from None
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"{file}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSON") from None
+    except OSError as exc:
+        raise SystemExit(f"{file}: cannot read: {exc.strerror}; check its permissions") from None
     try:
         return json.loads(text)
     except ValueError as exc:

@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the route table until SIGTERM/SIGINT (then drain in-flight "
         "requests). Edits to the file are picked up live (also SIGHUP, POST /-/reload).",
     )
-    p.add_argument("-c", "--config", default="routes.yaml", help="the route table (routes.yaml)")
+    p.add_argument(
+        "-c", "--config", default="routes.yaml", help="the route table (default: routes.yaml)"
+    )
     p.add_argument("--host", help="listen address (overrides listen.host)")
     p.add_argument(
         "--port",
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_bounded(1, 256),
         default=1,
-        help="worker processes sharing the port (SO_REUSEPORT), one per core (1)",
+        help="worker processes sharing the port (SO_REUSEPORT), at most one per core (default: 1)",
     )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
@@ -202,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective route table",
         description="The table as the proxy will use it: order, match, mode, who answers.",
     )
-    p.add_argument("-c", "--config", default="routes.yaml", help="the route table (routes.yaml)")
+    p.add_argument(
+        "-c", "--config", default="routes.yaml", help="the route table (default: routes.yaml)"
+    )
     p.set_defaults(func=_cmd_routes)
 
     for module in ("proxy.shadow.cli", "acl.cli"):

@@ -1095,6 +1095,7 @@ class ProxyHandler:
         answer.headers["X-Request-ID"] = ex.request_id
         if rejected:  # answered as the monolith would: its headers too
             _set_route_headers(ex.route, answer)
+        ex.bytes_out = len(wire.body) if ex.method != "HEAD" else 0
         return answer
 
     def _capture(self) -> BodyCapture:

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from proxy.admin.api import AdminContext, build_admin_app
 from proxy.aiohttp_lane import EdgeAppRunner, EdgeServer
-from proxy.config.model import Config, Endpoint, Limits, ShadowStoreConfig
+from proxy.config.model import Config, Endpoint, Limits, ShadowStoreConfig, same_port
 from proxy.forward import UpstreamPool
 from proxy.handler import ProxyHandler
 from proxy.http1 import SERVER_NAME
@@ -255,7 +255,8 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     telemetry.track_in_flight(lambda: handler.in_flight)
 
     def on_swap(old: Runtime, new: Runtime) -> None:
-        for note in new.notes:
+        # As at start: a reload that brings a setting with no effect says so.
+        for note in (*_warnings(new.config), *new.notes):
             log.warning("%s", note)
         keep = set(new.config.upstreams.values())
         loop.create_task(pool.retire(keep, grace=new.config.grace_period))
@@ -521,6 +522,10 @@ def serve(opts: ServeOptions) -> int:
         return 1
     if opts.pinned:
         runtime = _with_pinned(runtime, opts.pinned)
+    clash = _port_clash(runtime.config, opts)
+    if clash:
+        print(f"strangler: cannot start: {clash}", file=sys.stderr)
+        return 1
     if opts.workers > 1 and opts.supervisor_pid is None:
         port = opts.port if opts.port is not None else runtime.config.listen.port
         if port == 0:
@@ -573,6 +578,25 @@ def _pin(config: Config) -> str:
     """The restart-only sections as the supervisor read them, for its workers' environment
     (not argv, which any local user can read: `shadow.store` may hold a Redis password)."""
     return json.dumps({key: asdict(getattr(config, key)) for key in RESTART_ONLY})
+
+
+def _port_clash(config: Config, opts: ServeOptions) -> str | None:
+    """The proxy and its admin API on one port, as the file and the flags add up: said
+    before binding, since the admin API's bind error would blame "another process"."""
+    bound = _with_flags(config, opts)
+    if not same_port(bound.listen, bound.admin):
+        return None
+    listen = "--port" if opts.port is not None else "listen.port"
+    admin = "--admin-port" if opts.admin_port is not None else "admin.port (8081 when not set)"
+    port = bound.listen.port
+    other = port + 1 if port < 65535 else port - 1
+    fix = f"--admin-port {other}"
+    if opts.admin_port is None:
+        fix = f"`admin: {{port: {other}}}` in {config.source}, or {fix}"
+    return (
+        f"{listen} and {admin} are both {port}: the proxy and its admin API cannot share a "
+        f"port; give the admin API its own ({fix})"
+    )
 
 
 def _with_flags(config: Config, opts: ServeOptions) -> Config:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from proxy import __version__
+from proxy.config.lint import config_warnings
 from proxy.reload import Reloader
 from proxy.telemetry.redact import REDACTED, Redactor, secret_param
 
@@ -65,6 +66,8 @@ def config_view(ctx: AdminContext) -> dict[str, Any]:
         "history": history,
         "config": _redacted(_jsonable(rt.config), redactor),
         "restart_pending": list(rt.restart_pending),
+        # What `strangler check` warns about in the table in force (docs/routes.md, Warnings).
+        "warnings": [redactor.text(w) for w in (*config_warnings(rt.config), *rt.notes)],
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy, Timeouts
+from proxy.config.model import CanaryPolicy, Config, Route, ShadowPolicy, Timeouts, same_port
 from proxy.filters.headers import CLIENT_CLAIMS, FORWARDING, NEVER_FORWARDED
 
 
@@ -46,6 +46,13 @@ def config_warnings(config: Config) -> list[str]:
         out.append(
             f"{config.source}: tenant.jwt_claim: the claim is read without checking the token's "
             "signature, so a client can name any tenant; add `jwt_secret_env: NAME` (HS256)"
+        )
+    if same_port(config.listen, config.admin):  # an `admin:` written so is an error already
+        out.append(
+            f"{config.source}: listen.port: {config.listen.port} is also the admin API's port "
+            f"(admin is {config.admin.host}:{config.admin.port} when not set), so `strangler "
+            f"serve` cannot start; add `admin: {{port: {_next_port(config.listen.port)}}}` "
+            "or pass --admin-port"
         )
     if not _loopback(config.admin.host):
         out.append(
@@ -164,6 +171,10 @@ def _route_warnings(config: Config, route: Route) -> list[str]:
             f"starts with {regex.lstrip('^')[:1]!r} and can never match"
         )
     return out
+
+
+def _next_port(port: int) -> int:
+    return port + 1 if port < 65535 else port - 1
 
 
 def _loopback(host: str) -> bool:

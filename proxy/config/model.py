@@ -25,6 +25,18 @@ class Endpoint:
     port: int = 8080
 
 
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def same_port(a: Endpoint, b: Endpoint) -> bool:
+    """Whether two listeners would take one socket: the same port (not 0, any free one) on
+    the same address, or on a wildcard address that covers the other's."""
+    if a.port != b.port or a.port == 0:
+        return False
+    hosts = {"127.0.0.1" if h == "localhost" else h for h in (a.host, b.host)}
+    return len(hosts) == 1 or bool(hosts & _ANY_ADDRESS)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds; `None` means no limit. Envoy's route timeout is 15 s, Kong's 60 s."""

@@ -66,6 +66,17 @@ _ROUTE_ELSEWHERE = {
     **{k: "tenants" for k in ("extracted",)},
     **{k: "shadow" for k in SHADOW_KEYS if k not in ("headers",)},
 }
+# Route keys people reach for that live elsewhere, with where they do.
+_ROUTE_HINTS = {
+    **{
+        k: "a route names the upstream that serves it with `target: NAME`"
+        for k in ("upstream", "backend", "service")
+    },
+    **{
+        k: f"{k} is set per upstream: under `upstreams: {{NAME: {{{k}: ...}}}}` for the target"
+        for k in ("timeout", "retry", "breaker", "bulkhead")
+    },
+}
 # Keys of the top-level `shadow:` section (one store, one memory budget per process) that a
 # route's `shadow:` does not take.
 _PROCESS_SHADOW_HINTS = {
@@ -119,7 +130,10 @@ class RouteReader:
             return ()
         routes: list[Route] = []
         index: dict[int, int] = {}
-        for i, item in enumerate(self.r.sequence(node, "routes")):
+        items = self.r.sequence(
+            node, "routes", fix="start each route with `- ` (a list item): `- name: ...`"
+        )
+        for i, item in enumerate(items):
             route = self.read_one(i, item)
             if route is not None:
                 index[id(route)] = i
@@ -161,6 +175,7 @@ class RouteReader:
             required=("name", "match"),
             what="the route",
             elsewhere=_ROUTE_ELSEWHERE,
+            hints=_ROUTE_HINTS,
         )
         if fields is None:
             return None
@@ -329,10 +344,13 @@ class RouteReader:
             return re.compile(pattern)
         except re.error as exc:
             where = f" at position {exc.pos}" if exc.pos is not None else ""
+            # As the pattern reads, not its repr: `\d` shown as `\\d` looks like a quoting
+            # mistake that is not there.
+            shown = f"'{pattern}'" if pattern.isprintable() else repr(pattern)
             self.r.report(
                 node,
                 field,
-                f"invalid regex {pattern!r}: {exc.msg}{where}",
+                f"invalid regex {shown}: {exc.msg}{where}",
                 "fix the pattern; in YAML, single-quote regexes so backslashes stay literal",
             )
             return None
@@ -804,6 +822,10 @@ def _check_sticky(text: str) -> str | None:
     if sep:
         guess = did_you_mean(kind, STICKY_KINDS)
         return f"unknown sticky key kind {kind!r}" + (f" ({guess})" if guess else "")
+    for other in (" ", "="):  # `header X-User-Id`, `cookie=uid`: the colon mistyped
+        kind, sep, name = text.partition(other)
+        if sep and kind.strip() in STICKY_KINDS and name.strip():
+            return f"unknown sticky key {text!r} (did you mean '{kind.strip()}:{name.strip()}'?)"
     guess = did_you_mean(text, [*STICKY_WORDS, *STICKY_KINDS])
     return f"unknown sticky key {text!r}" + (f" ({guess})" if guess else "")
 

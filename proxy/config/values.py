@@ -107,7 +107,8 @@ def redact_url(text: str) -> str:
     parameters (`?password=...`) masked."""
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return text
+        # The scheme forgotten (`:pw@cache:6379/0`), the password is one all the same.
+        return redact_url("_://" + text)[4:] if "@" in text else text
     # The last '@' ends the userinfo, even past a '/', '?' or '#' a password holds raw
     # (`redis://:ab/cd@host/0` is not a valid URL, but its password must not show either).
     userinfo, at_sign, after = rest.rpartition("@")
@@ -150,6 +151,9 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
     example = f"write it like {schemes[0]}://127.0.0.1:8000"
     shown = redact_url(text)
     if "://" not in text:
+        bare = shown.strip()
+        if bare and not bare.startswith("/") and not any(c in bare for c in " @\t"):
+            example = f"write it with its scheme: {schemes[0]}://{bare}"  # `localhost:8101`
         raise Invalid(f"{shown!r} is not an absolute URL", example)
     try:
         parts = urlsplit(text)

@@ -29,6 +29,19 @@ _ROUTE_INDEX = re.compile(r"^routes\[(\d+)\]")
 
 Fields = dict[str, Node]  # key -> value node of one YAML mapping
 
+# What to write for a required key that is missing, by key; others get a generic line.
+_REQUIRED_FIX = {
+    "version": "add `version: 1` as the first line",
+    "upstreams": 'add `upstreams:` with the monolith, e.g. `legacy: {url: "http://127.0.0.1:8000"}`',
+    "name": "add `name: ...`, unique in the file (letters, digits, '.', '_', '-')",
+    "match": "add `match:` with one of path, prefix or regex, e.g. `match: {prefix: /api/orders}`",
+    "url": 'add `url: "http://host:port"`',
+    "upstream": "add `upstream: NAME`, the upstream that answers the check (the monolith)",
+    "path": "add `path: /...`, the path the check is asked with GET",
+    "requests": "add `requests: N`, how many requests per `per` seconds",
+    "regex": "add `regex: '...'`, or give the header's value as a plain string",
+}
+
 
 def line_of(node: Node) -> int:
     """1-based line where `node` starts."""
@@ -125,7 +138,8 @@ class Reader:
                 self.report(key_node, prefix + key, f"unknown key {key!r}", fix)
         for key in required:
             if key not in fields:
-                self.report(node, prefix + key, f"missing required key {key!r}", None)
+                fix = _REQUIRED_FIX.get(key, f"add `{key}: ...` to {what or field}")
+                self.report(node, prefix + key, f"missing required key {key!r}", fix)
         return {k: v for k, (_, v) in fields.items() if k in allowed}
 
     def keyed(self, node: MappingNode, field: str) -> dict[str, tuple[Node, Node]] | None:
@@ -170,7 +184,9 @@ class Reader:
         self.report(node, field, f"unsupported YAML tag {node.tag!r}", "remove the tag")
         return False
 
-    def sequence(self, node: Node, field: str, *, scalar_ok: bool = False) -> list[Node]:
+    def sequence(
+        self, node: Node, field: str, *, scalar_ok: bool = False, fix: str | None = None
+    ) -> list[Node]:
         """The items of a list; `scalar_ok` lets a single value stand for a list of one."""
         if isinstance(node, SequenceNode):
             return list(node.value) if self._standard_tag(node, field, _TAG + "seq") else []
@@ -178,7 +194,7 @@ class Reader:
             return [node]
         if isinstance(node, ScalarNode) and node.tag == NULL:
             return []
-        self.wrong(node, field, "a list", f"write {field.rsplit('.', 1)[-1]}: [a, b]")
+        self.wrong(node, field, "a list", fix or f"write {field.rsplit('.', 1)[-1]}: [a, b]")
         return []
 
     # -- scalars ---------------------------------------------------------------------

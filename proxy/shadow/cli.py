@@ -55,9 +55,16 @@ def _fraction(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default="routes.yaml", help="routes.yaml (for shadow.store)")
+    p.add_argument(
+        "-c",
+        "--config",
+        default="routes.yaml",
+        help="routes.yaml, for shadow.store (default: %(default)s)",
+    )
     p.add_argument("--store", help="diff store URL, overriding shadow.store in routes.yaml")
-    p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    p.add_argument(
+        "--format", choices=("text", "json", "html"), default="text", help="(default: %(default)s)"
+    )
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.add_argument("--route", action="append", help="only this route (repeatable)")
     p.add_argument(

@@ -122,6 +122,28 @@ def test_check_samples_round_trip(tmp_path):
     assert proc.returncode == 0 and "round trip t: 1/1 samples ok" in proc.stdout
 
 
+def test_check_samples_from_a_folder_that_is_not_there_fails_rather_than_passing(tmp_path):
+    # A mistyped --samples checked nothing and said exit 0, as if every round trip held.
+    proc = _acl("check", "--dir", "acl/translators", "--samples", str(tmp_path / "sampels"))
+    assert proc.returncode == 1, proc.stdout
+    assert f"--samples {tmp_path / 'sampels'}: not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_on_a_sample_it_cannot_read_says_which_and_why_without_a_traceback(tmp_path):
+    (tmp_path / "latin1.json").write_bytes(b'{"cust_nm": "M\xdcLLER, Jo"}')
+    cases = {
+        str(tmp_path / "missing.json"): "no such file",
+        str(tmp_path): "is a directory",
+        str(tmp_path / "latin1.json"): "not UTF-8 text",
+    }
+    for file, reason in cases.items():
+        proc = _acl("run", "customers", "--to", "new", file)
+        assert proc.returncode == 1, (file, proc.stdout)
+        assert proc.stderr.startswith(f"{file}: {reason}"), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_check_reads_the_translators_beside_routes_yaml_by_default(tmp_path):
     """The proxy loads ./acl/translators beside routes.yaml when it exists: so does
     `acl check` without --dir (it checked the built-in ones, and said all was well)."""

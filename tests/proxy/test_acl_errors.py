@@ -58,6 +58,35 @@ def test_request_the_monolith_would_reject_gets_the_monolith_answer(start_proxy)
     assert resp.json()["error"]["code"] == "VALIDATION"
 
 
+def test_the_access_line_counts_the_bytes_of_the_acls_own_answers(start_proxy):
+    """The 400 the ACL writes for input the monolith refuses, and the 502 for an answer it
+    cannot translate, were logged with bytes_out 0 whatever their size."""
+    import json
+
+    p = start_proxy(
+        routes=ACL_ROUTE
+        + ACL_ROUTE.replace("customer-detail", "customers-list").replace("/{id}", ""),
+        extra="tenant: {header: X-Tenant-ID}\n",
+    )
+    sent = {}
+    for request_id, path, status in (
+        ("rej-1", "/api/customers?status=bogus", 400),  # RequestRejected: the monolith's 400
+        ("fail-1", "/api/customers/7", 502),  # the echo upstream's answer is no customer
+    ):
+        resp = httpx.get(p.url + path, headers={"X-Tenant-ID": "acme", "X-Request-ID": request_id})
+        assert resp.status_code == status, resp.text
+        sent[request_id] = len(resp.content)
+
+    def access_lines():
+        lines = [json.loads(x) for x in p.log.read_text().splitlines() if x.startswith("{")]
+        found = {x["request_id"]: x for x in lines if x.get("logger") == "strangler.access"}
+        return found if set(sent) <= set(found) else None
+
+    lines = wait_until(access_lines, timeout=10, what="the access lines")
+    for request_id, size in sent.items():
+        assert size > 0 and lines[request_id]["bytes_out"] == size, lines[request_id]
+
+
 def test_int_path_value_of_thousands_of_digits_is_not_a_500(start_proxy):
     # `{id:int}` values are read as numbers ("007" is 7); one of more than 4300 digits is
     # more than int() reads: it must reach the service canonical, not fail the proxy.

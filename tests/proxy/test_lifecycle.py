@@ -121,6 +121,27 @@ def test_invalid_file_keeps_last_good_table_and_shows_error(proxy, client):
     )  # old table still serves
 
 
+def test_the_config_view_and_the_log_name_the_warnings_of_the_table_in_force(start_proxy):
+    """docs/routes.md: `strangler check` and the admin API list them. The admin API did not,
+    and a reload that brought one logged nothing (only the start did)."""
+    p = start_proxy()  # DEFAULT_ROUTES: `legacy-api` is a legacy route naming a target
+
+    def warnings() -> list[str]:
+        return httpx.get(p.admin + "/-/config").json()["warnings"]
+
+    assert any("route 'legacy-api': target has no effect in mode 'legacy'" in w for w in warnings())
+    said = "route 'legacy-api': fallback has no effect in mode 'legacy'"
+    assert not [w for w in warnings() if said in w]
+    p.write_config(
+        p.config.read_text().replace(
+            "    mode: legacy\n", "    mode: legacy\n    fallback: legacy\n"
+        )
+    )
+    wait_until(lambda: httpx.get(p.admin + "/-/config").json()["generation"] == 1, what="reload")
+    assert any(said in w for w in warnings()), warnings()
+    wait_until(lambda: said in p.log.read_text(), what="the reload's warning in the log")
+
+
 def test_the_config_view_shows_what_runs_and_what_waits_for_a_restart(start_proxy, client):
     """After a reload, `/-/config` shows the restart-only sections in force (not the file's
     new ones) and names them in `restart_pending`; the rest of the file is live."""

@@ -108,6 +108,34 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path, upstreams, workers
     assert "restarting" not in out.stderr + out.stdout
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_proxy_and_its_admin_api_on_one_port_is_said_before_binding(tmp_path, workers):
+    """The listen port equal to the admin API's (its 8081 default when `admin:` is left
+    out, or the same --port and --admin-port) was the admin bind's "another process has
+    it": the other process was the proxy itself."""
+    port = free_port()
+    defaulted = tmp_path / "defaulted.yaml"
+    defaulted.write_text("version: 1\nlisten: {port: 8081}\nupstreams: {legacy: 'http://h:1'}\n")
+    flags = tmp_path / "flags.yaml"
+    flags.write_text("version: 1\nupstreams: {legacy: 'http://h:1'}\n")
+    for config, args, said in (
+        (defaulted, (), "listen.port and admin.port (8081 when not set) are both 8081"),
+        (
+            flags,
+            ("--port", str(port), "--admin-port", str(port)),
+            f"--port and --admin-port are both {port}",
+        ),
+    ):
+        out = serve_until_it_exits(config, "--workers", workers, *args)
+        assert out.returncode == 1, out.stderr
+        assert f"strangler: cannot start: {said}" in out.stderr, out.stderr
+        assert "another process" not in out.stderr and "Traceback" not in out.stderr
+    assert (
+        f"`admin: {{port: 8082}}` in {defaulted}, or --admin-port 8082"
+        in serve_until_it_exits(defaulted).stderr
+    )
+
+
 def test_bad_numbers_on_the_command_line_are_refused_by_name():
     for args, message in (
         (["--workers", "0"], "0 is not between 1 and 256"),

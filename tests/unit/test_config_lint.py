@@ -86,6 +86,21 @@ def test_admin_beyond_loopback_and_read_longer_than_total():
     assert any("upstreams.legacy.timeout: read (120.0s) exceeds total (60.0s)" in w for w in found)
 
 
+def test_a_listen_port_that_is_the_admin_apis_default_is_pointed_out():
+    """`admin:` left out is 127.0.0.1:8081: a proxy moved to 8081 passed `strangler check`
+    and then could not start (its admin API's bind blamed another process)."""
+    text = "version: 1\nlisten: {port: 8081}\nupstreams: {legacy: 'http://h:1'}\n"
+    found = [w for w in warnings_for(text) if "listen.port" in w]
+    assert found == [
+        "routes.yaml: listen.port: 8081 is also the admin API's port (admin is 127.0.0.1:8081 "
+        "when not set), so `strangler serve` cannot start; add `admin: {port: 8082}` or pass "
+        "--admin-port"
+    ]
+    assert not [w for w in warnings_for(text.replace("8081", "8080")) if "listen.port" in w]
+    elsewhere = text.replace("{port: 8081}", "{host: 127.0.0.2, port: 8081}")
+    assert not [w for w in warnings_for(elsewhere) if "listen.port" in w]
+
+
 def test_a_total_timeout_alone_is_not_warned_about_the_default_read_timeout():
     """`total: 10` alone: the default read (30 s) still bounds a streamed upload's stalls,
     which `total` does not; nobody wrote it, so nothing to warn about."""

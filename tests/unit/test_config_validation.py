@@ -222,6 +222,22 @@ CASES = [
     ),
     pytest.param(
         routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
+               "    canary: {sticky: 'header X-User-Id'}\n"),
+        "header X-User-Id", "routes[0].canary.sticky", "r", "did you mean 'header:X-User-Id'?",
+        "header:NAME", id="sticky-colon-mistyped",
+    ),
+    pytest.param(
+        HEAD + "routes:\n  name: r\n  match: {prefix: /a}\n", "routes:", "routes", None,
+        "expected a list, got a mapping", "start each route with `- `", id="routes-not-a-list",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: extracted\n    target: customers\n"
+               "    timeout: {total: 5}\n"),
+        "timeout:", "routes[0].timeout", "r", "unknown key 'timeout'",
+        "set per upstream: under `upstreams: {NAME: {timeout: ...}}`", id="timeout-on-a-route",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {prefix: /a}\n    mode: canary\n    target: customers\n"
                "    canary: {sticky: cookie}\n"),
         "sticky: cookie", "routes[0].canary.sticky", "r", "'cookie' needs the cookie's name",
         "cookie:NAME", id="sticky-cookie-without-name",
@@ -314,7 +330,25 @@ CASES = [
     ),
     pytest.param(
         HEAD.replace("version: 1\n", "") + "routes: []\n", "upstreams:", "version", None,
-        "missing required key 'version'", None, id="version-missing",
+        "missing required key 'version'", "add `version: 1`", id="version-missing",
+    ),
+    pytest.param(
+        routes("  - name: r\n    mode: legacy\n"), "name: r", "routes[0].match", "r",
+        "missing required key 'match'", "one of path, prefix or regex", id="match-missing",
+    ),
+    pytest.param(
+        HEAD + "auth: {upstream: legacy}\n", "auth:", "auth.path", None,
+        "missing required key 'path'", "add `path: /...`", id="auth-path-missing",
+    ),
+    pytest.param(
+        HEAD.replace('"http://127.0.0.1:8101"', "localhost:8101"), "localhost:8101",
+        "upstreams.customers.url", None, "'localhost:8101' is not an absolute URL",
+        "http://localhost:8101", id="url-without-scheme",
+    ),
+    pytest.param(
+        routes("  - name: r\n    match: {regex: '^/a/(\\d+$'}\n"), "regex:",
+        "routes[0].match.regex", "r", "invalid regex '^/a/(\\d+$': missing ), unterminated",
+        "single-quote regexes", id="invalid-regex-as-written",
     ),
     pytest.param(
         routes("  - name: r\n    match: {prefix: /a, methods: [GET, 'GE T']}\n"),
@@ -388,7 +422,7 @@ CASES = [
     ),
     pytest.param(
         HEAD + "routes: {name: r}\n", "routes: {name", "routes", None,
-        "expected a list, got a mapping", "routes: [a, b]", id="routes-is-a-mapping",
+        "expected a list, got a mapping", "`- name: ...`", id="routes-is-a-mapping",
     ),
     pytest.param(
         routes("  - name: r\n    match:\n      prefix: /a\n      headers: {Host: x.example}\n"),
@@ -689,6 +723,12 @@ def test_passwords_in_urls_never_appear_in_messages():
     rendered = str(ConfigError(found))
     assert "hunter2" not in rendered and "pw2" not in rendered
     assert "redis://:***@cache:6379/zero" in rendered and "mysql://u:***@db/x" in rendered
+    # The scheme forgotten, a password is one all the same.
+    forgot = HEAD.replace('"http://127.0.0.1:8101"', "'u:pw3@svc:8101'")
+    forgot += "state: ':hunter4@cache:6379/0'\nshadow: {store: 'u:pw5@cache:6379/1'}\n"
+    rendered = str(ConfigError(problems_of(forgot)))
+    assert not any(pw in rendered for pw in ("pw3", "hunter4", "pw5")), rendered
+    assert "':***@cache:6379/0'" in rendered and "'u:***@svc:8101'" in rendered
     accepted = parse_config(HEAD + "state: 'rediss://:hunter2@cache:6380/1'\n")
     assert accepted.state == "rediss://:hunter2@cache:6380/1"
 
