@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from proxy.filters.headers import says_close
 from proxy.linger import Lingering, unread_bytes
 
 log = logging.getLogger("strangler")
@@ -465,6 +466,9 @@ class EdgeServer(web.Server):
     ) -> web.BaseRequest:
         if message.version == HttpVersion10:  # (also aiohttp's stand-in for what it refused)
             writer = Http10Writer(protocol, self._loop)
+            if not message.should_close and says_close(message.headers):
+                # `keep-alive, close`: llhttp keeps the connection, but `close` wins.
+                message = message._replace(should_close=True)
         return self._build_request(message, payload, protocol, writer, task)
 
 

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
@@ -36,7 +36,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
 from proxy.errors import error_response
-from proxy.filters.headers import peer_address, request_id
+from proxy.filters.headers import peer_address, request_id, says_close
 from proxy.forward import BodyCapture, ClientGone, small_body
 from proxy.http1 import (
     CHUNKED,
@@ -340,7 +340,9 @@ class EdgeConnection(asyncio.Protocol):
         self._version = (msg.version.major, msg.version.minor)
         self._method = msg.method
         self._accept = msg.headers.get("Accept")
-        if msg.should_close:  # the client's last request: set only here (none follows it)
+        if msg.should_close or (msg.version == HttpVersion10 and says_close(msg.headers)):
+            # The client's last request: set only here (none follows it). llhttp misses an
+            # HTTP/1.0 `close` said next to `keep-alive` (`says_close`).
             self._keep_alive, self._asked_close = False, True
         else:
             self._keep_alive = not self.listener.closing

@@ -12,6 +12,7 @@ import ipaddress
 import random
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 HOP_BY_HOP = frozenset(
     {
@@ -86,6 +87,21 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
         if name.lower() == "connection":
             names.update(t.strip().lower() for t in value.split(",") if t.strip())
     return frozenset(names)
+
+
+def says_close(headers: Any) -> bool:
+    """Whether a request's `Connection` (or `Proxy-Connection`) lists `close`; `headers`: a
+    multidict. llhttp keeps an HTTP/1.0 connection whose request lists `keep-alive`, even
+    when it lists `close` too (`keep-alive, close`, or two fields), while `close` wins (RFC
+    9112 §9.3: a connection persists only without it), as nginx reads it. llhttp counts
+    `Proxy-Connection` as `Connection`, so its `close` counts here too."""
+    for name in ("Connection", "Proxy-Connection"):
+        for value in headers.getall(name, ()):
+            if "close" in value.lower() and any(
+                t.strip().lower() == "close" for t in value.split(",")
+            ):
+                return True
+    return False
 
 
 def parse_trusted(cidrs: Iterable[str]) -> tuple[Network, ...]:

@@ -201,6 +201,32 @@ def test_a_refused_request_after_a_fast_one_gets_the_edge_answer(lanes):
     assert normalized(via_fast) == normalized(via_slow)
 
 
+@pytest.mark.parametrize(
+    "connection",
+    [
+        b"Connection: keep-alive, close",
+        b"Connection: close, Keep-Alive",
+        b"Connection: keep-alive\r\nConnection: close",
+        b"Proxy-Connection: keep-alive\r\nConnection: close",
+    ],
+    ids=["one-field", "close-first", "two-fields", "proxy-connection"],
+)
+def test_an_http10_close_wins_over_its_keep_alive(lanes, connection):
+    """llhttp keeps an HTTP/1.0 connection that lists `keep-alive` even when it lists
+    `close` too; `close` wins (RFC 9112 §9.3), as with nginx. On both lanes: one answer,
+    saying `Connection: close`, and nothing pipelined behind it is answered."""
+    (fast, _), (slow, _) = lanes
+    request = (
+        b"GET /r/small HTTP/1.0\r\nHost: h\r\n" + connection + b"\r\n\r\n"
+        b"GET /r/empty HTTP/1.0\r\nHost: h\r\n\r\n"
+    )
+    for port in (fast, slow):
+        raw = exchange(port, request)
+        assert raw.count(b"HTTP/1.1 ") == 1, (port, raw)
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head, head
+
+
 def test_malformed_heads_get_the_same_refusal_on_both(lanes):
     (fast, _), (slow, _) = lanes
     for request in (
