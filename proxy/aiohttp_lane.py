@@ -72,6 +72,7 @@ class EdgeRequestHandler(RequestHandler):
         "_last_length",
         "_dropped",
         "_refused",
+        "_parse_failed",
         "_asked_close",
     )
 
@@ -92,6 +93,7 @@ class EdgeRequestHandler(RequestHandler):
         self._last_length: int | None = None  # its Content-Length (None: chunked, or none)
         self._dropped = False  # bytes arrived that nothing will parse (closing)
         self._refused = False  # the parser refused a request (400/414/431/505)
+        self._parse_failed = False  # the parser met an error: nothing after it is a request
         self._asked_close = False  # the request answered last said it is the last
 
     def data_received(self, data: bytes) -> None:
@@ -164,6 +166,7 @@ class EdgeRequestHandler(RequestHandler):
                     return
                 self._chunked_body, self._body_fresh = payload, True
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
+            self._parse_failed = True
             error = messages[-1][0].exc
             if isinstance(error, LineTooLong):
                 # Judged now, on the line just parsed: the answer is written later, when
@@ -272,7 +275,11 @@ class EdgeRequestHandler(RequestHandler):
     def _measure_request_line(self, data: bytes, start: int, end: int) -> None:
         """Keep the length of the request line being parsed (`_refusal_status` needs it).
         Body bytes are no head: while a body is still arriving nothing is measured, and the
-        head after it starts afresh."""
+        head after it starts afresh. Bytes after a head the parser refused are no request (it
+        is answered and the connection closed): its line stays the one measured, so a HEAD
+        request's refusal has no body whatever was pipelined behind it."""
+        if self._parse_failed:
+            return
         if self._body_pending():
             self._head_ended = True
             return

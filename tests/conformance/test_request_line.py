@@ -245,6 +245,31 @@ _REFUSED_HEAD = b"HEAD / HTTP/1.1\r\nX-A : b\r\nHost: h\r\n\r\n"
 
 
 @pytest.mark.parametrize(
+    "refused",
+    [_REFUSED_HEAD, b"HEAD / HTTP/1.0\r\nHost: h\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n"],
+    ids=["bad-field-name", "http10-repeated-field"],
+)
+@pytest.mark.parametrize(
+    "behind",
+    [
+        b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"1\r\nx\r\n0\r\n\r\n",
+        b"\r\n\r\nGET /next HTTP/1.1\r\n",
+    ],
+    ids=["pipelined-request", "stray-body", "empty-lines"],
+)
+def test_a_refused_head_request_with_bytes_behind_it_gets_no_body(e, refused, behind):
+    """What follows a head the parser refused, in the same read, is no request: the edge
+    measured it as the next request line, and the refusal of the HEAD request in front
+    of it went out with a body (a client takes it for the next response)."""
+    with Wire(e.port) as w:
+        assert w.send(refused + behind).response("HEAD").status == 400
+        assert w.closed()
+    assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]
+    assert e.legacy.requests() == []
+
+
+@pytest.mark.parametrize(
     ("data", "status"),
     [
         (b"\r\n" + _REFUSED_HEAD, 400),
