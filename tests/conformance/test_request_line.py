@@ -76,11 +76,14 @@ def test_long_but_legal_request_line_is_served(e):
     assert got.target == target
 
 
-def test_http10_request_is_answered_in_http10_and_closed(e):
+def test_http10_request_is_answered_in_http11_and_closed(e):
+    """The status line says the proxy's version (RFC 9110 §2.5), so the close is said out
+    loud: a 1.1 answer without `Connection: close` reads as persistent."""
     with Wire(e.port) as w:
         w.send(b"GET /a HTTP/1.0\r\nHost: h\r\n\r\n")
         assert w.closed(timeout=5)
     assert w.raw.startswith(b"HTTP/1.1 200 "), w.raw[:80]
+    assert b"\r\nConnection: close\r\n" in w.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n", w.raw[:400]
     got = e.legacy.assert_clean()
     assert [(r.method, r.target, r.header("host")) for r in got] == [("GET", "/a", ["h"])]
 
