@@ -1207,6 +1207,8 @@ def compare(name: str, a: dict, b: dict) -> list[str]:
         if x["headers"] != y["headers"] and x["status"] == y["status"] and x["status"] < 400:
             hx, hy = set(map(tuple, x["headers"])), set(map(tuple, y["headers"]))
             diffs.append(f"client headers ngx-only={sorted(hx - hy)} str-only={sorted(hy - hx)}")
+        if x["version"] and y["version"] and x["version"] != y["version"]:
+            diffs.append(f"status line version ngx={x['version']} str={y['version']}")
         if (x["error"] or y["error"]) and x["error"] != y["error"]:
             diffs.append(f"client error ngx={x['error']!r} str={y['error']!r}")
     if a["state"] != b["state"]:
