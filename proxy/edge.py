@@ -56,6 +56,8 @@ def admit(
     problem = framing_problem(version, headers)
     if problem is not None:
         raise Refused(*problem)
+    if _credentials_repeated(headers):
+        raise Refused(400, "more than one Authorization header; send one credential")
     if method == "TRACE":
         # TRACE echoes cookies, tokens and the proxy's own forwarding headers back.
         raise Refused(405, "TRACE is disabled at the edge", {"Allow": allowed_methods})
@@ -84,6 +86,20 @@ def admit(
         expect == "continue",
         max_forwards=_max_forwards(headers) if method == "OPTIONS" else None,
     )
+
+
+def _credentials_repeated(headers: Sequence[Header]) -> bool:
+    """Whether `Authorization` comes more than once. Its value is one credential (RFC 9110
+    §11.6.2, no list): with two, the `auth:` check and the upstream could each read a
+    different one (the first, the last, or both joined), so the token checked need not be
+    the token used. nginx refuses it too. (Length first: no lower-casing of other names.)"""
+    seen = False
+    for name, _ in headers:
+        if len(name) == 13 and name.lower() == "authorization":
+            if seen:
+                return True
+            seen = True
+    return False
 
 
 # The largest `Max-Forwards` the proxy forwards (RFC 9110 §7.6.2 lets a hop forward "the

@@ -68,6 +68,22 @@ def test_an_allowed_request_gets_the_checks_headers_and_never_the_clients(proxy,
     assert legacy["server"] == "legacy" and header_values(legacy, "X-Auth-User") == []
 
 
+@pytest.mark.parametrize(
+    "body", [b"", b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"], ids=["fast", "aiohttp"]
+)
+def test_two_authorization_headers_are_refused_before_the_check(proxy, upstreams, body):
+    """The check could vouch for one token while the service acts on the other."""
+    request = (
+        b"GET /svc/x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer good\r\n"
+        b"Authorization: Bearer admin\r\n" + (body or b"\r\n") + b"\r\n"
+    )
+    before = len(seen_by_check(upstreams))
+    answer = exchange(proxy.port, request)
+    assert status_of(answer) == 400 and b"more than one Authorization" in answer, answer
+    assert b"\r\nConnection: close\r\n" in answer.partition(b"\r\n\r\n")[0]
+    assert len(seen_by_check(upstreams)) == before  # never checked, never forwarded
+
+
 def test_the_check_sees_the_credentials_and_what_the_request_is_for(proxy, upstreams):
     before = len(seen_by_check(upstreams))
     httpx.delete(

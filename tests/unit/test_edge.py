@@ -48,10 +48,17 @@ def test_absolute_form_authority_replaces_host():
         (dict(hosts=("user@shop",), headers=(("Host", "user@shop"),)), 400),
         (dict(headers=(("Host", "shop"), ("Expect", "magic"))), 417),
         (dict(headers=(("Host", "shop"), ("Transfer-Encoding", ""))), 400),
+        (dict(headers=(("Host", "shop"), ("Authorization", "a"), ("authorization", "b"))), 400),
     ],
 )
 def test_refusals(kw, status):
     assert refused(**kw).status == status
+
+
+def test_one_authorization_is_admitted_and_a_second_named():
+    assert ok(headers=(("Host", "shop"), ("Authorization", "Bearer a"), ("X-Auth", "b")))
+    exc = refused(headers=(("Host", "shop"), ("AUTHORIZATION", "a"), ("Authorization", "a")))
+    assert "more than one Authorization" in exc.message
 
 
 def test_trace_names_the_allowed_methods():
