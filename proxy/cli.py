@@ -209,14 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_routes)
 
-    for module in ("proxy.shadow.cli", "acl.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(sub)
+    # Both ship in the distribution: one that fails to import is a broken install, said
+    # by the import error, not a subcommand quietly missing from --help.
+    from acl.cli import register as register_acl
+    from proxy.shadow.cli import register as register_report
+
+    register_report(sub)
+    register_acl(sub)
     return parser
 
 
