@@ -154,7 +154,9 @@ def test_http10_upstream_body_reaches_http11_and_http10_clients(stack):
     conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
     conn.request("GET", "/h10/x")
     resp = conn.getresponse()
-    assert resp.version == 10 and resp.read() == BODY
+    # An HTTP/1.1 status line (RFC 9110 §2.5), and a close the 1.0 client can see.
+    assert resp.version == 11 and resp.getheader("Connection") == "close"
+    assert resp.will_close and resp.read() == BODY
     conn.close()
 
 
