@@ -535,7 +535,11 @@ class _TableReader:
             return default
         traces = default.traces
         if "traces" in fields:
-            tf = r.mapping(fields["traces"], "telemetry.traces", ("exporter", "endpoint", "sample"))
+            tf = r.mapping(
+                fields["traces"],
+                "telemetry.traces",
+                ("exporter", "endpoint", "sample", "client_sampling"),
+            )
             if tf is not None:
                 endpoint = r.text(
                     tf.get("endpoint"),
@@ -554,6 +558,13 @@ class _TableReader:
                     or "none",
                     endpoint=endpoint,
                     sample=1.0 if sample is None else sample,
+                    client_sampling=r.text(
+                        tf.get("client_sampling"),
+                        "telemetry.traces.client_sampling",
+                        "follow",
+                        choices=("follow", "ignore"),
+                    )
+                    or "follow",
                 )
         redact: list[str] = []
         for value, _ in r.texts(fields.get("redact"), "telemetry.redact", check=check_token):

@@ -231,6 +231,9 @@ class TracesConfig:
     exporter: str = "none"  # otlp | console | none
     endpoint: str | None = None
     sample: float = 1.0
+    # follow: a client's traceparent decides whether its request is recorded (its sampled
+    # flag), as Envoy's client_sampling at 100%; ignore: its trace is joined, `sample` decides.
+    client_sampling: str = "follow"
 
 
 @dataclass(frozen=True, slots=True)

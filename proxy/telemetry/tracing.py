@@ -199,6 +199,7 @@ class Tracing:
             self.provider = SdkExport(BatchSpanProcessor(ConsoleSpanExporter()), resource)
         self._sink = self.provider
         self._sample = config.sample
+        self._follow_client = config.client_sampling == "follow"
 
     # -- server side ---------------------------------------------------------------------------
 
@@ -221,9 +222,9 @@ class Tracing:
         `server.port` is `server_port`, else the port of `host_header` (the client's `Host`,
         the scheme's default port without one): read only for a span that is recorded.
 
-        Sampling follows the client's sampled flag when it sent a traceparent, else `sample`.
-        An unsampled request gets a bare id pair (no recording at all) that still carries
-        the trace id upstream with the sampled flag off.
+        Sampling follows the client's sampled flag when it sent a traceparent (unless
+        `client_sampling: ignore`), else `sample`. An unsampled request gets a bare id pair
+        (no recording at all) that still carries the trace id upstream with the flag off.
         """
         sink = self._sink
         if sink is None:
@@ -234,8 +235,13 @@ class Tracing:
         if parent is not None:
             trace_id, parent_id, flags = parent
             state = client_tracestate(headers)
-            if not flags & 1:
-                return Unsampled(trace_id, new_span_id(), state)
+            if self._follow_client:
+                if not flags & 1:
+                    return Unsampled(trace_id, new_span_id(), state)
+            else:  # the client's trace joined, its flag not obeyed: a caller cannot ask
+                sample = self._sample  # the proxy to record (and export) its requests
+                if sample < 1.0 and random.random() >= sample:
+                    return Unsampled(trace_id, new_span_id(), state)
         else:
             sample = self._sample
             if sample < 1.0 and random.random() >= sample:

@@ -25,8 +25,9 @@ def traced(monkeypatch):
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     exporter = InMemorySpanExporter()
 
-    def build(sample: float = 1.0) -> Telemetry:
-        cfg = TelemetryConfig(traces=TracesConfig(exporter="console", sample=sample))
+    def build(sample: float = 1.0, client_sampling: str = "follow") -> Telemetry:
+        traces = TracesConfig(exporter="console", sample=sample, client_sampling=client_sampling)
+        cfg = TelemetryConfig(traces=traces)
         t = Telemetry(cfg, span_exporter=exporter, configure_logs=False)
         t.reconfigure(make_config(telemetry=cfg))
         return t
@@ -171,6 +172,20 @@ def test_client_sampling_decision_is_followed(traced):
     t2 = traced(sample=1.0)
     one_request(t2, {"traceparent": CLIENT_PARENT[:-2] + "00"})  # the caller does not
     assert traced.exporter.get_finished_spans() == ()
+
+
+def test_client_sampling_ignore_joins_the_trace_but_samples_by_ratio(traced):
+    """A caller cannot make the proxy record (and export) its requests with flag 01."""
+    t = traced(sample=0.0, client_sampling="ignore")
+    (sent,) = one_request(t, {"traceparent": CLIENT_PARENT})  # flags 01: asks to be sampled
+    assert traced.exporter.get_finished_spans() == ()
+    trace, _, flags = sent["traceparent"].split("-")[1:]
+    assert trace == CLIENT_TRACE and int(flags, 16) & 1 == 0  # joined, not sampled
+    t2 = traced(sample=1.0, client_sampling="ignore")
+    one_request(t2, {"traceparent": CLIENT_PARENT[:-2] + "00"})  # the proxy samples anyway
+    server = next(s for s in traced.exporter.get_finished_spans() if s.kind == SpanKind.SERVER)
+    assert format(server.context.trace_id, "032x") == CLIENT_TRACE
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
 
 
 def test_malformed_traceparent_starts_a_fresh_trace(traced):

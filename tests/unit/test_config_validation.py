@@ -469,6 +469,11 @@ CASES = [
         id="telemetry-exporter",
     ),
     pytest.param(
+        HEAD + "telemetry: {traces: {client_sampling: never}}\n", "never",
+        "telemetry.traces.client_sampling", None, "unknown value 'never'", "follow, ignore",
+        id="telemetry-client-sampling",
+    ),
+    pytest.param(
         HEAD + "limits: {max_headers: 0}\n", "max_headers", "limits.max_headers", None,
         "0 is out of range", "from 1 to 10000", id="limits-range",
     ),
