@@ -160,6 +160,11 @@ def validate(config: TracesConfig) -> None:
             f"telemetry.traces.sample: {config.sample!r} is not a fraction; use 0.0..1.0 "
             "(0.1 = one request in ten)"
         )
+    if config.client_sampling not in ("follow", "ignore"):
+        raise ValueError(
+            f"telemetry.traces.client_sampling: unknown value {config.client_sampling!r}; "
+            "use follow or ignore"
+        )
 
 
 class Tracing:

@@ -253,6 +253,8 @@ def test_bad_traces_config_names_the_field():
         Tracing(TracesConfig(exporter="jaeger"))
     with pytest.raises(ValueError, match="telemetry.traces.sample.*1.5"):
         Tracing(TracesConfig(exporter="console", sample=1.5))
+    with pytest.raises(ValueError, match="client_sampling"):
+        Tracing(TracesConfig(exporter="console", client_sampling="always"))
 
 
 def test_inject_into_a_header_list_replaces_the_clients_copies(traced):
