@@ -733,6 +733,16 @@ def test_passwords_in_urls_never_appear_in_messages():
     assert accepted.state == "rediss://:hunter2@cache:6380/1"
 
 
+def test_a_secret_query_parameter_never_shows_in_a_url_without_its_scheme():
+    # As with the scheme (`redis://cache:6379/0?password=***`): only the userinfo's
+    # password was masked once the scheme was forgotten, the parameter's showed.
+    forgot = HEAD.replace('"http://127.0.0.1:8101"', "'svc:8101/?token=pw6'")
+    forgot += "state: 'cache:6379/0?password=hunter7'\nshadow: {store: 'db/x?secret=pw8'}\n"
+    rendered = str(ConfigError(problems_of(forgot)))
+    assert not any(pw in rendered for pw in ("pw6", "hunter7", "pw8")), rendered
+    assert "'cache:6379/0?password=***'" in rendered and "svc:8101/?token=***" in rendered
+
+
 def test_an_unusable_url_does_not_hide_the_upstreams_other_problems():
     text = (
         "version: 1\nupstreams:\n  legacy:\n    url: 'http://a:8000/x?q=1'\n"
