@@ -456,6 +456,16 @@ CASES = [
         "port 9000 is also the listen port", "its own port", id="admin-equals-listen",
     ),
     pytest.param(
+        HEAD + "listen: {host: 127.0.0.1, port: 9000}\nadmin: {host: localhost, port: 9000}\n",
+        "admin:", "admin.port", None, "port 9000 is also the listen port", "its own port",
+        id="admin-equals-listen-localhost",
+    ),
+    pytest.param(
+        HEAD + "listen: {host: '::', port: 9000}\nadmin: {host: 127.0.0.1, port: 9000}\n",
+        "admin:", "admin.port", None, "port 9000 is also the listen port", "its own port",
+        id="admin-equals-listen-any-v6",
+    ),
+    pytest.param(
         HEAD + "tenant: {header: X-Tenant-ID, jwt_claim: tid}\n", "tenant:", "tenant", None,
         "set exactly one of header, jwt_claim, host", "X-Tenant-ID", id="tenant-two-sources",
     ),
