@@ -196,6 +196,12 @@ class EdgeRequestHandler(RequestHandler):
                 self.data_received(tail)
             if self._buffer_paused and len(self._messages) < self._max_msg_queue_size:
                 self._resume_reading_if_drained()  # the tail held reading off
+        if resp is not None and self.answers_last(request):
+            # Nothing after trailer fields is parsed: this answer is the connection's last
+            # whoever made it. The proxy's handler says so itself (`answers_last`); an
+            # application's (the admin API's) answered keep-alive, and the client's next
+            # request waited, unread, for the keep-alive timeout.
+            resp.force_close()
         answered = await super().finish_response(request, resp, start_time)
         if not resp.keep_alive or self._close or self._force_close:
             self._asked_close = not request.keep_alive and not self._refused

@@ -483,7 +483,12 @@ class ProxyHandler:
             )
             if translator is not None or can_fallback or shadowing or replayable:
                 limit = route.shadow.max_body if shadowing and route else _BUFFER_LIMIT
-                prefix, rest = await buffer_prefix(request.content, limit, idle)
+                try:
+                    prefix, rest = await buffer_prefix(request.content, limit, idle)
+                except asyncio.CancelledError:  # the client left mid-body
+                    if shadowing:
+                        self._shadow_lost(ex, CLIENT_GONE)
+                    raise
                 if rest is None:
                     body = prefix
                 elif translator is not None or can_fallback:
@@ -544,6 +549,10 @@ class ProxyHandler:
             if shadowing:
                 self._shadow_lost(ex, PRIMARY_FAILED)
             return self._failure_response(failure, ex, accept)
+        except asyncio.CancelledError:  # the client left before the primary answered
+            if shadowing:
+                self._shadow_lost(ex, CLIENT_GONE)
+            raise
 
         capture = self._capture() if shadowing else None
         relayed = False
@@ -755,6 +764,10 @@ class ProxyHandler:
             if plan.shadowing:
                 self._shadow_lost(ex, PRIMARY_FAILED)
             return self._failure_response(failure, ex, msg.headers.get("Accept"))
+        except asyncio.CancelledError:  # the client left before the primary answered
+            if plan.shadowing:
+                self._shadow_lost(ex, CLIENT_GONE)
+            raise
         capture = self._capture() if plan.shadowing else None
         relayed = False
         lost = CLIENT_GONE  # why no comparison, if the relay does not end
@@ -1659,6 +1672,8 @@ class _Express:
         assert first is not None
         first.pending.abandon()
         first.slot.close(cancelled=True)
+        if self.plan.shadowing:  # sampled in, and no primary answer will come
+            self.handler._shadow_lost(ex, CLIENT_GONE)
         ex.status = ex.status or 499
         self.handler._end(ex, self.begun[1], self.msg.headers)
 

@@ -31,6 +31,7 @@ from proxy.config.model import (
     TenantSource,
     TracesConfig,
     Upstream,
+    same_port,
 )
 from proxy.config.problems import ConfigError, Invalid, Problem, did_you_mean
 from proxy.config.route_reader import RouteReader
@@ -235,11 +236,8 @@ class _TableReader:
         upstreams = _breaker_failures_resolved(upstreams, default)
         listen = self._endpoint(top.get("listen"), "listen", Endpoint())
         admin = self._endpoint(top.get("admin"), "admin", Endpoint(port=8081))
-        if (
-            "admin" in top
-            and admin.port == listen.port
-            and (admin.host == listen.host or "0.0.0.0" in (admin.host, listen.host))
-        ):
+        # (`same_port`, as `serve` checks it: `localhost` is 127.0.0.1, and `::` covers all)
+        if "admin" in top and same_port(listen, admin):
             r.report(
                 top["admin"],
                 "admin.port",

@@ -107,8 +107,9 @@ def redact_url(text: str) -> str:
     parameters (`?password=...`) masked."""
     scheme, sep, rest = text.partition("://")
     if not sep:
-        # The scheme forgotten (`:pw@cache:6379/0`), the password is one all the same.
-        return redact_url("_://" + text)[4:] if "@" in text else text
+        # The scheme forgotten (`:pw@cache:6379/0`, `cache:6379/0?password=pw`), the
+        # password is one all the same.
+        return redact_url("_://" + text)[4:] if "@" in text or "?" in text else text
     # The last '@' ends the userinfo, even past a '/', '?' or '#' a password holds raw
     # (`redis://:ab/cd@host/0` is not a valid URL, but its password must not show either).
     userinfo, at_sign, after = rest.rpartition("@")

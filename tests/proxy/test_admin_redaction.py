@@ -3,6 +3,8 @@ something is off rather than answering empty."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 
 from tests.proxy.conftest import base_config
@@ -75,3 +77,23 @@ def test_admin_port_refuses_malformed_requests_without_echoing_them(start_proxy)
     answer = exchange(p.admin_port, b"GET /-/health HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer
     assert httpx.get(p.admin + "/-/health").status_code == 200
+
+
+def test_admin_answer_after_trailer_fields_closes_the_connection(start_proxy):
+    # Nothing after a chunked body's trailer fields is parsed (`EdgeRequestHandler`), so
+    # that request's answer must be the connection's last. The admin API knows nothing of
+    # `answers_last`: it answered keep-alive and the pipelined GET sat unread until the
+    # keep-alive timeout (75 s), the client waiting on an open connection.
+    p = start_proxy()
+    request = (
+        b"POST /-/reload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\nX-Trailer: 1\r\n\r\n"
+        b"GET /-/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", p.admin_port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while piece := sock.recv(65536):  # until the proxy closes (a timeout fails the test)
+            answer += piece
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert status_of(answer) == 200 and b"\r\nConnection: close" in head, answer

@@ -76,3 +76,33 @@ def test_a_primary_without_a_whole_answer_is_a_counted_drop(start_proxy, reset_w
     stats = shadow_stats(proxy)
     assert stats["dropped"] == {"primary_failed": 4, "client_gone": 1}, stats
     assert stats["submitted"] == 1 and sum(stats["results"].values()) == 1, stats
+
+
+@pytest.mark.parametrize("path", ["fast", "express", "aiohttp", "mid-body"])
+def test_a_client_that_leaves_before_the_primary_answers_is_a_counted_drop(
+    start_proxy, reset_world, path
+):
+    # Sampled in, then the client leaves while the primary is still thinking (or before
+    # its body is whole): no answer to compare, and that is a drop too (it was counted
+    # only once the answer had begun).
+    proxy = start_proxy(routes=ROUTES)
+    legacy = reset_world.legacy
+    if path == "express":  # an idle upstream connection: the next GET is written at once
+        assert httpx.get(proxy.url + "/x").status_code == 200
+        wait_until(lambda: shadow_stats(proxy).get("compared") == 1, what="the warm-up")
+    escalated = httpx.get(proxy.admin + "/-/ready").json()["lanes"]["escalated_requests"]
+    before = legacy.attempts()
+    port = int(proxy.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if path == "mid-body":  # the body is buffered for the shadow call first
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nabc")
+            ready = lambda: httpx.get(proxy.admin + "/-/ready").json()["in_flight"] == 1  # noqa: E731
+            wait_until(ready, what="the request under way")
+        else:
+            sock.sendall(LANES["aiohttp" if path == "aiohttp" else "fast"] % b"hang")
+            wait_until(lambda: legacy.attempts() > before, what="the primary's call")
+    wait_until(lambda: dropped(proxy).get("client_gone") == 1, what="the client's leaving")
+    assert dropped(proxy) == {"client_gone": 1}
+    lanes = httpx.get(proxy.admin + "/-/ready").json()["lanes"]
+    if path == "express":  # answered (or not) from the upstream's read callback, no task
+        assert lanes["escalated_requests"] == escalated, lanes

@@ -456,6 +456,16 @@ CASES = [
         "port 9000 is also the listen port", "its own port", id="admin-equals-listen",
     ),
     pytest.param(
+        HEAD + "listen: {host: 127.0.0.1, port: 9000}\nadmin: {host: localhost, port: 9000}\n",
+        "admin:", "admin.port", None, "port 9000 is also the listen port", "its own port",
+        id="admin-equals-listen-localhost",
+    ),
+    pytest.param(
+        HEAD + "listen: {host: '::', port: 9000}\nadmin: {host: 127.0.0.1, port: 9000}\n",
+        "admin:", "admin.port", None, "port 9000 is also the listen port", "its own port",
+        id="admin-equals-listen-any-v6",
+    ),
+    pytest.param(
         HEAD + "tenant: {header: X-Tenant-ID, jwt_claim: tid}\n", "tenant:", "tenant", None,
         "set exactly one of header, jwt_claim, host", "X-Tenant-ID", id="tenant-two-sources",
     ),
@@ -736,6 +746,16 @@ def test_passwords_in_urls_never_appear_in_messages():
     assert "':***@cache:6379/0'" in rendered and "'u:***@svc:8101'" in rendered
     accepted = parse_config(HEAD + "state: 'rediss://:hunter2@cache:6380/1'\n")
     assert accepted.state == "rediss://:hunter2@cache:6380/1"
+
+
+def test_a_secret_query_parameter_never_shows_in_a_url_without_its_scheme():
+    # As with the scheme (`redis://cache:6379/0?password=***`): only the userinfo's
+    # password was masked once the scheme was forgotten, the parameter's showed.
+    forgot = HEAD.replace('"http://127.0.0.1:8101"', "'svc:8101/?token=pw6'")
+    forgot += "state: 'cache:6379/0?password=hunter7'\nshadow: {store: 'db/x?secret=pw8'}\n"
+    rendered = str(ConfigError(problems_of(forgot)))
+    assert not any(pw in rendered for pw in ("pw6", "hunter7", "pw8")), rendered
+    assert "'cache:6379/0?password=***'" in rendered and "svc:8101/?token=***" in rendered
 
 
 def test_an_unusable_url_does_not_hide_the_upstreams_other_problems():
