@@ -1639,6 +1639,8 @@ class _Express:
             first.pending.abandon()
             first.slot.done(error=exc)
             first.slot.close()
+            if self.plan.shadowing:
+                handler._shadow_lost(ex, PRIMARY_FAILED)
             self.conn.send_response(handler._internal_error(ex, exc, self.msg.headers))
             handler._end(ex, self.begun[1], self.msg.headers)
             self.conn.express_done()
