@@ -598,6 +598,23 @@ def test_bytes_of_a_refused_request_are_neither_logged_nor_echoed(e, bad):
     assert b"SEKRIT" not in e.log.read_bytes()[start:]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"5\r\nSEKRIT!!\r\n0\r\n\r\n", b"5;bad[=SEKRIT\r\nhello\r\n0\r\n\r\n", b"SEKRIT\r\n"],
+    ids=["chunk-overrun", "extension", "chunk-size"],
+)
+def test_bytes_of_a_refused_body_are_neither_logged_nor_echoed(e, body):
+    """The same for a body that breaks its framing: llhttp quotes the body bytes it choked
+    on (a form's password), and the 400 and its access-log line said them again."""
+    start = e.log.stat().st_size
+    with Wire(e.port) as w:
+        resp = w.send(CHUNKED + body).response("POST")
+    assert resp.status == 400 and b"SEKRIT" not in resp.body, resp.body
+    assert b"malformed request body" in resp.body, resp.body  # still says what was wrong
+    wait_until(lambda: b"malformed request body" in e.log.read_bytes()[start:])
+    assert b"SEKRIT" not in e.log.read_bytes()[start:]
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"DELETE"])
 def test_body_on_a_bodiless_method_does_not_desync_the_connection(e, method):
     with Wire(e.port) as w:
