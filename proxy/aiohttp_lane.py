@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
@@ -32,6 +32,11 @@ _NO_TRAILERS_AT_START = re.compile(rb"0+(?:;[^\r\n:\"]*)?\r\n\r\n\Z")
 # it at the end of the one before.
 _TAIL = 256
 _LINE_BREAK = b"\r\n"  # as ints: a byte of either
+# Chunk-extension bytes a request body may carry in all (RFC 9112 §7.1.1: a server ought to
+# limit them, as it limits header fields). llhttp skips them without bound, so a client
+# could send gigabytes of `;x=...` that no body-size figure counts. Node.js and hyper
+# allow 16 KiB too; mainstream clients send none.
+MAX_CHUNK_EXTENSIONS = 16 * 1024
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -53,6 +58,8 @@ class EdgeRequestHandler(RequestHandler):
       handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
       *after* the current request, leaving the handler that streams the body upstream
       waiting for bytes that never come.
+    * Chunk extensions are bounded: past `MAX_CHUNK_EXTENSIONS` bytes in a body, that
+      body fails (400) and nothing after it is parsed (llhttp skips them without limit).
 
     And a connection that ends after an answer while the client may still be sending (it
     did not ask for the close, or sent more than was parsed) gets a lingering close
@@ -61,6 +68,7 @@ class EdgeRequestHandler(RequestHandler):
 
     __slots__ = (
         "_chunked_body",
+        "_chunk_scan",
         "_body_fresh",
         "trailer_body",
         "_line_len",
@@ -79,6 +87,7 @@ class EdgeRequestHandler(RequestHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._chunked_body: Any = None  # the chunked body being parsed
+        self._chunk_scan = ChunkScan()  # its chunk-extension bytes, counted
         self._body_fresh = False  # the next bytes parsed are its first
         self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
         self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
@@ -138,6 +147,10 @@ class EdgeRequestHandler(RequestHandler):
 
     def _parse(self, data: bytes) -> None:
         queued = len(self._messages)
+        body = self._chunked_body
+        if body is not None and data and self._chunk_scan.feed(data) > MAX_CHUNK_EXTENSIONS:
+            self._extensions_too_long(body, queued)
+            return
         fresh, self._body_fresh = self._body_fresh, False
         super().data_received(data)
         messages = self._messages
@@ -165,6 +178,7 @@ class EdgeRequestHandler(RequestHandler):
                     self._trailers_seen(payload, queued + index + 1)
                     return
                 self._chunked_body, self._body_fresh = payload, True
+                self._chunk_scan = ChunkScan()
         if len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             self._parse_failed = True
             error = messages[-1][0].exc
@@ -343,6 +357,23 @@ class EdgeRequestHandler(RequestHandler):
             self.trailer_body is not None and self.trailer_body is request.content
         )
 
+    def _extensions_too_long(self, body: Any, queued: int) -> None:
+        """`body` carried more chunk-extension bytes than `MAX_CHUNK_EXTENSIONS`: it fails
+        (its handler answers 400 and cuts the upstream request) and, as after trailer
+        fields, nothing more is parsed on this connection (its rest is the same body)."""
+        self._chunked_body = None
+        body.set_exception(
+            BadHttpMessage(
+                f"chunk extensions over {MAX_CHUNK_EXTENSIONS} bytes in all (RFC 9112 section"
+                " 7.1.1); send the chunked body without chunk extensions"
+            )
+        )
+        # Ended too: after the answer aiohttp reads what is left of an unfinished body,
+        # which would raise and cut the connection, where a lingering close keeps the 400
+        # readable for a client still sending. Readers get the exception first.
+        body.feed_eof()
+        self._trailers_seen(body, queued)
+
     def _trailers_seen(self, body: Any, queued: int) -> None:
         """`body` ended with trailer fields (or maybe did): parse nothing after it."""
         self.trailer_body = body
@@ -352,6 +383,61 @@ class EdgeRequestHandler(RequestHandler):
         handling = current is not None and current.content is body
         if not handling and all(payload is not body for _, payload in self._messages):
             self.close()  # its request was already answered: close now
+
+
+class ChunkScan:
+    """Counts the chunk-extension bytes of a chunked body as its bytes reach the parser.
+
+    llhttp judges the framing; this only reads each chunk-size line (its size, to skip
+    the chunk's data, and the bytes after its `;`) and stops at the last chunk, whose
+    trailer fields the parser's header limits bound. A line it cannot read as llhttp
+    would (a size too long to be valid) ends the count: llhttp refuses that body anyway.
+    """
+
+    __slots__ = ("skip", "digits", "in_extension", "extensions", "done")
+
+    def __init__(self) -> None:
+        self.skip = 0  # bytes of chunk data (and its CRLF) still to pass over
+        self.digits = b""  # the chunk-size line up to its `;` (or its end), so far
+        self.in_extension = False  # past the `;` of the current chunk-size line
+        self.extensions = 0  # chunk-extension bytes seen so far, `;` and CR included
+        self.done = False  # the last chunk was reached (or the count gave up)
+
+    def feed(self, data: bytes) -> int:
+        """Scan the next bytes of the body; the chunk-extension bytes seen in all."""
+        pos, size = 0, len(data)
+        while pos < size and not self.done:
+            if self.skip:
+                step = min(self.skip, size - pos)
+                self.skip -= step
+                pos += step
+                continue
+            newline = data.find(b"\n", pos)
+            end = size if newline < 0 else newline
+            if self.in_extension:
+                self.extensions += end - pos
+            else:
+                semicolon = data.find(b";", pos, end)
+                if semicolon >= 0:
+                    self.in_extension = True
+                    self.extensions += end - semicolon
+                self.digits += data[pos : end if semicolon < 0 else semicolon]
+                if len(self.digits) > 32:  # no valid chunk size is this long
+                    self.done = True
+                    break
+            if newline < 0:
+                break
+            pos = newline + 1
+            try:
+                chunk = int(self.digits.strip(), 16)
+            except ValueError:  # not a chunk size: llhttp refuses the body
+                chunk = 0
+            self.digits, self.in_extension = b"", False
+            if chunk == 0:
+                self.done = True
+            else:
+                self.skip = chunk + 2
+        return self.extensions
 
 
 def answer_in_http11(request: web.BaseRequest) -> None:

@@ -18,6 +18,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.aiohttp_lane import parser_reason
 from proxy.client import ConnectionPool, Interim, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.errors import error_response
@@ -137,7 +138,8 @@ async def _read_some(stream: aiohttp.StreamReader, idle: float | None = None) ->
         async with asyncio.timeout(idle) as waited:
             return await stream.readany()
     except HttpProcessingError as exc:
-        raise ClientBodyError(f"malformed request body: {exc.message}") from exc
+        # Not the bytes llhttp quotes: the client's body may hold a secret (a form's password).
+        raise ClientBodyError(f"malformed request body: {parser_reason(exc)}") from exc
     except TimeoutError:
         if idle is None or not waited.expired():
             raise

@@ -205,6 +205,12 @@ ONE_LINE = b"garbage " * (512 * 1024 // 8)  # a line over `limits.max_request_li
             431,
             id="431",
         ),
+        pytest.param(  # chunk extensions over 16 KiB: the body is refused mid-way
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=",
+            b"A" * (512 * 1024),
+            400,
+            id="chunk-extensions",
+        ),
     ],
 )
 def test_garbage_after_a_refused_request(e: Edge, first: bytes, behind: bytes, status: int) -> None:

@@ -369,6 +369,48 @@ def test_a_chunked_body_without_trailers_keeps_the_connection(e, body):
     assert [(r.method, r.target) for r in got] == [("POST", "/a"), ("GET", "/next")]
 
 
+# Chunk extensions are skipped by llhttp without any bound: a client could send gigabytes
+# of `;x=...` that no size limit counts. RFC 9112 §7.1.1: a server ought to limit their
+# total length as it limits header fields; past 16 KiB in a body (Node.js and hyper's
+# figure too) the body is refused.
+LONG_EXTENSIONS = {
+    # Http11Probe's MAL-CHUNK-EXTENSION-LONG: one 100 KB extension
+    "one-long": CHUNKED + b"5;ext=" + b"A" * 100_000 + b"\r\nhello\r\n0\r\n\r\n",
+    # 400 chunks of 67 extension bytes: none long, too many together
+    "many-short": CHUNKED
+    + b"".join(b"1;name=" + b"v" * 60 + b"\r\nx\r\n" for _ in range(400))
+    + b"0\r\n\r\n",
+    "on-last-chunk": CHUNKED + b"5\r\nhello\r\n0;ext=" + b"A" * 20_000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", LONG_EXTENSIONS.values(), ids=LONG_EXTENSIONS.keys())
+def test_chunk_extensions_over_16_kib_are_refused_and_never_forwarded(e, data):
+    resp = assert_rejected(e, data)
+    assert b"chunk extensions over 16384 bytes" in resp.body, resp.body
+
+
+def test_chunk_extensions_up_to_16_kib_in_all_are_accepted(e):
+    # 150 chunks of 107 extension bytes: 16050 in all
+    body = b"".join(b"1;name=" + b"v" * 100 + b"\r\nx\r\n" for _ in range(150)) + b"0\r\n\r\n"
+    _, got = forwarded_once(e, CHUNKED + body, "POST")
+    assert got.body == b"x" * 150
+
+
+def test_a_long_chunk_extension_cuts_a_body_already_streaming(e):
+    """A body past what the proxy buffers is streamed: the long extension arrives after
+    forwarding began, and the upstream sees a cut request, never a complete one."""
+    with Wire(e.port) as w:
+        w.send(CHUNKED + BIG_CHUNK)
+        wait_until(lambda: any(c.raw for c in e.legacy.conns), timeout=5, what="forwarding")
+        w.send(b"5;ext=" + b"A" * 100_000 + b"\r\nhello\r\n0\r\n\r\n")
+        resp = w.response("POST")
+        assert resp.status == 400 and w.closed(), resp
+    wait_upstream_quiet(e)
+    assert e.legacy.requests() == [], "the upstream saw a complete request"
+    assert_serving(e)
+
+
 @pytest.mark.parametrize("body", CRLF_ENDED, ids=["multipart", "crlf-data"])
 def test_a_request_pipelined_after_a_crlf_ended_chunked_body_is_answered(e, body):
     """The aiohttp lane parses a read a head at a time, cutting it at each empty line: a
@@ -553,6 +595,23 @@ def test_bytes_of_a_refused_request_are_neither_logged_nor_echoed(e, bad):
         resp = w.send(bad).response()
     assert 400 <= resp.status < 500 and b"SEKRIT" not in resp.body, resp.body
     wait_until(lambda: b"refused a malformed request" in e.log.read_bytes()[start:])
+    assert b"SEKRIT" not in e.log.read_bytes()[start:]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\r\nSEKRIT!!\r\n0\r\n\r\n", b"5;bad[=SEKRIT\r\nhello\r\n0\r\n\r\n", b"SEKRIT\r\n"],
+    ids=["chunk-overrun", "extension", "chunk-size"],
+)
+def test_bytes_of_a_refused_body_are_neither_logged_nor_echoed(e, body):
+    """The same for a body that breaks its framing: llhttp quotes the body bytes it choked
+    on (a form's password), and the 400 and its access-log line said them again."""
+    start = e.log.stat().st_size
+    with Wire(e.port) as w:
+        resp = w.send(CHUNKED + body).response("POST")
+    assert resp.status == 400 and b"SEKRIT" not in resp.body, resp.body
+    assert b"malformed request body" in resp.body, resp.body  # still says what was wrong
+    wait_until(lambda: b"malformed request body" in e.log.read_bytes()[start:])
     assert b"SEKRIT" not in e.log.read_bytes()[start:]
 
 
