@@ -472,7 +472,12 @@ class ProxyHandler:
         body: bytes | BodySource | None = None
         if request.body_exists:
             idle = self.limits.idle_timeout  # the client may pause its body this long (as at start)
-            if edge.expect_continue:
+            if edge.expect_continue and not (
+                request.content.total_bytes or request.content.is_eof()
+            ):
+                # Only to a client still waiting: one that sent its body with the head (all
+                # or part) is not, and would read the 100 as an answer to nothing (RFC 9110
+                # §10.1.1 lets a server omit it then).
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             # A small body of an idempotent request is kept so a retry can send it again.
             replayable = (

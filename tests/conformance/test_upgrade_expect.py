@@ -74,6 +74,18 @@ def test_expect_100_continue_is_answered_by_the_proxy_and_the_body_forwarded(e):
     assert [(r.method, r.body, r.header("expect")) for r in got] == [("POST", b"hello", [])]
 
 
+def test_expect_100_continue_with_the_body_already_sent_gets_no_interim_answer(e):
+    # The client did not wait, so it is not waiting: a 100 would be read as the answer by a
+    # client that takes the first status line (Http11Probe's SMUG-EXPECT-100-CL).
+    with Wire(e.port) as w:
+        resp = w.send(
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+        ).response()
+        assert resp.status == 200 and resp.informational == [], w.raw
+    got = e.legacy.assert_clean()
+    assert [(r.method, r.body, r.header("expect")) for r in got] == [("POST", b"hello", [])]
+
+
 def test_expect_100_continue_without_a_body_gets_no_interim_answer(e):
     with Wire(e.port) as w:
         resp = w.send(b"GET /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n").response()
