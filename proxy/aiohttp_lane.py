@@ -256,7 +256,9 @@ class EdgeRequestHandler(RequestHandler):
         bad request (cheap log flooding, alert noise, client bytes in unprefixed lines)."""
         exc = kwargs.get("exc_info")
         if isinstance(exc, HttpProcessingError):
-            peer = args[1] if len(args) > 1 else None
+            # aiohttp names the peer only where it has a request ("Error handling request
+            # from %s"); a body that broke under its own read of it comes without one.
+            peer = args[1] if len(args) > 1 else _peer_of(self.transport)
             reason = parser_reason(exc)
             status = self._refusal_status(exc, exc.code)
             log.info("refused a malformed request from %s: %d %s", peer, status, reason)
