@@ -57,7 +57,8 @@ class EdgeRequestHandler(RequestHandler):
     * A framing error inside a request body that is being streamed fails that body (the
       handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
       *after* the current request, leaving the handler that streams the body upstream
-      waiting for bytes that never come.
+      waiting for bytes that never come; and a body read after its answer (an upstream's
+      early 413) got that 400 as a second answer, or a reset. See `_body_broken`.
     * Chunk extensions are bounded: past `MAX_CHUNK_EXTENSIONS` bytes in a body, that
       body fails (400) and nothing after it is parsed (llhttp skips them without limit).
 
@@ -78,6 +79,7 @@ class EdgeRequestHandler(RequestHandler):
         "_backlog",
         "_last_body",
         "_last_length",
+        "_answered_body",
         "_dropped",
         "_refused",
         "_parse_failed",
@@ -100,6 +102,9 @@ class EdgeRequestHandler(RequestHandler):
         # starts, and a read in between is no part of any request there.
         self._last_body: Any = None
         self._last_length: int | None = None  # its Content-Length (None: chunked, or none)
+        # The body of the request whose answer is being written or was written last: its
+        # handler reads no more of it (aiohttp may, to drop it).
+        self._answered_body: Any = None
         self._dropped = False  # bytes arrived that nothing will parse (closing)
         self._refused = False  # the parser refused a request (400/414/431/505)
         self._parse_failed = False  # the parser met an error: nothing after it is a request
@@ -188,7 +193,7 @@ class EdgeRequestHandler(RequestHandler):
                 error.refusal_status = 414 if self._line_len > self.max_line_size else 431
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
-                body.set_exception(error)
+                self._body_broken(body, error, queued)
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -197,6 +202,8 @@ class EdgeRequestHandler(RequestHandler):
         again. aiohttp feeds all of it to its parser in one go, past the trailer check
         (a trailer field pipelined behind a refused WebSocket handshake reached the next
         request); here it is parsed as any read is, a piece at a time."""
+        # Its handler has returned: no more of its body is read but by aiohttp, to drop it.
+        self._answered_body = request.content
         if (
             self._upgraded
             and not self._messages
@@ -361,18 +368,35 @@ class EdgeRequestHandler(RequestHandler):
 
     def _extensions_too_long(self, body: Any, queued: int) -> None:
         """`body` carried more chunk-extension bytes than `MAX_CHUNK_EXTENSIONS`: it fails
-        (its handler answers 400 and cuts the upstream request) and, as after trailer
-        fields, nothing more is parsed on this connection (its rest is the same body)."""
+        as a body that breaks its framing does (`_body_broken`)."""
         self._chunked_body = None
-        body.set_exception(
-            BadHttpMessage(
-                f"chunk extensions over {MAX_CHUNK_EXTENSIONS} bytes in all (RFC 9112 section"
-                " 7.1.1); send the chunked body without chunk extensions"
-            )
+        error = BadHttpMessage(
+            f"chunk extensions over {MAX_CHUNK_EXTENSIONS} bytes in all (RFC 9112 section"
+            " 7.1.1); send the chunked body without chunk extensions"
         )
-        # Ended too: after the answer aiohttp reads what is left of an unfinished body,
-        # which would raise and cut the connection, where a lingering close keeps the 400
-        # readable for a client still sending. Readers get the exception first.
+        self._body_broken(body, error, queued)
+
+    def _body_broken(self, body: Any, error: HttpProcessingError, queued: int) -> None:
+        """`body` broke its framing while it was still arriving: its request is the
+        connection's last, as after trailer fields (`_trailers_seen`), since nothing after
+        it can be read as a request; and it gets one answer: the parser's own 400, queued
+        behind it, is dropped.
+
+        * Its handler has it (reading it, or yet to start): the body fails, so the
+          handler answers 400 and cuts the upstream request.
+        * It was answered already (an upstream's early 413, relayed while the body still
+          came): that was its answer. aiohttp, reading the rest of the body to drop it,
+          finds its end rather than the error, which cut the connection with a reset.
+
+        Either way the body is ended, and the connection gets a lingering close after the
+        answer: the client may still be sending, and a reset could cost it the answer."""
+        log.info(
+            "refused a malformed request body from %s: %s",
+            _peer_of(self.transport),
+            parser_reason(error),
+        )
+        if body is not self._answered_body:
+            body.set_exception(error)  # readers get the error first, then the end
         body.feed_eof()
         self._trailers_seen(body, queued)
 
@@ -384,7 +408,10 @@ class EdgeRequestHandler(RequestHandler):
         current = self._current_request
         handling = current is not None and current.content is body
         if not handling and all(payload is not body for _, payload in self._messages):
-            self.close()  # its request was already answered: close now
+            # Its request was already answered: close now, lingering (the client may still
+            # be sending the rest of it).
+            self._linger_on_close()
+            self.close()
 
 
 class ChunkScan:
