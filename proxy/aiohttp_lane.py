@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from proxy.edge import HTTP1_PREFIX, NEWER_MINORS
 from proxy.filters.headers import says_close
 from proxy.linger import Lingering, unread_bytes
 
@@ -40,7 +41,7 @@ MAX_CHUNK_EXTENSIONS = 16 * 1024
 
 
 class EdgeRequestHandler(RequestHandler):
-    """aiohttp's connection handler (the aiohttp lane) plus three fixes.
+    """aiohttp's connection handler (the aiohttp lane) plus these fixes.
 
     * A read is parsed a head (or a body's end) at a time. When llhttp meets an error, the
       messages it parsed earlier in the same call are lost: a valid request pipelined
@@ -61,6 +62,8 @@ class EdgeRequestHandler(RequestHandler):
       early 413) got that 400 as a second answer, or a reset. See `_body_broken`.
     * Chunk extensions are bounded: past `MAX_CHUNK_EXTENSIONS` bytes in a body, that
       body fails (400) and nothing after it is parsed (llhttp skips them without limit).
+    * `HTTP/1.2` to `HTTP/1.9`, which llhttp refuses, are read as HTTP/1.1 (RFC 9110
+      §2.5), as the fast lane reads them: see `_measure_request_line`.
 
     And a connection that ends after an answer while the client may still be sending (it
     did not ask for the close, or sent more than was parsed) gets a lingering close
@@ -146,7 +149,9 @@ class EdgeRequestHandler(RequestHandler):
                 straddle = (carry + data[:3]).find(b"\r\n\r\n")
                 if straddle >= 0:
                     end = straddle + 4 - len(carry)
-            self._measure_request_line(data, start, end)
+            digit = self._measure_request_line(data, start, end)
+            if digit >= 0:  # `HTTP/1.2` to `HTTP/1.9`, read as HTTP/1.1 (RFC 9110 §2.5)
+                data = b"%s1%s" % (data[:digit], data[digit + 1 :])
             self._parse(data[start:end] if start or end < size else data)
             start = end
 
@@ -301,19 +306,26 @@ class EdgeRequestHandler(RequestHandler):
             on_refused(status, reason, _peer_of(self.transport), sent)
         return super().handle_error(request, status, exc, message)
 
-    def _measure_request_line(self, data: bytes, start: int, end: int) -> None:
+    def _measure_request_line(self, data: bytes, start: int, end: int) -> int:
         """Keep the length of the request line being parsed (`_refusal_status` needs it).
         Body bytes are no head: while a body is still arriving nothing is measured, and the
         head after it starts afresh. Bytes after a head the parser refused are no request (it
         is answered and the connection closed): its line stays the one measured, so a HEAD
-        request's refusal has no body whatever was pipelined behind it."""
+        request's refusal has no body whatever was pipelined behind it.
+
+        Returns the index in `data` of the minor digit of an `HTTP/1.2` to `HTTP/1.9`
+        version ending the line in these bytes (or where they stop), which llhttp would
+        refuse, for the caller to make it `1` before the parser sees it; -1 for any other
+        (`proxy.edge.newer_minor` says why: the fast lane does the same on a refusal)."""
         if self._parse_failed:
-            return
+            return -1
         if self._body_pending():
             self._head_ended = True
-            return
+            return -1
         if self._head_ended:
             self._line_len, self._head_ended, self._line_start = 0, False, b""
+        began_before = self._line_len > 0  # the line's first bytes were parsed before
+        digit = -1
         line_from = start
         if self._line_len == 0:
             # Empty lines before a request line are no part of it (RFC 9112 §2.2; llhttp
@@ -329,9 +341,21 @@ class EdgeRequestHandler(RequestHandler):
             self._line_len += (end if newline < 0 else newline) - line_from
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
+            # The version's last byte, where the line ends here (or these bytes stop): one
+            # byte compared per request line, and a few more for `HTTP/1.2` to `HTTP/1.9`.
+            tip = (end if newline < 0 else newline) - 1
+            if tip >= line_from and data[tip] == 13:  # CR
+                tip -= 1
+            if tip >= line_from and data[tip] in NEWER_MINORS:
+                before = data[max(line_from, tip - len(HTTP1_PREFIX)) : tip]
+                if began_before:
+                    before = (self._tail + before)[-len(HTTP1_PREFIX) :]
+                if before == HTTP1_PREFIX:
+                    digit = tip
         # The empty line may have begun in the bytes parsed before (a read cut inside it).
         last = data[max(start, end - 4) : end]
         self._head_ended = (self._tail[-3:] + last)[-4:] == b"\r\n\r\n"
+        return digit
 
     def _body_left(self) -> int:
         """Bytes of the Content-Length body being parsed still to come (0: none, or
