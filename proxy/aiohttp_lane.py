@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from proxy.edge import HTTP1_PREFIX, NEWER_MINORS
 from proxy.filters.headers import says_close
 from proxy.linger import Lingering, unread_bytes
 
@@ -40,7 +41,7 @@ MAX_CHUNK_EXTENSIONS = 16 * 1024
 
 
 class EdgeRequestHandler(RequestHandler):
-    """aiohttp's connection handler (the aiohttp lane) plus three fixes.
+    """aiohttp's connection handler (the aiohttp lane) plus these fixes.
 
     * A read is parsed a head (or a body's end) at a time. When llhttp meets an error, the
       messages it parsed earlier in the same call are lost: a valid request pipelined
@@ -57,9 +58,12 @@ class EdgeRequestHandler(RequestHandler):
     * A framing error inside a request body that is being streamed fails that body (the
       handler then answers 400 and closes). aiohttp's C parser only queues a 400 for
       *after* the current request, leaving the handler that streams the body upstream
-      waiting for bytes that never come.
+      waiting for bytes that never come; and a body read after its answer (an upstream's
+      early 413) got that 400 as a second answer, or a reset. See `_body_broken`.
     * Chunk extensions are bounded: past `MAX_CHUNK_EXTENSIONS` bytes in a body, that
       body fails (400) and nothing after it is parsed (llhttp skips them without limit).
+    * `HTTP/1.2` to `HTTP/1.9`, which llhttp refuses, are read as HTTP/1.1 (RFC 9110
+      §2.5), as the fast lane reads them: see `_measure_request_line`.
 
     And a connection that ends after an answer while the client may still be sending (it
     did not ask for the close, or sent more than was parsed) gets a lingering close
@@ -78,6 +82,7 @@ class EdgeRequestHandler(RequestHandler):
         "_backlog",
         "_last_body",
         "_last_length",
+        "_answered_body",
         "_dropped",
         "_refused",
         "_parse_failed",
@@ -100,6 +105,9 @@ class EdgeRequestHandler(RequestHandler):
         # starts, and a read in between is no part of any request there.
         self._last_body: Any = None
         self._last_length: int | None = None  # its Content-Length (None: chunked, or none)
+        # The body of the request whose answer is being written or was written last: its
+        # handler reads no more of it (aiohttp may, to drop it).
+        self._answered_body: Any = None
         self._dropped = False  # bytes arrived that nothing will parse (closing)
         self._refused = False  # the parser refused a request (400/414/431/505)
         self._parse_failed = False  # the parser met an error: nothing after it is a request
@@ -141,7 +149,9 @@ class EdgeRequestHandler(RequestHandler):
                 straddle = (carry + data[:3]).find(b"\r\n\r\n")
                 if straddle >= 0:
                     end = straddle + 4 - len(carry)
-            self._measure_request_line(data, start, end)
+            digit = self._measure_request_line(data, start, end)
+            if digit >= 0:  # `HTTP/1.2` to `HTTP/1.9`, read as HTTP/1.1 (RFC 9110 §2.5)
+                data = b"%s1%s" % (data[:digit], data[digit + 1 :])
             self._parse(data[start:end] if start or end < size else data)
             start = end
 
@@ -188,7 +198,7 @@ class EdgeRequestHandler(RequestHandler):
                 error.refusal_status = 414 if self._line_len > self.max_line_size else 431
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
-                body.set_exception(error)
+                self._body_broken(body, error, queued)
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -197,6 +207,8 @@ class EdgeRequestHandler(RequestHandler):
         again. aiohttp feeds all of it to its parser in one go, past the trailer check
         (a trailer field pipelined behind a refused WebSocket handshake reached the next
         request); here it is parsed as any read is, a piece at a time."""
+        # Its handler has returned: no more of its body is read but by aiohttp, to drop it.
+        self._answered_body = request.content
         if (
             self._upgraded
             and not self._messages
@@ -256,7 +268,9 @@ class EdgeRequestHandler(RequestHandler):
         bad request (cheap log flooding, alert noise, client bytes in unprefixed lines)."""
         exc = kwargs.get("exc_info")
         if isinstance(exc, HttpProcessingError):
-            peer = args[1] if len(args) > 1 else None
+            # aiohttp names the peer only where it has a request ("Error handling request
+            # from %s"); a body that broke under its own read of it comes without one.
+            peer = args[1] if len(args) > 1 else _peer_of(self.transport)
             reason = parser_reason(exc)
             status = self._refusal_status(exc, exc.code)
             log.info("refused a malformed request from %s: %d %s", peer, status, reason)
@@ -292,19 +306,26 @@ class EdgeRequestHandler(RequestHandler):
             on_refused(status, reason, _peer_of(self.transport), sent)
         return super().handle_error(request, status, exc, message)
 
-    def _measure_request_line(self, data: bytes, start: int, end: int) -> None:
+    def _measure_request_line(self, data: bytes, start: int, end: int) -> int:
         """Keep the length of the request line being parsed (`_refusal_status` needs it).
         Body bytes are no head: while a body is still arriving nothing is measured, and the
         head after it starts afresh. Bytes after a head the parser refused are no request (it
         is answered and the connection closed): its line stays the one measured, so a HEAD
-        request's refusal has no body whatever was pipelined behind it."""
+        request's refusal has no body whatever was pipelined behind it.
+
+        Returns the index in `data` of the minor digit of an `HTTP/1.2` to `HTTP/1.9`
+        version ending the line in these bytes (or where they stop), which llhttp would
+        refuse, for the caller to make it `1` before the parser sees it; -1 for any other
+        (`proxy.edge.newer_minor` says why: the fast lane does the same on a refusal)."""
         if self._parse_failed:
-            return
+            return -1
         if self._body_pending():
             self._head_ended = True
-            return
+            return -1
         if self._head_ended:
             self._line_len, self._head_ended, self._line_start = 0, False, b""
+        began_before = self._line_len > 0  # the line's first bytes were parsed before
+        digit = -1
         line_from = start
         if self._line_len == 0:
             # Empty lines before a request line are no part of it (RFC 9112 §2.2; llhttp
@@ -320,9 +341,21 @@ class EdgeRequestHandler(RequestHandler):
             self._line_len += (end if newline < 0 else newline) - line_from
             if newline >= 0 and self._line_len <= self.max_line_size:
                 self._line_len = -1
+            # The version's last byte, where the line ends here (or these bytes stop): one
+            # byte compared per request line, and a few more for `HTTP/1.2` to `HTTP/1.9`.
+            tip = (end if newline < 0 else newline) - 1
+            if tip >= line_from and data[tip] == 13:  # CR
+                tip -= 1
+            if tip >= line_from and data[tip] in NEWER_MINORS:
+                before = data[max(line_from, tip - len(HTTP1_PREFIX)) : tip]
+                if began_before:
+                    before = (self._tail + before)[-len(HTTP1_PREFIX) :]
+                if before == HTTP1_PREFIX:
+                    digit = tip
         # The empty line may have begun in the bytes parsed before (a read cut inside it).
         last = data[max(start, end - 4) : end]
         self._head_ended = (self._tail[-3:] + last)[-4:] == b"\r\n\r\n"
+        return digit
 
     def _body_left(self) -> int:
         """Bytes of the Content-Length body being parsed still to come (0: none, or
@@ -359,18 +392,35 @@ class EdgeRequestHandler(RequestHandler):
 
     def _extensions_too_long(self, body: Any, queued: int) -> None:
         """`body` carried more chunk-extension bytes than `MAX_CHUNK_EXTENSIONS`: it fails
-        (its handler answers 400 and cuts the upstream request) and, as after trailer
-        fields, nothing more is parsed on this connection (its rest is the same body)."""
+        as a body that breaks its framing does (`_body_broken`)."""
         self._chunked_body = None
-        body.set_exception(
-            BadHttpMessage(
-                f"chunk extensions over {MAX_CHUNK_EXTENSIONS} bytes in all (RFC 9112 section"
-                " 7.1.1); send the chunked body without chunk extensions"
-            )
+        error = BadHttpMessage(
+            f"chunk extensions over {MAX_CHUNK_EXTENSIONS} bytes in all (RFC 9112 section"
+            " 7.1.1); send the chunked body without chunk extensions"
         )
-        # Ended too: after the answer aiohttp reads what is left of an unfinished body,
-        # which would raise and cut the connection, where a lingering close keeps the 400
-        # readable for a client still sending. Readers get the exception first.
+        self._body_broken(body, error, queued)
+
+    def _body_broken(self, body: Any, error: HttpProcessingError, queued: int) -> None:
+        """`body` broke its framing while it was still arriving: its request is the
+        connection's last, as after trailer fields (`_trailers_seen`), since nothing after
+        it can be read as a request; and it gets one answer: the parser's own 400, queued
+        behind it, is dropped.
+
+        * Its handler has it (reading it, or yet to start): the body fails, so the
+          handler answers 400 and cuts the upstream request.
+        * It was answered already (an upstream's early 413, relayed while the body still
+          came): that was its answer. aiohttp, reading the rest of the body to drop it,
+          finds its end rather than the error, which cut the connection with a reset.
+
+        Either way the body is ended, and the connection gets a lingering close after the
+        answer: the client may still be sending, and a reset could cost it the answer."""
+        log.info(
+            "refused a malformed request body from %s: %s",
+            _peer_of(self.transport),
+            parser_reason(error),
+        )
+        if body is not self._answered_body:
+            body.set_exception(error)  # readers get the error first, then the end
         body.feed_eof()
         self._trailers_seen(body, queued)
 
@@ -382,7 +432,10 @@ class EdgeRequestHandler(RequestHandler):
         current = self._current_request
         handling = current is not None and current.content is body
         if not handling and all(payload is not body for _, payload in self._messages):
-            self.close()  # its request was already answered: close now
+            # Its request was already answered: close now, lingering (the client may still
+            # be sending the rest of it).
+            self._linger_on_close()
+            self.close()
 
 
 class ChunkScan:

@@ -15,6 +15,37 @@ from proxy.filters.headers import Header, expectation, framing_problem, valid_ho
 from proxy.pathsafety import RequestTarget, UnsafePath, normalize_path, parse_target
 
 SUPPORTED_VERSIONS = frozenset({(1, 0), (1, 1)})
+# The minor digits of the versions read as HTTP/1.1 (`newer_minor`), and what precedes one.
+NEWER_MINORS = b"23456789"
+HTTP1_PREFIX = b" HTTP/1."
+
+
+def newer_minor(data: bytes | bytearray, start: int, end: int) -> int:
+    """The index of the minor digit of an `HTTP/1.2` to `HTTP/1.9` version that ends the
+    request line beginning at `data[start]`, or -1. The line may stop where `end` does.
+
+    llhttp refuses those versions (400); RFC 9110 §2.5 has a recipient process a higher
+    minor version of a major version it implements as the highest minor version it
+    implements, HTTP/1.1, as nginx does. The listener then makes that digit `1` and
+    parses the line again: only the version is read differently. A version that does not
+    end the line after all (`HTTP/1.23`, the line cut after the `2`) is refused then, as
+    llhttp wants CRLF right after the version; so is a line llhttp refused for anything
+    else."""
+    while data.startswith(b"\r\n", start):  # empty lines before it (RFC 9112 §2.2)
+        start += 2
+    line_end = end
+    for stop in (b"\r", b"\n"):
+        found = data.find(stop, start, line_end)
+        if found >= 0:
+            line_end = found
+    digit = line_end - 1
+    if (
+        digit - len(HTTP1_PREFIX) >= start
+        and data[digit] in NEWER_MINORS
+        and data[digit - len(HTTP1_PREFIX) : digit] == HTTP1_PREFIX
+    ):
+        return digit
+    return -1
 
 
 class Refused(Exception):

@@ -12,7 +12,8 @@ conformance suite was built on.
 Heads are parsed by aiohttp's own C (llhttp) parser with the listener's limits, so both
 lanes accept exactly the same bytes, and a head either parser dislikes is answered by
 the aiohttp lane, with the same refusal it always gave (tests/proxy/test_fast_lane.py
-holds the two lanes to the same bytes on the wire).
+holds the two lanes to the same bytes on the wire). One refusal of llhttp's is undone
+first: a version `HTTP/1.2` to `HTTP/1.9` is read as HTTP/1.1 (`_read_as_http11`).
 
 A connection that ends after an answer while the client may still be sending (pipelined
 requests behind `Connection: close`, a 408, the server stopping) is not closed outright
@@ -29,12 +30,14 @@ from typing import Any
 
 from aiohttp import HttpVersion10, web
 from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http_exceptions import BadStatusLine
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.client import Interim, UpstreamResponse
 from proxy.config.model import Limits
+from proxy.edge import newer_minor
 from proxy.errors import error_response
 from proxy.filters.headers import peer_address, request_id, says_close
 from proxy.forward import BodyCapture, ClientGone, small_body
@@ -291,7 +294,10 @@ class EdgeConnection(asyncio.Protocol):
         if head_end > seen:
             try:
                 messages, upgraded, tail = self._parser.feed_data(buf[max(seen, pos) : head_end])
-            except Exception:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
+            except Exception as exc:  # noqa: BLE001 - the aiohttp lane parses again and answers 400
+                if isinstance(exc, BadStatusLine) and self._read_as_http11():
+                    self._next()  # the same head, parsed again
+                    return
                 self._hand_off()
                 return
             self._fed = head_end
@@ -326,6 +332,19 @@ class EdgeConnection(asyncio.Protocol):
             self._arm_idle()
             return
         self._start(msg, pre, head_len, body_len)
+
+    def _read_as_http11(self) -> bool:
+        """Whether the head the parser refused says `HTTP/1.2` to `HTTP/1.9`: its version is
+        then made `HTTP/1.1` in the buffer (`proxy.edge.newer_minor`) for a fresh parser to
+        read again (and the aiohttp lane, if the connection goes there). Only ever run on a
+        refusal: the hot path pays nothing."""
+        digit = newer_minor(self._buf, self._pos, len(self._buf))
+        if digit < 0:
+            return False
+        self._buf[digit] = 0x31  # "1"
+        self._parser = self._new_parser()
+        self._fed = self._pos
+        return True
 
     def _start(self, msg: Any, pre: Any, head_len: int, body_len: int) -> None:
         """Run one request whose head and body (`body_len` bytes) are in the buffer."""

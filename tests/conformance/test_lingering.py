@@ -14,11 +14,12 @@ clean end of stream, not a reset.
 from __future__ import annotations
 
 import fcntl
+import select
 import socket
 import struct
 import termios
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -81,12 +82,20 @@ def written(sock: socket.socket) -> bool:
     return int(struct.unpack("i", raw)[0]) == 0
 
 
-def still_writing(e: Edge, first: bytes, behind: bytes, rcvbuf: int | None = None) -> Outcome:
+def still_writing(
+    e: Edge,
+    first: bytes,
+    behind: bytes,
+    rcvbuf: int | None = None,
+    opening: Callable[[socket.socket], bytes] | None = None,
+) -> Outcome:
     """Write `first` and `behind` in one go; wait until the proxy ended its side; write
     `MORE` and wait until it left the client's send queue (taken in, or dropped by a
     reset); write `MORE` again (a client still sending its request); then read everything
-    (see the module docstring)."""
+    (see the module docstring). `opening`: what the client does first (it returns what it
+    read)."""
     with client(e, rcvbuf) as sock:
+        opened = opening(sock) if opening is not None else b""
         write_errors: list[OSError] = []
 
         def write(data: bytes) -> None:
@@ -110,7 +119,7 @@ def still_writing(e: Edge, first: bytes, behind: bytes, rcvbuf: int | None = Non
             if not write_errors:
                 write(MORE)
                 wait_until(lambda: written(sock), what="the client's writes to leave")
-        data, error = b"", None
+        data, error = opened, None
         while True:
             try:
                 chunk = sock.recv(65536)
@@ -189,6 +198,9 @@ def test_trailer_fields_with_requests_pipelined_behind_them(e: Edge) -> None:
 
 
 LINES = b"garbage\r\n" * (512 * 1024 // 9)
+CHUNKED_POST = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNK = b"4000\r\n" + b"B" * 0x4000 + b"\r\n"  # 16 KiB of data, well framed
+BODY = b"A" * (512 * 1024)  # what the client still sends of a broken body
 ONE_LINE = b"garbage " * (512 * 1024 // 8)  # a line over `limits.max_request_line`
 
 
@@ -206,21 +218,23 @@ ONE_LINE = b"garbage " * (512 * 1024 // 8)  # a line over `limits.max_request_li
             id="431",
         ),
         pytest.param(  # chunk extensions over 16 KiB: the body is refused mid-way
-            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=",
-            b"A" * (512 * 1024),
-            400,
-            id="chunk-extensions",
+            CHUNKED_POST + b"5;ext=", b"A" * (512 * 1024), 400, id="chunk-extensions"
         ),
+        # A body that breaks its framing while the client still sends it.
+        pytest.param(CHUNKED_POST + b"5\r\nhello\r\nzz\r\n", BODY, 400, id="chunk-size"),
+        pytest.param(CHUNKED_POST + b"5\r\nhelloXX", BODY, 400, id="chunk-overrun"),
     ],
 )
 def test_garbage_after_a_refused_request(e: Edge, first: bytes, behind: bytes, status: int) -> None:
     """A refusal of the parser closes the connection; the client, still writing, reads the
-    refusal to its end. (The status is the refused head's own: the aiohttp lane judged 414
-    against 431 by the line it parsed last, the garbage behind the head.)"""
+    refusal to its end, and nothing after it. (The status is the refused head's own: the
+    aiohttp lane judged 414 against 431 by the line it parsed last, the garbage behind the
+    head.)"""
     out = still_writing(e, first, behind)
     assert out.error is None and out.write_error is None, out
-    head, _, complete = answer(out.data)
+    head, _, complete = answer(out.data, first.split(b" ", 1)[0].decode())
     assert head.status_code == status and complete
+    assert out.data.count(b"HTTP/1.1 ") == 1, out.data[:600]
     assert e.legacy.assert_clean() == []
     settled(e)
 
@@ -289,4 +303,54 @@ def test_a_lingering_close_ends_when_the_client_closes(e: Edge) -> None:
         # The proxy half-closed and lingers, reading what the client still sends.
         assert lanes(e)["lingering_connections"] >= 1
         sock.sendall(GET)
+    settled(e)
+
+
+def _sent_until_answered(sock: socket.socket) -> bytes:
+    """A chunked POST whose well-framed chunks go on until an answer comes (the proxy
+    buffers a chunked body's first MiB before it goes upstream, and relays the upstream's
+    early answer once its writes there stall); returns what was read of it."""
+    sock.sendall(CHUNKED_POST)
+    for _ in range(4096):  # 64 MiB at most
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            return sock.recv(65536)
+        sock.sendall(CHUNK)
+    raise AssertionError("no answer while the body was being sent")
+
+
+def _answered_unread(sock: socket.socket) -> bytes:
+    """`OPTIONS *` with a chunked body: the proxy answers it, reading none of the body."""
+    sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sock.sendall(CHUNK)
+    got = b""
+    while b"\r\n\r\n" not in got:  # the whole head (the answer has no body)
+        piece = sock.recv(65536)
+        assert piece, f"closed after {got!r}"
+        got += piece
+    return got
+
+
+@pytest.mark.parametrize(
+    ("opening", "method", "status"),
+    [
+        pytest.param(_sent_until_answered, "POST", 413, id="upstream-early-413"),
+        pytest.param(_answered_unread, "OPTIONS", 200, id="answered-unread"),
+    ],
+)
+def test_a_body_that_breaks_after_its_answer_gets_no_second_answer(
+    e: Edge, opening: Callable[[socket.socket], bytes], method: str, status: int
+) -> None:
+    """The request is answered while its chunked body still comes (an upstream's early
+    413, relayed; an answer of the proxy's own, which reads no body), the proxy reads the
+    rest of the body to drop it, and the body breaks its framing. The answer given was the
+    request's answer: no 400 follows it (aiohttp queued one), and the client, still
+    sending, reads it and a clean end, not a reset."""
+    if status == 413:
+        e.legacy.script(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n", early=True)
+    out = still_writing(e, b"zz\r\n", BODY, opening=opening)
+    assert out.error is None and out.write_error is None, out
+    head, _, complete = answer(out.data, method)
+    assert head.status_code == status and complete
+    assert out.data.count(b"HTTP/1.1 ") == 1, out.data[:600]  # and no 400 after it
     settled(e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 
 import pytest
 
@@ -24,6 +25,16 @@ REJECTED = {
     "version-space": b"GET /a HTTP/ 1.1\r\nHost: h\r\n\r\n",
     "version-3.0": b"GET /a HTTP/3.0\r\nHost: h\r\n\r\n",
     "version-9.9": b"GET /a HTTP/9.9\r\nHost: h\r\n\r\n",
+    # Not HTTP/1.2 to 1.9 (served as HTTP/1.1), nor anything llhttp reads as a version.
+    "version-1.10": b"GET /a HTTP/1.10\r\nHost: h\r\n\r\n",
+    "version-1.23": b"GET /a HTTP/1.23\r\nHost: h\r\n\r\n",
+    "version-1.2-letter": b"GET /a HTTP/1.2x\r\nHost: h\r\n\r\n",
+    "version-1.2-trailing-space": b"GET /a HTTP/1.2 \r\nHost: h\r\n\r\n",
+    "version-1.2-twice": b"GET /a HTTP/1.2 HTTP/1.2\r\nHost: h\r\n\r\n",
+    "version-1.2-bare-lf": b"GET /a HTTP/1.2\nHost: h\n\n",
+    "version-1.2-lowercase": b"GET /a http/1.2\r\nHost: h\r\n\r\n",
+    "version-2.1": b"GET /a HTTP/2.1\r\nHost: h\r\n\r\n",
+    "version-0.2": b"GET /a HTTP/0.2\r\nHost: h\r\n\r\n",
     "query-del": b"GET /a?x=\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
     "query-high-byte": b"GET /a?x=\xff HTTP/1.1\r\nHost: h\r\n\r\n",
     "fragment": b"GET /public#/../admin HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -68,6 +79,61 @@ def test_an_unsupported_version_is_refused_in_http11(e, data):
         assert w.closed(timeout=5)
     assert w.raw.startswith(b"HTTP/1.1 505 "), w.raw[:80]
     assert e.legacy.requests() == []
+
+
+@pytest.mark.parametrize("version", [b"1.2", b"1.9"])
+def test_a_newer_http1_minor_version_is_served_as_http11(e, version):
+    """RFC 9110 §2.5: a higher minor version of HTTP/1 is processed as HTTP/1.1, the
+    highest the proxy implements (nginx does the same; llhttp alone refuses it, 400). It
+    is answered `HTTP/1.1` and forwarded as HTTP/1.1, with the very target, Host and
+    headers it was routed by; the connection persists as a 1.1 one does."""
+    requests = [
+        b"GET /svc/a?x=1 HTTP/%s\r\nHost: h\r\nX-Custom: 1\r\n\r\n" % version,
+        b"GET /b HTTP/%s\r\nHost: other.example\r\n\r\n" % version,
+        b"\r\nGET /c HTTP/%s\r\nHost: h\r\n\r\n" % version,  # after an empty line
+        b"GET /d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    ]
+    with Wire(e.port) as w:
+        w.send(b"".join(requests))
+        answers = [w.response() for _ in requests]
+        assert w.closed()
+    assert [a.status for a in answers] == [200, 200, 200, 200], answers
+    assert w.raw.count(b"HTTP/1.1 200 ") == 4, w.raw[:300]
+    legacy, svc = e.legacy.assert_clean(), e.svc.assert_clean()
+    assert [(r.target, r.http_version, r.header("host")) for r in svc] == [
+        ("/svc/a?x=1", "1.1", ["h"]),
+        ("/b", "1.1", ["other.example"]),
+    ]
+    assert svc[0].header("x-custom") == ["1"]
+    assert [(r.target, r.http_version) for r in legacy] == [("/c", "1.1"), ("/d", "1.1")]
+
+
+def test_a_newer_http1_minor_version_with_a_chunked_body_is_served_as_http11(e):
+    """The same with a chunked body (the aiohttp lane's), and a request behind it."""
+    with Wire(e.port) as w:
+        w.send(
+            b"POST /svc/p HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+            b"GET /svc/q HTTP/1.2\r\nHost: h\r\n\r\n"
+        )
+        first, second = w.response("POST"), w.response()
+    assert (first.status, second.status) == (200, 200)
+    got = e.svc.assert_clean()
+    assert [(r.method, r.target, r.http_version, r.body) for r in got] == [
+        ("POST", "/svc/p", "1.1", b"hello"),
+        ("GET", "/svc/q", "1.1", b""),
+    ]
+
+
+def test_a_newer_http1_minor_version_sent_a_byte_at_a_time_is_served(e):
+    """llhttp refuses the version at its digit, before the line's end has arrived."""
+    request = b"GET /a HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n"
+    with Wire(e.port) as w:
+        w.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(request)):
+            w.send(request[i : i + 1])
+        assert w.response().status == 200
+    assert [r.target for r in e.legacy.assert_clean()] == ["/a"]
 
 
 def test_long_but_legal_request_line_is_served(e):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.edge import MAX_FORWARDS, admit
+from proxy.edge import MAX_FORWARDS, admit, newer_minor
 from proxy.errors import options_star_response
 from proxy.filters.headers import (
     expectation,
@@ -248,3 +248,31 @@ def test_forward_headers_decrements_max_forwards_in_place():
         [("Host", "h"), ("Max-Forwards", "7"), ("Accept", "*/*")], **_FORWARDING, max_forwards=7
     )
     assert out[:3] == [("Host", "h"), ("Max-Forwards", "6"), ("Accept", "*/*")]
+
+
+@pytest.mark.parametrize(
+    ("line", "digit"),
+    [
+        (b"GET /a HTTP/1.2\r\nHost: h\r\n\r\n", 14),
+        (b"GET /a HTTP/1.9\r\n", 14),
+        (b"GET /a HTTP/1.2", 14),  # refused at its digit, the line's end not in yet
+        (b"GET /a HTTP/1.2\r", 14),
+        (b"\r\n\r\nGET /a HTTP/1.2\r\n", 18),  # after empty lines
+        (b"GET /a HTTP/1.1\r\n", -1),
+        (b"GET /a HTTP/1.0\r\n", -1),
+        (b"GET /a HTTP/2.0\r\n", -1),
+        (b"GET /a HTTP/0.9\r\n", -1),
+        (b"GET /a HTTP/1.23\r\n", -1),
+        (b"GET /a HTTP/1.2x\r\n", -1),
+        (b"GET /a HTTP/1.2 \r\n", -1),
+        (b"GET /a http/1.2\r\n", -1),
+        (b"GET /a HTTP/1.1\r\nX: HTTP/1.2\r\n", -1),  # a header is no request line
+        (b"GET HTTP/1.2 HTTP/1.1\r\n", -1),  # the target is no version
+        (b"HTTP/1.2", -1),  # nor a line that is nothing else
+    ],
+)
+def test_newer_minor_finds_only_a_version_ending_the_request_line(line, digit):
+    assert newer_minor(line, 0, len(line)) == digit
+    assert newer_minor(bytearray(b"xx" + line), 2, len(line) + 2) == (
+        digit + 2 if digit >= 0 else -1
+    )

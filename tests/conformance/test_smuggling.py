@@ -411,6 +411,22 @@ def test_a_long_chunk_extension_cuts_a_body_already_streaming(e):
     assert_serving(e)
 
 
+@pytest.mark.parametrize("broken", [b"5\r\nhello\r\nzz\r\n", b"5\r\nhelloXX"])
+def test_a_body_that_breaks_after_its_answer_gets_no_second_answer(e, broken):
+    """`OPTIONS *` is answered by the proxy, which reads none of its body; the body then
+    breaks its framing. That answer is the request's only one, saying the connection
+    closes (nothing after the body can be read as a request): the 400 aiohttp's parser
+    queued for the broken body must not follow it as the answer to a request never sent."""
+    head = b"OPTIONS * HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with Wire(e.port) as w:
+        resp = w.send(head + broken).response("OPTIONS")
+        closed = w.closed()
+        assert w.buf == b"", f"a second answer: {w.buf[:200]!r}"
+        assert resp.status == 200 and closed, resp
+        assert resp.header("connection") == ["close"], resp.headers
+    assert_serving(e)
+
+
 @pytest.mark.parametrize("body", CRLF_ENDED, ids=["multipart", "crlf-data"])
 def test_a_request_pipelined_after_a_crlf_ended_chunked_body_is_answered(e, body):
     """The aiohttp lane parses a read a head at a time, cutting it at each empty line: a

@@ -241,6 +241,12 @@ def test_malformed_heads_get_the_same_refusal_on_both(lanes):
         b"GARBAGE\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS on the HTTP port
         b"GET /r/small HTTP/1.1\r\nBad Header: x\r\n",
+        # Versions: 505 for those llhttp reads, 400 for the rest (not HTTP/1.2 to 1.9).
+        b"GET /r/small HTTP/2.0\r\nHost: h\r\n\r\n",
+        b"GET /r/small HTTP/1.23\r\nHost: h\r\n\r\n",
+        b"GET /r/small HTTP/1.2 x\r\nHost: h\r\n\r\n",
+        b"GET /r/small HTTP/1.2\nHost: h\n\n",
+        b"GET /r/small HTTP/1.2",  # refused (or not) before the line ends
     ):
         via_fast, via_slow = exchange(fast, request), exchange(slow, request)
         assert via_fast[:12] == via_slow[:12], (request, via_fast[:200], via_slow[:200])
@@ -275,6 +281,56 @@ def test_a_head_sent_a_byte_at_a_time_is_served(lanes):
             sock.sendall(b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
             answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"]
+    assert normalized(answers[0]) == normalized(answers[1])
+
+
+NEWER_MINOR = {
+    "pipelined": b"GET /echo/a?x=1 HTTP/1.2\r\nHost: h\r\nX-Custom: 1\r\n\r\n"
+    b"GET /r/small HTTP/1.9\r\nHost: h\r\n\r\n"
+    b"GET /echo/b HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n",
+    "chunked": b"POST /echo/c HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n"
+    b"GET /echo/d HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEWER_MINOR))
+def test_a_newer_http1_minor_version_is_served_as_http11_on_both(lanes, name):
+    """`HTTP/1.2` to `HTTP/1.9` are read as HTTP/1.1 (RFC 9110 §2.5): answered `HTTP/1.1`,
+    forwarded as HTTP/1.1 with the same target and headers, pipelined requests behind
+    them answered; by the fast lane itself (not handed over) when it is a plain request."""
+    (fast, fast_admin), (slow, _) = lanes
+    before = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    via_fast, via_slow = exchange(fast, NEWER_MINOR[name]), exchange(slow, NEWER_MINOR[name])
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", via_fast)
+    assert statuses == [b"200"] * NEWER_MINOR[name].count(b" HTTP/1."), via_fast
+    assert normalized(via_fast) == normalized(via_slow)
+    after = httpx.get(f"http://127.0.0.1:{fast_admin}/-/ready").json()["lanes"]
+    if name == "pipelined":
+        assert b"GET /echo/a?x=1 HTTP/1.1\r\nHost: h\r\nX-Custom: 1\r\n" in via_fast
+        assert b"GET /echo/b HTTP/1.1\r\n" in via_fast
+        assert after["fast_requests"] - before["fast_requests"] == 3
+        assert after["handed_off_connections"] == before["handed_off_connections"]
+    else:
+        assert b"POST /echo/c HTTP/1.1\r\n" in via_fast and b"\r\n\r\nhello" in via_fast
+        assert b"GET /echo/d HTTP/1.1\r\n" in via_fast
+
+
+def test_a_newer_http1_minor_version_sent_a_byte_at_a_time_is_served_on_both(lanes):
+    """llhttp refuses the version at its digit, before the line's end has arrived (and the
+    aiohttp lane reads the version's bytes in reads of their own)."""
+    (fast, _), (slow, _) = lanes
+    request = b"GET /echo/v HTTP/1.2\r\nHost: h\r\n\r\n"
+    answers = []
+    for port in (fast, slow):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(request)):
+                sock.sendall(request[i : i + 1])
+            sock.sendall(b"GET /r/empty HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n")
+            answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"], answers[0]
+    assert b"GET /echo/v HTTP/1.1\r\n" in answers[0]
     assert normalized(answers[0]) == normalized(answers[1])
 
 

@@ -54,3 +54,25 @@ def test_refused_requests_are_logged_and_counted_without_secrets(start_proxy):
     )
     assert counted == len(REFUSED)
     assert httpx.get(p.url + "/ok").status_code == 200  # and it kept serving
+
+
+def test_a_malformed_request_body_is_logged_with_its_client(start_proxy):
+    """A chunked body that breaks its framing is refused (400) with a log line that says
+    which client sent it, as the refusals of malformed heads do (it said `from None`)."""
+    p = start_proxy(extra="telemetry: {log_format: json}\n")
+    raw = exchange(
+        p.port,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    assert status_of(raw) == 400, raw[:200]
+
+    def refusal_lines() -> list[str]:
+        lines = [json.loads(t) for t in p.log.read_text().splitlines() if t.startswith("{")]
+        return [
+            line["msg"]
+            for line in lines
+            if line.get("msg", "").startswith("refused a malformed request")
+        ]
+
+    wait_until(lambda: refusal_lines(), timeout=10, what="the refusal's log line")
+    assert all(" from 127.0.0.1: " in line for line in refusal_lines()), refusal_lines()
