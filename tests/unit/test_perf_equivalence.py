@@ -1,5 +1,6 @@
 """Property tests: the fast access-line writer and the response head builder write what
-the code before them wrote (1ca36c4: `json_access_fields`; 65ef8b9: `response_head`)."""
+the code before them wrote (1ca36c4: `json_access_fields`; 65ef8b9: `response_head`), and
+the route lookup finds what its generator search found."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import enum
 import json
 import math
 from collections.abc import Sequence
+from types import MappingProxyType
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.config.model import HeaderMatch, Match, Route
 from proxy.filters.headers import HOP_BY_HOP
 from proxy.http1 import CHUNKED, EMPTY, LENGTH, UNTIL_CLOSE, response_head
+from proxy.routing import RouteTable
 from proxy.telemetry.logging import json_access_fields
 
 # -- (1) the access line ------------------------------------------------------------------
@@ -292,3 +296,112 @@ def _old_response_head(
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return b"".join(out), framing, keep_alive
+
+
+# -- (4) route lookup ---------------------------------------------------------------------
+
+_SEGMENTS = ("a", "b", "7", "")  # few: routes overlap, and requests meet them
+
+
+def _old_first(table, method, path, host, headers):
+    """`RouteTable._first` before it was written without generators: the first of
+    `_candidates` (`git show HEAD~:proxy/routing.py`) whose conditions accept."""
+    from proxy.routing import _EMPTY, _Conditions, _segments
+
+    def walk(node, segments, i, values):
+        if i == len(segments):
+            for route, names in node.routes:
+                yield route, MappingProxyType(dict(zip(names, values, strict=True)))
+            return
+        seg = segments[i]
+        child = node.literal.get(seg)
+        if child is not None:
+            yield from walk(child, segments, i + 1, values)
+        if node.param is not None and seg:
+            values.append(seg)
+            yield from walk(node.param, segments, i + 1, values)
+            values.pop()
+
+    def candidates(path):
+        exact = table._exact.get(path.rstrip("/") or "/")
+        if exact:
+            for route in exact:
+                yield route, _EMPTY
+        segments = _segments(path)
+        if table._trie.literal or table._trie.param or table._trie.routes:
+            yield from walk(table._trie, segments, 0, [])
+        if table._has_regex:
+            first = segments[0] if segments else ""
+            for route, pattern in (*table._regex_by_seg.get(first, ()), *table._regex_any):
+                m = pattern.fullmatch(path)
+                if m:
+                    groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                    yield route, MappingProxyType(groups)
+        if table._prefix:
+            for n in range(len(segments), -1, -1):
+                key = "/" + "/".join(segments[:n]) if n else "/"
+                for route in table._prefix.get(key) or ():
+                    yield route, _EMPTY
+
+    for route, params in candidates(path):
+        if _Conditions(route.match).accept(method, host, headers):
+            return route, dict(params)
+    return None
+
+
+_path = st.lists(st.sampled_from(_SEGMENTS), max_size=4).map(lambda s: "/" + "/".join(s))
+_pattern = st.one_of(
+    _path.map(lambda p: ("path", p)),
+    st.lists(st.sampled_from(_SEGMENTS[:-1] + ("{id}", "{n}")), min_size=1, max_size=4).map(
+        lambda s: ("path", "/" + "/".join(dict.fromkeys(s)))  # a param name at most once
+    ),
+    _path.map(lambda p: ("prefix", p)),
+    st.sampled_from(
+        [
+            ("regex", r"^/a/(?P<rest>.*)$"),
+            ("regex", r"/(?P<x>a|b)/(?P<n>[0-9]+)?.*"),
+            ("regex", r"/b(/.*)?"),
+        ]
+    ),
+)
+_conditions = st.fixed_dictionaries(
+    {},
+    optional={
+        "methods": st.sets(st.sampled_from(["GET", "POST"]), max_size=2).map(frozenset),
+        "host": st.sampled_from(["a.example", "b.example"]),
+        "headers": st.lists(
+            st.builds(
+                HeaderMatch,
+                name=st.just("x-lane"),
+                value=st.sampled_from(["1", "2"]),
+            ),
+            max_size=1,
+        ).map(tuple),
+    },
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.tuples(_pattern, _conditions), max_size=10),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "POST"]),
+            _path,
+            st.sampled_from(["", "a.example", "b.example"]),
+            st.sampled_from([{}, {"x-lane": "1"}, {"x-lane": "2"}]),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_route_lookup_is_the_old_generator_search(patterns, requests):
+    routes = [
+        Route(name=f"r{i}", match=Match(**{kind: value}, **conditions))
+        for i, ((kind, value), conditions) in enumerate(patterns)
+    ]
+    table = RouteTable(routes)
+    for method, path, host, headers in requests:
+        found = table._first(method, path, host, headers)
+        new = (found.route, dict(found.params)) if found is not None else None
+        assert new == _old_first(table, method, path, host, headers)
