@@ -405,3 +405,115 @@ def test_route_lookup_is_the_old_generator_search(patterns, requests):
         found = table._first(method, path, host, headers)
         new = (found.route, dict(found.params)) if found is not None else None
         assert new == _old_first(table, method, path, host, headers)
+
+
+# -- (5) the upstream request head, and the names forward_headers drops ---------------------
+
+
+def _old_request_head(method, target, headers, body):
+    """`proxy.client._request_head` before its CR/LF check searched the lines joined
+    (`git show HEAD~:proxy/client.py`): a count of each in the whole head."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    has_length = False
+    for name, value in headers:
+        if ":" in name:
+            raise ValueError(f"refusing to send header {name!r}: ':' in its name")
+        lname = name.lower()
+        if lname == "content-length":
+            if has_length:
+                continue
+            has_length = True
+            if isinstance(body, bytes):
+                value = str(len(body))
+        elif lname == "transfer-encoding":
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    if isinstance(body, bytes):
+        if not has_length and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")):
+            lines.append(f"Content-Length: {len(body)}\r\n")
+    elif body is not None and not has_length:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        bad = next((line for line in lines[:-1] if line.count("\n") + line.count("\r") != 2), "")
+        raise ValueError(f"refusing to send {bad[:80]!r}: CR or LF inside it")
+    return head.encode("latin-1")
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except (ValueError, UnicodeEncodeError) as exc:  # the same error, the same words
+        return type(exc), str(exc)
+
+
+_line_text = st.text(st.sampled_from("aZ0 -:;=\r\n\té€"), max_size=90)
+_head_names = st.one_of(
+    st.sampled_from(["Host", "Content-Length", "content-length", "Transfer-Encoding", "X-A"]),
+    _line_text,
+)
+
+
+class _Stream:
+    """A streamed body (`_request_head` only asks whether it is bytes)."""
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS"]),
+    st.one_of(st.just("/a?b=1"), _line_text),
+    st.lists(st.tuples(_head_names, st.one_of(st.just("v"), _line_text)), max_size=8),
+    st.one_of(st.none(), st.binary(max_size=3), st.just(_Stream())),
+)
+def test_request_head_is_the_old_builders(method, target, headers, body):
+    from proxy.client import _request_head
+
+    old = _outcome(_old_request_head, method, target, headers, body)
+    assert _outcome(_request_head, method, target, headers, body) == old
+
+
+_drop_sets = st.sampled_from(
+    [frozenset(), frozenset({"expect", "x-request-id"}), frozenset({"authorization"})]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            # equal sets made anew each time, as each reload makes them
+            _drop_sets.map(lambda s: frozenset(set(s))),
+            st.sampled_from([frozenset(), frozenset({"upgrade", "connection"})]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        ["Host", "Expect", "X-Request-ID", "Authorization", "Upgrade", "Connection"]
+                        + ["X-Real-IP", "X-Original-URL", "Forwarded", "Keep-Alive", "A"]
+                    ),
+                    st.sampled_from(["v", "Upgrade", "keep-alive, A"]),
+                ),
+                max_size=5,
+            ),
+        ),
+        min_size=1,
+        max_size=80,  # past the memo's bound of 64 keys, with repeats
+    ),
+    st.data(),
+)
+def test_forward_headers_drops_what_it_dropped_before_its_memo(calls, data):
+    """The names dropped are memoized by (trusted, drop, keep): each call forwards what a
+    call with nothing memoized (the union built anew, as before) forwards."""
+    from proxy.filters import headers as mod
+
+    for trusted, drop, keep, headers in calls:
+        if data.draw(st.booleans()):  # now and then past another set of keys
+            mod._dropped(not trusted, frozenset({"x-other"}), keep)
+        kw = dict(peer="10.0.0.1", scheme="http", host="h", request_id="r", drop=drop, keep=keep)
+        warm = mod.forward_headers(headers, trusted=trusted, **kw)
+        memo, mod._DROPPED = mod._DROPPED, {}
+        try:
+            assert warm == mod.forward_headers(headers, trusted=trusted, **kw)
+        finally:
+            mod._DROPPED = memo
