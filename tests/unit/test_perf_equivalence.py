@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.config.model import HeaderMatch, Match, Route
@@ -517,3 +517,57 @@ def test_forward_headers_drops_what_it_dropped_before_its_memo(calls, data):
             assert warm == mod.forward_headers(headers, trusted=trusted, **kw)
         finally:
             mod._DROPPED = memo
+
+
+# -- (6) the express path's whole body ------------------------------------------------------
+
+
+def _old_whole_body(status, raw_headers, payload, method):
+    """`proxy.forward.whole_body` before it made one pass (`git show HEAD~:proxy/forward.py`):
+    `unrelayable`, then the first `Content-Length`."""
+    from proxy.forward import is_small, unrelayable
+
+    if status >= 500 or unrelayable(status, raw_headers) is not None:
+        return None
+    length = None
+    for name, value in raw_headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value
+            break
+    if not is_small(method, status, length):
+        return None
+    return b"" if method == "HEAD" else payload.read_nowait(-1)
+
+
+class _Payload:
+    def read_nowait(self, n: int) -> bytes:
+        assert n == -1
+        return b"the body"
+
+
+_body_names = st.one_of(
+    _spelled,
+    st.sampled_from([b"Content-Length", b"content-length", b"Transfer-Encoding"]),
+    st.sampled_from([b"Content-Length ", b"content-length\t", b"Date ", b"ETag\t", b"", b" "]),
+    st.builds(lambda n, ws: n + ws, _spelled, st.sampled_from([b" ", b"\t", b"  "])),
+)
+_body_values = st.one_of(
+    _value,
+    st.sampled_from([b"gzip, chunked", b"chunked", b", chunked,", b"identity", b"0", b"70000"]),
+    st.sampled_from([b"65536", b"65537", b"\xb2", b"1 2"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(st.sampled_from([101, 199, 200, 204, 304, 404, 499, 500, 502]), st.integers(0, 700)),
+    st.lists(st.tuples(_body_names, _body_values), max_size=10),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+)
+@example(200, [(b"Content-Length", b"2"), (b"content-length", b"70000")], "GET")  # the first
+@example(200, [(b"content-length", b"70000"), (b"Content-Length", b"2")], "GET")
+def test_whole_body_is_the_old_two_passes(status, headers, method):
+    from proxy.forward import whole_body
+
+    old = _old_whole_body(status, headers, _Payload(), method)
+    assert whole_body(status, headers, _Payload(), method) == old
