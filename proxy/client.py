@@ -810,7 +810,7 @@ def _request_head(
     headers: Sequence[tuple[str, str]],
     body: bytes | AsyncIterator[bytes] | None,
 ) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    lines = [f"{method} {target} HTTP/1.1"]  # each line without its CR LF
     has_length = False
     for name, value in headers:
         if ":" in name:
@@ -824,19 +824,20 @@ def _request_head(
                 value = str(len(body))
         elif lname == "transfer-encoding":
             continue  # hop-by-hop; framing is ours to choose
-        lines.append(f"{name}: {value}\r\n")
+        lines.append(f"{name}: {value}")
     if isinstance(body, bytes):
         if not has_length and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")):
-            lines.append(f"Content-Length: {len(body)}\r\n")
+            lines.append(f"Content-Length: {len(body)}")
     elif body is not None and not has_length:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    lines.append("\r\n")
-    head = "".join(lines)
-    # Every line ends in CR LF, and no CR or LF is anywhere else: one count instead of a
-    # search per name and value (a value with a line break would smuggle a header).
-    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
-        bad = next((line for line in lines[:-1] if line.count("\n") + line.count("\r") != 2), "")
+        lines.append("Transfer-Encoding: chunked")
+    # No CR or LF in any line (a value with a line break would smuggle a header): two
+    # searches of the lines joined, which run at memchr's speed, where counting both in
+    # the head went through it character by character (and cost four times as much).
+    joined = "".join(lines)
+    if "\n" in joined or "\r" in joined:
+        bad = next(line for line in lines if "\n" in line or "\r" in line) + "\r\n"
         raise ValueError(f"refusing to send {bad[:80]!r}: CR or LF inside it")
+    head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("latin-1")
 
 

@@ -23,6 +23,7 @@ from proxy.client import ConnectionPool, Interim, UpstreamResponse
 from proxy.config.model import Upstream
 from proxy.errors import error_response
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
+from proxy.http1 import PLAIN_NAMES
 from proxy.upstream.guard import ClientFault
 
 if TYPE_CHECKING:
@@ -241,10 +242,18 @@ def unrelayable(status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> str 
             # would tell a lenient client or cache a second length.
             return "upstream sent whitespace between a header field name and its colon"
         if len(name) == 17 and name.lower() == b"transfer-encoding":
-            for coding in value.decode("latin-1").split(","):
-                coding = coding.strip().lower()
-                if coding and coding != "chunked":
-                    return f"upstream used transfer coding {coding!r}, which cannot be relayed"
+            problem = _coding_problem(value)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _coding_problem(value: bytes) -> str | None:
+    """A `Transfer-Encoding` value naming a coding other than `chunked` (`unrelayable`)."""
+    for coding in value.decode("latin-1").split(","):
+        coding = coding.strip().lower()
+        if coding and coding != "chunked":
+            return f"upstream used transfer coding {coding!r}, which cannot be relayed"
     return None
 
 
@@ -329,14 +338,24 @@ def whole_body(
 ) -> bytes | None:
     """`small_body` without waiting, for the express path: the body of a complete response
     (`payload` at its end) when it may be relayed in one write as it is; None when
-    `small_body` would answer otherwise, or a retry or fallback may follow (5xx)."""
-    if status >= 500 or unrelayable(status, raw_headers) is not None:
+    `small_body` would answer otherwise, or a retry or fallback may follow (5xx).
+
+    `unrelayable`'s checks and the `Content-Length` lookup in one pass over the headers
+    (the first such field counts, as `UpstreamResponse.header` reads it)."""
+    if not 200 <= status < 500:  # below 200: `unrelayable`; 5xx: a retry may follow
         return None
     length = None
     for name, value in raw_headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            length = value
-            break
+        if name in PLAIN_NAMES:
+            continue
+        n = len(name)
+        if n == 14:
+            if length is None and name.lower() == b"content-length":
+                length = value
+        elif n == 17 and name.lower() == b"transfer-encoding" and _coding_problem(value):
+            return None
+        if n and name[-1] in _OWS:
+            return None
     if not is_small(method, status, length):
         return None
     return b"" if method == "HEAD" else payload.read_nowait(-1)

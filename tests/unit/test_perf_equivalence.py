@@ -1,5 +1,6 @@
 """Property tests: the fast access-line writer and the response head builder write what
-the code before them wrote (1ca36c4: `json_access_fields`; 65ef8b9: `response_head`)."""
+the code before them wrote (1ca36c4: `json_access_fields`; 65ef8b9: `response_head`), and
+the route lookup finds what its generator search found."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import enum
 import json
 import math
 from collections.abc import Sequence
+from types import MappingProxyType
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from proxy.config.model import HeaderMatch, Match, Route
 from proxy.filters.headers import HOP_BY_HOP
 from proxy.http1 import CHUNKED, EMPTY, LENGTH, UNTIL_CLOSE, response_head
+from proxy.routing import RouteTable
 from proxy.telemetry.logging import json_access_fields
 
 # -- (1) the access line ------------------------------------------------------------------
@@ -292,3 +296,278 @@ def _old_response_head(
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return b"".join(out), framing, keep_alive
+
+
+# -- (4) route lookup ---------------------------------------------------------------------
+
+_SEGMENTS = ("a", "b", "7", "")  # few: routes overlap, and requests meet them
+
+
+def _old_first(table, method, path, host, headers):
+    """`RouteTable._first` before it was written without generators: the first of
+    `_candidates` (`git show HEAD~:proxy/routing.py`) whose conditions accept."""
+    from proxy.routing import _EMPTY, _Conditions, _segments
+
+    def walk(node, segments, i, values):
+        if i == len(segments):
+            for route, names in node.routes:
+                yield route, MappingProxyType(dict(zip(names, values, strict=True)))
+            return
+        seg = segments[i]
+        child = node.literal.get(seg)
+        if child is not None:
+            yield from walk(child, segments, i + 1, values)
+        if node.param is not None and seg:
+            values.append(seg)
+            yield from walk(node.param, segments, i + 1, values)
+            values.pop()
+
+    def candidates(path):
+        exact = table._exact.get(path.rstrip("/") or "/")
+        if exact:
+            for route in exact:
+                yield route, _EMPTY
+        segments = _segments(path)
+        if table._trie.literal or table._trie.param or table._trie.routes:
+            yield from walk(table._trie, segments, 0, [])
+        if table._has_regex:
+            first = segments[0] if segments else ""
+            for route, pattern in (*table._regex_by_seg.get(first, ()), *table._regex_any):
+                m = pattern.fullmatch(path)
+                if m:
+                    groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                    yield route, MappingProxyType(groups)
+        if table._prefix:
+            for n in range(len(segments), -1, -1):
+                key = "/" + "/".join(segments[:n]) if n else "/"
+                for route in table._prefix.get(key) or ():
+                    yield route, _EMPTY
+
+    for route, params in candidates(path):
+        if _Conditions(route.match).accept(method, host, headers):
+            return route, dict(params)
+    return None
+
+
+_path = st.lists(st.sampled_from(_SEGMENTS), max_size=4).map(lambda s: "/" + "/".join(s))
+_pattern = st.one_of(
+    _path.map(lambda p: ("path", p)),
+    st.lists(st.sampled_from(_SEGMENTS[:-1] + ("{id}", "{n}")), min_size=1, max_size=4).map(
+        lambda s: ("path", "/" + "/".join(dict.fromkeys(s)))  # a param name at most once
+    ),
+    _path.map(lambda p: ("prefix", p)),
+    st.sampled_from(
+        [
+            ("regex", r"^/a/(?P<rest>.*)$"),
+            ("regex", r"/(?P<x>a|b)/(?P<n>[0-9]+)?.*"),
+            ("regex", r"/b(/.*)?"),
+        ]
+    ),
+)
+_conditions = st.fixed_dictionaries(
+    {},
+    optional={
+        "methods": st.sets(st.sampled_from(["GET", "POST"]), max_size=2).map(frozenset),
+        "host": st.sampled_from(["a.example", "b.example"]),
+        "headers": st.lists(
+            st.builds(
+                HeaderMatch,
+                name=st.just("x-lane"),
+                value=st.sampled_from(["1", "2"]),
+            ),
+            max_size=1,
+        ).map(tuple),
+    },
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.tuples(_pattern, _conditions), max_size=10),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "POST"]),
+            _path,
+            st.sampled_from(["", "a.example", "b.example"]),
+            st.sampled_from([{}, {"x-lane": "1"}, {"x-lane": "2"}]),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_route_lookup_is_the_old_generator_search(patterns, requests):
+    routes = [
+        Route(name=f"r{i}", match=Match(**{kind: value}, **conditions))
+        for i, ((kind, value), conditions) in enumerate(patterns)
+    ]
+    table = RouteTable(routes)
+    for method, path, host, headers in requests:
+        found = table._first(method, path, host, headers)
+        new = (found.route, dict(found.params)) if found is not None else None
+        assert new == _old_first(table, method, path, host, headers)
+
+
+# -- (5) the upstream request head, and the names forward_headers drops ---------------------
+
+
+def _old_request_head(method, target, headers, body):
+    """`proxy.client._request_head` before its CR/LF check searched the lines joined
+    (`git show HEAD~:proxy/client.py`): a count of each in the whole head."""
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    has_length = False
+    for name, value in headers:
+        if ":" in name:
+            raise ValueError(f"refusing to send header {name!r}: ':' in its name")
+        lname = name.lower()
+        if lname == "content-length":
+            if has_length:
+                continue
+            has_length = True
+            if isinstance(body, bytes):
+                value = str(len(body))
+        elif lname == "transfer-encoding":
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    if isinstance(body, bytes):
+        if not has_length and (body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")):
+            lines.append(f"Content-Length: {len(body)}\r\n")
+    elif body is not None and not has_length:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        bad = next((line for line in lines[:-1] if line.count("\n") + line.count("\r") != 2), "")
+        raise ValueError(f"refusing to send {bad[:80]!r}: CR or LF inside it")
+    return head.encode("latin-1")
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except (ValueError, UnicodeEncodeError) as exc:  # the same error, the same words
+        return type(exc), str(exc)
+
+
+_line_text = st.text(st.sampled_from("aZ0 -:;=\r\n\té€"), max_size=90)
+_head_names = st.one_of(
+    st.sampled_from(["Host", "Content-Length", "content-length", "Transfer-Encoding", "X-A"]),
+    _line_text,
+)
+
+
+class _Stream:
+    """A streamed body (`_request_head` only asks whether it is bytes)."""
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS"]),
+    st.one_of(st.just("/a?b=1"), _line_text),
+    st.lists(st.tuples(_head_names, st.one_of(st.just("v"), _line_text)), max_size=8),
+    st.one_of(st.none(), st.binary(max_size=3), st.just(_Stream())),
+)
+def test_request_head_is_the_old_builders(method, target, headers, body):
+    from proxy.client import _request_head
+
+    old = _outcome(_old_request_head, method, target, headers, body)
+    assert _outcome(_request_head, method, target, headers, body) == old
+
+
+_drop_sets = st.sampled_from(
+    [frozenset(), frozenset({"expect", "x-request-id"}), frozenset({"authorization"})]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            # equal sets made anew each time, as each reload makes them
+            _drop_sets.map(lambda s: frozenset(set(s))),
+            st.sampled_from([frozenset(), frozenset({"upgrade", "connection"})]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        ["Host", "Expect", "X-Request-ID", "Authorization", "Upgrade", "Connection"]
+                        + ["X-Real-IP", "X-Original-URL", "Forwarded", "Keep-Alive", "A"]
+                    ),
+                    st.sampled_from(["v", "Upgrade", "keep-alive, A"]),
+                ),
+                max_size=5,
+            ),
+        ),
+        min_size=1,
+        max_size=80,  # past the memo's bound of 64 keys, with repeats
+    ),
+    st.data(),
+)
+def test_forward_headers_drops_what_it_dropped_before_its_memo(calls, data):
+    """The names dropped are memoized by (trusted, drop, keep): each call forwards what a
+    call with nothing memoized (the union built anew, as before) forwards."""
+    from proxy.filters import headers as mod
+
+    for trusted, drop, keep, headers in calls:
+        if data.draw(st.booleans()):  # now and then past another set of keys
+            mod._dropped(not trusted, frozenset({"x-other"}), keep)
+        kw = dict(peer="10.0.0.1", scheme="http", host="h", request_id="r", drop=drop, keep=keep)
+        warm = mod.forward_headers(headers, trusted=trusted, **kw)
+        memo, mod._DROPPED = mod._DROPPED, {}
+        try:
+            assert warm == mod.forward_headers(headers, trusted=trusted, **kw)
+        finally:
+            mod._DROPPED = memo
+
+
+# -- (6) the express path's whole body ------------------------------------------------------
+
+
+def _old_whole_body(status, raw_headers, payload, method):
+    """`proxy.forward.whole_body` before it made one pass (`git show HEAD~:proxy/forward.py`):
+    `unrelayable`, then the first `Content-Length`."""
+    from proxy.forward import is_small, unrelayable
+
+    if status >= 500 or unrelayable(status, raw_headers) is not None:
+        return None
+    length = None
+    for name, value in raw_headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = value
+            break
+    if not is_small(method, status, length):
+        return None
+    return b"" if method == "HEAD" else payload.read_nowait(-1)
+
+
+class _Payload:
+    def read_nowait(self, n: int) -> bytes:
+        assert n == -1
+        return b"the body"
+
+
+_body_names = st.one_of(
+    _spelled,
+    st.sampled_from([b"Content-Length", b"content-length", b"Transfer-Encoding"]),
+    st.sampled_from([b"Content-Length ", b"content-length\t", b"Date ", b"ETag\t", b"", b" "]),
+    st.builds(lambda n, ws: n + ws, _spelled, st.sampled_from([b" ", b"\t", b"  "])),
+)
+_body_values = st.one_of(
+    _value,
+    st.sampled_from([b"gzip, chunked", b"chunked", b", chunked,", b"identity", b"0", b"70000"]),
+    st.sampled_from([b"65536", b"65537", b"\xb2", b"1 2"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(st.sampled_from([101, 199, 200, 204, 304, 404, 499, 500, 502]), st.integers(0, 700)),
+    st.lists(st.tuples(_body_names, _body_values), max_size=10),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+)
+@example(200, [(b"Content-Length", b"2"), (b"content-length", b"70000")], "GET")  # the first
+@example(200, [(b"content-length", b"70000"), (b"Content-Length", b"2")], "GET")
+def test_whole_body_is_the_old_two_passes(status, headers, method):
+    from proxy.forward import whole_body
+
+    old = _old_whole_body(status, headers, _Payload(), method)
+    assert whole_body(status, headers, _Payload(), method) == old

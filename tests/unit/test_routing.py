@@ -6,7 +6,7 @@ import pytest
 
 from proxy.config.model import HeaderMatch, Match, Route
 from proxy.config.templates import rewrite_path
-from proxy.routing import AmbiguousPath, RouteTable, find_unreachable
+from proxy.routing import AmbiguousPath, RouteTable, _Conditions, find_unreachable
 
 
 def route(name: str, **match) -> Route:
@@ -181,7 +181,7 @@ def test_find_unreachable(first, second, unreachable):
         assert found[0][0].name == "second" and found[0][1].name == "first"
 
 
-def test_five_hundred_routes_match_through_indexes_not_scans():
+def test_five_hundred_routes_match_through_indexes_not_scans(monkeypatch):
     routes = []
     for i in range(250):
         routes.append(route(f"t{i}", path=f"/svc{i}/items/{{id}}", methods=["GET"]))
@@ -192,10 +192,13 @@ def test_five_hundred_routes_match_through_indexes_not_scans():
     assert names(table, "POST", "/svc7/items/1") is None
     assert names(table, "GET", "/nothing") is None
     # The work per lookup does not grow with the table: the first and the last route cost
-    # the same number of candidate probes.
-    first = list(table._candidates("/svc0/items/1"))
-    last = list(table._candidates("/svc249/items/1"))
-    assert len(first) == len(last) == 1
+    # the same number of candidate probes (a POST: every candidate is probed, none accepts).
+    probes = []
+    accept = _Conditions.accept
+    monkeypatch.setattr(_Conditions, "accept", lambda c, *a: probes.append(c) or accept(c, *a))
+    assert names(table, "POST", "/svc0/items/1") is None
+    assert names(table, "POST", "/svc249/items/1") is None
+    assert len(probes) == 2 and probes[0].methods == probes[1].methods == {"GET"}
 
 
 def test_path_parameters_that_would_change_the_route_are_refused():
