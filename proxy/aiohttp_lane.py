@@ -38,6 +38,7 @@ _LINE_BREAK = b"\r\n"  # as ints: a byte of either
 # could send gigabytes of `;x=...` that no body-size figure counts. Node.js and hyper
 # allow 16 KiB too; mainstream clients send none.
 MAX_CHUNK_EXTENSIONS = 16 * 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")  # what llhttp reads as one (RFC 9112 §7.1)
 
 
 class EdgeRequestHandler(RequestHandler):
@@ -444,7 +445,10 @@ class ChunkScan:
     llhttp judges the framing; this only reads each chunk-size line (its size, to skip
     the chunk's data, and the bytes after its `;`) and stops at the last chunk, whose
     trailer fields the parser's header limits bound. A line it cannot read as llhttp
-    would (a size too long to be valid) ends the count: llhttp refuses that body anyway.
+    would (no hex digits, a size over 64 bits) ends the count: llhttp refuses that body
+    anyway. It reads sizes as llhttp does: hex digits only (`int()` also takes a sign,
+    `0x` and `_`: `-6` moved the scan back onto its own line, for ever), and any number
+    of leading zeros (they gave up the count, so the extensions after them went unbounded).
     """
 
     __slots__ = ("skip", "digits", "in_extension", "extensions", "done")
@@ -475,17 +479,21 @@ class ChunkScan:
                     self.in_extension = True
                     self.extensions += end - semicolon
                 self.digits += data[pos : end if semicolon < 0 else semicolon]
-                if len(self.digits) > 32:  # no valid chunk size is this long
-                    self.done = True
-                    break
+                if len(self.digits) > 32:
+                    # Leading zeros are no part of the size, and llhttp takes any number.
+                    self.digits = self.digits.lstrip(b"0") or b"0"
+                    if len(self.digits) > 32:  # over 64 bits, or no size: llhttp refuses
+                        self.done = True
+                        break
             if newline < 0:
                 break
             pos = newline + 1
-            try:
-                chunk = int(self.digits.strip(), 16)
-            except ValueError:  # not a chunk size: llhttp refuses the body
-                chunk = 0
+            digits = self.digits[:-1] if self.digits.endswith(b"\r") else self.digits
             self.digits, self.in_extension = b"", False
+            if not _CHUNK_SIZE.fullmatch(digits):  # llhttp refuses the body
+                self.done = True
+                break
+            chunk = int(digits, 16)
             if chunk == 0:
                 self.done = True
             else:

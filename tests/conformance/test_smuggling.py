@@ -381,6 +381,12 @@ LONG_EXTENSIONS = {
     + b"".join(b"1;name=" + b"v" * 60 + b"\r\nx\r\n" for _ in range(400))
     + b"0\r\n\r\n",
     "on-last-chunk": CHUNKED + b"5\r\nhello\r\n0;ext=" + b"A" * 20_000 + b"\r\n\r\n",
+    # llhttp reads any number of leading zeros; the count gave up after 32 bytes of a size
+    "after-a-zero-padded-size": CHUNKED
+    + b"0" * 40
+    + b"5\r\nhello\r\n5;ext="
+    + b"A" * 20_000
+    + b"\r\nhello\r\n0\r\n\r\n",
 }
 
 
@@ -395,6 +401,14 @@ def test_chunk_extensions_up_to_16_kib_in_all_are_accepted(e):
     body = b"".join(b"1;name=" + b"v" * 100 + b"\r\nx\r\n" for _ in range(150)) + b"0\r\n\r\n"
     _, got = forwarded_once(e, CHUNKED + body, "POST")
     assert got.body == b"x" * 150
+
+
+@pytest.mark.parametrize("size", [b"-6", b"-8;x", b"-FF"], ids=["minus-6", "extension", "minus-ff"])
+def test_a_negative_chunk_size_is_refused(e, size):
+    """The extension count read sizes with `int(_, 16)`, which takes a sign: `-6` moved it
+    back onto its own line, and the worker spun there for ever, before llhttp saw the
+    bytes (which it refuses)."""
+    assert_rejected(e, CHUNKED + size + b"\r\nabcdefgh\r\n0\r\n\r\n")
 
 
 def test_a_long_chunk_extension_cuts_a_body_already_streaming(e):
