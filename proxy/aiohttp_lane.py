@@ -96,7 +96,9 @@ class EdgeRequestHandler(RequestHandler):
         self._chunk_scan = ChunkScan()  # its chunk-extension bytes, counted
         self._body_fresh = False  # the next bytes parsed are its first
         self.trailer_body: Any = None  # a body that ended with trailers: nothing after it
-        self._line_len = 0  # the request line of the head being parsed, so far (-1: done)
+        # The request line of the head being parsed, so far (-1: it ended, -2: it ended
+        # over `max_line_size`; llhttp bounds only its target, so a line may end over it).
+        self._line_len = 0
         self._line_start = b""  # its first bytes: enough to tell a HEAD request
         self._head_ended = False  # the last bytes parsed ended a head
         self._tail = b""  # the last bytes parsed (up to _TAIL), for the end-of-body check
@@ -196,7 +198,7 @@ class EdgeRequestHandler(RequestHandler):
             if isinstance(error, LineTooLong):
                 # Judged now, on the line just parsed: the answer is written later, when
                 # more (a line of garbage behind it) may have been measured.
-                error.refusal_status = 414 if self._line_len > self.max_line_size else 431
+                error.refusal_status = 414 if self._line_too_long() else 431
             body = self._last_body  # cut short: the request being handled, or one queued
             if body is not None and not body.is_eof():
                 self._body_broken(body, error, queued)
@@ -340,8 +342,10 @@ class EdgeRequestHandler(RequestHandler):
                 ]
             newline = data.find(b"\n", line_from, end)
             self._line_len += (end if newline < 0 else newline) - line_from
-            if newline >= 0 and self._line_len <= self.max_line_size:
-                self._line_len = -1
+            if newline >= 0:
+                # Ended: what follows is header fields, where nothing is measured nor
+                # rewritten (a field value may end in ` HTTP/1.2` too).
+                self._line_len = -1 if self._line_len <= self.max_line_size else -2
             # The version's last byte, where the line ends here (or these bytes stop): one
             # byte compared per request line, and a few more for `HTTP/1.2` to `HTTP/1.9`.
             tip = (end if newline < 0 else newline) - 1
@@ -357,6 +361,9 @@ class EdgeRequestHandler(RequestHandler):
         last = data[max(start, end - 4) : end]
         self._head_ended = (self._tail[-3:] + last)[-4:] == b"\r\n\r\n"
         return digit
+
+    def _line_too_long(self) -> bool:
+        return self._line_len > self.max_line_size or self._line_len == -2
 
     def _body_left(self) -> int:
         """Bytes of the Content-Length body being parsed still to come (0: none, or
@@ -378,7 +385,7 @@ class EdgeRequestHandler(RequestHandler):
             pinned = getattr(exc, "refusal_status", None)  # see `_parse`
             if pinned is not None:
                 return int(pinned)
-            return 414 if self._line_len > self.max_line_size else 431
+            return 414 if self._line_too_long() else 431
         if str(exc.message).startswith("Too many headers"):
             return 431
         return status
