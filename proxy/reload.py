@@ -146,7 +146,7 @@ class Reloader:
             self.on_event(event)
         return event
 
-    async def watch(self, interval: float = 0.5) -> None:
+    async def watch(self, interval: float = 0.25) -> None:
         """Poll the file; reload when its inode, times or size change, or it disappears
         (a failed reload then says so: logged, at `/-/config`, counted)."""
         while True:

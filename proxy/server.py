@@ -114,7 +114,7 @@ class ServeOptions:
     # A supervised worker's restart-only settings (`RESTART_ONLY`, JSON), as the supervisor
     # read them: a worker restarted after a crash must not listen where a later edit says.
     pinned: str | None = None
-    watch_interval: float = 0.5
+    watch_interval: float = 0.25
     fast_lane: bool = True  # plain requests served by proxy.listener; off: all by aiohttp
     express: bool = True  # the fast lane answers from upstream callbacks, without a task
 

@@ -6,13 +6,13 @@ the loader can attach the message to a line; `parse_*` also return the normalize
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from proxy.config.problems import Invalid, did_you_mean
 from proxy.config.templates import TemplateError, check_path
@@ -199,9 +199,19 @@ def parse_http_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> P
     return ParsedUrl(scheme, host, port, base_path, f"{scheme}://{netloc}{base_path}")
 
 
-# Query options a Redis URL may carry: the proxy's key prefix and what redis-py reads.
-REDIS_URL_OPTIONS = ("prefix", *URL_QUERY_ARGUMENT_PARSERS, "ssl_cert_reqs", "ssl_ca_certs",
-                     "ssl_certfile", "ssl_keyfile", "client_name", "username", "password")  # fmt: skip
+@functools.cache
+def _redis_url_parsers() -> dict[str, Any]:
+    """redis-py's parsers of URL options, imported on first use: a tenth of a second of
+    every start, for the tables (most) that name no Redis URL."""
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    return dict(URL_QUERY_ARGUMENT_PARSERS)
+
+
+def redis_url_options() -> tuple[str, ...]:
+    """Query options a Redis URL may carry: the proxy's key prefix and what redis-py reads."""
+    return ("prefix", *_redis_url_parsers(), "ssl_cert_reqs", "ssl_ca_certs",
+            "ssl_certfile", "ssl_keyfile", "client_name", "username", "password")  # fmt: skip
 
 
 _CERT_REQS = ("none", "optional", "required")
@@ -230,9 +240,10 @@ def check_redis_url(text: str) -> str | None:
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         return f"the database in {shown!r} must be a number, e.g. redis://127.0.0.1:6379/0"
+    options, parsers = redis_url_options(), _redis_url_parsers()
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in REDIS_URL_OPTIONS:
-            hint = did_you_mean(key, REDIS_URL_OPTIONS) or "known: " + ", ".join(REDIS_URL_OPTIONS)
+        if key not in options:
+            hint = did_you_mean(key, options) or "known: " + ", ".join(options)
             return f"unknown option {key!r} in {shown!r} ({hint})"
         # redis-py hands ssl_* to a plain connection too, which fails with a TypeError at
         # the first connect (a proxy that does not start, a reload that stops sharing).
@@ -244,9 +255,9 @@ def check_redis_url(text: str) -> str | None:
             )
         if key in _TLS_FILES and not Path(value).is_file():
             return f"option {key} in {shown!r} names {value!r}, which is not a file"
-        if key in URL_QUERY_ARGUMENT_PARSERS:
+        if key in parsers:
             try:
-                URL_QUERY_ARGUMENT_PARSERS[key](value)
+                parsers[key](value)
             except (TypeError, ValueError):
                 return f"option {key}={value!r} in {shown!r} is not a valid value"
     return None
