@@ -18,6 +18,7 @@ from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.edge import HTTP1_PREFIX, NEWER_MINORS
+from proxy.errors import parser_reason
 from proxy.filters.headers import says_close
 from proxy.linger import Lingering, unread_bytes
 
@@ -534,15 +535,6 @@ def _content_length(msg: Any) -> int | None:
     value = msg.headers.get("Content-Length")
     # llhttp refused a value over 2**64 already; the length check keeps int() cheap anyway.
     return int(value) if value is not None and value.isdigit() and len(value) < 21 else None
-
-
-def parser_reason(exc: HttpProcessingError) -> str:
-    """What the parser found wrong, without the client bytes it quotes after a colon
-    (`Got more than 8190 bytes when reading: b'<a token>'`): those go nowhere, neither to
-    the log (secrets, log injection) nor back to the client."""
-    reason = str(exc.message).split(":", 1)[0]
-    reason = "".join(c if " " <= c <= "~" else " " for c in reason)
-    return " ".join(reason.split())[:120] or "malformed request"
 
 
 def _peer_of(transport: Any) -> str | None:

@@ -18,10 +18,9 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.aiohttp_lane import parser_reason
 from proxy.client import ConnectionPool, Interim, UpstreamResponse
 from proxy.config.model import Upstream
-from proxy.errors import error_response
+from proxy.errors import error_response, parser_reason
 from proxy.filters.headers import HOP_BY_HOP, connection_tokens
 from proxy.http1 import PLAIN_NAMES
 from proxy.upstream.guard import ClientFault
