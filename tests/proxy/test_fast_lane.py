@@ -270,19 +270,23 @@ def test_a_long_pipeline_is_answered_in_full_and_in_order(lanes):
     assert bodies == expected
 
 
+def byte_at_a_time(port: int, request: bytes, version: bytes) -> bytes:
+    """`request` sent a byte per segment, then a closing `GET /r/empty` in `version`;
+    everything the proxy answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(request)):
+            sock.sendall(request[i : i + 1])
+        sock.sendall(b"GET /r/empty HTTP/%s\r\nHost: h\r\nConnection: close\r\n\r\n" % version)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
 def test_a_head_sent_a_byte_at_a_time_is_served(lanes):
     """The parser is fed each byte once as it arrives (and the terminator searched only in
     new bytes), whatever the segmentation."""
     (fast, _), (slow, _) = lanes
     request = b"GET /r/small HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 300 + b"\r\n\r\n"
-    answers = []
-    for port in (fast, slow):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(len(request)):
-                sock.sendall(request[i : i + 1])
-            sock.sendall(b"GET /r/empty HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
+    answers = [byte_at_a_time(port, request, b"1.1") for port in (fast, slow)]
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"]
     assert normalized(answers[0]) == normalized(answers[1])
 
@@ -324,14 +328,7 @@ def test_a_newer_http1_minor_version_sent_a_byte_at_a_time_is_served_on_both(lan
     aiohttp lane reads the version's bytes in reads of their own)."""
     (fast, _), (slow, _) = lanes
     request = b"GET /echo/v HTTP/1.2\r\nHost: h\r\n\r\n"
-    answers = []
-    for port in (fast, slow):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(len(request)):
-                sock.sendall(request[i : i + 1])
-            sock.sendall(b"GET /r/empty HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n")
-            answers.append(b"".join(iter(lambda: sock.recv(65536), b"")))
+    answers = [byte_at_a_time(port, request, b"1.2") for port in (fast, slow)]
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers[0]) == [b"200", b"200"], answers[0]
     assert b"GET /echo/v HTTP/1.1\r\n" in answers[0]
     assert normalized(answers[0]) == normalized(answers[1])
