@@ -64,7 +64,7 @@ class UpstreamResponse:
         content: StreamReader,
         proto: ResponseHandler,
         pool: ConnectionPool,
-        deadline: _Deadline | asyncio.TimerHandle | None,
+        deadline: _Deadline | None,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -99,6 +99,8 @@ class UpstreamResponse:
         proto, self._proto = self._proto, None
         if proto is None:
             return
+        if isinstance(proto, _UpstreamProtocol):
+            proto.drop_spare()
         if self.content.is_eof() and not proto.should_close and proto.is_connected():
             self._pool.put(proto)
         else:
@@ -176,7 +178,34 @@ class _UpstreamProtocol(ResponseHandler):
         self.feed_eof()  # nothing more comes on this connection
         return True
 
+    # A second descriptor for the socket while a request body streams (see `keep_spare`).
+    _spare: socket.socket | None = None
+
+    def keep_spare(self, spare: socket.socket | None) -> None:
+        """Hold `spare`, a dup of this connection's socket, until the response is read.
+
+        A write that fails with EPIPE or a reset makes the event loop close the socket at
+        once, without reading what the upstream sent before it stopped reading (gunicorn
+        answers an app that never reads the body, then closes with the body unread): the
+        answer, or the rest of it, would be lost and the request become a 502. The spare
+        descriptor keeps the socket, so `connection_lost` can still read it."""
+        self.drop_spare()
+        self._spare = spare
+
+    def drop_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._spare is not None:
+            if getattr(exc, "errno", None) in (errno.EPIPE, errno.ECONNRESET):
+                left = _read_left(self._spare, _LEFT_LIMIT)
+                if left and self._parser is not None:
+                    # Parsed as if the loop had read it: a whole answer is relayed; a cut
+                    # one still fails below (more than the limit is never a whole answer).
+                    self.data_received(left)
+            self.drop_spare()
         payload = self._payload
         if exc is not None and payload is not None and not payload.is_eof():
             # A body read until close ends at a clean close only. aiohttp's parser ends it
@@ -337,7 +366,7 @@ class Pending:
         method: str,
         head: bytes,
         body: bytes | None,
-        deadline: _Deadline | asyncio.TimerHandle | None,
+        deadline: _Deadline | None,
     ) -> None:
         self.proto = proto
         self.method = method
@@ -537,8 +566,6 @@ class ConnectionPool:
     ) -> UpstreamResponse:
         up = self.upstream
         t = up.timeout
-        # The protocol's own loop: asyncio.get_running_loop() costs a getpid() system call.
-        loop = proto._loop  # noqa: SLF001
         proto.expect_response(method, t.read)
         whole = body is None or isinstance(body, bytes)
         deadline = None
@@ -551,7 +578,8 @@ class ConnectionPool:
             if body is None or isinstance(body, bytes):
                 _write_whole(transport, head, body)
             else:
-                spare = _spare_socket(transport) if self._ssl is None else None
+                if self._ssl is None:
+                    proto.keep_spare(_spare_socket(transport))
                 transport.write(head)
                 try:
                     await _send_stream(
@@ -568,23 +596,16 @@ class ConnectionPool:
                 except _StaleConnection:
                     # The upstream stopped reading: it may have answered early (a 413, a
                     # 404 or a 200 from an app that never reads bodies, then a close, as
-                    # gunicorn does). That answer is the response; only when none
-                    # arrived does the read below fail as before.
+                    # gunicorn does). That answer, read from the spare descriptor when the
+                    # connection was lost, is the response; only when none arrived does
+                    # the read below fail as before.
                     proto.force_close()
-                    proto = await _rescue_early_answer(proto, spare, method, t.read)
-                finally:
-                    if spare is not None:
-                        spare.close()
             if proto.transport is not None:
                 proto.start_timeout()  # the read timeout counts from the end of the request
             if t.total is not None and not whole:
                 # As Envoy's route timeout: from the end of the request, so an upload that
                 # takes longer than `total` is not cut (stalls are: see `_send_stream`).
-                deadline = (
-                    proto.total_deadline(t.total)
-                    if isinstance(proto, _UpstreamProtocol)
-                    else loop.call_later(t.total, _expire, proto)  # an early answer rescued
-                )
+                deadline = proto.total_deadline(t.total)
         except BaseException:
             if deadline is not None:
                 deadline.cancel()
@@ -595,7 +616,7 @@ class ConnectionPool:
     async def _receive(
         self,
         proto: ResponseHandler,
-        deadline: _Deadline | asyncio.TimerHandle | None,
+        deadline: _Deadline | None,
         on_interim: Interim | None,
     ) -> UpstreamResponse:
         """Read up to the final response's head: interim responses relayed, failures mapped."""
@@ -700,6 +721,10 @@ def _spare_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
         return None
 
 
+# More than this left unread is not an early answer: it is never passed off as one.
+_LEFT_LIMIT = 4 * 1024 * 1024
+
+
 def _read_left(spare: socket.socket, limit: int) -> bytes:
     """What the upstream sent that the event loop never read (it stops on a write error)."""
     parts: list[bytes] = []
@@ -715,42 +740,6 @@ def _read_left(spare: socket.socket, limit: int) -> bytes:
         parts.append(piece)
         size += len(piece)
     return b"".join(parts)
-
-
-async def _rescue_early_answer(
-    proto: ResponseHandler,
-    spare: socket.socket | None,
-    method: str,
-    read_timeout: float | None,
-) -> ResponseHandler:
-    """The protocol to read the response from after sending the body failed.
-
-    A write that fails with EPIPE or a reset makes the event loop close the socket at once,
-    without reading the upstream's answer already queued in it: the request would become
-    a 502 although the upstream answered (gunicorn answers an app that never reads the
-    body, then closes with the body unread). The answer is read from a second descriptor
-    and parsed by a fresh protocol. When `proto` already got a response, or none arrived,
-    `proto` is returned unchanged and the usual read decides.
-    """
-    if spare is None:
-        return proto
-    if proto.transport is not None:
-        await asyncio.sleep(0)  # let a pending connection_lost run first
-    if proto.transport is not None or proto._buffer:  # noqa: SLF001 - a response arrived
-        return proto
-    lost = proto.exception()
-    if getattr(lost, "errno", None) not in (errno.EPIPE, errno.ECONNRESET):
-        return proto  # not the upstream's reset (a timeout, our own abort): nothing to save
-    limit = 4 * 1024 * 1024
-    data = _read_left(spare, limit)
-    if not data or len(data) >= limit:
-        return proto  # nothing, or more than an early answer: never pass a cut body off
-    rescued = ResponseHandler(asyncio.get_running_loop())
-    _response_params(rescued, method, read_timeout)
-    rescued.data_received(data)
-    rescued.connection_lost(None)  # the connection is gone: a close-delimited body ends here
-    rescued.force_close()
-    return rescued
 
 
 def _write_whole(transport: asyncio.WriteTransport, head: bytes, body: bytes | None) -> None:
