@@ -21,20 +21,37 @@ PYTHON = sys.executable
 _handed_out: set[int] = set()
 
 
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) when serial."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2:
+        return 0, 1
+    return int(worker[2:]) % count, count
+
+
+_SHARE = _worker_share()
+
+
 def free_port() -> int:
     """An ephemeral port the kernel just handed out (closed again, so a child can bind it).
 
     Never the same port twice in one test process: the kernel may hand a just-closed port
     out again, and two servers told to use one port make a test fail in confusing ways
-    (one of them dies, and a readiness probe may be answered by the other).
+    (one of them dies, and a readiness probe may be answered by the other). When the suite
+    runs in several worker processes (`make test`), each takes only its own share of port
+    numbers, so two workers never hand out one port between them either. (The share is by
+    `port // 2`: Linux gives `bind()` odd ports and `connect()` even ones.)
     """
-    while True:
+    index, count = _SHARE
+    for _ in range(10_000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port not in _handed_out:
+        if (port // 2) % count == index and port not in _handed_out:
             _handed_out.add(port)
             return port
+    raise RuntimeError(f"no free port for worker {index} of {count} in 10,000 tries")
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, what: str = "condition"):
