@@ -448,6 +448,7 @@ class ProxyHandler:
                 host_header,
                 ex,
                 max_message=self.limits.websocket_message,
+                heartbeat=self.limits.websocket_heartbeat,
                 open_sessions=self.websockets,
             )
             if isinstance(answer, web.Response) and isinstance(answer.body, bytes):

@@ -215,6 +215,7 @@ async def proxy_websocket(
     ex: Exchange,
     *,
     max_message: int = 16 * 1024 * 1024,
+    heartbeat: float | None = None,
     open_sessions: set[Any] | None = None,
 ) -> web.StreamResponse:
     """Connect upstream first, then accept the client, then pump frames both ways.
@@ -222,6 +223,12 @@ async def proxy_websocket(
     Messages are relayed whole, so `max_message` bounds each one (after permessage-deflate
     inflation, which aiohttp checks as it inflates): a larger one closes that side with 1009
     and the close is passed on, as uvicorn and the websockets library do.
+
+    A side silent for `heartbeat` seconds is pinged (aiohttp's heartbeat: any bytes from it
+    reset the clock); no answer within half that ends the session as if it had vanished
+    (1001 to the upstream, 1011 to the client). Pings and pongs of the two peers still pass
+    through, and so do the pongs answering the proxy's own pings (an unsolicited pong is
+    allowed by RFC 6455 §5.5.3, and ignored by peers).
     """
     problem = handshake_problem(
         request.method, tuple(request.version), request.headers, request.body_exists
@@ -253,7 +260,7 @@ async def proxy_websocket(
     try:
         # The upstream's timeouts bound the handshake as they bound any request (aiohttp's
         # own would wait 5 minutes for an upstream that never answers); once switched, a
-        # session lasts as long as both sides keep it.
+        # session lasts as long as both sides keep it (and answer pings: `heartbeat`).
         async with asyncio.timeout(handshake_timeout(upstream)):
             upstream_ws = await session.ws_connect(
                 url,
@@ -265,6 +272,7 @@ async def proxy_websocket(
                 autoclose=False,
                 timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
                 max_msg_size=max_message,
+                heartbeat=heartbeat,
             )
     except aiohttp.WSServerHandshakeError as exc:
         kept = _refusal.get()
@@ -323,6 +331,7 @@ async def proxy_websocket(
         autoping=False,
         autoclose=False,
         max_msg_size=max_message,
+        heartbeat=heartbeat,
     )
     client_ws.headers["X-Request-ID"] = ex.request_id
     handshake = getattr(upstream_ws, "_response", None)  # aiohttp keeps the 101 there

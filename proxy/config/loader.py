@@ -91,6 +91,7 @@ LIMITS_SPEC: Spec = {
     "max_header_total": ("int", 1024, 16 * 1024 * 1024, False),
     "idle_timeout": ("num", 0.1, 86_400, False),
     "websocket_message": ("int", 1024, 1 << 30, False),
+    "websocket_heartbeat": ("num?", 0.1, 86_400, False),
 }
 _TENANT_LABEL = "{tenant}"
 # `shadow.max_memory`: 64 KiB (small JSON answers only) to 64 GiB.

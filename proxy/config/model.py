@@ -261,6 +261,11 @@ class Limits:
     # whole message, so without a bound one client could make it inflate gigabytes. uvicorn's
     # default; larger messages close the connection with 1009 (Message Too Big).
     websocket_message: int = 16 * 1024 * 1024
+    # Seconds a WebSocket session's side may stay silent before the proxy pings it; no
+    # answer within half that ends the session (a peer that vanished without a FIN, a
+    # laptop closed, a NAT that forgot the flow). None: never pinged, the session lasts
+    # until a side closes it.
+    websocket_heartbeat: float | None = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 
@@ -152,3 +153,119 @@ def test_an_upstream_that_never_answers_the_upgrade_is_a_504_within_its_timeouts
     finally:
         silent.close()
     assert answer.status_code == 504, answer.text
+
+
+def _upgraded(port: int, path: str) -> socket.socket:
+    """A raw socket past its 101: the test decides what it reads and answers."""
+    key = base64.b64encode(os.urandom(16))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(
+        b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path.encode(), key)
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "the proxy closed the connection"
+        data += chunk
+    return data
+
+
+def _frame(sock: socket.socket) -> tuple[int, bytes]:
+    """(opcode, payload) of the next (unmasked, unfragmented) frame from the proxy."""
+    first, second = _exactly(sock, 2)
+    size = second & 0x7F
+    if size == 126:
+        size = int.from_bytes(_exactly(sock, 2), "big")
+    elif size == 127:
+        size = int.from_bytes(_exactly(sock, 8), "big")
+    return first & 0x0F, _exactly(sock, size)
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+def test_a_client_that_vanished_is_found_by_the_heartbeat_and_the_upstream_told(
+    start_proxy, upstreams
+):
+    """A client gone without a FIN (a laptop closed, a NAT that forgot the flow) held its
+    session, and the upstream's, for ever. Now it is pinged once silent for
+    `limits.websocket_heartbeat` seconds, and with no pong the upstream gets 1001."""
+    p = start_proxy(extra="limits: {websocket_heartbeat: 0.3}\n")
+    svc = upstreams.legacy
+    before = len(_closes(svc))
+    sock = _upgraded(p.port, "/ws-record")  # and then nothing: no read, no pong
+    try:
+        closes = wait_until(lambda: (c := _closes(svc))[before:] and c, what="the upstream's close")
+        assert closes[before:] == [1001]
+    finally:
+        sock.close()
+
+
+def test_a_quiet_client_that_answers_pings_keeps_its_session(start_proxy):
+    p = start_proxy(extra="limits: {websocket_heartbeat: 0.3}\n")
+    with _upgraded(p.port, "/ws") as sock:
+        pings = 0
+        while pings < 3:  # three heartbeats' worth of silence from the client
+            opcode, payload = _frame(sock)
+            if opcode == 0xA:  # the upstream's pong to the proxy's ping, passed on
+                continue
+            assert opcode == 0x9, (opcode, payload)
+            sock.sendall(_masked(0xA, payload))
+            pings += 1
+        sock.sendall(_masked(0x1, b"still here"))
+        while (frame := _frame(sock))[0] in (0x9, 0xA):
+            if frame[0] == 0x9:
+                sock.sendall(_masked(0xA, frame[1]))
+        assert frame == (0x1, b"echo:still here")
+
+
+def test_an_upstream_that_vanished_is_found_by_the_heartbeat_and_the_client_told(tmp_path):
+    """The upstream side the same way: a stopped upstream process (SIGSTOP: its kernel
+    still holds the connection, nothing answers) ends the client's session with 1011."""
+    up, port, admin = free_port(), free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"version: 1\nlisten: {{host: 127.0.0.1, port: {port}}}\n"
+        f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
+        f'upstreams:\n  legacy: {{url: "http://127.0.0.1:{up}"}}\n'
+        "default: legacy\nroutes: []\nlimits: {websocket_heartbeat: 0.3}\n"
+    )
+
+    async def session(upstream: subprocess.Popen) -> tuple[aiohttp.WSMsgType, int | None]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=10)).data == "echo:hi"
+            upstream.send_signal(signal.SIGSTOP)
+            try:
+                msg = await ws.receive(timeout=20)  # answers the proxy's pings meanwhile
+            finally:
+                upstream.send_signal(signal.SIGCONT)
+            return msg.type, msg.data
+
+    with (
+        running(
+            [PYTHON, "-m", "tests.support.upstream", str(up), "legacy"],
+            ready_url=f"http://127.0.0.1:{up}/ready",
+        ) as upstream,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+        ),
+    ):
+        assert asyncio.run(session(upstream)) == (aiohttp.WSMsgType.CLOSE, 1011)

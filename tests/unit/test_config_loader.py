@@ -350,3 +350,25 @@ def test_relative_store_paths_stay_beside_a_symlinked_routes_yaml(tmp_path):
     config = load_config(mount / "routes.yaml")
     assert sqlite_path(config.shadow.store or "") == mount / "diffs.db"
     assert default_store_url(config.source) == f"sqlite:///{mount / 'strangler-shadow.db'}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", 30.0), ("{websocket_heartbeat: 2.5}", 2.5), ("{websocket_heartbeat: null}", None)],
+)
+def test_websocket_heartbeat_is_seconds_or_null(value: str, expected: float | None) -> None:
+    from proxy.config.loader import parse_config
+
+    text = "version: 1\nupstreams: {legacy: 'http://h:1'}\ndefault: legacy\nroutes: []\n"
+    config = parse_config(text + (f"limits: {value}\n" if value else ""))
+    assert config.limits.websocket_heartbeat == expected
+
+
+def test_websocket_heartbeat_of_zero_names_the_field_and_the_fix() -> None:
+    from proxy.config.loader import ConfigError, parse_config
+
+    text = "version: 1\nupstreams: {legacy: 'http://h:1'}\ndefault: legacy\nroutes: []\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text + "limits: {websocket_heartbeat: 0}\n")
+    assert "limits.websocket_heartbeat" in str(caught.value)
+    assert "or null" in str(caught.value)
