@@ -779,9 +779,14 @@ class _StaleConnection(Exception):
 
 
 def _no_response_yet(exc: BaseException) -> bool:
+    """The connection ended before an answer began: a close, or a reset (uvicorn's close of
+    a connection with a request unread is one). aiohttp's protocol re-raises a reset or a
+    broken pipe as its own `ClientOSError`, with the errno kept, so the errno decides."""
     from aiohttp import ServerDisconnectedError
 
-    return isinstance(exc, (ServerDisconnectedError, ConnectionResetError, BrokenPipeError))
+    if isinstance(exc, ServerDisconnectedError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
 
 
 def _expire(proto: ResponseHandler) -> None:

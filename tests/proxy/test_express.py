@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -56,7 +57,16 @@ def _handler(up: Upstream) -> type[socketserver.BaseRequestHandler]:
                 served += 1
                 if path == b"/drop-second" and served > 1:
                     return  # a kept-alive connection closed on a request, nothing answered
-                if path in (b"/small", b"/drop-second"):
+                if path == b"/reset-second" and served > 1:
+                    # As uvicorn does when it closes an idle connection (its keep-alive
+                    # timeout, `--limit-max-requests`) with a request just arrived: the
+                    # unread request makes the close a reset, with nothing answered.
+                    # (Closed here: socketserver would shut the sending side down first, a
+                    # FIN before the reset.)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+                    return
+                if path in (b"/small", b"/drop-second", b"/reset-second"):
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 elif path == b"/split":  # the head now, the body when the test says
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
@@ -231,6 +241,25 @@ def test_a_kept_alive_connection_closed_under_a_request_retries_only_what_is_saf
         assert "closed a kept-alive connection" in r.json()["message"]
     assert up.seen.count(b"POST /drop-second HTTP/1.1") == 1
     assert proxy.lanes()["escalated_requests"] >= 2  # both went on as tasks
+
+
+def test_a_kept_alive_connection_reset_under_a_request_retries_only_what_is_safe(proxy, up):
+    """As above, when the upstream resets the reused connection (a close with the request
+    unread, as uvicorn's is) rather than closing it: aiohttp reports the reset as its own
+    `ClientOSError`, and it is the same stale connection: a GET goes again on a fresh one
+    (the proxy here has `retries: 0`, so no retry policy hides it; it was a 502 "sent an
+    invalid response: [Errno 104] Connection reset by peer"), a POST gets a 502 and is
+    never sent twice."""
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/small").text == "ok"  # one pooled connection
+        r = client.get(proxy.url + "/reset-second")
+        assert (r.status_code, r.text) == (200, "ok")
+        assert up.seen[-2:] == [b"GET /reset-second HTTP/1.1"] * 2
+        assert client.get(proxy.url + "/small").text == "ok"  # the fresh one is pooled now
+        r = client.post(proxy.url + "/reset-second")
+        assert r.status_code == 502
+        assert "closed a kept-alive connection" in r.json()["message"]
+    assert up.seen.count(b"POST /reset-second HTTP/1.1") == 1
 
 
 def test_the_total_timeout_ends_an_answer_that_never_finishes_on_a_reused_connection(tmp_path, up):
