@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -373,6 +374,15 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     publisher = loop.create_task(_publish_in_flight(telemetry)) if multiprocess_dir() else None
     for warning in (*_warnings(config), *runtime.notes):
         log.warning("%s", warning)
+    files, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files != resource.RLIM_INFINITY and files < FEW_OPEN_FILES:
+        log.warning(
+            "open files limit is %d: about %d clients at once (each needs its upstream "
+            "connection too), and past it new connections are closed unanswered; raise the "
+            "hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit nofile=)",
+            files,
+            max(0, files // 2 - 50),
+        )
     log.info(
         "strangler worker %d listening on http://%s:%d (%d routes, default upstream %s)",
         opts.worker_index,
@@ -513,6 +523,28 @@ def _warnings(config: Config) -> list[str]:
     return list(config_warnings(config))
 
 
+# Below this many descriptors the proxy says so at startup (a common soft limit is 1024).
+FEW_OPEN_FILES = 4096
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as Go's runtime does; return it.
+
+    Each client connection takes a descriptor and its upstream connection another, so the
+    usual soft limit of 1024 caps the proxy near 500 clients at once, and past it the event
+    loop (libuv) accepts each new connection and closes it at once: no answer, no log
+    line. The hard limit is the operator's to set (ulimit -Hn, LimitNOFILE=)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
 def serve(opts: ServeOptions) -> int:
     """Entry point of `strangler serve`."""
     try:
@@ -520,6 +552,7 @@ def serve(opts: ServeOptions) -> int:
     except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1
         print(f"strangler: cannot start: {exc}", file=sys.stderr)
         return 1
+    raise_open_files_limit()
     if opts.pinned:
         runtime = _with_pinned(runtime, opts.pinned)
     clash = _port_clash(runtime.config, opts)
