@@ -17,16 +17,23 @@ def _start(tmp_path, upstreams, soft: int, hard: int):
     config.write_text(base_config(upstreams, port, admin))
     log = tmp_path / "proxy.log"
 
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
+    # prlimit (util-linux) sets the limits and execs the proxy: same process, no
+    # preexec_fn (unsafe in a test process with threads).
     proc = subprocess.Popen(
-        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        [
+            "prlimit",
+            f"--nofile={soft}:{hard}",
+            PYTHON,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "-c",
+            str(config),
+        ],
         cwd=str(ROOT),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=limited,
     )
     try:
         wait_http(f"http://127.0.0.1:{admin}/-/ready", proc=proc)
