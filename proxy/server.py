@@ -47,6 +47,7 @@ from proxy.telemetry import (
 )
 from proxy.telemetry.http import dashboard_routes, metrics_endpoint
 from proxy.telemetry.logging import configure_logging
+from proxy.telemetry.logstream import BackgroundLogStream
 from proxy.telemetry.metrics import multiprocess_dir
 from proxy.telemetry.redact import Redactor
 from proxy.upstream.registry import GuardRegistry
@@ -226,10 +227,7 @@ async def run_worker(opts: ServeOptions, runtime: Runtime) -> int:
     holder = RuntimeHolder(runtime)
     config: Config = runtime.config
     pool = UpstreamPool()
-    # Our own buffer on stdout, whatever PYTHONUNBUFFERED says: access lines are flushed in
-    # batches (proxy/telemetry/logging.py), other log lines as they are written.
-    log_stream = open(sys.stdout.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
-    telemetry = Telemetry(config.telemetry, log_stream=log_stream)
+    telemetry = Telemetry(config.telemetry, log_stream=_log_stream())
     telemetry.reconfigure(config)
     guards = GuardRegistry(config, on_transition=telemetry.breaker_changed)
     await guards.start()
@@ -523,8 +521,23 @@ def _warnings(config: Config) -> list[str]:
     return list(config_warnings(config))
 
 
+_LOG_STREAM: BackgroundLogStream | None = None
+
+
+def _log_stream() -> BackgroundLogStream:
+    """stdout, written from a thread (proxy/telemetry/logstream.py), whatever
+    PYTHONUNBUFFERED says: access lines are handed over in batches (RequestLog), other
+    log lines as they are written. One per process, as stdout is."""
+    global _LOG_STREAM
+    if _LOG_STREAM is None:
+        _LOG_STREAM = BackgroundLogStream(sys.stdout.fileno())
+    return _LOG_STREAM
+
+
 # Below this many descriptors the proxy says so at startup (a common soft limit is 1024).
 FEW_OPEN_FILES = 4096
+# Seconds a stopping process waits for its last log lines to reach a blocked stdout.
+LOG_DRAIN_TIMEOUT = 2.0
 
 
 def raise_open_files_limit() -> int:
@@ -590,6 +603,9 @@ def serve(opts: ServeOptions) -> int:
         except CannotStart as exc:
             print(f"strangler: {exc}", file=sys.stderr)
             return EXIT_CANNOT_LISTEN if opts.supervisor_pid is not None else 1
+        finally:
+            if _LOG_STREAM is not None:  # the last lines ("stopped"), unless stdout is stuck
+                _LOG_STREAM.drain(LOG_DRAIN_TIMEOUT)
 
 
 # The sections a running proxy applies only when it starts (see `run_worker`'s `on_swap`).

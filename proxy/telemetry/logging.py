@@ -297,6 +297,13 @@ class RequestLog:
             handler.flush()
         except (OSError, ValueError):
             pass
+        take_dropped = getattr(handler.stream, "take_dropped", None)
+        if take_dropped is not None and (dropped := take_dropped()):
+            logging.getLogger("strangler").warning(
+                "%d log lines were dropped: stdout was not read for a while (a stuck log "
+                "collector?); requests were served meanwhile",
+                dropped,
+            )
 
     def flush(self) -> None:
         for handler in self._access.handlers:
