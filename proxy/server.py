@@ -588,7 +588,10 @@ def serve(opts: ServeOptions) -> int:
         except CannotListen as exc:
             print(f"strangler: {exc}", file=sys.stderr)
             return 1
-        return _supervise(opts, runtime.config)
+        try:
+            return _supervise(opts, runtime.config)
+        finally:
+            _log_stream().drain(LOG_DRAIN_TIMEOUT)
     if opts.supervisor_pid is not None:
         _stop_with_supervisor(opts.supervisor_pid)
     try:
@@ -727,9 +730,10 @@ def _supervise(opts: ServeOptions, config: Config) -> int:
 
     Workers ignore SIGINT (a terminal's Ctrl-C reaches them too): the supervisor turns
     the first into SIGTERM for each (a drain) and a second into `CUT_NOW`."""
-    # Its lines (a worker restarted) in the workers' format, where log collectors read them.
+    # Its lines (a worker restarted) in the workers' format, where log collectors read them,
+    # and as theirs never waiting for a blocked stdout (a signal to pass on may be waiting).
     configure_logging(
-        config.telemetry.log_format, Redactor(config.telemetry.redact), stream=sys.stdout
+        config.telemetry.log_format, Redactor(config.telemetry.redact), stream=_log_stream()
     )
     # Workers write their metrics to files in one directory; worker 0 serves the sum.
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
