@@ -32,6 +32,12 @@ from aiohttp.streams import StreamReader
 from proxy.config.model import IDEMPOTENT_METHODS, Upstream
 
 MAX_IDLE = 256  # idle connections kept per upstream
+# A read or total timeout looks at the sockets once before it fails an exchange: it moves
+# `_LOOK` seconds on (uvloop's timers count whole milliseconds; a shorter one would run
+# before the poll). uvloop (libuv) runs due timers before it reads the sockets, so a process
+# that stood still past a deadline (SIGSTOP, a paused VM or container, a frozen cgroup, a
+# blocked loop) timed out every exchange in flight although their answers had arrived.
+_LOOK = 0.01
 READ_BUFSIZE = 64 * 1024
 
 
@@ -124,6 +130,7 @@ class _UpstreamProtocol(ResponseHandler):
 
     _read_deadline: float | None = None  # loop time; None: no read is being timed
     _read_when = 0.0  # when `_read_timeout_handle` fires
+    _read_looked = False  # the read deadline passed once and moved on for a look (`_LOOK`)
     _total: _Deadline | None = None
     _params: tuple[bool, float | None] | None = None
     # Called once, from the loop, when the response (or a failure) is in: how `Pending`
@@ -246,6 +253,7 @@ class _UpstreamProtocol(ResponseHandler):
             self._drop_timeout()
             return
         at = self._read_deadline = self._loop.time() + timeout
+        self._read_looked = False
         if self._read_timeout_handle is None or at < self._read_when:  # (a shorter timeout)
             self._arm_read_check(at)
 
@@ -265,8 +273,14 @@ class _UpstreamProtocol(ResponseHandler):
         deadline = self._read_deadline
         if deadline is None:  # no read is being timed: the next one arms the timer again
             return
-        if self._loop.time() < deadline:  # data came meanwhile: wait on
+        now = self._loop.time()
+        if now < deadline:  # data came meanwhile: wait on
             self._arm_read_check(deadline)
+            return
+        if not self._read_looked:  # what came while nobody looked is read first
+            self._read_looked = True
+            self._read_deadline = now + _LOOK
+            self._arm_read_check(now + _LOOK)
             return
         self._on_read_timeout()
 
@@ -295,6 +309,7 @@ class _UpstreamProtocol(ResponseHandler):
     def expect_response(self, method: str, read_timeout: float | None) -> None:
         """Ready the parser for the response to a `method` request."""
         self._at_start = True
+        self._payload = None  # the last exchange's, read to its end: `_answered` asks
         key = (method == "HEAD", read_timeout)
         if key != self._params or self._parser is None or self._upgraded:
             _response_params(self, method, read_timeout)
@@ -307,17 +322,19 @@ class _Deadline:
     as a `TimerHandle`'s; an exchange's deadline is cancelled before its connection is
     reused (`UpstreamResponse.release`) or when the connection is closed."""
 
-    __slots__ = ("proto", "at", "when", "handle")
+    __slots__ = ("proto", "at", "when", "handle", "looked")
 
     def __init__(self, proto: _UpstreamProtocol) -> None:
         self.proto = proto
         self.at: float | None = None  # loop time the exchange under way times out
         self.when = 0.0  # when `handle` fires
         self.handle: asyncio.TimerHandle | None = None
+        self.looked = False  # the deadline passed once and moved on for a look (`_LOOK`)
 
     def arm(self, timeout: float) -> _Deadline:
         loop = self.proto._loop  # noqa: SLF001
         at = self.at = loop.time() + timeout
+        self.looked = False
         if self.handle is None or at < self.when:
             self._schedule(at)
         return self
@@ -342,11 +359,18 @@ class _Deadline:
         at = self.at
         if at is None:  # nothing under way: the next exchange arms the timer again
             return
-        if self.proto._loop.time() < at:  # noqa: SLF001 - an exchange started since
+        now = self.proto._loop.time()  # noqa: SLF001
+        if now < at:  # an exchange started since
             self._schedule(at)
             return
+        if not self.looked:  # what came while nobody looked is read first
+            self.looked = True
+            self.at = now + _LOOK
+            self._schedule(now + _LOOK)
+            return
         self.at = None
-        _expire(self.proto)
+        if not _answered(self.proto):  # a whole answer in hand is relayed, not failed
+            _expire(self.proto)
 
 
 class Pending:
@@ -787,6 +811,13 @@ def _no_response_yet(exc: BaseException) -> bool:
     if isinstance(exc, ServerDisconnectedError):
         return True
     return isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
+
+
+def _answered(proto: ResponseHandler) -> bool:
+    """Whether the answer to the exchange under way is all in (its head parsed, its body
+    to the end), waiting only for the handler to take it."""
+    payload = proto._payload  # noqa: SLF001 - None until this exchange's head is parsed
+    return payload is not None and payload.is_eof() and payload.exception() is None
 
 
 def _expire(proto: ResponseHandler) -> None:

@@ -16,7 +16,10 @@ whichever process answers GET /metrics merges every worker's files.
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -31,6 +34,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    mmap_dict,
     multiprocess,
     values,
 )
@@ -156,9 +160,87 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+class _AllocatedMmapedDict(mmap_dict.MmapedDict):
+    """prometheus-client's metrics file, with its disk blocks allocated before they are
+    written through the mapping.
+
+    Its files are sparse (`truncate`), and a write through a mapping to a page the file
+    system cannot find room for is not an error but SIGBUS: with the directory full (a
+    small tmpfs), every worker died at its first request, was restarted and died again,
+    with nothing said. `posix_fallocate` makes that an OSError; then this process keeps its
+    figures in memory (they leave /metrics, requests are served) and says so once."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            try:
+                with open(filename, "a+b") as f:
+                    if os.fstat(f.fileno()).st_size == 0:
+                        os.posix_fallocate(f.fileno(), 0, mmap_dict._INITIAL_MMAP_SIZE)
+            except OSError as exc:
+                _metrics_file_failed(filename, exc)
+                with contextlib.suppress(OSError):
+                    if os.path.getsize(filename) == 0:  # an empty file breaks the scrape
+                        os.unlink(filename)
+                self._f = None
+                self._fname = None  # in memory
+                self._capacity = mmap_dict._INITIAL_MMAP_SIZE
+                self._m = mmap.mmap(-1, self._capacity)
+                self._positions: dict[str, int] = {}
+                self._used = 8
+                mmap_dict._pack_integer(self._m, 0, self._used)
+                return
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key: str) -> None:
+        need = self._used + len(key.encode("utf-8")) + 32  # an entry, its padding included
+        if need > self._capacity:
+            capacity = self._capacity
+            while need > capacity:
+                capacity *= 2
+            if self._fname is not None:
+                try:
+                    os.posix_fallocate(self._f.fileno(), 0, capacity)
+                except OSError as exc:
+                    _metrics_file_failed(self._fname, exc)
+                    self._to_memory()
+            if self._fname is None:
+                grown = mmap.mmap(-1, capacity)
+                grown[: self._used] = self._m[: self._used]
+                self._m = grown
+                self._capacity = capacity
+        super()._init_value(key)
+
+    def _to_memory(self) -> None:
+        """Go on in anonymous memory: still counted, no longer exported."""
+        copy = mmap.mmap(-1, self._capacity)
+        copy[: self._used] = self._m[: self._used]
+        self._m.close()
+        self._f.close()
+        self._m, self._f, self._fname = copy, None, None
+
+
+_FULL_WARNED = False
+
+
+def _metrics_file_failed(filename: str, exc: OSError) -> None:
+    global _FULL_WARNED
+    if _FULL_WARNED:
+        return
+    _FULL_WARNED = True
+    logging.getLogger("strangler").error(
+        "metrics file %s cannot grow (%s): this worker's figures are no longer in /metrics, "
+        "requests are still served; make room in %s=%s (a tmpfs of a few MiB) and restart",
+        filename,
+        exc.strerror or exc,
+        MULTIPROC_ENV,
+        os.path.dirname(filename),
+    )
+
+
 def _use_multiprocess_values() -> None:
     # prometheus-client picks its value class when it is first imported; if that happened before
     # the master set the directory, switch now (before any metric of ours is built).
+    values.MmapedDict = _AllocatedMmapedDict  # type: ignore[misc]
     if values.ValueClass is values.MutexValue:
         values.ValueClass = values.MultiProcessValue()
 

@@ -8,6 +8,8 @@ handler can answer, or fall back to legacy, without knowing how the attempt fail
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -309,7 +311,7 @@ class UpstreamCaller:
         except ConnectFailed as exc:
             failure = UpstreamFailure(
                 502,
-                f"upstream {upstream.name} unreachable: connection refused or failed",
+                f"upstream {upstream.name} unreachable: {connect_cause(exc)}",
                 connected=False,
                 error=exc,
             )
@@ -334,6 +336,27 @@ class UpstreamCaller:
         if telemetry is not None:
             telemetry.attempt_finished(span, upstream.name, None, error=failure.error)
         raise failure
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why a connection could not be made, in words an operator can act on: the name
+    did not resolve, the certificate was refused, the port refused. No address: clients
+    see it (the route and the upstream's name say where)."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, socket.gaierror):
+        return f"its host name did not resolve ({cause.strerror})"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"its TLS certificate was refused ({cause.verify_message}); the proxy trusts "
+            "the system's CAs (SSL_CERT_FILE names a bundle with a private CA)"
+        )
+    if isinstance(cause, ssl.SSLError):
+        return f"the TLS handshake failed ({cause.reason or cause})"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[:1].lower() + cause.strerror[1:]
+    return "connection refused or failed"
 
 
 async def _complete(resp: UpstreamResponse) -> None:
