@@ -4,14 +4,12 @@ or failed" for all three, in the answer and in the log line alike.)"""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import textwrap
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.procs import PYTHON, free_port, running, wait_until
 
@@ -35,7 +33,6 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_a_502_names_the_dns_tls_or_refusal_behind_it(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     tls_port, closed_port, port, admin_port = free_port(), free_port(), free_port(), free_port()
