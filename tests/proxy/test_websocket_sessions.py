@@ -218,7 +218,9 @@ def test_a_client_that_vanished_is_found_by_the_heartbeat_and_the_upstream_told(
 
 
 def test_a_quiet_client_that_answers_pings_keeps_its_session(start_proxy):
-    p = start_proxy(extra="limits: {websocket_heartbeat: 0.3}\n")
+    # A heartbeat of 1 s leaves the test half a second to answer each ping, even on a
+    # loaded machine (the test itself is the peer that must answer in time).
+    p = start_proxy(extra="limits: {websocket_heartbeat: 1.0}\n")
     with _upgraded(p.port, "/ws") as sock:
         pings = 0
         while pings < 3:  # three heartbeats' worth of silence from the client
@@ -244,7 +246,7 @@ def test_an_upstream_that_vanished_is_found_by_the_heartbeat_and_the_client_told
         f"version: 1\nlisten: {{host: 127.0.0.1, port: {port}}}\n"
         f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
         f'upstreams:\n  legacy: {{url: "http://127.0.0.1:{up}"}}\n'
-        "default: legacy\nroutes: []\nlimits: {websocket_heartbeat: 0.3}\n"
+        "default: legacy\nroutes: []\nlimits: {websocket_heartbeat: 1.0}\n"
     )
 
     async def session(upstream: subprocess.Popen) -> tuple[aiohttp.WSMsgType, int | None]:
