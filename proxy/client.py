@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 import re
 import socket
@@ -460,6 +461,10 @@ class ConnectionPool:
             ssl.create_default_context() if upstream.scheme == "https" else None
         )
         self._closed = False
+        # The lookup of the upstream's host name under way, shared by the connects that
+        # need it (None for an address, which needs none).
+        self._numeric = _is_address(upstream.host)
+        self._lookup: asyncio.Future[list[Any]] | None = None
 
     def put(self, proto: ResponseHandler) -> None:
         if self._closed or len(self._idle) >= MAX_IDLE:
@@ -487,20 +492,51 @@ class ConnectionPool:
     async def _connect(self) -> _UpstreamProtocol:
         loop = asyncio.get_running_loop()
         up = self.upstream
+        resolving = not self._numeric
         try:
             async with asyncio.timeout(up.timeout.connect):
-                _, proto = await loop.create_connection(
-                    lambda: _UpstreamProtocol(loop),
-                    up.host,
-                    up.port,
-                    ssl=self._ssl,
-                    server_hostname=up.host if self._ssl else None,
-                )
+                hosts = [up.host] if self._numeric else await self._resolve(loop)
+                resolving = False
+                failure: OSError | None = None
+                for host in hosts:  # each address in turn, as create_connection does
+                    try:
+                        _, proto = await loop.create_connection(
+                            lambda: _UpstreamProtocol(loop),
+                            host,
+                            up.port,
+                            ssl=self._ssl,
+                            server_hostname=up.host if self._ssl else None,
+                        )
+                        return proto
+                    except OSError as exc:
+                        failure = exc
+                assert failure is not None  # getaddrinfo returns an address or raises
+                raise failure
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"connect to {up.host}:{up.port} timed out") from exc
+            what = f"resolving {up.host}" if resolving else f"connect to {up.host}:{up.port}"
+            raise UpstreamTimeout(f"{what} timed out") from exc
         except OSError as exc:
             raise ConnectFailed(f"connect to {up.host}:{up.port} failed: {exc}") from exc
-        return proto
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop) -> list[str]:
+        """The upstream's addresses, from one lookup shared by every connect that needs it
+        while it runs. A lookup cannot be cancelled (getaddrinfo runs in one of the event
+        loop's few resolver threads): with a connect each, a resolver that stopped
+        answering held every thread, and upstreams named otherwise waited too."""
+        lookup = self._lookup
+        if lookup is None:
+            lookup = self._lookup = asyncio.ensure_future(
+                loop.getaddrinfo(self.upstream.host, self.upstream.port, type=socket.SOCK_STREAM)
+            )
+            lookup.add_done_callback(self._looked_up)
+        infos = await asyncio.shield(lookup)  # a connect that times out leaves it running
+        return list(dict.fromkeys(info[4][0] for info in infos))
+
+    def _looked_up(self, lookup: asyncio.Future[list[Any]]) -> None:
+        if self._lookup is lookup:
+            self._lookup = None  # the next connect looks the name up again (no caching)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: every connect may have timed out before it
 
     async def request(
         self,
@@ -692,6 +728,14 @@ class ConnectionPool:
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})")
 _LENGTH_FIELD = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*(?=\r\n)", re.IGNORECASE)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _first_response_end(data: bytes, head_only: bool) -> int | None:
