@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from proxy.config.model import Match, Route, ShadowPolicy, Upstream
 from proxy.shadow.mirror import DOWN_AFTER, DOWN_FOR, ShadowMirror
 from proxy.shadow.model import CapturedResponse, ShadowRequest
@@ -14,6 +16,14 @@ from proxy.shadow.send import HttpSender
 from proxy.shadow.store import SQLiteStore
 from tests.shadow_e2e.support import counting_app, counts
 from tests.support.procs import free_port, stop
+
+
+@pytest.fixture(autouse=True)
+def _mirror_never_yields(monkeypatch):
+    # About a candidate that is down, not about yielding to a late loop (BUSY_LAG; a loaded
+    # test machine runs late): see tests/shadow_e2e/test_busy_loop.py for that.
+    monkeypatch.setattr("proxy.shadow.mirror.BUSY_LAG", 1.0)
+
 
 PRIMARY = CapturedResponse(200, (("content-type", "application/json"),), b'{"id": 1}', 0.001)
 REQUEST = ShadowRequest("GET", "/items/1")
