@@ -225,41 +225,28 @@ def test_the_in_process_profile_runs_on_the_express_path():
     assert "µs per request" in out.stdout
 
 
-def test_a_kept_alive_connection_closed_under_a_request_retries_only_what_is_safe(proxy, up):
-    """The upstream closes a reused connection without answering: the express path hands
+@pytest.mark.parametrize("path", ["/drop-second", "/reset-second"], ids=["closed", "reset"])
+def test_a_kept_alive_connection_ended_under_a_request_retries_only_what_is_safe(proxy, up, path):
+    """The upstream ends a reused connection without answering: the express path hands
     over to the pool's rule (as a task would meet it): a GET goes again on a fresh
     connection, a POST (which the upstream may have acted on) gets a 502 and is never
-    sent twice."""
+    sent twice. The same when it resets the connection (a close with the request unread,
+    as uvicorn's is) rather than closing it: aiohttp reports the reset as its own
+    `ClientOSError`, and it is the same stale connection (the proxy here has `retries: 0`,
+    so no retry policy hides it; it was a 502 "sent an invalid response: [Errno 104]
+    Connection reset by peer")."""
     with httpx.Client() as client:
         assert client.get(proxy.url + "/small").text == "ok"  # one pooled connection
-        r = client.get(proxy.url + "/drop-second")
+        r = client.get(proxy.url + path)
         assert (r.status_code, r.text) == (200, "ok")
-        assert up.seen[-2:] == [b"GET /drop-second HTTP/1.1"] * 2
+        assert up.seen[-2:] == [f"GET {path} HTTP/1.1".encode()] * 2
         assert client.get(proxy.url + "/small").text == "ok"  # the fresh one is pooled now
-        r = client.post(proxy.url + "/drop-second")
+        r = client.post(proxy.url + path)
         assert r.status_code == 502
         assert "closed a kept-alive connection" in r.json()["message"]
-    assert up.seen.count(b"POST /drop-second HTTP/1.1") == 1
-    assert proxy.lanes()["escalated_requests"] >= 2  # both went on as tasks
-
-
-def test_a_kept_alive_connection_reset_under_a_request_retries_only_what_is_safe(proxy, up):
-    """As above, when the upstream resets the reused connection (a close with the request
-    unread, as uvicorn's is) rather than closing it: aiohttp reports the reset as its own
-    `ClientOSError`, and it is the same stale connection: a GET goes again on a fresh one
-    (the proxy here has `retries: 0`, so no retry policy hides it; it was a 502 "sent an
-    invalid response: [Errno 104] Connection reset by peer"), a POST gets a 502 and is
-    never sent twice."""
-    with httpx.Client() as client:
-        assert client.get(proxy.url + "/small").text == "ok"  # one pooled connection
-        r = client.get(proxy.url + "/reset-second")
-        assert (r.status_code, r.text) == (200, "ok")
-        assert up.seen[-2:] == [b"GET /reset-second HTTP/1.1"] * 2
-        assert client.get(proxy.url + "/small").text == "ok"  # the fresh one is pooled now
-        r = client.post(proxy.url + "/reset-second")
-        assert r.status_code == 502
-        assert "closed a kept-alive connection" in r.json()["message"]
-    assert up.seen.count(b"POST /reset-second HTTP/1.1") == 1
+    assert up.seen.count(f"POST {path} HTTP/1.1".encode()) == 1
+    if path == "/drop-second":
+        assert proxy.lanes()["escalated_requests"] >= 2  # both went on as tasks
 
 
 def test_the_total_timeout_ends_an_answer_that_never_finishes_on_a_reused_connection(tmp_path, up):
