@@ -199,6 +199,11 @@ def split_prefix(url: str, default: str) -> tuple[str, str]:
 
 
 MAX_BUDGET_CALLS = 32  # concurrent rate-limit calls to Redis per process
+# Syncs in a row that time out before Redis is said to be down. A refused or reset
+# connection is down at once; a timeout may be this process's own: an event loop running
+# late (a burst of clients, a paused container) fires the call's deadline before it reads
+# the answer waiting in the socket, and one late loop must not switch sharing off.
+DOWN_AFTER_TIMEOUTS = 3
 BUDGET_QUEUE_WAIT = 2.0  # seconds a request waits for its turn before counting locally
 
 
@@ -259,6 +264,7 @@ class RedisState:
         self._closed = False
         self.syncs = 0
         self.failures = 0
+        self._timeouts = 0  # syncs in a row that timed out while Redis was thought healthy
         self._budget_calls = asyncio.Semaphore(MAX_BUDGET_CALLS)  # shared rate-limit calls
         self.budget_failures = 0
 
@@ -328,8 +334,15 @@ class RedisState:
                 async with asyncio.timeout(self.timeout * 5):
                     results = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
+            if self._healthy and _timed_out(exc):
+                self._timeouts += 1
+                if self._timeouts < DOWN_AFTER_TIMEOUTS:
+                    self.failures += 1
+                    self.nudge()  # ask again at once, not an interval later
+                    return False
             self._lost(exc, guards)
             return False
+        self._timeouts = 0
         self._regained(guards)
         for (guard, _delta, generation), result in zip(batches, results, strict=True):
             self._adopt(guard, result, generation)
@@ -461,6 +474,7 @@ class RedisState:
 
     def _lost(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
         self.failures += 1
+        self._timeouts = 0
         cause = type(exc).__name__
         if self._healthy or cause != self._cause:
             # Down, or down for a new kind of reason (refused, then a wrong password).
@@ -518,3 +532,10 @@ class RedisState:
         keys = [k for guard in guards for k in self.keys(guard)]
         if keys:
             await self.client.delete(*keys)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A deadline passed (ours or redis-py's socket timeout), as opposed to a refusal."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, (TimeoutError, RedisTimeout))
