@@ -191,3 +191,28 @@ def test_a_store_that_cannot_write_says_so_once_not_per_batch(caplog):
         assert "ConnectionError" in warnings[0].getMessage()
     finally:
         store.close(timeout=1)
+
+
+def test_close_keeps_one_deadline_when_the_store_is_locked(tmp_path):
+    """A writer stuck on a file another process holds (SQLite's busy wait is 10 s per
+    batch) is waited for once, up to the deadline: shutdown is not flush time plus join
+    time."""
+    import sqlite3
+
+    path = tmp_path / "shadow.db"
+    store = SQLiteStore(path, flush_interval=0.01)
+    store.write([make_record("r", 0, "x")])  # the file and table exist
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for i in range(1, 4):
+            assert store.add(make_record("r", i, "x"))
+        started = time.monotonic()
+        store.close(timeout=1.5)
+        took = time.monotonic() - started
+        # flush and join each waiting the whole timeout would be 3 s
+        assert 1.5 <= took < 2.7, took
+        assert store._thread is not None and store._thread.is_alive()  # left behind
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

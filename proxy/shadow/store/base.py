@@ -146,7 +146,11 @@ class DiffStore(ABC):
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is pending, stop the writer thread and release the backend."""
+        """Write what is pending, stop the writer thread and release the backend.
+
+        One deadline for all of it: a writer stuck on a locked or unreachable store is left
+        behind (a daemon thread) rather than waited for a second time."""
+        deadline = time.monotonic() + timeout
         if not self.flush(timeout) and self._pending:
             log.warning(
                 "shadow store %s: %d diff(s) not written before shutdown (%s)",
@@ -158,7 +162,7 @@ class DiffStore(ABC):
             self._closed = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self._close_backend()
 
     def write(self, records: Sequence[DiffRecord]) -> None:
