@@ -14,6 +14,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
@@ -51,6 +52,11 @@ _TRACEPARENT_FUTURE = re.compile(
     r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-[^\r\n]*)?[ \t]*\Z"
 )
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+
+
+def _span_line(span: Any) -> str:
+    """The `console` exporter's format: a span's JSON on one line."""
+    return span.to_json(indent=None) + "\n"
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -201,7 +207,10 @@ class Tracing:
         elif config.exporter == "otlp":
             self.provider = OtlpHttpExport(config.endpoint, resource)
         else:
-            self.provider = SdkExport(BatchSpanProcessor(ConsoleSpanExporter()), resource)
+            # stderr, a line per span: stdout carries the access log, a JSON line per request
+            # from another thread, which a span printed across lines would break up.
+            console = ConsoleSpanExporter(out=sys.stderr, formatter=_span_line)
+            self.provider = SdkExport(BatchSpanProcessor(console), resource)
         self._sink = self.provider
         self._sample = config.sample
         self._follow_client = config.client_sampling == "follow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -303,22 +304,28 @@ def test_a_tracestate_with_control_characters_is_not_forwarded(traced):
     assert server.parent.span_id == 0x00F067AA0BA902B7 and not server.context.trace_state
 
 
-def test_console_exporter_prints_spans():
+def test_console_exporter_prints_a_line_per_span_to_stderr():
+    """stdout is the access log's, a JSON line per request; spans go to stderr, one line
+    each, so neither breaks the other's lines."""
     script = (
         "from proxy.config.model import TracesConfig\n"
         "from proxy.telemetry.tracing import Tracing\n"
         "t = Tracing(TracesConfig(exporter='console', sample=1.0))\n"
-        "span = t.start_server_span({}, 'GET', '/console', route='r', http_route='/console')\n"
-        "t.end_server_span(span, 200)\n"
+        "for path in ('/console', '/again'):\n"
+        "    span = t.start_server_span({}, 'GET', path, route='r', http_route=path)\n"
+        "    t.end_server_span(span, 200)\n"
         "t.shutdown(wait=True, timeout=5)\n"
         "print('trace', format(span.trace_id, '032x'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
-    out = subprocess.run(
+    done = subprocess.run(
         [PYTHON, "-c", script], capture_output=True, text=True, timeout=30, env=env, check=True
-    ).stdout
-    trace = out.rsplit("trace ", 1)[1].strip()
-    assert '"name": "GET /console"' in out and f'"trace_id": "0x{trace}"' in out
+    )
+    assert done.stdout.startswith("trace ") and done.stdout.count("\n") == 1, done.stdout
+    trace = done.stdout.split()[1]
+    spans = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [s["name"] for s in spans] == ["GET /console", "GET /again"]
+    assert spans[1]["context"]["trace_id"] == f"0x{trace}"
 
 
 def test_traceparent_and_tracestate_follow_the_w3c_parsing_rules():
