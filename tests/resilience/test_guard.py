@@ -66,7 +66,7 @@ async def test_bulkhead_overflow_fails_fast_and_other_upstreams_are_untouched() 
     with pytest.raises(BulkheadFull) as info:
         async with slow.slot():
             pass
-    assert loop.time() - started < 0.05  # fast, not after queue_timeout
+    assert loop.time() - started < 1.0  # at once, not after the 5 s queue_timeout
     assert info.value.retry_after >= 1 and "max_queued 1" in str(info.value)
 
     async with other.slot() as slot:  # a different upstream still admits immediately

@@ -225,26 +225,6 @@ async def test_oversized_bodies_and_sampling(rig):
     assert mirror.admit(replace(half, mode="legacy"), "GET", 0) is False
 
 
-async def _loop_lag_while(action, duration: float) -> float:
-    """Run `action` and measure the worst event-loop stall over `duration` seconds."""
-    worst = 0.0
-    stop = time.monotonic() + duration
-
-    async def beat():
-        nonlocal worst
-        last = time.monotonic()
-        while time.monotonic() < stop:
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            worst = max(worst, now - last - 0.005)
-            last = now
-
-    task = asyncio.create_task(beat())
-    await action()
-    await task
-    return worst
-
-
 def slow_shadow(
     name: str, *, concurrency: int, queue: int
 ) -> tuple[Route, ShadowRequest, CapturedResponse]:
@@ -258,26 +238,20 @@ def slow_shadow(
         shadow=ShadowPolicy(concurrency=concurrency, queue=queue),
     )
     primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
-    return route, ShadowRequest("GET", "/slow"), primary
+    return route, ShadowRequest("GET", "/slow", query=f"test={name}"), primary
 
 
 async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, servers):
     make, sender, store = rig
     mirror = make()
     slow, req, primary = slow_shadow("slow", concurrency=2, queue=3)
+    # `submit` is a plain function: it cannot wait for a slot, only take one or drop.
+    assert not asyncio.iscoroutinefunction(mirror.submit)
     results = []
-    worst_submit = 0.0
-
-    async def flood():
-        nonlocal worst_submit
-        for i in range(200):
-            t0 = time.perf_counter()
-            results.append(mirror.submit(slow, "/slow", req, primary, f"s{i}"))
-            worst_submit = max(worst_submit, time.perf_counter() - t0)
-            if i % 20 == 0:
-                await asyncio.sleep(0.01)
-
-    lag = await _loop_lag_while(flood, 0.5)
+    for i in range(200):
+        results.append(mirror.submit(slow, "/slow", req, primary, f"s{i}"))
+        if i % 20 == 0:
+            await asyncio.sleep(0.01)
     snap = mirror.snapshot()["routes"][0]
     assert snap["in_flight"] == 2 and snap["queued"] == 3
     assert sum(results) == 5  # 2 in flight + 3 queued; everything else dropped
@@ -285,11 +259,12 @@ async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, se
     assert sum(snap["dropped"].values()) == 195
     assert set(snap["dropped"]) <= {"queue_full", "proxy_busy"}
     assert "queue_full" in snap["dropped"]
-    assert worst_submit < 0.005, worst_submit
-    assert lag < 0.1, lag
-    t0 = time.monotonic()
+    candidate = servers["candidate"]
+    received = "GET /slow?test=slow received"
+    await until(lambda: stats(candidate)["calls"].get(received) == 2, what="the 2 in flight")
     await mirror.close(timeout=0.2)
-    assert time.monotonic() - t0 < 1.5  # a 2-second candidate does not hold shutdown
+    # a 2-second candidate does not hold shutdown: close returned before it answered
+    assert "GET /slow?test=slow answered" not in stats(candidate)["calls"]
     assert mirror.submit(slow, "/slow", req, primary, "late") is False
     assert mirror.snapshot()["routes"][0]["dropped"]["stopping"] >= 1
 
@@ -301,10 +276,8 @@ async def test_dead_candidate_is_recorded_as_an_error(rig):
     r = route("dead", target="dead")
     req = ShadowRequest("GET", "/items/1")
     primary = await primary_of(sender, req)
-    t0 = time.perf_counter()
     for i in range(5):
         assert mirror.submit(r, "/items/{id}", req, primary, f"d{i}")
-    assert time.perf_counter() - t0 < 0.01
     await until(lambda: compared(mirror, "dead") == 5)
     await mirror.close()
     records = list(store.records())

@@ -55,7 +55,9 @@ def make_app(role: str) -> web.Application:
 
     async def slow(request: web.Request) -> web.Response:
         await record(request)
+        calls[f"GET /slow?{request.query_string} received"] += 1
         await asyncio.sleep(2.0)
+        calls[f"GET /slow?{request.query_string} answered"] += 1
         return web.json_response({"slow": True})
 
     async def create(request: web.Request) -> web.Response:
