@@ -46,7 +46,7 @@ from proxy.telemetry import (
     remove_multiprocess_dir,
 )
 from proxy.telemetry.http import dashboard_routes, metrics_endpoint
-from proxy.telemetry.logging import configure_logging
+from proxy.telemetry.logging import configure_logging, log_level_from_env
 from proxy.telemetry.logstream import BackgroundLogStream
 from proxy.telemetry.metrics import multiprocess_dir
 from proxy.telemetry.redact import Redactor
@@ -560,6 +560,11 @@ def raise_open_files_limit() -> int:
 
 def serve(opts: ServeOptions) -> int:
     """Entry point of `strangler serve`."""
+    try:
+        log_level_from_env()
+    except ValueError as exc:
+        print(f"strangler: cannot start: {exc}", file=sys.stderr)
+        return 1
     try:
         runtime = load_runtime(opts.config_path)
     except Exception as exc:  # noqa: BLE001 - a bad file at startup is a clean exit 1

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -23,6 +24,9 @@ from proxy.telemetry.redact import Redactor
 
 FLUSH_INTERVAL = 0.1  # seconds an access line may wait in the stream buffer
 ACCESS_LOGGER = "strangler.access"
+# The root logger's level, by name (WARNING silences request lines, keeps warnings and errors).
+LOG_LEVEL_ENV = "STRANGLER_LOG_LEVEL"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HANDLER_MARK = "_strangler_handler"
 _BARE = re.compile(r"[A-Za-z0-9._:/@+%,{}\[\]\-]+")
 
@@ -236,19 +240,44 @@ def make_formatter(log_format: str, redactor: Redactor) -> logging.Formatter:
     raise ValueError(f"telemetry.log_format: unknown format {log_format!r}; use 'json' or 'text'")
 
 
+def log_level_from_env() -> int:
+    """The root level `STRANGLER_LOG_LEVEL` names (INFO when unset or empty).
+
+    An operator's only way to quiet a proxy without code: `WARNING` drops the request lines
+    (and the info lines) but keeps warnings and errors. A name that is not a level raises
+    `ValueError` saying so, which `strangler serve` turns into a refusal to start: a typo
+    must not leave the log as loud (or as quiet) as the operator did not ask for.
+    """
+    raw = os.environ.get(LOG_LEVEL_ENV, "").strip()
+    if not raw:
+        return logging.INFO
+    name = raw.upper()
+    if name == "WARN":
+        name = "WARNING"
+    if name not in _LEVELS:
+        raise ValueError(
+            f"{LOG_LEVEL_ENV}={raw!r} is not a log level; set it to one of "
+            f"{', '.join(_LEVELS)}, or unset it for INFO"
+        )
+    return logging.getLevelNamesMapping()[name]
+
+
 def configure_logging(
     log_format: str,
     redactor: Redactor,
     *,
     stream: IO[str] | None = None,
-    level: int = logging.INFO,
+    level: int | None = None,
 ) -> logging.Handler:
     """Route the root logger (so every module's logs) through one redacting formatter.
 
     The access logger gets the same handler directly (not through the root), which lets
     `RequestLog.access` write its line without building a LogRecord. Idempotent: calling it
-    again (on reload) replaces the handler it installed before.
+    again (on reload) replaces the handler it installed before. `level` None: the root level
+    is `STRANGLER_LOG_LEVEL`'s (see `log_level_from_env`).
     """
+    if level is None:
+        level = log_level_from_env()
     root = logging.getLogger()
     access = logging.getLogger(ACCESS_LOGGER)
     for logger in (root, access):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 import pytest
 
@@ -410,3 +411,83 @@ telemetry: {{log_format: json}}
     assert access["trace_id"] == trace  # the client's trace: joined, or continued by the span
     assert warning["request_id"] == access["request_id"] == resp.headers["X-Request-ID"]
     assert warning["trace_id"] == access["trace_id"]
+
+
+def test_strangler_log_level_quiets_request_lines_but_keeps_warnings(make, monkeypatch):
+    """docs/operations.md: `STRANGLER_LOG_LEVEL` sets the root level, the operator's way to
+    drop request lines without code. It was read once and then lost when `Telemetry` took
+    over the logging setup: every level but INFO was ignored."""
+    monkeypatch.setenv("STRANGLER_LOG_LEVEL", "warning")
+    t, out = make()
+    t.request_finished("customers", "legacy", "legacy", "GET", 200, 0.001, 1)
+    logging.getLogger("strangler").info("listening")
+    logging.getLogger("strangler").warning("upstream down")
+    t.error("boom", request_id="req-boom0002")
+    assert [line["msg"] for line in json_lines(out)] == ["upstream down", "boom"]
+
+
+def test_an_unknown_strangler_log_level_stops_serve_naming_the_variable(tmp_path):
+    import subprocess
+
+    from tests.support.procs import PYTHON, ROOT, free_port
+
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {free_port()}}}
+admin: {{host: 127.0.0.1, port: {free_port()}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{free_port()}"}}
+routes: []
+"""
+    )
+    done = subprocess.run(
+        [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+        env={**os.environ, "STRANGLER_LOG_LEVEL": "LOUD"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "STRANGLER_LOG_LEVEL='LOUD' is not a log level" in done.stderr
+    assert "WARNING" in done.stderr
+
+
+def test_a_real_proxy_at_strangler_log_level_warning_logs_no_request_lines(tmp_path):
+    """A real proxy in front of a closed port, run as an operator would run it quietly: the
+    502's warning is logged, its access line and the startup info lines are not."""
+    import subprocess
+
+    import httpx
+
+    from tests.support.procs import PYTHON, free_port, running
+
+    dead, port, admin = free_port(), free_port(), free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{dead}", retry: {{retries: 0}}}}
+routes: []
+"""
+    )
+    out = tmp_path / "stdout"
+    with (
+        out.open("w") as stdout,
+        running(
+            [PYTHON, "-m", "proxy.cli", "serve", "-c", str(config)],
+            ready_url=f"http://127.0.0.1:{admin}/-/ready",
+            env={"STRANGLER_LOG_LEVEL": "WARNING"},
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        ),
+    ):
+        assert httpx.get(f"http://127.0.0.1:{port}/x", timeout=10).status_code == 502
+    # `running` stopped the proxy: every line it meant to write is in the file now.
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    assert [x for x in lines if "unreachable" in x["msg"]], lines
+    assert {x["level"] for x in lines} <= {"warning", "error", "critical"}, lines
+    assert not [x for x in lines if x["logger"] == "strangler.access"]
