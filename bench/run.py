@@ -33,6 +33,7 @@ CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 # Not part of the 1-worker comparison the issue fixes: what a second process buys on a
 # machine whose two cores also run wrk and the upstream.
 TWO_WORKERS = "strangler, 2 workers (--workers 2)"
+LOGGED = "strangler, access log on (to /dev/null; nginx: access_log off)"
 
 
 def nginx_conf(workdir: Path, listen: int, body_dir: Path, upstream_port: int | None) -> Path:
@@ -142,6 +143,7 @@ def proxy_bench(results: list[str]) -> None:
         px_port, px_admin, slow_port, slow_admin = (free_port() for _ in range(4))
         naive_port, pump_port, parse_port = free_port(), free_port(), free_port()
         task_port, task_admin = free_port(), free_port()
+        logged_port, logged_admin = free_port(), free_port()
         pair_port, pair_admin = free_port(), free_port()
 
         def routes(port: int, admin: int) -> str:
@@ -180,6 +182,7 @@ def proxy_bench(results: list[str]) -> None:
             ),
             serve(px_port, px_admin) as strangler,
             serve(task_port, task_admin, STRANGLER_EXPRESS="0") as task_lane,
+            serve(logged_port, logged_admin, STRANGLER_LOG_LEVEL="INFO") as logged,
             serve(pair_port, pair_admin, "--workers", "2") as pair,
             serve(slow_port, slow_admin, STRANGLER_FAST_LANE="0") as slow_lane,
             running(
@@ -204,6 +207,7 @@ def proxy_bench(results: list[str]) -> None:
                 "upstream direct (nginx static)": (up_port, None),
                 "nginx reverse proxy": (ngx_port, None),
                 "strangler": (px_port, strangler.pid),
+                LOGGED: (logged_port, logged.pid),
                 "strangler, a task per request (STRANGLER_EXPRESS=0)": (task_port, task_lane.pid),
                 TWO_WORKERS: (pair_port, pair.pid),
                 "strangler, aiohttp lane only (STRANGLER_FAST_LANE=0)": (slow_port, slow_lane.pid),
@@ -260,6 +264,7 @@ def proxy_bench(results: list[str]) -> None:
         *rows,
         "",
         f"strangler / nginx = **{rate['strangler'] / ngx:.2f}x** (target ≥ 0.5x); "
+        f"with its access log on, {rate[LOGGED] / ngx:.2f}x; "
         f"strangler / naive aiohttp proxy = "
         f"{rate['strangler'] / rate['naive aiohttp proxy (bench/peers)']:.2f}x; "
         f"express / a task per request = "
