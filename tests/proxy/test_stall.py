@@ -21,6 +21,10 @@ from tests.support.procs import wait_until
 IN_FLIGHT = 8
 # The pause: past the upstream's read (2 s) and total (5 s) timeouts: both come due in it.
 PAUSE = 5.5
+# The upstream answers this long after each request: long enough for all of them to be in
+# flight at once on a slow machine before the stop, and under the read timeout, so the
+# answers arrive while the proxy is stopped.
+ANSWER_AFTER = 1.0
 
 ROUTES = """\
 - name: slow
@@ -37,7 +41,7 @@ def test_answers_that_arrived_while_the_proxy_was_stopped_are_relayed(start_prox
 
     def call(_: int) -> tuple[int, str]:
         with httpx.Client(timeout=30.0) as c:
-            r = c.get(proxy.url + "/svc/slow", params={"s": "0.2"})
+            r = c.get(proxy.url + "/svc/slow", params={"s": str(ANSWER_AFTER)})
             return r.status_code, r.text
 
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
