@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -114,10 +115,25 @@ def options_star_response(request_id: str) -> web.Response:
     )
 
 
+# aiohttp wraps llhttp's own reason for a bad request line (a fixed text, never client
+# bytes): `Bad status line:\n  Invalid HTTP version:\n\n  b'...'`.
+_LINE_DETAIL = re.compile(r"Bad status line:\s+([A-Za-z][A-Za-z ]{0,60}):")
+# llhttp stops at `PRI * HTTP/2.0` (the HTTP/2 connection preface) with a pause, not an error.
+_H2_PREFACE = "Pause on PRI/Upgrade"
+
+
 def parser_reason(exc: HttpProcessingError) -> str:
     """What the parser found wrong, without the client bytes it quotes after a colon
     (`Got more than 8190 bytes when reading: b'<a token>'`): those go nowhere, neither to
-    the log (secrets, log injection) nor back to the client."""
-    reason = str(exc.message).split(":", 1)[0]
+    the log (secrets, log injection) nor back to the client. A bad request line says what
+    is wrong with it, and the HTTP/2 preface what it is: llhttp's own words ("Bad status
+    line", "Pause on PRI/Upgrade") tell a client nothing it can act on."""
+    text = str(exc.message)
+    if text.startswith(_H2_PREFACE):
+        return "the HTTP/2 connection preface: this listener speaks HTTP/1.1 only"
+    detail = _LINE_DETAIL.match(text)
+    if detail is not None:
+        return f"bad request line: {detail.group(1).strip()}"
+    reason = text.split(":", 1)[0]
     reason = "".join(c if " " <= c <= "~" else " " for c in reason)
     return " ".join(reason.split())[:120] or "malformed request"

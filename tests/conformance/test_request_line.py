@@ -381,3 +381,20 @@ def test_a_refused_head_request_after_a_body_and_an_empty_line_gets_no_body(e, f
         assert w.response("HEAD").status == 400
         assert w.closed()
     assert w.raw.endswith(b"\r\n\r\n"), w.raw[-120:]
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"HTTP/2 connection preface: this listener speaks"),
+        (b"GET /a HTTP/3.0\r\nHost: h\r\n\r\n", b"bad request line: Invalid HTTP version"),
+        (b"GET /a HTTP/1.1 x\r\nHost: h\r\n\r\n", b"bad request line: Expected CRLF after"),
+    ],
+    ids=["http2-preface", "version-3.0", "junk-after-version"],
+)
+def test_a_refused_request_line_says_what_is_wrong(e, data, says):
+    """llhttp's words for these ("Pause on PRI/Upgrade", "Bad status line") tell a client
+    nothing; the answer says what was wrong, and still quotes none of the client's bytes."""
+    resp = assert_rejected(e, data)
+    assert says in resp.body, resp.body
+    assert b"HTTP/3.0" not in resp.body and b"SM" not in resp.body
