@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -360,17 +361,10 @@ def test_throttled_warnings_say_how_many_were_held_back(monkeypatch, caplog):
     ]
 
 
-@pytest.mark.parametrize("traced", [False, True], ids=["exporter-none", "exporter-otlp"])
-def test_a_failing_upstreams_warning_line_carries_the_requests_ids(tmp_path, traced):
-    """A real proxy in front of a closed port: the warning about the 502 has the same
-    `request_id` and `trace_id` fields as the request's access line (with tracing off, the
-    trace id of the client's `traceparent`), not only the request id inside its message."""
-    import subprocess
-
-    import httpx
-
-    from tests.support.procs import PYTHON, free_port, running
-    from tests.telemetry.otlp_sink import otlp_sink
+def dead_upstream_routes(tmp_path, extra: str = "") -> tuple[Path, int, int]:
+    """A routes.yaml whose only upstream is a closed port (no retries): every request is a
+    502 and a warning. Returns the file, the proxy's port and the admin port."""
+    from tests.support.procs import free_port
 
     dead, port, admin = free_port(), free_port(), free_port()
     config = tmp_path / "routes.yaml"
@@ -382,9 +376,25 @@ upstreams:
   legacy: {{url: "http://127.0.0.1:{dead}", retry: {{retries: 0}}}}
 default: legacy
 routes: []
-telemetry: {{log_format: json}}
 """
+        + extra
     )
+    return config, port, admin
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["exporter-none", "exporter-otlp"])
+def test_a_failing_upstreams_warning_line_carries_the_requests_ids(tmp_path, traced):
+    """A real proxy in front of a closed port: the warning about the 502 has the same
+    `request_id` and `trace_id` fields as the request's access line (with tracing off, the
+    trace id of the client's `traceparent`), not only the request id inside its message."""
+    import subprocess
+
+    import httpx
+
+    from tests.support.procs import PYTHON, running
+    from tests.telemetry.otlp_sink import otlp_sink
+
+    config, port, admin = dead_upstream_routes(tmp_path, "telemetry: {log_format: json}\n")
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     out = tmp_path / "stdout"
     with otlp_sink() as (collector, _), out.open("w") as stdout:
@@ -461,19 +471,9 @@ def test_a_real_proxy_at_strangler_log_level_warning_logs_no_request_lines(tmp_p
 
     import httpx
 
-    from tests.support.procs import PYTHON, free_port, running
+    from tests.support.procs import PYTHON, running
 
-    dead, port, admin = free_port(), free_port(), free_port()
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"""version: 1
-listen: {{host: 127.0.0.1, port: {port}}}
-admin: {{host: 127.0.0.1, port: {admin}}}
-upstreams:
-  legacy: {{url: "http://127.0.0.1:{dead}", retry: {{retries: 0}}}}
-routes: []
-"""
-    )
+    config, port, admin = dead_upstream_routes(tmp_path)
     out = tmp_path / "stdout"
     with (
         out.open("w") as stdout,
