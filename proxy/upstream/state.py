@@ -334,13 +334,7 @@ class RedisState:
                 async with asyncio.timeout(self.timeout * 5):
                     results = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
-            if self._healthy and _timed_out(exc):
-                self._timeouts += 1
-                if self._timeouts < DOWN_AFTER_TIMEOUTS:
-                    self.failures += 1
-                    self.nudge()  # ask again at once, not an interval later
-                    return False
-            self._lost(exc, guards)
+            self._failed(exc, guards)
             return False
         self._timeouts = 0
         self._regained(guards)
@@ -414,7 +408,7 @@ class RedisState:
                     ],
                 )
         except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
-            self._lost(exc, list(self.guards()))
+            self._failed(exc, list(self.guards()))
             return "granted", 0.0  # local decision stands
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         return verdict, int(wait) / 1000.0
@@ -471,6 +465,17 @@ class RedisState:
         if int(result[0]) == 1:
             return None
         return int(result[1]) / 1e6, int(result[2]) / 1e6
+
+    def _failed(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
+        """A call failed: Redis is lost, unless it only timed out and fewer than
+        `DOWN_AFTER_TIMEOUTS` calls in a row did (then the sync loop asks again at once)."""
+        if self._healthy and _timed_out(exc):
+            self._timeouts += 1
+            if self._timeouts < DOWN_AFTER_TIMEOUTS:
+                self.failures += 1
+                self.nudge()
+                return
+        self._lost(exc, guards)
 
     def _lost(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
         self.failures += 1
