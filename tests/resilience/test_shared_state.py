@@ -247,6 +247,17 @@ async def test_a_late_sync_is_not_an_outage_until_several_in_a_row(caplog) -> No
                 assert store.healthy
             finally:
                 server.send_signal(signal.SIGCONT)
+            # A request asking for the fleet's probe counts the same way.
+            assert await store.sync_once()
+            server.send_signal(signal.SIGSTOP)
+            try:
+                for _ in range(DOWN_AFTER_TIMEOUTS - 1):
+                    assert await store.acquire_probe(guard) == ("granted", 0.0)  # locally
+                    assert store.healthy
+                assert await store.acquire_probe(guard) == ("granted", 0.0)
+                assert not store.healthy
+            finally:
+                server.send_signal(signal.SIGCONT)
         finally:
             await store.close()
 
