@@ -53,6 +53,7 @@ from proxy.filters.ratelimit import (
     Verdict,
     budget_id,
     gcra_terms,
+    header_value,
     limit_key,
     refusal_key,
     reset_header,
@@ -1561,8 +1562,7 @@ def _awaits_admission(rt: Runtime, route: Route | None, side: str) -> bool:
 def _limit_key(policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]) -> str:
     header = None
     if policy.key.startswith("header:"):
-        name = policy.key[len("header:") :]
-        header = next((v for k, v in headers if k.lower() == name), None)
+        header = header_value(headers, policy.key[len("header:") :])
     return limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
 
 

@@ -94,3 +94,26 @@ def test_a_forwarded_port_does_not_make_each_connection_a_new_client(start_proxy
     ]
     assert [s.status_code for s in statuses] == [200, 200, 200, 429]
 
+
+def test_a_header_key_sent_twice_counts_against_the_address(start_proxy):
+    """Counted by its first value, a request spent a budget the client picked while the
+    upstream could honour the other value: each request a fresh budget."""
+    proxy = start_proxy(routes=ROUTES)
+
+    def status(first: str) -> int:
+        headers = [("X-Api-Key", first), ("X-Api-Key", "real")]
+        return httpx.get(proxy.url + "/keyed/x", headers=headers).status_code
+
+    assert [status(f"random-{i}") for i in range(3)] == [200, 200, 429]  # the address: burst 2
+
+
+def test_long_header_keys_that_share_a_prefix_have_their_own_budgets(start_proxy):
+    """Tokens of one issuer share their first few hundred bytes; one caller must not spend
+    another's budget."""
+    proxy = start_proxy(routes=ROUTES)
+
+    def status(key: str) -> int:
+        return httpx.get(proxy.url + "/keyed/x", headers={"X-Api-Key": key}).status_code
+
+    assert [status("A" * 256 + "mallory") for _ in range(3)] == [200, 200, 429]
+    assert status("A" * 256 + "alice") == 200
