@@ -40,6 +40,7 @@ from proxy.exchange import EXTRACTED, LEGACY, PROXY, Exchange, loggable_target
 from proxy.filters import auth as auth_filter
 from proxy.filters.headers import (
     UPGRADE_HEADERS,
+    client_address,
     forward_headers,
     is_trusted,
     peer_address,
@@ -52,6 +53,7 @@ from proxy.filters.ratelimit import (
     Verdict,
     budget_id,
     gcra_terms,
+    header_value,
     limit_key,
     refusal_key,
     reset_header,
@@ -876,7 +878,7 @@ class ProxyHandler:
 
         # filters
         trusted = is_trusted(peer, rt.trusted)
-        ex.client = _client_ip(client_headers, peer, trusted)
+        ex.client = _client_ip(client_headers, peer, rt, trusted)
         ex.client_headers = client_headers
         telemetry = self.telemetry
         if telemetry is not None and telemetry.tracing.enabled:
@@ -1560,8 +1562,7 @@ def _awaits_admission(rt: Runtime, route: Route | None, side: str) -> bool:
 def _limit_key(policy: RateLimit, ex: Exchange, headers: list[tuple[str, str]]) -> str:
     header = None
     if policy.key.startswith("header:"):
-        name = policy.key[len("header:") :]
-        header = next((v for k, v in headers if k.lower() == name), None)
+        header = header_value(headers, policy.key[len("header:") :])
     return limit_key(policy, client=ex.client, tenant=ex.tenant, header=header)
 
 
@@ -1738,12 +1739,9 @@ def _peer(transport: Any) -> str:
     return "" if transport is None else peer_address(transport.get_extra_info("peername"))
 
 
-def _client_ip(client_headers: Any, peer: str, trusted: bool) -> str:
-    """The client address: the peer, or the nearest address a trusted proxy vouched for."""
-    if trusted:
-        lines = client_headers.getall("X-Forwarded-For", ())
-        if lines:  # the nearest address: the last element of the last line
-            last = lines[-1].split(",")[-1].strip()
-            if last:
-                return last
-    return peer
+def _client_ip(client_headers: Any, peer: str, rt: Runtime, trusted: bool) -> str:
+    """The client address: the peer, or the nearest address the trusted proxies vouched
+    for (`client_address`)."""
+    if not trusted:
+        return peer
+    return client_address(client_headers.getall("X-Forwarded-For", ()), peer, rt.trusted)

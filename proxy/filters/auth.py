@@ -28,6 +28,11 @@ _CONTEXT = frozenset(
         "tracestate",
     }
 )
+# What the proxy tells the check itself: a client's own copies never reach it, even with
+# these names in `auth.send` (a check reads the first of two values, and the client's came
+# first: `X-Forwarded-Uri: /public` had a DELETE on /admin judged as a GET of /public).
+# Traefik's ForwardAuth replaces them too.
+_SET_HERE = frozenset({"x-forwarded-method", "x-forwarded-uri", "host"})
 # Fields of the check's own answer that are not relayed with a refusal: framing (the proxy
 # re-frames the body it read) and the proxy's own request id.
 _NOT_RELAYED = HOP_BY_HOP | {"content-length", "x-request-id"}
@@ -52,7 +57,7 @@ def check_headers(
     """The check request's headers: the `send` ones and the forwarding context, as they
     are forwarded (hop-by-hop fields and client forgeries already gone), plus what the
     request is for."""
-    wanted = _CONTEXT.union(auth.send)
+    wanted = _CONTEXT.union(auth.send) - _SET_HERE
     out = [(name, value) for name, value in forwarded if name.lower() in wanted]
     out += [("X-Forwarded-Method", method), ("X-Forwarded-Uri", uri), ("Host", host)]
     return out

@@ -118,6 +118,50 @@ def is_trusted(peer: str, trusted: Sequence[Network]) -> bool:
     return any(addr in net for net in trusted)
 
 
+def _hop_address(entry: str) -> str | None:
+    """One `X-Forwarded-For` element as a canonical address, or None when it is none: a
+    port is dropped (`203.0.113.9:5555`, `[2001:db8::1]:443`, as Azure's gateways and some
+    CDNs write them), and an IPv4-mapped IPv6 address is written as IPv4."""
+    entry = entry.strip()
+    if entry.startswith("["):  # [v6] or [v6]:port
+        entry = entry[1 : entry.find("]")] if "]" in entry else ""
+    elif entry.count(":") == 1:  # v4:port (a bare v6 address has two colons or more)
+        entry = entry.partition(":")[0]
+    try:
+        addr = ipaddress.ip_address(entry)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def client_address(xff_lines: Sequence[str], peer: str, trusted: Sequence[Network]) -> str:
+    """The client's address: the peer, or when the peer is a trusted proxy, the nearest
+    `X-Forwarded-For` hop that is not one (walked from the right, as nginx's
+    `real_ip_recursive`, Envoy's `xff_trusted_cidrs` and Traefik's `trustedIPs` do). Behind
+    two listed balancers the last element is the outer balancer's address, and every
+    client would share it: one rate-limit budget, one sticky side, one refusal budget.
+
+    Each hop is read as an address (its port dropped), so one client keeps one key
+    whatever port its connection had; an element that is no address stops the walk at the
+    trusted hop that wrote it (nginx's rule), never becoming a key of its own."""
+    if not is_trusted(peer, trusted):
+        return peer
+    hops = [e for line in xff_lines for e in line.split(",")]
+    client = peer
+    for entry in reversed(hops):
+        if not entry.strip():
+            continue
+        addr = _hop_address(entry)
+        if addr is None:
+            break
+        client = addr
+        if not is_trusted(addr, trusted):
+            break
+    return client
+
+
 def _forwarded_node(ip: str) -> str:
     if ":" in ip:
         return f'"[{ip}]"'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.config.model import RateLimit
@@ -20,6 +21,7 @@ from proxy.config.model import RateLimit
 # one, so sweeping loses nothing); bounds memory against clients that vary their key.
 MAX_KEYS = 100_000
 _LOW_MARK = MAX_KEYS * 9 // 10  # what a sweep brings the table down to
+_KEY_AS_IS = 64  # a `header:` value up to this long is its own key; a longer one is digested
 _EPSILON = 1e-9  # sums of intervals drift in floating point; a nanosecond is no burst
 
 
@@ -124,10 +126,30 @@ def limit_key(policy: RateLimit, *, client: str, tenant: str | None, header: str
     if kind == "tenant" and tenant:
         return "t:" + tenant
     if kind.startswith("header:") and header:
-        return "h:" + header[:256]
+        if len(header) <= _KEY_AS_IS:
+            return "h:" + header
+        # A long value (a JWT, a signed API key) is digested, never cut: values that share
+        # their first few hundred bytes (tokens of one issuer do) are different callers.
+        digest = hashlib.blake2b(header.encode("utf-8", "surrogatepass"), digest_size=16)
+        return "hd:" + digest.hexdigest()
     if kind == "route":
         return "r"
     return "ip:" + (client or "unknown")
+
+
+def header_value(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
+    """A `header:NAME` key's value in the headers as forwarded: None when absent or sent
+    more than once. With two fields the upstream may act on either (or on both joined),
+    so counting the first would let a client spend a budget of its choosing while the
+    upstream honours the other value: the request counts against its address instead,
+    as `tenant` does with a repeated tenant header."""
+    found = None
+    for name, value in headers:
+        if len(name) == len(lower_name) and name.lower() == lower_name:
+            if found is not None:
+                return None
+            found = value
+    return found
 
 
 def refusal_key(client: str) -> str:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from proxy.config.model import Config, Route, TelemetryConfig
 from proxy.telemetry.logging import RequestLog, configure_logging, json_access_fields
 from proxy.telemetry.metrics import CONTENT_TYPE, DEFAULT_ROUTE, Metrics
-from proxy.telemetry.redact import Redactor
+from proxy.telemetry.redact import Redactor, needs_path_redaction
 from proxy.telemetry.spans import Span
 from proxy.telemetry.tracing import Tracing, trace_id_from_headers
 
@@ -174,7 +174,7 @@ class Telemetry:
         return tracing.start_server_span(
             headers,
             method,
-            self.redactor.path(path) if ";" in path else path,
+            self.redactor.path(path) if needs_path_redaction(path) else path,
             route=name or DEFAULT_ROUTE,
             http_route=self._routes.get(name) if name else None,
             scheme=scheme,
@@ -277,7 +277,7 @@ class Telemetry:
                 request_id=request_id,
                 error=error,
             )
-        if path and ";" in path:
+        if path and needs_path_redaction(path):
             path = self.redactor.path(path)
         log = self.log
         handler = log.json_direct()

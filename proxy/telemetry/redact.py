@@ -142,6 +142,12 @@ _PROSE_PAIR = re.compile(
 _PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/?#]+)=)[^;/?#]*")
 
 
+def needs_path_redaction(path: str) -> bool:
+    """Whether `Redactor.path` could change `path`: a cheap test for the per-request paths
+    (the access line, spans), most of which it would return unchanged."""
+    return ";" in path or "eyJ" in path
+
+
 def secret_param(name: str) -> bool:
     """Whether a query parameter's name marks its value as a secret (pure): a secret name
     (`secret_name`) or `code`."""
@@ -331,7 +337,11 @@ class Redactor:
 
     def path(self, path: str) -> str:
         """A path with the values of secret `;name=value` parameters replaced (Java servlet
-        containers put the session there: `/cart;jsessionid=...`)."""
+        containers put the session there: `/cart;jsessionid=...`), and JWTs in it (a
+        magic link's `/verify/eyJ...`: a bearer credential whatever the segment's name).
+        Callers skip it for paths with neither `;` nor `eyJ` (`needs_path_redaction`)."""
+        if "eyJ" in path:
+            path = JWT.sub(REDACTED, path)
         if ";" not in path:
             return path
         return _PATH_PARAM.sub(
@@ -351,7 +361,11 @@ class Redactor:
             return query
         parts = []
         for pair in query.split("&"):
-            name, sep, _ = pair.partition("=")
+            name, sep, value = pair.partition("=")
             secret = sep and (self.is_secret(name) or secret_param(name))
-            parts.append(f"{name}={REDACTED}" if secret else pair)
+            if secret:
+                pair = f"{name}={REDACTED}"
+            elif "eyJ" in value:  # a JWT is a credential under any name (`?t=eyJ...`)
+                pair = f"{name}={JWT.sub(REDACTED, value)}"
+            parts.append(pair)
         return "&".join(parts)

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from proxy.config.model import TracesConfig
 from proxy.telemetry.export import OtlpHttpExport, SdkExport
-from proxy.telemetry.redact import Redactor
+from proxy.telemetry.redact import Redactor, needs_path_redaction
 from proxy.telemetry.spans import (
     KIND_CLIENT,
     KIND_SERVER,
@@ -351,7 +351,9 @@ class Tracing:
             parent.span_id,
             parent.trace_state,
             method,
-            self.redactor.path(url) if ";" in url else url,  # `;jsessionid=` is a secret
+            self.redactor.path(url)
+            if needs_path_redaction(url)
+            else url,  # `;jsessionid=` is a secret
             upstream=upstream,
             attempt=attempt,
             fallback=fallback,
@@ -433,7 +435,7 @@ class Tracing:
             parent[1],
             state,
             method,
-            self.redactor.path(url) if ";" in url else url,
+            self.redactor.path(url) if needs_path_redaction(url) else url,
             upstream=upstream,
             shadow=shadow,
             remote=True,

@@ -109,6 +109,34 @@ def test_the_check_sees_the_credentials_and_what_the_request_is_for(proxy, upstr
 
 
 @pytest.mark.parametrize("lane", ["express", "aiohttp"])
+def test_a_client_cannot_tell_the_check_what_the_request_is_for(start_proxy, upstreams, lane):
+    """With `X-Forwarded-Uri`/`-Method` in `send`, the client's own copies came first, and
+    a check reads the first: a DELETE of /svc/admin was asked about as a GET of /public."""
+    auth = AUTH.replace(
+        "send: [Authorization]", "send: [Authorization, X-Forwarded-Uri, X-Forwarded-Method]"
+    )
+    proxy = start_proxy(routes=ROUTES, extra=auth)
+    before = len(httpx.get(upstreams.legacy + "/auth/seen").json())
+    forged = {
+        "Authorization": "Bearer good",
+        "X-Forwarded-Uri": "/public",
+        "X-Forwarded-Method": "GET",
+    }
+    if lane == "aiohttp":  # a chunked body hands the request to the aiohttp lane
+        sent = httpx.put(proxy.url + "/svc/admin", headers=forged, content=iter([b"hi"]))
+    else:
+        sent = httpx.delete(proxy.url + "/svc/admin", headers=forged)
+    assert sent.status_code == 200
+    check = httpx.get(upstreams.legacy + "/auth/seen").json()[before]
+    values = {
+        name: [v for k, v in check if k.lower() == name]
+        for name in ("x-forwarded-uri", "x-forwarded-method")
+    }
+    method = "PUT" if lane == "aiohttp" else "DELETE"
+    assert values == {"x-forwarded-uri": ["/svc/admin"], "x-forwarded-method": [method]}
+
+
+@pytest.mark.parametrize("lane", ["express", "aiohttp"])
 def test_a_refusal_is_the_checks_own_answer_and_the_service_is_not_called(proxy, lane):
     def call(headers: dict[str, str]) -> httpx.Response:
         if lane == "aiohttp":

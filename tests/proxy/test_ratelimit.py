@@ -66,3 +66,54 @@ def test_a_429_is_counted_on_the_proxy_side_not_on_legacy(start_proxy):
         if name == "strangler_requests_total" and labels.get("route") == "limited"
     }
     assert counted == {("legacy", "2xx"): 3.0, ("proxy", "4xx"): 1.0}
+
+
+@pytest.mark.parametrize("lane", ["express", "aiohttp"])
+def test_behind_two_trusted_balancers_each_client_has_its_own_budget(start_proxy, lane):
+    """CDN -> balancer -> proxy, both listed: the last `X-Forwarded-For` hop is the CDN's
+    address, shared by every client; the client is the nearest hop no listed proxy has."""
+    proxy = start_proxy(routes=ROUTES, extra="trusted_proxies: [127.0.0.0/8]\n")
+
+    def status(xff: str) -> int:
+        headers = {"X-Forwarded-For": xff}
+        if lane == "aiohttp":  # a chunked body hands the request to the aiohttp lane
+            url, body = proxy.url + "/limited/x", iter([b"hi"])
+            return httpx.post(url, headers=headers, content=body).status_code
+        return httpx.get(proxy.url + "/limited/x", headers=headers).status_code
+
+    assert [status("203.0.113.1, 127.0.0.9") for _ in range(4)] == [200, 200, 200, 429]
+    assert status("203.0.113.2, 127.0.0.9") == 200
+
+
+def test_a_forwarded_port_does_not_make_each_connection_a_new_client(start_proxy):
+    """Gateways that write `ip:port` (Azure's) give one client a new port per connection."""
+    proxy = start_proxy(routes=ROUTES, extra="trusted_proxies: [127.0.0.0/8]\n")
+    statuses = [
+        httpx.get(proxy.url + "/limited/x", headers={"X-Forwarded-For": f"203.0.113.1:{port}"})
+        for port in (40001, 40002, 40003, 40004)
+    ]
+    assert [s.status_code for s in statuses] == [200, 200, 200, 429]
+
+
+def test_a_header_key_sent_twice_counts_against_the_address(start_proxy):
+    """Counted by its first value, a request spent a budget the client picked while the
+    upstream could honour the other value: each request a fresh budget."""
+    proxy = start_proxy(routes=ROUTES)
+
+    def status(first: str) -> int:
+        headers = [("X-Api-Key", first), ("X-Api-Key", "real")]
+        return httpx.get(proxy.url + "/keyed/x", headers=headers).status_code
+
+    assert [status(f"random-{i}") for i in range(3)] == [200, 200, 429]  # the address: burst 2
+
+
+def test_long_header_keys_that_share_a_prefix_have_their_own_budgets(start_proxy):
+    """Tokens of one issuer share their first few hundred bytes; one caller must not spend
+    another's budget."""
+    proxy = start_proxy(routes=ROUTES)
+
+    def status(key: str) -> int:
+        return httpx.get(proxy.url + "/keyed/x", headers={"X-Api-Key": key}).status_code
+
+    assert [status("A" * 256 + "mallory") for _ in range(3)] == [200, 200, 429]
+    assert status("A" * 256 + "alice") == 200

@@ -145,3 +145,40 @@ def test_the_access_line_and_the_span_hide_a_session_in_the_path():
     )
     t.log.flush()
     assert "S3CRET" not in stream.getvalue() and "/cart;jsessionid=" in stream.getvalue()
+
+
+JWT_VALUE = (
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsInRpZCI6ImFjbWUifQ"
+    ".Ugg7dFGIQwzdbSTADlv6vboFoBxqqPed1NEDRJ2Deko"
+)
+
+
+def test_a_jwt_in_a_query_or_a_path_is_redacted_under_any_name():
+    """A magic link (`/verify/eyJ...`) or a short parameter name (`?t=eyJ...`) carries a
+    bearer credential all the same; the name-based rules alone let it into the log."""
+    r = Redactor()
+    assert r.query(f"t={JWT_VALUE}&page=2") == f"t={REDACTED}&page=2"
+    assert r.path(f"/verify/{JWT_VALUE}/done") == f"/verify/{REDACTED}/done"
+    assert r.query("next=eyJump&page=2") == "next=eyJump&page=2"  # not a token: kept
+
+
+def test_the_access_line_hides_a_jwt_in_the_path_and_the_query():
+    from proxy.config.model import TelemetryConfig
+    from proxy.telemetry import Telemetry
+
+    stream = io.StringIO()
+    t = Telemetry(TelemetryConfig(metrics=False), log_stream=stream)
+    t.request_finished(
+        None,
+        "legacy",
+        "legacy",
+        "GET",
+        200,
+        0.001,
+        0,
+        path=f"/verify/{JWT_VALUE}",
+        query=f"ticket={JWT_VALUE}",
+    )
+    t.log.flush()
+    line = stream.getvalue()
+    assert "eyJ" not in line and "/verify/" in line and "ticket=" in line, line

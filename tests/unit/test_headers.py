@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proxy.filters.headers import (
+    client_address,
     forward_headers,
     is_trusted,
     parse_trusted,
@@ -166,13 +167,10 @@ def test_an_ipv4_client_on_a_dual_stack_listener_is_plain_ipv4():
 
 
 def test_the_client_address_from_a_trusted_peer_is_the_last_element_of_the_last_line():
-    from multidict import CIMultiDict
-
-    from proxy.handler import _client_ip
-
-    headers = CIMultiDict([("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("X-Forwarded-For", "3.3.3.3")])
-    assert _client_ip(headers, "10.0.0.1", trusted=True) == "3.3.3.3"
-    assert _client_ip(headers, "10.0.0.1", trusted=False) == "10.0.0.1"
+    lines = ["1.1.1.1, 2.2.2.2", "3.3.3.3"]
+    nets = parse_trusted(["10.0.0.1"])
+    assert client_address(lines, "10.0.0.1", nets) == "3.3.3.3"
+    assert client_address(lines, "10.0.0.2", nets) == "10.0.0.2"
 
 
 CLAIMS = [
@@ -252,3 +250,29 @@ def test_routing_sees_an_upgrades_own_hop_by_hop_headers():
         "upgrade": "websocket",
         "connection": "Upgrade",
     }
+
+
+def test_the_client_is_the_nearest_hop_no_trusted_proxy_wrote():
+    """Walked from the right past every listed balancer (nginx's `real_ip_recursive`):
+    behind two of them the last hop is the outer balancer, which every client shares."""
+    nets = parse_trusted(["10.0.0.0/8"])
+    assert client_address(["203.0.113.7, 10.0.0.5"], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address(["198.51.100.1, 203.0.113.7"], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address(["203.0.113.7", "10.0.0.5"], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address(["10.0.0.4, 10.0.0.5"], "10.0.0.9", nets) == "10.0.0.4"
+    assert client_address(["203.0.113.7, "], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address([], "10.0.0.9", nets) == "10.0.0.9"
+    # an untrusted peer's header means nothing
+    assert client_address(["203.0.113.7"], "192.0.2.1", nets) == "192.0.2.1"
+
+
+def test_a_hop_is_an_address_without_its_port_or_it_ends_the_walk():
+    """`ip:port` (Azure's gateways) must not make each connection a new client; a hop that
+    is no address stops at the trusted hop that wrote it, and never becomes a key."""
+    nets = parse_trusted(["10.0.0.0/8"])
+    assert client_address(["203.0.113.7:5555"], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address(["[2001:DB8::1]:443"], "10.0.0.9", nets) == "2001:db8::1"
+    assert client_address(["2001:db8::1"], "10.0.0.9", nets) == "2001:db8::1"
+    assert client_address(["::ffff:203.0.113.7"], "10.0.0.9", nets) == "203.0.113.7"
+    assert client_address(["not-an-ip"], "10.0.0.9", nets) == "10.0.0.9"
+    assert client_address(["203.0.113.7, junk, 10.0.0.5"], "10.0.0.9", nets) == "10.0.0.5"

@@ -6,6 +6,7 @@ from proxy.config.model import RateLimit
 from proxy.filters.ratelimit import (
     MAX_KEYS,
     RateLimiter,
+    header_value,
     limit_key,
     refusal_key,
     retry_after_header,
@@ -121,3 +122,23 @@ def test_refusals_count_apart_from_every_request_key():
     ordinary = limit_key(policy, client="10.0.0.1", tenant=None, header=None)
     assert refusal_key("10.0.0.1") != ordinary
     assert refusal_key("10.0.0.1") != refusal_key("10.0.0.2")
+
+
+def test_long_header_keys_that_share_a_prefix_are_different_callers():
+    """Tokens of one issuer share their first few hundred bytes: cut to a prefix, one
+    caller's requests spent another's budget."""
+    policy = RateLimit(1, key="header:authorization")
+    first = limit_key(policy, client="ip", tenant=None, header="A" * 256 + "alice")
+    second = limit_key(policy, client="ip", tenant=None, header="A" * 256 + "bob")
+    assert first != second
+    assert first == limit_key(policy, client="ip2", tenant=None, header="A" * 256 + "alice")
+    assert len(first) < 64  # a digest: memory per key stays bounded
+    assert limit_key(policy, client="ip", tenant=None, header="k" * 64) == "h:" + "k" * 64
+
+
+def test_a_header_key_sent_twice_is_no_key():
+    """The upstream may act on either value: the request counts against its address."""
+    headers = [("X-Api-Key", "random"), ("x-api-key", "real")]
+    assert header_value(headers, "x-api-key") is None
+    assert header_value([("X-API-KEY", "k1"), ("Other", "v")], "x-api-key") == "k1"
+    assert header_value([("Other", "v")], "x-api-key") is None
