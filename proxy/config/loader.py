@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from proxy.config.lint import config_warnings
 from proxy.config.model import (
+    JWT_LEEWAY,
     AuthCheck,
     Config,
     Endpoint,
@@ -427,7 +428,7 @@ class _TableReader:
         if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             return None
         sources = ("header", "jwt_claim", "host")
-        fields = r.mapping(node, "tenant", (*sources, "jwt_secret_env"))
+        fields = r.mapping(node, "tenant", (*sources, "jwt_secret_env", "jwt_leeway"))
         if fields is None:
             return None
         given = [k for k in sources if k in fields]
@@ -458,6 +459,27 @@ class _TableReader:
                     required=True,
                     fix="the name of an environment variable holding the HS256 secret",
                 )
+        leeway = JWT_LEEWAY
+        if "jwt_leeway" in fields:
+            if key != "jwt_claim" or "jwt_secret_env" not in fields:
+                r.report(
+                    fields["jwt_leeway"],
+                    "tenant.jwt_leeway",
+                    "jwt_leeway only applies to verified JWTs (exp and nbf are checked only"
+                    " with jwt_secret_env)",
+                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME, "
+                    "jwt_leeway: 60}`",
+                )
+            else:
+                given = r.number(
+                    fields["jwt_leeway"],
+                    "tenant.jwt_leeway",
+                    JWT_LEEWAY,
+                    lo=0,
+                    hi=600,
+                    unit=" (seconds of clock skew allowed on exp and nbf)",
+                )
+                leeway = JWT_LEEWAY if given is None else given
         if key == "header":
             value = r.text(
                 value_node,
@@ -471,7 +493,9 @@ class _TableReader:
             value = r.text(
                 value_node, "tenant.jwt_claim", check=_check_claim, required=True, fix="e.g. tid"
             )
-            return TenantSource(jwt_claim=value, jwt_secret_env=secret_env) if value else None
+            if not value:
+                return None
+            return TenantSource(jwt_claim=value, jwt_secret_env=secret_env, jwt_leeway=leeway)
         value = r.text(
             value_node,
             "tenant.host",

@@ -214,6 +214,9 @@ class AuthCheck:
     copy: tuple[str, ...] = ()  # headers of a 2xx answer added to the forwarded request
 
 
+JWT_LEEWAY = 60.0  # seconds; TenantSource.jwt_leeway's default
+
+
 @dataclass(frozen=True, slots=True)
 class TenantSource:
     """Where the tenant id comes from; exactly one field is set."""
@@ -224,6 +227,10 @@ class TenantSource:
     # Environment variable holding the HS256 secret that signs the JWTs; without it the
     # claim is read unverified, so a client could name any tenant (a startup warning).
     jwt_secret_env: str | None = None
+    # Seconds of clock skew allowed when checking a verified JWT's `exp` and `nbf` (Envoy's
+    # `clock_skew_seconds` default): an issuer whose clock runs ahead must not make fresh
+    # tokens name no tenant, dropping their tenant pins for a minute.
+    jwt_leeway: float = JWT_LEEWAY
 
 
 @dataclass(frozen=True, slots=True)

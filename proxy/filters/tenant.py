@@ -4,11 +4,12 @@ The tenant decides pins (`tenants: {extracted: [...], legacy: [...]}`) and may b
 canary's sticky key, so it must be hard to forge where that matters:
 
 - `header`: trusted as sent. Use it only when an edge in front of the proxy sets or strips it.
-- `jwt_claim`: with `jwt_key` (an HS256 secret) the signature and `exp`/`nbf` are verified
-  and a bad token yields no tenant. WITHOUT a key the claim is read from the unverified
-  payload: anyone can mint a token naming any tenant. That is only acceptable when the
-  proxy's choice is not a security boundary (both sides enforce their own auth and tenant
-  checks), and it is what happens today because `TenantSource` carries no key yet.
+- `jwt_claim`: with `jwt_key` (an HS256 secret, from `jwt_secret_env`) the signature and
+  `exp`/`nbf` (with `jwt_leeway` seconds of clock skew) are verified and a bad token yields
+  no tenant. WITHOUT a key the claim is read from the unverified payload: anyone can mint a
+  token naming any tenant. That is only acceptable when the proxy's choice is not a
+  security boundary (both sides enforce their own auth and tenant checks); `strangler
+  check` warns.
 - `host`: from the Host header, matched against a pattern such as `{tenant}.shop.example`.
 
 Anything that does not look like a tenant id (see `TENANT_RE`) is treated as absent, so a
@@ -57,6 +58,7 @@ def extract_tenant(
             source.jwt_claim,
             jwt_key,
             time.time() if now is None else now,
+            source.jwt_leeway,
         )
     elif source.host:
         value = _from_host(source.host, host)
@@ -107,7 +109,9 @@ def _b64url(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> str | None:
+def _jwt_claim(
+    auth: str | None, claim: str, key: bytes | None, now: float, leeway: float = 0.0
+) -> str | None:
     if not auth:
         return None
     # Any run of spaces and tabs after the scheme: the services behind (DRF's `split()`,
@@ -126,7 +130,7 @@ def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> s
         return None  # RecursionError: JSON nested thousands deep, fits in 8 KB
     if not isinstance(header, dict) or not isinstance(payload, dict):
         return None
-    if key is not None and not _verified(parts, header, payload, key, now):
+    if key is not None and not _verified(parts, header, payload, key, now, leeway):
         return None
     value = payload.get(claim)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -134,7 +138,9 @@ def _jwt_claim(auth: str | None, claim: str, key: bytes | None, now: float) -> s
     return value if isinstance(value, str) else None
 
 
-def _verified(parts: list[str], header: dict, payload: dict, key: bytes, now: float) -> bool:
+def _verified(
+    parts: list[str], header: dict, payload: dict, key: bytes, now: float, leeway: float
+) -> bool:
     if header.get("alg") != "HS256":  # never "none", never an algorithm the token picks
         return False
     expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
@@ -149,6 +155,6 @@ def _verified(parts: list[str], header: dict, payload: dict, key: bytes, now: fl
             value = payload[claim]
             if type(value) not in (int, float) or value != value or value in (_INF, -_INF):
                 return False  # a string, null, boolean, NaN or infinity is no date
-    if "exp" in payload and now >= payload["exp"]:
+    if "exp" in payload and now >= payload["exp"] + leeway:
         return False
-    return not ("nbf" in payload and now < payload["nbf"])
+    return not ("nbf" in payload and now < payload["nbf"] - leeway)

@@ -81,7 +81,7 @@ def test_a_token_of_deeply_nested_json_is_no_tenant_not_a_crash() -> None:
 
 
 def test_jwt_claim_verified_with_key_rejects_forgeries() -> None:
-    src = TenantSource(jwt_claim="tid")
+    src = TenantSource(jwt_claim="tid", jwt_leeway=0)
     key = b"s3cret"
     good = jwt({"tid": "acme", "exp": 2000}, key)
     assert extract_tenant(src, headers=bearer(good), host="", jwt_key=key, now=1000) == "acme"
@@ -97,6 +97,25 @@ def test_jwt_claim_verified_with_key_rejects_forgeries() -> None:
     head, _, sig = good.split(".")
     swapped = f"{head}.{b64(json.dumps({'tid': 'bigcorp'}).encode())}.{sig}"
     assert extract_tenant(src, headers=bearer(swapped), host="", jwt_key=key, now=1) is None
+
+
+def test_exp_and_nbf_allow_the_clock_skew_of_jwt_leeway() -> None:
+    """An issuer whose clock runs ahead (or a proxy whose clock runs behind) must not make
+    a fresh token name no tenant: 60 s of skew by default, as Envoy's jwt_authn."""
+    key = b"s3cret"
+    default, strict = TenantSource(jwt_claim="tid"), TenantSource(jwt_claim="tid", jwt_leeway=0)
+    assert default.jwt_leeway == 60.0
+
+    def tenant(src: TenantSource, claims: dict) -> str | None:
+        token = jwt({"tid": "acme", **claims}, key)
+        return extract_tenant(src, headers=bearer(token), host="", jwt_key=key, now=1000)
+
+    assert tenant(default, {"exp": 950}) == "acme"  # expired 50 s ago: within the skew
+    assert tenant(strict, {"exp": 950}) is None
+    assert tenant(default, {"exp": 940}) is None  # 60 s ago: expired
+    assert tenant(default, {"nbf": 1059}) == "acme"  # valid in 59 s: within the skew
+    assert tenant(strict, {"nbf": 1059}) is None
+    assert tenant(default, {"nbf": 1061}) is None
 
 
 def test_a_repeated_header_is_no_tenant_and_only_ows_is_trimmed() -> None:

@@ -62,6 +62,20 @@ def test_secret_env_only_with_a_jwt_claim():
         parse_config(BASE + "tenant: {header: X-Tenant-ID, jwt_secret_env: X}\n")
 
 
+def test_jwt_leeway_is_read_and_checked():
+    config = parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: S, jwt_leeway: 5}\n")
+    assert config.tenant.jwt_leeway == 5.0
+    assert (
+        parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: S}\n").tenant.jwt_leeway == 60
+    )
+    with pytest.raises(ConfigError, match=r"tenant\.jwt_leeway.*out of range.*0 to 600"):
+        parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: S, jwt_leeway: 3600}\n")
+    with pytest.raises(ConfigError, match="jwt_leeway only applies to verified JWTs"):
+        parse_config(BASE + "tenant: {jwt_claim: tid, jwt_leeway: 5}\n")
+    with pytest.raises(ConfigError, match="jwt_leeway only applies"):
+        parse_config(BASE + "tenant: {header: X-Tenant-ID, jwt_leeway: 5}\n")
+
+
 def test_check_validates_a_file_whose_secret_is_not_here_and_warns(tmp_path, monkeypatch):
     """CI validates routes.yaml without the production secret: `check` accepts the file and
     warns that `serve` needs the variable; `serve` still refuses to start without it."""
