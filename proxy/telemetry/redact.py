@@ -94,6 +94,8 @@ _SECRET_PARTS = (
     "token",
     "secret",
     "passw",
+    "passphrase",
+    "passcode",
     "apikey",
     "accesskey",
     "signature",
@@ -106,7 +108,7 @@ _SECRET_PARTS = (
     "csrf",
     "xsrf",
 )
-_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "pin", "sid"})
+_SECRET_WHOLE = frozenset({"key", "sig", "auth", "jwt", "pin", "sid", "pwd", "otp"})
 # `code` is a secret only as a query parameter (an OAuth authorization code in a redirect);
 # in a body `code` is an error or product code a diff must show.
 _PARAM_WHOLE = _SECRET_WHOLE | {"code"}

@@ -121,6 +121,17 @@ def test_logs_hide_the_fields_a_query_string_hides():
     )
 
 
+def test_short_password_and_one_time_code_names_are_secret():
+    """`pwd`, `otp`, a passphrase or a passcode in a login form's query string is a
+    credential; `pwdx`, `otpx`-like names stay readable (whole names only for the short)."""
+    r = Redactor()
+    query = "user=a&pwd=P1&otp=123456&passphrase=P2&sms_passcode=P3&pwd_hint=x&otpmode=y"
+    assert r.query(query) == (
+        f"user=a&pwd={REDACTED}&otp={REDACTED}&passphrase={REDACTED}&sms_passcode={REDACTED}"
+        "&pwd_hint=x&otpmode=y"
+    )
+
+
 def test_session_ids_are_secret_in_queries_and_path_parameters():
     """Servlet containers, PHP, ASP.NET and Express name their session cookies and URL
     parameters differently: each is a secret wherever a log line or a span shows it."""
