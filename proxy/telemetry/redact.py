@@ -144,6 +144,15 @@ _PROSE_PAIR = re.compile(
 _PATH_PARAM = re.compile(r"(?P<key>;(?P<name>[^=;/?#]+)=)[^;/?#]*")
 
 
+# A parameter nested in a query value: a return URL's own query (`next=https://a/?token=v`,
+# or encoded: `next=https%3A%2F%2Fa%2F%3Ftoken%3Dv`) or a `;`-separated list (`a=1;token=v`,
+# which some frameworks split on). Its value runs to the next separator, raw or encoded.
+_NESTED_PARAM = re.compile(
+    r"(?P<key>(?:[?&;]|%3[Ff]|%26|%3[Bb])(?P<name>[A-Za-z][\w.\-]*)(?:=|%3[Dd]))"
+    r"(?:[^&;?%#\s]|%(?!26|3[FfBbDd])[0-9A-Fa-f]{2}|%(?![0-9A-Fa-f]{2}))*+"
+)
+
+
 def needs_path_redaction(path: str) -> bool:
     """Whether `Redactor.path` could change `path`: a cheap test for the per-request paths
     (the access line, spans), most of which it would return unchanged."""
@@ -355,6 +364,12 @@ class Redactor:
             path,
         )
 
+    def _nested_param(self, m: re.Match[str]) -> str:
+        name = m.group("name")
+        if self.is_secret(name) or secret_param(name):
+            return f"{m.group('key')}{REDACTED}"
+        return m.group(0)
+
     def query(self, query: str) -> str:
         """A URL query string with the values of secret parameters replaced: the configured
         names, and any whose name says it carries a secret (`id_token`, `apikey`,
@@ -367,7 +382,11 @@ class Redactor:
             secret = sep and (self.is_secret(name) or secret_param(name))
             if secret:
                 pair = f"{name}={REDACTED}"
-            elif "eyJ" in value:  # a JWT is a credential under any name (`?t=eyJ...`)
-                pair = f"{name}={JWT.sub(REDACTED, value)}"
+            else:
+                if "eyJ" in value:  # a JWT is a credential under any name (`?t=eyJ...`)
+                    value = JWT.sub(REDACTED, value)
+                if "=" in value or "%3" in value:
+                    value = _NESTED_PARAM.sub(self._nested_param, value)
+                pair = f"{name}{sep}{value}"
             parts.append(pair)
         return "&".join(parts)

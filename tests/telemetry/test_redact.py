@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -130,6 +131,35 @@ def test_short_password_and_one_time_code_names_are_secret():
         f"user=a&pwd={REDACTED}&otp={REDACTED}&passphrase={REDACTED}&sms_passcode={REDACTED}"
         "&pwd_hint=x&otpmode=y"
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "logged"),
+    [
+        ("next=https://a/?access_token=T1&page=2", "next=https://a/?access_token={R}&page=2"),
+        (
+            "next=https%3A%2F%2Fa%2F%3Faccess_token%3DT1%26page%3D2",
+            "next=https%3A%2F%2Fa%2F%3Faccess_token%3D{R}%26page%3D2",
+        ),
+        ("next=%3ftoken%3dT1%3bpage%3d2", "next=%3ftoken%3d{R}%3bpage%3d2"),
+        ("a=1;token=T1;b=2", "a=1;token={R};b=2"),
+        ("next=/cart?page=3&q=a%3Db", "next=/cart?page=3&q=a%3Db"),
+        ("a=%zz;sid=T1%", "a=%zz;sid={R}"),
+    ],
+    ids=[
+        "return-url",
+        "encoded-return-url",
+        "lower-case-encoding",
+        "semicolons",
+        "none",
+        "stray-%",
+    ],
+)
+def test_a_secret_nested_in_a_query_value_is_redacted(query, logged):
+    """A return URL carries its own query (`next=https://a/?access_token=...`, often
+    percent-encoded), and some frameworks split on `;`: the secret parameter inside is
+    redacted, its separators and the parameters after it kept."""
+    assert Redactor().query(query) == logged.format(R=REDACTED)
 
 
 def test_session_ids_are_secret_in_queries_and_path_parameters():

@@ -36,6 +36,16 @@ def test_rules_take_linear_time(text: str) -> None:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "query",
+    ["x=" + "%3Fa%3D" * (MIB // 7), "x=" + "%" * MIB, "x=" + ";a=" * (MIB // 3)],
+    ids=["nested starts everywhere", "percent signs", "semicolon pairs"],
+)
+def test_nested_query_parameters_take_linear_time(query: str) -> None:
+    assert Redactor().query(query).startswith("x=")
+
+
+@pytest.mark.timeout(30)
 def test_difference_paths_take_linear_time() -> None:
     assert StoreRedactor().path("$" + "[a=" * (MIB // 3)).startswith("$")
 
