@@ -23,7 +23,9 @@ class Runtime:
     trusted: tuple[Network, ...]
     translators: Mapping[str, Any] = field(default_factory=dict)
     generation: int = 0
-    tenant_key: bytes | None = None  # HS256 secret for JWT tenant claims, read once at load
+    # HS256 secrets for JWT tenant claims, read once at load: the current one, then the
+    # previous one while secrets rotate.
+    tenant_key: tuple[bytes, ...] | None = None
     notes: tuple[str, ...] = ()  # warnings about the load, logged when it is swapped in
     # Request headers no client may send upstream: the proxy's own, and those the
     # authentication check vouches for (`auth.copy`).
@@ -71,12 +73,18 @@ def missing_secrets(config: Config) -> list[str]:
     ]
 
 
-def _tenant_key(config: Config) -> bytes | None:
+def _tenant_key(config: Config) -> tuple[bytes, ...] | None:
     missing = missing_secrets(config)
     if missing:
         raise ValueError(missing[0])
-    env = config.tenant.jwt_secret_env if config.tenant else None
-    return os.environ[env].encode() if env else None
+    tenant = config.tenant
+    if tenant is None or not tenant.jwt_secret_env:
+        return None
+    keys = [os.environ[tenant.jwt_secret_env].encode()]
+    previous = os.environ.get(tenant.jwt_previous_secret_env or "")
+    if previous:  # unset once the rotation is over: the file need not change again
+        keys.append(previous.encode())
+    return tuple(keys)
 
 
 class RuntimeHolder:

@@ -428,7 +428,9 @@ class _TableReader:
         if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             return None
         sources = ("header", "jwt_claim", "host")
-        fields = r.mapping(node, "tenant", (*sources, "jwt_secret_env", "jwt_leeway"))
+        fields = r.mapping(
+            node, "tenant", (*sources, "jwt_secret_env", "jwt_previous_secret_env", "jwt_leeway")
+        )
         if fields is None:
             return None
         given = [k for k in sources if k in fields]
@@ -458,6 +460,24 @@ class _TableReader:
                     check=check_token,
                     required=True,
                     fix="the name of an environment variable holding the HS256 secret",
+                )
+        previous_env = None
+        if "jwt_previous_secret_env" in fields:
+            if key != "jwt_claim" or "jwt_secret_env" not in fields:
+                r.report(
+                    fields["jwt_previous_secret_env"],
+                    "tenant.jwt_previous_secret_env",
+                    "jwt_previous_secret_env only applies beside jwt_secret_env",
+                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME, "
+                    "jwt_previous_secret_env: OLD_NAME}`",
+                )
+            else:
+                previous_env = r.text(
+                    fields["jwt_previous_secret_env"],
+                    "tenant.jwt_previous_secret_env",
+                    check=check_token,
+                    required=True,
+                    fix="the name of an environment variable holding the previous HS256 secret",
                 )
         leeway = JWT_LEEWAY
         if "jwt_leeway" in fields:
@@ -495,7 +515,12 @@ class _TableReader:
             )
             if not value:
                 return None
-            return TenantSource(jwt_claim=value, jwt_secret_env=secret_env, jwt_leeway=leeway)
+            return TenantSource(
+                jwt_claim=value,
+                jwt_secret_env=secret_env,
+                jwt_previous_secret_env=previous_env,
+                jwt_leeway=leeway,
+            )
         value = r.text(
             value_node,
             "tenant.host",

@@ -227,6 +227,9 @@ class TenantSource:
     # Environment variable holding the HS256 secret that signs the JWTs; without it the
     # claim is read unverified, so a client could name any tenant (a startup warning).
     jwt_secret_env: str | None = None
+    # While secrets rotate: the variable holding the previous secret, whose tokens verify
+    # too until the variable is unset (then only `jwt_secret_env`'s do).
+    jwt_previous_secret_env: str | None = None
     # Seconds of clock skew allowed when checking a verified JWT's `exp` and `nbf` (Envoy's
     # `clock_skew_seconds` default): an issuer whose clock runs ahead must not make fresh
     # tokens name no tenant, dropping their tenant pins for a minute.

@@ -43,11 +43,13 @@ def extract_tenant(
     *,
     headers: Mapping[str, str] | Sequence[tuple[str, str]],
     host: str,
-    jwt_key: bytes | None = None,
+    jwt_key: bytes | tuple[bytes, ...] | None = None,
     now: float | None = None,
 ) -> str | None:
     """The tenant id, or None when not configured, absent, repeated or malformed. Pass the
-    headers as forwarded (after hop-by-hop removal), so the upstream sees what was read."""
+    headers as forwarded (after hop-by-hop removal), so the upstream sees what was read.
+    `jwt_key` may be several secrets (the current one and, while keys rotate, the
+    previous one): a token signed with any of them verifies."""
     if source is None:
         return None
     if source.header:
@@ -110,7 +112,11 @@ def _b64url(segment: str) -> bytes:
 
 
 def _jwt_claim(
-    auth: str | None, claim: str, key: bytes | None, now: float, leeway: float = 0.0
+    auth: str | None,
+    claim: str,
+    key: bytes | tuple[bytes, ...] | None,
+    now: float,
+    leeway: float = 0.0,
 ) -> str | None:
     if not auth:
         return None
@@ -139,16 +145,24 @@ def _jwt_claim(
 
 
 def _verified(
-    parts: list[str], header: dict, payload: dict, key: bytes, now: float, leeway: float
+    parts: list[str],
+    header: dict,
+    payload: dict,
+    key: bytes | tuple[bytes, ...],
+    now: float,
+    leeway: float,
 ) -> bool:
     if header.get("alg") != "HS256":  # never "none", never an algorithm the token picks
         return False
-    expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
     try:
         signature = _b64url(parts[2])
     except (binascii.Error, ValueError):
         return False
-    if not hmac.compare_digest(expected, signature):
+    signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+    keys = (key,) if isinstance(key, bytes) else key
+    if not any(
+        hmac.compare_digest(hmac.new(k, signed, hashlib.sha256).digest(), signature) for k in keys
+    ):
         return False
     for claim in ("exp", "nbf"):  # RFC 7519 §4.1.4: when present, a NumericDate
         if claim in payload:

@@ -94,6 +94,33 @@ def test_pilot_tenant_from_a_jwt_claim_reaches_a_legacy_routes_target(start_prox
         assert c.get("/items/1", headers={"X-Tenant-ID": "acme"}).json()["server"] == "legacy"
 
 
+def test_tokens_of_the_current_and_the_previous_secret_both_pin_while_secrets_rotate(
+    start_proxy, monkeypatch
+) -> None:
+    import hashlib
+    import hmac
+
+    def signed(claims: dict, secret: bytes) -> dict[str, str]:
+        head, body, _ = bearer(claims)["Authorization"].removeprefix("Bearer ").split(".")
+        mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+        sig = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        return {"Authorization": f"Bearer {head}.{body}.{sig}"}
+
+    monkeypatch.setenv("PILOT_JWT_NEW", "new-secret")
+    monkeypatch.setenv("PILOT_JWT_OLD", "old-secret")
+    top = (
+        "tenant: {jwt_claim: tid, jwt_secret_env: PILOT_JWT_NEW,"
+        " jwt_previous_secret_env: PILOT_JWT_OLD}\n"
+    )
+    p = start_proxy(routes=PILOT, top=top)
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for secret in (b"new-secret", b"old-secret"):
+            got = c.get("/items/1", headers=signed({"tid": "acme"}, secret)).json()["server"]
+            assert got == "extracted", secret
+        forged = signed({"tid": "acme"}, b"guess")
+        assert c.get("/items/1", headers=forged).json()["server"] == "legacy"
+
+
 def test_the_tenant_is_read_from_the_headers_the_upstream_receives(start_proxy) -> None:
     """A pin is chosen by the one tenant value the upstream also sees: a repeated header
     (the upstream reads `acme, globex` or the last value) and one the client lists in

@@ -37,12 +37,47 @@ def test_secret_env_is_read_once_at_load_and_verifies_tokens(monkeypatch):
     monkeypatch.setenv("TENANT_JWT_SECRET", "s3cret")
     config = parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: TENANT_JWT_SECRET}\n")
     rt = Runtime.build(config)
-    assert rt.tenant_key == b"s3cret"
+    assert rt.tenant_key == (b"s3cret",)
     assert not any("signature" in w for w in config_warnings(config))
     good = {"authorization": "Bearer " + token({"tid": "acme"}, b"s3cret")}
     forged = {"authorization": "Bearer " + token({"tid": "acme"}, b"guess")}
     assert extract_tenant(config.tenant, headers=good, host="", jwt_key=rt.tenant_key) == "acme"
     assert extract_tenant(config.tenant, headers=forged, host="", jwt_key=rt.tenant_key) is None
+
+
+def test_while_secrets_rotate_tokens_of_the_previous_secret_verify_too(monkeypatch):
+    """Issuer and proxies cannot switch secrets at one instant: with the previous secret
+    beside the current one, tokens of both verify; without it (the rotation over), only
+    the current secret's do, and a token of a secret never named verifies under none."""
+    monkeypatch.setenv("TENANT_JWT_SECRET", "new")
+    monkeypatch.setenv("TENANT_JWT_SECRET_OLD", "old")
+    text = BASE + (
+        "tenant: {jwt_claim: tid, jwt_secret_env: TENANT_JWT_SECRET,"
+        " jwt_previous_secret_env: TENANT_JWT_SECRET_OLD}\n"
+    )
+    config = parse_config(text)
+    keys = Runtime.build(config).tenant_key
+    assert keys == (b"new", b"old")
+
+    def tenant(secret: bytes, keys) -> str | None:
+        auth = {"authorization": "Bearer " + token({"tid": "acme"}, secret)}
+        return extract_tenant(config.tenant, headers=auth, host="", jwt_key=keys)
+
+    assert tenant(b"new", keys) == "acme" and tenant(b"old", keys) == "acme"
+    assert tenant(b"guess", keys) is None
+    monkeypatch.delenv("TENANT_JWT_SECRET_OLD")  # the next start, after the rotation
+    after = Runtime.build(config).tenant_key
+    assert after == (b"new",)
+    assert tenant(b"new", after) == "acme" and tenant(b"old", after) is None
+
+
+def test_previous_secret_env_only_beside_a_secret_env():
+    with pytest.raises(ConfigError, match="jwt_previous_secret_env only applies"):
+        parse_config(BASE + "tenant: {jwt_claim: tid, jwt_previous_secret_env: OLD}\n")
+    with pytest.raises(ConfigError, match="tenant.jwt_previous_secret_env"):
+        parse_config(
+            BASE + "tenant: {jwt_claim: tid, jwt_secret_env: S, jwt_previous_secret_env: 'a b'}\n"
+        )
 
 
 def test_missing_secret_variable_stops_the_load(monkeypatch):
