@@ -57,17 +57,42 @@ async def echo(request: web.Request) -> web.Response:
 
 
 async def sse(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `n` of them, `every` s apart; or, with `key`, each one after the
+    first written only once the test says it saw the one before (`POST /ai/sse-next?key=`):
+    a proxy that held events back would never see the next one asked for, however slow the
+    machine, where a timed stream made "held back" a matter of a few hundred ms."""
     n = int(request.query.get("n", "5"))
     every = float(request.query.get("every", "0.1"))
-    resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await resp.prepare(request)
-    for i in range(n):
-        await resp.write(f"id: {i}\ndata: {json.dumps({'i': i, 't': time.time()})}\n\n".encode())
-        await asyncio.sleep(every)
-    await resp.write_eof()
-    return resp
+    key = request.query.get("key")
+    gates = request.app["sse_gates"]
+    if key:
+        gates[key] = asyncio.Queue()
+    try:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        for i in range(n):
+            if key and i:
+                await asyncio.wait_for(gates[key].get(), 60)  # never told: give up, abort
+            event = json.dumps({"i": i, "t": time.time()})
+            await resp.write(f"id: {i}\ndata: {event}\n\n".encode())
+            if not key:
+                await asyncio.sleep(every)
+        await resp.write_eof()
+        return resp
+    finally:
+        if key:
+            gates.pop(key, None)
+
+
+async def sse_next(request: web.Request) -> web.Response:
+    """Release the next event of the gated stream `key` (see `sse`)."""
+    gate = request.app["sse_gates"].get(request.query.get("key", ""))
+    if gate is None:
+        return web.json_response({"error": "no gated stream with that key is open"}, status=404)
+    gate.put_nowait(None)
+    return web.json_response({"released": True})
 
 
 async def endless(request: web.Request) -> web.StreamResponse:
@@ -222,9 +247,11 @@ def make_app() -> web.Application:
         "started": 0, "ended": 0, "hang_started": 0, "hang_cancelled": 0,
         "upload_started": 0, "upload_aborted": 0, "ws_closes": [], "ws_followed": 0,
     }  # fmt: skip
+    app["sse_gates"] = {}
     app.router.add_get("/ai/ready", ready)
     app.router.add_route("*", "/ai/echo", echo)
     app.router.add_get("/ai/sse", sse)
+    app.router.add_post("/ai/sse-next", sse_next)
     app.router.add_get("/ai/endless", endless)
     app.router.add_get("/ai/stats", stats)
     app.router.add_get("/ai/compressed/{coding}", compressed)

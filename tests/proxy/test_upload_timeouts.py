@@ -24,6 +24,10 @@ from tests.support.procs import PYTHON, ROOT, free_port, running, wait_until
 
 PIECE = b"u" * (32 * 1024)
 PIECES = 8  # 256 KiB: more than the fast lane reads whole, so it streams
+# The clients' idle timeout in the `stalling` tests. Pauses the tests mean to survive stay
+# well under it, and those meant to be cut well over it: with 0.5 s, a 0.35 s pause left a
+# slow, loaded machine 0.15 s to spare.
+IDLE = 2.0
 
 
 @contextmanager
@@ -60,15 +64,18 @@ def head(size: int) -> bytes:
 
 
 def test_an_upload_that_takes_longer_than_the_total_timeout_is_not_cut(tmp_path, upstreams):
-    with proxy(tmp_path, upstreams, "{connect: 1.0, read: 2.0, total: 0.5}", "") as (port, _):
+    """Total 2 s: the upstream's answer after the body's end must fit in it on a slow,
+    loaded machine (0.5 s could be hit, an unintended 504); read 30 s, so only the total
+    timeout can cut the 3.2 s upload."""
+    with proxy(tmp_path, upstreams, "{connect: 1.0, read: 30, total: 2.0}", "") as (port, _):
         started = time.monotonic()
-        with Wire(port, timeout=10) as w:
+        with Wire(port, timeout=20) as w:
             w.send(head(len(PIECE) * PIECES))
-            for _ in range(PIECES):  # a slow client: 1 s for the body, twice the total
+            for _ in range(PIECES):  # a slow client: 3.2 s for the body, past the total
                 w.send(PIECE)
-                time.sleep(1.0 / PIECES)
+                time.sleep(3.2 / PIECES)
             resp = w.response("POST")
-        assert time.monotonic() - started > 0.5
+        assert time.monotonic() - started > 2.0
     assert resp.status == 200, resp.body
     expected = hashlib.sha256(PIECE * PIECES).hexdigest()
     assert resp.body.count(expected.encode()) == 1
@@ -76,9 +83,9 @@ def test_an_upload_that_takes_longer_than_the_total_timeout_is_not_cut(tmp_path,
 
 @pytest.fixture
 def stalling(tmp_path, upstreams) -> Iterator[tuple[int, int]]:
-    """Clients may pause their bodies for 0.5 s."""
+    """Clients may pause their bodies for `IDLE` s."""
     timeout = "{connect: 1.0, read: 5.0, total: 5.0}"
-    with proxy(tmp_path, upstreams, timeout, "limits: {idle_timeout: 0.5}\n") as ports:
+    with proxy(tmp_path, upstreams, timeout, f"limits: {{idle_timeout: {IDLE}}}\n") as ports:
         yield ports
 
 
@@ -86,7 +93,7 @@ def test_a_client_that_stalls_mid_body_gets_408(stalling):
     port, _ = stalling
     with Wire(port, timeout=10) as w:
         w.send(head(len(PIECE) * PIECES) + PIECE * 3)
-        resp = w.response("POST")  # no more bytes: the proxy gives up after 0.5 s
+        resp = w.response("POST")  # no more bytes: the proxy gives up after IDLE s
         assert resp.status == 408, resp.body
         assert b"limits.idle_timeout" in resp.body
         # The proxy then reads what more comes for a while (aiohttp's lingering close, so
@@ -100,12 +107,12 @@ SMALL = b"s" * 8192  # read whole by the fast lane before the request runs
 
 def test_a_small_body_sent_slowly_is_not_cut_while_bytes_keep_coming(stalling):
     """The fast lane's clock is between reads of a body, not for the whole of it: a body
-    sent over 1.2 s, a piece every 0.15 s, passes a 0.5 s idle timeout."""
+    sent over 2.4 s, a piece every 0.3 s, passes a 2 s idle timeout."""
     port, _ = stalling
     with Wire(port, timeout=10) as w:
         w.send(head(len(SMALL)))
         for i in range(8):
-            time.sleep(0.15)  # the scenario: a slow client's pace
+            time.sleep(0.3)  # the scenario: a slow client's pace
             w.send(SMALL[i * 1024 : (i + 1) * 1024])
         resp = w.response("POST")
     assert resp.status == 200, resp.body
@@ -118,9 +125,9 @@ def test_keep_alive_idle_time_does_not_count_against_the_next_request(stalling):
     port, _ = stalling
     with Wire(port, timeout=10) as w:
         assert w.send(head(2) + b"ok").response("POST").status == 200
-        time.sleep(0.35)  # idle keep-alive, under the 0.5 s timeout
+        time.sleep(0.6 * IDLE)  # idle keep-alive, under the timeout
         w.send(head(len(SMALL)) + SMALL[:4096])
-        time.sleep(0.35)  # the body's second half comes late, still within 0.5 s of a read
+        time.sleep(0.6 * IDLE)  # the body's second half comes late, within IDLE of a read
         w.send(SMALL[4096:])
         resp = w.response("POST")
     assert resp.status == 200, resp.body
@@ -150,7 +157,7 @@ def test_a_small_body_that_stalls_gets_408_naming_the_route(stalling, tmp_path):
 
     line = wait_until(access_line, what="the 408's access line")
     assert line["status"] == 408 and line["route"] == "svc" and line["path"] == "/svc/upload"
-    assert "s3cret" not in json.dumps(line) and line["duration_ms"] >= 500, line
+    assert "s3cret" not in json.dumps(line) and line["duration_ms"] >= IDLE * 1000, line
 
 
 def test_bad_client_bodies_do_not_open_the_upstream_breaker(stalling):

@@ -217,27 +217,35 @@ def test_an_answer_that_cannot_be_relayed_is_a_failed_attempt(start_proxy, world
 def test_bulkhead_overflow_is_a_fast_503_and_other_upstreams_are_unaffected(
     start_proxy, world
 ) -> None:
-    svc = SVC_POLICY + "bulkhead: {max_concurrent: 2, max_queued: 0, queue_timeout: 0}\n"
+    """Two requests the upstream holds until their clients leave fill the bulkhead (no
+    timer frees them: read 30 s), so the third is refused at once, never queued. (They
+    used to hang for 1.5 s: on a slow machine the slots could be free again before the
+    third request came.)"""
+    svc = SVC_POLICY.replace("read: 2.0, total: 5.0", "read: 30, total: 60")
+    svc += "bulkhead: {max_concurrent: 2, max_queued: 0, queue_timeout: 0}\n"
     routes = EXTRACTED + "- name: other\n  match: {prefix: /other}\n  mode: extracted\n"
     routes += "  target: other\n"
     p = start_proxy(svc=svc, routes=routes)
-    world.svc.set("hang", delay=1.5)
-    with httpx.Client(base_url=p.url, timeout=10) as c, ThreadPoolExecutor(4) as pool:
-        hanging = [pool.submit(c.get, f"/items/{i}") for i in range(2)]
-        deadline = time.monotonic() + 5
-        while world.svc.attempts() < 2:
-            assert time.monotonic() < deadline, "the two slow requests never arrived"
-            time.sleep(0.01)
-        started = time.monotonic()
-        r = c.get("/items/overflow")
-        assert r.status_code == 503 and time.monotonic() - started < 0.5
-        assert "Retry-After" in r.headers
-        assert world.svc.attempts() == 2  # overflow never reached the upstream
-        r = c.get("/other/1")
-        assert r.status_code == 200 and r.json()["server"] == "other"
-        world.svc.set("ok")
-        for f in hanging:
-            f.result()
+    host, port = p.url.removeprefix("http://").split(":")
+    held: list[socket.socket] = []
+    try:
+        for i in range(2):
+            conn = socket.create_connection((host, int(port)), timeout=10)
+            conn.sendall(b"GET /items/%d HTTP/1.1\r\nHost: x\r\nX-Fault: hang\r\n\r\n" % i)
+            held.append(conn)
+        wait_until(lambda: world.svc.attempts() == 2, what="the two held requests upstream")
+        with httpx.Client(base_url=p.url, timeout=30) as c:
+            started = time.monotonic()
+            r = c.get("/items/overflow")
+            # Queued instead, it would wait for a slot the held requests never give back.
+            assert r.status_code == 503 and time.monotonic() - started < 5
+            assert "Retry-After" in r.headers
+            assert world.svc.attempts() == 2  # overflow never reached the upstream
+            r = c.get("/other/1")
+            assert r.status_code == 200 and r.json()["server"] == "other"
+    finally:
+        for conn in held:
+            conn.close()
 
 
 def test_a_queued_request_whose_client_left_as_its_slot_came_never_holds_it(
