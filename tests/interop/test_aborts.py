@@ -165,7 +165,7 @@ def test_a_redirected_websocket_upgrade_is_relayed_never_followed(stack):
 
 def test_a_sync_gunicorn_worker_is_freed_when_the_client_leaves_its_stream(stack):
     # gunicorn's sync worker serves one request at a time: if the proxy kept draining the
-    # abandoned 6 s stream, the next request would wait for it.
+    # abandoned 30 s stream, the next request would wait for it (about 25 s more).
     with socket.create_connection(("127.0.0.1", stack.port), timeout=5) as sock:
         sock.sendall(b"GET /gs/slowstream HTTP/1.1\r\nHost: x\r\n\r\n")
         got = 0

@@ -67,9 +67,9 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         start_response("200 OK", [("Content-Type", "text/plain")])
         return _chunks(50)
     if leaf == "slowstream":
-        # 64 KiB every 10 ms for 6 s: a sync worker is busy until it ends or the peer leaves
+        # 64 KiB every 10 ms for 30 s: a sync worker is busy until it ends or the peer leaves
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return _slow(600)
+        return _slow(3000)
     if leaf == "cookies":
         n = int(environ.get("QUERY_STRING", "n=1").partition("=")[2] or 1)
         headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
