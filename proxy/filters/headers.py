@@ -108,32 +108,60 @@ def parse_trusted(cidrs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def is_trusted(peer: str, trusted: Sequence[Network]) -> bool:
-    if not trusted or not peer:
-        return False
-    try:
-        addr = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(addr in net for net in trusted)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Addresses already parsed, by their text: `ipaddress.ip_address` costs several microseconds
+# (ten for IPv6), and a proxy behind balancers parses the peer and each X-Forwarded-For hop
+# it walks on every request, the same few balancer and client addresses over and over (the
+# walk took a tenth of an express request's CPU). Bounded: cleared when full; texts longer
+# than any address with brackets, a port and a short zone are parsed but not kept.
+_PARSED: dict[str, tuple[str, IPAddress] | None] = {}
+_PARSED_MAX = 4096
+_PARSED_TEXT_MAX = 64
 
 
-def _hop_address(entry: str) -> str | None:
-    """One `X-Forwarded-For` element as a canonical address, or None when it is none: a
-    port is dropped (`203.0.113.9:5555`, `[2001:db8::1]:443`, as Azure's gateways and some
-    CDNs write them), and an IPv4-mapped IPv6 address is written as IPv4."""
-    entry = entry.strip()
+def _parsed(text: str) -> tuple[str, IPAddress] | None:
+    """A peer or `X-Forwarded-For` element as (canonical text, address), None when it is no
+    address: a port is dropped (`203.0.113.9:5555`, `[2001:db8::1]:443`, as Azure's gateways
+    and some CDNs write them), and an IPv4-mapped IPv6 address is written as IPv4."""
+    hit = _PARSED.get(text, False)
+    if hit is not False:
+        return hit
+    entry = text.strip()
     if entry.startswith("["):  # [v6] or [v6]:port
         entry = entry[1 : entry.find("]")] if "]" in entry else ""
     elif entry.count(":") == 1:  # v4:port (a bare v6 address has two colons or more)
         entry = entry.partition(":")[0]
     try:
-        addr = ipaddress.ip_address(entry)
+        addr: IPAddress = ipaddress.ip_address(entry)
     except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+        found = None
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        found = (str(addr), addr)
+    if len(text) <= _PARSED_TEXT_MAX:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = found
+    return found
+
+
+def _in(addr: IPAddress, trusted: Sequence[Network]) -> bool:
+    return any(addr in net for net in trusted)
+
+
+def is_trusted(peer: str, trusted: Sequence[Network]) -> bool:
+    if not trusted or not peer:
+        return False
+    found = _parsed(peer)
+    return found is not None and _in(found[1], trusted)
+
+
+def _hop_address(entry: str) -> str | None:
+    """One `X-Forwarded-For` element as a canonical address, or None when it is none (see
+    `_parsed`)."""
+    found = _parsed(entry)
+    return None if found is None else found[0]
 
 
 def client_address(xff_lines: Sequence[str], peer: str, trusted: Sequence[Network]) -> str:
@@ -148,17 +176,17 @@ def client_address(xff_lines: Sequence[str], peer: str, trusted: Sequence[Networ
     trusted hop that wrote it (nginx's rule), never becoming a key of its own."""
     if not is_trusted(peer, trusted):
         return peer
-    hops = [e for line in xff_lines for e in line.split(",")]
     client = peer
-    for entry in reversed(hops):
-        if not entry.strip():
-            continue
-        addr = _hop_address(entry)
-        if addr is None:
-            break
-        client = addr
-        if not is_trusted(addr, trusted):
-            break
+    for line in reversed(xff_lines):
+        for entry in reversed(line.split(",")):
+            if not entry or entry.isspace():
+                continue
+            found = _parsed(entry)
+            if found is None:
+                return client
+            client = found[0]
+            if not _in(found[1], trusted):
+                return client
     return client
 
 

@@ -276,3 +276,41 @@ def test_a_hop_is_an_address_without_its_port_or_it_ends_the_walk():
     assert client_address(["::ffff:203.0.113.7"], "10.0.0.9", nets) == "203.0.113.7"
     assert client_address(["not-an-ip"], "10.0.0.9", nets) == "10.0.0.9"
     assert client_address(["203.0.113.7, junk, 10.0.0.5"], "10.0.0.9", nets) == "10.0.0.5"
+
+
+def test_an_address_seen_before_is_not_parsed_again(monkeypatch):
+    """Behind balancers every request walks the peer and its X-Forwarded-For hops; parsing
+    each with `ipaddress` again cost a tenth of an express request's CPU (bench/
+    express_profile.py with trusted_proxies and one hop), for the same few addresses."""
+    from proxy.filters import headers as module
+
+    real = module.ipaddress.ip_address
+    parsed: list[str] = []
+
+    def counting(text):
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(module.ipaddress, "ip_address", counting)
+    nets = parse_trusted(["10.0.0.0/8"])
+    for _ in range(3):
+        hops = ["198.51.100.77, 10.31.0.5:80"]
+        assert client_address(hops, "10.31.0.9", nets) == "198.51.100.77"
+        assert is_trusted("10.31.0.9", nets)
+    assert sorted(parsed) == ["10.31.0.5", "10.31.0.9", "198.51.100.77"]
+
+
+def test_the_parsed_addresses_kept_are_bounded(monkeypatch):
+    """Clients vary what is walked (an IPv6 client has a /64 of addresses): the table of
+    parsed addresses stays bounded, and a long element (never an address) is not kept."""
+    from proxy.filters import headers as module
+
+    monkeypatch.setattr(module, "_PARSED_MAX", 50)
+    monkeypatch.setattr(module, "_PARSED", {})
+    nets = parse_trusted(["10.0.0.0/8"])
+    for i in range(500):
+        client_address([f"2001:db8::{i:x}"], "10.0.0.9", nets)
+        assert len(module._PARSED) <= 50
+    junk = "x" * 5000
+    assert client_address([f"{junk}, 10.0.0.5"], "10.0.0.9", nets) == "10.0.0.5"
+    assert junk not in module._PARSED
