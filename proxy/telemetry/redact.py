@@ -59,8 +59,13 @@ _SCHEME_TOKEN = re.compile(
 _WORD = re.compile(r"(?:[A-Z]?[a-z]+|[A-Z]+)(?:-(?:[A-Z]?[a-z]+|[A-Z]+))*")
 # A JSON Web Token (JWS: three base64url parts, JWE: five); `eyJ` is base64 for `{"`.
 # Not right after a `-` (nor inside a word): a run `eyJ-eyJ-...` would be scanned again from
-# each `eyJ` (quadratic); after a `.` (`v1.eyJ...`) the scan stops at the next dot.
-JWT = re.compile(r"(?<![\w\-])eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+){2,4}+")
+# each `eyJ` (quadratic); after a `.` (`v1.eyJ...`) the scan stops at the next dot. Right
+# after a percent-escape it is a token too: `Bearer%20eyJ...` in a query value, or a return
+# URL's own path percent-encoded (`next=https%3A%2F%2Fa%2Fverify%2FeyJ...`), where the
+# escape's hex digit is a word character (no scan overlaps another: `%` ends a scan).
+JWT = re.compile(
+    r"(?:(?<![\w\-])|(?<=%[0-9A-Fa-f]{2}))eyJ[A-Za-z0-9_\-]{4,}+(?:\.[A-Za-z0-9_\-]*+){2,4}+"
+)
 # Header-like lines (`X-Api-Key: v`, as an upstream's error page echoes the request head),
 # JSON/JS-like pairs in text (`"jwt": "v"`, `session_id: 42`, `API key: v`) and HTML fields
 # (`<input name="csrfmiddlewaretoken" value="v">`, `<meta name="csrf-token" content="v">`):

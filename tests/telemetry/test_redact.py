@@ -203,6 +203,23 @@ def test_a_jwt_in_a_query_or_a_path_is_redacted_under_any_name():
     assert r.query("next=eyJump&page=2") == "next=eyJump&page=2"  # not a token: kept
 
 
+def test_a_jwt_right_after_a_percent_escape_is_redacted():
+    """`Bearer%20eyJ...` in a query value, or a return URL percent-encoded whole
+    (`next=https%3A%2F%2Fa%2Fverify%2FeyJ...`): the escape's last hex digit is a word
+    character, which alone must not make the token part of a longer word."""
+    r = Redactor()
+    assert r.query(f"h=Bearer%20{JWT_VALUE}&page=2") == f"h=Bearer%20{REDACTED}&page=2"
+    encoded = f"next=https%3A%2F%2Fshop%2Fverify%2F{JWT_VALUE}%3Fa%3D1"
+    assert r.query(encoded) == f"next=https%3A%2F%2Fshop%2Fverify%2F{REDACTED}%3Fa%3D1"
+    assert r.path(f"/go/%2F{JWT_VALUE}") == f"/go/%2F{REDACTED}"
+    assert r.text(f"redirect to /login?next=%2Fverify%2F{JWT_VALUE}") == (
+        f"redirect to /login?next=%2Fverify%2F{REDACTED}"
+    )
+    # inside a word it is still no token, escape or not
+    assert r.query(f"x=a%2{JWT_VALUE}") == f"x=a%2{JWT_VALUE}"
+    assert r.path(f"/v/x{JWT_VALUE}") == f"/v/x{JWT_VALUE}"
+
+
 def test_the_access_line_hides_a_jwt_in_the_path_and_the_query():
     from proxy.config.model import TelemetryConfig
     from proxy.telemetry import Telemetry

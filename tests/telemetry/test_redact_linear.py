@@ -18,6 +18,8 @@ ADVERSARIAL = {
     "unclosed quote, backslashes (pair)": "x sid: '" + "\\" * 80,
     "JWT starts everywhere": "eyJ-" * (MIB // 4),
     "JWT starts after every dot": "eyJ." * (MIB // 4),
+    "JWT starts after every percent-escape": "%2FeyJaaaa" * (MIB // 10),
+    "JWT starts after escapes and dashes": "%2D-eyJ%2DeyJ-" * (MIB // 14),
     "an element that never closes": "password <a" + " id=" * (MIB // 4),
     "dotted words before a pair": "a." * (MIB // 2) + " password=x",
     "blanks before no equals sign": "password " + "a " * (MIB // 2) + "=",
