@@ -117,6 +117,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PARSED: dict[str, tuple[str, IPAddress] | None] = {}
 _PARSED_MAX = 4096
 _PARSED_TEXT_MAX = 64
+# X-Forwarded-For elements read at most: a chain of balancers is a handful, and a client inside
+# a listed network writes as many as 64 KiB of headers hold (some 5,000 distinct addresses:
+# 70 ms of parsing per request); then the walk stops at the last listed hop it read.
+MAX_TRUSTED_HOPS = 16
 
 
 def _parsed(text: str) -> tuple[str, IPAddress] | None:
@@ -173,14 +177,19 @@ def client_address(xff_lines: Sequence[str], peer: str, trusted: Sequence[Networ
 
     Each hop is read as an address (its port dropped), so one client keeps one key
     whatever port its connection had; an element that is no address stops the walk at the
-    trusted hop that wrote it (nginx's rule), never becoming a key of its own."""
+    trusted hop that wrote it (nginx's rule), never becoming a key of its own, and so does
+    reading `MAX_TRUSTED_HOPS` elements, all listed."""
     if not is_trusted(peer, trusted):
         return peer
     client = peer
+    walked = 0
     for line in reversed(xff_lines):
         for entry in reversed(line.split(",")):
             if not entry or entry.isspace():
                 continue
+            if walked == MAX_TRUSTED_HOPS:
+                return client
+            walked += 1
             found = _parsed(entry)
             if found is None:
                 return client

@@ -314,3 +314,27 @@ def test_the_parsed_addresses_kept_are_bounded(monkeypatch):
     junk = "x" * 5000
     assert client_address([f"{junk}, 10.0.0.5"], "10.0.0.9", nets) == "10.0.0.5"
     assert junk not in module._PARSED
+
+
+def test_the_walk_past_listed_hops_is_bounded(monkeypatch):
+    """A client inside a listed network writes its own hops, as many as 64 KiB of headers
+    hold (some 5,000): walking them all parsed for 70 ms per request. A real chain of
+    balancers is a handful; past `MAX_TRUSTED_HOPS` the walk stops at the last one reached."""
+    from proxy.filters import headers as module
+
+    real = module.ipaddress.ip_address
+    parsed: list[str] = []
+
+    def counting(text):
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(module.ipaddress, "ip_address", counting)
+    nets = parse_trusted(["10.0.0.0/8"])
+    hops = [f"10.7.{i // 250}.{i % 250}" for i in range(5000)]
+    client = client_address(["203.0.113.5, " + ", ".join(hops)], "10.0.0.9", nets)
+    assert client == hops[-module.MAX_TRUSTED_HOPS]
+    assert len(parsed) <= module.MAX_TRUSTED_HOPS + 1
+    # a chain within the bound is walked to its client
+    chain = ", ".join(hops[: module.MAX_TRUSTED_HOPS - 1])
+    assert client_address([f"203.0.113.5, {chain}"], "10.0.0.9", nets) == "203.0.113.5"
