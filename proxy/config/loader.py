@@ -491,7 +491,7 @@ class _TableReader:
                     "jwt_leeway: 60}`",
                 )
             else:
-                given = r.number(
+                seconds = r.number(
                     fields["jwt_leeway"],
                     "tenant.jwt_leeway",
                     JWT_LEEWAY,
@@ -499,7 +499,7 @@ class _TableReader:
                     hi=600,
                     unit=" (seconds of clock skew allowed on exp and nbf)",
                 )
-                leeway = JWT_LEEWAY if given is None else given
+                leeway = JWT_LEEWAY if seconds is None else seconds
         if key == "header":
             value = r.text(
                 value_node,

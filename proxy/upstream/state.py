@@ -408,7 +408,13 @@ class RedisState:
                     ],
                 )
         except Exception as exc:  # noqa: BLE001 - Redis or its client, whatever it is
-            self._failed(exc, list(self.guards()))
+            if self._healthy and _timed_out(exc):
+                # Maybe this replica's late loop, as for a sync: whether Redis is down is
+                # the sync loop's call (several probes timing out in one late tick must not
+                # count as several syncs), asked at once.
+                self.nudge()
+            else:
+                self._lost(exc, list(self.guards()))
             return "granted", 0.0  # local decision stands
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         return verdict, int(wait) / 1000.0
@@ -467,8 +473,8 @@ class RedisState:
         return int(result[1]) / 1e6, int(result[2]) / 1e6
 
     def _failed(self, exc: BaseException, guards: list[UpstreamGuard]) -> None:
-        """A call failed: Redis is lost, unless it only timed out and fewer than
-        `DOWN_AFTER_TIMEOUTS` calls in a row did (then the sync loop asks again at once)."""
+        """A sync failed: Redis is lost, unless it only timed out and fewer than
+        `DOWN_AFTER_TIMEOUTS` syncs in a row did (then the sync loop asks again at once)."""
         if self._healthy and _timed_out(exc):
             self._timeouts += 1
             if self._timeouts < DOWN_AFTER_TIMEOUTS:
