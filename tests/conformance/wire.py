@@ -127,23 +127,29 @@ class Wire:
                 return False
         return True
 
-    def closed(self, timeout: float = 3.0) -> bool:
+    def closed(self, timeout: float = 10.0) -> bool:
         """True when the proxy closes the connection within `timeout` (unread bytes stay
-        in `buf`)."""
+        in `buf`). Asserting a close, the wait costs nothing when the proxy does close: the
+        timeout is only how long a slow machine gets to do it."""
         deadline = time.monotonic() + timeout
         while self._recv(deadline):
             pass
         return self.eof
 
+    def more(self, timeout: float = 10.0) -> bool:
+        """Wait for the proxy's next bytes (True) or its close without any (False): for a
+        step where it may do either. Neither within `timeout` is a `ProtocolViolation`."""
+        deadline = time.monotonic() + timeout
+        while not self.buf:
+            if not self._recv(deadline):
+                if self.eof:
+                    return False
+                raise ProtocolViolation(
+                    f"neither more bytes nor a close within {timeout}s; got {self.raw[:600]!r}"
+                )
+        return True
+
     def silent(self) -> bytes:
         """Whatever arrives before the connection closes (or goes quiet for a moment)."""
         self.closed(timeout=1.0)
         return self.buf
-
-
-def roundtrip(port: int, data: bytes, method: str = "GET") -> tuple[Response, bool]:
-    """Send `data`, read one response, report whether the proxy closed the connection."""
-    with Wire(port) as w:
-        w.send(data)
-        resp = w.response(method)
-        return resp, w.closed(timeout=3.0 if resp.status >= 400 else 0.3)

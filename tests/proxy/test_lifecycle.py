@@ -328,10 +328,13 @@ def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_peri
     """An idle keep-alive connection that once used the aiohttp lane (a chunked upload)
     must not keep a stopping proxy waiting for a request that never comes; an open
     WebSocket is cut at the grace period, not at twice it (aiohttp waits once for the
-    handler, then once more for it to unwind)."""
+    handler, then once more for it to unwind). The periods are long enough that each
+    outcome is far from the bound, whatever a slow machine adds: the idle connection would
+    hold the stop for 60 s (bound 10 s), the WebSocket is cut at 15 s (bound 22 s) where
+    twice the grace period is 30 s."""
     import socket
 
-    proxy = start_proxy(extra="grace_period: 20\n")
+    proxy = start_proxy(extra="grace_period: 60\n")
     idle = socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])))
     idle.sendall(
         b"POST /anything HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -345,7 +348,8 @@ def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_peri
     assert idle.recv(65536) == b""  # closed, not left hanging
     idle.close()
 
-    proxy = start_proxy(extra="grace_period: 4\n")
+    grace = 15
+    proxy = start_proxy(extra=f"grace_period: {grace}\n")
 
     async def hold_a_websocket() -> float:
         url = proxy.url.replace("http", "ws") + "/ws"
@@ -354,12 +358,12 @@ def test_idle_and_websocket_connections_do_not_hold_shutdown_past_the_grace_peri
             assert (await ws.receive()).data == "echo:hi"
             proxy.proc.send_signal(signal.SIGTERM)
             started = time.monotonic()
-            await asyncio.to_thread(proxy.proc.wait, 30)
+            await asyncio.to_thread(proxy.proc.wait, 4 * grace)
             return time.monotonic() - started
 
     took = asyncio.run(hold_a_websocket())
     assert proxy.proc.returncode == 0
-    assert took < 4 + 3, f"stopped after {took:.1f}s with a 4s grace period"
+    assert took < grace + 7, f"stopped after {took:.1f}s with a {grace}s grace period"
 
 
 def test_an_open_websocket_is_closed_with_going_away_when_the_proxy_stops(start_proxy):

@@ -50,6 +50,11 @@ def stats(up: Upstream) -> dict:
     return httpx.get(f"http://127.0.0.1:{up.port}/stats").json()
 
 
+def release_slow(up: Upstream) -> None:
+    """Let every `/slow` answer the candidate holds go (they wait for this, on no clock)."""
+    httpx.get(f"http://127.0.0.1:{up.port}/release").raise_for_status()
+
+
 def route(name: str, target: str = "candidate", **policy) -> Route:
     return Route(
         name=name,
@@ -88,6 +93,7 @@ async def rig(servers, tmp_path):
         return m
 
     yield make, sender, store
+    release_slow(servers["candidate"])
     for m in mirrors:
         await m.close(timeout=0.5)
     await sender.close()
@@ -228,8 +234,9 @@ async def test_oversized_bodies_and_sampling(rig):
 def slow_shadow(
     name: str, *, concurrency: int, queue: int
 ) -> tuple[Route, ShadowRequest, CapturedResponse]:
-    """A shadow route to the candidate's slow endpoint, a request for it and a primary
-    answer: the pieces of a test that fills the route's queue."""
+    """A shadow route to the candidate's slow endpoint (it answers once the test releases
+    it), a request for it and a primary answer: the pieces of a test that fills the
+    route's queue."""
     route = Route(
         name=name,
         match=Match(path="/slow"),
@@ -262,9 +269,11 @@ async def test_slow_candidate_fills_the_queue_and_drops_without_blocking(rig, se
     candidate = servers["candidate"]
     received = "GET /slow?test=slow received"
     await until(lambda: stats(candidate)["calls"].get(received) == 2, what="the 2 in flight")
-    await mirror.close(timeout=0.2)
-    # a 2-second candidate does not hold shutdown: close returned before it answered
+    # A candidate that never answers does not hold shutdown: close gives up after its
+    # 0.2 s (waiting for the candidate instead, it would wait until the bound, 30 s).
+    await asyncio.wait_for(mirror.close(timeout=0.2), 30)
     assert "GET /slow?test=slow answered" not in stats(candidate)["calls"]
+    release_slow(candidate)
     assert mirror.submit(slow, "/slow", req, primary, "late") is False
     assert mirror.snapshot()["routes"][0]["dropped"]["stopping"] >= 1
 
@@ -294,8 +303,9 @@ async def test_candidate_timeout_is_bounded_by_the_mirror(rig):
     mirror = make(timeout=0.2)
     r = Route(name="t", match=Match(path="/slow"), mode="shadow", target="candidate")
     primary = CapturedResponse(200, (("content-type", "application/json"),), b"{}", 0.001)
+    # The candidate holds its answer until the test is over: only the mirror's 0.2 s ends it.
     assert mirror.submit(r, "/slow", ShadowRequest("GET", "/slow"), primary, "t1")
-    await until(lambda: compared(mirror, "t") == 1, timeout=3.0)
+    await until(lambda: compared(mirror, "t") == 1, timeout=30)
     await mirror.close()
     (rec,) = list(store.records())
     assert rec.differences[0].kind == "error" and "0.2s" in rec.differences[0].candidate
@@ -381,7 +391,7 @@ async def test_a_full_queue_while_the_loop_runs_late_is_proxy_busy(rig, servers)
     assert results.count(False) >= 3
     assert set(mirror.snapshot()["routes"][0]["dropped"]) == {"proxy_busy"}
     mirror._idle.set()  # noqa: SLF001
-    await mirror.close(timeout=0.2)
+    await asyncio.wait_for(mirror.close(timeout=0.2), 30)  # the candidate holds its answer
 
 
 def test_shadow_answers_get_the_routes_response_headers_before_comparing():
@@ -425,4 +435,4 @@ async def test_a_reload_that_resizes_a_full_lane_admits_into_the_new_one(rig):
     bigger, _, _ = slow_shadow("slow", concurrency=4, queue=8)
     assert mirror.admit(bigger, "GET", None) is True
     assert mirror.submit(bigger, "/slow", req, primary, "after", admitted=True) is True
-    await mirror.close(timeout=0.2)
+    await asyncio.wait_for(mirror.close(timeout=0.2), 30)  # the candidate holds its answer

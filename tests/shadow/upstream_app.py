@@ -20,6 +20,9 @@ from aiohttp import web
 
 calls: Counter = Counter()
 seen_shadow: Counter = Counter()
+# `GET /slow?test=NAME` holds its answer until `GET /release?test=NAME` (or a bare
+# `/release`, for all): a candidate as slow as the test needs, on no clock.
+gates: dict[str, asyncio.Event] = {}
 
 
 def make_app(role: str) -> web.Application:
@@ -56,9 +59,17 @@ def make_app(role: str) -> web.Application:
     async def slow(request: web.Request) -> web.Response:
         await record(request)
         calls[f"GET /slow?{request.query_string} received"] += 1
-        await asyncio.sleep(2.0)
+        await gates.setdefault(request.query.get("test", ""), asyncio.Event()).wait()
         calls[f"GET /slow?{request.query_string} answered"] += 1
         return web.json_response({"slow": True})
+
+    async def release(request: web.Request) -> web.Response:
+        """Let the held `/slow` answers of one test (`?test=NAME`), or of all, go; later
+        calls are held again."""
+        names = [request.query["test"]] if "test" in request.query else list(gates)
+        for name in names:
+            gates.pop(name, asyncio.Event()).set()
+        return web.json_response({"released": names})
 
     async def create(request: web.Request) -> web.Response:
         await record(request)
@@ -81,6 +92,7 @@ def make_app(role: str) -> web.Application:
     app.router.add_get("/items/{id}", item)
     app.router.add_get("/v2/items/{id}", item)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/release", release)
     app.router.add_get("/echo", echo)
     app.router.add_post("/items", create)
     return app

@@ -65,8 +65,20 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(float(request.query.get("s", "1")))
+    """`?s=SECONDS` (1 by default); `?gate=NAME` instead holds the answer until the test
+    opens that gate (`POST /gates/NAME`): as slow as the test needs, on no clock."""
+    name = request.query.get("gate")
+    if name is not None:
+        await request.app["gates"].setdefault(name, asyncio.Event()).wait()
+    else:
+        await asyncio.sleep(float(request.query.get("s", "1")))
     return web.json_response({"slow": True})
+
+
+async def open_gate(request: web.Request) -> web.Response:
+    """Let the `/slow?gate=NAME` answers held so far, and any later ones, go."""
+    request.app["gates"].setdefault(request.match_info["name"], asyncio.Event()).set()
+    return web.json_response({"opened": request.match_info["name"]})
 
 
 async def cookies(_: web.Request) -> web.Response:
@@ -157,6 +169,7 @@ def make_app(name: str) -> web.Application:
     app = web.Application(client_max_size=1024**4)
     app["name"] = name
     app["auth_seen"] = []
+    app["gates"] = {}
     app["ws_closes"] = []
     app.router.add_get("/auth/check", auth_check)
     app.router.add_get("/auth/seen", auth_seen)
@@ -166,6 +179,7 @@ def make_app(name: str) -> web.Application:
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/slow", slow)
     app.router.add_get("/svc/slow", slow)
+    app.router.add_post("/gates/{name}", open_gate)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/redirect", redirect)

@@ -168,7 +168,9 @@ def test_the_admin_dashboard_follows_routes_yaml(tmp_path):
 
 def test_requests_in_flight_are_gauged_in_each_worker_and_summed(tmp_path):
     """`strangler_requests_in_flight` counts requests waiting on their upstream, in every
-    worker, as `/-/ready` does for the worker it asks."""
+    worker, as `/-/ready` does for the worker it asks. The upstream holds the six answers
+    until the gauge has said 6 (they used to take 4 s: on a slow machine they could be
+    answered before the sixth was in flight)."""
     up_port, upstream = start_upstream()
     port, admin = free_port(), free_port()
     config = tmp_path / "routes.yaml"
@@ -190,13 +192,16 @@ def test_requests_in_flight_are_gauged_in_each_worker_and_summed(tmp_path):
     ):
         # New connections each, so SO_REUSEPORT spreads them over both workers.
         slow = [
-            pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow?s=4", timeout=20)
+            pool.submit(httpx.get, f"http://127.0.0.1:{port}/slow?gate=held", timeout=30)
             for _ in range(6)
         ]
 
         def gauge() -> float:
             return total(httpx.get(metrics, timeout=10).text, "strangler_requests_in_flight")
 
-        wait_until(lambda: gauge() == 6, timeout=15, what="6 requests in flight")
+        try:
+            wait_until(lambda: gauge() == 6, what="6 requests in flight")
+        finally:
+            httpx.post(f"http://127.0.0.1:{up_port}/gates/held", timeout=10).raise_for_status()
         assert all(f.result().status_code == 200 for f in slow)
         wait_until(lambda: gauge() == 0, timeout=15, what="none in flight")
