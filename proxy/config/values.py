@@ -216,6 +216,7 @@ def redis_url_options() -> tuple[str, ...]:
 
 _CERT_REQS = ("none", "optional", "required")
 _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
 
 
 def check_redis_url(text: str) -> str | None:
@@ -257,9 +258,14 @@ def check_redis_url(text: str) -> str | None:
             return f"option {key} in {shown!r} names {value!r}, which is not a file"
         if key in parsers:
             try:
-                parsers[key](value)
+                parsed = parsers[key](value)
             except (TypeError, ValueError):
                 return f"option {key}={value!r} in {shown!r} is not a valid value"
+            if key in _TIMEOUTS and not (isinstance(parsed, float) and 0 < parsed <= 30):
+                return (
+                    f"option {key}={value!r} in {shown!r} is out of range: use seconds "
+                    "above 0 and at most 30 (e.g. 0.25)"
+                )
     return None
 
 

@@ -232,7 +232,10 @@ class RedisState:
         self.url, self.prefix = split_prefix(url, prefix)
         self.guards = guards
         self.interval = interval
-        self.timeout = timeout
+        # `?socket_timeout=` on the URL is the state timeout: redis-py reads it for its
+        # sockets, and every deadline here derives from it (validated at load).
+        given = dict(parse_qsl(urlsplit(self.url).query)).get("socket_timeout")
+        self.timeout = timeout = float(given) if given else timeout
         self.replica_id = (
             replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )

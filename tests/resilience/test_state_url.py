@@ -27,6 +27,21 @@ def test_prefix_comes_out_of_the_query() -> None:
     assert split_prefix("redis://h:1/0", "strangler:") == ("redis://h:1/0", "strangler:")
 
 
+def test_socket_timeout_on_the_url_is_the_state_timeout() -> None:
+    """One timeout for redis-py's sockets and for every deadline the proxy derives from it
+    (a budget call, a probe, a sync): the URL's, else the default."""
+    from proxy.config.values import check_redis_url
+
+    state = RedisState("redis://127.0.0.1:1/0?prefix=p:&socket_timeout=0.5", lambda: [])
+    assert state.timeout == 0.5 and state.prefix == "p:"
+    assert RedisState("redis://127.0.0.1:1/0", lambda: []).timeout == 0.1
+    assert check_redis_url("redis://h/0?socket_timeout=0.25") is None
+    for bad in ("0", "-1", "31", "nan", "inf"):
+        problem = check_redis_url(f"redis://h/0?socket_timeout={bad}")
+        assert problem is not None and "socket_timeout" in problem, bad
+        assert "above 0 and at most 30" in problem, problem
+
+
 def test_a_non_redis_state_url_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match=r"state: 'postgres://u:\*\*\*@db/x' is not a Redis URL"):
         RedisState("postgres://u:pw@db/x", lambda: [])
