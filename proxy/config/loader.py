@@ -444,62 +444,62 @@ class _TableReader:
             return None
         key = given[0]
         value_node = fields[key]
-        secret_env = None
-        if "jwt_secret_env" in fields:
-            if key != "jwt_claim":
+
+        def jwt_option(name: str, applies: bool, needs: str, example: str) -> Node | None:
+            """The node of a JWT option when it applies; else None (absent, or reported)."""
+            node = fields.get(name)
+            if node is not None and not applies:
                 r.report(
-                    fields["jwt_secret_env"],
-                    "tenant.jwt_secret_env",
-                    "jwt_secret_env only applies to a jwt_claim tenant source",
-                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME}`",
+                    node,
+                    f"tenant.{name}",
+                    f"{name} only applies {needs}",
+                    f"remove it, or use `tenant: {{jwt_claim: tid, {example}}}`",
                 )
-            else:
-                secret_env = r.text(
-                    fields["jwt_secret_env"],
-                    "tenant.jwt_secret_env",
-                    check=check_token,
-                    required=True,
-                    fix="the name of an environment variable holding the HS256 secret",
-                )
-        previous_env = None
-        if "jwt_previous_secret_env" in fields:
-            if key != "jwt_claim" or "jwt_secret_env" not in fields:
-                r.report(
-                    fields["jwt_previous_secret_env"],
-                    "tenant.jwt_previous_secret_env",
-                    "jwt_previous_secret_env only applies beside jwt_secret_env",
-                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME, "
-                    "jwt_previous_secret_env: OLD_NAME}`",
-                )
-            else:
-                previous_env = r.text(
-                    fields["jwt_previous_secret_env"],
-                    "tenant.jwt_previous_secret_env",
-                    check=check_token,
-                    required=True,
-                    fix="the name of an environment variable holding the previous HS256 secret",
-                )
+                return None
+            return node
+
+        verified = key == "jwt_claim" and "jwt_secret_env" in fields
+        secret_env = previous_env = None
         leeway = JWT_LEEWAY
-        if "jwt_leeway" in fields:
-            if key != "jwt_claim" or "jwt_secret_env" not in fields:
-                r.report(
-                    fields["jwt_leeway"],
-                    "tenant.jwt_leeway",
-                    "jwt_leeway only applies to verified JWTs (exp and nbf are checked only"
-                    " with jwt_secret_env)",
-                    "remove it, or use `tenant: {jwt_claim: tid, jwt_secret_env: NAME, "
-                    "jwt_leeway: 60}`",
-                )
-            else:
-                seconds = r.number(
-                    fields["jwt_leeway"],
-                    "tenant.jwt_leeway",
-                    JWT_LEEWAY,
-                    lo=0,
-                    hi=600,
-                    unit=" (seconds of clock skew allowed on exp and nbf)",
-                )
-                leeway = JWT_LEEWAY if seconds is None else seconds
+        node = jwt_option(
+            "jwt_secret_env", key == "jwt_claim", "to a jwt_claim tenant source",
+            "jwt_secret_env: NAME",
+        )  # fmt: skip
+        if node is not None:
+            secret_env = r.text(
+                node,
+                "tenant.jwt_secret_env",
+                check=check_token,
+                required=True,
+                fix="the name of an environment variable holding the HS256 secret",
+            )
+        node = jwt_option(
+            "jwt_previous_secret_env", verified, "beside jwt_secret_env",
+            "jwt_secret_env: NAME, jwt_previous_secret_env: OLD_NAME",
+        )  # fmt: skip
+        if node is not None:
+            previous_env = r.text(
+                node,
+                "tenant.jwt_previous_secret_env",
+                check=check_token,
+                required=True,
+                fix="the name of an environment variable holding the previous HS256 secret",
+            )
+        node = jwt_option(
+            "jwt_leeway", verified,
+            "to verified JWTs (exp and nbf are checked only with jwt_secret_env)",
+            "jwt_secret_env: NAME, jwt_leeway: 60",
+        )  # fmt: skip
+        if node is not None:
+            seconds = r.number(
+                node,
+                "tenant.jwt_leeway",
+                JWT_LEEWAY,
+                lo=0,
+                hi=600,
+                unit=" (seconds of clock skew allowed on exp and nbf)",
+            )
+            leeway = JWT_LEEWAY if seconds is None else seconds
         if key == "header":
             value = r.text(
                 value_node,
