@@ -381,7 +381,7 @@ _conditions = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.lists(st.tuples(_pattern, _conditions), max_size=10),
     st.lists(
