@@ -905,7 +905,7 @@ class ProxyHandler:
             max_forwards=edge.max_forwards,
         )
         ex.tenant = extract_tenant(
-            config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_key
+            config.tenant, headers=headers, host=edge.host, jwt_key=rt.tenant_keys
         )
 
         # dispatcher

@@ -25,7 +25,7 @@ class Runtime:
     generation: int = 0
     # HS256 secrets for JWT tenant claims, read once at load: the current one, then the
     # previous one while secrets rotate.
-    tenant_key: tuple[bytes, ...] | None = None
+    tenant_keys: tuple[bytes, ...] | None = None
     notes: tuple[str, ...] = ()  # warnings about the load, logged when it is swapped in
     # Request headers no client may send upstream: the proxy's own, and those the
     # authentication check vouches for (`auth.copy`).
@@ -52,7 +52,7 @@ class Runtime:
             trusted=parse_trusted(config.trusted_proxies),
             translators=translators or {},
             generation=generation,
-            tenant_key=_tenant_key(config) if secrets else None,
+            tenant_keys=_tenant_keys(config) if secrets else None,
             notes=notes,
             client_drop=CLIENT_DROPPED.union(config.auth.copy) if config.auth else CLIENT_DROPPED,
         )
@@ -73,7 +73,7 @@ def missing_secrets(config: Config) -> list[str]:
     ]
 
 
-def _tenant_key(config: Config) -> tuple[bytes, ...] | None:
+def _tenant_keys(config: Config) -> tuple[bytes, ...] | None:
     missing = missing_secrets(config)
     if missing:
         raise ValueError(missing[0])

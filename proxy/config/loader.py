@@ -458,6 +458,10 @@ class _TableReader:
                 return None
             return node
 
+        def env_name(node: Node, name: str, holding: str) -> str | None:
+            fix = f"the name of an environment variable holding {holding}"
+            return r.text(node, f"tenant.{name}", check=check_token, required=True, fix=fix)
+
         verified = key == "jwt_claim" and "jwt_secret_env" in fields
         secret_env = previous_env = None
         leeway = JWT_LEEWAY
@@ -466,25 +470,13 @@ class _TableReader:
             "jwt_secret_env: NAME",
         )  # fmt: skip
         if node is not None:
-            secret_env = r.text(
-                node,
-                "tenant.jwt_secret_env",
-                check=check_token,
-                required=True,
-                fix="the name of an environment variable holding the HS256 secret",
-            )
+            secret_env = env_name(node, "jwt_secret_env", "the HS256 secret")
         node = jwt_option(
             "jwt_previous_secret_env", verified, "beside jwt_secret_env",
             "jwt_secret_env: NAME, jwt_previous_secret_env: OLD_NAME",
         )  # fmt: skip
         if node is not None:
-            previous_env = r.text(
-                node,
-                "tenant.jwt_previous_secret_env",
-                check=check_token,
-                required=True,
-                fix="the name of an environment variable holding the previous HS256 secret",
-            )
+            previous_env = env_name(node, "jwt_previous_secret_env", "the previous HS256 secret")
         node = jwt_option(
             "jwt_leeway", verified,
             "to verified JWTs (exp and nbf are checked only with jwt_secret_env)",

@@ -116,7 +116,7 @@ def _jwt_claim(
     claim: str,
     key: bytes | tuple[bytes, ...] | None,
     now: float,
-    leeway: float = 0.0,
+    leeway: float,
 ) -> str | None:
     if not auth:
         return None

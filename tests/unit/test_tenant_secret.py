@@ -37,12 +37,12 @@ def test_secret_env_is_read_once_at_load_and_verifies_tokens(monkeypatch):
     monkeypatch.setenv("TENANT_JWT_SECRET", "s3cret")
     config = parse_config(BASE + "tenant: {jwt_claim: tid, jwt_secret_env: TENANT_JWT_SECRET}\n")
     rt = Runtime.build(config)
-    assert rt.tenant_key == (b"s3cret",)
+    assert rt.tenant_keys == (b"s3cret",)
     assert not any("signature" in w for w in config_warnings(config))
     good = {"authorization": "Bearer " + token({"tid": "acme"}, b"s3cret")}
     forged = {"authorization": "Bearer " + token({"tid": "acme"}, b"guess")}
-    assert extract_tenant(config.tenant, headers=good, host="", jwt_key=rt.tenant_key) == "acme"
-    assert extract_tenant(config.tenant, headers=forged, host="", jwt_key=rt.tenant_key) is None
+    assert extract_tenant(config.tenant, headers=good, host="", jwt_key=rt.tenant_keys) == "acme"
+    assert extract_tenant(config.tenant, headers=forged, host="", jwt_key=rt.tenant_keys) is None
 
 
 def test_while_secrets_rotate_tokens_of_the_previous_secret_verify_too(monkeypatch):
@@ -56,7 +56,7 @@ def test_while_secrets_rotate_tokens_of_the_previous_secret_verify_too(monkeypat
         " jwt_previous_secret_env: TENANT_JWT_SECRET_OLD}\n"
     )
     config = parse_config(text)
-    keys = Runtime.build(config).tenant_key
+    keys = Runtime.build(config).tenant_keys
     assert keys == (b"new", b"old")
 
     def tenant(secret: bytes, keys) -> str | None:
@@ -66,7 +66,7 @@ def test_while_secrets_rotate_tokens_of_the_previous_secret_verify_too(monkeypat
     assert tenant(b"new", keys) == "acme" and tenant(b"old", keys) == "acme"
     assert tenant(b"guess", keys) is None
     monkeypatch.delenv("TENANT_JWT_SECRET_OLD")  # the next start, after the rotation
-    after = Runtime.build(config).tenant_key
+    after = Runtime.build(config).tenant_keys
     assert after == (b"new",)
     assert tenant(b"new", after) == "acme" and tenant(b"old", after) is None
 
